@@ -1,0 +1,1 @@
+export type { NftCommand, NftDriver, NftObject } from './driver.js';

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs what Bulkhead needs on a fresh Debian machine (as root): nftables and iproute2
+# from Debian's packages, then the npm dependencies. Idempotent: does nothing twice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v nft >/dev/null || ! command -v ip >/dev/null || ! ldconfig -p | grep -q libnftables.so.1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 >/dev/null
+fi
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi

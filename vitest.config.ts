@@ -1,0 +1,29 @@
+import { defineConfig } from 'vitest/config';
+
+// Three suites: unit (pure, fast, fake nft driver), integration (real nftables, run by
+// scripts/test.sh inside a throwaway network namespace via `unshare --net`), and e2e
+// (several namespace hosts, a real control plane, real agent processes).
+export default defineConfig({
+  test: {
+    projects: [
+      { test: { name: 'unit', include: ['packages/*/src/**/*.test.ts'] } },
+      {
+        test: {
+          name: 'integration',
+          include: ['packages/*/src/**/*.itest.ts'],
+          fileParallelism: false,
+          testTimeout: 30_000,
+        },
+      },
+      {
+        test: {
+          name: 'e2e',
+          include: ['test/**/*.e2e.ts'],
+          fileParallelism: false,
+          testTimeout: 180_000,
+          hookTimeout: 180_000,
+        },
+      },
+    ],
+  },
+});
