@@ -1,0 +1,134 @@
+import koffi from 'koffi';
+import type { NftCommand, NftDriver, NftObject } from './driver.js';
+import { NftError } from './errors.js';
+import { batchOf, errorText, parseListOutput, readBatchOf } from './run.js';
+import type { Transaction } from './transaction.js';
+
+// From libnftables.h (nftables 1.0.6): NFT_CTX_OUTPUT_JSON = 1 << 4; NFT_CTX_DEFAULT = 0.
+const NFT_CTX_OUTPUT_JSON = 1 << 4;
+
+export interface LibNftOptions {
+  /** Library to load; default libnftables.so.1 from the system search path. */
+  libraryPath?: string;
+}
+
+type AsyncFn = { async: (...args: unknown[]) => void } & ((...args: unknown[]) => unknown);
+
+interface Api {
+  ctxNew: AsyncFn;
+  setFlags: AsyncFn;
+  bufferOutput: AsyncFn;
+  bufferError: AsyncFn;
+  getOutput: AsyncFn;
+  getError: AsyncFn;
+  run: AsyncFn;
+  setDryRun: AsyncFn;
+  free: AsyncFn;
+}
+
+let api: Api | undefined;
+
+function load(path: string): Api {
+  if (api !== undefined) return api;
+  const lib = koffi.load(path);
+  const ctx = koffi.pointer(koffi.opaque('nft_ctx'));
+  const f = (name: string, ret: string | object, args: (string | object)[]): AsyncFn =>
+    lib.func(name, ret as string, args as string[]) as unknown as AsyncFn;
+  api = {
+    ctxNew: f('nft_ctx_new', ctx, ['uint32']),
+    setFlags: f('nft_ctx_output_set_flags', 'void', [ctx, 'uint32']),
+    bufferOutput: f('nft_ctx_buffer_output', 'int', [ctx]),
+    bufferError: f('nft_ctx_buffer_error', 'int', [ctx]),
+    getOutput: f('nft_ctx_get_output_buffer', 'const char *', [ctx]),
+    getError: f('nft_ctx_get_error_buffer', 'const char *', [ctx]),
+    run: f('nft_run_cmd_from_buffer', 'int', [ctx, 'const char *']),
+    setDryRun: f('nft_ctx_set_dry_run', 'void', [ctx, 'bool']),
+    free: f('nft_ctx_free', 'void', [ctx]),
+  };
+  return api;
+}
+
+/**
+ * The libnftables backend: the same library `nft` uses, called in-process through koffi
+ * (~0.1 ms per small batch instead of ~7 ms per nft process). Batches run on koffi's worker
+ * thread (`.async`) because a 20k-element set takes ~0.5 s to load and must not stall the
+ * event loop; calls are serialised because a context's output buffers are shared state.
+ */
+export function createLibNft(options: LibNftOptions = {}): NftDriver {
+  let a: Api;
+  try {
+    a = load(options.libraryPath ?? 'libnftables.so.1');
+  } catch (cause) {
+    throw new NftError('NFT_UNAVAILABLE', 'cannot load libnftables', { cause });
+  }
+  const ctx = a.ctxNew(0);
+  if (ctx === null) throw new NftError('NFT_UNAVAILABLE', 'nft_ctx_new failed');
+  a.setFlags(ctx, NFT_CTX_OUTPUT_JSON);
+  a.bufferOutput(ctx);
+  a.bufferError(ctx);
+
+  let closed = false;
+  let tail: Promise<unknown> = Promise.resolve();
+
+  const runAsync = (text: string): Promise<number> =>
+    new Promise((resolve, reject) => {
+      a.run.async(ctx, text, (err: unknown, rc: number) => (err ? reject(err) : resolve(rc)));
+    });
+
+  // One command at a time on this context; a failure does not poison the queue.
+  function exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    if (closed) return Promise.reject(new NftError('NFT_UNAVAILABLE', 'driver is closed'));
+    const next = tail.then(fn, fn);
+    tail = next.catch(() => undefined);
+    return next;
+  }
+
+  async function runBatch(
+    text: string,
+    dryRun: boolean,
+  ): Promise<{ rc: number; out: string; err: string }> {
+    a.setDryRun(ctx, dryRun);
+    try {
+      const rc = await runAsync(text);
+      // Reading the buffers also resets them for the next call.
+      const out = (a.getOutput(ctx) as string | null) ?? '';
+      const err = (a.getError(ctx) as string | null) ?? '';
+      return { rc, out, err };
+    } finally {
+      if (dryRun) a.setDryRun(ctx, false);
+    }
+  }
+
+  async function write(tx: Transaction, dryRun: boolean): Promise<void> {
+    const text = batchOf(tx);
+    const { rc, err } = await exclusive(() => runBatch(text, dryRun));
+    if (rc !== 0) {
+      const detail = errorText(err);
+      throw new NftError('NFT_APPLY_FAILED', `nftables refused the batch: ${detail}`, {
+        cause: detail,
+      });
+    }
+  }
+
+  return {
+    backend: 'libnftables',
+    apply: (tx) => write(tx, false),
+    check: (tx) => write(tx, true),
+    async list(command: NftCommand): Promise<NftObject[]> {
+      const text = readBatchOf(command);
+      const { rc, out, err } = await exclusive(() => runBatch(text, false));
+      if (rc !== 0) {
+        const detail = errorText(err);
+        throw new NftError('NFT_LIST_FAILED', `nftables refused the read: ${detail}`, {
+          cause: detail,
+        });
+      }
+      return parseListOutput(out);
+    },
+    close(): void {
+      if (closed) return;
+      closed = true;
+      void tail.then(() => a.free(ctx));
+    },
+  };
+}
