@@ -1,1 +1,2 @@
-export {};
+export { AgentError, type AgentErrorCode } from './errors.js';
+export { type Failsafe, renderCommands, renderRuleSet } from './render.js';

@@ -1,0 +1,18 @@
+/** Stable codes; callers branch on these, never on message text. */
+export type AgentErrorCode =
+  | 'RULESET_INVALID'
+  | 'APPLY_FAILED'
+  | 'STATE_IO'
+  | 'ENROLL_FAILED'
+  | 'CONFIG_INVALID';
+
+/** The one error class of @bulkhead/agent. */
+export class AgentError extends Error {
+  override readonly name = 'AgentError';
+  readonly code: AgentErrorCode;
+
+  constructor(code: AgentErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}

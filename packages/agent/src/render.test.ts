@@ -1,0 +1,223 @@
+import type { NftCommand } from '@bulkhead/nftables';
+import { Mode } from '@bulkhead/proto';
+import { describe, expect, it } from 'vitest';
+import { AgentError } from './errors.js';
+import { fixtureFailsafe, fixtureRuleSet } from './fixture.test-util.js';
+import { renderCommands, renderRuleSet } from './render.js';
+
+type Obj = Record<string, Record<string, unknown>>;
+
+function added(cmds: NftCommand[], kind: string): Record<string, unknown>[] {
+  return cmds
+    .map((c) => (c.add as Obj | undefined)?.[kind])
+    .filter((x): x is Record<string, unknown> => x !== undefined);
+}
+
+function rulesOf(cmds: NftCommand[], chain: string): unknown[][] {
+  return added(cmds, 'rule')
+    .filter((r) => r.chain === chain)
+    .map((r) => r.expr as unknown[]);
+}
+
+describe('renderRuleSet', () => {
+  const enforce = renderCommands(fixtureRuleSet(Mode.MODE_ENFORCE), fixtureFailsafe);
+  const monitor = renderCommands(fixtureRuleSet(Mode.MODE_MONITOR), fixtureFailsafe);
+
+  it('replaces the table atomically: add, delete, add first', () => {
+    const t = { table: { family: 'inet', name: 'bulkhead' } };
+    expect(enforce.slice(0, 3)).toEqual([{ add: t }, { delete: t }, { add: t }]);
+    expect(enforce.slice(3).some((c) => 'delete' in c || 'flush' in c)).toBe(false);
+  });
+
+  it('returns a valid Transaction holding the same commands', () => {
+    const tx = renderRuleSet(fixtureRuleSet(), fixtureFailsafe);
+    expect(tx.error).toBeUndefined();
+    expect(tx.commands).toEqual(enforce);
+  });
+
+  it('has base chains input and output with policy accept', () => {
+    const base = added(enforce, 'chain').filter((c) => c.hook !== undefined);
+    expect(base).toEqual([
+      expect.objectContaining({
+        name: 'input',
+        hook: 'input',
+        type: 'filter',
+        prio: 0,
+        policy: 'accept',
+      }),
+      expect.objectContaining({
+        name: 'output',
+        hook: 'output',
+        type: 'filter',
+        prio: 0,
+        policy: 'accept',
+      }),
+    ]);
+  });
+
+  it('has one verdict map per direction, family and kind', () => {
+    const maps = added(enforce, 'map');
+    expect(maps.map((m) => m.name).sort()).toEqual(
+      [
+        'in4_ports',
+        'in4_proto',
+        'in4_any',
+        'in6_ports',
+        'in6_proto',
+        'in6_any',
+        'out4_ports',
+        'out4_any',
+        'out6_ports',
+        'out6_proto',
+      ].sort(),
+    );
+    const byName = new Map(maps.map((m) => [m.name, m]));
+    expect(byName.get('in4_ports')).toMatchObject({
+      type: ['ipv4_addr', 'inet_proto', 'inet_service'],
+      map: 'verdict',
+      flags: ['interval'],
+      elem: [
+        [
+          { concat: [{ range: ['10.0.0.0', '10.0.0.255'] }, 6, { range: [80, 90] }] },
+          { jump: { target: 'r0' } },
+        ],
+        [{ concat: ['10.0.1.5', 17, 53] }, { jump: { target: 'r1' } }],
+      ],
+    });
+    expect(byName.get('in6_any')).toMatchObject({
+      type: 'ipv6_addr',
+      elem: [[{ range: ['fd01::', 'fd01::ff'] }, { jump: { target: 'r1' } }]],
+    });
+    expect(byName.get('out6_proto')).toMatchObject({
+      type: ['ipv6_addr', 'inet_proto'],
+      elem: [[{ concat: [{ range: ['fd02::', 'fd02::ff'] }, 47] }, { jump: { target: 'r3' } }]],
+    });
+  });
+
+  it('puts failsafe rules first, then lookups most specific first, then the default', () => {
+    const input = rulesOf(enforce, 'input');
+    expect(input[0]).toEqual([
+      { match: { op: '==', left: { meta: { key: 'iif' } }, right: 'lo' } },
+      { accept: null },
+    ]);
+    expect(JSON.stringify(input[1])).toContain('established');
+    expect(JSON.stringify(input[2])).toContain('nd-neighbor-solicit');
+    expect(input[3]).toEqual([
+      {
+        match: {
+          op: '==',
+          left: { payload: { protocol: 'ip', field: 'saddr' } },
+          right: { prefix: { addr: '10.8.0.0', len: 16 } },
+        },
+      },
+      { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: 22 } },
+      { accept: null },
+    ]);
+    expect(JSON.stringify(input[4])).toContain('fd08::');
+    const lookups = input.slice(5, -1).map((e) => (e[0] as { vmap: { data: string } }).vmap.data);
+    expect(lookups).toEqual([
+      '@in4_ports',
+      '@in4_proto',
+      '@in4_any',
+      '@in6_ports',
+      '@in6_proto',
+      '@in6_any',
+    ]);
+    expect(input.at(-1)).toEqual([{ jump: { target: 'in_default' } }]);
+
+    const output = rulesOf(enforce, 'output');
+    expect(JSON.stringify(output)).toContain('"oif"');
+    expect(output).toContainEqual([
+      {
+        match: {
+          op: '==',
+          left: { payload: { protocol: 'ip', field: 'daddr' } },
+          right: '10.9.0.1',
+        },
+      },
+      { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: 8443 } },
+      { accept: null },
+    ]);
+    const outLookups = output
+      .filter((e) => 'vmap' in (e[0] as object))
+      .map((e) => (e[0] as { vmap: { key: unknown; data: string } }).vmap);
+    expect(outLookups.map((v) => v.data)).toEqual([
+      '@out4_ports',
+      '@out4_any',
+      '@out6_ports',
+      '@out6_proto',
+    ]);
+    // Egress looks up the destination.
+    expect(JSON.stringify(outLookups[0]!.key)).toContain('daddr');
+    expect(JSON.stringify(outLookups[0]!.key)).not.toContain('saddr');
+  });
+
+  it('counts and decides in each rule chain: enforce drops denies', () => {
+    expect(rulesOf(enforce, 'r0')).toEqual([[{ counter: 'r0_allowed' }, { accept: null }]]);
+    expect(rulesOf(enforce, 'r1')).toEqual([[{ counter: 'r1_denied' }, { drop: null }]]);
+    expect(rulesOf(enforce, 'in_default')).toEqual([
+      [{ counter: 'in_default_denied' }, { drop: null }],
+    ]);
+    expect(rulesOf(enforce, 'out_default')).toEqual([
+      [{ counter: 'out_default_denied' }, { drop: null }],
+    ]);
+    expect(added(enforce, 'counter').map((c) => c.name)).toEqual([
+      'r0_allowed',
+      'r1_denied',
+      'r2_allowed',
+      'r3_denied',
+      'in_default_denied',
+      'out_default_denied',
+    ]);
+  });
+
+  it('monitor differs from enforce exactly in the deny and default verdicts', () => {
+    expect(rulesOf(monitor, 'r1')).toEqual([[{ counter: 'r1_would_deny' }, { accept: null }]]);
+    expect(rulesOf(monitor, 'out_default')).toEqual([
+      [{ counter: 'out_default_would_deny' }, { accept: null }],
+    ]);
+    expect(monitor.length).toBe(enforce.length);
+    const differing = enforce
+      .map((c, i) => (JSON.stringify(c) === JSON.stringify(monitor[i]) ? undefined : i))
+      .filter((i) => i !== undefined)
+      .map((i) => JSON.stringify(enforce[i]!));
+    // 2 deny rules + 2 defaults, each a counter and a rule; plus the marker rule.
+    expect(differing).toHaveLength(9);
+    for (const d of differing) {
+      expect(d).toMatch(/_denied|"comment"/);
+    }
+  });
+
+  it('renders the same input to the same commands, and marks it', () => {
+    expect(renderCommands(fixtureRuleSet(), fixtureFailsafe)).toEqual(enforce);
+    const marker = (cmds: NftCommand[]) =>
+      added(cmds, 'rule').find((r) => r.chain === 'input')?.comment as string;
+    const m1 = marker(enforce);
+    expect(m1).toMatch(/^bulkhead rev=7 digest=[0-9a-f]{32}$/);
+    const otherFailsafe = renderCommands(fixtureRuleSet(), {
+      ...fixtureFailsafe,
+      admin: undefined,
+    });
+    expect(marker(otherFailsafe)).not.toBe(m1);
+  });
+
+  it('rejects a malformed RuleSet with RULESET_INVALID', () => {
+    const bad = fixtureRuleSet();
+    bad.entries[0]!.rule = 99;
+    expect(() => renderCommands(bad, fixtureFailsafe)).toThrow(
+      expect.objectContaining({ code: 'RULESET_INVALID' }),
+    );
+    const mixed = fixtureRuleSet();
+    mixed.entries[0]!.addrTo = 'fd00::1';
+    expect(() => renderCommands(mixed, fixtureFailsafe)).toThrow(AgentError);
+  });
+
+  it('rejects a bad admin CIDR with CONFIG_INVALID', () => {
+    expect(() =>
+      renderCommands(fixtureRuleSet(), {
+        ...fixtureFailsafe,
+        admin: { cidrs: ['10.0.0.0/33'], port: 22 },
+      }),
+    ).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID' }));
+  });
+});
