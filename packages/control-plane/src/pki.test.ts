@@ -1,0 +1,95 @@
+import 'reflect-metadata';
+import { webcrypto, X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createPki } from './pki.js';
+
+const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+
+export async function makeCsr(cn = 'host-1'): Promise<{ csrPem: string; keyPem: string }> {
+  const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: `CN=${cn}`,
+    keys,
+    signingAlgorithm: alg,
+  });
+  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
+  const keyPem = `-----BEGIN PRIVATE KEY-----\n${der.toString('base64')}\n-----END PRIVATE KEY-----\n`;
+  return { csrPem: csr.toString('pem'), keyPem };
+}
+
+describe('pki', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'bh-pki-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('creates the CA once, key 0600, and reuses it on the next start', async () => {
+    const a = await createPki({ dir: join(dir, 'ca') });
+    expect(statSync(join(dir, 'ca', 'ca.key')).mode & 0o777).toBe(0o600);
+    const b = await createPki({ dir: join(dir, 'ca') });
+    expect(b.caPem).toBe(a.caPem);
+  });
+
+  it('puts the default and extra SANs in the server certificate', async () => {
+    const pki = await createPki({ dir, sans: ['cp.example.internal', '10.9.8.7'] });
+    const san = new X509Certificate(pki.serverCertPem).subjectAltName ?? '';
+    for (const want of [
+      'DNS:bulkhead-control-plane',
+      'DNS:localhost',
+      'IP Address:127.0.0.1',
+      'DNS:cp.example.internal',
+      'IP Address:10.9.8.7',
+    ]) {
+      expect(san).toContain(want);
+    }
+    expect(
+      new X509Certificate(pki.serverCertPem).verify(new X509Certificate(pki.caPem).publicKey),
+    ).toBe(true);
+  });
+
+  it('signs a CSR into a client certificate whose CN is the agent id, and verifies it', async () => {
+    const pki = await createPki({ dir });
+    const { csrPem } = await makeCsr('whatever-the-host-says');
+    const { certificatePem, serial } = await pki.signCsr(csrPem, 'agent-123');
+    expect(serial).toMatch(/^[0-9a-f]{32}$/);
+    const cert = new X509Certificate(certificatePem);
+    expect(cert.subject).toBe('CN=agent-123');
+    expect(pki.verifyClientCert(cert.raw)).toBe('agent-123');
+  });
+
+  it('refuses a certificate from a foreign CA with the same subject names', async () => {
+    const ours = await createPki({ dir: join(dir, 'ours') });
+    const foreign = await createPki({ dir: join(dir, 'foreign') });
+    const { csrPem } = await makeCsr();
+    const { certificatePem } = await foreign.signCsr(csrPem, 'agent-123');
+    expect(() => ours.verifyClientCert(new X509Certificate(certificatePem).raw)).toThrow(
+      expect.objectContaining({ code: 'UNAUTHENTICATED' }),
+    );
+  });
+
+  it('refuses an expired certificate and garbage', async () => {
+    let t = Date.now();
+    const pki = await createPki({ dir, now: () => new Date(t) });
+    const { csrPem } = await makeCsr();
+    const { certificatePem } = await pki.signCsr(csrPem, 'a');
+    t += 366 * 86_400_000;
+    expect(() => pki.verifyClientCert(new X509Certificate(certificatePem).raw)).toThrow(
+      /not valid now/,
+    );
+    expect(() => pki.verifyClientCert(Buffer.from('nope'))).toThrow(
+      expect.objectContaining({ code: 'UNAUTHENTICATED' }),
+    );
+  });
+
+  it('rejects a malformed CSR as a validation error', async () => {
+    const pki = await createPki({ dir });
+    await expect(pki.signCsr('not a csr', 'a')).rejects.toMatchObject({
+      code: 'VALIDATION_FAILED',
+    });
+  });
+});

@@ -1,0 +1,107 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createStore, hashSecret, newSecret, SCHEMA_VERSION, type Store } from './store.js';
+
+const mode = { ingress: 'monitor', egress: 'monitor' } as const;
+
+describe('store', () => {
+  let dir: string;
+  let store: Store;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'bh-store-'));
+    store = createStore({ path: join(dir, 'test.db') });
+  });
+  afterEach(() => {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('migrates a new database to the latest user_version, and reopens without migrating twice', () => {
+    expect(store.schemaVersion()).toBe(SCHEMA_VERSION);
+    store.upsertWorkload({ name: 'web-1', addresses: ['10.0.0.1'], labels: { app: 'web' }, mode });
+    store.close();
+    store = createStore({ path: join(dir, 'test.db') });
+    expect(store.getWorkload('web-1')?.labels).toEqual({ app: 'web' });
+  });
+
+  it('refuses a database from a newer control plane', () => {
+    store.close();
+    const raw = new Database(join(dir, 'test.db'));
+    raw.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
+    raw.close();
+    expect(() => createStore({ path: join(dir, 'test.db') })).toThrow(/newer/);
+    store = createStore({ path: ':memory:' });
+  });
+
+  it('rolls back every write of a failed transaction', () => {
+    expect(() =>
+      store.tx(() => {
+        store.putResource('services', 'pg', { name: 'pg', ports: [] });
+        store.appendAudit({ actor: 't', action: 'service.put', target: 'pg' });
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
+    expect(store.getResource('services', 'pg')).toBeUndefined();
+    expect(store.listAudit()).toEqual([]);
+  });
+
+  it('keeps the audit log append-only', () => {
+    store.appendAudit({ actor: 'a', action: 'x', target: 't', after: { v: 1 } });
+    const raw = new Database(join(dir, 'test.db'));
+    expect(() => raw.prepare('DELETE FROM audit').run()).toThrow(/append-only/);
+    expect(() => raw.prepare("UPDATE audit SET actor = 'b'").run()).toThrow(/append-only/);
+    raw.close();
+    expect(store.listAudit()[0]).toMatchObject({ actor: 'a', after: { v: 1 }, before: null });
+  });
+
+  it('counts a telemetry batch once per seq and sums deltas', () => {
+    store.upsertWorkload({ name: 'db-1', addresses: ['10.0.0.2'], labels: {}, mode });
+    store.createAgent({ id: 'a1', workload: 'db-1', hostname: 'db-1', certSerial: '01' });
+    const row = { ruleId: 'p/ingress/0', direction: 'ingress', verdict: 'allowed' } as const;
+    expect(store.addTelemetry('a1', 1, [{ ...row, packets: 2, bytes: 100 }])).toBe(true);
+    expect(store.addTelemetry('a1', 1, [{ ...row, packets: 2, bytes: 100 }])).toBe(false);
+    expect(store.addTelemetry('a1', 2, [{ ...row, packets: 3, bytes: 50 }])).toBe(true);
+    expect(store.listCounters({ workload: 'db-1' })).toEqual([
+      { workload: 'db-1', ...row, packets: 5, bytes: 150 },
+    ]);
+    expect(store.listCounters({ workload: 'other' })).toEqual([]);
+  });
+
+  it('deleting a workload removes its agents and ruleset (foreign keys on)', () => {
+    store.upsertWorkload({ name: 'w', addresses: [], labels: {}, mode });
+    store.createAgent({ id: 'a1', workload: 'w', hostname: 'w', certSerial: '01' });
+    store.putRuleSet({ workload: 'w', revision: 1, hash: 'h', body: Buffer.from([1]) });
+    expect(store.deleteWorkload('w')).toBe(true);
+    expect(store.getAgent('a1')).toBeUndefined();
+    expect(store.getRuleSet('w')).toBeUndefined();
+    expect(() =>
+      store.createAgent({ id: 'a2', workload: 'gone', hostname: 'x', certSerial: '2' }),
+    ).toThrow(/FOREIGN KEY/);
+  });
+
+  it('numbers revisions from 1 and returns the latest snapshot', () => {
+    expect(store.latestRevision()).toBeUndefined();
+    expect(store.addRevision('admin', 'first', { policies: [] })).toBe(1);
+    expect(store.addRevision('admin', 'second', { policies: [1] })).toBe(2);
+    expect(store.latestRevision()).toMatchObject({
+      n: 2,
+      note: 'second',
+      snapshot: { policies: [1] },
+    });
+    expect(store.listRevisions().map((r) => r.n)).toEqual([2, 1]);
+  });
+
+  it('stores only hashes of secrets', () => {
+    const token = newSecret('bh_');
+    expect(token).toMatch(/^bh_[A-Za-z0-9_-]{43}$/);
+    store.createApiToken({ id: 't1', name: 'ci', role: 'viewer', tokenHash: hashSecret(token) });
+    expect(store.findApiToken(hashSecret(token))?.name).toBe('ci');
+    const raw = new Database(join(dir, 'test.db'));
+    const dump = JSON.stringify(raw.prepare('SELECT * FROM api_tokens').all());
+    raw.close();
+    expect(dump).not.toContain(token);
+  });
+});
