@@ -1,1 +1,40 @@
+export { type CompileResult, compile, hashRuleSet } from './compile.js';
+export { PolicyError } from './errors.js';
+export { type Decision, type DirectionName, evaluate, evaluatePolicy } from './evaluate.js';
+export {
+  type Family,
+  formatAddress,
+  type IpAddress,
+  type IpRange,
+  normalizeRanges,
+  parseAddress,
+  parseCidr,
+  subtractRanges,
+} from './ip.js';
 export type * from './model.js';
+export { PROTOCOLS } from './protocols.js';
+export {
+  IpListSchema,
+  LabelsSchema,
+  ModeNameSchema,
+  PeerSchema,
+  PolicyRuleSchema,
+  PolicySchema,
+  PortSpecSchema,
+  ProtocolSchema,
+  SelectorRequirementSchema,
+  SelectorSchema,
+  ServiceSchema,
+  WorkloadModeSchema,
+  WorkloadPatchSchema,
+  WorkloadSchema,
+} from './schema.js';
+export { matchesSelector } from './selector.js';
+export {
+  validateIpList,
+  validatePolicy,
+  validateService,
+  validateState,
+  validateWorkload,
+  validateWorkloadPatch,
+} from './validate.js';

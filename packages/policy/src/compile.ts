@@ -1,0 +1,386 @@
+// The compiler: per workload, resolve the rules that apply to it into address ranges and
+// protocol/port sets, then partition the tuple space (direction x family x kind) into
+// disjoint cells, each decided by one rule. The sweep works on elementary intervals
+// between range boundaries, so every cell sees exactly the rules that cover all of it.
+
+import { createHash } from 'node:crypto';
+import { Action, Direction, type Entry, Mode, type Rule, RuleSet } from '@bulkhead/proto';
+import {
+  cidrRange,
+  type Family,
+  formatAddress,
+  type IpRange,
+  normalizeRanges,
+  parseAddress,
+  subtractRanges,
+} from './ip.js';
+import type {
+  Diagnostic,
+  IpList,
+  ModeName,
+  Peer,
+  PolicyState,
+  PortSpec,
+  Service,
+  Workload,
+} from './model.js';
+import { compareStrings, PORT_PROTOCOL_NUMBERS, PROTOCOLS } from './protocols.js';
+import { matchesSelector } from './selector.js';
+import { validateState } from './validate.js';
+
+export interface CompileResult {
+  ruleSets: RuleSet[];
+  diagnostics: Diagnostic[];
+}
+
+type DirectionName = 'ingress' | 'egress';
+
+interface PortRange {
+  from: number;
+  to: number;
+}
+
+/** One rule of one workload, resolved to sets. */
+interface ResolvedRule {
+  id: string;
+  direction: DirectionName;
+  deny: boolean;
+  policy: string;
+  addresses: IpRange[];
+  /** Covers every protocol (no services, or a service with protocol `any`). */
+  anyProtocol: boolean;
+  /** Port protocols (6/17/132) to their normalized port ranges. */
+  ports: Map<number, PortRange[]>;
+  /** Other protocols, matched whole. */
+  protocols: Set<number>;
+}
+
+const DIRECTIONS: Record<DirectionName, Direction> = {
+  ingress: Direction.DIRECTION_INGRESS,
+  egress: Direction.DIRECTION_EGRESS,
+};
+const MODES: Record<ModeName, Mode> = { monitor: Mode.MODE_MONITOR, enforce: Mode.MODE_ENFORCE };
+const ALL_PORTS: PortRange = { from: 0, to: 65535 };
+
+function normalizePorts(ranges: PortRange[]): PortRange[] {
+  const sorted = [...ranges].sort((a, b) => a.from - b.from || a.to - b.to);
+  const out: PortRange[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && r.from <= last.to + 1) last.to = Math.max(last.to, r.to);
+    else out.push({ ...r });
+  }
+  return out;
+}
+
+class Resolver {
+  private readonly ipLists: Map<string, IpRange[]>;
+  private readonly services: Map<string, PortSpec[]>;
+
+  constructor(private readonly state: PolicyState) {
+    this.ipLists = new Map(
+      state.ipLists.map((l: IpList) => [
+        l.name,
+        subtractRanges(l.cidrs.map(cidrRange), (l.except ?? []).map(cidrRange)),
+      ]),
+    );
+    this.services = new Map(state.services.map((s: Service) => [s.name, s.ports]));
+  }
+
+  peerRanges(peer: Peer): IpRange[] {
+    if (peer.selector) {
+      const selector = peer.selector;
+      const out: IpRange[] = [];
+      for (const w of this.state.workloads) {
+        if (!matchesSelector(selector, w.labels)) continue;
+        for (const text of w.addresses) {
+          const a = parseAddress(text);
+          if (a) out.push({ family: a.family, from: a.value, to: a.value });
+        }
+      }
+      return out;
+    }
+    if (peer.ipList !== undefined) return this.ipLists.get(peer.ipList) ?? [];
+    if (peer.cidr !== undefined) {
+      return subtractRanges([cidrRange(peer.cidr)], (peer.except ?? []).map(cidrRange));
+    }
+    return [];
+  }
+
+  rulesFor(workload: Workload): ResolvedRule[] {
+    const out: ResolvedRule[] = [];
+    for (const policy of this.state.policies) {
+      if (!matchesSelector(policy.scope, workload.labels)) continue;
+      for (const direction of ['ingress', 'egress'] as const) {
+        (policy[direction] ?? []).forEach((rule, index) => {
+          const resolved: ResolvedRule = {
+            id: `${policy.name}/${direction}/${index}`,
+            direction,
+            deny: rule.action === 'deny',
+            policy: policy.name,
+            addresses: normalizeRanges(rule.peers.flatMap((p) => this.peerRanges(p))),
+            anyProtocol: false,
+            ports: new Map(),
+            protocols: new Set(),
+          };
+          const specs = (rule.services ?? []).flatMap((s) =>
+            typeof s === 'string' ? (this.services.get(s) ?? []) : [s],
+          );
+          if (!rule.services || rule.services.length === 0) resolved.anyProtocol = true;
+          for (const spec of specs) {
+            const number = PROTOCOLS[spec.protocol];
+            if (number === 0) {
+              resolved.anyProtocol = true;
+            } else if (PORT_PROTOCOL_NUMBERS.includes(number)) {
+              const range =
+                spec.port === undefined
+                  ? ALL_PORTS
+                  : { from: spec.port, to: spec.endPort ?? spec.port };
+              resolved.ports.set(number, [...(resolved.ports.get(number) ?? []), range]);
+            } else {
+              resolved.protocols.add(number);
+            }
+          }
+          for (const [number, ranges] of resolved.ports)
+            resolved.ports.set(number, normalizePorts(ranges));
+          out.push(resolved);
+        });
+      }
+    }
+    return out.sort((a, b) => compareStrings(a.id, b.id));
+  }
+}
+
+/** Lowest-index deny, else lowest-index allow; `indices` must be ascending. */
+function decide(indices: readonly number[], rules: readonly ResolvedRule[]): number {
+  for (const i of indices) if (rules[i]!.deny) return i;
+  return indices[0]!;
+}
+
+interface Interval {
+  from: bigint;
+  to: bigint;
+  /** Rule indices covering the whole interval, ascending. */
+  active: number[];
+}
+
+/** Elementary address intervals of one family where at least one of `members` is present. */
+function sweep(
+  members: readonly number[],
+  rules: readonly ResolvedRule[],
+  family: Family,
+): Interval[] {
+  const events = new Map<bigint, Array<[number, number]>>();
+  const add = (at: bigint, rule: number, delta: number) => {
+    const list = events.get(at);
+    if (list) list.push([rule, delta]);
+    else events.set(at, [[rule, delta]]);
+  };
+  for (const i of members) {
+    for (const r of rules[i]!.addresses) {
+      if (r.family !== family) continue;
+      add(r.from, i, 1);
+      add(r.to + 1n, i, -1);
+    }
+  }
+  const points = [...events.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const active = new Set<number>();
+  const out: Interval[] = [];
+  for (let k = 0; k < points.length - 1; k++) {
+    for (const [rule, delta] of events.get(points[k]!)!) {
+      if (delta > 0) active.add(rule);
+      else active.delete(rule);
+    }
+    if (active.size > 0) {
+      out.push({
+        from: points[k]!,
+        to: points[k + 1]! - 1n,
+        active: [...active].sort((a, b) => a - b),
+      });
+    }
+  }
+  return out;
+}
+
+interface Cell {
+  from: bigint;
+  to: bigint;
+  portFrom: number;
+  portTo: number;
+  rule: number;
+}
+
+/** Merges address-adjacent cells with the same port range and deciding rule. */
+function mergeAddresses(
+  rows: Array<{ from: bigint; to: bigint; segments: Omit<Cell, 'from' | 'to'>[] }>,
+): Cell[] {
+  const done: Cell[] = [];
+  let open = new Map<string, Cell>();
+  for (const row of rows) {
+    const next = new Map<string, Cell>();
+    for (const s of row.segments) {
+      const key = `${s.portFrom}-${s.portTo}-${s.rule}`;
+      const cell = open.get(key);
+      if (cell && cell.to + 1n === row.from) {
+        cell.to = row.to;
+        open.delete(key);
+        next.set(key, cell);
+      } else {
+        const fresh = { ...s, from: row.from, to: row.to };
+        done.push(fresh);
+        next.set(key, fresh);
+      }
+    }
+    open = next;
+  }
+  return done;
+}
+
+/** Splits [0, 65535] at the boundaries of the given rules' port ranges for one protocol. */
+function portSegments(
+  interval: Interval,
+  portRules: ReadonlySet<number>,
+  protocol: number,
+  rules: readonly ResolvedRule[],
+): Omit<Cell, 'from' | 'to'>[] {
+  const withPorts = interval.active.filter((i) => portRules.has(i));
+  if (withPorts.length === 0) return [];
+  const cuts = new Set<number>();
+  for (const i of withPorts) {
+    for (const r of rules[i]!.ports.get(protocol)!) {
+      cuts.add(r.from);
+      cuts.add(r.to + 1);
+    }
+  }
+  const points = [...cuts].sort((a, b) => a - b);
+  const out: Omit<Cell, 'from' | 'to'>[] = [];
+  for (let k = 0; k < points.length - 1; k++) {
+    const from = points[k]!;
+    const to = points[k + 1]! - 1;
+    const covering = interval.active.filter(
+      (i) =>
+        !portRules.has(i) ||
+        rules[i]!.ports.get(protocol)!.some((r) => r.from <= from && to <= r.to),
+    );
+    if (!covering.some((i) => portRules.has(i))) continue;
+    const rule = decide(covering, rules);
+    const last = out[out.length - 1];
+    if (last && last.rule === rule && last.portTo + 1 === from) last.portTo = to;
+    else out.push({ portFrom: from, portTo: to, rule });
+  }
+  return out;
+}
+
+function entriesFor(rules: readonly ResolvedRule[]): Entry[] {
+  const entries: Entry[] = [];
+  for (const direction of ['ingress', 'egress'] as const) {
+    const inDirection = rules.map((_, i) => i).filter((i) => rules[i]!.direction === direction);
+    const anyRules = inDirection.filter((i) => rules[i]!.anyProtocol);
+    for (const family of [4, 6] as const) {
+      const emit = (cells: Cell[], protocol: number) => {
+        for (const c of cells) {
+          entries.push({
+            direction: DIRECTIONS[direction],
+            addrFrom: formatAddress(family, c.from),
+            addrTo: formatAddress(family, c.to),
+            protocol,
+            portFrom: c.portFrom,
+            portTo: c.portTo,
+            rule: c.rule,
+          });
+        }
+      };
+      // Ports kind: a cell exists where a port rule covers it; coarser rules still vote.
+      for (const protocol of PORT_PROTOCOL_NUMBERS) {
+        const portRules = new Set(inDirection.filter((i) => rules[i]!.ports.has(protocol)));
+        if (portRules.size === 0) continue;
+        const rows = sweep([...portRules, ...anyRules], rules, family).map((iv) => ({
+          from: iv.from,
+          to: iv.to,
+          segments: portSegments(iv, portRules, protocol, rules),
+        }));
+        emit(mergeAddresses(rows), protocol);
+      }
+      // Proto kind: icmp only toward IPv4 peers, icmpv6 only toward IPv6 peers.
+      const wrongFamily = family === 4 ? PROTOCOLS.icmpv6 : PROTOCOLS.icmp;
+      const protocols = new Set(inDirection.flatMap((i) => [...rules[i]!.protocols]));
+      protocols.delete(wrongFamily);
+      for (const protocol of [...protocols].sort((a, b) => a - b)) {
+        const protoRules = new Set(inDirection.filter((i) => rules[i]!.protocols.has(protocol)));
+        const rows = sweep([...protoRules, ...anyRules], rules, family).map((iv) => ({
+          from: iv.from,
+          to: iv.to,
+          segments: iv.active.some((i) => protoRules.has(i))
+            ? [{ portFrom: 0, portTo: 0, rule: decide(iv.active, rules) }]
+            : [],
+        }));
+        emit(mergeAddresses(rows), protocol);
+      }
+      // Any kind.
+      const rows = sweep(anyRules, rules, family).map((iv) => ({
+        from: iv.from,
+        to: iv.to,
+        segments: [{ portFrom: 0, portTo: 0, rule: decide(iv.active, rules) }],
+      }));
+      emit(mergeAddresses(rows), 0);
+    }
+  }
+  return entries;
+}
+
+function familyOf(text: string): number {
+  return text.includes(':') ? 6 : 4;
+}
+
+function compareEntries(a: Entry, b: Entry): number {
+  if (a.direction !== b.direction) return a.direction - b.direction;
+  const fa = familyOf(a.addrFrom);
+  const fb = familyOf(b.addrFrom);
+  if (fa !== fb) return fa - fb;
+  if (a.protocol !== b.protocol) return a.protocol - b.protocol;
+  const va = parseAddress(a.addrFrom)!.value;
+  const vb = parseAddress(b.addrFrom)!.value;
+  if (va !== vb) return va < vb ? -1 : 1;
+  return a.portFrom - b.portFrom;
+}
+
+/** sha256 over the encoded RuleSet with an empty hash field. */
+export function hashRuleSet(ruleSet: RuleSet): string {
+  const bytes = RuleSet.encode({ ...ruleSet, hash: '' }).finish();
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+function compileWorkload(resolver: Resolver, workload: Workload, revision: number): RuleSet {
+  const resolved = resolver.rulesFor(workload);
+  const rules: Rule[] = resolved.map((r) => ({
+    id: r.id,
+    direction: DIRECTIONS[r.direction],
+    action: r.deny ? Action.ACTION_DENY : Action.ACTION_ALLOW,
+    policy: r.policy,
+  }));
+  const ruleSet: RuleSet = {
+    workloadId: workload.name,
+    revision,
+    hash: '',
+    ingressMode: MODES[workload.mode.ingress],
+    egressMode: MODES[workload.mode.egress],
+    rules,
+    entries: entriesFor(resolved).sort(compareEntries),
+  };
+  ruleSet.hash = hashRuleSet(ruleSet);
+  return ruleSet;
+}
+
+/**
+ * Compiles a state into one RuleSet per workload, sorted by workload name. Invalid input
+ * yields diagnostics and no RuleSets, so a caller can never push half a policy.
+ */
+export function compile(state: PolicyState, revision: number): CompileResult {
+  const diagnostics = validateState(state);
+  if (diagnostics.length > 0) return { ruleSets: [], diagnostics };
+  const resolver = new Resolver(state);
+  const ruleSets = [...state.workloads]
+    .sort((a, b) => compareStrings(a.name, b.name))
+    .map((w) => compileWorkload(resolver, w, revision));
+  return { ruleSets, diagnostics: [] };
+}
