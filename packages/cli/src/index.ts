@@ -1,1 +1,12 @@
-export {};
+export { type Client, type ClientOptions, createClient } from './client.js';
+export {
+  type FileDiagnostic,
+  loadDocuments,
+  type ParsedFiles,
+  parseDocuments,
+  type ResourceDocument,
+  type ResourceKind,
+} from './documents.js';
+export { type ApiErrorCode, CliError, type CliErrorCode } from './errors.js';
+export { type OutputFormat, render } from './output.js';
+export { type Io, run } from './run.js';

@@ -1,0 +1,161 @@
+import { CliError } from './errors.js';
+import { type Column, cell } from './output.js';
+
+type Row = Record<string, unknown>;
+
+export interface KindInfo {
+  /** Canonical plural name, as in `bulkhead get <kind>`. */
+  name: string;
+  path: string;
+  /** The server has `GET path/:name`; otherwise one item is found in the list by `key`. */
+  getOne: boolean;
+  /** The field that identifies an item (and the `:name` of DELETE). */
+  key: string;
+  deletable: boolean;
+  columns?: Column<Row>[];
+}
+
+const col = (header: string, value: (r: Row) => unknown): Column<Row> => ({ header, value });
+const count = (v: unknown) => (Array.isArray(v) ? v.length : 0);
+
+/** Agent ids are long (UUIDs); eight characters tell them apart on any real fleet. */
+export const shortId = (v: unknown) => (typeof v === 'string' ? v.slice(0, 8) : v);
+
+export function formatSelector(selector: unknown): string {
+  const s = (selector ?? {}) as {
+    matchLabels?: Record<string, string>;
+    matchExpressions?: Array<{ key: string; operator: string; values?: string[] }>;
+  };
+  const terms = Object.entries(s.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`);
+  for (const e of s.matchExpressions ?? []) {
+    if (e.operator === 'Exists') terms.push(e.key);
+    else if (e.operator === 'DoesNotExist') terms.push(`!${e.key}`);
+    else terms.push(`${e.key} ${e.operator.toLowerCase()} (${(e.values ?? []).join(',')})`);
+  }
+  return terms.length === 0 ? '(all)' : terms.join(',');
+}
+
+function formatPorts(ports: unknown): string {
+  if (!Array.isArray(ports)) return cell(ports);
+  return ports
+    .map((p: { protocol?: string; port?: number; endPort?: number }) => {
+      if (p.port === undefined) return p.protocol;
+      return `${p.protocol}/${p.port}${p.endPort !== undefined ? `-${p.endPort}` : ''}`;
+    })
+    .join(',');
+}
+
+export const AGENT_COLUMNS: Column<Row>[] = [
+  col('ID', (r) => shortId(r.id)),
+  col('WORKLOAD', (r) => r.workload),
+  col('CONNECTED', (r) => r.connected),
+  col('APPLIED REV', (r) => r.appliedRevision),
+  col('IN SYNC', (r) => r.inSync),
+  col('LAST SEEN', (r) => r.lastSeen),
+  col('LAST ERROR', (r) => r.lastError),
+];
+
+export const COUNTER_COLUMNS: Column<Row>[] = [
+  col('WORKLOAD', (r) => r.workload),
+  col('RULE', (r) => r.ruleId),
+  col('DIRECTION', (r) => r.direction),
+  col('VERDICT', (r) => r.verdict),
+  col('PACKETS', (r) => r.packets),
+  col('BYTES', (r) => r.bytes),
+];
+
+const KINDS: KindInfo[] = [
+  {
+    name: 'workloads',
+    path: '/v1/workloads',
+    getOne: true,
+    key: 'name',
+    deletable: true,
+    columns: [
+      col('NAME', (r) => r.name),
+      col('ADDRESSES', (r) => r.addresses),
+      col('LABELS', (r) => r.labels),
+      col('INGRESS', (r) => (r.mode as Row | undefined)?.ingress),
+      col('EGRESS', (r) => (r.mode as Row | undefined)?.egress),
+    ],
+  },
+  {
+    name: 'policies',
+    path: '/v1/policies',
+    getOne: true,
+    key: 'name',
+    deletable: true,
+    columns: [
+      col('NAME', (r) => r.name),
+      col('SCOPE', (r) => formatSelector(r.scope)),
+      col('INGRESS RULES', (r) => count(r.ingress)),
+      col('EGRESS RULES', (r) => count(r.egress)),
+    ],
+  },
+  {
+    name: 'services',
+    path: '/v1/services',
+    getOne: true,
+    key: 'name',
+    deletable: true,
+    columns: [col('NAME', (r) => r.name), col('PORTS', (r) => formatPorts(r.ports))],
+  },
+  {
+    name: 'ip-lists',
+    path: '/v1/ip-lists',
+    getOne: true,
+    key: 'name',
+    deletable: true,
+    columns: [
+      col('NAME', (r) => r.name),
+      col('CIDRS', (r) => r.cidrs),
+      col('EXCEPT', (r) => r.except),
+    ],
+  },
+  { name: 'revisions', path: '/v1/revisions', getOne: true, key: 'revision', deletable: false },
+  {
+    name: 'agents',
+    path: '/v1/agents',
+    getOne: false,
+    key: 'id',
+    deletable: false,
+    columns: AGENT_COLUMNS,
+  },
+  { name: 'tokens', path: '/v1/tokens', getOne: false, key: 'id', deletable: true },
+  {
+    name: 'enrollment-tokens',
+    path: '/v1/enrollment-tokens',
+    getOne: false,
+    key: 'id',
+    deletable: true,
+  },
+];
+
+const ALIASES: Record<string, string> = {
+  workload: 'workloads',
+  policy: 'policies',
+  service: 'services',
+  'ip-list': 'ip-lists',
+  iplist: 'ip-lists',
+  iplists: 'ip-lists',
+  revision: 'revisions',
+  agent: 'agents',
+  token: 'tokens',
+  'enrollment-token': 'enrollment-tokens',
+};
+
+export function lookupKind(word: string): KindInfo {
+  const name = ALIASES[word.toLowerCase()] ?? word.toLowerCase();
+  const kind = KINDS.find((k) => k.name === name);
+  if (!kind) {
+    throw new CliError(
+      'USAGE',
+      `unknown kind ${JSON.stringify(word)}: use one of ${KINDS.map((k) => k.name).join(', ')}`,
+    );
+  }
+  return kind;
+}
+
+export function itemPath(kind: KindInfo, name: string): string {
+  return `${kind.path}/${encodeURIComponent(name)}`;
+}

@@ -1,0 +1,499 @@
+import { readFile } from 'node:fs/promises';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { type Client, createClient } from './client.js';
+import { type Env, resolveConnection, saveConfig } from './config.js';
+import {
+  APPLY_ORDER,
+  formatDiagnostic,
+  loadDocuments,
+  type ResourceDocument,
+  type ResourceKind,
+} from './documents.js';
+import { CliError, exitCodeFor } from './errors.js';
+import {
+  AGENT_COLUMNS,
+  COUNTER_COLUMNS,
+  itemPath,
+  type KindInfo,
+  lookupKind,
+  shortId,
+} from './kinds.js';
+import { OUTPUT_FORMATS, type OutputFormat, render } from './output.js';
+import { validators } from './validate.js';
+
+/** Where a run writes and what it reads from its environment; tests pass their own. */
+export interface Io {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  /** Defaults to `process.env`. */
+  env?: Env;
+}
+
+type Row = Record<string, unknown>;
+
+/** Runs `bulkhead` with `argv` (without node and script), resolving to the exit code. */
+export async function run(argv: string[], io: Io): Promise<number> {
+  const program = buildProgram(io, io.env ?? process.env);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    // Commander has already printed its own message (usage errors, help).
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    io.stderr(describeError(err));
+    return exitCodeFor(err);
+  }
+}
+
+function describeError(err: unknown): string {
+  if (!(err instanceof CliError)) {
+    return `error: ${err instanceof Error ? err.message : String(err)}\n`;
+  }
+  const status = err.status === undefined ? '' : ` (${err.code}, HTTP ${err.status})`;
+  const lines = [`error: ${err.message}${status}`];
+  for (const d of err.details) lines.push(`  ${d.path || '(request)'}: ${d.message}`);
+  return `${lines.join('\n')}\n`;
+}
+
+interface Context {
+  client: Client;
+  format: OutputFormat;
+  print: (value: unknown, columns?: KindInfo['columns']) => void;
+}
+
+function buildProgram(io: Io, env: Env): Command {
+  const program = new Command('bulkhead')
+    .description('Admin command of the Bulkhead control plane')
+    .exitOverride()
+    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
+    .showSuggestionAfterError(true)
+    .option('--server <url>', 'control plane URL (env BULKHEAD_SERVER)')
+    .option('--token <token>', 'API token (env BULKHEAD_TOKEN)')
+    .addOption(
+      new Option('-o, --output <format>', 'output format').choices(OUTPUT_FORMATS).default('table'),
+    );
+
+  const globals = (cmd: Command) =>
+    cmd.optsWithGlobals() as { server?: string; token?: string; output: OutputFormat };
+
+  const context = async (cmd: Command): Promise<Context> => {
+    const opts = globals(cmd);
+    const client = createClient(await resolveConnection(opts, env));
+    return {
+      client,
+      format: opts.output,
+      print: (value, columns) => io.stdout(render(value, opts.output, columns)),
+    };
+  };
+
+  program
+    .command('login')
+    .description('check a token against the server and store both in the config file')
+    .option('--token-file <file>', 'read the token from a file')
+    .action(async (opts: { tokenFile?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const server = g.server || env.BULKHEAD_SERVER;
+      let token = g.token;
+      if (!token && opts.tokenFile) token = (await readFileOrUsage(opts.tokenFile)).trim();
+      token ||= env.BULKHEAD_TOKEN;
+      if (!server || !token) throw new CliError('USAGE', 'login needs --server and --token');
+      await createClient({ server, token }).request('GET', '/v1/workloads');
+      const path = await saveConfig(env, { server, token });
+      io.stdout(`logged in to ${server}; saved ${path}\n`);
+    });
+
+  program
+    .command('apply')
+    .description('validate resource files locally, then create or update them')
+    .option('-f, --filename <path>', 'YAML or JSON file or directory (repeatable)', collect, [])
+    .action(async (opts: { filename: string[] }, cmd: Command) => {
+      if (opts.filename.length === 0) throw new CliError('USAGE', 'apply needs -f FILE|DIR');
+      const { documents, diagnostics } = await loadDocuments(opts.filename);
+      if (diagnostics.length > 0) {
+        for (const d of diagnostics) io.stderr(`${formatDiagnostic(d)}\n`);
+        throw new CliError(
+          'INVALID_INPUT',
+          `${diagnostics.length} problem(s) in the input files; nothing was sent`,
+        );
+      }
+      const { client } = await context(cmd);
+      for (const kind of APPLY_ORDER) {
+        for (const doc of documents.filter((d) => d.kind === kind)) {
+          const label = `${KIND_WORDS[doc.kind]}/${doc.name}`;
+          const outcome = await applyOne(client, doc).catch((err: unknown) => {
+            throw err instanceof CliError
+              ? new CliError(err.code, `${label}: ${err.message}`, {
+                  status: err.status,
+                  details: err.details,
+                  cause: err,
+                })
+              : err;
+          });
+          io.stdout(`${label} ${outcome}\n`);
+        }
+      }
+    });
+
+  program
+    .command('get')
+    .description(
+      'list resources or show one: workloads, policies, services, ip-lists, revisions, agents, tokens, enrollment-tokens',
+    )
+    .argument('<kind>')
+    .argument('[name]')
+    .action(async (word: string, name: string | undefined, _opts: unknown, cmd: Command) => {
+      const kind = lookupKind(word);
+      const ctx = await context(cmd);
+      if (name === undefined) {
+        ctx.print(await ctx.client.request('GET', kind.path), kind.columns);
+      } else if (kind.getOne) {
+        ctx.print(await ctx.client.request('GET', itemPath(kind, name)), kind.columns);
+      } else {
+        ctx.print(await findOne(ctx.client, kind, name), kind.columns);
+      }
+    });
+
+  program
+    .command('delete')
+    .description('delete a workload, policy, service, ip list, token or enrollment token')
+    .argument('<kind>')
+    .argument('<name>')
+    .action(async (word: string, name: string, _opts: unknown, cmd: Command) => {
+      const kind = lookupKind(word);
+      if (!kind.deletable) throw new CliError('USAGE', `${kind.name} cannot be deleted`);
+      const { client } = await context(cmd);
+      await client.request('DELETE', itemPath(kind, name));
+      io.stdout(`${kind.name}/${name} deleted\n`);
+    });
+
+  program
+    .command('provision')
+    .description('freeze the draft policy into a new revision and push it to the agents')
+    .option('--note <text>', 'why (kept with the revision)')
+    .action(async (opts: { note?: string }, cmd: Command) => {
+      const ctx = await context(cmd);
+      const body = opts.note === undefined ? {} : { note: opts.note };
+      const result = await ctx.client.request<{
+        revision: number;
+        changed: string[];
+        unchanged: number;
+      }>('POST', '/v1/provision', body);
+      if (ctx.format !== 'table') return ctx.print(result);
+      const changed = result.changed ?? [];
+      io.stdout(
+        `revision ${result.revision}: ${changed.length} workload(s) changed, ${result.unchanged} unchanged\n`,
+      );
+      for (const w of changed) io.stdout(`  ${w}\n`);
+    });
+
+  program
+    .command('workloads')
+    .description('list workloads')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const ctx = await context(cmd);
+      const kind = lookupKind('workloads');
+      ctx.print(await ctx.client.request('GET', kind.path), kind.columns);
+    });
+
+  program
+    .command('agents')
+    .description('list agents and whether they run the desired rule set')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const ctx = await context(cmd);
+      ctx.print(await ctx.client.request('GET', '/v1/agents'), AGENT_COLUMNS);
+    });
+
+  program
+    .command('revoke')
+    .description('revoke an agent (its certificate stops working)')
+    .argument('<agent-id>', 'id or unique id prefix')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      const { client } = await context(cmd);
+      const agent = (await findOne(client, lookupKind('agents'), id)) as Row;
+      await client.request('POST', `/v1/agents/${encodeURIComponent(String(agent.id))}/revoke`);
+      io.stdout(`agent ${String(agent.id)} revoked\n`);
+    });
+
+  program
+    .command('counters')
+    .description('rule hit counters reported by the agents')
+    .option('--workload <name>')
+    .option('--rule-id <id>')
+    .action(async (opts: { workload?: string; ruleId?: string }, cmd: Command) => {
+      const ctx = await context(cmd);
+      const query = new URLSearchParams();
+      if (opts.workload) query.set('workload', opts.workload);
+      if (opts.ruleId) query.set('ruleId', opts.ruleId);
+      const qs = query.size > 0 ? `?${query}` : '';
+      ctx.print(await ctx.client.request('GET', `/v1/counters${qs}`), COUNTER_COLUMNS);
+    });
+
+  program
+    .command('label')
+    .description('set (k=v) or remove (k-) labels of a workload')
+    .argument('<workload>')
+    .argument('<changes...>', 'k=v to set, k- to remove')
+    .action(async (name: string, changes: string[], _opts: unknown, cmd: Command) => {
+      const edits = changes.map(parseLabelChange);
+      const { client } = await context(cmd);
+      const path = itemPath(lookupKind('workloads'), name);
+      const current = await client.request<{ labels?: Record<string, string> }>('GET', path);
+      const before = current?.labels ?? {};
+      const labels = { ...before };
+      for (const e of edits) {
+        if (e.value === undefined) delete labels[e.key];
+        else labels[e.key] = e.value;
+      }
+      if (canonical(labels) === canonical(before)) {
+        io.stdout(`workload/${name} unchanged\n`);
+        return;
+      }
+      const problems = validators.workloadPatch({ labels }, '');
+      if (problems.length > 0) throw new CliError('USAGE', 'invalid labels', { details: problems });
+      await client.request('PATCH', path, { labels });
+      io.stdout(`workload/${name} labels: ${formatLabels(labels)}\n`);
+    });
+
+  const modeOption = (flag: string) =>
+    new Option(flag, 'monitor or enforce').choices(['monitor', 'enforce']);
+
+  program
+    .command('mode')
+    .description('switch a workload between monitor and enforce, per direction')
+    .argument('<workload>')
+    .addOption(modeOption('--ingress <mode>'))
+    .addOption(modeOption('--egress <mode>'))
+    .action(async (name: string, opts: { ingress?: string; egress?: string }, cmd: Command) => {
+      if (!opts.ingress && !opts.egress) {
+        throw new CliError('USAGE', 'mode needs --ingress and/or --egress');
+      }
+      const { client } = await context(cmd);
+      const mode: Row = {};
+      if (opts.ingress) mode.ingress = opts.ingress;
+      if (opts.egress) mode.egress = opts.egress;
+      const path = itemPath(lookupKind('workloads'), name);
+      const updated = await client.request<{ mode?: Row } | undefined>('PATCH', path, { mode });
+      const shown = updated?.mode ?? mode;
+      const text = Object.entries(shown).map(([k, v]) => `${k}=${String(v)}`);
+      io.stdout(`workload/${name} mode: ${text.join(' ')}\n`);
+    });
+
+  const enrollment = program
+    .command('enrollment-token')
+    .description('tokens that let a new host enrol its agent');
+  enrollment
+    .command('create')
+    .description('create an enrollment token (shown once)')
+    .option('--label <k=v>', 'label for the enrolled workload (repeatable)', collect, [])
+    .option('--ttl <duration>', 'lifetime such as 30m, 24h, 7d', parseDuration)
+    .option('--max-uses <n>', 'how many hosts may use it', parsePositiveInt)
+    .addOption(modeOption('--mode-ingress <mode>'))
+    .addOption(modeOption('--mode-egress <mode>'))
+    .action(
+      async (
+        opts: {
+          label: string[];
+          ttl?: number;
+          maxUses?: number;
+          modeIngress?: string;
+          modeEgress?: string;
+        },
+        cmd: Command,
+      ) => {
+        const body: Row = {};
+        if (opts.label.length > 0) {
+          const labels: Record<string, string> = {};
+          for (const e of opts.label.map(parseLabelChange)) {
+            if (e.value === undefined) throw new CliError('USAGE', `--label needs k=v: ${e.key}-`);
+            labels[e.key] = e.value;
+          }
+          body.labels = labels;
+        }
+        if (opts.modeIngress || opts.modeEgress) {
+          const mode: Row = {};
+          if (opts.modeIngress) mode.ingress = opts.modeIngress;
+          if (opts.modeEgress) mode.egress = opts.modeEgress;
+          body.mode = mode;
+        }
+        if (opts.ttl !== undefined) body.ttlSeconds = opts.ttl;
+        if (opts.maxUses !== undefined) body.maxUses = opts.maxUses;
+        const ctx = await context(cmd);
+        ctx.print(await ctx.client.request('POST', '/v1/enrollment-tokens', body));
+      },
+    );
+
+  const token = program.command('token').description('API tokens for admins and pipelines');
+  token
+    .command('create')
+    .description('create an API token (shown once)')
+    .requiredOption('--name <name>')
+    .addOption(new Option('--role <role>').choices(['admin', 'viewer']).makeOptionMandatory(true))
+    .action(async (opts: { name: string; role: string }, cmd: Command) => {
+      const ctx = await context(cmd);
+      ctx.print(
+        await ctx.client.request('POST', '/v1/tokens', { name: opts.name, role: opts.role }),
+      );
+    });
+
+  program
+    .command('audit')
+    .description('the audit log, newest first')
+    .option('--limit <n>', 'at most this many entries', parsePositiveInt)
+    .option('--since <time>', 'only entries after this time or id')
+    .action(async (opts: { limit?: number; since?: string }, cmd: Command) => {
+      const ctx = await context(cmd);
+      const query = new URLSearchParams();
+      if (opts.limit !== undefined) query.set('limit', String(opts.limit));
+      if (opts.since) query.set('since', opts.since);
+      const qs = query.size > 0 ? `?${query}` : '';
+      ctx.print(await ctx.client.request('GET', `/v1/audit${qs}`));
+    });
+
+  program
+    .command('api')
+    .description('raw REST call; prints the JSON answer')
+    .argument('<method>', 'GET, PUT, POST, PATCH or DELETE')
+    .argument('<path>', 'e.g. /v1/workloads')
+    .option('--data <json>', 'request body: JSON, or @file to read it from a file')
+    .action(async (method: string, path: string, opts: { data?: string }, cmd: Command) => {
+      let body: unknown;
+      if (opts.data !== undefined) {
+        const text = opts.data.startsWith('@')
+          ? await readFileOrUsage(opts.data.slice(1))
+          : opts.data;
+        try {
+          body = JSON.parse(text);
+        } catch (cause) {
+          throw new CliError('USAGE', `--data is not valid JSON: ${(cause as Error).message}`);
+        }
+      }
+      const ctx = await context(cmd);
+      const answer = await ctx.client.request(
+        method.toUpperCase(),
+        path.startsWith('/') ? path : `/${path}`,
+        body,
+      );
+      if (answer === undefined) return;
+      ctx.print(answer === null ? null : answer, undefined);
+    });
+
+  return program;
+}
+
+const KIND_WORDS: Record<ResourceKind, string> = {
+  IpList: 'ip-list',
+  Service: 'service',
+  Policy: 'policy',
+  Workload: 'workload',
+};
+
+const KIND_PATHS: Record<ResourceKind, string> = {
+  IpList: 'ip-lists',
+  Service: 'services',
+  Policy: 'policies',
+  Workload: 'workloads',
+};
+
+async function getOrUndefined(client: Client, path: string): Promise<unknown> {
+  try {
+    return await client.request('GET', path);
+  } catch (err) {
+    if (err instanceof CliError && err.code === 'NOT_FOUND') return undefined;
+    throw err;
+  }
+}
+
+/**
+ * One GET tells created from updated, and lets an identical resource skip its PUT (no audit
+ * entry, no draft change). Any difference, even a field the server adds, means a PUT.
+ */
+async function applyOne(client: Client, doc: ResourceDocument): Promise<string> {
+  const path = itemPath(lookupKind(KIND_PATHS[doc.kind]), doc.name);
+  const current = await getOrUndefined(client, path);
+  if (doc.kind === 'Workload') {
+    if (current === undefined) {
+      throw new CliError(
+        'NOT_FOUND',
+        'no such workload (workloads appear when their agent enrols)',
+      );
+    }
+    const have = current as Row;
+    const unchanged = Object.entries(doc.body).every(([field, want]) =>
+      field === 'mode'
+        ? Object.entries(want as Row).every(
+            ([dir, m]) => (have.mode as Row | undefined)?.[dir] === m,
+          )
+        : canonical(have[field]) === canonical(want),
+    );
+    if (unchanged) return 'unchanged';
+    await client.request('PATCH', path, doc.body);
+    return 'updated';
+  }
+  if (current !== undefined && canonical(current) === canonical(doc.body)) return 'unchanged';
+  await client.request('PUT', path, doc.body);
+  return current === undefined ? 'created' : 'updated';
+}
+
+/** Items without a GET-by-name (agents, tokens) are found in the list, by id or id prefix. */
+async function findOne(client: Client, kind: KindInfo, id: string): Promise<unknown> {
+  const items = await client.request<Row[]>('GET', kind.path);
+  const exact = items.find((i) => i[kind.key] === id);
+  if (exact) return exact;
+  const matches = items.filter((i) => String(i[kind.key]).startsWith(id));
+  if (matches.length === 1) return matches[0];
+  if (matches.length > 1) {
+    const ids = matches.map((m) => shortId(m[kind.key])).join(', ');
+    throw new CliError('USAGE', `${JSON.stringify(id)} matches several ${kind.name}: ${ids}`);
+  }
+  throw new CliError('NOT_FOUND', `no ${kind.name} with ${kind.key} ${JSON.stringify(id)}`);
+}
+
+/** JSON with sorted keys, so that equal objects compare equal whatever their key order. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v,
+  );
+}
+
+export function parseLabelChange(arg: string): { key: string; value?: string } {
+  const eq = arg.indexOf('=');
+  if (eq > 0) return { key: arg.slice(0, eq), value: arg.slice(eq + 1) };
+  if (eq < 0 && arg.length > 1 && arg.endsWith('-')) return { key: arg.slice(0, -1) };
+  throw new CliError('USAGE', `bad label change ${JSON.stringify(arg)}: use key=value or key-`);
+}
+
+function formatLabels(labels: Record<string, string>): string {
+  const pairs = Object.entries(labels).map(([k, v]) => `${k}=${v}`);
+  return pairs.length === 0 ? '(none)' : pairs.join(',');
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+export function parseDuration(text: string): number {
+  const m = /^(\d+)([smhd]?)$/.exec(text.trim());
+  if (!m || Number(m[1]) === 0) {
+    throw new InvalidArgumentError('use a positive duration such as 90s, 30m, 24h or 7d');
+  }
+  return Number(m[1]) * UNIT_SECONDS[m[2] || 's']!;
+}
+
+function parsePositiveInt(text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) === 0) {
+    throw new InvalidArgumentError('use a positive whole number');
+  }
+  return Number(text);
+}
+
+async function readFileOrUsage(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (cause) {
+    throw new CliError('USAGE', `cannot read ${path}: ${(cause as Error).message}`, { cause });
+  }
+}
