@@ -72,8 +72,12 @@ export function renderCommands(rs: RuleSet, failsafe: Failsafe): NftCommand[] {
   return [{ add: { table } }, { delete: { table } }, { add: { table } }, ...body];
 }
 
-/** The marker comment a rendering of `rs` carries; compare with readMarker(). */
-export function markerFor(rs: RuleSet, body: NftCommand[]): string {
+/** The marker comment the rendering of (rs, failsafe) carries in the kernel. */
+export function expectedMarker(rs: RuleSet, failsafe: Failsafe): string {
+  return markerFor(rs, renderBody(rs, failsafe));
+}
+
+function markerFor(rs: RuleSet, body: NftCommand[]): string {
   const digest = createHash('sha256')
     .update(rs.hash)
     .update(JSON.stringify(body))
