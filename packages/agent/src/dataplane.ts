@@ -28,6 +28,12 @@ export interface DataplaneOptions {
   stateDir: string;
   failsafe: Failsafe;
   logger: Logger;
+  /**
+   * Opens a short-lived driver for each counter read (closed after it). libnftables 1.0.6
+   * answers a second `reset counters` on the same context from its cache: stale values and
+   * no reset. A fresh context per read avoids that. Default: reuse `driver`.
+   */
+  openReader?: () => NftDriver;
   /** Every batch of counter deltas read from the kernel, exactly once (metrics hook). */
   onCounters?: (counters: RuleCounter[]) => void;
   /** Every apply attempt (metrics hook). */
@@ -65,13 +71,16 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
 
   async function readDeltas(): Promise<RuleCounter[]> {
     if (!applied) return [];
+    const reader = options.openReader?.() ?? driver;
     try {
-      const deltas = await readCounterDeltas(driver, applied);
+      const deltas = await readCounterDeltas(reader, applied);
       if (deltas.length > 0) options.onCounters?.(deltas);
       return deltas;
     } catch (err) {
       logger.warn({ err }, 'cannot read counters');
       return [];
+    } finally {
+      if (reader !== driver) reader.close();
     }
   }
 
