@@ -122,6 +122,7 @@ function toResource(
   const { kind, ...body } = value as Record<string, unknown>;
   let validate: Validate;
   let payload: Record<string, unknown> = body;
+  let ok = true;
   switch (kind) {
     case 'Policy':
       validate = validators.policy;
@@ -135,6 +136,7 @@ function toResource(
     case 'Workload': {
       const extra = Object.keys(body).filter((k) => !WORKLOAD_FIELDS.has(k));
       for (const k of extra) report(k, 'a Workload document may set only labels and mode');
+      if (extra.length > 0) ok = false;
       payload = {};
       if ('labels' in body) payload.labels = body.labels;
       if ('mode' in body) payload.mode = body.mode;
@@ -151,7 +153,6 @@ function toResource(
       );
       return undefined;
   }
-  let ok = true;
   const name = body.name;
   if (typeof name !== 'string' || name === '') {
     report('name', 'must be a non-empty string');

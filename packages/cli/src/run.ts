@@ -374,7 +374,8 @@ function buildProgram(io: Io, env: Env): Command {
         body,
       );
       if (answer === undefined) return;
-      ctx.print(answer === null ? null : answer, undefined);
+      // Like `gh api`: JSON unless YAML was asked for; tables do not fit arbitrary answers.
+      io.stdout(render(answer, ctx.format === 'yaml' ? 'yaml' : 'json'));
     });
 
   return program;
