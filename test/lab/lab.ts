@@ -387,18 +387,40 @@ class LabImpl implements Lab {
 
   // Every process is its own process group (detached), so destroy() also reaches whatever
   // it forks. `ip netns exec` execs the command, so the pid is the command itself.
+  // `log` sends that stream to io.logFile; stdin from a file, because Node's stdio pipes are
+  // sockets and tools that open /dev/stdin by name (`nft -f -`) cannot open a socket.
   private launch(
     host: string,
     argv: string[],
-    stdio: { stdin: 'pipe' | 'ignore' | number; stdout: 'pipe' | number; stderr: 'pipe' | number },
-    env?: Record<string, string>,
+    io: {
+      stdin: 'pipe' | 'ignore' | { file: string };
+      stdout: 'pipe' | 'log';
+      stderr: 'pipe' | 'log';
+      logFile?: string;
+      env?: Record<string, string> | undefined;
+    },
   ): Tracked {
     const h = this.host(host);
-    const child = spawn('ip', ['netns', 'exec', h.netns, ...argv], {
-      detached: true,
-      stdio: [stdio.stdin, stdio.stdout, stdio.stderr],
-      env: { ...process.env, ...env },
-    });
+    const fds: number[] = [];
+    const open = (path: string, flags: string) => {
+      fds.push(openSync(path, flags));
+      return fds[fds.length - 1]!;
+    };
+    let child: ChildProcess;
+    try {
+      const log = io.stdout === 'log' || io.stderr === 'log' ? open(io.logFile!, 'a') : -1;
+      child = spawn('ip', ['netns', 'exec', h.netns, ...argv], {
+        detached: true,
+        stdio: [
+          typeof io.stdin === 'object' ? open(io.stdin.file, 'r') : io.stdin,
+          io.stdout === 'log' ? log : 'pipe',
+          io.stderr === 'log' ? log : 'pipe',
+        ],
+        env: { ...process.env, ...io.env },
+      });
+    } finally {
+      for (const fd of fds) closeSync(fd);
+    }
     // Writes to a process that already exited must not crash the test run.
     child.stdin?.on('error', () => {});
     const exited = new Promise<ExitInfo>((resolve) => {
@@ -419,25 +441,13 @@ class LabImpl implements Lab {
     );
   }
 
-  private openLog(path: string): number {
-    return openSync(path, 'a');
-  }
-
   async exec(host: string, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
-    // Input goes through a file, not a pipe: Node's stdio pipes are sockets, and tools that
-    // open /dev/stdin by name (`nft -f -`) cannot open a socket (ENXIO).
-    let stdin: 'ignore' | number = 'ignore';
+    let stdin: 'ignore' | { file: string } = 'ignore';
     if (opts.input !== undefined) {
-      const inputFile = this.logPath(host, 'exec-input');
-      writeFileSync(inputFile, opts.input);
-      stdin = openSync(inputFile, 'r');
+      stdin = { file: this.logPath(host, 'exec-input') };
+      writeFileSync(stdin.file, opts.input);
     }
-    let t: Tracked;
-    try {
-      t = this.launch(host, argv, { stdin, stdout: 'pipe', stderr: 'pipe' }, opts.env);
-    } finally {
-      if (typeof stdin === 'number') closeSync(stdin);
-    }
+    const t = this.launch(host, argv, { stdin, stdout: 'pipe', stderr: 'pipe', env: opts.env });
     let stdout = '';
     let stderr = '';
     t.child.stdout?.setEncoding('utf8').on('data', (d: string) => {
@@ -483,13 +493,13 @@ class LabImpl implements Lab {
           .join(' ')
           .slice(0, 40),
       );
-    const fd = this.openLog(logFile);
-    let t: Tracked;
-    try {
-      t = this.launch(host, argv, { stdin: 'ignore', stdout: fd, stderr: fd }, opts.env);
-    } finally {
-      closeSync(fd);
-    }
+    const t = this.launch(host, argv, {
+      stdin: 'ignore',
+      stdout: 'log',
+      stderr: 'log',
+      logFile,
+      env: opts.env,
+    });
     return this.wrap(host, t, logFile);
   }
 
@@ -544,17 +554,16 @@ class LabImpl implements Lab {
   ): Promise<Listener> {
     const address = opts.address ?? '::';
     const logFile = this.logPath(host, `echo-${proto}-${port}`);
-    const fd = this.openLog(logFile);
-    let t: Tracked;
-    try {
-      t = this.launch(
-        host,
-        [process.execPath, join(SCRIPTS, 'echo-server.mjs'), proto, String(port), address],
-        { stdin: 'ignore', stdout: 'pipe', stderr: fd },
-      );
-    } finally {
-      closeSync(fd);
-    }
+    const t = this.launch(
+      host,
+      [process.execPath, join(SCRIPTS, 'echo-server.mjs'), proto, String(port), address],
+      {
+        stdin: 'ignore',
+        stdout: 'pipe',
+        stderr: 'log',
+        logFile,
+      },
+    );
     const first = await firstLine(t, 10_000);
     const msg = parse(first) as { listening?: number; error?: string } | undefined;
     if (msg?.listening === undefined) {
@@ -609,17 +618,12 @@ class LabImpl implements Lab {
     const timeoutMs = opts.timeoutMs ?? 1500;
     const args = JSON.stringify({ mode: 'hold', proto: 'tcp', host: toAddr, port, timeoutMs });
     const logFile = this.logPath(from, `hold-${toAddr}-${port}`);
-    const fd = this.openLog(logFile);
-    let t: Tracked;
-    try {
-      t = this.launch(from, [process.execPath, join(SCRIPTS, 'echo-client.mjs'), args], {
-        stdin: 'pipe',
-        stdout: 'pipe',
-        stderr: fd,
-      });
-    } finally {
-      closeSync(fd);
-    }
+    const t = this.launch(from, [process.execPath, join(SCRIPTS, 'echo-client.mjs'), args], {
+      stdin: 'pipe',
+      stdout: 'pipe',
+      stderr: 'log',
+      logFile,
+    });
     const lines = new LineWaiter(t.child);
     const first = parse((await lines.next(timeoutMs + 10_000)) ?? '') as
       | { connected?: boolean; error?: string }
@@ -651,18 +655,13 @@ class LabImpl implements Lab {
 
   async nsFetch(host: string, opts: { env?: Record<string, string> } = {}): Promise<NsFetch> {
     const logFile = this.logPath(host, 'fetch-helper');
-    const fd = this.openLog(logFile);
-    let t: Tracked;
-    try {
-      t = this.launch(
-        host,
-        [process.execPath, join(SCRIPTS, 'fetch-helper.mjs')],
-        { stdin: 'pipe', stdout: 'pipe', stderr: fd },
-        opts.env,
-      );
-    } finally {
-      closeSync(fd);
-    }
+    const t = this.launch(host, [process.execPath, join(SCRIPTS, 'fetch-helper.mjs')], {
+      stdin: 'pipe',
+      stdout: 'pipe',
+      stderr: 'log',
+      logFile,
+      env: opts.env,
+    });
     const lines = new LineWaiter(t.child);
     let nextId = 0;
     return {
