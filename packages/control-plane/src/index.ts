@@ -1,1 +1,10 @@
-export {};
+export { type ErrorBody, toErrorResponse } from './api.js';
+export {
+  type ControlPlane,
+  type ControlPlaneOptions,
+  createControlPlane,
+  DEFAULT_API_LISTEN,
+  DEFAULT_GRPC_LISTEN,
+} from './control-plane.js';
+export type { AgentView, ProvisionResult } from './engine.js';
+export { ControlPlaneError, type ControlPlaneErrorCode, type ErrorDetail } from './errors.js';

@@ -1,0 +1,301 @@
+import { IpListSchema, PolicySchema, ServiceSchema, WorkloadPatchSchema } from '@bulkhead/policy';
+import { RuleSet } from '@bulkhead/proto';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { type TSchema, Type } from '@sinclair/typebox';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { type Engine, RESOURCE_KINDS, type ResourcePath } from './engine.js';
+import { ControlPlaneError, type ControlPlaneErrorCode, type ErrorDetail } from './errors.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Name of the API token that made the request; the audit actor. */
+    actor: string;
+  }
+}
+
+const HTTP_STATUS: Record<ControlPlaneErrorCode, number> = {
+  VALIDATION_FAILED: 400,
+  UNAUTHENTICATED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  CONFLICT: 409,
+  INTERNAL: 500,
+};
+
+export interface ErrorBody {
+  error: { code: ControlPlaneErrorCode; message: string; details: ErrorDetail[] };
+}
+
+/** `/ingress/0/action` -> `ingress[0].action`, the path style of policy diagnostics. */
+function pointerToPath(pointer: string): string {
+  return pointer
+    .split('/')
+    .slice(1)
+    .reduce(
+      (path, key) => (/^\d+$/.test(key) ? `${path}[${key}]` : path === '' ? key : `${path}.${key}`),
+      '',
+    );
+}
+
+interface AjvIssue {
+  instancePath: string;
+  message?: string;
+  params?: Record<string, unknown>;
+}
+
+/** The one place an error becomes an HTTP status and body; unknown errors are logged, not shown. */
+export function toErrorResponse(
+  err: unknown,
+  log: FastifyBaseLogger,
+): { status: number; body: ErrorBody } {
+  let e: ControlPlaneError;
+  const fe = err as { validation?: AjvIssue[]; validationContext?: string; statusCode?: number };
+  if (err instanceof ControlPlaneError) {
+    e = err;
+  } else if (Array.isArray(fe.validation)) {
+    const details = fe.validation.map((v) => {
+      const missing = v.params?.missingProperty ?? v.params?.additionalProperty;
+      const path = pointerToPath(v.instancePath);
+      const field = typeof missing === 'string' ? (path ? `${path}.${missing}` : missing) : path;
+      const message =
+        v.params?.additionalProperty !== undefined
+          ? 'is not a known field'
+          : (v.message ?? 'is invalid');
+      return { path: field, message };
+    });
+    e = new ControlPlaneError('VALIDATION_FAILED', `invalid ${fe.validationContext ?? 'request'}`, {
+      details,
+    });
+  } else if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+    // Fastify's own client errors (malformed JSON, wrong content type, body too large).
+    const code = fe.statusCode === 404 ? 'NOT_FOUND' : 'VALIDATION_FAILED';
+    e = new ControlPlaneError(code, (err as Error).message);
+  } else {
+    log.error({ err }, 'internal error in API handler');
+    e = new ControlPlaneError('INTERNAL', 'internal error');
+  }
+  if (e === err && e.code === 'INTERNAL') {
+    log.error({ err }, 'internal error in API handler');
+    e = new ControlPlaneError('INTERNAL', 'internal error');
+  }
+  return {
+    status: HTTP_STATUS[e.code],
+    body: { error: { code: e.code, message: e.message, details: e.details } },
+  };
+}
+
+const Name = Type.String({ minLength: 1, maxLength: 253 });
+const NameParams = Type.Object({ name: Name });
+const IdParams = Type.Object({ id: Type.String({ minLength: 1 }) });
+const Labels = Type.Record(Type.String(), Type.String());
+const ModeName = Type.Union([Type.Literal('monitor'), Type.Literal('enforce')]);
+const PartialMode = Type.Object(
+  { ingress: Type.Optional(ModeName), egress: Type.Optional(ModeName) },
+  { additionalProperties: false },
+);
+
+const RESOURCE_SCHEMAS: Record<ResourcePath, TSchema> = {
+  'ip-lists': IpListSchema,
+  services: ServiceSchema,
+  policies: PolicySchema,
+};
+
+export interface ApiOptions {
+  engine: Engine;
+  log: Logger;
+}
+
+/** Builds the REST API (not listening); `app.inject` serves tests without a socket. */
+export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
+  const { engine, log } = options;
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    // Unknown fields are errors, not silently dropped.
+    ajv: { customOptions: { removeAdditional: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.decorateRequest('actor', '');
+  app.setErrorHandler((err, req, reply) => {
+    const { status, body } = toErrorResponse(err, req.log);
+    reply.status(status).send(body);
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const { status, body } = toErrorResponse(
+      new ControlPlaneError('NOT_FOUND', `no route ${req.method} ${req.url}`),
+      req.log,
+    );
+    reply.status(status).send(body);
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Bulkhead control plane', version: '0.1.0' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  app.addHook('onRequest', async (req) => {
+    if (req.url === '/healthz' || req.url === '/docs' || req.url.startsWith('/docs/')) return;
+    const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+    if (!m) throw new ControlPlaneError('UNAUTHENTICATED', 'missing bearer token');
+    const token = engine.authenticate(m[1]!);
+    if (token.role !== 'admin' && req.method !== 'GET' && req.method !== 'HEAD') {
+      throw new ControlPlaneError('FORBIDDEN', `role ${token.role} may only read`);
+    }
+    req.actor = token.name;
+  });
+
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }));
+
+  // --- workloads
+  app.get('/v1/workloads', async () => engine.listWorkloads());
+  app.get('/v1/workloads/:name', { schema: { params: NameParams } }, async (req) =>
+    engine.getWorkload(req.params.name),
+  );
+  app.patch(
+    '/v1/workloads/:name',
+    // The schema documents the body; policy's validator checks it and names the fields.
+    {
+      schema: { params: NameParams, body: WorkloadPatchSchema },
+      validatorCompiler: () => () => true,
+    },
+    async (req) =>
+      engine.patchWorkload(
+        req.actor,
+        req.params.name,
+        req.body as Parameters<Engine['patchWorkload']>[2],
+      ),
+  );
+  app.delete('/v1/workloads/:name', { schema: { params: NameParams } }, async (req, reply) => {
+    engine.deleteWorkload(req.actor, req.params.name);
+    return reply.status(204).send();
+  });
+
+  // --- ip lists, services, policies
+  for (const kind of Object.keys(RESOURCE_KINDS) as ResourcePath[]) {
+    app.get(`/v1/${kind}`, async () => engine.listResources(kind));
+    app.get(`/v1/${kind}/:name`, { schema: { params: NameParams } }, async (req) =>
+      engine.getResource(kind, req.params.name),
+    );
+    app.put(
+      `/v1/${kind}/:name`,
+      {
+        schema: { params: NameParams, body: RESOURCE_SCHEMAS[kind] },
+        validatorCompiler: () => () => true,
+      },
+      async (req) => engine.putResource(req.actor, kind, req.params.name, req.body),
+    );
+    app.delete(`/v1/${kind}/:name`, { schema: { params: NameParams } }, async (req, reply) => {
+      engine.deleteResource(req.actor, kind, req.params.name);
+      return reply.status(204).send();
+    });
+  }
+
+  // --- revisions
+  // No body schema: a bare POST (no body at all) must work too.
+  app.post('/v1/provision', async (req) => {
+    const note = (req.body as { note?: unknown } | undefined)?.note ?? '';
+    if (typeof note !== 'string') {
+      throw new ControlPlaneError('VALIDATION_FAILED', 'invalid body', {
+        details: [{ path: 'note', message: 'must be a string' }],
+      });
+    }
+    return engine.provision(req.actor, note);
+  });
+  app.get('/v1/revisions', async () => engine.listRevisions());
+  app.get(
+    '/v1/revisions/:n',
+    { schema: { params: Type.Object({ n: Type.Integer({ minimum: 1 }) }) } },
+    async (req) => engine.getRevision(req.params.n),
+  );
+  app.get(
+    '/v1/rulesets/:workload',
+    { schema: { params: Type.Object({ workload: Name }) } },
+    async (req) => RuleSet.toJSON(engine.getRuleSet(req.params.workload)),
+  );
+
+  // --- agents and telemetry
+  app.get('/v1/agents', async () => engine.listAgents());
+  app.post('/v1/agents/:id/revoke', { schema: { params: IdParams } }, async (req) =>
+    engine.revokeAgent(req.actor, req.params.id),
+  );
+  app.get(
+    '/v1/counters',
+    {
+      schema: {
+        querystring: Type.Object({
+          workload: Type.Optional(Name),
+          ruleId: Type.Optional(Type.String()),
+        }),
+      },
+    },
+    async (req) => engine.listCounters(req.query),
+  );
+
+  // --- tokens
+  app.post(
+    '/v1/enrollment-tokens',
+    {
+      schema: {
+        body: Type.Object(
+          {
+            labels: Type.Optional(Labels),
+            mode: Type.Optional(PartialMode),
+            ttlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 31_536_000 })),
+            maxUses: Type.Optional(Type.Integer({ minimum: 1 })),
+          },
+          { additionalProperties: false },
+        ),
+      },
+    },
+    async (req, reply) => reply.status(201).send(engine.createEnrollmentToken(req.actor, req.body)),
+  );
+  app.get('/v1/enrollment-tokens', async () => engine.listEnrollmentTokens());
+  app.delete('/v1/enrollment-tokens/:id', { schema: { params: IdParams } }, async (req, reply) => {
+    engine.deleteEnrollmentToken(req.actor, req.params.id);
+    return reply.status(204).send();
+  });
+  app.post(
+    '/v1/tokens',
+    {
+      schema: {
+        body: Type.Object(
+          {
+            name: Type.String({ minLength: 1, maxLength: 100 }),
+            role: Type.Union([Type.Literal('admin'), Type.Literal('viewer')]),
+          },
+          { additionalProperties: false },
+        ),
+      },
+    },
+    async (req, reply) =>
+      reply.status(201).send(engine.createApiToken(req.actor, req.body.name, req.body.role)),
+  );
+  app.get('/v1/tokens', async () => engine.listApiTokens());
+  app.delete('/v1/tokens/:id', { schema: { params: IdParams } }, async (req, reply) => {
+    engine.deleteApiToken(req.actor, req.params.id);
+    return reply.status(204).send();
+  });
+
+  // --- audit
+  app.get(
+    '/v1/audit',
+    {
+      schema: {
+        querystring: Type.Object({
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+          since: Type.Optional(Type.Integer({ minimum: 0 })),
+        }),
+      },
+    },
+    async (req) => engine.listAudit(req.query),
+  );
+
+  await app.ready();
+  return app;
+}

@@ -1,0 +1,602 @@
+import { randomUUID } from 'node:crypto';
+import {
+  compile,
+  type Diagnostic,
+  type IpList,
+  type Labels,
+  type Policy,
+  type PolicyState,
+  type Service,
+  validateIpList,
+  validatePolicy,
+  validateService,
+  validateWorkload,
+  validateWorkloadPatch,
+  type Workload,
+  type WorkloadMode,
+} from '@bulkhead/policy';
+import {
+  type ApplyAck,
+  Direction,
+  type EnrollRequest,
+  type EnrollResponse,
+  type Hello,
+  RuleSet,
+  type Telemetry,
+  Verdict,
+} from '@bulkhead/proto';
+import type { Logger } from 'pino';
+import { ControlPlaneError } from './errors.js';
+import type { Pki } from './pki.js';
+import {
+  type ApiTokenRecord,
+  type CounterRow,
+  hashSecret,
+  newSecret,
+  type ResourceKind,
+  type Role,
+  type Store,
+  type WorkloadRecord,
+} from './store.js';
+import type { StreamRegistry } from './streams.js';
+
+// The engine holds every rule of the control plane; the REST and gRPC edges only translate.
+
+const DEFAULT_MODE: WorkloadMode = { ingress: 'monitor', egress: 'monitor' };
+
+export interface ResourceKindInfo {
+  table: ResourceKind;
+  /** Audit/action noun. */
+  noun: 'ip-list' | 'service' | 'policy';
+  validate(value: unknown, path?: string): Diagnostic[];
+}
+
+export const RESOURCE_KINDS = {
+  'ip-lists': { table: 'ip_lists', noun: 'ip-list', validate: validateIpList },
+  services: { table: 'services', noun: 'service', validate: validateService },
+  policies: { table: 'policies', noun: 'policy', validate: validatePolicy },
+} as const satisfies Record<string, ResourceKindInfo>;
+export type ResourcePath = keyof typeof RESOURCE_KINDS;
+
+export interface AgentView {
+  id: string;
+  workload: string;
+  hostname: string;
+  connected: boolean;
+  appliedRevision: number;
+  appliedHash: string;
+  desiredHash: string | null;
+  inSync: boolean;
+  lastSeen: string | null;
+  lastError: string;
+  lastApplyMicros: number;
+  version: string;
+  revoked: boolean;
+}
+
+export interface ProvisionResult {
+  revision: number;
+  changed: string[];
+  unchanged: number;
+}
+
+export interface EngineDeps {
+  store: Store;
+  pki: Pki;
+  streams: StreamRegistry;
+  log: Logger;
+  now?: () => Date;
+}
+
+/** What a revision freezes: the whole state at provision time. */
+type Snapshot = PolicyState;
+
+export type Engine = ReturnType<typeof createEngine>;
+
+export function createEngine(deps: EngineDeps) {
+  const { store, pki, streams, log } = deps;
+  const now = deps.now ?? (() => new Date());
+
+  const invalid = (message: string, details: Diagnostic[]) =>
+    new ControlPlaneError('VALIDATION_FAILED', message, { details });
+  const notFound = (what: string) => new ControlPlaneError('NOT_FOUND', `${what} not found`);
+
+  const toWorkload = (w: WorkloadRecord): Workload => ({
+    name: w.name,
+    addresses: w.addresses,
+    labels: w.labels,
+    mode: w.mode,
+  });
+
+  function draftState(): PolicyState {
+    return {
+      workloads: store.listWorkloads().map(toWorkload),
+      ipLists: store.listResources<IpList>('ip_lists'),
+      services: store.listResources<Service>('services'),
+      policies: store.listResources<Policy>('policies'),
+    };
+  }
+
+  /** Policy of the latest revision (drafts stay drafts) applied to the workloads as they are now. */
+  function liveState(workloads: Workload[]): { state: PolicyState; revision: number } {
+    const latest = store.latestRevision<Snapshot>();
+    return {
+      revision: latest?.n ?? 0,
+      state: {
+        workloads,
+        ipLists: latest?.snapshot.ipLists ?? [],
+        services: latest?.snapshot.services ?? [],
+        policies: latest?.snapshot.policies ?? [],
+      },
+    };
+  }
+
+  /** Stores compiled RuleSets (call inside a transaction); returns those whose hash changed. */
+  function storeRuleSets(ruleSets: RuleSet[]): RuleSet[] {
+    const before = store.ruleSetHashes();
+    const changed: RuleSet[] = [];
+    for (const rs of ruleSets) {
+      store.putRuleSet({
+        workload: rs.workloadId,
+        revision: rs.revision,
+        hash: rs.hash,
+        body: Buffer.from(RuleSet.encode(rs).finish()),
+      });
+      if (before.get(rs.workloadId) !== rs.hash) changed.push(rs);
+    }
+    return changed;
+  }
+
+  function push(changed: RuleSet[]): void {
+    for (const rs of changed) {
+      const n = streams.push(rs);
+      log.debug({ workload: rs.workloadId, hash: rs.hash, streams: n }, 'pushed RuleSet');
+    }
+  }
+
+  /**
+   * Applies a workload change in one transaction together with the recompile it causes, and
+   * pushes afterwards. A change that makes the live state invalid is refused.
+   */
+  function changeWorkloads(write: () => void, extra: () => void = () => {}): RuleSet[] {
+    const changed = store.tx(() => {
+      write();
+      const { state, revision } = liveState(store.listWorkloads().map(toWorkload));
+      const result = compile(state, revision);
+      if (result.diagnostics.length > 0) {
+        throw invalid('the change makes the provisioned policy invalid', result.diagnostics);
+      }
+      extra();
+      return storeRuleSets(result.ruleSets);
+    });
+    push(changed);
+    return changed;
+  }
+
+  function requireWorkload(name: string): WorkloadRecord {
+    const w = store.getWorkload(name);
+    if (!w) throw notFound(`workload ${name}`);
+    return w;
+  }
+
+  /** Service and ip-list names a policy refers to, with the path of each reference. */
+  function references(
+    policy: Policy,
+  ): { kind: 'service' | 'ip-list'; name: string; path: string }[] {
+    const out: { kind: 'service' | 'ip-list'; name: string; path: string }[] = [];
+    for (const direction of ['ingress', 'egress'] as const) {
+      (policy[direction] ?? []).forEach((rule, i) => {
+        (rule.peers ?? []).forEach((peer, j) => {
+          if (typeof peer.ipList === 'string') {
+            out.push({
+              kind: 'ip-list',
+              name: peer.ipList,
+              path: `${direction}[${i}].peers[${j}].ipList`,
+            });
+          }
+        });
+        (rule.services ?? []).forEach((s, j) => {
+          if (typeof s === 'string') {
+            out.push({ kind: 'service', name: s, path: `${direction}[${i}].services[${j}]` });
+          }
+        });
+      });
+    }
+    return out;
+  }
+
+  function agentView(
+    a: ReturnType<Store['listAgents']>[number],
+    desired: Map<string, string>,
+  ): AgentView {
+    const desiredHash = desired.get(a.workload) ?? null;
+    return {
+      id: a.id,
+      workload: a.workload,
+      hostname: a.hostname,
+      connected: streams.isConnected(a.id),
+      appliedRevision: a.appliedRevision,
+      appliedHash: a.appliedHash,
+      desiredHash,
+      inSync: desiredHash !== null && a.appliedHash === desiredHash,
+      lastSeen: a.lastSeen,
+      lastError: a.lastError,
+      lastApplyMicros: a.lastApplyMicros,
+      version: a.version,
+      revoked: a.revoked,
+    };
+  }
+
+  return {
+    // --- authentication
+    authenticate(bearer: string): ApiTokenRecord {
+      const token = store.findApiToken(hashSecret(bearer));
+      if (!token) throw new ControlPlaneError('UNAUTHENTICATED', 'unknown API token');
+      store.touchApiToken(token.id);
+      return token;
+    },
+
+    /** On first start (no API tokens at all) creates an admin token and returns it. */
+    bootstrapAdminToken(): string | undefined {
+      return store.tx(() => {
+        if (store.countApiTokens() > 0) return undefined;
+        return this.createApiToken('system', 'initial-admin', 'admin').token;
+      });
+    },
+
+    // --- workloads
+    listWorkloads: () => store.listWorkloads(),
+    getWorkload: (name: string) => requireWorkload(name),
+    patchWorkload(
+      actor: string,
+      name: string,
+      patch: { labels?: Labels; mode?: Partial<WorkloadMode> },
+    ): WorkloadRecord {
+      const diags = validateWorkloadPatch(patch);
+      if (diags.length > 0) throw invalid('invalid workload patch', diags);
+      const before = requireWorkload(name);
+      const next: Workload = {
+        ...toWorkload(before),
+        labels: patch.labels ?? before.labels,
+        mode: { ...before.mode, ...patch.mode },
+      };
+      changeWorkloads(
+        () => store.upsertWorkload(next),
+        () =>
+          store.appendAudit({
+            actor,
+            action: 'workload.patch',
+            target: name,
+            before: toWorkload(before),
+            after: next,
+          }),
+      );
+      return requireWorkload(name);
+    },
+    deleteWorkload(actor: string, name: string): void {
+      const before = requireWorkload(name);
+      const agents = store.listAgents(name);
+      changeWorkloads(
+        () => store.deleteWorkload(name),
+        () =>
+          store.appendAudit({
+            actor,
+            action: 'workload.delete',
+            target: name,
+            before: toWorkload(before),
+          }),
+      );
+      for (const a of agents) streams.close(a.id, 'workload deleted');
+    },
+
+    // --- ip lists, services, policies (drafts until provisioned)
+    listResources: (kind: ResourcePath) => store.listResources(RESOURCE_KINDS[kind].table),
+    getResource(kind: ResourcePath, name: string): unknown {
+      const info = RESOURCE_KINDS[kind];
+      const body = store.getResource(info.table, name);
+      if (body === undefined) throw notFound(`${info.noun} ${name}`);
+      return body;
+    },
+    putResource(actor: string, kind: ResourcePath, name: string, value: unknown): unknown {
+      const info = RESOURCE_KINDS[kind];
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+        throw invalid(`${info.noun} must be an object`, [
+          { path: '', message: 'must be an object' },
+        ]);
+      }
+      const given = (value as { name?: unknown }).name;
+      if (given !== undefined && given !== name) {
+        throw invalid('name in the body differs from the URL', [
+          { path: 'name', message: `must equal "${name}" (the name in the URL)` },
+        ]);
+      }
+      const body = { ...value, name };
+      const diags = info.validate(body);
+      if (diags.length > 0) throw invalid(`invalid ${info.noun}`, diags);
+      if (kind === 'policies') {
+        const missing = references(body as Policy).filter(
+          (r) =>
+            store.getResource(r.kind === 'service' ? 'services' : 'ip_lists', r.name) === undefined,
+        );
+        if (missing.length > 0) {
+          throw invalid(
+            'policy refers to unknown objects',
+            missing.map((r) => ({ path: r.path, message: `unknown ${r.kind} "${r.name}"` })),
+          );
+        }
+      }
+      store.tx(() => {
+        const before = store.getResource(info.table, name);
+        store.putResource(info.table, name, body);
+        store.appendAudit({ actor, action: `${info.noun}.put`, target: name, before, after: body });
+      });
+      return body;
+    },
+    deleteResource(actor: string, kind: ResourcePath, name: string): void {
+      const info = RESOURCE_KINDS[kind];
+      store.tx(() => {
+        const before = store.getResource(info.table, name);
+        if (before === undefined) throw notFound(`${info.noun} ${name}`);
+        if (info.noun !== 'policy') {
+          const users = store
+            .listResources<Policy>('policies')
+            .filter((p) => references(p).some((r) => r.kind === info.noun && r.name === name))
+            .map((p) => p.name);
+          if (users.length > 0) {
+            throw new ControlPlaneError(
+              'CONFLICT',
+              `${info.noun} ${name} is still referenced by policy ${users.join(', ')}`,
+              {
+                details: users.map((p) => ({
+                  path: `policies.${p}`,
+                  message: `refers to ${name}`,
+                })),
+              },
+            );
+          }
+        }
+        store.deleteResource(info.table, name);
+        store.appendAudit({ actor, action: `${info.noun}.delete`, target: name, before });
+      });
+    },
+
+    // --- revisions
+    provision(actor: string, note: string): ProvisionResult {
+      const state = draftState();
+      const next = (store.latestRevision()?.n ?? 0) + 1;
+      const result = compile(state, next);
+      if (result.diagnostics.length > 0) {
+        throw invalid('the policy does not compile', result.diagnostics);
+      }
+      // No await between compile and commit: nothing else can take revision `next` meanwhile.
+      const { revision, changed } = store.tx(() => {
+        const revision = store.addRevision(actor, note, state);
+        const changed = storeRuleSets(result.ruleSets);
+        store.appendAudit({
+          actor,
+          action: 'revision.provision',
+          target: String(revision),
+          after: { note, changed: changed.map((rs) => rs.workloadId) },
+        });
+        return { revision, changed };
+      });
+      push(changed);
+      return {
+        revision,
+        changed: changed.map((rs) => rs.workloadId),
+        unchanged: result.ruleSets.length - changed.length,
+      };
+    },
+    listRevisions: () => store.listRevisions(),
+    getRevision(n: number) {
+      const r = store.getRevision<Snapshot>(n);
+      if (!r) throw notFound(`revision ${n}`);
+      return r;
+    },
+    getRuleSet(workload: string): RuleSet {
+      requireWorkload(workload);
+      const rs = store.getRuleSet(workload);
+      if (!rs) throw notFound(`RuleSet of ${workload}`);
+      return RuleSet.decode(rs.body);
+    },
+
+    // --- agents
+    listAgents(): AgentView[] {
+      const desired = store.ruleSetHashes();
+      return store.listAgents().map((a) => agentView(a, desired));
+    },
+    revokeAgent(actor: string, id: string): AgentView {
+      store.tx(() => {
+        const a = store.getAgent(id);
+        if (!a) throw notFound(`agent ${id}`);
+        store.revokeAgent(id);
+        store.appendAudit({
+          actor,
+          action: 'agent.revoke',
+          target: id,
+          before: { revoked: a.revoked },
+          after: { revoked: true },
+        });
+      });
+      streams.close(id, 'agent revoked');
+      const a = store.getAgent(id)!;
+      return agentView(a, store.ruleSetHashes());
+    },
+    listCounters: (filter: { workload?: string; ruleId?: string }): CounterRow[] =>
+      store.listCounters(filter),
+
+    // --- tokens
+    createEnrollmentToken(
+      actor: string,
+      req: { labels?: Labels; mode?: Partial<WorkloadMode>; ttlSeconds?: number; maxUses?: number },
+    ): { id: string; token: string; expiresAt: string } {
+      const diags = validateWorkloadPatch({ labels: req.labels, mode: req.mode });
+      if (diags.length > 0) throw invalid('invalid enrollment token', diags);
+      const id = randomUUID();
+      const token = newSecret('bhe_');
+      const expiresAt = new Date(now().getTime() + (req.ttlSeconds ?? 86_400) * 1000).toISOString();
+      const record = {
+        id,
+        labels: req.labels ?? {},
+        mode: { ...DEFAULT_MODE, ...req.mode },
+        expiresAt,
+        maxUses: req.maxUses ?? null,
+      };
+      store.tx(() => {
+        store.createEnrollmentToken({ ...record, tokenHash: hashSecret(token) });
+        store.appendAudit({ actor, action: 'enrollment-token.create', target: id, after: record });
+      });
+      return { id, token, expiresAt };
+    },
+    listEnrollmentTokens: () => store.listEnrollmentTokens(),
+    deleteEnrollmentToken(actor: string, id: string): void {
+      store.tx(() => {
+        const before = store.getEnrollmentToken(id);
+        if (!before || !store.deleteEnrollmentToken(id)) throw notFound(`enrollment token ${id}`);
+        store.appendAudit({ actor, action: 'enrollment-token.delete', target: id, before });
+      });
+    },
+    createApiToken(actor: string, name: string, role: Role): { id: string; token: string } {
+      const id = randomUUID();
+      const token = newSecret('bh_');
+      store.tx(() => {
+        store.createApiToken({ id, name, role, tokenHash: hashSecret(token) });
+        store.appendAudit({ actor, action: 'api-token.create', target: id, after: { name, role } });
+      });
+      return { id, token };
+    },
+    listApiTokens: () => store.listApiTokens(),
+    deleteApiToken(actor: string, id: string): void {
+      store.tx(() => {
+        const before = store.getApiToken(id);
+        if (!before || !store.deleteApiToken(id)) throw notFound(`API token ${id}`);
+        store.appendAudit({ actor, action: 'api-token.delete', target: id, before });
+      });
+    },
+    listAudit: (opts: { limit?: number; since?: number }) => store.listAudit(opts),
+
+    // --- agent protocol (called by the gRPC edge)
+    async enroll(req: EnrollRequest): Promise<EnrollResponse> {
+      const unauthenticated = () =>
+        new ControlPlaneError('UNAUTHENTICATED', 'invalid, expired or used-up bootstrap token');
+      const tokenHash = hashSecret(req.bootstrapToken);
+      const usable = () => {
+        const t = store.findEnrollmentToken(tokenHash);
+        if (!t) return undefined;
+        if (Date.parse(t.expiresAt) <= now().getTime()) return undefined;
+        if (t.maxUses !== null && t.uses >= t.maxUses) return undefined;
+        return t;
+      };
+      const token = usable();
+      if (!token) throw unauthenticated();
+      // Workload names are lowercase DNS-like names; hostnames are case-insensitive.
+      const name = req.hostname.toLowerCase();
+      const workload: Workload = {
+        name,
+        addresses: [...req.addresses],
+        labels: { ...req.labels, ...token.labels },
+        mode: token.mode,
+      };
+      const diags = validateWorkload(workload);
+      if (diags.length > 0) throw invalid('invalid enrollment request', diags);
+      const agentId = randomUUID();
+      const cert = await pki.signCsr(req.csrPem, agentId);
+      changeWorkloads(
+        () => {
+          // Re-checked after the await: a concurrent enrolment may have used the last use.
+          if (!usable()) throw unauthenticated();
+          store.upsertWorkload(workload);
+          store.createAgent({
+            id: agentId,
+            workload: name,
+            hostname: req.hostname,
+            certSerial: cert.serial,
+          });
+          store.useEnrollmentToken(token.id);
+        },
+        () =>
+          store.appendAudit({
+            actor: `enrollment-token:${token.id}`,
+            action: 'agent.enroll',
+            target: agentId,
+            after: { workload, hostname: req.hostname, agentVersion: req.agentVersion },
+          }),
+      );
+      log.info({ agentId, workload: name }, 'agent enrolled');
+      return { agentId, workloadId: name, certificatePem: cert.certificatePem, caPem: pki.caPem };
+    },
+
+    /** The agent of a verified certificate, if it may sync. */
+    agentForSync(agentId: string) {
+      const a = store.getAgent(agentId);
+      if (!a) throw new ControlPlaneError('UNAUTHENTICATED', 'unknown agent');
+      if (a.revoked) throw new ControlPlaneError('UNAUTHENTICATED', 'agent is revoked');
+      return a;
+    },
+
+    /** Records a Hello; returns the RuleSet to send when the agent's applied hash is stale. */
+    hello(agentId: string, hello: Hello): RuleSet | undefined {
+      const agent = this.agentForSync(agentId);
+      store.recordHello(agentId, hello.agentVersion);
+      const w = requireWorkload(agent.workload);
+      const same =
+        hello.addresses.length === 0 ||
+        [...hello.addresses].sort().join(',') === [...w.addresses].sort().join(',');
+      let pushed: RuleSet[] = [];
+      if (!same) {
+        try {
+          pushed = changeWorkloads(
+            () => store.upsertWorkload({ ...toWorkload(w), addresses: [...hello.addresses] }),
+            () =>
+              store.appendAudit({
+                actor: `agent:${agentId}`,
+                action: 'workload.addresses',
+                target: w.name,
+                before: w.addresses,
+                after: hello.addresses,
+              }),
+          );
+        } catch (err) {
+          // Bad addresses from one host must not cut it off: keep the old ones, say why.
+          log.warn({ err, agentId }, 'ignored addresses from Hello');
+        }
+      }
+      if (pushed.some((rs) => rs.workloadId === agent.workload)) return undefined;
+      const desired = store.getRuleSet(agent.workload);
+      if (!desired || desired.hash === hello.appliedHash) return undefined;
+      return RuleSet.decode(desired.body);
+    },
+
+    ack(agentId: string, ack: ApplyAck): void {
+      this.agentForSync(agentId);
+      store.recordAck(agentId, {
+        revision: ack.revision,
+        hash: ack.hash,
+        error: ack.ok ? '' : ack.error || 'apply failed',
+        applyMicros: ack.applyMicros,
+      });
+    },
+
+    /** Adds a telemetry batch; false when its seq was already counted (resent after reconnect). */
+    telemetry(agentId: string, t: Telemetry): boolean {
+      const rows: Omit<CounterRow, 'workload'>[] = [];
+      for (const c of t.counters) {
+        const direction = DIRECTIONS[c.direction];
+        const verdict = VERDICTS[c.verdict];
+        if (!direction || !verdict) continue;
+        rows.push({ ruleId: c.ruleId, direction, verdict, packets: c.packets, bytes: c.bytes });
+      }
+      return store.addTelemetry(agentId, t.seq, rows);
+    },
+  };
+}
+
+const DIRECTIONS: Partial<Record<Direction, CounterRow['direction']>> = {
+  [Direction.DIRECTION_INGRESS]: 'ingress',
+  [Direction.DIRECTION_EGRESS]: 'egress',
+};
+const VERDICTS: Partial<Record<Verdict, CounterRow['verdict']>> = {
+  [Verdict.VERDICT_ALLOWED]: 'allowed',
+  [Verdict.VERDICT_DENIED]: 'denied',
+  [Verdict.VERDICT_WOULD_DENY]: 'would-deny',
+};

@@ -1,0 +1,171 @@
+import {
+  AgentServiceService,
+  type EnrollRequest,
+  type EnrollResponse,
+  type SyncRequest,
+  type SyncResponse,
+} from '@bulkhead/proto';
+import {
+  Server,
+  ServerCredentials,
+  type ServerDuplexStream,
+  type ServerUnaryCall,
+  type sendUnaryData,
+  status,
+} from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { Engine } from './engine.js';
+import { ControlPlaneError, type ControlPlaneErrorCode } from './errors.js';
+import type { Pki } from './pki.js';
+import type { StreamRegistry } from './streams.js';
+
+const GRPC_STATUS: Record<ControlPlaneErrorCode, status> = {
+  VALIDATION_FAILED: status.INVALID_ARGUMENT,
+  NOT_FOUND: status.NOT_FOUND,
+  CONFLICT: status.ALREADY_EXISTS,
+  UNAUTHENTICATED: status.UNAUTHENTICATED,
+  FORBIDDEN: status.PERMISSION_DENIED,
+  INTERNAL: status.INTERNAL,
+};
+
+/** The one place errors become gRPC statuses; unknown errors are logged, not shown. */
+function toStatus(err: unknown, log: Logger): { code: status; details: string } {
+  if (err instanceof ControlPlaneError && err.code !== 'INTERNAL') {
+    const detail = err.details.map((d) => `${d.path}: ${d.message}`).join('; ');
+    return {
+      code: GRPC_STATUS[err.code],
+      details: detail ? `${err.message} (${detail})` : err.message,
+    };
+  }
+  log.error({ err }, 'internal error in gRPC handler');
+  return { code: status.INTERNAL, details: 'internal error' };
+}
+
+export interface GrpcServerOptions {
+  engine: Engine;
+  pki: Pki;
+  streams: StreamRegistry;
+  log: Logger;
+}
+
+export interface AgentGrpcServer {
+  /** Binds `host:port` (port 0 = any free port); returns the bound port. */
+  listen(address: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
+  const { engine, pki, streams, log } = options;
+  const server = new Server();
+
+  server.addService(AgentServiceService, {
+    enroll(
+      call: ServerUnaryCall<EnrollRequest, EnrollResponse>,
+      done: sendUnaryData<EnrollResponse>,
+    ) {
+      engine.enroll(call.request).then(
+        (res) => done(null, res),
+        (err: unknown) => done(toStatus(err, log)),
+      );
+    },
+
+    sync(call: ServerDuplexStream<SyncRequest, SyncResponse>) {
+      let ended = false;
+      const fail = (err: unknown) => {
+        if (ended) return;
+        ended = true;
+        call.emit('error', toStatus(err, log));
+      };
+      const unavailable = (details: string) => {
+        if (ended) return;
+        ended = true;
+        call.emit('error', { code: status.UNAVAILABLE, details });
+      };
+
+      let agentId: string;
+      let workload: string;
+      try {
+        // Identity comes from the TLS handshake only, never from message contents.
+        const cert = call.getAuthContext()?.sslPeerCertificate;
+        if (!cert?.raw)
+          throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate required');
+        agentId = pki.verifyClientCert(cert.raw);
+        workload = engine.agentForSync(agentId).workload;
+      } catch (err) {
+        fail(err);
+        return;
+      }
+
+      const remove = streams.add({
+        agentId,
+        workload,
+        send: (ruleSet) => {
+          if (!ended) call.write({ ruleSet });
+        },
+        close: (reason, kind) =>
+          kind === 'denied'
+            ? fail(new ControlPlaneError('UNAUTHENTICATED', reason))
+            : unavailable(reason),
+      });
+      const log1 = log.child({ agentId, workload });
+      log1.info('agent connected');
+
+      call.on('data', (msg: SyncRequest) => {
+        if (ended) return;
+        try {
+          if (msg.hello) {
+            const rs = engine.hello(agentId, msg.hello);
+            if (rs) call.write({ ruleSet: rs });
+          } else if (msg.ack) {
+            engine.ack(agentId, msg.ack);
+          } else if (msg.telemetry) {
+            if (!engine.telemetry(agentId, msg.telemetry)) {
+              log1.debug({ seq: msg.telemetry.seq }, 'dropped telemetry already counted');
+            }
+          }
+        } catch (err) {
+          fail(err);
+        }
+      });
+      const finish = () => {
+        remove();
+        if (!ended) {
+          ended = true;
+          call.end();
+        }
+        log1.info('agent disconnected');
+      };
+      call.on('end', finish);
+      call.on('cancelled', finish);
+      call.on('error', () => remove());
+    },
+  });
+
+  return {
+    listen(address) {
+      // Client certificates are requested but not required: Enroll comes without one, and
+      // Sync checks for it itself.
+      const creds = ServerCredentials.createSsl(
+        Buffer.from(pki.caPem),
+        [
+          {
+            private_key: Buffer.from(pki.serverKeyPem),
+            cert_chain: Buffer.from(pki.serverCertPem),
+          },
+        ],
+        false,
+      );
+      return new Promise((resolve, reject) => {
+        server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port)));
+      });
+    },
+    close() {
+      streams.closeAll('control plane shutting down');
+      return new Promise((resolve) => {
+        server.tryShutdown(() => resolve());
+        // Open streams would hold tryShutdown forever.
+        setTimeout(() => server.forceShutdown(), 2000).unref();
+      });
+    },
+  };
+}

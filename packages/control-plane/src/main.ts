@@ -1,0 +1,100 @@
+#!/usr/bin/env node
+import { join } from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import {
+  createControlPlane,
+  DEFAULT_API_LISTEN,
+  DEFAULT_GRPC_LISTEN,
+  parseListen,
+} from './control-plane.js';
+import { isControlPlaneError } from './errors.js';
+
+const USAGE_ERROR = 2;
+
+const program = new Command('bulkhead-control-plane')
+  .description('Bulkhead control plane: REST API, policy store, CA and agent gRPC service')
+  .option(
+    '--data-dir <dir>',
+    'state directory (database, CA, initial admin token)',
+    '/var/lib/bulkhead',
+  )
+  .option('--db <path>', 'SQLite database file (default <data-dir>/bulkhead.db)')
+  .option('--api-listen <host:port>', 'REST API address', DEFAULT_API_LISTEN)
+  .option('--grpc-listen <host:port>', 'agent gRPC (TLS) address', DEFAULT_GRPC_LISTEN)
+  .option(
+    '--tls-san <name|ip>',
+    'extra DNS name or IP for the gRPC server certificate (repeatable)',
+    (v: string, acc: string[]) => [...acc, v],
+    [] as string[],
+  )
+  .addOption(
+    new Option('--log-level <level>', 'log level')
+      .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
+      .default('info'),
+  )
+  .exitOverride()
+  .showHelpAfterError(false);
+
+function fail(message: string): never {
+  process.stderr.write(`bulkhead-control-plane: ${message}\n`);
+  process.exit(USAGE_ERROR);
+}
+
+try {
+  program.parse();
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exit(err.exitCode === 0 ? 0 : USAGE_ERROR);
+  }
+  throw err;
+}
+
+const opts = program.opts<{
+  dataDir: string;
+  db?: string;
+  apiListen: string;
+  grpcListen: string;
+  tlsSan: string[];
+  logLevel: string;
+}>();
+
+try {
+  parseListen(opts.apiListen, '--api-listen');
+  parseListen(opts.grpcListen, '--grpc-listen');
+} catch (err) {
+  fail(isControlPlaneError(err) ? err.message : String(err));
+}
+if (opts.tlsSan.some((s) => s.trim() === '' || /[\s,]/.test(s))) {
+  fail('--tls-san takes one DNS name or IP address per flag');
+}
+
+const cp = createControlPlane({
+  dataDir: opts.dataDir,
+  dbPath: opts.db ?? join(opts.dataDir, 'bulkhead.db'),
+  apiListen: opts.apiListen,
+  grpcListen: opts.grpcListen,
+  tlsSans: opts.tlsSan,
+  logLevel: opts.logLevel,
+});
+
+let stopping = false;
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    cp.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`bulkhead-control-plane: stop failed: ${String(err)}\n`);
+        process.exit(1);
+      },
+    );
+  });
+}
+
+cp.start().catch((err: unknown) => {
+  process.stderr.write(
+    `bulkhead-control-plane: cannot start: ${(err as Error).message ?? String(err)}\n`,
+  );
+  process.exit(1);
+});
