@@ -60,6 +60,25 @@ describe('lab', () => {
     expect(netnsList()).toContain(lab.hosts.a!.netns);
   });
 
+  it('exec feeds input, reports exit codes and kills what outlives its timeout', async () => {
+    const lab = getLab();
+    expect(
+      await lab.exec('a', ['sh', '-c', 'cat; echo oops >&2; exit 3'], { input: 'hi' }),
+    ).toEqual({ code: 3, stdout: 'hi', stderr: 'oops\n' });
+    await expect(lab.exec('a', ['false'], { check: true })).rejects.toMatchObject({
+      code: 'LAB_EXEC_FAILED',
+    });
+    // The shell exits at once, but its background child holds stdout open.
+    await expect(
+      lab.exec('a', ['sh', '-c', 'sleep 300 & echo started'], { timeoutMs: 300 }),
+    ).rejects.toMatchObject({ code: 'LAB_TIMEOUT' });
+    // SIGKILL is asynchronous: give the kernel a moment to reap before looking.
+    const pidsInA = () =>
+      execFileSync('ip', ['netns', 'pids', lab.hosts.a!.netns], { encoding: 'utf8' });
+    for (let i = 0; i < 40 && pidsInA() !== ''; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(pidsInA()).toBe('');
+  });
+
   it('carries TCP and UDP round trips between every pair over IPv4 and IPv6', async () => {
     const lab = getLab();
     const names = Object.keys(lab.hosts);

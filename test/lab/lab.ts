@@ -461,14 +461,18 @@ class LabImpl implements Lab {
     const timedOut = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), timeoutMs);
     });
-    const outcome = await Promise.race([t.exited, timedOut]);
+    // 'close' (all stdio closed), not 'exit': output is complete, and a background child that
+    // keeps the pipes open counts against the timeout instead of hanging the test.
+    const closed = new Promise<ExitInfo>((resolve) => {
+      t.child.once('close', (code, signal) => resolve({ code, signal }));
+      t.child.once('error', () => resolve({ code: null, signal: null }));
+    });
+    const outcome = await Promise.race([closed, timedOut]);
     clearTimeout(timer);
     if (outcome === 'timeout') {
       await stopGroup(t, 0);
       throw new LabError('LAB_TIMEOUT', `${argv.join(' ')} on ${host} ran over ${timeoutMs} ms`);
     }
-    // exit can fire before the pipes are drained.
-    await Promise.all([streamEnd(t.child.stdout), streamEnd(t.child.stderr)]);
     const result = { code: outcome.code, stdout, stderr };
     if (opts.check && result.code !== 0) {
       throw new LabError(
@@ -800,14 +804,6 @@ class LineWaiter {
 
 function firstLine(t: Tracked, timeoutMs: number): Promise<string | undefined> {
   return new LineWaiter(t.child).next(timeoutMs);
-}
-
-function streamEnd(s: NodeJS.ReadableStream | null | undefined): Promise<void> {
-  if (!s || (s as unknown as { readableEnded?: boolean }).readableEnded) return Promise.resolve();
-  return new Promise((resolve) => {
-    s.once('end', resolve);
-    s.once('close', resolve);
-  });
 }
 
 function parse(text: string | undefined): unknown {
