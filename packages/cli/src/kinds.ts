@@ -64,6 +64,15 @@ export const COUNTER_COLUMNS: Column<Row>[] = [
   col('BYTES', (r) => r.bytes),
 ];
 
+/** `before`/`after` are whole resources: too wide for a table, shown by -o json|yaml. */
+export const AUDIT_COLUMNS: Column<Row>[] = [
+  col('ID', (r) => r.id),
+  col('AT', (r) => r.at),
+  col('ACTOR', (r) => r.actor),
+  col('ACTION', (r) => r.action),
+  col('TARGET', (r) => r.target),
+];
+
 const KINDS: KindInfo[] = [
   {
     name: 'workloads',

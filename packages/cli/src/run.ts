@@ -12,6 +12,7 @@ import {
 import { CliError, exitCodeFor } from './errors.js';
 import {
   AGENT_COLUMNS,
+  AUDIT_COLUMNS,
   COUNTER_COLUMNS,
   itemPath,
   type KindInfo,
@@ -339,14 +340,14 @@ function buildProgram(io: Io, env: Env): Command {
     .command('audit')
     .description('the audit log, newest first')
     .option('--limit <n>', 'at most this many entries', parsePositiveInt)
-    .option('--since <time>', 'only entries after this time or id')
-    .action(async (opts: { limit?: number; since?: string }, cmd: Command) => {
+    .option('--since <id>', 'only entries after this audit entry id', parseCount)
+    .action(async (opts: { limit?: number; since?: number }, cmd: Command) => {
       const ctx = await context(cmd);
       const query = new URLSearchParams();
       if (opts.limit !== undefined) query.set('limit', String(opts.limit));
-      if (opts.since) query.set('since', opts.since);
+      if (opts.since !== undefined) query.set('since', String(opts.since));
       const qs = query.size > 0 ? `?${query}` : '';
-      ctx.print(await ctx.client.request('GET', `/v1/audit${qs}`));
+      ctx.print(await ctx.client.request('GET', `/v1/audit${qs}`), AUDIT_COLUMNS);
     });
 
   program
@@ -484,11 +485,15 @@ export function parseDuration(text: string): number {
   return Number(m[1]) * UNIT_SECONDS[m[2] || 's']!;
 }
 
-function parsePositiveInt(text: string): number {
-  if (!/^\d+$/.test(text) || Number(text) === 0) {
-    throw new InvalidArgumentError('use a positive whole number');
-  }
+function parseCount(text: string): number {
+  if (!/^\d+$/.test(text)) throw new InvalidArgumentError('use a whole number');
   return Number(text);
+}
+
+function parsePositiveInt(text: string): number {
+  const n = parseCount(text);
+  if (n === 0) throw new InvalidArgumentError('use a positive whole number');
+  return n;
 }
 
 async function readFileOrUsage(path: string): Promise<string> {
