@@ -1,0 +1,210 @@
+import {
+  AgentServiceClient,
+  type RuleCounter,
+  type RuleSet,
+  type SyncRequest,
+  type SyncResponse,
+} from '@bulkhead/proto';
+import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { mergeCounters } from './counters.js';
+import type { Dataplane } from './dataplane.js';
+import type { Identity } from './enroll.js';
+import { readFileIfExists, statePath, writeFileAtomic } from './state.js';
+
+export interface SyncOptions {
+  /** host:port of the control plane. */
+  target: string;
+  serverName: string;
+  identity: Identity;
+  dataplane: Dataplane;
+  stateDir: string;
+  hostname: string;
+  addresses: string[];
+  agentVersion: string;
+  telemetryIntervalMs: number;
+  logger: Logger;
+  onConnectedChange?: (connected: boolean) => void;
+  /** Backoff bounds; tests shorten them. */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+/** The agent's one Sync stream, reconnected with backoff for as long as it runs. */
+export interface SyncClient {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+type State = 'connecting' | 'connected' | 'backoff' | 'stopped';
+
+export function createSyncClient(options: SyncOptions): SyncClient {
+  const { logger, dataplane } = options;
+  const minBackoff = options.minBackoffMs ?? 1000;
+  const maxBackoff = options.maxBackoffMs ?? 15_000;
+  const seqFile = statePath(options.stateDir, 'telemetrySeq');
+
+  const client = new AgentServiceClient(
+    options.target,
+    credentials.createSsl(
+      Buffer.from(options.identity.caPem),
+      Buffer.from(options.identity.keyPem),
+      Buffer.from(options.identity.certPem),
+    ),
+    { 'grpc.ssl_target_name_override': options.serverName },
+  );
+
+  let state: State = 'stopped';
+  let call: ClientDuplexStream<SyncRequest, SyncResponse> | undefined;
+  let backoff = minBackoff;
+  let reconnectTimer: NodeJS.Timeout | undefined;
+  let telemetryTimer: NodeJS.Timeout | undefined;
+  let lastSeq = 0;
+  // Deltas read from the kernel but not yet handed to a live stream.
+  let unsent: RuleCounter[] = [];
+  // RuleSets are applied and acked one after another, in arrival order.
+  let applying: Promise<void> = Promise.resolve();
+  let telemetryRunning: Promise<void> = Promise.resolve();
+
+  function setState(next: State, detail: Record<string, unknown> = {}): void {
+    if (state === next) return;
+    const was = state;
+    state = next;
+    logger.info({ from: was, to: next, target: options.target, ...detail }, 'sync state');
+    if (was === 'connected' || next === 'connected') {
+      options.onConnectedChange?.(next === 'connected');
+    }
+  }
+
+  function connect(): void {
+    if (state === 'stopped') return;
+    setState('connecting');
+    const stream = client.sync();
+    call = stream;
+    let ended = false;
+    const onEnd = (reason: string, err?: Error) => {
+      if (ended) return;
+      ended = true;
+      if (call === stream) call = undefined;
+      if (state === 'stopped') return;
+      setState('backoff', { reason, err: err?.message, retryInMs: backoff });
+      reconnectTimer = setTimeout(connect, backoff);
+      backoff = Math.min(backoff * 2, maxBackoff);
+    };
+    const markConnected = () => {
+      if (state === 'connecting' && !ended) {
+        backoff = minBackoff;
+        setState('connected');
+      }
+    };
+    stream.on('metadata', markConnected);
+    stream.on('data', (msg: SyncResponse) => {
+      markConnected();
+      if (msg.ruleSet) {
+        const rs = msg.ruleSet;
+        applying = applying.then(() => applyAndAck(stream, rs));
+      }
+    });
+    stream.on('error', (err: Error) => onEnd('error', err));
+    stream.on('end', () => onEnd('end'));
+    stream.on('close', () => onEnd('close'));
+    const applied = dataplane.applied;
+    stream.write({
+      hello: {
+        appliedRevision: applied?.revision ?? 0,
+        appliedHash: applied?.hash ?? '',
+        hostname: options.hostname,
+        addresses: options.addresses,
+        agentVersion: options.agentVersion,
+      },
+    });
+  }
+
+  async function applyAndAck(
+    stream: ClientDuplexStream<SyncRequest, SyncResponse>,
+    rs: RuleSet,
+  ): Promise<void> {
+    logger.info({ revision: rs.revision, hash: rs.hash }, 'rule set received');
+    const result = await dataplane.apply(rs);
+    const ack = {
+      revision: rs.revision,
+      hash: rs.hash,
+      ok: result.ok,
+      error: result.error?.message ?? '',
+      applyMicros: result.micros,
+    };
+    // After a reconnect the Hello already tells the control plane what the kernel holds.
+    if (call === stream) stream.write({ ack });
+  }
+
+  async function sendTelemetry(): Promise<void> {
+    unsent = mergeCounters(unsent, await dataplane.collect());
+    const stream = call;
+    if (!stream || state !== 'connected') return;
+    const batch = unsent;
+    const seq = lastSeq + 1;
+    // Persist first: a restart must never reuse a seq the control plane may have counted.
+    await writeFileAtomic(seqFile, `${seq}\n`, 0o644);
+    lastSeq = seq;
+    unsent = [];
+    const sent = await new Promise<boolean>((resolve) => {
+      try {
+        stream.write(
+          {
+            telemetry: {
+              seq,
+              timeUnixMs: Date.now(),
+              appliedHash: dataplane.applied?.hash ?? '',
+              counters: batch,
+            },
+          },
+          (err: unknown) => resolve(!err),
+        );
+      } catch {
+        resolve(false);
+      }
+    });
+    if (!sent) {
+      // Keep the deltas: they go out again, summed into the next batch (with the next seq).
+      unsent = mergeCounters(batch, unsent);
+      logger.warn({ seq }, 'telemetry batch not sent; kept for the next one');
+    }
+  }
+
+  function scheduleTelemetry(): void {
+    telemetryTimer = setTimeout(() => {
+      telemetryRunning = sendTelemetry()
+        .catch((err) => logger.warn({ err }, 'telemetry failed'))
+        .finally(() => {
+          if (state !== 'stopped') scheduleTelemetry();
+        });
+    }, options.telemetryIntervalMs);
+  }
+
+  return {
+    async start() {
+      if (state !== 'stopped') return;
+      const text = await readFileIfExists(seqFile);
+      lastSeq = text ? Number(text.toString('utf8').trim()) || 0 : 0;
+      state = 'connecting';
+      logger.info({ target: options.target, lastSeq }, 'sync starting');
+      connect();
+      scheduleTelemetry();
+    },
+    async stop() {
+      if (state === 'stopped') return;
+      const wasConnected = state === 'connected';
+      state = 'stopped';
+      clearTimeout(reconnectTimer);
+      clearTimeout(telemetryTimer);
+      const stream = call;
+      call = undefined;
+      stream?.end();
+      stream?.cancel();
+      await Promise.allSettled([applying, telemetryRunning]);
+      client.close();
+      if (wasConnected) options.onConnectedChange?.(false);
+      logger.info('sync stopped');
+    },
+  };
+}
