@@ -117,3 +117,16 @@ describe('splitPath', () => {
     expect(splitPath('')).toEqual([]);
   });
 });
+
+describe('YAML features', () => {
+  it('resolves anchors and aliases across a document', () => {
+    const { documents, diagnostics } = parseDocuments(
+      'a.yaml',
+      'kind: Policy\nname: p\nscope:\n  matchLabels: &web {app: web}\ningress:\n  - action: allow\n    peers: [{selector: {matchLabels: *web}}]\n',
+    );
+    expect(diagnostics).toEqual([]);
+    expect(documents[0]!.body.ingress).toEqual([
+      { action: 'allow', peers: [{ selector: { matchLabels: { app: 'web' } } }] },
+    ]);
+  });
+});

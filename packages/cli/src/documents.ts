@@ -94,14 +94,15 @@ export function parseDocuments(
     }
     const root = doc.contents;
     if (root === null || (isScalar(root) && root.value === null)) continue; // empty document
+    // Whole-document conversion so that aliases resolve against their anchors.
+    const js = doc.toJS() as unknown;
     const items = isSeq(root) ? (root.items as YamlNode[]) : [root];
     items.forEach((node, index) => {
       const prefix = isSeq(root) ? `[${index}]` : '';
-      const value = node.toJSON() as unknown;
-      const at = (path: string) => lineOf(locate(node, path));
-      const problems = (path: string, message: string) =>
-        report(at(path), joinPath(prefix, path), message);
-      const resource = toResource(value, validators, problems);
+      const value = isSeq(root) ? (js as unknown[])[index] : js;
+      const reportAt = (path: string, message: string) =>
+        report(lineOf(locate(node, path)), joinPath(prefix, path), message);
+      const resource = toResource(value, validators, reportAt);
       if (resource) result.documents.push({ ...resource, file, line: lineOf(node.range?.[0]) });
     });
   }

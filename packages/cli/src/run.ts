@@ -459,7 +459,7 @@ function canonical(value: unknown): string {
   );
 }
 
-export function parseLabelChange(arg: string): { key: string; value?: string } {
+function parseLabelChange(arg: string): { key: string; value?: string } {
   const eq = arg.indexOf('=');
   if (eq > 0) return { key: arg.slice(0, eq), value: arg.slice(eq + 1) };
   if (eq < 0 && arg.length > 1 && arg.endsWith('-')) return { key: arg.slice(0, -1) };
@@ -477,7 +477,7 @@ function collect(value: string, previous: string[]): string[] {
 
 const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
 
-export function parseDuration(text: string): number {
+function parseDuration(text: string): number {
   const m = /^(\d+)([smhd]?)$/.exec(text.trim());
   if (!m || Number(m[1]) === 0) {
     throw new InvalidArgumentError('use a positive duration such as 90s, 30m, 24h or 7d');
