@@ -131,18 +131,23 @@ export function createEngine(deps: EngineDeps) {
     };
   }
 
-  /** Stores compiled RuleSets (call inside a transaction); returns those whose hash changed. */
+  /**
+   * Stores compiled RuleSets (call inside a transaction); returns those that changed. A RuleSet
+   * whose content equals the stored one keeps its stored revision and hash: policy's hash
+   * covers the revision number, and a new revision alone must not make every agent reapply.
+   */
   function storeRuleSets(ruleSets: RuleSet[]): RuleSet[] {
-    const before = store.ruleSetHashes();
     const changed: RuleSet[] = [];
     for (const rs of ruleSets) {
+      const stored = store.getRuleSet(rs.workloadId);
+      if (stored && sameContent(RuleSet.decode(stored.body), rs)) continue;
       store.putRuleSet({
         workload: rs.workloadId,
         revision: rs.revision,
         hash: rs.hash,
         body: Buffer.from(RuleSet.encode(rs).finish()),
       });
-      if (before.get(rs.workloadId) !== rs.hash) changed.push(rs);
+      changed.push(rs);
     }
     return changed;
   }
@@ -600,3 +605,9 @@ const VERDICTS: Partial<Record<Verdict, CounterRow['verdict']>> = {
   [Verdict.VERDICT_DENIED]: 'denied',
   [Verdict.VERDICT_WOULD_DENY]: 'would-deny',
 };
+
+function sameContent(a: RuleSet, b: RuleSet): boolean {
+  const bytes = (rs: RuleSet) =>
+    Buffer.from(RuleSet.encode({ ...rs, revision: 0, hash: '' }).finish());
+  return bytes(a).equals(bytes(b));
+}

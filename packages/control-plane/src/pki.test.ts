@@ -1,25 +1,10 @@
-import 'reflect-metadata';
-import { webcrypto, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as x509 from '@peculiar/x509';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createPki } from './pki.js';
-
-const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
-
-export async function makeCsr(cn = 'host-1'): Promise<{ csrPem: string; keyPem: string }> {
-  const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: `CN=${cn}`,
-    keys,
-    signingAlgorithm: alg,
-  });
-  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
-  const keyPem = `-----BEGIN PRIVATE KEY-----\n${der.toString('base64')}\n-----END PRIVATE KEY-----\n`;
-  return { csrPem: csr.toString('pem'), keyPem };
-}
+import { makeCsr } from './test-support.js';
 
 describe('pki', () => {
   let dir: string;

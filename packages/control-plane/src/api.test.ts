@@ -1,0 +1,268 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { RuleSet } from '@bulkhead/proto';
+import type { FastifyInstance } from 'fastify';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createApi } from './api.js';
+import { createEngine, type Engine } from './engine.js';
+import { createPki } from './pki.js';
+import { createStore, type Store } from './store.js';
+import { createStreamRegistry, type StreamRegistry } from './streams.js';
+import { silentLog } from './test-support.js';
+
+const monitor = { ingress: 'monitor', egress: 'monitor' } as const;
+const pg = { name: 'pg', ports: [{ protocol: 'tcp', port: 5432 }] };
+const dbPolicy = {
+  scope: { matchLabels: { app: 'db' } },
+  ingress: [
+    { action: 'allow', peers: [{ selector: { matchLabels: { app: 'web' } } }], services: ['pg'] },
+  ],
+};
+
+describe('REST API', () => {
+  let dir: string;
+  let store: Store;
+  let streams: StreamRegistry;
+  let engine: Engine;
+  let app: FastifyInstance;
+  let admin: string;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'bh-api-'));
+    store = createStore({ path: join(dir, 'bulkhead.db') });
+    const pki = await createPki({ dir: join(dir, 'ca') });
+    streams = createStreamRegistry();
+    engine = createEngine({ store, pki, streams, log: silentLog });
+    admin = engine.bootstrapAdminToken()!;
+    app = await createApi({ engine, log: silentLog });
+  });
+  afterEach(async () => {
+    await app.close();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const call = (
+    method: 'GET' | 'PUT' | 'POST' | 'PATCH' | 'DELETE',
+    url: string,
+    body?: unknown,
+    token = admin,
+  ) =>
+    app.inject({
+      method,
+      url,
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+      ...(body === undefined ? {} : { payload: body as object }),
+    });
+
+  /** Registers a fake open stream for a workload and returns what it receives. */
+  function listen(workload: string): RuleSet[] {
+    const got: RuleSet[] = [];
+    streams.add({
+      agentId: `agent-${workload}`,
+      workload,
+      send: (rs) => got.push(rs),
+      close: () => {},
+    });
+    return got;
+  }
+
+  it('serves /healthz and the OpenAPI document without a token, everything else only with one', async () => {
+    expect((await call('GET', '/healthz', undefined, '')).statusCode).toBe(200);
+    const doc = await call('GET', '/docs/json', undefined, '');
+    expect(doc.statusCode).toBe(200);
+    expect(Object.keys(doc.json().paths)).toContain('/v1/policies/{name}');
+    const res = await call('GET', '/v1/workloads', undefined, '');
+    expect(res.statusCode).toBe(401);
+    expect(res.json()).toEqual({
+      error: { code: 'UNAUTHENTICATED', message: 'missing bearer token', details: [] },
+    });
+    expect((await call('GET', '/v1/workloads', undefined, 'bh_wrong')).statusCode).toBe(401);
+  });
+
+  it('lets a viewer read but not write, and a deleted token stops working', async () => {
+    const created = await call('POST', '/v1/tokens', { name: 'dashboards', role: 'viewer' });
+    expect(created.statusCode).toBe(201);
+    const { id, token } = created.json();
+    expect(token).toMatch(/^bh_/);
+    expect((await call('GET', '/v1/services', undefined, token)).statusCode).toBe(200);
+    const put = await call('PUT', '/v1/services/pg', pg, token);
+    expect(put.statusCode).toBe(403);
+    expect(put.json().error.code).toBe('FORBIDDEN');
+    expect(JSON.stringify((await call('GET', '/v1/tokens')).json())).not.toContain(token);
+    expect((await call('DELETE', `/v1/tokens/${id}`)).statusCode).toBe(204);
+    expect((await call('GET', '/v1/services', undefined, token)).statusCode).toBe(401);
+  });
+
+  it('names the offending field in validation errors', async () => {
+    const bad = await call('PUT', '/v1/policies/db', {
+      ...dbPolicy,
+      ingress: [{ ...dbPolicy.ingress[0], action: 'alow' }],
+    });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.code).toBe('VALIDATION_FAILED');
+    expect(bad.json().error.details.map((d: { path: string }) => d.path)).toContain(
+      'ingress[0].action',
+    );
+
+    const unknownRef = await call('PUT', '/v1/policies/db', dbPolicy);
+    expect(unknownRef.statusCode).toBe(400);
+    expect(unknownRef.json().error.details).toEqual([
+      { path: 'ingress[0].services[0]', message: 'unknown service "pg"' },
+    ]);
+
+    const renamed = await call('PUT', '/v1/services/pg', { ...pg, name: 'postgres' });
+    expect(renamed.statusCode).toBe(400);
+    expect(renamed.json().error.details[0].path).toBe('name');
+
+    const role = await call('POST', '/v1/tokens', { name: 'x', role: 'root' });
+    expect(role.statusCode).toBe(400);
+    expect(role.json().error.details.map((d: { path: string }) => d.path)).toContain('role');
+
+    const extra = await call('POST', '/v1/enrollment-tokens', { ttl: 5 });
+    expect(extra.statusCode).toBe(400);
+    expect(extra.json().error.details).toEqual([{ path: 'ttl', message: 'is not a known field' }]);
+  });
+
+  it('stores resources, 404s unknown ones and 409s deleting a referenced service', async () => {
+    expect((await call('PUT', '/v1/services/pg', { ports: pg.ports })).json()).toEqual(pg);
+    expect((await call('PUT', '/v1/policies/db', dbPolicy)).statusCode).toBe(200);
+    expect((await call('GET', '/v1/services/pg')).json()).toEqual(pg);
+    expect((await call('GET', '/v1/policies')).json()).toEqual([{ ...dbPolicy, name: 'db' }]);
+
+    const missing = await call('GET', '/v1/ip-lists/nope');
+    expect(missing.statusCode).toBe(404);
+    expect(missing.json().error.code).toBe('NOT_FOUND');
+    expect((await call('GET', '/v1/no-such-route')).statusCode).toBe(404);
+
+    const conflict = await call('DELETE', '/v1/services/pg');
+    expect(conflict.statusCode).toBe(409);
+    expect(conflict.json().error.code).toBe('CONFLICT');
+    expect(conflict.json().error.message).toContain('policy db');
+
+    expect((await call('DELETE', '/v1/policies/db')).statusCode).toBe(204);
+    expect((await call('DELETE', '/v1/services/pg')).statusCode).toBe(204);
+    expect((await call('DELETE', '/v1/services/pg')).statusCode).toBe(404);
+  });
+
+  it('audits every write with actor, before and after, newest first', async () => {
+    await call('PUT', '/v1/services/pg', pg);
+    await call('PUT', '/v1/services/pg', { ...pg, ports: [{ protocol: 'tcp', port: 5433 }] });
+    await call('PUT', '/v1/services/bad', { ports: 'x' }); // refused: not audited
+    const entries = (await call('GET', '/v1/audit?limit=2')).json();
+    expect(entries).toHaveLength(2);
+    expect(entries[0]).toMatchObject({
+      actor: 'initial-admin',
+      action: 'service.put',
+      target: 'pg',
+      before: pg,
+      after: { ...pg, ports: [{ protocol: 'tcp', port: 5433 }] },
+    });
+    expect(entries[1]).toMatchObject({ action: 'service.put', before: null, after: pg });
+    expect(entries[0].id).toBeGreaterThan(entries[1].id);
+  });
+
+  it('provisions revisions and pushes only RuleSets whose hash changed', async () => {
+    store.upsertWorkload({
+      name: 'web',
+      addresses: ['10.0.0.1'],
+      labels: { app: 'web' },
+      mode: monitor,
+    });
+    store.upsertWorkload({
+      name: 'db',
+      addresses: ['10.0.0.2'],
+      labels: { app: 'db' },
+      mode: monitor,
+    });
+    const webGot = listen('web');
+    const dbGot = listen('db');
+
+    const first = await call('POST', '/v1/provision', { note: 'baseline' });
+    expect(first.statusCode).toBe(200);
+    expect(first.json()).toEqual({ revision: 1, changed: ['db', 'web'], unchanged: 0 });
+    expect(webGot.map((r) => r.revision)).toEqual([1]);
+    expect(dbGot.map((r) => r.revision)).toEqual([1]);
+
+    await call('PUT', '/v1/services/pg', pg);
+    await call('PUT', '/v1/policies/db', dbPolicy);
+    const second = await call('POST', '/v1/provision');
+    expect(second.json()).toEqual({ revision: 2, changed: ['db'], unchanged: 1 });
+    expect(dbGot.map((r) => r.revision)).toEqual([1, 2]);
+    expect(webGot).toHaveLength(1);
+
+    const again = await call('POST', '/v1/provision', { note: 'no-op' });
+    expect(again.json()).toEqual({ revision: 3, changed: [], unchanged: 2 });
+    expect(dbGot).toHaveLength(2);
+
+    const rev = (await call('GET', '/v1/revisions/2')).json();
+    expect(rev).toMatchObject({ n: 2, author: 'initial-admin', note: '' });
+    expect(rev.snapshot.policies).toEqual([{ ...dbPolicy, name: 'db' }]);
+    expect((await call('GET', '/v1/revisions')).json().map((r: { n: number }) => r.n)).toEqual([
+      3, 2, 1,
+    ]);
+
+    const rs = (await call('GET', '/v1/rulesets/db')).json();
+    expect(rs).toMatchObject({ workloadId: 'db', hash: dbGot[1]!.hash });
+    expect(rs.rules[0].id).toBe('db/ingress/0');
+  });
+
+  it('recompiles a workload whose mode is patched against the latest revision, not the drafts', async () => {
+    store.upsertWorkload({
+      name: 'db',
+      addresses: ['10.0.0.2'],
+      labels: { app: 'db' },
+      mode: monitor,
+    });
+    await call('POST', '/v1/provision');
+    const got = listen('db');
+    await call('PUT', '/v1/services/pg', pg);
+    await call('PUT', '/v1/policies/db', dbPolicy); // a draft: not provisioned
+    const res = await call('PATCH', '/v1/workloads/db', { mode: { ingress: 'enforce' } });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().mode).toEqual({ ingress: 'enforce', egress: 'monitor' });
+    expect(got).toHaveLength(1);
+    expect(got[0]!.ingressMode).toBe(2);
+    expect(got[0]!.rules).toEqual([]);
+
+    const bad = await call('PATCH', '/v1/workloads/db', { labels: { 'not ok': 'x' } });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.details[0].path).toMatch(/^labels/);
+    expect((await call('PATCH', '/v1/workloads/nope', { labels: {} })).statusCode).toBe(404);
+  });
+
+  it('refuses to provision a state that does not compile', async () => {
+    // Bypasses the PUT-time reference check, as a dangling reference left by older data would.
+    store.putResource('policies', 'db', { ...dbPolicy, name: 'db' });
+    const res = await call('POST', '/v1/provision');
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.code).toBe('VALIDATION_FAILED');
+    expect(res.json().error.details.length).toBeGreaterThan(0);
+    expect(store.listRevisions()).toEqual([]);
+  });
+
+  it('shows enrollment tokens once and never lists the secret', async () => {
+    const res = await call('POST', '/v1/enrollment-tokens', {
+      labels: { env: 'prod' },
+      maxUses: 2,
+    });
+    expect(res.statusCode).toBe(201);
+    const { id, token } = res.json();
+    expect(token).toMatch(/^bhe_/);
+    const list = (await call('GET', '/v1/enrollment-tokens')).json();
+    expect(list).toMatchObject([{ id, labels: { env: 'prod' }, maxUses: 2, uses: 0 }]);
+    expect(JSON.stringify(list)).not.toContain(token);
+    expect((await call('DELETE', `/v1/enrollment-tokens/${id}`)).statusCode).toBe(204);
+    expect((await call('GET', '/v1/enrollment-tokens')).json()).toEqual([]);
+  });
+
+  it('hides the cause of an unexpected error behind a generic 500', async () => {
+    store.close();
+    const res = await call('GET', '/v1/services');
+    expect(res.statusCode).toBe(500);
+    expect(res.json()).toEqual({
+      error: { code: 'INTERNAL', message: 'internal error', details: [] },
+    });
+  });
+});
