@@ -1,5 +1,7 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cleanupStaleLabs, createLab, type Lab, LabError } from './lab.js';
 import { useLab } from './vitest.js';
@@ -229,6 +231,30 @@ describe('lab lifecycle', () => {
     expect(listener.process.child.exitCode ?? listener.process.child.signalCode).not.toBeNull();
     expect(existsSync(lab.logDir)).toBe(false);
     await expect(lab.exec('x', ['true'])).rejects.toMatchObject({ code: 'LAB_DESTROYED' });
+  });
+
+  it('a creation that fails half-way removes what it made', async () => {
+    // An `ip` that refuses to create the bridge, after the switch namespace already exists.
+    const bin = mkdtempSync(join(tmpdir(), 'bhlab-fake-ip-'));
+    const realIp = execFileSync('sh', ['-c', 'command -v ip'], { encoding: 'utf8' }).trim();
+    writeFileSync(
+      join(bin, 'ip'),
+      `#!/bin/sh\ncase "$*" in *"type bridge"*) echo injected >&2; exit 2;; esac\nexec ${realIp} "$@"\n`,
+      { mode: 0o755 },
+    );
+    const before = netnsList();
+    const path = process.env.PATH;
+    process.env.PATH = `${bin}:${path}`;
+    try {
+      await expect(createLab({ hosts: ['q'] })).rejects.toMatchObject({
+        code: 'LAB_SETUP_FAILED',
+        message: expect.stringContaining('injected'),
+      });
+    } finally {
+      process.env.PATH = path;
+      rmSync(bin, { recursive: true, force: true });
+    }
+    expect(netnsList()).toBe(before);
   });
 
   it('cleanupStaleLabs removes namespaces of dead runs and keeps live ones', async () => {

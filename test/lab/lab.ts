@@ -167,13 +167,13 @@ const HOST_RE = /^[a-z][a-z0-9-]{0,30}$/;
 const MAX_HOSTS = 240;
 const SCRIPTS = fileURLToPath(new URL('.', import.meta.url));
 
-function run(argv: string[], input?: string): Promise<ExecResult> {
+/** A command in the root namespace (only `ip`/`nft` administration, never traffic). */
+function run(argv: string[]): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
-    const child = execFile(argv[0]!, argv.slice(1), (err, stdout, stderr) => {
+    execFile(argv[0]!, argv.slice(1), (err, stdout, stderr) => {
       if (err && typeof err.code !== 'number') reject(err);
       else resolve({ code: typeof err?.code === 'number' ? err.code : 0, stdout, stderr });
     });
-    if (input !== undefined) child.stdin?.end(input);
   });
 }
 
@@ -689,8 +689,9 @@ class LabImpl implements Lab {
         );
         const line = await waiting;
         if (line === undefined) {
+          const dead = t.child.exitCode !== null || t.child.signalCode !== null;
           throw new LabError(
-            'LAB_TIMEOUT',
+            dead ? 'LAB_PROCESS_FAILED' : 'LAB_TIMEOUT',
             `${method} ${url} from ${host}: no answer from the fetch helper (log ${logFile})`,
           );
         }
