@@ -6,7 +6,7 @@ import type { Transaction } from './transaction.js';
 /** The batch text for a transaction; throws the queued error instead of building a bad batch. */
 export function batchOf(tx: Transaction): string {
   if (tx.error !== undefined) throw tx.error;
-  return JSON.stringify({ nftables: tx.commands });
+  return tx.json;
 }
 
 /** The batch text for one read command (`{list: ...}` or `{reset: ...}`). */

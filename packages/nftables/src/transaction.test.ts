@@ -34,6 +34,18 @@ describe('Transaction', () => {
     expect(tx.commands[0]).toEqual({ add: { table: { family: 'inet', name: 'a' } } });
   });
 
+  it('renders the batch as one libnftables JSON document', () => {
+    const tx = new Transaction().add(table).add(chain);
+    expect(JSON.parse(tx.json)).toEqual({ nftables: [{ add: table }, { add: chain }] });
+    expect(new Transaction().json).toBe('{"nftables":[]}');
+  });
+
+  it('refuses objects that are not JSON', () => {
+    const tx = new Transaction().add({ table: { family: 'inet', name: 't', big: 1n } });
+    expect(tx.error?.code).toBe('NFT_INVALID');
+    expect(tx.error?.message).toMatch(/not JSON/);
+  });
+
   it('accepts base chains, concatenated interval verdict maps and their elements', () => {
     const tx = new Transaction()
       .add({

@@ -25,7 +25,10 @@ const VERB_KINDS: Record<NftVerb, readonly Kind[]> = {
  * to run a transaction that holds one, so a bad object never reaches the kernel half-way.
  */
 export class Transaction {
-  readonly #commands: NftCommand[] = [];
+  // Each command is serialised once, when queued: that is the snapshot (later mutation by
+  // the caller changes nothing), it proves the object is JSON, and the batch text is a join.
+  // structuredClone was ~20x slower for a 20k-element set.
+  readonly #texts: string[] = [];
   #error: NftError | undefined;
 
   add(obj: NftObject): this {
@@ -44,9 +47,13 @@ export class Transaction {
     return this.#queue('reset', obj);
   }
 
-  /** The queued commands, in order, as libnftables JSON commands (copies). */
+  /** The queued commands, in order, as libnftables JSON commands (fresh copies). */
   get commands(): NftCommand[] {
-    return structuredClone(this.#commands);
+    return this.#texts.map((t) => JSON.parse(t) as NftCommand);
+  }
+  /** The whole batch as libnftables JSON text: `{"nftables":[...commands]}`. */
+  get json(): string {
+    return `{"nftables":[${this.#texts.join(',')}]}`;
   }
   /** The first validation error, if any. */
   get error(): NftError | undefined {
@@ -54,20 +61,21 @@ export class Transaction {
   }
   /** Number of commands queued (including invalid ones). */
   get size(): number {
-    return this.#commands.length;
+    return this.#texts.length;
   }
 
   #queue(verb: NftVerb, obj: NftObject): this {
-    const index = this.#commands.length;
-    let copy: NftObject;
+    const index = this.#texts.length;
+    let text: string | undefined;
+    let problem: string | undefined;
     try {
-      copy = structuredClone(obj);
-    } catch {
-      copy = obj;
+      text = JSON.stringify({ [verb]: obj });
+    } catch (err) {
+      problem = `object is not JSON: ${(err as Error).message}`;
     }
-    this.#commands.push({ [verb]: copy });
+    this.#texts.push(text ?? `{"${verb}":null}`);
     if (this.#error === undefined) {
-      const problem = validate(verb, copy);
+      problem ??= validate(verb, obj);
       if (problem !== undefined) {
         this.#error = new NftError('NFT_INVALID', `command ${index} (${verb}): ${problem}`);
       }
