@@ -149,7 +149,8 @@ function familyOf(addr: string): Family | undefined {
   return undefined;
 }
 
-function parseCidr(cidr: string): { addr: string; len: number; family: Family } {
+/** Splits an IPv4/IPv6 CIDR (or bare address); throws AgentError CONFIG_INVALID. */
+export function parseCidr(cidr: string): { addr: string; len: number; family: Family } {
   const [addr = '', lenText, extra] = cidr.split('/');
   const family = familyOf(addr);
   const len = lenText === undefined ? (family === 4 ? 32 : 128) : Number(lenText);

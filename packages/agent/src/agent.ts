@@ -1,0 +1,191 @@
+import { lookup } from 'node:dns/promises';
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
+import { createNftDriver, type NftDriver } from '@bulkhead/nftables';
+import type { Logger } from 'pino';
+import { createDataplane, type Dataplane } from './dataplane.js';
+import { ensureIdentity, loadIdentity } from './enroll.js';
+import { AgentError } from './errors.js';
+import { createAgentMetrics } from './metrics.js';
+import type { Failsafe } from './render.js';
+import { createSyncClient, type SyncClient } from './sync.js';
+
+export const AGENT_VERSION: string = (
+  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  }
+).version;
+
+export interface AgentOptions {
+  /** HOST:PORT of the control plane's gRPC endpoint (`[v6]:port` for IPv6 literals). */
+  controlPlane: string;
+  /** PEM of the CA behind the control plane's server certificate. */
+  caPem: string;
+  /** Needed only while the state dir holds no identity yet. */
+  bootstrapToken?: string;
+  stateDir: string;
+  hostname: string;
+  addresses: string[];
+  labels: Record<string, string>;
+  /** Failsafe admin access; undefined = none. */
+  admin?: { cidrs: string[]; port: number };
+  /** Where to serve /metrics; undefined = no metrics server. */
+  metricsListen?: { host: string; port: number };
+  telemetryIntervalMs: number;
+  nftBackend: 'auto' | 'libnftables' | 'nft';
+  serverName: string;
+  logger: Logger;
+  /** Tests: a driver to use instead of createNftDriver (then counters are read through it). */
+  driver?: NftDriver;
+  /** Tests: shorter reconnect backoff. */
+  backoffMs?: { min: number; max: number };
+}
+
+export interface Agent {
+  /**
+   * Restores the persisted rules, serves metrics, then enrols (if needed) and syncs in the
+   * background. Throws AgentError CONFIG_INVALID when there is neither identity nor token.
+   */
+  start(): Promise<void>;
+  /** Closes the stream and the metrics server. The nftables rules stay as they are. */
+  stop(): Promise<void>;
+  readonly dataplane: Dataplane;
+  /** Bound address of the metrics server once started. */
+  readonly metricsAddress: AddressInfo | undefined;
+}
+
+/** Splits HOST:PORT; throws CONFIG_INVALID. */
+export function parseHostPort(
+  value: string,
+  what: string,
+  { allowZero = false } = {},
+): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (!host || !Number.isInteger(port) || port < (allowZero ? 0 : 1) || port > 65535) {
+    throw new AgentError(
+      'CONFIG_INVALID',
+      `${what}: expected HOST:PORT, got ${JSON.stringify(value)}`,
+    );
+  }
+  return { host, port };
+}
+
+export function createAgent(options: AgentOptions): Agent {
+  const { logger } = options;
+  const cp = parseHostPort(options.controlPlane, '--control-plane');
+  const driver = options.driver ?? createNftDriver({ backend: options.nftBackend });
+  const openReader = options.driver
+    ? undefined
+    : () => createNftDriver({ backend: options.nftBackend });
+  const metrics = createAgentMetrics();
+  let dataplane: Dataplane | undefined;
+  let sync: SyncClient | undefined;
+  let metricsAddress: AddressInfo | undefined;
+  let stopped = false;
+  let retryTimer: NodeJS.Timeout | undefined;
+
+  async function controlPlaneFailsafe(): Promise<Failsafe['controlPlane']> {
+    if (isIP(cp.host)) return [{ address: cp.host, port: cp.port }];
+    try {
+      const found = await lookup(cp.host, { all: true });
+      return found.map((a) => ({ address: a.address, port: cp.port }));
+    } catch (err) {
+      logger.warn(
+        { err, host: cp.host },
+        'cannot resolve the control plane; no failsafe rule for it',
+      );
+      return [];
+    }
+  }
+
+  async function enrolAndSync(attempt: number): Promise<void> {
+    if (stopped) return;
+    try {
+      const identity = await ensureIdentity({
+        target: options.controlPlane,
+        caPem: options.caPem,
+        serverName: options.serverName,
+        bootstrapToken: options.bootstrapToken,
+        hostname: options.hostname,
+        addresses: options.addresses,
+        labels: options.labels,
+        agentVersion: AGENT_VERSION,
+        stateDir: options.stateDir,
+        logger,
+      });
+      if (stopped) return;
+      sync = createSyncClient({
+        target: options.controlPlane,
+        serverName: options.serverName,
+        identity,
+        dataplane: dataplane!,
+        stateDir: options.stateDir,
+        hostname: options.hostname,
+        addresses: options.addresses,
+        agentVersion: AGENT_VERSION,
+        telemetryIntervalMs: options.telemetryIntervalMs,
+        logger,
+        onConnectedChange: (up) => metrics.setConnected(up),
+        minBackoffMs: options.backoffMs?.min,
+        maxBackoffMs: options.backoffMs?.max,
+      });
+      await sync.start();
+    } catch (err) {
+      const min = options.backoffMs?.min ?? 1000;
+      const max = options.backoffMs?.max ?? 15_000;
+      const delay = Math.min(min * 2 ** attempt, max);
+      logger.error({ err, retryInMs: delay }, 'enrolment failed; retrying');
+      retryTimer = setTimeout(() => void enrolAndSync(attempt + 1), delay);
+    }
+  }
+
+  return {
+    get dataplane() {
+      if (!dataplane) throw new AgentError('CONFIG_INVALID', 'agent not started');
+      return dataplane;
+    },
+    get metricsAddress() {
+      return metricsAddress;
+    },
+    async start() {
+      if (!options.bootstrapToken && !(await loadIdentity(options.stateDir))) {
+        throw new AgentError(
+          'CONFIG_INVALID',
+          `no identity in ${options.stateDir}: give --bootstrap-token or --bootstrap-token-file for the first enrolment`,
+        );
+      }
+      dataplane = createDataplane({
+        driver,
+        openReader,
+        stateDir: options.stateDir,
+        failsafe: { controlPlane: await controlPlaneFailsafe(), admin: options.admin },
+        logger,
+        onCounters: (c) => metrics.observeCounters(c),
+        onApply: (rs, r) => metrics.observeApply(rs, r),
+      });
+      // Enforce the last known rules before anything that needs the network.
+      const restored = await dataplane.restore();
+      logger.info({ restored }, 'dataplane restored');
+      if (options.metricsListen) {
+        metricsAddress = await metrics.listen(
+          options.metricsListen.host,
+          options.metricsListen.port,
+        );
+        logger.info({ address: metricsAddress }, 'metrics listening');
+      }
+      void enrolAndSync(0);
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(retryTimer);
+      await sync?.stop();
+      await metrics.close();
+      // Deliberately no flush: the kernel keeps enforcing the last rule set.
+      driver.close();
+      logger.info('agent stopped; nftables rules left in place');
+    },
+  };
+}

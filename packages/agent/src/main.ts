@@ -1,0 +1,192 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { hostname, networkInterfaces } from 'node:os';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { pino } from 'pino';
+import { AGENT_VERSION, type AgentOptions, createAgent, parseHostPort } from './agent.js';
+import { DEFAULT_SERVER_NAME } from './enroll.js';
+import { AgentError } from './errors.js';
+import { parseCidr } from './render.js';
+
+const EXIT_USAGE = 2;
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+function fail(message: string): never {
+  process.stderr.write(`bulkhead-agent: ${message}\n`);
+  process.exit(EXIT_USAGE);
+}
+
+function intIn(flag: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n < min || n > max) {
+      throw new InvalidArgumentError(`${flag} must be an integer in ${min}..${max}`);
+    }
+    return n;
+  };
+}
+
+function readFlagFile(flag: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    return fail(`${flag}: cannot read ${path}: ${(err as Error).message}`);
+  }
+}
+
+function defaultAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flat()
+    .filter((a) => a !== undefined && !a.internal)
+    .map((a) => a!.address);
+}
+
+function parse(argv: string[]): AgentOptions {
+  const program = new Command('bulkhead-agent')
+    .description('Bulkhead host agent: enrols, syncs rule sets, programs nftables')
+    .version(AGENT_VERSION)
+    .requiredOption('--control-plane <host:port>', 'control plane gRPC endpoint')
+    .requiredOption('--ca-cert <file>', 'CA certificate (PEM) of the control plane')
+    .option('--bootstrap-token <token>', 'enrolment token (first start only)')
+    .option('--bootstrap-token-file <file>', 'file holding the enrolment token')
+    .option('--state-dir <dir>', 'identity and last rule set', '/var/lib/bulkhead-agent')
+    .option('--hostname <name>', 'hostname to report', hostname())
+    .option(
+      '--address <ip>',
+      'host address to report (repeatable; default: all non-internal)',
+      collect,
+      [],
+    )
+    .option('--label <k=v>', 'label requested at enrolment (repeatable)', collect, [])
+    .option('--admin-cidr <cidr>', 'failsafe admin source CIDR (repeatable)', collect, [])
+    .option('--admin-port <n>', 'failsafe admin TCP port', intIn('--admin-port', 1, 65535), 22)
+    .option('--metrics-listen <host:port>', 'where to serve /metrics', '127.0.0.1:9101')
+    .option(
+      '--telemetry-interval <seconds>',
+      'seconds between telemetry batches',
+      intIn('--telemetry-interval', 1, 86_400),
+      10,
+    )
+    .addOption(
+      new Option('--nft-backend <backend>', 'nftables backend')
+        .choices(['auto', 'libnftables', 'nft'])
+        .default('auto'),
+    )
+    .option(
+      '--server-name <name>',
+      'name expected in the control plane certificate',
+      DEFAULT_SERVER_NAME,
+    )
+    .addOption(
+      new Option('--log-level <level>', 'log level')
+        .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
+        .default('info'),
+    )
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(`bulkhead-agent: ${s}`) });
+
+  try {
+    program.parse(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
+    }
+    throw err;
+  }
+  const o = program.opts<{
+    controlPlane: string;
+    caCert: string;
+    bootstrapToken?: string;
+    bootstrapTokenFile?: string;
+    stateDir: string;
+    hostname: string;
+    address: string[];
+    label: string[];
+    adminCidr: string[];
+    adminPort: number;
+    metricsListen: string;
+    telemetryInterval: number;
+    nftBackend: AgentOptions['nftBackend'];
+    serverName: string;
+    logLevel: string;
+  }>();
+
+  if (o.bootstrapToken && o.bootstrapTokenFile) {
+    fail('give only one of --bootstrap-token and --bootstrap-token-file');
+  }
+  const token = o.bootstrapTokenFile
+    ? readFlagFile('--bootstrap-token-file', o.bootstrapTokenFile).trim()
+    : o.bootstrapToken;
+  const labels: Record<string, string> = {};
+  for (const l of o.label) {
+    const i = l.indexOf('=');
+    if (i <= 0) fail(`--label: expected key=value, got ${JSON.stringify(l)}`);
+    labels[l.slice(0, i)] = l.slice(i + 1);
+  }
+  for (const cidr of o.adminCidr) {
+    try {
+      parseCidr(cidr);
+    } catch {
+      fail(`--admin-cidr: not a CIDR: ${JSON.stringify(cidr)}`);
+    }
+  }
+  for (const a of o.address) {
+    if (!isIP(a)) fail(`--address: not an IP address: ${JSON.stringify(a)}`);
+  }
+  let metricsListen: AgentOptions['metricsListen'];
+  try {
+    parseHostPort(o.controlPlane, '--control-plane');
+    metricsListen = parseHostPort(o.metricsListen, '--metrics-listen', { allowZero: true });
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  const logger = pino({ level: o.logLevel, base: { service: 'bulkhead-agent' } });
+  return {
+    controlPlane: o.controlPlane,
+    caPem: readFlagFile('--ca-cert', o.caCert),
+    bootstrapToken: token || undefined,
+    stateDir: o.stateDir,
+    hostname: o.hostname,
+    addresses: o.address.length > 0 ? o.address : defaultAddresses(),
+    labels,
+    admin: o.adminCidr.length > 0 ? { cidrs: o.adminCidr, port: o.adminPort } : undefined,
+    metricsListen,
+    telemetryIntervalMs: o.telemetryInterval * 1000,
+    nftBackend: o.nftBackend,
+    serverName: o.serverName,
+    logger,
+  };
+}
+
+async function main(): Promise<void> {
+  const options = parse(process.argv);
+  const { logger } = options;
+  let agent: ReturnType<typeof createAgent>;
+  try {
+    agent = createAgent(options);
+    await agent.start();
+  } catch (err) {
+    if (err instanceof AgentError && err.code === 'CONFIG_INVALID') fail(err.message);
+    logger.fatal({ err }, 'agent failed to start');
+    process.exit(1);
+  }
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down; nftables rules stay in place');
+    agent.stop().then(
+      () => process.exit(0),
+      (err) => {
+        logger.error({ err }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+void main();
