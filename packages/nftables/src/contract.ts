@@ -242,6 +242,52 @@ export function describeNftContract(name: string, make: () => Promise<NftDriver>
         ['creating a table that exists', (tx) => tx.create({ table: { family, name: table } })],
         ['creating a chain that exists', (tx) => tx.create({ chain: { ...T, name: 'r1' } })],
         [
+          'creating an element that exists',
+          (tx) =>
+            tx
+              .add({ element: { ...T, name: 'peers4', elem: ['10.9.0.1'] } })
+              .create({ element: { ...T, name: 'peers4', elem: ['10.9.0.1'] } }),
+        ],
+        [
+          'deleting a set a rule uses',
+          (tx) =>
+            tx
+              .add({
+                rule: {
+                  ...T,
+                  chain: 'r1',
+                  expr: [
+                    {
+                      match: {
+                        op: '==',
+                        left: { payload: { protocol: 'ip', field: 'saddr' } },
+                        right: '@peers4',
+                      },
+                    },
+                  ],
+                },
+              })
+              .delete({ set: { ...T, name: 'peers4' } }),
+        ],
+        [
+          'adding a set again with another type',
+          (tx) => tx.add({ set: { ...T, name: 'peers4', type: 'ipv6_addr', flags: ['interval'] } }),
+        ],
+        [
+          'changing the priority of an existing base chain',
+          (tx) =>
+            tx.add({
+              chain: {
+                ...T,
+                name: 'input',
+                type: 'filter',
+                hook: 'input',
+                prio: 5,
+                policy: 'accept',
+              },
+            }),
+        ],
+        [
           'overlapping intervals in one set',
           (tx) =>
             tx.add({
@@ -283,15 +329,57 @@ export function describeNftContract(name: string, make: () => Promise<NftDriver>
       });
     });
 
-    it('treats add of an existing table or chain as a no-op that keeps its contents', async () => {
-      await nft.apply(baseTx());
+    it('treats add of an existing object or element as a no-op that keeps its contents', async () => {
+      await nft.apply(
+        baseTx()
+          .add({ counter: { ...T, name: 'c_deny', packets: 5, bytes: 500 } })
+          .add({
+            element: { ...T, name: 'peers4', elem: [{ prefix: { addr: '10.1.0.0', len: 16 } }] },
+          }),
+      );
       const before = await listTable();
       await nft.apply(
         new Transaction()
           .add({ table: { family, name: table } })
-          .add({ chain: { ...T, name: 'r1' } }),
+          .add({ chain: { ...T, name: 'r1' } })
+          .add({ counter: { ...T, name: 'c_deny', packets: 9, bytes: 9 } })
+          .add({ set: { ...T, name: 'peers4', type: 'ipv4_addr', flags: ['interval'] } })
+          .add({
+            element: { ...T, name: 'peers4', elem: [{ prefix: { addr: '10.1.0.0', len: 16 } }] },
+          }),
       );
       expect(await listTable()).toEqual(before);
+    });
+
+    it('updates the policy of an existing base chain', async () => {
+      // A forward hook: nothing is routed in the test namespace, so a drop policy is inert.
+      const fwd = (policy: string) => ({
+        chain: { ...T, name: 'fwd', type: 'filter', hook: 'forward', prio: 0, policy },
+      });
+      await nft.apply(baseTx().add(fwd('accept')));
+      await nft.apply(new Transaction().add(fwd('drop')));
+      const chains = objectsOf(await listTable(), 'chain');
+      expect(chains.find((c) => c.name === 'fwd')?.policy).toBe('drop');
+    });
+
+    it('flushes rules from a table but keeps chains, set elements and counters', async () => {
+      await nft.apply(
+        baseTx().add({
+          element: { ...T, name: 'peers4', elem: [{ prefix: { addr: '10.1.0.0', len: 16 } }] },
+        }),
+      );
+      await nft.apply(new Transaction().flush({ table: { family, name: table } }));
+      const list = await listTable();
+      expect(objectsOf(list, 'rule')).toEqual([]);
+      expect(
+        objectsOf(list, 'chain')
+          .map((c) => c.name)
+          .sort(),
+      ).toEqual(['input', 'r1']);
+      expect(objectsOf(list, 'counter').map((c) => c.name)).toEqual(['c_allow']);
+      expect(objectsOf(list, 'set')[0]?.elem).toEqual([{ prefix: { addr: '10.1.0.0', len: 16 } }]);
+      await nft.apply(new Transaction().flush({ set: { ...T, name: 'peers4' } }));
+      expect(objectsOf(await listTable(), 'set')[0]?.elem).toBeUndefined();
     });
 
     it('deletes a chain together with its rules once nothing jumps to it', async () => {
