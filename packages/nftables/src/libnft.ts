@@ -26,15 +26,17 @@ interface Api {
   free: AsyncFn;
 }
 
-let api: Api | undefined;
+// One binding per library path: koffi keeps a loaded library for the process lifetime anyway.
+const apis = new Map<string, Api>();
 
 function load(path: string): Api {
-  if (api !== undefined) return api;
+  const cached = apis.get(path);
+  if (cached !== undefined) return cached;
   const lib = koffi.load(path);
   const ctx = koffi.pointer(koffi.opaque('nft_ctx'));
   const f = (name: string, ret: string | object, args: (string | object)[]): AsyncFn =>
     lib.func(name, ret as string, args as string[]) as unknown as AsyncFn;
-  api = {
+  const api: Api = {
     ctxNew: f('nft_ctx_new', ctx, ['uint32']),
     setFlags: f('nft_ctx_output_set_flags', 'void', [ctx, 'uint32']),
     bufferOutput: f('nft_ctx_buffer_output', 'int', [ctx]),
@@ -45,6 +47,7 @@ function load(path: string): Api {
     setDryRun: f('nft_ctx_set_dry_run', 'void', [ctx, 'bool']),
     free: f('nft_ctx_free', 'void', [ctx]),
   };
+  apis.set(path, api);
   return api;
 }
 
