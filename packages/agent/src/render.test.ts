@@ -1,4 +1,5 @@
 import type { NftCommand } from '@bulkhead/nftables';
+import { createFakeNft } from '@bulkhead/nftables/testing';
 import { Mode } from '@bulkhead/proto';
 import { describe, expect, it } from 'vitest';
 import { AgentError } from './errors.js';
@@ -33,6 +34,19 @@ describe('renderRuleSet', () => {
     const tx = renderRuleSet(fixtureRuleSet(), fixtureFailsafe);
     expect(tx.error).toBeUndefined();
     expect(tx.commands).toEqual(enforce);
+  });
+
+  it('applies to a kernel-like fake in both modes, replacing the table each time', async () => {
+    const fake = createFakeNft();
+    for (const mode of [Mode.MODE_MONITOR, Mode.MODE_ENFORCE, Mode.MODE_MONITOR]) {
+      await fake.apply(renderRuleSet(fixtureRuleSet(mode), fixtureFailsafe));
+    }
+    const dump = fake.dump();
+    expect(dump.filter((o) => 'table' in o)).toHaveLength(1);
+    expect(dump.filter((o) => 'map' in o)).toHaveLength(10);
+    expect(
+      dump.filter((o) => 'counter' in o).map((o) => (o.counter as { name: string }).name),
+    ).toContain('r1_would_deny');
   });
 
   it('has base chains input and output with policy accept', () => {
