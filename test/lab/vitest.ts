@@ -1,5 +1,5 @@
 // Vitest glue: one lab per describe block, destroyed afterwards even when creation failed
-// half-way, with the process logs printed (and kept) when a test failed.
+// half-way, with the process logs printed (and kept) when a test or a suite hook failed.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll } from 'vitest';
@@ -12,12 +12,19 @@ export function useLab(options: LabOptions): () => Lab {
   beforeAll(async () => {
     lab = await createLab(options);
   });
-  afterEach(({ task }) => {
-    if (task.result?.state !== 'fail' || !lab) return;
+  const report = () => {
+    if (!lab) return;
     failed = true;
     console.error(`lab ${lab.name} logs (kept): ${lab.logDir}\n${dumpLogs(lab.logDir)}`);
+  };
+  afterEach(({ task }) => {
+    if (task.result?.state === 'fail') report();
   });
-  afterAll(async () => {
+  // biome-ignore lint/correctness/noEmptyPattern: vitest parses the first parameter as fixtures and hands the suite over second.
+  afterAll(async ({}, suite) => {
+    // A failing beforeAll (say, agents that never connect) skips every test, so afterEach
+    // never sees it: the suite result is the only place it shows.
+    if (suite.result?.state === 'fail' && !failed) report();
     await lab?.destroy({ keepLogs: failed });
   });
   return () => {
