@@ -489,6 +489,7 @@ export function describeNftContract(name: string, make: () => Promise<NftDriver>
       expect((await rejection(listTable())).code).toBe('NFT_LIST_FAILED');
       const err = await rejection(nft.list({ add: { table: { family, name: table } } }));
       expect(err.code).toBe('NFT_INVALID');
+      expect((await rejection(nft.list({ list: null }))).code).toBe('NFT_INVALID');
       expect(await tables()).toEqual([]);
     });
   });

@@ -1,5 +1,6 @@
 import type { NftCommand, NftDriver, NftObject } from './driver.js';
 import { NftError } from './errors.js';
+import { readCommandOf } from './run.js';
 import type { Transaction } from './transaction.js';
 
 /**
@@ -131,17 +132,9 @@ export function createFakeNft(): FakeNft {
       run(tx, false);
     },
     async list(command: NftCommand): Promise<NftObject[]> {
-      const keys = command !== null && typeof command === 'object' ? Object.keys(command) : [];
-      const verb = keys[0];
-      if (keys.length !== 1 || (verb !== 'list' && verb !== 'reset')) {
-        throw new NftError(
-          'NFT_INVALID',
-          'list() takes exactly one {list: ...} or {reset: ...} command',
-        );
-      }
-      const [what, arg] = Object.entries(command[verb] as Body)[0] ?? [];
+      const { verb, what, arg } = readCommandOf(command);
       try {
-        return structuredClone(read(state, verb, what ?? '', (arg ?? null) as Body | null));
+        return structuredClone(read(state, verb, what, isRecord(arg) ? arg : null));
       } catch (err) {
         if (!(err instanceof Refusal)) throw err;
         const detail = `Error: ${err.message}`;

@@ -9,15 +9,29 @@ export function batchOf(tx: Transaction): string {
   return tx.json;
 }
 
-/** The batch text for one read command (`{list: ...}` or `{reset: ...}`). */
-export function readBatchOf(command: NftCommand): string {
+/** Splits a read command (`{list: {what: arg}}` or `{reset: {what: arg}}`); NFT_INVALID otherwise. */
+export function readCommandOf(command: NftCommand): {
+  verb: 'list' | 'reset';
+  what: string;
+  arg: unknown;
+} {
   const keys = command !== null && typeof command === 'object' ? Object.keys(command) : [];
-  if (keys.length !== 1 || (keys[0] !== 'list' && keys[0] !== 'reset')) {
+  const verb = keys[0];
+  const body = verb === undefined ? undefined : command[verb];
+  const entries = body !== null && typeof body === 'object' ? Object.entries(body) : [];
+  if (keys.length !== 1 || (verb !== 'list' && verb !== 'reset') || entries.length !== 1) {
     throw new NftError(
       'NFT_INVALID',
-      'list() takes exactly one {list: ...} or {reset: ...} command',
+      'list() takes exactly one {list: {what: ...}} or {reset: {what: ...}} command',
     );
   }
+  const [what, arg] = entries[0] as [string, unknown];
+  return { verb, what, arg };
+}
+
+/** The batch text for one read command. */
+export function readBatchOf(command: NftCommand): string {
+  readCommandOf(command);
   return JSON.stringify({ nftables: [command] });
 }
 
