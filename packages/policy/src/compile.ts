@@ -141,8 +141,14 @@ class Resolver {
               resolved.protocols.add(number);
             }
           }
-          for (const [number, ranges] of resolved.ports)
+          if (resolved.anyProtocol) {
+            // Finer specs add nothing to a rule that already covers every protocol.
+            resolved.ports.clear();
+            resolved.protocols.clear();
+          }
+          for (const [number, ranges] of resolved.ports) {
             resolved.ports.set(number, normalizePorts(ranges));
+          }
           out.push(resolved);
         });
       }
@@ -259,7 +265,7 @@ function portSegments(
     const to = points[k + 1]! - 1;
     const covering = interval.active.filter(
       (i) =>
-        !portRules.has(i) ||
+        rules[i]!.anyProtocol ||
         rules[i]!.ports.get(protocol)!.some((r) => r.from <= from && to <= r.to),
     );
     if (!covering.some((i) => portRules.has(i))) continue;
@@ -271,6 +277,10 @@ function portSegments(
   return out;
 }
 
+/**
+ * Entries come out in a fixed order: direction, family (IPv4 first), kind from the most
+ * specific (tcp, udp, sctp; other protocols ascending; any), address, port.
+ */
 function entriesFor(rules: readonly ResolvedRule[]): Entry[] {
   const entries: Entry[] = [];
   for (const direction of ['ingress', 'egress'] as const) {
@@ -328,22 +338,6 @@ function entriesFor(rules: readonly ResolvedRule[]): Entry[] {
   return entries;
 }
 
-function familyOf(text: string): number {
-  return text.includes(':') ? 6 : 4;
-}
-
-function compareEntries(a: Entry, b: Entry): number {
-  if (a.direction !== b.direction) return a.direction - b.direction;
-  const fa = familyOf(a.addrFrom);
-  const fb = familyOf(b.addrFrom);
-  if (fa !== fb) return fa - fb;
-  if (a.protocol !== b.protocol) return a.protocol - b.protocol;
-  const va = parseAddress(a.addrFrom)!.value;
-  const vb = parseAddress(b.addrFrom)!.value;
-  if (va !== vb) return va < vb ? -1 : 1;
-  return a.portFrom - b.portFrom;
-}
-
 /** sha256 over the encoded RuleSet with an empty hash field. */
 export function hashRuleSet(ruleSet: RuleSet): string {
   const bytes = RuleSet.encode({ ...ruleSet, hash: '' }).finish();
@@ -365,7 +359,7 @@ function compileWorkload(resolver: Resolver, workload: Workload, revision: numbe
     ingressMode: MODES[workload.mode.ingress],
     egressMode: MODES[workload.mode.egress],
     rules,
-    entries: entriesFor(resolved).sort(compareEntries),
+    entries: entriesFor(resolved),
   };
   ruleSet.hash = hashRuleSet(ruleSet);
   return ruleSet;

@@ -2,9 +2,9 @@
 // way a dataplane does, the other reads the model directly. The property test checks that
 // they agree; keep them independent (no shared resolution code) so that it means something.
 
-import { Action, Direction, type RuleSet } from '@bulkhead/proto';
+import { Action, Direction, type Entry, type RuleSet } from '@bulkhead/proto';
 import { PolicyError } from './errors.js';
-import { type IpAddress, parseAddress, parseCidr } from './ip.js';
+import { type CidrResult, type IpAddress, parseAddress, parseCidr } from './ip.js';
 import type { Peer, PolicyState, PortSpec } from './model.js';
 import { compareStrings, PORT_PROTOCOL_NUMBERS, PROTOCOLS } from './protocols.js';
 import { matchesSelector } from './selector.js';
@@ -15,6 +15,52 @@ export interface Decision {
   action: 'allow' | 'deny';
   /** The deciding rule; absent when no rule matched (default deny). */
   ruleId?: string;
+}
+
+interface ParsedEntry {
+  entry: Entry;
+  from: IpAddress | undefined;
+  to: IpAddress | undefined;
+}
+
+// Parsing every entry on every lookup made impact analysis quadratic; RuleSets are
+// treated as immutable values, so the parse is cached per entries array.
+const parsedEntries = new WeakMap<readonly Entry[], ParsedEntry[]>();
+
+function entryRanges(ruleSet: RuleSet): ParsedEntry[] {
+  let parsed = parsedEntries.get(ruleSet.entries);
+  if (!parsed) {
+    parsed = ruleSet.entries.map((entry) => ({
+      entry,
+      from: parseAddress(entry.addrFrom),
+      to: parseAddress(entry.addrTo),
+    }));
+    parsedEntries.set(ruleSet.entries, parsed);
+  }
+  return parsed;
+}
+
+/** Texts repeat across calls; a bounded memo keeps evaluatePolicy cheap in loops. */
+function memo<T>(parse: (text: string) => T): (text: string) => T {
+  const cache = new Map<string, T>();
+  return (text) => {
+    if (cache.has(text)) return cache.get(text) as T;
+    if (cache.size >= 10_000) cache.clear();
+    const result = parse(text);
+    cache.set(text, result);
+    return result;
+  };
+}
+const cachedCidr = memo<CidrResult>(parseCidr);
+const cachedAddress = memo(parseAddress);
+
+function checkProbe(protocol: number, port: number | undefined): void {
+  if (!Number.isInteger(protocol) || protocol < 0 || protocol > 255) {
+    throw new PolicyError('POLICY_BAD_ARGUMENT', `protocol ${protocol} is not in 0..255`);
+  }
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
+    throw new PolicyError('POLICY_BAD_ARGUMENT', `port ${port} is not in 0..65535`);
+  }
 }
 
 function parsePeer(peer: string): IpAddress {
@@ -35,19 +81,18 @@ export function evaluate(
   protocol: number,
   port?: number,
 ): Decision {
+  checkProbe(protocol, port);
   const address = parsePeer(peer);
   const wanted = direction === 'ingress' ? Direction.DIRECTION_INGRESS : Direction.DIRECTION_EGRESS;
-  const candidates = ruleSet.entries.filter((e) => {
-    if (e.direction !== wanted) return false;
-    const from = parseAddress(e.addrFrom);
-    const to = parseAddress(e.addrTo);
-    return (
-      from?.family === address.family &&
-      to?.family === address.family &&
-      from.value <= address.value &&
-      address.value <= to.value
-    );
-  });
+  const candidates = entryRanges(ruleSet).flatMap(({ entry, from, to }) =>
+    entry.direction === wanted &&
+    from?.family === address.family &&
+    to?.family === address.family &&
+    from.value <= address.value &&
+    address.value <= to.value
+      ? [entry]
+      : [],
+  );
   const kinds: Array<(e: (typeof candidates)[number]) => boolean> = [];
   if (PORT_PROTOCOL_NUMBERS.includes(protocol)) {
     const p = port ?? 0;
@@ -74,7 +119,7 @@ export function evaluate(
 }
 
 function inCidr(text: string, address: IpAddress): boolean {
-  const result = parseCidr(text);
+  const result = cachedCidr(text);
   return (
     result.ok &&
     result.range.family === address.family &&
@@ -90,7 +135,7 @@ function peerMatches(state: PolicyState, peer: Peer, address: IpAddress): boolea
       (w) =>
         matchesSelector(selector, w.labels) &&
         w.addresses.some((a) => {
-          const parsed = parseAddress(a);
+          const parsed = cachedAddress(a);
           return parsed?.family === address.family && parsed.value === address.value;
         }),
     );
@@ -137,6 +182,7 @@ export function evaluatePolicy(
   protocol: number,
   port?: number,
 ): Decision {
+  checkProbe(protocol, port);
   const address = parsePeer(peer);
   const target = state.workloads.find((w) => w.name === workload);
   if (!target) throw new PolicyError('POLICY_UNKNOWN_WORKLOAD', `unknown workload '${workload}'`);
