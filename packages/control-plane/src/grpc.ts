@@ -6,8 +6,9 @@ import {
   type SyncResponse,
 } from '@bulkhead/proto';
 import {
+  experimental,
   Server,
-  ServerCredentials,
+  type ServerCredentials,
   type ServerDuplexStream,
   type ServerUnaryCall,
   type sendUnaryData,
@@ -143,18 +144,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
 
   return {
     listen(address) {
-      // Client certificates are requested but not required: Enroll comes without one, and
-      // Sync checks for it itself.
-      const creds = ServerCredentials.createSsl(
-        Buffer.from(pki.caPem),
-        [
-          {
-            private_key: Buffer.from(pki.serverKeyPem),
-            cert_chain: Buffer.from(pki.serverCertPem),
-          },
-        ],
-        false,
-      );
+      const creds = serverCredentials(pki);
       return new Promise((resolve, reject) => {
         server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port)));
       });
@@ -168,4 +158,31 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
       });
     },
   };
+}
+
+/**
+ * TLS that requests a client certificate but does not require one: Enroll comes without one,
+ * Sync checks it itself (pki.verifyClientCert). `ServerCredentials.createSsl(ca, keys, false)`
+ * does not even ask for the certificate in grpc-js 1.14 (requestCert = false), so the
+ * certificate-provider credentials (requestCert on, rejectUnauthorized off) are used instead.
+ */
+function serverCredentials(pki: Pki): ServerCredentials {
+  // One static provider serves both roles, which also sidesteps grpc-js 1.14 passing the two
+  // providers to the constructor in the opposite order of its declaration. Updates are
+  // delivered on the next tick: grpc-js registers its own watcher only after our listeners, and
+  // an update delivered before that is never applied to the listening socket.
+  const provider: experimental.CertificateProvider = {
+    addCaCertificateListener: (l) =>
+      setImmediate(() => l({ caCertificate: Buffer.from(pki.caPem) })),
+    removeCaCertificateListener: () => {},
+    addIdentityCertificateListener: (l) =>
+      setImmediate(() =>
+        l({
+          certificate: Buffer.from(pki.serverCertPem),
+          privateKey: Buffer.from(pki.serverKeyPem),
+        }),
+      ),
+    removeIdentityCertificateListener: () => {},
+  };
+  return experimental.createCertificateProviderServerCredentials(provider, provider, false);
 }
