@@ -232,6 +232,41 @@ describe('REST API', () => {
     expect((await call('PATCH', '/v1/workloads/nope', { labels: {} })).statusCode).toBe(404);
   });
 
+  it('rolls back to an older revision as a new revision, pushing the old RuleSet content', async () => {
+    store.upsertWorkload({
+      name: 'db',
+      addresses: ['10.0.0.2'],
+      labels: { app: 'db' },
+      mode: monitor,
+    });
+    const got = listen('db');
+    await call('POST', '/v1/provision');
+    await call('PUT', '/v1/services/pg', pg);
+    await call('PUT', '/v1/policies/db', dbPolicy);
+    await call('POST', '/v1/provision');
+    const res = await call('POST', '/v1/revisions/1/rollback');
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toEqual({ revision: 3, changed: ['db'], unchanged: 0 });
+    expect(got.map((r) => r.rules.length)).toEqual([0, 1, 0]);
+    expect(got[2]!.hash).not.toBe(got[1]!.hash);
+    expect((await call('GET', '/v1/policies')).json()).toEqual([]);
+    expect((await call('GET', '/v1/revisions/3')).json().note).toBe('rollback to revision 1');
+    expect((await call('POST', '/v1/revisions/9/rollback')).statusCode).toBe(404);
+  });
+
+  it('filters the audit log by id or by time', async () => {
+    await call('PUT', '/v1/services/a', { ports: pg.ports });
+    const [first] = (await call('GET', '/v1/audit')).json();
+    await call('PUT', '/v1/services/b', { ports: pg.ports });
+    const byId = (await call('GET', `/v1/audit?since=${first.id}`)).json();
+    expect(byId.map((e: { target: string }) => e.target)).toEqual(['b']);
+    const byTime = (await call('GET', '/v1/audit?since=2000-01-01T00:00:00Z')).json();
+    expect(byTime.map((e: { target: string }) => e.target)).toEqual(['b', 'a', expect.any(String)]);
+    const bad = await call('GET', '/v1/audit?since=yesterday');
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.details[0].path).toBe('since');
+  });
+
   it('refuses to provision a state that does not compile', async () => {
     // Bypasses the PUT-time reference check, as a dangling reference left by older data would.
     store.putResource('policies', 'db', { ...dbPolicy, name: 'db' });

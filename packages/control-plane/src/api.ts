@@ -208,6 +208,19 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
     return engine.provision(req.actor, note);
   });
   app.get('/v1/revisions', async () => engine.listRevisions());
+  app.post(
+    '/v1/revisions/:n/rollback',
+    { schema: { params: Type.Object({ n: Type.Integer({ minimum: 1 }) }) } },
+    async (req) => {
+      const note = (req.body as { note?: unknown } | undefined)?.note;
+      if (note !== undefined && typeof note !== 'string') {
+        throw new ControlPlaneError('VALIDATION_FAILED', 'invalid body', {
+          details: [{ path: 'note', message: 'must be a string' }],
+        });
+      }
+      return engine.rollback(req.actor, req.params.n, note);
+    },
+  );
   app.get(
     '/v1/revisions/:n',
     { schema: { params: Type.Object({ n: Type.Integer({ minimum: 1 }) }) } },
@@ -289,7 +302,9 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
       schema: {
         querystring: Type.Object({
           limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
-          since: Type.Optional(Type.Integer({ minimum: 0 })),
+          since: Type.Optional(
+            Type.String({ description: 'audit id (exclusive) or ISO 8601 time' }),
+          ),
         }),
       },
     },

@@ -392,6 +392,21 @@ export function createEngine(deps: EngineDeps) {
         unchanged: result.ruleSets.length - changed.length,
       };
     },
+    /**
+     * Makes revision n's policy the draft again and provisions it as a new revision, in one
+     * transaction: a rollback that does not compile against today's workloads changes nothing.
+     */
+    rollback(actor: string, n: number, note?: string): ProvisionResult {
+      return store.tx(() => {
+        const r = store.getRevision<Snapshot>(n);
+        if (!r) throw notFound(`revision ${n}`);
+        store.replaceResources('ip_lists', r.snapshot.ipLists);
+        store.replaceResources('services', r.snapshot.services);
+        store.replaceResources('policies', r.snapshot.policies);
+        store.appendAudit({ actor, action: 'revision.rollback', target: String(n) });
+        return this.provision(actor, note ?? `rollback to revision ${n}`);
+      });
+    },
     listRevisions: () => store.listRevisions(),
     getRevision(n: number) {
       const r = store.getRevision<Snapshot>(n);
@@ -478,7 +493,20 @@ export function createEngine(deps: EngineDeps) {
         store.appendAudit({ actor, action: 'api-token.delete', target: id, before });
       });
     },
-    listAudit: (opts: { limit?: number; since?: number }) => store.listAudit(opts),
+    /** `since`: an audit id (exclusive) or an ISO timestamp. */
+    listAudit(opts: { limit?: number; since?: string }) {
+      if (opts.since === undefined) return store.listAudit({ limit: opts.limit });
+      if (/^\d+$/.test(opts.since)) {
+        return store.listAudit({ limit: opts.limit, sinceId: Number(opts.since) });
+      }
+      const t = Date.parse(opts.since);
+      if (Number.isNaN(t)) {
+        throw invalid('invalid query', [
+          { path: 'since', message: 'must be an audit id or an ISO 8601 time' },
+        ]);
+      }
+      return store.listAudit({ limit: opts.limit, sinceTime: new Date(t).toISOString() });
+    },
 
     // --- agent protocol (called by the gRPC edge)
     async enroll(req: EnrollRequest): Promise<EnrollResponse> {

@@ -307,6 +307,12 @@ export function createStore(options: StoreOptions) {
          ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at`,
       ).run(name, json(body), iso());
     },
+    /** Replaces every draft of a kind (rollback to a revision's snapshot). */
+    replaceResources(kind: ResourceKind, bodies: { name: string }[]): void {
+      db.prepare(`DELETE FROM ${kind}`).run();
+      const put = db.prepare(`INSERT INTO ${kind} (name, body, updated_at) VALUES (?, ?, ?)`);
+      for (const b of bodies) put.run(b.name, json(b), iso());
+    },
     deleteResource(kind: ResourceKind, name: string): boolean {
       return db.prepare(`DELETE FROM ${kind} WHERE name = ?`).run(name).changes > 0;
     },
@@ -538,11 +544,16 @@ export function createStore(options: StoreOptions) {
         e.after === undefined ? null : json(e.after),
       );
     },
-    /** Newest first; `since` is an audit id (exclusive), for paging forward. */
-    listAudit(opts: { limit?: number; since?: number } = {}): AuditEntry[] {
+    /**
+     * Newest first. `sinceId` (exclusive) pages forward by id; `sinceTime` (ISO, exclusive)
+     * keeps entries newer than a moment.
+     */
+    listAudit(opts: { limit?: number; sinceId?: number; sinceTime?: string } = {}): AuditEntry[] {
       return db
-        .prepare<Row>('SELECT * FROM audit WHERE id > ? ORDER BY id DESC LIMIT ?')
-        .all(opts.since ?? 0, opts.limit ?? 100)
+        .prepare<Row>(
+          `SELECT * FROM audit WHERE id > @id AND (@t IS NULL OR at > @t) ORDER BY id DESC LIMIT @limit`,
+        )
+        .all({ id: opts.sinceId ?? 0, t: opts.sinceTime ?? null, limit: opts.limit ?? 100 })
         .map((r) => ({
           id: Number(r.id),
           at: String(r.at),
