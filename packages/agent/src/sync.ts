@@ -109,15 +109,22 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     stream.on('end', () => onEnd('end'));
     stream.on('close', () => onEnd('close'));
     const applied = dataplane.applied;
-    stream.write({
-      hello: {
-        appliedRevision: applied?.revision ?? 0,
-        appliedHash: applied?.hash ?? '',
-        hostname: options.hostname,
-        addresses: options.addresses,
-        agentVersion: options.agentVersion,
+    // The control plane may send nothing back (it pushes only changed rule sets), so the
+    // stream counts as up once the Hello has gone out on the transport.
+    stream.write(
+      {
+        hello: {
+          appliedRevision: applied?.revision ?? 0,
+          appliedHash: applied?.hash ?? '',
+          hostname: options.hostname,
+          addresses: options.addresses,
+          agentVersion: options.agentVersion,
+        },
       },
-    });
+      (err: unknown) => {
+        if (!err) markConnected();
+      },
+    );
   }
 
   async function applyAndAck(
