@@ -101,8 +101,12 @@ function describe(type: ValueErrorType, schema: TSchema): string | undefined {
 
 function schemaDiagnostics(schema: TSchema, value: unknown, path: string): Diagnostic[] {
   const out: Diagnostic[] = [];
+  const reported = new Set<string>();
   for (const error of Value.Errors(schema, value)) {
     const at = pointerToPath(path, error.path);
+    // A missing field is also "not a string": the first error per field says it best.
+    if (reported.has(at)) continue;
+    reported.add(at);
     if (error.type === ValueErrorType.Union) {
       // A union of a name and an object: report against the member the user evidently
       // meant, so a bad port inside an inline spec gets its own precise path.
@@ -239,10 +243,15 @@ function checkExcept(
   const known = cidrs.filter((r): r is IpRange => r !== undefined);
   // Without a valid cidr there is nothing to measure the exceptions against.
   const measurable = known.length === cidrs.length && known.length > 0;
-  checkCidrs(except, path, out).forEach((range, i) => {
-    if (!range || !measurable) return;
-    if (known.some((c) => rangeContains(c, range))) return;
-    const text = list(except)[i] as string;
+  list(except).forEach((text, i) => {
+    if (typeof text !== 'string') return;
+    const parsed = parseCidr(text);
+    if (!parsed.ok) {
+      out.push({ path: join(path, i), message: parsed.reason });
+      return;
+    }
+    const range = parsed.range;
+    if (!measurable || known.some((c) => rangeContains(c, range))) return;
     const sameFamily = known.some((c) => c.family === range.family);
     const within = cidrTexts.filter((t) => typeof t === 'string').join(', ');
     out.push({
