@@ -232,6 +232,42 @@ describe('REST API', () => {
     expect((await call('PATCH', '/v1/workloads/nope', { labels: {} })).statusCode).toBe(404);
   });
 
+  it('reports an in-sync agent at the newest revision that left its RuleSet unchanged', async () => {
+    store.upsertWorkload({
+      name: 'web',
+      addresses: ['10.0.0.1'],
+      labels: { app: 'web' },
+      mode: monitor,
+    });
+    store.upsertWorkload({
+      name: 'db',
+      addresses: ['10.0.0.2'],
+      labels: { app: 'db' },
+      mode: monitor,
+    });
+    store.createAgent({ id: 'a-web', workload: 'web', hostname: 'web', certSerial: '1' });
+    const webGot = listen('web');
+    await call('POST', '/v1/provision');
+    store.recordAck('a-web', { revision: 1, hash: webGot[0]!.hash, error: '', applyMicros: 1 });
+    await call('PUT', '/v1/services/pg', pg);
+    await call('PUT', '/v1/policies/db', dbPolicy);
+    expect((await call('POST', '/v1/provision')).json().changed).toEqual(['db']);
+    expect(webGot).toHaveLength(1);
+    expect((await call('GET', '/v1/agents')).json()).toEqual([
+      expect.objectContaining({
+        id: 'a-web',
+        inSync: true,
+        appliedRevision: 2,
+        desiredRevision: 2,
+      }),
+    ]);
+    // A stale agent keeps the revision it reported.
+    store.recordAck('a-web', { revision: 1, hash: 'old', error: '', applyMicros: 1 });
+    expect((await call('GET', '/v1/agents')).json()).toEqual([
+      expect.objectContaining({ inSync: false, appliedRevision: 1, desiredHash: webGot[0]!.hash }),
+    ]);
+  });
+
   it('rolls back to an older revision as a new revision, pushing the old RuleSet content', async () => {
     store.upsertWorkload({
       name: 'db',

@@ -66,6 +66,7 @@ export interface AgentView {
   appliedRevision: number;
   appliedHash: string;
   desiredHash: string | null;
+  desiredRevision: number | null;
   inSync: boolean;
   lastSeen: string | null;
   lastError: string;
@@ -140,7 +141,10 @@ export function createEngine(deps: EngineDeps) {
     const changed: RuleSet[] = [];
     for (const rs of ruleSets) {
       const stored = store.getRuleSet(rs.workloadId);
-      if (stored && sameContent(RuleSet.decode(stored.body), rs)) continue;
+      if (stored && sameContent(RuleSet.decode(stored.body), rs)) {
+        store.touchRuleSet(rs.workloadId, rs.revision);
+        continue;
+      }
       store.putRuleSet({
         workload: rs.workloadId,
         revision: rs.revision,
@@ -212,18 +216,22 @@ export function createEngine(deps: EngineDeps) {
 
   function agentView(
     a: ReturnType<Store['listAgents']>[number],
-    desired: Map<string, string>,
+    desired: ReturnType<Store['desiredRuleSets']>,
   ): AgentView {
-    const desiredHash = desired.get(a.workload) ?? null;
+    const d = desired.get(a.workload);
+    const inSync = d !== undefined && a.appliedHash === d.hash;
     return {
       id: a.id,
       workload: a.workload,
       hostname: a.hostname,
       connected: streams.isConnected(a.id),
-      appliedRevision: a.appliedRevision,
+      // An agent running content that a newer revision left unchanged runs that revision's
+      // policy too; it is not sent anything, so it cannot report the number itself.
+      appliedRevision: inSync ? Math.max(a.appliedRevision, d.revision) : a.appliedRevision,
       appliedHash: a.appliedHash,
-      desiredHash,
-      inSync: desiredHash !== null && a.appliedHash === desiredHash,
+      desiredHash: d?.hash ?? null,
+      desiredRevision: d?.revision ?? null,
+      inSync,
       lastSeen: a.lastSeen,
       lastError: a.lastError,
       lastApplyMicros: a.lastApplyMicros,
@@ -422,7 +430,7 @@ export function createEngine(deps: EngineDeps) {
 
     // --- agents
     listAgents(): AgentView[] {
-      const desired = store.ruleSetHashes();
+      const desired = store.desiredRuleSets();
       return store.listAgents().map((a) => agentView(a, desired));
     },
     revokeAgent(actor: string, id: string): AgentView {
@@ -440,7 +448,7 @@ export function createEngine(deps: EngineDeps) {
       });
       streams.close(id, 'agent revoked');
       const a = store.getAgent(id)!;
-      return agentView(a, store.ruleSetHashes());
+      return agentView(a, store.desiredRuleSets());
     },
     listCounters: (filter: { workload?: string; ruleId?: string }): CounterRow[] =>
       store.listCounters(filter),

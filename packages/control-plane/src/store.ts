@@ -26,6 +26,7 @@ const MIGRATIONS: string[] = [
     snapshot TEXT NOT NULL
   );
   -- The desired RuleSet of each workload (the latest compile), not a history: revisions are.
+  -- revision: the newest revision this content is current for (may be newer than the body's).
   CREATE TABLE rulesets (
     workload TEXT PRIMARY KEY REFERENCES workloads(name) ON DELETE CASCADE,
     revision INTEGER NOT NULL,
@@ -355,9 +356,19 @@ export function createStore(options: StoreOptions) {
         }
       );
     },
-    ruleSetHashes(): Map<string, string> {
-      const rows = db.prepare<Row>('SELECT workload, hash FROM rulesets').all();
-      return new Map(rows.map((r) => [String(r.workload), String(r.hash)]));
+    /** workload -> desired hash and the newest revision that content is current for. */
+    desiredRuleSets(): Map<string, { hash: string; revision: number }> {
+      const rows = db.prepare<Row>('SELECT workload, hash, revision FROM rulesets').all();
+      return new Map(
+        rows.map((r) => [
+          String(r.workload),
+          { hash: String(r.hash), revision: Number(r.revision) },
+        ]),
+      );
+    },
+    /** Marks an unchanged RuleSet as current for a newer revision without touching its body. */
+    touchRuleSet(workload: string, revision: number): void {
+      db.prepare('UPDATE rulesets SET revision = ? WHERE workload = ?').run(revision, workload);
     },
     putRuleSet(rs: StoredRuleSet): void {
       db.prepare(
