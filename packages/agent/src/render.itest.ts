@@ -42,142 +42,145 @@ function named(objects: NftObject[], kind: string): Map<string, Record<string, u
   );
 }
 
-// A fresh driver per counter read: see DataplaneOptions.openReader.
-const readers: NftDriver[] = [];
-function reader(): NftDriver {
-  const d = createNftDriver({ backend: 'auto' });
-  readers.push(d);
-  return d;
-}
-
-describe('rendered RuleSets on real nftables', () => {
-  let driver: NftDriver;
-  let stateDir: string;
-  const logger = pino({ level: 'silent' });
-
-  beforeAll(async () => {
-    driver = createNftDriver({ backend: 'auto' });
-    stateDir = await mkdtemp(join(tmpdir(), 'bulkhead-itest-'));
-    // The fixture's egress entries cover 10.2.0.0/24: route it to a dummy device so a
-    // datagram reaches the output hook (it then waits for ARP that nobody answers). veth,
-    // because this kernel has no dummy driver.
-    ip('link', 'add', DEV, 'type', 'veth', 'peer', 'name', `${DEV}p`);
-    ip('addr', 'add', '10.2.0.100/24', 'dev', DEV);
-    ip('link', 'set', DEV, 'up');
-  });
-
-  afterAll(async () => {
-    try {
-      ip('link', 'del', DEV);
-    } catch {
-      // already gone with the namespace
+describe.each(['libnftables', 'nft'] as const)(
+  'rendered RuleSets on real nftables (%s)',
+  (backend) => {
+    // A fresh driver per counter read: see DataplaneOptions.openReader.
+    const readers: NftDriver[] = [];
+    function reader(): NftDriver {
+      const d = createNftDriver({ backend });
+      readers.push(d);
+      return d;
     }
-    await driver
-      ?.apply(new Transaction().delete({ table: { family: 'inet', name: 'bulkhead' } }))
-      .catch(() => undefined);
-    driver?.close();
-    for (const r of readers) r.close();
-    await rm(stateDir, { recursive: true, force: true });
-  });
 
-  it('accepts both modes, holds every map with its elements, and replaces cleanly', async () => {
-    for (const mode of [Mode.MODE_MONITOR, Mode.MODE_ENFORCE]) {
-      const rs = fixtureRuleSet(mode);
+    let driver: NftDriver;
+    let stateDir: string;
+    const logger = pino({ level: 'silent' });
+
+    beforeAll(async () => {
+      driver = createNftDriver({ backend });
+      stateDir = await mkdtemp(join(tmpdir(), 'bulkhead-itest-'));
+      // The fixture's egress entries cover 10.2.0.0/24: route it to a dummy device so a
+      // datagram reaches the output hook (it then waits for ARP that nobody answers). veth,
+      // because this kernel has no dummy driver.
+      ip('link', 'add', DEV, 'type', 'veth', 'peer', 'name', `${DEV}p`);
+      ip('addr', 'add', '10.2.0.100/24', 'dev', DEV);
+      ip('link', 'set', DEV, 'up');
+    });
+
+    afterAll(async () => {
+      try {
+        ip('link', 'del', DEV);
+      } catch {
+        // already gone with the namespace
+      }
+      await driver
+        ?.apply(new Transaction().delete({ table: { family: 'inet', name: 'bulkhead' } }))
+        .catch(() => undefined);
+      driver?.close();
+      for (const r of readers) r.close();
+      await rm(stateDir, { recursive: true, force: true });
+    });
+
+    it('accepts both modes, holds every map with its elements, and replaces cleanly', async () => {
+      for (const mode of [Mode.MODE_MONITOR, Mode.MODE_ENFORCE]) {
+        const rs = fixtureRuleSet(mode);
+        await driver.apply(renderRuleSet(rs, fixtureFailsafe));
+        const objects = await table(driver);
+        const maps = named(objects, 'map');
+        expect([...maps.keys()].sort()).toEqual(
+          [
+            'in4_any',
+            'in4_ports',
+            'in4_proto',
+            'in6_any',
+            'in6_ports',
+            'in6_proto',
+            'out4_any',
+            'out4_ports',
+            'out6_ports',
+            'out6_proto',
+          ].sort(),
+        );
+        const elements = [...maps.values()].reduce(
+          (n, m) => n + ((m.elem as unknown[] | undefined)?.length ?? 0),
+          0,
+        );
+        expect(elements).toBe(rs.entries.length);
+        const counters = [...named(objects, 'counter').keys()].sort();
+        const deny = mode === Mode.MODE_ENFORCE ? 'denied' : 'would_deny';
+        expect(counters).toEqual(
+          [
+            'r0_allowed',
+            `r1_${deny}`,
+            'r2_allowed',
+            `r3_${deny}`,
+            `in_default_${deny}`,
+            `out_default_${deny}`,
+          ].sort(),
+        );
+        // Replacing leaves exactly one table, not two generations side by side.
+        expect(named(objects, 'chain').size).toBe(2 + rs.rules.length + 2);
+      }
+    });
+
+    it('counts real packets per rule and resets on read', async () => {
+      const rs = fixtureRuleSet(Mode.MODE_ENFORCE);
       await driver.apply(renderRuleSet(rs, fixtureFailsafe));
-      const objects = await table(driver);
-      const maps = named(objects, 'map');
-      expect([...maps.keys()].sort()).toEqual(
-        [
-          'in4_any',
-          'in4_ports',
-          'in4_proto',
-          'in6_any',
-          'in6_ports',
-          'in6_proto',
-          'out4_any',
-          'out4_ports',
-          'out6_ports',
-          'out6_proto',
-        ].sort(),
-      );
-      const elements = [...maps.values()].reduce(
-        (n, m) => n + ((m.elem as unknown[] | undefined)?.length ?? 0),
-        0,
-      );
-      expect(elements).toBe(rs.entries.length);
-      const counters = [...named(objects, 'counter').keys()].sort();
-      const deny = mode === Mode.MODE_ENFORCE ? 'denied' : 'would_deny';
-      expect(counters).toEqual(
-        [
-          'r0_allowed',
-          `r1_${deny}`,
-          'r2_allowed',
-          `r3_${deny}`,
-          `in_default_${deny}`,
-          `out_default_${deny}`,
-        ].sort(),
-      );
-      // Replacing leaves exactly one table, not two generations side by side.
-      expect(named(objects, 'chain').size).toBe(2 + rs.rules.length + 2);
-    }
-  });
+      await sendUdp('10.2.0.7', 9999); // out4_ports: 10.2.0.0/24 . udp . 0-65535 -> deny rule 3
+      await sendUdp('10.2.0.1', 5432); // udp, not the tcp allow: still rule 3
+      const first = await readCounterDeltas(reader(), rs);
+      expect(first).toEqual([
+        {
+          ruleId: 'web/egress/1',
+          direction: Direction.DIRECTION_EGRESS,
+          verdict: Verdict.VERDICT_DENIED,
+          packets: 2,
+          bytes: expect.any(Number),
+        },
+      ]);
+      expect(first[0]!.bytes).toBeGreaterThan(0);
+      expect(await readCounterDeltas(reader(), rs)).toEqual([]);
 
-  it('counts real packets per rule and resets on read', async () => {
-    const rs = fixtureRuleSet(Mode.MODE_ENFORCE);
-    await driver.apply(renderRuleSet(rs, fixtureFailsafe));
-    await sendUdp('10.2.0.7', 9999); // out4_ports: 10.2.0.0/24 . udp . 0-65535 -> deny rule 3
-    await sendUdp('10.2.0.1', 5432); // udp, not the tcp allow: still rule 3
-    const first = await readCounterDeltas(reader(), rs);
-    expect(first).toEqual([
-      {
-        ruleId: 'web/egress/1',
-        direction: Direction.DIRECTION_EGRESS,
-        verdict: Verdict.VERDICT_DENIED,
-        packets: 2,
-        bytes: expect.any(Number),
-      },
-    ]);
-    expect(first[0]!.bytes).toBeGreaterThan(0);
-    expect(await readCounterDeltas(reader(), rs)).toEqual([]);
-
-    await driver.apply(renderRuleSet(fixtureRuleSet(Mode.MODE_MONITOR), fixtureFailsafe));
-    await sendUdp('10.2.0.9', 1);
-    const monitor = await readCounterDeltas(reader(), rs);
-    expect(monitor.map((c) => [c.ruleId, c.verdict, c.packets])).toEqual([
-      ['web/egress/1', Verdict.VERDICT_WOULD_DENY, 1],
-    ]);
-  });
-
-  it('a refused batch leaves the old table; a restarted dataplane keeps it', async () => {
-    const dp = createDataplane({
-      driver,
-      stateDir,
-      failsafe: fixtureFailsafe,
-      logger,
-      openReader: reader,
+      await driver.apply(renderRuleSet(fixtureRuleSet(Mode.MODE_MONITOR), fixtureFailsafe));
+      await sendUdp('10.2.0.9', 1);
+      const monitor = await readCounterDeltas(reader(), rs);
+      expect(monitor.map((c) => [c.ruleId, c.verdict, c.packets])).toEqual([
+        ['web/egress/1', Verdict.VERDICT_WOULD_DENY, 1],
+      ]);
     });
-    const good = fixtureRuleSet(Mode.MODE_ENFORCE, 11);
-    expect((await dp.apply(good)).ok).toBe(true);
-    await sendUdp('10.2.0.7', 7);
-    expect((await dp.collect()).map((c) => [c.ruleId, c.packets])).toEqual([['web/egress/1', 1]]);
-    expect(await dp.collect()).toEqual([]);
-    const before = await table(driver);
 
-    // Overlapping intervals in one map: renders fine, the kernel refuses the whole batch.
-    const overlapping: RuleSet = fixtureRuleSet(Mode.MODE_MONITOR, 12);
-    overlapping.entries.push({
-      ...overlapping.entries[3]!,
-      addrFrom: '192.168.1.0',
-      addrTo: '192.168.1.9',
+    it('a refused batch leaves the old table; a restarted dataplane keeps it', async () => {
+      const dp = createDataplane({
+        driver,
+        stateDir,
+        failsafe: fixtureFailsafe,
+        logger,
+        openReader: reader,
+      });
+      const good = fixtureRuleSet(Mode.MODE_ENFORCE, 11);
+      expect((await dp.apply(good)).ok).toBe(true);
+      await sendUdp('10.2.0.7', 7);
+      expect((await dp.collect()).map((c) => [c.ruleId, c.packets])).toEqual([['web/egress/1', 1]]);
+      expect(await dp.collect()).toEqual([]);
+      const before = await table(driver);
+
+      // Overlapping intervals in one map: renders fine, the kernel refuses the whole batch.
+      const overlapping: RuleSet = fixtureRuleSet(Mode.MODE_MONITOR, 12);
+      overlapping.entries.push({
+        ...overlapping.entries[3]!,
+        addrFrom: '192.168.1.0',
+        addrTo: '192.168.1.9',
+      });
+      const result = await dp.apply(overlapping);
+      expect(result.ok).toBe(false);
+      expect(result.error?.code).toBe('APPLY_FAILED');
+      expect(await table(driver)).toEqual(before);
+      expect(dp.applied?.revision).toBe(11);
+
+      const restarted = createDataplane({ driver, stateDir, failsafe: fixtureFailsafe, logger });
+      expect(await restarted.restore()).toBe('unchanged');
+      expect(await table(driver)).toEqual(before);
     });
-    const result = await dp.apply(overlapping);
-    expect(result.ok).toBe(false);
-    expect(result.error?.code).toBe('APPLY_FAILED');
-    expect(await table(driver)).toEqual(before);
-    expect(dp.applied?.revision).toBe(11);
-
-    const restarted = createDataplane({ driver, stateDir, failsafe: fixtureFailsafe, logger });
-    expect(await restarted.restore()).toBe('unchanged');
-    expect(await table(driver)).toEqual(before);
-  });
-});
+  },
+);
