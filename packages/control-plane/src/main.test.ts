@@ -1,0 +1,72 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+
+// The process-level contract of the `bulkhead-control-plane` binary (run `npm run build` first).
+const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'main.js');
+
+const run = (...args: string[]) =>
+  spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' });
+
+describe('bulkhead-control-plane binary', () => {
+  let dir: string | undefined;
+  let child: ChildProcess | undefined;
+  afterEach(() => {
+    if (child?.exitCode === null) child.kill('SIGKILL');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('is built', () => {
+    expect(existsSync(MAIN), `${MAIN} missing: run npm run build`).toBe(true);
+  });
+
+  it.each([
+    [['--api-listen', 'nope'], '--api-listen'],
+    [['--grpc-listen', '127.0.0.1:99999'], '--grpc-listen'],
+    [['--log-level', 'loud'], '--log-level'],
+    [['--no-such-flag'], '--no-such-flag'],
+  ])('exits 2 naming the flag for %j', (args, flag) => {
+    const r = run(...args);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain(flag);
+  });
+
+  it('creates the admin token file on first start without logging the token, stops on SIGTERM', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'bh-main-'));
+    child = spawn(
+      process.execPath,
+      [MAIN, '--data-dir', dir, '--api-listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const lines: string[] = [];
+    const listening = await new Promise<{ api: string; grpcPort: number }>((resolve, reject) => {
+      child!.once('exit', (code) => reject(new Error(`exited ${code}: ${lines.join('\n')}`)));
+      createInterface({ input: child!.stdout! }).on('line', (line) => {
+        lines.push(line);
+        const msg = JSON.parse(line) as { msg: string; api: string; grpcPort: number };
+        if (msg.msg === 'control plane listening') resolve(msg);
+      });
+    });
+    expect((await fetch(`${listening.api}/healthz`)).status).toBe(200);
+    const tokenFile = join(dir, 'initial-admin-token');
+    expect(statSync(tokenFile).mode & 0o777).toBe(0o600);
+    const token = readFileSync(tokenFile, 'utf8').trim();
+    expect(token).toMatch(/^bh_/);
+    const res = await fetch(`${listening.api}/v1/tokens`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(res.status).toBe(200);
+    expect(lines.join('\n')).not.toContain(token);
+    expect(lines.join('\n')).toContain(tokenFile);
+
+    const exited = new Promise<number | null>((resolve) => child!.once('exit', resolve));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    // better-sqlite3 checkpoints and removes the WAL when the database is closed cleanly.
+    expect(existsSync(join(dir, 'bulkhead.db-wal'))).toBe(false);
+  });
+});
