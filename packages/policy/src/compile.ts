@@ -19,6 +19,7 @@ import type {
   IpList,
   ModeName,
   Peer,
+  Policy,
   PolicyState,
   PortSpec,
   Service,
@@ -108,52 +109,63 @@ class Resolver {
   }
 
   rulesFor(workload: Workload): ResolvedRule[] {
+    return this.state.policies
+      .filter((policy) => matchesSelector(policy.scope, workload.labels))
+      .flatMap((policy) => this.policyRules(policy))
+      .sort((a, b) => compareStrings(a.id, b.id));
+  }
+
+  // A policy's rules resolve the same for every workload it selects; resolving them once
+  // keeps compile linear in workloads x policies instead of quadratic in workloads.
+  private readonly resolved = new Map<Policy, ResolvedRule[]>();
+
+  private policyRules(policy: Policy): ResolvedRule[] {
+    const cached = this.resolved.get(policy);
+    if (cached) return cached;
     const out: ResolvedRule[] = [];
-    for (const policy of this.state.policies) {
-      if (!matchesSelector(policy.scope, workload.labels)) continue;
-      for (const direction of ['ingress', 'egress'] as const) {
-        (policy[direction] ?? []).forEach((rule, index) => {
-          const resolved: ResolvedRule = {
-            id: `${policy.name}/${direction}/${index}`,
-            direction,
-            deny: rule.action === 'deny',
-            policy: policy.name,
-            addresses: normalizeRanges(rule.peers.flatMap((p) => this.peerRanges(p))),
-            anyProtocol: false,
-            ports: new Map(),
-            protocols: new Set(),
-          };
-          const specs = (rule.services ?? []).flatMap((s) =>
-            typeof s === 'string' ? (this.services.get(s) ?? []) : [s],
-          );
-          if (!rule.services || rule.services.length === 0) resolved.anyProtocol = true;
-          for (const spec of specs) {
-            const number = PROTOCOLS[spec.protocol];
-            if (number === 0) {
-              resolved.anyProtocol = true;
-            } else if (PORT_PROTOCOL_NUMBERS.includes(number)) {
-              const range =
-                spec.port === undefined
-                  ? ALL_PORTS
-                  : { from: spec.port, to: spec.endPort ?? spec.port };
-              resolved.ports.set(number, [...(resolved.ports.get(number) ?? []), range]);
-            } else {
-              resolved.protocols.add(number);
-            }
+    for (const direction of ['ingress', 'egress'] as const) {
+      (policy[direction] ?? []).forEach((rule, index) => {
+        const resolved: ResolvedRule = {
+          id: `${policy.name}/${direction}/${index}`,
+          direction,
+          deny: rule.action === 'deny',
+          policy: policy.name,
+          addresses: normalizeRanges(rule.peers.flatMap((p) => this.peerRanges(p))),
+          anyProtocol: false,
+          ports: new Map(),
+          protocols: new Set(),
+        };
+        const specs = (rule.services ?? []).flatMap((s) =>
+          typeof s === 'string' ? (this.services.get(s) ?? []) : [s],
+        );
+        if (!rule.services || rule.services.length === 0) resolved.anyProtocol = true;
+        for (const spec of specs) {
+          const number = PROTOCOLS[spec.protocol];
+          if (number === 0) {
+            resolved.anyProtocol = true;
+          } else if (PORT_PROTOCOL_NUMBERS.includes(number)) {
+            const range =
+              spec.port === undefined
+                ? ALL_PORTS
+                : { from: spec.port, to: spec.endPort ?? spec.port };
+            resolved.ports.set(number, [...(resolved.ports.get(number) ?? []), range]);
+          } else {
+            resolved.protocols.add(number);
           }
-          if (resolved.anyProtocol) {
-            // Finer specs add nothing to a rule that already covers every protocol.
-            resolved.ports.clear();
-            resolved.protocols.clear();
-          }
-          for (const [number, ranges] of resolved.ports) {
-            resolved.ports.set(number, normalizePorts(ranges));
-          }
-          out.push(resolved);
-        });
-      }
+        }
+        if (resolved.anyProtocol) {
+          // Finer specs add nothing to a rule that already covers every protocol.
+          resolved.ports.clear();
+          resolved.protocols.clear();
+        }
+        for (const [number, ranges] of resolved.ports) {
+          resolved.ports.set(number, normalizePorts(ranges));
+        }
+        out.push(resolved);
+      });
     }
-    return out.sort((a, b) => compareStrings(a.id, b.id));
+    this.resolved.set(policy, out);
+    return out;
   }
 }
 
@@ -344,22 +356,43 @@ export function hashRuleSet(ruleSet: RuleSet): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-function compileWorkload(resolver: Resolver, workload: Workload, revision: number): RuleSet {
+interface Compiled {
+  rules: Rule[];
+  entries: Entry[];
+}
+
+// Workloads selected by the same policies get the same rules and entries; in a fleet of
+// many hosts per role that is most of them, so each distinct policy set compiles once.
+function compileWorkload(
+  resolver: Resolver,
+  cache: Map<string, Compiled>,
+  workload: Workload,
+  revision: number,
+): RuleSet {
   const resolved = resolver.rulesFor(workload);
-  const rules: Rule[] = resolved.map((r) => ({
-    id: r.id,
-    direction: DIRECTIONS[r.direction],
-    action: r.deny ? Action.ACTION_DENY : Action.ACTION_ALLOW,
-    policy: r.policy,
-  }));
+  const key = resolved.map((r) => r.id).join('\n');
+  let compiled = cache.get(key);
+  if (!compiled) {
+    compiled = {
+      rules: resolved.map((r) => ({
+        id: r.id,
+        direction: DIRECTIONS[r.direction],
+        action: r.deny ? Action.ACTION_DENY : Action.ACTION_ALLOW,
+        policy: r.policy,
+      })),
+      entries: entriesFor(resolved),
+    };
+    cache.set(key, compiled);
+  }
   const ruleSet: RuleSet = {
     workloadId: workload.name,
     revision,
     hash: '',
     ingressMode: MODES[workload.mode.ingress],
     egressMode: MODES[workload.mode.egress],
-    rules,
-    entries: entriesFor(resolved),
+    // Copies, so that a caller editing one RuleSet cannot change another.
+    rules: compiled.rules.map((r) => ({ ...r })),
+    entries: compiled.entries.map((e) => ({ ...e })),
   };
   ruleSet.hash = hashRuleSet(ruleSet);
   return ruleSet;
@@ -373,8 +406,9 @@ export function compile(state: PolicyState, revision: number): CompileResult {
   const diagnostics = validateState(state);
   if (diagnostics.length > 0) return { ruleSets: [], diagnostics };
   const resolver = new Resolver(state);
+  const cache = new Map<string, Compiled>();
   const ruleSets = [...state.workloads]
     .sort((a, b) => compareStrings(a.name, b.name))
-    .map((w) => compileWorkload(resolver, w, revision));
+    .map((w) => compileWorkload(resolver, cache, w, revision));
   return { ruleSets, diagnostics: [] };
 }
