@@ -118,6 +118,13 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.decorateRequest('actor', '');
+  // Fastify logs two lines per request at info; agents' and dashboards' polling would drown
+  // the log, so request lines only show at debug.
+  if (!log.isLevelEnabled('debug')) {
+    app.addHook('onRoute', (route) => {
+      route.logLevel ??= 'warn';
+    });
+  }
   app.setErrorHandler((err, req, reply) => {
     const { status, body } = toErrorResponse(err, req.log);
     reply.status(status).send(body);

@@ -240,7 +240,7 @@ export function createEngine(deps: EngineDeps) {
     };
   }
 
-  return {
+  const engine = {
     // --- authentication
     authenticate(bearer: string): ApiTokenRecord {
       const token = store.findApiToken(hashSecret(bearer));
@@ -253,7 +253,7 @@ export function createEngine(deps: EngineDeps) {
     bootstrapAdminToken(): string | undefined {
       return store.tx(() => {
         if (store.countApiTokens() > 0) return undefined;
-        return this.createApiToken('system', 'initial-admin', 'admin').token;
+        return engine.createApiToken('system', 'initial-admin', 'admin').token;
       });
     },
 
@@ -412,7 +412,7 @@ export function createEngine(deps: EngineDeps) {
         store.replaceResources('services', r.snapshot.services);
         store.replaceResources('policies', r.snapshot.policies);
         store.appendAudit({ actor, action: 'revision.rollback', target: String(n) });
-        return this.provision(actor, note ?? `rollback to revision ${n}`);
+        return engine.provision(actor, note ?? `rollback to revision ${n}`);
       });
     },
     listRevisions: () => store.listRevisions(),
@@ -577,7 +577,7 @@ export function createEngine(deps: EngineDeps) {
 
     /** Records a Hello; returns the RuleSet to send when the agent's applied hash is stale. */
     hello(agentId: string, hello: Hello): RuleSet | undefined {
-      const agent = this.agentForSync(agentId);
+      const agent = engine.agentForSync(agentId);
       store.recordHello(agentId, hello.agentVersion);
       const w = requireWorkload(agent.workload);
       const same =
@@ -609,7 +609,7 @@ export function createEngine(deps: EngineDeps) {
     },
 
     ack(agentId: string, ack: ApplyAck): void {
-      this.agentForSync(agentId);
+      engine.agentForSync(agentId);
       store.recordAck(agentId, {
         revision: ack.revision,
         hash: ack.hash,
@@ -630,6 +630,7 @@ export function createEngine(deps: EngineDeps) {
       return store.addTelemetry(agentId, t.seq, rows);
     },
   };
+  return engine;
 }
 
 const DIRECTIONS: Partial<Record<Direction, CounterRow['direction']>> = {

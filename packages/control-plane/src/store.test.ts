@@ -74,7 +74,10 @@ describe('store', () => {
     store.upsertWorkload({ name: 'w', addresses: [], labels: {}, mode });
     store.createAgent({ id: 'a1', workload: 'w', hostname: 'w', certSerial: '01' });
     store.putRuleSet({ workload: 'w', revision: 1, hash: 'h', body: Buffer.from([1]) });
+    const row = { ruleId: 'default', direction: 'ingress', verdict: 'denied' } as const;
+    store.addTelemetry('a1', 1, [{ ...row, packets: 1, bytes: 1 }]);
     expect(store.deleteWorkload('w')).toBe(true);
+    expect(store.listCounters({ workload: 'w' })).toEqual([]);
     expect(store.getAgent('a1')).toBeUndefined();
     expect(store.getRuleSet('w')).toBeUndefined();
     expect(() =>

@@ -287,7 +287,9 @@ export function createStore(options: StoreOptions) {
            labels = excluded.labels, mode = excluded.mode, updated_at = excluded.updated_at`,
       ).run(w.name, json(w.addresses), json(w.labels), json(w.mode), t, t);
     },
+    /** Also drops the workload's counters: a host enrolled later under the name starts at zero. */
     deleteWorkload(name: string): boolean {
+      db.prepare('DELETE FROM counters WHERE workload = ?').run(name);
       return db.prepare('DELETE FROM workloads WHERE name = ?').run(name).changes > 0;
     },
 
