@@ -53,6 +53,8 @@ const PORT_LO = 20;
 const PORT_HI = 30;
 
 function address(rng: Rng, family: 4 | 6): string {
+  // Non-canonical spellings must resolve like canonical ones.
+  if (family === 6 && rng.chance(0.1)) return `FD00:0:0:0:0:0:0:${rng.int(0, 31).toString(16)}`;
   return formatAddress(family, (family === 4 ? V4_BASE : V6_BASE) + BigInt(rng.int(0, 31)));
 }
 
@@ -106,6 +108,9 @@ function selector(rng: Rng): Selector {
 function portSpec(rng: Rng): PortSpec {
   const protocol = rng.pick<Protocol>(['tcp', 'tcp', 'udp', 'sctp', 'icmp', 'icmpv6', 'any']);
   if (!['tcp', 'udp', 'sctp'].includes(protocol) || rng.chance(0.2)) return { protocol };
+  // Now and then a range that touches the ends of the port space.
+  if (rng.chance(0.05)) return { protocol, port: 1, endPort: rng.int(PORT_LO, PORT_HI) };
+  if (rng.chance(0.05)) return { protocol, port: rng.int(PORT_LO, PORT_HI), endPort: 65535 };
   const port = rng.int(PORT_LO, PORT_HI);
   return rng.chance(0.5) ? { protocol, port } : { protocol, port, endPort: rng.int(port, PORT_HI) };
 }
