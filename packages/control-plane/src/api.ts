@@ -122,7 +122,7 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   // the log, so request lines only show at debug.
   if (!log.isLevelEnabled('debug')) {
     app.addHook('onRoute', (route) => {
-      route.logLevel ??= 'warn';
+      route.logLevel = 'warn';
     });
   }
   app.setErrorHandler((err, req, reply) => {
