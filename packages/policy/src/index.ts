@@ -1,6 +1,7 @@
 export { type CompileResult, compile, hashRuleSet } from './compile.js';
 export { PolicyError } from './errors.js';
 export { type Decision, type DirectionName, evaluate, evaluatePolicy } from './evaluate.js';
+export { analyzeImpact, type Flow, type FlowChange } from './impact.js';
 export {
   type Family,
   formatAddress,
