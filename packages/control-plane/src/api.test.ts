@@ -197,11 +197,11 @@ describe('REST API', () => {
     expect(dbGot).toHaveLength(2);
 
     const rev = (await call('GET', '/v1/revisions/2')).json();
-    expect(rev).toMatchObject({ n: 2, author: 'initial-admin', note: '' });
+    expect(rev).toMatchObject({ revision: 2, author: 'initial-admin', note: '' });
     expect(rev.snapshot.policies).toEqual([{ ...dbPolicy, name: 'db' }]);
-    expect((await call('GET', '/v1/revisions')).json().map((r: { n: number }) => r.n)).toEqual([
-      3, 2, 1,
-    ]);
+    expect(
+      (await call('GET', '/v1/revisions')).json().map((r: { revision: number }) => r.revision),
+    ).toEqual([3, 2, 1]);
 
     const rs = (await call('GET', '/v1/rulesets/db')).json();
     expect(rs).toMatchObject({ workloadId: 'db', hash: dbGot[1]!.hash });

@@ -122,7 +122,7 @@ export function createEngine(deps: EngineDeps) {
   function liveState(workloads: Workload[]): { state: PolicyState; revision: number } {
     const latest = store.latestRevision<Snapshot>();
     return {
-      revision: latest?.n ?? 0,
+      revision: latest?.revision ?? 0,
       state: {
         workloads,
         ipLists: latest?.snapshot.ipLists ?? [],
@@ -376,7 +376,7 @@ export function createEngine(deps: EngineDeps) {
     // --- revisions
     provision(actor: string, note: string): ProvisionResult {
       const state = draftState();
-      const next = (store.latestRevision()?.n ?? 0) + 1;
+      const next = (store.latestRevision()?.revision ?? 0) + 1;
       const result = compile(state, next);
       if (result.diagnostics.length > 0) {
         throw invalid('the policy does not compile', result.diagnostics);

@@ -90,11 +90,11 @@ describe('store', () => {
     expect(store.addRevision('admin', 'first', { policies: [] })).toBe(1);
     expect(store.addRevision('admin', 'second', { policies: [1] })).toBe(2);
     expect(store.latestRevision()).toMatchObject({
-      n: 2,
+      revision: 2,
       note: 'second',
       snapshot: { policies: [1] },
     });
-    expect(store.listRevisions().map((r) => r.n)).toEqual([2, 1]);
+    expect(store.listRevisions().map((r) => r.revision)).toEqual([2, 1]);
   });
 
   it('stores only hashes of secrets', () => {

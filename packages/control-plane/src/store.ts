@@ -104,7 +104,7 @@ export interface WorkloadRecord extends Workload {
 }
 
 export interface RevisionRecord {
-  n: number;
+  revision: number;
   author: string;
   note: string;
   createdAt: string;
@@ -219,7 +219,7 @@ export function createStore(options: StoreOptions) {
     const r = db.prepare<Row>('SELECT * FROM revisions WHERE n = ?').get(n);
     if (!r) return undefined;
     return {
-      n: Number(r.n),
+      revision: Number(r.n),
       author: String(r.author),
       note: String(r.note),
       createdAt: String(r.created_at),
@@ -334,7 +334,7 @@ export function createStore(options: StoreOptions) {
         .prepare<Row>('SELECT n, author, note, created_at FROM revisions ORDER BY n DESC')
         .all()
         .map((r) => ({
-          n: Number(r.n),
+          revision: Number(r.n),
           author: String(r.author),
           note: String(r.note),
           createdAt: String(r.created_at),
