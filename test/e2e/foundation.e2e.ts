@@ -1,10 +1,10 @@
 // The whole path on real nftables: policy written through the CLI and API, compiled by the
 // control plane, pushed over mTLS gRPC to agent processes in namespace hosts, enforced by the
 // kernel on real TCP and UDP connections.
+
+import { type Bulkhead, EXAMPLES, type Lab, startBulkhead, until } from '@bulkhead/lab';
+import { useLab } from '@bulkhead/lab/vitest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Lab } from '../lab/lab.js';
-import { useLab } from '../lab/vitest.js';
-import { type Bulkhead, EXAMPLES, startBulkhead, until } from './bulkhead.js';
 
 interface Counter {
   workload: string;

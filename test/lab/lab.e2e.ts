@@ -2,9 +2,9 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { cleanupStaleLabs, createLab, type Lab, LabError } from '@bulkhead/lab';
+import { useLab } from '@bulkhead/lab/vitest';
 import { afterAll, describe, expect, it } from 'vitest';
-import { cleanupStaleLabs, createLab, type Lab, LabError } from './lab.js';
-import { useLab } from './vitest.js';
 
 const netnsList = () => execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
 

@@ -1,0 +1,27 @@
+export {
+  type AgentSpec,
+  type AgentView,
+  type Bulkhead,
+  EXAMPLES,
+  REPO_ROOT,
+  startBulkhead,
+  until,
+} from './bulkhead.js';
+export {
+  cleanupStaleLabs,
+  createLab,
+  type ExecOptions,
+  type ExecResult,
+  type ExitInfo,
+  type FetchResponse,
+  type HeldConnection,
+  type L4,
+  type Lab,
+  LabError,
+  type LabErrorCode,
+  type LabHost,
+  type LabOptions,
+  type LabProcess,
+  type Listener,
+  type NsFetch,
+} from './lab.js';
