@@ -163,6 +163,8 @@ export function createSyncClient(options: SyncOptions): SyncClient {
               timeUnixMs: Date.now(),
               appliedHash: dataplane.applied?.hash ?? '',
               counters: batch,
+              flows: [],
+              events: [],
             },
           },
           (err: unknown) => resolve(!err),

@@ -258,6 +258,8 @@ describe('gRPC agent service', () => {
         seq,
         timeUnixMs: 0,
         appliedHash: '',
+        flows: [],
+        events: [],
         counters: [
           {
             ruleId: 'default',
