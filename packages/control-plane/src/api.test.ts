@@ -192,8 +192,23 @@ describe('REST API', () => {
     expect(dbGot.map((r) => r.revision)).toEqual([1, 2]);
     expect(webGot).toHaveLength(1);
 
+    const bare = await app.inject({
+      method: 'POST',
+      url: '/v1/provision',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+    });
+    expect(bare.json()).toEqual({ revision: 3, changed: [], unchanged: 2 });
+    const broken = await app.inject({
+      method: 'POST',
+      url: '/v1/provision',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+      payload: '{"note":',
+    });
+    expect(broken.statusCode).toBe(400);
+    expect(broken.json().error.code).toBe('VALIDATION_FAILED');
+
     const again = await call('POST', '/v1/provision', { note: 'no-op' });
-    expect(again.json()).toEqual({ revision: 3, changed: [], unchanged: 2 });
+    expect(again.json()).toEqual({ revision: 4, changed: [], unchanged: 2 });
     expect(dbGot).toHaveLength(2);
 
     const rev = (await call('GET', '/v1/revisions/2')).json();
@@ -201,7 +216,7 @@ describe('REST API', () => {
     expect(rev.snapshot.policies).toEqual([{ ...dbPolicy, name: 'db' }]);
     expect(
       (await call('GET', '/v1/revisions')).json().map((r: { revision: number }) => r.revision),
-    ).toEqual([3, 2, 1]);
+    ).toEqual([4, 3, 2, 1]);
 
     const rs = (await call('GET', '/v1/rulesets/db')).json();
     expect(rs).toMatchObject({ workloadId: 'db', hash: dbGot[1]!.hash });

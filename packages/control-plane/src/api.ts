@@ -118,6 +118,15 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.decorateRequest('actor', '');
+  // An empty JSON body means "no body" (a bare `POST /v1/provision` from curl with a JSON
+  // content type); anything else goes through fastify's own hardened JSON parser.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    const text = body.toString();
+    if (text === '') done(null, undefined);
+    else parseJson(req, text, done);
+  });
   // Fastify logs two lines per request at info; agents' and dashboards' polling would drown
   // the log, so request lines only show at debug.
   if (!log.isLevelEnabled('debug')) {
