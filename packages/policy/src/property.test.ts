@@ -251,6 +251,13 @@ function checkStructure(ruleSet: RuleSet): void {
         const portOverlap = a.e.portFrom <= b.e.portTo && b.e.portFrom <= a.e.portTo;
         if (addrOverlap && portOverlap)
           expect.fail(`overlap in ${key}: ${JSON.stringify([a.e, b.e])}`);
+        // Merged: no two cells with the same rule that could have been one entry.
+        const sameAddrs = a.from === b.from && a.to === b.to;
+        const samePorts = a.e.portFrom === b.e.portFrom && a.e.portTo === b.e.portTo;
+        const portsTouch = a.e.portTo + 1 === b.e.portFrom || b.e.portTo + 1 === a.e.portFrom;
+        const addrsTouch = a.to + 1n === b.from || b.to + 1n === a.from;
+        if (a.e.rule === b.e.rule && ((sameAddrs && portsTouch) || (samePorts && addrsTouch)))
+          expect.fail(`unmerged in ${key}: ${JSON.stringify([a.e, b.e])}`);
       }
     }
   }
