@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import type { Selector } from '@bulkhead/policy';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { type Client, createClient } from './client.js';
 import { type Env, resolveConnection, saveConfig } from './config.js';
@@ -19,8 +20,22 @@ import {
   lookupKind,
   shortId,
 } from './kinds.js';
-import { OUTPUT_FORMATS, type OutputFormat, render } from './output.js';
+import { OUTPUT_FORMATS, type OutputFormat, render, table } from './output.js';
 import { validators } from './validate.js';
+import {
+  FLOW_VERDICTS,
+  type FlowView,
+  flowColumns,
+  formatCoverage,
+  formatMap,
+  formatPolicies,
+  formatUncovered,
+  type MapView,
+  parseScope,
+  type Recommendation,
+  timeOption,
+  toDot,
+} from './visibility.js';
 
 /** Where a run writes and what it reads from its environment; tests pass their own. */
 export interface Io {
@@ -28,6 +43,8 @@ export interface Io {
   stderr: (text: string) => void;
   /** Defaults to `process.env`. */
   env?: Env;
+  /** The clock for `--since 24h` and `2m ago`; defaults to the system clock. */
+  now?: () => Date;
 }
 
 type Row = Record<string, unknown>;
@@ -350,6 +367,114 @@ function buildProgram(io: Io, env: Env): Command {
       ctx.print(await ctx.client.request('GET', `/v1/audit${qs}`), AUDIT_COLUMNS);
     });
 
+  const now = io.now ?? (() => new Date());
+  const parseTime = timeOption(now);
+  const sinceOption = (flag: string, what: string) =>
+    new Option(
+      `${flag} <time>`,
+      `${what}: a duration back from now (30m, 24h, 7d) or ISO`,
+    ).argParser(parseTime);
+
+  program
+    .command('flows')
+    .description('observed flows, newest first')
+    .option('--workload <name>', 'flows with this workload at either end')
+    .option(
+      '--label <k=v>',
+      'flows with a workload so labelled at either end (repeatable)',
+      collect,
+      [],
+    )
+    .option('--port <n>', 'destination port', parsePort)
+    .option('--protocol <p>', 'tcp, udp, sctp, icmp, icmpv6', parseProtocol)
+    .addOption(new Option('--verdict <v>', 'what the agent did').choices(FLOW_VERDICTS))
+    .addOption(sinceOption('--since', 'seen at or after'))
+    .addOption(sinceOption('--until', 'seen at or before'))
+    .addOption(sinceOption('--new-since', 'first seen at or after (never before)'))
+    .option('--limit <n>', 'at most this many flows', parsePositiveInt)
+    .action(async (opts: FlowOptions, cmd: Command) => {
+      const query = new URLSearchParams();
+      if (opts.workload) query.set('workload', opts.workload);
+      for (const l of opts.label) {
+        if (l.indexOf('=') <= 0) throw new CliError('USAGE', `--label needs k=v: ${l}`);
+        query.append('label', l);
+      }
+      if (opts.port !== undefined) query.set('port', String(opts.port));
+      if (opts.protocol) query.set('protocol', opts.protocol);
+      if (opts.verdict) query.set('verdict', opts.verdict);
+      checkWindow(opts.since, opts.until);
+      if (opts.since) query.set('since', opts.since);
+      if (opts.until) query.set('until', opts.until);
+      if (opts.newSince) query.set('newSince', opts.newSince);
+      if (opts.limit !== undefined) query.set('limit', String(opts.limit));
+      const ctx = await context(cmd);
+      const answer = await ctx.client.request<{ flows: FlowView[] }>(
+        'GET',
+        withQuery('/v1/flows', query),
+      );
+      if (ctx.format !== 'table') return ctx.print(answer);
+      const flows = answer?.flows ?? [];
+      io.stdout(flows.length === 0 ? 'no flows\n' : table(flows, flowColumns(now())));
+    });
+
+  program
+    .command('map')
+    .description('who talks to whom, by label group, with what current policy says of it')
+    .option('--group-by <keys>', 'label keys that make a group (default app,role)', parseKeys)
+    .addOption(sinceOption('--since', 'seen at or after'))
+    .addOption(sinceOption('--until', 'seen at or before'))
+    .option('--dot', 'Graphviz DOT instead of text (pipe to `dot -Tsvg`)')
+    .action(
+      async (
+        opts: { groupBy?: string[]; since?: string; until?: string; dot?: boolean },
+        cmd: Command,
+      ) => {
+        checkWindow(opts.since, opts.until);
+        const query = new URLSearchParams();
+        if (opts.groupBy) query.set('groupBy', opts.groupBy.join(','));
+        if (opts.since) query.set('since', opts.since);
+        if (opts.until) query.set('until', opts.until);
+        const ctx = await context(cmd);
+        const view = await ctx.client.request<MapView>('GET', withQuery('/v1/map', query));
+        if (opts.dot) return io.stdout(toDot(view));
+        if (ctx.format !== 'table') return ctx.print(view);
+        io.stdout(formatMap(view, now()));
+      },
+    );
+
+  program
+    .command('recommend')
+    .description('propose policies that allow what was observed (a draft: nothing is stored)')
+    .option('--scope <k=v,...>', 'the workloads to protect, by labels', parseScope)
+    .option('--workload <name>', 'the one workload to protect')
+    .option('--group-by <keys>', 'label keys peers are grouped by (default app,role)', parseKeys)
+    .addOption(sinceOption('--since', 'learn from flows seen at or after'))
+    .action(
+      async (
+        opts: { scope?: Selector; workload?: string; groupBy?: string[]; since?: string },
+        cmd: Command,
+      ) => {
+        if (!opts.scope === !opts.workload) {
+          throw new CliError('USAGE', 'recommend needs exactly one of --scope or --workload');
+        }
+        const body: Row = opts.scope ? { scope: opts.scope } : { workload: opts.workload };
+        if (opts.groupBy) body.groupBy = opts.groupBy;
+        if (opts.since) body.since = opts.since;
+        const ctx = await context(cmd);
+        const answer = await ctx.client.request<Recommendation>(
+          'POST',
+          '/v1/recommendations',
+          body,
+        );
+        if (ctx.format !== 'table') return ctx.print(answer);
+        // Policies alone on stdout, so that `> proposal.yaml` is ready for `apply -f`.
+        if (answer.policies.length > 0) io.stdout(formatPolicies(answer.policies));
+        else io.stderr('no policies proposed\n');
+        io.stderr(formatCoverage(answer.coverage));
+        io.stderr(formatUncovered(answer.uncovered ?? []));
+      },
+    );
+
   program
     .command('api')
     .description('raw REST call; prints the JSON answer')
@@ -469,6 +594,47 @@ function parseLabelChange(arg: string): { key: string; value?: string } {
 function formatLabels(labels: Record<string, string>): string {
   const pairs = Object.entries(labels).map(([k, v]) => `${k}=${v}`);
   return pairs.length === 0 ? '(none)' : pairs.join(',');
+}
+
+interface FlowOptions {
+  workload?: string;
+  label: string[];
+  port?: number;
+  protocol?: string;
+  verdict?: string;
+  since?: string;
+  until?: string;
+  newSince?: string;
+  limit?: number;
+}
+
+function withQuery(path: string, query: URLSearchParams): string {
+  return query.size > 0 ? `${path}?${query}` : path;
+}
+
+function checkWindow(since: string | undefined, until: string | undefined): void {
+  if (since && until && since > until) {
+    throw new CliError('USAGE', `--since (${since}) is after --until (${until})`);
+  }
+}
+
+function parsePort(text: string): number {
+  const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+  if (!(n >= 0 && n <= 65535)) throw new InvalidArgumentError('use a port number 0..65535');
+  return n;
+}
+
+function parseProtocol(text: string): string {
+  const p = text.toLowerCase();
+  if (!/^[a-z][a-z0-9-]*$/.test(p))
+    throw new InvalidArgumentError('use tcp, udp, sctp, icmp, icmpv6');
+  return p;
+}
+
+function parseKeys(text: string): string[] {
+  const keys = text.split(',').map((k) => k.trim());
+  if (keys.some((k) => k === '')) throw new InvalidArgumentError('use label keys such as app,role');
+  return keys;
 }
 
 function collect(value: string, previous: string[]): string[] {
