@@ -129,7 +129,7 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   });
   // Fastify logs two lines per request at info; agents' and dashboards' polling would drown
   // the log, so request lines only show at debug.
-  if (!log.isLevelEnabled('debug')) {
+  if (log.level === 'info') {
     app.addHook('onRoute', (route) => {
       route.logLevel = 'warn';
     });
@@ -264,6 +264,39 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
       },
     },
     async (req) => engine.listCounters(req.query),
+  );
+
+  const DirectionQ = Type.Union([Type.Literal('ingress'), Type.Literal('egress')]);
+  const VerdictQ = Type.Union([
+    Type.Literal('allowed'),
+    Type.Literal('denied'),
+    Type.Literal('would-deny'),
+  ]);
+  app.get(
+    '/v1/flows',
+    {
+      schema: {
+        querystring: Type.Object({
+          workload: Type.Optional(Name),
+          direction: Type.Optional(DirectionQ),
+          verdict: Type.Optional(VerdictQ),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+        }),
+      },
+    },
+    async (req) => engine.listFlows(req.query),
+  );
+  app.get(
+    '/v1/events',
+    {
+      schema: {
+        querystring: Type.Object({
+          workload: Type.Optional(Name),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+        }),
+      },
+    },
+    async (req) => engine.listEvents(req.query),
   );
 
   // --- tokens

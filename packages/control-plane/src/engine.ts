@@ -36,6 +36,7 @@ import {
   type ResourceKind,
   type Role,
   type Store,
+  type TelemetryBatch,
   type WorkloadRecord,
 } from './store.js';
 import type { StreamRegistry } from './streams.js';
@@ -620,15 +621,47 @@ export function createEngine(deps: EngineDeps) {
 
     /** Adds a telemetry batch; false when its seq was already counted (resent after reconnect). */
     telemetry(agentId: string, t: Telemetry): boolean {
-      const rows: Omit<CounterRow, 'workload'>[] = [];
+      const counters: TelemetryBatch['counters'] = [];
       for (const c of t.counters) {
         const direction = DIRECTIONS[c.direction];
         const verdict = VERDICTS[c.verdict];
         if (!direction || !verdict) continue;
-        rows.push({ ruleId: c.ruleId, direction, verdict, packets: c.packets, bytes: c.bytes });
+        counters.push({ ruleId: c.ruleId, direction, verdict, packets: c.packets, bytes: c.bytes });
       }
-      return store.addTelemetry(agentId, t.seq, rows);
+      const flows: NonNullable<TelemetryBatch['flows']> = [];
+      for (const f of t.flows ?? []) {
+        const direction = DIRECTIONS[f.direction];
+        const verdict = VERDICTS[f.verdict];
+        if (!direction || !verdict) continue;
+        flows.push({
+          direction,
+          verdict,
+          src: f.src,
+          dst: f.dst,
+          protocol: f.protocol,
+          port: f.port,
+          ruleId: f.ruleId,
+          packets: f.packets,
+          bytes: f.bytes,
+          firstSeen: msToIso(f.firstSeenUnixMs || t.timeUnixMs),
+          lastSeen: msToIso(f.lastSeenUnixMs || t.timeUnixMs),
+        });
+      }
+      const events = (t.events ?? []).map((e) => ({
+        code: e.code,
+        message: e.message,
+        at: msToIso(e.timeUnixMs || t.timeUnixMs),
+        attributes: e.attributes,
+      }));
+      const added = store.addTelemetry(agentId, t.seq, { counters, flows, events });
+      if (added) {
+        for (const e of events)
+          log.warn({ agentId, code: e.code, attributes: e.attributes }, e.message);
+      }
+      return added;
     },
+    listFlows: (filter: Parameters<Store['listFlows']>[0]) => store.listFlows(filter),
+    listEvents: (filter: Parameters<Store['listEvents']>[0]) => store.listEvents(filter),
   };
   return engine;
 }
@@ -647,4 +680,10 @@ function sameContent(a: RuleSet, b: RuleSet): boolean {
   const bytes = (rs: RuleSet) =>
     Buffer.from(RuleSet.encode({ ...rs, revision: 0, hash: '' }).finish());
   return bytes(a).equals(bytes(b));
+}
+
+/** Unix ms to ISO; 0 or garbage becomes the epoch rather than an exception. */
+function msToIso(ms: number): string {
+  const d = new Date(Number.isFinite(ms) ? ms : 0);
+  return Number.isNaN(d.getTime()) ? new Date(0).toISOString() : d.toISOString();
 }

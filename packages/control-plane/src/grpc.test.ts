@@ -288,6 +288,57 @@ describe('gRPC agent service', () => {
     s.stream.end();
   });
 
+  it('stores discovered flows and agent events from telemetry', async () => {
+    const { creds } = await enrolled();
+    const s = new SyncSession(client(creds).sync());
+    await s.barrier();
+    s.send({
+      telemetry: {
+        seq: 1,
+        timeUnixMs: Date.UTC(2026, 0, 1),
+        appliedHash: '',
+        counters: [],
+        flows: [
+          {
+            direction: Direction.DIRECTION_INGRESS,
+            src: '10.0.0.7',
+            dst: '10.0.0.2',
+            protocol: 6,
+            port: 5432,
+            verdict: Verdict.VERDICT_WOULD_DENY,
+            ruleId: 'default',
+            packets: 2,
+            bytes: 120,
+            firstSeenUnixMs: 0,
+            lastSeenUnixMs: 0,
+          },
+        ],
+        events: [{ code: 'FLOW_TABLE_FULL', message: 'full', timeUnixMs: 0, attributes: {} }],
+      },
+    });
+    await s.barrier();
+    expect((await api('GET', '/v1/flows?workload=db-1&verdict=would-deny')).json).toEqual([
+      {
+        workload: 'db-1',
+        direction: 'ingress',
+        src: '10.0.0.7',
+        dst: '10.0.0.2',
+        protocol: 6,
+        port: 5432,
+        verdict: 'would-deny',
+        ruleId: 'default',
+        packets: 2,
+        bytes: 120,
+        firstSeen: '2026-01-01T00:00:00.000Z',
+        lastSeen: '2026-01-01T00:00:00.000Z',
+      },
+    ]);
+    expect((await api('GET', '/v1/events')).json).toMatchObject([
+      { code: 'FLOW_TABLE_FULL', workload: 'db-1' },
+    ]);
+    s.stream.end();
+  });
+
   it('refuses Sync without a client certificate', async () => {
     const s = new SyncSession(client().sync());
     s.send({

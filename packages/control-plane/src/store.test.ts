@@ -3,7 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createStore, hashSecret, newSecret, SCHEMA_VERSION, type Store } from './store.js';
+import {
+  createStore,
+  hashSecret,
+  MIGRATIONS_FOR_TEST,
+  newSecret,
+  SCHEMA_VERSION,
+  type Store,
+} from './store.js';
 
 const mode = { ingress: 'monitor', egress: 'monitor' } as const;
 
@@ -25,6 +32,58 @@ describe('store', () => {
     store.close();
     store = createStore({ path: join(dir, 'test.db') });
     expect(store.getWorkload('web-1')?.labels).toEqual({ app: 'web' });
+  });
+
+  it('migrates step by step from an older schema, keeping the data', () => {
+    store.close();
+    const path = join(dir, 'old.db');
+    const raw = new Database(path);
+    raw.exec(MIGRATIONS_FOR_TEST[0]!);
+    raw.pragma('user_version = 1');
+    raw
+      .prepare(
+        `INSERT INTO workloads (name, addresses, labels, mode, created_at, updated_at)
+         VALUES ('old', '[]', '{}', '{"ingress":"monitor","egress":"monitor"}', 't', 't')`,
+      )
+      .run();
+    raw.close();
+    store = createStore({ path });
+    expect(store.schemaVersion()).toBe(SCHEMA_VERSION);
+    expect(store.getWorkload('old')?.name).toBe('old');
+    expect(store.listFlows()).toEqual([]);
+  });
+
+  it('aggregates flows per peer, port and verdict across batches, once per seq', () => {
+    store.upsertWorkload({ name: 'db-1', addresses: ['10.0.0.2'], labels: {}, mode });
+    store.createAgent({ id: 'a1', workload: 'db-1', hostname: 'db-1', certSerial: '01' });
+    const flow = {
+      direction: 'ingress',
+      src: '10.0.0.1',
+      dst: '10.0.0.2',
+      protocol: 6,
+      port: 5432,
+      verdict: 'would-deny',
+      ruleId: 'default',
+    } as const;
+    const t = (iso: string) => `2026-01-01T00:00:0${iso}.000Z`;
+    const batch = (packets: number, first: string, last: string) => ({
+      counters: [],
+      flows: [{ ...flow, packets, bytes: packets * 100, firstSeen: t(first), lastSeen: t(last) }],
+      events: [{ code: 'FLOWS_DROPPED', message: 'dropped', at: t(last), attributes: { n: '1' } }],
+    });
+    expect(store.addTelemetry('a1', 1, batch(2, '3', '4'))).toBe(true);
+    expect(store.addTelemetry('a1', 1, batch(2, '3', '4'))).toBe(false);
+    expect(store.addTelemetry('a1', 2, batch(1, '1', '2'))).toBe(true);
+    expect(store.listFlows({ workload: 'db-1' })).toEqual([
+      { workload: 'db-1', ...flow, packets: 3, bytes: 300, firstSeen: t('1'), lastSeen: t('4') },
+    ]);
+    expect(store.listFlows({ verdict: 'allowed' })).toEqual([]);
+    expect(store.listEvents({ workload: 'db-1' })).toHaveLength(2);
+    expect(store.listEvents()[0]).toMatchObject({
+      agentId: 'a1',
+      code: 'FLOWS_DROPPED',
+      attributes: { n: '1' },
+    });
   });
 
   it('refuses a database from a newer control plane', () => {
@@ -61,9 +120,15 @@ describe('store', () => {
     store.upsertWorkload({ name: 'db-1', addresses: ['10.0.0.2'], labels: {}, mode });
     store.createAgent({ id: 'a1', workload: 'db-1', hostname: 'db-1', certSerial: '01' });
     const row = { ruleId: 'p/ingress/0', direction: 'ingress', verdict: 'allowed' } as const;
-    expect(store.addTelemetry('a1', 1, [{ ...row, packets: 2, bytes: 100 }])).toBe(true);
-    expect(store.addTelemetry('a1', 1, [{ ...row, packets: 2, bytes: 100 }])).toBe(false);
-    expect(store.addTelemetry('a1', 2, [{ ...row, packets: 3, bytes: 50 }])).toBe(true);
+    expect(store.addTelemetry('a1', 1, { counters: [{ ...row, packets: 2, bytes: 100 }] })).toBe(
+      true,
+    );
+    expect(store.addTelemetry('a1', 1, { counters: [{ ...row, packets: 2, bytes: 100 }] })).toBe(
+      false,
+    );
+    expect(store.addTelemetry('a1', 2, { counters: [{ ...row, packets: 3, bytes: 50 }] })).toBe(
+      true,
+    );
     expect(store.listCounters({ workload: 'db-1' })).toEqual([
       { workload: 'db-1', ...row, packets: 5, bytes: 150 },
     ]);
@@ -75,7 +140,7 @@ describe('store', () => {
     store.createAgent({ id: 'a1', workload: 'w', hostname: 'w', certSerial: '01' });
     store.putRuleSet({ workload: 'w', revision: 1, hash: 'h', body: Buffer.from([1]) });
     const row = { ruleId: 'default', direction: 'ingress', verdict: 'denied' } as const;
-    store.addTelemetry('a1', 1, [{ ...row, packets: 1, bytes: 1 }]);
+    store.addTelemetry('a1', 1, { counters: [{ ...row, packets: 1, bytes: 1 }] });
     expect(store.deleteWorkload('w')).toBe(true);
     expect(store.listCounters({ workload: 'w' })).toEqual([]);
     expect(store.getAgent('a1')).toBeUndefined();

@@ -89,7 +89,38 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (workload, rule_id, direction, verdict)
   );
   `,
+  // 2: flow discovery (agents report observed connections) and agent events.
+  `
+  CREATE TABLE flows (
+    workload TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    src TEXT NOT NULL,
+    dst TEXT NOT NULL,
+    protocol INTEGER NOT NULL,
+    port INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    packets INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    PRIMARY KEY (workload, direction, src, dst, protocol, port, verdict, rule_id)
+  );
+  CREATE INDEX flows_last_seen ON flows (last_seen);
+  CREATE TABLE agent_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent_id TEXT NOT NULL,
+    workload TEXT NOT NULL,
+    code TEXT NOT NULL,
+    message TEXT NOT NULL,
+    at TEXT NOT NULL,
+    attributes TEXT NOT NULL
+  );
+  `,
 ];
+
+/** Exported for the migration test only. */
+export const MIGRATIONS_FOR_TEST: readonly string[] = MIGRATIONS;
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -168,6 +199,37 @@ export interface CounterRow {
   verdict: CounterVerdict;
   packets: number;
   bytes: number;
+}
+
+export interface FlowRow {
+  workload: string;
+  direction: CounterDirection;
+  src: string;
+  dst: string;
+  protocol: number;
+  port: number;
+  verdict: CounterVerdict;
+  ruleId: string;
+  packets: number;
+  bytes: number;
+  firstSeen: string;
+  lastSeen: string;
+}
+
+export interface AgentEventRow {
+  id: number;
+  agentId: string;
+  workload: string;
+  code: string;
+  message: string;
+  at: string;
+  attributes: Record<string, string>;
+}
+
+export interface TelemetryBatch {
+  counters: Omit<CounterRow, 'workload'>[];
+  flows?: Omit<FlowRow, 'workload'>[];
+  events?: Omit<AgentEventRow, 'id' | 'agentId' | 'workload'>[];
 }
 
 export interface StoreOptions {
@@ -287,9 +349,11 @@ export function createStore(options: StoreOptions) {
            labels = excluded.labels, mode = excluded.mode, updated_at = excluded.updated_at`,
       ).run(w.name, json(w.addresses), json(w.labels), json(w.mode), t, t);
     },
-    /** Also drops the workload's counters: a host enrolled later under the name starts at zero. */
+    /** Also drops the workload's counters, flows and events: a host enrolled later under the name starts at zero. */
     deleteWorkload(name: string): boolean {
       db.prepare('DELETE FROM counters WHERE workload = ?').run(name);
+      db.prepare('DELETE FROM flows WHERE workload = ?').run(name);
+      db.prepare('DELETE FROM agent_events WHERE workload = ?').run(name);
       return db.prepare('DELETE FROM workloads WHERE name = ?').run(name).changes > 0;
     },
 
@@ -429,20 +493,52 @@ export function createStore(options: StoreOptions) {
       }
     },
     /** Adds a telemetry batch once: false (and no change) when seq was already counted. */
-    addTelemetry(agentId: string, seq: number, rows: Omit<CounterRow, 'workload'>[]): boolean {
+    addTelemetry(agentId: string, seq: number, batch: TelemetryBatch): boolean {
       return tx(() => {
         const a = db
           .prepare<Row>('SELECT workload, telemetry_seq FROM agents WHERE id = ?')
           .get(agentId);
         if (!a || seq <= Number(a.telemetry_seq)) return false;
-        const add = db.prepare(
+        const addCounter = db.prepare(
           `INSERT INTO counters (workload, rule_id, direction, verdict, packets, bytes)
            VALUES (?, ?, ?, ?, ?, ?)
            ON CONFLICT (workload, rule_id, direction, verdict) DO UPDATE SET
              packets = packets + excluded.packets, bytes = bytes + excluded.bytes`,
         );
-        for (const c of rows) {
-          add.run(a.workload, c.ruleId, c.direction, c.verdict, c.packets, c.bytes);
+        for (const c of batch.counters) {
+          addCounter.run(a.workload, c.ruleId, c.direction, c.verdict, c.packets, c.bytes);
+        }
+        const addFlow = db.prepare(
+          `INSERT INTO flows (workload, direction, src, dst, protocol, port, verdict, rule_id,
+             packets, bytes, first_seen, last_seen)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (workload, direction, src, dst, protocol, port, verdict, rule_id) DO UPDATE SET
+             packets = packets + excluded.packets, bytes = bytes + excluded.bytes,
+             first_seen = MIN(first_seen, excluded.first_seen),
+             last_seen = MAX(last_seen, excluded.last_seen)`,
+        );
+        for (const f of batch.flows ?? []) {
+          addFlow.run(
+            a.workload,
+            f.direction,
+            f.src,
+            f.dst,
+            f.protocol,
+            f.port,
+            f.verdict,
+            f.ruleId,
+            f.packets,
+            f.bytes,
+            f.firstSeen,
+            f.lastSeen,
+          );
+        }
+        const addEvent = db.prepare(
+          `INSERT INTO agent_events (agent_id, workload, code, message, at, attributes)
+           VALUES (?, ?, ?, ?, ?, ?)`,
+        );
+        for (const e of batch.events ?? []) {
+          addEvent.run(agentId, a.workload, e.code, e.message, e.at, json(e.attributes));
         }
         db.prepare('UPDATE agents SET telemetry_seq = ?, last_seen = ? WHERE id = ?').run(
           seq,
@@ -451,6 +547,61 @@ export function createStore(options: StoreOptions) {
         );
         return true;
       });
+    },
+
+    /** Discovered flows, most recently seen first. */
+    listFlows(
+      filter: {
+        workload?: string;
+        direction?: CounterDirection;
+        verdict?: CounterVerdict;
+        limit?: number;
+      } = {},
+    ): FlowRow[] {
+      return db
+        .prepare<Row>(
+          `SELECT * FROM flows WHERE (@w IS NULL OR workload = @w) AND (@d IS NULL OR direction = @d)
+             AND (@v IS NULL OR verdict = @v)
+           ORDER BY last_seen DESC, workload, src, dst, protocol, port LIMIT @limit`,
+        )
+        .all({
+          w: filter.workload ?? null,
+          d: filter.direction ?? null,
+          v: filter.verdict ?? null,
+          limit: filter.limit ?? 1000,
+        })
+        .map((r) => ({
+          workload: String(r.workload),
+          direction: r.direction as CounterDirection,
+          src: String(r.src),
+          dst: String(r.dst),
+          protocol: Number(r.protocol),
+          port: Number(r.port),
+          verdict: r.verdict as CounterVerdict,
+          ruleId: String(r.rule_id),
+          packets: Number(r.packets),
+          bytes: Number(r.bytes),
+          firstSeen: String(r.first_seen),
+          lastSeen: String(r.last_seen),
+        }));
+    },
+
+    /** Events agents reported, newest first. */
+    listEvents(filter: { workload?: string; limit?: number } = {}): AgentEventRow[] {
+      return db
+        .prepare<Row>(
+          `SELECT * FROM agent_events WHERE (@w IS NULL OR workload = @w) ORDER BY id DESC LIMIT @limit`,
+        )
+        .all({ w: filter.workload ?? null, limit: filter.limit ?? 100 })
+        .map((r) => ({
+          id: Number(r.id),
+          agentId: String(r.agent_id),
+          workload: String(r.workload),
+          code: String(r.code),
+          message: String(r.message),
+          at: String(r.at),
+          attributes: parse(r.attributes),
+        }));
     },
 
     // --- counters
