@@ -543,10 +543,15 @@ export function createEngine(deps: EngineDeps) {
       if (diags.length > 0) throw invalid('invalid enrollment request', diags);
       const agentId = randomUUID();
       const cert = await pki.signCsr(req.csrPem, agentId);
+      let replaced: ReturnType<Store['listAgents']> = [];
       changeWorkloads(
         () => {
           // Re-checked after the await: a concurrent enrolment may have used the last use.
           if (!usable()) throw unauthenticated();
+          // One agent per workload: a host enrolling again (reinstalled, state lost) replaces
+          // its old identity, so two agents never report for one workload.
+          replaced = store.listAgents(name).filter((a) => !a.revoked);
+          for (const a of replaced) store.revokeAgent(a.id);
           store.upsertWorkload(workload);
           store.createAgent({
             id: agentId,
@@ -561,10 +566,16 @@ export function createEngine(deps: EngineDeps) {
             actor: `enrollment-token:${token.id}`,
             action: 'agent.enroll',
             target: agentId,
-            after: { workload, hostname: req.hostname, agentVersion: req.agentVersion },
+            after: {
+              workload,
+              hostname: req.hostname,
+              agentVersion: req.agentVersion,
+              replaced: replaced.map((a) => a.id),
+            },
           }),
       );
-      log.info({ agentId, workload: name }, 'agent enrolled');
+      for (const a of replaced) streams.close(a.id, 'replaced by a new enrolment');
+      log.info({ agentId, workload: name, replaced: replaced.map((a) => a.id) }, 'agent enrolled');
       return { agentId, workloadId: name, certificatePem: cert.certificatePem, caPem: pki.caPem };
     },
 

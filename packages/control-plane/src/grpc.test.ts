@@ -339,6 +339,21 @@ describe('gRPC agent service', () => {
     s.stream.end();
   });
 
+  it('a host enrolling again replaces its old agent identity', async () => {
+    const first = await enrolled();
+    const s = new SyncSession(client(first.creds).sync());
+    await s.barrier();
+    const second = await enrolled();
+    expect((await s.error).code).toBe(status.UNAUTHENTICATED);
+    const agents = (await api('GET', '/v1/agents')).json as { id: string; revoked: boolean }[];
+    expect(agents.map((a) => [a.id, a.revoked]).sort()).toEqual(
+      [
+        [first.res.agentId, true],
+        [second.res.agentId, false],
+      ].sort(),
+    );
+  });
+
   it('refuses Sync without a client certificate', async () => {
     const s = new SyncSession(client().sync());
     s.send({
