@@ -464,6 +464,69 @@ export function describeNftContract(name: string, make: () => Promise<NftDriver>
       expect(after[0]?.elem).toHaveLength(1);
     });
 
+    it('keeps a flow set: counters per element, refuses past its size, deletes exactly', async () => {
+      const flows = {
+        ...T,
+        name: 'flows4',
+        type: ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service', 'mark'],
+        // nft 1.0.6 JSON has no "dynamic" flag; the set gets it from the rule that adds to it.
+        flags: ['timeout'],
+        timeout: 3600,
+        size: 2,
+        stmt: [{ counter: null }],
+      };
+      const key = (port: number) => ({ concat: ['10.0.0.1', '10.0.0.2', 6, port, 3] });
+      const addRule = {
+        ...T,
+        chain: 'input',
+        expr: [
+          {
+            set: {
+              op: 'add',
+              elem: {
+                concat: [
+                  { payload: { protocol: 'ip', field: 'saddr' } },
+                  { payload: { protocol: 'ip', field: 'daddr' } },
+                  { meta: { key: 'l4proto' } },
+                  { payload: { protocol: 'th', field: 'dport' } },
+                  3,
+                ],
+              },
+              set: '@flows4',
+            },
+          },
+        ],
+      };
+      await nft.apply(baseTx().add({ set: flows }).add({ rule: addRule }));
+      await nft.apply(
+        new Transaction().add({ element: { ...T, name: 'flows4', elem: [key(80), key(81)] } }),
+      );
+      const full = await rejection(
+        nft.apply(new Transaction().add({ element: { ...T, name: 'flows4', elem: [key(82)] } })),
+      );
+      expect(full.code).toBe('NFT_APPLY_FAILED');
+      expect(String(full.cause)).toMatch(/Too many open files/);
+      const listed = objectsOf(await nft.list({ list: { set: { ...T, name: 'flows4' } } }), 'set');
+      expect(listed[0]).toMatchObject({ size: 2, stmt: [{ counter: null }] });
+      const vals = ((listed[0]?.elem ?? []) as { elem: { val: unknown; counter: unknown } }[]).map(
+        (e) => [e.elem.val, e.elem.counter],
+      );
+      expect(vals).toEqual([
+        [{ concat: ['10.0.0.1', '10.0.0.2', 'tcp', 80, 3] }, { packets: 0, bytes: 0 }],
+        [{ concat: ['10.0.0.1', '10.0.0.2', 'tcp', 81, 3] }, { packets: 0, bytes: 0 }],
+      ]);
+      // Deleting by the listed value (protocol by name) removes exactly that element.
+      await nft.apply(
+        new Transaction().delete({ element: { ...T, name: 'flows4', elem: [vals[0]![0]] } }),
+      );
+      const after = objectsOf(await nft.list({ list: { set: { ...T, name: 'flows4' } } }), 'set');
+      expect(after[0]?.elem).toHaveLength(1);
+      const gone = await rejection(
+        nft.apply(new Transaction().delete({ element: { ...T, name: 'flows4', elem: [key(80)] } })),
+      );
+      expect(gone.code).toBe('NFT_APPLY_FAILED');
+    });
+
     it('reads named counters with list and zeroes them with reset', async () => {
       // Counters may be created with values: the same on every backend, no traffic needed.
       await nft.apply(baseTx().add({ counter: { ...T, name: 'c_deny', packets: 5, bytes: 500 } }));

@@ -37,6 +37,32 @@ describe('FakeNft extras', () => {
     expect(() => nft.setCounter('nope', 1, 1)).toThrow(/0 counters/);
   });
 
+  it('simulates the packet path with packetAdd: counts per element, silently stops when full', async () => {
+    const nft = createFakeNft();
+    await nft.apply(
+      new Transaction().add({ table: { family: 'inet', name: 'bulkhead' } }).add({
+        set: {
+          ...T,
+          name: 'flows',
+          type: ['ipv4_addr', 'inet_proto'],
+          flags: ['timeout'],
+          size: 2,
+          stmt: [{ counter: null }],
+        },
+      }),
+    );
+    expect(nft.packetAdd('flows', { concat: ['10.0.0.1', 6] }, 60)).toBe(true);
+    expect(nft.packetAdd('flows', { concat: ['10.0.0.1', 'tcp'] }, 40)).toBe(true);
+    expect(nft.packetAdd('flows', { concat: ['10.0.0.2', 17] }, 30)).toBe(true);
+    expect(nft.packetAdd('flows', { concat: ['10.0.0.3', 17] }, 30)).toBe(false);
+    const [set] = await nft.list({ list: { set: { ...T, name: 'flows' } } });
+    expect((set as { set: { elem: unknown[] } }).set.elem).toEqual([
+      { elem: { val: { concat: ['10.0.0.1', 'tcp'] }, counter: { packets: 2, bytes: 100 } } },
+      { elem: { val: { concat: ['10.0.0.2', 'udp'] }, counter: { packets: 1, bytes: 30 } } },
+    ]);
+    expect(() => nft.packetAdd('nope', '10.0.0.1', 1)).toThrow(/0 sets/);
+  });
+
   it('returns copies: mutating a list answer does not change the fake', async () => {
     const nft = createFakeNft();
     await nft.apply(new Transaction().add({ table: { family: 'inet', name: 'bulkhead' } }));

@@ -18,6 +18,12 @@ export interface FakeNft extends NftDriver {
   dump(): NftObject[];
   /** Simulates traffic: sets a named counter's values. `table` disambiguates ('inet bulkhead'). */
   setCounter(name: string, packets: number, bytes: number, table?: string): void;
+  /**
+   * Simulates one packet through a rule `add @set { key }` (the packet path, not a batch):
+   * adds the element unless the set is full (then, as in the kernel, nothing is added and
+   * false comes back), and counts the packet in the element's counter when the set has one.
+   */
+  packetAdd(set: string, key: unknown, bytes: number, table?: string): boolean;
 }
 
 type Body = Record<string, unknown>;
@@ -62,6 +68,7 @@ const EEXIST = 'File exists';
 const EBUSY = 'Device or resource busy';
 const EOPNOTSUPP = 'Operation not supported';
 const EINVAL = 'Invalid argument';
+const ENFILE = 'Too many open files in system';
 
 class Refusal extends Error {}
 
@@ -158,6 +165,33 @@ export function createFakeNft(): FakeNft {
       const c = found[0]!;
       c.packets = packets;
       c.bytes = bytes;
+    },
+    packetAdd(name, key, bytes, table) {
+      const found = [...state.tables.entries()]
+        .filter(([k]) => table === undefined || k === table)
+        .map(([, t]) => [t, t.sets.get(name)] as const)
+        .filter((x): x is readonly [Table, NamedSet] => x[1]?.kind === 'set');
+      if (found.length !== 1) {
+        throw new Error(`packetAdd: ${found.length} sets named ${name}; pass the table`);
+      }
+      const [t, set] = found[0]!;
+      const parts = keyOf(set, normalizeElement(key, typesOf(set), false));
+      let elem = set.elems.find((x) => sameKey(keyOf(set, x), parts));
+      if (elem === undefined) {
+        try {
+          addElements(t, set, [key], false);
+        } catch (err) {
+          if (err instanceof Refusal) return false;
+          throw err;
+        }
+        elem = set.elems[set.elems.length - 1];
+      }
+      const counter = isRecord(elem) && isRecord(elem.elem) ? elem.elem.counter : undefined;
+      if (isRecord(counter)) {
+        counter.packets = Number(counter.packets) + 1;
+        counter.bytes = Number(counter.bytes) + bytes;
+      }
+      return true;
     },
   };
   return fake;
@@ -412,10 +446,19 @@ function isInterval(set: NamedSet): boolean {
   return Array.isArray(set.body.flags) && set.body.flags.includes('interval');
 }
 
+function typesOf(set: NamedSet): unknown[] {
+  return Array.isArray(set.body.type) ? set.body.type : [set.body.type];
+}
+
+/** A set declared with `counter` gives every element one, listed as `{elem: {val, counter}}`. */
+function hasElementCounters(set: NamedSet): boolean {
+  return Array.isArray(set.body.stmt) && set.body.stmt.some((x) => isRecord(x) && 'counter' in x);
+}
+
 function addElements(t: Table, set: NamedSet, elems: unknown[], create: boolean): void {
-  const types = Array.isArray(set.body.type) ? set.body.type : [set.body.type];
+  const types = typesOf(set);
   for (const raw of elems) {
-    const e = normalizeElement(raw, types, set.kind === 'map');
+    let e = normalizeElement(raw, types, set.kind === 'map');
     if (set.kind === 'map') {
       if (!Array.isArray(e) || e.length !== 2) refuse(EINVAL, `map element needs [key, value]`);
       checkRefs(t, collectRefs(e[1]));
@@ -436,6 +479,14 @@ function addElements(t: Table, set: NamedSet, elems: unknown[], create: boolean)
     }
     if (isInterval(set) && set.elems.some((x) => overlaps(keyOf(set, x), key))) {
       refuse(EEXIST, `element ${JSON.stringify(raw)} overlaps an existing interval`);
+    }
+    if (typeof set.body.size === 'number' && set.elems.length >= set.body.size) {
+      refuse(ENFILE, `${set.kind} ${set.body.name} is full (size ${set.body.size})`);
+    }
+    if (set.kind === 'set' && hasElementCounters(set)) {
+      // As the kernel: counter values given with an element are ignored, it starts at zero.
+      const val = isRecord(e) && isRecord(e.elem) ? e.elem.val : e;
+      e = { elem: { val, counter: { packets: 0, bytes: 0 } } };
     }
     set.elems.push(e);
   }

@@ -64,18 +64,22 @@ export function createLibNft(options: LibNftOptions = {}): NftDriver {
   } catch (cause) {
     throw new NftError('NFT_UNAVAILABLE', 'cannot load libnftables', { cause });
   }
-  const ctx = a.ctxNew(0);
-  if (ctx === null) throw new NftError('NFT_UNAVAILABLE', 'nft_ctx_new failed');
-  a.setFlags(ctx, NFT_CTX_OUTPUT_JSON);
-  a.bufferOutput(ctx);
-  a.bufferError(ctx);
+  const newContext = (): unknown => {
+    const c = a.ctxNew(0);
+    if (c === null) throw new NftError('NFT_UNAVAILABLE', 'nft_ctx_new failed');
+    a.setFlags(c, NFT_CTX_OUTPUT_JSON);
+    a.bufferOutput(c);
+    a.bufferError(c);
+    return c;
+  };
+  const ctx = newContext();
 
   let closed = false;
   let tail: Promise<unknown> = Promise.resolve();
 
-  const runAsync = (text: string): Promise<number> =>
+  const runAsync = (c: unknown, text: string): Promise<number> =>
     new Promise((resolve, reject) => {
-      a.run.async(ctx, text, (err: unknown, rc: number) => (err ? reject(err) : resolve(rc)));
+      a.run.async(c, text, (err: unknown, rc: number) => (err ? reject(err) : resolve(rc)));
     });
 
   // One command at a time on this context; a failure does not poison the queue.
@@ -87,24 +91,37 @@ export function createLibNft(options: LibNftOptions = {}): NftDriver {
   }
 
   async function runBatch(
+    c: unknown,
     text: string,
     dryRun: boolean,
   ): Promise<{ rc: number; out: string; err: string }> {
-    a.setDryRun(ctx, dryRun);
+    a.setDryRun(c, dryRun);
     try {
-      const rc = await runAsync(text);
+      const rc = await runAsync(c, text);
       // Reading the buffers also resets them for the next call.
-      const out = (a.getOutput(ctx) as string | null) ?? '';
-      const err = (a.getError(ctx) as string | null) ?? '';
+      const out = (a.getOutput(c) as string | null) ?? '';
+      const err = (a.getError(c) as string | null) ?? '';
       return { rc, out, err };
     } finally {
-      if (dryRun) a.setDryRun(ctx, false);
+      if (dryRun) a.setDryRun(c, false);
+    }
+  }
+
+  // libnftables 1.0.6 answers a repeated `reset counters` (and lists of sets the packet path
+  // fills) from the context's cache: stale values, and no reset. A read therefore runs on a
+  // context of its own (nft_ctx_new is cheap next to the read), freed right after.
+  async function runRead(text: string): Promise<{ rc: number; out: string; err: string }> {
+    const c = newContext();
+    try {
+      return await runBatch(c, text, false);
+    } finally {
+      a.free(c);
     }
   }
 
   async function write(tx: Transaction, dryRun: boolean): Promise<void> {
     const text = batchOf(tx);
-    const { rc, err } = await exclusive(() => runBatch(text, dryRun));
+    const { rc, err } = await exclusive(() => runBatch(ctx, text, dryRun));
     if (rc !== 0) {
       const detail = errorText(err);
       throw new NftError('NFT_APPLY_FAILED', `nftables refused the batch: ${detail}`, {
@@ -119,7 +136,7 @@ export function createLibNft(options: LibNftOptions = {}): NftDriver {
     check: (tx) => write(tx, true),
     async list(command: NftCommand): Promise<NftObject[]> {
       const text = readBatchOf(command);
-      const { rc, out, err } = await exclusive(() => runBatch(text, false));
+      const { rc, out, err } = await exclusive(() => runRead(text));
       if (rc !== 0) {
         const detail = errorText(err);
         throw new NftError('NFT_LIST_FAILED', `nftables refused the read: ${detail}`, {
