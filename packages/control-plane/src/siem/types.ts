@@ -1,0 +1,102 @@
+/** What the control plane hands to the exporter. */
+export type SecurityEvent = FlowEvent | AuditEvent;
+
+export interface FlowEvent {
+  kind: 'flow';
+  at: Date;
+  verdict: 'denied' | 'would-deny';
+  workload: string;
+  direction: 'ingress' | 'egress';
+  src: string;
+  dst: string;
+  protocol: string;
+  port: number;
+  ruleId: string;
+  connections: number;
+  srcWorkload?: string;
+  dstWorkload?: string;
+}
+
+export interface AuditEvent {
+  kind: 'audit';
+  at: Date;
+  actor: string;
+  action: string;
+  target: string;
+  details?: unknown;
+}
+
+/**
+ * A flow event after aggregation: the fields of the first event of its window, with totals.
+ * `at` is the last event's time, `firstAt` the first's.
+ */
+export interface AggregatedFlow extends FlowEvent {
+  firstAt: Date;
+  /** How many flow events were merged into this one. */
+  events: number;
+  /** Lowest distinct destination ports seen (at most PORT_SAMPLE). */
+  ports: number[];
+  /** Number of distinct destination ports seen. */
+  portCount: number;
+  /** Distinct rule ids seen (at most RULE_SAMPLE). */
+  ruleIds: string[];
+}
+
+/** The exporter's own report that it held events back; never silent. */
+export interface SuppressedReport {
+  kind: 'suppressed';
+  at: Date;
+  /** Dropped by the target's token bucket since the last report. */
+  rateLimited: number;
+  /** Dropped from the target's full queue (oldest first) since the last report. */
+  queueDropped: number;
+  windowMs: number;
+}
+
+/** Everything that goes on the wire. */
+export type ExportRecord = AggregatedFlow | AuditEvent | SuppressedReport;
+
+export type SyslogFormat = 'cef' | 'json';
+
+export type TargetConfig =
+  | {
+      kind: 'syslog';
+      transport: 'udp' | 'tcp' | 'tls';
+      host: string;
+      port: number;
+      format: SyslogFormat;
+      /** Syslog facility number (local0 = 16). */
+      facility: number;
+      /** Path of a PEM CA bundle to verify the server with (tls only; system CAs otherwise). */
+      ca?: string;
+      url: string;
+    }
+  | { kind: 'file'; path: string; url: string };
+
+export interface TargetStats {
+  target: string;
+  /** Messages handed to the socket or file and accepted by it. */
+  sent: number;
+  rateLimited: number;
+  queueDropped: number;
+  /** Send, connect and write failures. */
+  errors: number;
+  queued: number;
+  connected: boolean;
+}
+
+export interface ExporterStats {
+  /** Events accepted by emit(). */
+  received: number;
+  /** Flow events merged into an earlier one of their window. */
+  aggregated: number;
+  /** emit() calls refused (bad event or exporter closed). */
+  rejected: number;
+  targets: TargetStats[];
+}
+
+/** The subset of pino's Logger the exporter uses. */
+export interface SiemLogger {
+  warn(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+}
