@@ -20,6 +20,11 @@ function rulesOf(cmds: NftCommand[], chain: string): unknown[][] {
     .map((r) => r.expr as unknown[]);
 }
 
+/** The last rule of a chain: the one that counts and decides. */
+function verdictOf(cmds: NftCommand[], chain: string): unknown[] | undefined {
+  return rulesOf(cmds, chain).at(-1);
+}
+
 describe('renderRuleSet', () => {
   const enforce = renderCommands(fixtureRuleSet(Mode.MODE_ENFORCE), fixtureFailsafe);
   const monitor = renderCommands(fixtureRuleSet(Mode.MODE_MONITOR), fixtureFailsafe);
@@ -167,13 +172,15 @@ describe('renderRuleSet', () => {
   });
 
   it('counts and decides in each rule chain: enforce drops denies', () => {
-    expect(rulesOf(enforce, 'r0')).toEqual([[{ counter: 'r0_allowed' }, { accept: null }]]);
-    expect(rulesOf(enforce, 'r1')).toEqual([[{ counter: 'r1_denied' }, { drop: null }]]);
-    expect(rulesOf(enforce, 'in_default')).toEqual([
-      [{ counter: 'in_default_denied' }, { drop: null }],
+    expect(verdictOf(enforce, 'r0')).toEqual([{ counter: 'r0_allowed' }, { accept: null }]);
+    expect(verdictOf(enforce, 'r1')).toEqual([{ counter: 'r1_denied' }, { drop: null }]);
+    expect(verdictOf(enforce, 'in_default')).toEqual([
+      { counter: 'in_default_denied' },
+      { drop: null },
     ]);
-    expect(rulesOf(enforce, 'out_default')).toEqual([
-      [{ counter: 'out_default_denied' }, { drop: null }],
+    expect(verdictOf(enforce, 'out_default')).toEqual([
+      { counter: 'out_default_denied' },
+      { drop: null },
     ]);
     expect(added(enforce, 'counter').map((c) => c.name)).toEqual([
       'r0_allowed',
@@ -186,9 +193,10 @@ describe('renderRuleSet', () => {
   });
 
   it('monitor differs from enforce exactly in the deny and default verdicts', () => {
-    expect(rulesOf(monitor, 'r1')).toEqual([[{ counter: 'r1_would_deny' }, { accept: null }]]);
-    expect(rulesOf(monitor, 'out_default')).toEqual([
-      [{ counter: 'out_default_would_deny' }, { accept: null }],
+    expect(verdictOf(monitor, 'r1')).toEqual([{ counter: 'r1_would_deny' }, { accept: null }]);
+    expect(verdictOf(monitor, 'out_default')).toEqual([
+      { counter: 'out_default_would_deny' },
+      { accept: null },
     ]);
     expect(monitor.length).toBe(enforce.length);
     const differing = enforce
@@ -199,6 +207,103 @@ describe('renderRuleSet', () => {
     expect(differing).toHaveLength(9);
     for (const d of differing) {
       expect(d).toMatch(/_denied|"comment"/);
+    }
+  });
+
+  it('declares four flow sets with per-element counters, before any rule adds to them', () => {
+    for (const cmds of [
+      enforce,
+      renderCommands(fixtureRuleSet(), fixtureFailsafe, { size: 2, timeoutSeconds: 60 }),
+    ]) {
+      const sets = added(cmds, 'set');
+      expect(sets.map((x) => x.name)).toEqual([
+        'flows_in4',
+        'flows_in6',
+        'flows_out4',
+        'flows_out6',
+      ]);
+      const firstRule = cmds.findIndex((c) => (c.add as Obj | undefined)?.rule !== undefined);
+      const lastSet = cmds.findLastIndex((c) => (c.add as Obj | undefined)?.set !== undefined);
+      expect(lastSet).toBeLessThan(firstRule);
+    }
+    const byName = new Map(added(enforce, 'set').map((x) => [x.name, x]));
+    expect(byName.get('flows_in4')).toEqual({
+      family: 'inet',
+      table: 'bulkhead',
+      name: 'flows_in4',
+      type: ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service', 'mark'],
+      flags: ['timeout'],
+      timeout: 3600,
+      size: 65536,
+      stmt: [{ counter: null }],
+    });
+    expect(byName.get('flows_out6')?.type).toEqual([
+      'ipv6_addr',
+      'ipv6_addr',
+      'inet_proto',
+      'inet_service',
+      'mark',
+    ]);
+    const tiny = renderCommands(fixtureRuleSet(), fixtureFailsafe, { size: 2, timeoutSeconds: 60 });
+    expect(added(tiny, 'set')[0]).toMatchObject({ size: 2, timeout: 60 });
+  });
+
+  it('records new connections in every rule and default chain, before the verdict, in both modes', () => {
+    const nfproto = (v: string) => ({
+      match: { op: '==', left: { meta: { key: 'nfproto' } }, right: v },
+    });
+    const l4 = (op: string) => ({
+      match: { op, left: { meta: { key: 'l4proto' } }, right: { set: [6, 17, 132] } },
+    });
+    const key = (proto: string, port: unknown, code: number) => ({
+      concat: [
+        { payload: { protocol: proto, field: 'saddr' } },
+        { payload: { protocol: proto, field: 'daddr' } },
+        { meta: { key: 'l4proto' } },
+        port,
+        code,
+      ],
+    });
+    const dport = { payload: { protocol: 'th', field: 'dport' } };
+    const expected = (dir: string, code: number) => [
+      [
+        nfproto('ipv4'),
+        l4('=='),
+        { set: { op: 'add', elem: key('ip', dport, code), set: `@flows_${dir}4` } },
+      ],
+      [
+        nfproto('ipv4'),
+        l4('!='),
+        { set: { op: 'add', elem: key('ip', 0, code), set: `@flows_${dir}4` } },
+      ],
+      [
+        nfproto('ipv6'),
+        l4('=='),
+        { set: { op: 'add', elem: key('ip6', dport, code), set: `@flows_${dir}6` } },
+      ],
+      [
+        nfproto('ipv6'),
+        l4('!='),
+        { set: { op: 'add', elem: key('ip6', 0, code), set: `@flows_${dir}6` } },
+      ],
+    ];
+    for (const cmds of [enforce, monitor]) {
+      // Fixture rules: 0, 1 ingress; 2, 3 egress. Code = index + 1, default = 0.
+      const chains: [string, string, number][] = [
+        ['r0', 'in', 1],
+        ['r1', 'in', 2],
+        ['r2', 'out', 3],
+        ['r3', 'out', 4],
+        ['in_default', 'in', 0],
+        ['out_default', 'out', 0],
+      ];
+      for (const [chain, dir, code] of chains) {
+        const rules = rulesOf(cmds, chain);
+        expect(rules).toHaveLength(5);
+        expect(rules.slice(0, 4)).toEqual(expected(dir, code));
+        // The verdict rule stands alone: it never depends on the set having room.
+        expect(JSON.stringify(rules[4])).not.toContain('@flows');
+      }
     }
   });
 
@@ -213,6 +318,12 @@ describe('renderRuleSet', () => {
       admin: undefined,
     });
     expect(marker(otherFailsafe)).not.toBe(m1);
+    // A new flow table size is a new rendering too: a restart with it re-applies.
+    const otherFlows = renderCommands(fixtureRuleSet(), fixtureFailsafe, {
+      size: 1024,
+      timeoutSeconds: 3600,
+    });
+    expect(marker(otherFlows)).not.toBe(m1);
   });
 
   it('rejects a malformed RuleSet with RULESET_INVALID', () => {

@@ -16,6 +16,16 @@ export interface Failsafe {
   admin: { cidrs: string[]; port: number } | undefined;
 }
 
+/** The kernel flow tables (dynamic sets) the rendering declares. */
+export interface FlowTableOptions {
+  /** Elements per set; a full set records nothing new until it is drained. */
+  size: number;
+  /** Seconds an element lives when the agent does not drain it. */
+  timeoutSeconds: number;
+}
+
+export const DEFAULT_FLOW_TABLE: FlowTableOptions = { size: 65536, timeoutSeconds: 3600 };
+
 type Dir = 'in' | 'out';
 type Family = 4 | 6;
 type Kind = 'ports' | 'proto' | 'any';
@@ -49,9 +59,13 @@ const inTable = { family: TABLE_FAMILY, table: TABLE_NAME };
  * Render a RuleSet as one atomic replacement of `table inet bulkhead`. Pure: the same input
  * gives the same commands. Throws AgentError RULESET_INVALID on a malformed RuleSet.
  */
-export function renderRuleSet(rs: RuleSet, failsafe: Failsafe): Transaction {
+export function renderRuleSet(
+  rs: RuleSet,
+  failsafe: Failsafe,
+  flowTable: FlowTableOptions = DEFAULT_FLOW_TABLE,
+): Transaction {
   const tx = new Transaction();
-  for (const cmd of renderCommands(rs, failsafe)) {
+  for (const cmd of renderCommands(rs, failsafe, flowTable)) {
     const [verb, obj] = Object.entries(cmd)[0] as [string, Record<string, unknown>];
     if (verb === 'add') tx.add(obj);
     else if (verb === 'delete') tx.delete(obj);
@@ -61,8 +75,12 @@ export function renderRuleSet(rs: RuleSet, failsafe: Failsafe): Transaction {
 }
 
 /** The libnftables JSON commands behind renderRuleSet. */
-export function renderCommands(rs: RuleSet, failsafe: Failsafe): NftCommand[] {
-  const body = renderBody(rs, failsafe);
+export function renderCommands(
+  rs: RuleSet,
+  failsafe: Failsafe,
+  flowTable: FlowTableOptions = DEFAULT_FLOW_TABLE,
+): NftCommand[] {
+  const body = renderBody(rs, failsafe, flowTable);
   // The marker lets a restarted agent see that the kernel already holds exactly this
   // rendering (RuleSet and failsafe), so it can leave the table and its counters alone.
   const marker = markerFor(rs, body);
@@ -73,8 +91,73 @@ export function renderCommands(rs: RuleSet, failsafe: Failsafe): NftCommand[] {
 }
 
 /** The marker comment the rendering of (rs, failsafe) carries in the kernel. */
-export function expectedMarker(rs: RuleSet, failsafe: Failsafe): string {
-  return markerFor(rs, renderBody(rs, failsafe));
+export function expectedMarker(
+  rs: RuleSet,
+  failsafe: Failsafe,
+  flowTable: FlowTableOptions = DEFAULT_FLOW_TABLE,
+): string {
+  return markerFor(rs, renderBody(rs, failsafe, flowTable));
+}
+
+/** Name of the flow set of a direction and family, e.g. `flows_in4`. */
+export function flowSetName(dir: Dir, family: Family): string {
+  return `flows_${dir}${family}`;
+}
+
+/** Every flow set the rendering declares, with its direction and family. */
+export const FLOW_SETS: readonly { name: string; dir: Dir; family: Family }[] = (
+  ['in', 'out'] as const
+).flatMap((dir) =>
+  ([4, 6] as const).map((family) => ({ name: flowSetName(dir, family), dir, family })),
+);
+
+/** Rule code a flow element carries: 0 for the default chains, rule index + 1 for `r<i>`. */
+export const DEFAULT_FLOW_CODE = 0;
+
+function flowSets(flowTable: FlowTableOptions): NftCommand[] {
+  return FLOW_SETS.map(({ name, family }) => {
+    const addr = family === 4 ? 'ipv4_addr' : 'ipv6_addr';
+    return {
+      add: {
+        set: {
+          ...inTable,
+          name,
+          type: [addr, addr, 'inet_proto', 'inet_service', 'mark'],
+          // libnftables 1.0.6 JSON knows no "dynamic" flag: the set gets it from the rules
+          // that add to it (nft lists it as `flags dynamic,timeout`).
+          flags: ['timeout'],
+          timeout: flowTable.timeoutSeconds,
+          size: flowTable.size,
+          stmt: [{ counter: null }],
+        },
+      },
+    };
+  });
+}
+
+/**
+ * Rules that record a new connection in the flow set of `dir`, one per family and port kind.
+ * Each is a rule of its own, before the verdict: adding to a full set aborts the rule that
+ * does it, and the verdict must never depend on that.
+ */
+function recordRules(chain: string, dir: Dir, code: number): NftCommand[] {
+  const l4proto = { meta: { key: 'l4proto' } };
+  const portProtocols = { set: [...PORT_PROTOCOLS] };
+  return ([4, 6] as const).flatMap((family) => {
+    const proto = family === 4 ? 'ip' : 'ip6';
+    const nfproto = match({ meta: { key: 'nfproto' } }, family === 4 ? 'ipv4' : 'ipv6');
+    const add = (port: unknown) => ({
+      set: {
+        op: 'add',
+        elem: { concat: [payload(proto, 'saddr'), payload(proto, 'daddr'), l4proto, port, code] },
+        set: `@${flowSetName(dir, family)}`,
+      },
+    });
+    return [
+      rule(chain, [nfproto, match(l4proto, portProtocols), add(payload('th', 'dport'))]),
+      rule(chain, [nfproto, match(l4proto, portProtocols, '!='), add(0)]),
+    ];
+  });
 }
 
 function markerFor(rs: RuleSet, body: NftCommand[]): string {
@@ -260,7 +343,7 @@ function lookupKey(m: MapSpec): unknown {
   return { concat: [addr, proto, payload('th', 'dport')] };
 }
 
-function renderBody(rs: RuleSet, failsafe: Failsafe): NftCommand[] {
+function renderBody(rs: RuleSet, failsafe: Failsafe, flowTable: FlowTableOptions): NftCommand[] {
   const cmds: NftCommand[] = [];
   const chains: string[] = ['input', 'output'];
   cmds.push({
@@ -288,11 +371,14 @@ function renderBody(rs: RuleSet, failsafe: Failsafe): NftCommand[] {
     },
   });
 
+  // Flow sets before the chains whose rules add to them.
+  cmds.push(...flowSets(flowTable));
+
   // Rule chains and their counters come before the maps that jump to them: a map element
   // may only name a chain that already exists.
   rs.rules.forEach((r, i) => {
     const chain = `r${i}`;
-    dirOf(r.direction, `rules[${i}]`);
+    const dir = dirOf(r.direction, `rules[${i}]`);
     let verdict: keyof typeof VERDICT_SUFFIX;
     if (r.action === Action.ACTION_ALLOW) verdict = Verdict.VERDICT_ALLOWED;
     else if (r.action === Action.ACTION_DENY) {
@@ -302,6 +388,7 @@ function renderBody(rs: RuleSet, failsafe: Failsafe): NftCommand[] {
     cmds.push({ add: { counter: { ...inTable, name } } });
     cmds.push({ add: { chain: { ...inTable, name: chain } } });
     const decision = verdict === Verdict.VERDICT_DENIED ? DROP : ACCEPT;
+    cmds.push(...recordRules(chain, dir, i + 1));
     cmds.push(rule(chain, [{ counter: name }, decision]));
   });
   for (const [dir, direction] of [
@@ -313,6 +400,7 @@ function renderBody(rs: RuleSet, failsafe: Failsafe): NftCommand[] {
     const name = counterName(chain, enforce ? Verdict.VERDICT_DENIED : Verdict.VERDICT_WOULD_DENY);
     cmds.push({ add: { counter: { ...inTable, name } } });
     cmds.push({ add: { chain: { ...inTable, name: chain } } });
+    cmds.push(...recordRules(chain, dir, DEFAULT_FLOW_CODE));
     cmds.push(rule(chain, [{ counter: name }, enforce ? DROP : ACCEPT]));
     chains.push(chain);
   }
