@@ -1,0 +1,108 @@
+// Data-plane cost of enforcement: TCP connections per second between two namespace hosts with
+// no firewall, and with a Bulkhead RuleSet in enforce mode whose ingress maps hold N elements
+// (the client's own allow entry among them). Also the time to load each RuleSet. Prints JSON.
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createLab } from '@bulkhead/lab';
+import { compile, type PolicyState } from '@bulkhead/policy';
+import { RuleSet } from '@bulkhead/proto';
+
+const HERE = fileURLToPath(new URL('.', import.meta.url));
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const SIZES = (process.env.BENCH_SIZES ?? '1000,20000,100000').split(',').map(Number);
+
+function ruleSetFor(clientAddr: string, serverAddr: string, n: number): RuleSet {
+  // n allowed peers on distinct, non-adjacent addresses so the compiler cannot merge them.
+  const cidrs: string[] = [];
+  for (let i = 0; i < n; i++)
+    cidrs.push(`172.${16 + (i >> 15)}.${(i >> 7) & 255}.${(i & 127) * 2}`);
+  const state: PolicyState = {
+    workloads: [
+      {
+        name: 'server',
+        addresses: [serverAddr],
+        labels: { role: 'server' },
+        mode: { ingress: 'enforce', egress: 'monitor' },
+      },
+      {
+        name: 'client',
+        addresses: [clientAddr],
+        labels: { role: 'client' },
+        mode: { ingress: 'monitor', egress: 'monitor' },
+      },
+    ],
+    ipLists: [{ name: 'many', cidrs }],
+    services: [],
+    policies: [
+      {
+        name: 'server',
+        scope: { matchLabels: { role: 'server' } },
+        ingress: [
+          {
+            action: 'allow',
+            peers: [{ ipList: 'many' }],
+            services: [{ protocol: 'tcp', port: 5000 }],
+          },
+          {
+            action: 'allow',
+            peers: [{ selector: { matchLabels: { role: 'client' } } }],
+            services: [{ protocol: 'tcp', port: 5000 }],
+          },
+        ],
+      },
+    ],
+  };
+  const out = compile(state, 1);
+  if (out.diagnostics.length) throw new Error(JSON.stringify(out.diagnostics));
+  return out.ruleSets.find((r) => r.workloadId === 'server')!;
+}
+
+const lab = await createLab({ hosts: ['client', 'server'], ipv6: false });
+try {
+  const server = lab.hosts.server!.ipv4;
+  await lab.listen('server', 'tcp', 5000);
+  const loop = async () => {
+    const r = await lab.exec(
+      'client',
+      [process.execPath, join(HERE, '..', 'connloop.mjs'), server, '5000', String(SECONDS), '8'],
+      {
+        check: true,
+        timeoutMs: (SECONDS + 30) * 1000,
+      },
+    );
+    const { connections, failures } = JSON.parse(r.stdout) as {
+      connections: number;
+      failures: number;
+    };
+    return { connPerSec: Math.round(connections / SECONDS), failures };
+  };
+  const results: Record<string, unknown>[] = [{ firewall: 'none', ...(await loop()) }];
+  for (const n of SIZES) {
+    const rs = ruleSetFor(lab.hosts.client!.ipv4, server, n);
+    const file = join(tmpdir(), `bulkhead-bench-${process.pid}-${n}.pb`);
+    writeFileSync(file, RuleSet.encode(rs).finish());
+    const applied = await lab.exec(
+      'server',
+      [process.execPath, join(HERE, 'apply-ruleset.js'), file],
+      {
+        check: true,
+        timeoutMs: 120_000,
+      },
+    );
+    const { applyMs, elements } = JSON.parse(applied.stdout) as {
+      applyMs: number;
+      elements: number;
+    };
+    results.push({
+      firewall: 'bulkhead-enforce',
+      mapElements: elements,
+      applyMs,
+      ...(await loop()),
+    });
+  }
+  console.log(JSON.stringify({ dataplane: { seconds: SECONDS, results } }));
+} finally {
+  await lab.destroy();
+}
