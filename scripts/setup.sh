@@ -3,9 +3,9 @@
 # from Debian's packages, then the npm dependencies. Idempotent: does nothing twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v nft >/dev/null || ! command -v ip >/dev/null || ! ldconfig -p | grep -q libnftables.so.1; then
+if ! command -v nft >/dev/null || ! command -v ip >/dev/null || ! command -v dot >/dev/null || ! ldconfig -p | grep -q libnftables.so.1; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 graphviz >/dev/null
 fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
