@@ -8,7 +8,7 @@ import { createDataplane, type Dataplane } from './dataplane.js';
 import { ensureIdentity, loadIdentity } from './enroll.js';
 import { AgentError } from './errors.js';
 import { createAgentMetrics } from './metrics.js';
-import type { Failsafe } from './render.js';
+import type { Failsafe, FlowTableOptions } from './render.js';
 import { createSyncClient, type SyncClient } from './sync.js';
 
 export const AGENT_VERSION: string = (
@@ -36,7 +36,11 @@ export interface AgentOptions {
   nftBackend: 'auto' | 'libnftables' | 'nft';
   serverName: string;
   logger: Logger;
-  /** Tests: a driver to use instead of createNftDriver (then counters are read through it). */
+  /** Kernel flow sets; default 65536 elements per set, 1 h timeout. */
+  flowTable?: FlowTableOptions;
+  /** Cap on flow keys waiting to be sent; default 50000. */
+  maxPendingFlows?: number;
+  /** Tests: a driver to use instead of createNftDriver. */
   driver?: NftDriver;
   /** Tests: shorter reconnect backoff. */
   backoffMs?: { min: number; max: number };
@@ -77,9 +81,6 @@ export function createAgent(options: AgentOptions): Agent {
   const { logger } = options;
   const cp = parseHostPort(options.controlPlane, '--control-plane');
   const driver = options.driver ?? createNftDriver({ backend: options.nftBackend });
-  const openReader = options.driver
-    ? undefined
-    : () => createNftDriver({ backend: options.nftBackend });
   const metrics = createAgentMetrics();
   let dataplane: Dataplane | undefined;
   let sync: SyncClient | undefined;
@@ -159,11 +160,14 @@ export function createAgent(options: AgentOptions): Agent {
       }
       dataplane = createDataplane({
         driver,
-        openReader,
         stateDir: options.stateDir,
         failsafe: { controlPlane: await controlPlaneFailsafe(), admin: options.admin },
         logger,
+        flowTable: options.flowTable,
+        maxPendingFlows: options.maxPendingFlows,
         onCounters: (c) => metrics.observeCounters(c),
+        onFlows: (read) => metrics.observeFlows(read),
+        onFlowsDropped: (n) => metrics.observeFlowsDropped(n),
         onApply: (rs, r) => metrics.observeApply(rs, r),
       });
       // Enforce the last known rules before anything that needs the network.

@@ -3,9 +3,13 @@ import { type RuleCounter, RuleSet } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import { readCounterDeltas } from './counters.js';
 import { AgentError } from './errors.js';
+import { createFlowBuffer, FLOW_TABLE_FULL, type FlowBuffer } from './flow-buffer.js';
+import { deleteFlows, type FlowRead, readFlows } from './flows.js';
 import {
+  DEFAULT_FLOW_TABLE,
   expectedMarker,
   type Failsafe,
+  type FlowTableOptions,
   MARKER_PREFIX,
   renderRuleSet,
   TABLE_FAMILY,
@@ -28,14 +32,18 @@ export interface DataplaneOptions {
   stateDir: string;
   failsafe: Failsafe;
   logger: Logger;
-  /**
-   * Opens a short-lived driver for each counter read (closed after it). libnftables 1.0.6
-   * answers a second `reset counters` on the same context from its cache: stale values and
-   * no reset. A fresh context per read avoids that. Default: reuse `driver`.
-   */
-  openReader?: () => NftDriver;
+  /** Size and timeout of the kernel flow sets; default 65536 elements, 1 h. */
+  flowTable?: FlowTableOptions;
+  /** Cap on flow keys read but not yet sent (default 50000); see FlowBuffer. */
+  maxPendingFlows?: number;
+  /** Clock for flow timestamps and events (tests). Default Date.now. */
+  now?: () => number;
   /** Every batch of counter deltas read from the kernel, exactly once (metrics hook). */
   onCounters?: (counters: RuleCounter[]) => void;
+  /** Every read of the flow sets, exactly once (metrics hook). */
+  onFlows?: (read: FlowRead) => void;
+  /** Flow keys dropped for want of room in the pending buffer (metrics hook). */
+  onFlowsDropped?: (count: number) => void;
   /** Every apply attempt (metrics hook). */
   onApply?: (rs: RuleSet, result: ApplyResult) => void;
 }
@@ -51,17 +59,28 @@ export interface Dataplane {
   restore(): Promise<RestoreOutcome>;
   /** Render and apply as one atomic batch; persists the RuleSet only after success. */
   apply(rs: RuleSet): Promise<ApplyResult>;
-  /** Counter deltas since the previous collect(), including those read before applies. */
+  /**
+   * Counter deltas since the previous collect(), including those read before applies. Also
+   * drains the kernel's flow sets into `flows`.
+   */
   collect(): Promise<RuleCounter[]>;
+  /** Flows and events read from the kernel and not yet taken for sending. */
+  readonly flows: FlowBuffer;
 }
 
 export function createDataplane(options: DataplaneOptions): Dataplane {
   const { driver, failsafe, logger } = options;
+  const flowTable = options.flowTable ?? DEFAULT_FLOW_TABLE;
+  const now = options.now ?? Date.now;
+  const flows = createFlowBuffer({
+    maxPending: options.maxPendingFlows,
+    onDropped: options.onFlowsDropped,
+  });
   const file = statePath(options.stateDir, 'ruleSet');
   let applied: RuleSet | undefined;
   let pending: RuleCounter[] = [];
-  // Applies and counter reads run one at a time: a read racing an apply would map the old
-  // table's counters through the new RuleSet.
+  // Applies and kernel reads run one at a time: a read racing an apply would map the old
+  // table's counters and flows through the new RuleSet.
   let queue: Promise<unknown> = Promise.resolve();
   const serial = <T>(fn: () => Promise<T>): Promise<T> => {
     const next = queue.then(fn, fn);
@@ -71,22 +90,51 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
 
   async function readDeltas(): Promise<RuleCounter[]> {
     if (!applied) return [];
-    const reader = options.openReader?.() ?? driver;
     try {
-      const deltas = await readCounterDeltas(reader, applied);
+      const deltas = await readCounterDeltas(driver, applied);
       if (deltas.length > 0) options.onCounters?.(deltas);
       return deltas;
     } catch (err) {
       logger.warn({ err }, 'cannot read counters');
       return [];
-    } finally {
-      if (reader !== driver) reader.close();
+    }
+  }
+
+  /** Move the kernel's flow elements into `flows`, then delete exactly those read. */
+  async function drainFlows(): Promise<void> {
+    if (!applied) return;
+    const t = now();
+    let read: FlowRead;
+    try {
+      read = await readFlows(driver, applied, t);
+    } catch (err) {
+      logger.warn({ err }, 'cannot read flows');
+      return;
+    }
+    options.onFlows?.(read);
+    flows.add(read.records);
+    for (const s of read.sets) {
+      if (s.size > 0 && s.entries >= s.size) {
+        logger.warn(s, 'flow table full: new connections are not recorded until it drains');
+        flows.event({
+          code: FLOW_TABLE_FULL,
+          message: `flow set ${s.set} is full (${s.entries}/${s.size}); new flows were not recorded`,
+          timeUnixMs: t,
+          attributes: { set: s.set, entries: String(s.entries), size: String(s.size) },
+        });
+      }
+    }
+    try {
+      await deleteFlows(driver, read);
+    } catch (err) {
+      logger.warn({ err }, 'cannot drain flows');
     }
   }
 
   async function applyLocked(rs: RuleSet): Promise<ApplyResult> {
-    // Read what the table counted so far: the replace below starts its counters at zero.
+    // Read what the table counted and recorded so far: the replace below starts it empty.
     pending.push(...(await readDeltas()));
+    await drainFlows();
     const fail = (error: AgentError, micros: number): ApplyResult => {
       const result = { ok: false, micros, error };
       logger.error(
@@ -98,7 +146,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     };
     let tx: Transaction;
     try {
-      tx = renderRuleSet(rs, failsafe);
+      tx = renderRuleSet(rs, failsafe, flowTable);
     } catch (err) {
       return fail(
         err instanceof AgentError
@@ -169,7 +217,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
         }
         let expected: string | undefined;
         try {
-          expected = expectedMarker(rs, failsafe);
+          expected = expectedMarker(rs, failsafe, flowTable);
         } catch {
           expected = undefined; // let apply report why it cannot be rendered
         }
@@ -189,7 +237,9 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
       serial(async () => {
         const out = [...pending, ...(await readDeltas())];
         pending = [];
+        await drainFlows();
         return out;
       }),
+    flows,
   };
 }

@@ -7,7 +7,8 @@ import { pino } from 'pino';
 import { AGENT_VERSION, type AgentOptions, createAgent, parseHostPort } from './agent.js';
 import { DEFAULT_SERVER_NAME } from './enroll.js';
 import { AgentError } from './errors.js';
-import { parseCidr } from './render.js';
+import { DEFAULT_MAX_PENDING_FLOWS } from './flow-buffer.js';
+import { DEFAULT_FLOW_TABLE, parseCidr } from './render.js';
 
 const EXIT_USAGE = 2;
 
@@ -69,6 +70,24 @@ function parse(argv: string[]): AgentOptions {
       intIn('--telemetry-interval', 1, 86_400),
       10,
     )
+    .option(
+      '--flow-table-size <n>',
+      'elements per kernel flow set (one set per direction and family)',
+      intIn('--flow-table-size', 1, 16_777_216),
+      DEFAULT_FLOW_TABLE.size,
+    )
+    .option(
+      '--flow-timeout <seconds>',
+      'seconds an undrained flow element lives in the kernel',
+      intIn('--flow-timeout', 1, 86_400 * 7),
+      DEFAULT_FLOW_TABLE.timeoutSeconds,
+    )
+    .option(
+      '--max-pending-flows <n>',
+      'flow keys kept while they wait to be sent; new keys past it are dropped and counted',
+      intIn('--max-pending-flows', 1, 10_000_000),
+      DEFAULT_MAX_PENDING_FLOWS,
+    )
     .addOption(
       new Option('--nft-backend <backend>', 'nftables backend')
         .choices(['auto', 'libnftables', 'nft'])
@@ -108,6 +127,9 @@ function parse(argv: string[]): AgentOptions {
     adminPort: number;
     metricsListen: string;
     telemetryInterval: number;
+    flowTableSize: number;
+    flowTimeout: number;
+    maxPendingFlows: number;
     nftBackend: AgentOptions['nftBackend'];
     serverName: string;
     logLevel: string;
@@ -154,6 +176,8 @@ function parse(argv: string[]): AgentOptions {
     admin: o.adminCidr.length > 0 ? { cidrs: o.adminCidr, port: o.adminPort } : undefined,
     metricsListen,
     telemetryIntervalMs: o.telemetryInterval * 1000,
+    flowTable: { size: o.flowTableSize, timeoutSeconds: o.flowTimeout },
+    maxPendingFlows: o.maxPendingFlows,
     nftBackend: o.nftBackend,
     serverName: o.serverName,
     logger,

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { Direction, type RuleCounter, type RuleSet, Verdict } from '@bulkhead/proto';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ApplyResult } from './dataplane.js';
+import type { FlowRead } from './flows.js';
 
 /** The agent's Prometheus metrics, on a registry of its own (several agents per process in tests). */
 export interface AgentMetrics {
@@ -11,6 +12,10 @@ export interface AgentMetrics {
   observeCounters(counters: RuleCounter[]): void;
   observeApply(rs: RuleSet, result: ApplyResult): void;
   setConnected(connected: boolean): void;
+  /** Flow records read from the kernel and how full each flow set was. */
+  observeFlows(read: FlowRead): void;
+  /** Flow keys dropped because the pending buffer was at its cap. */
+  observeFlowsDropped(count: number): void;
   /** Serve GET /metrics; resolves with the bound address (port 0 picks one). */
   listen(host: string, port: number): Promise<AddressInfo>;
   close(): Promise<void>;
@@ -63,6 +68,29 @@ export function createAgentMetrics(): AgentMetrics {
     registers: [registry],
   });
   connected.set(0);
+  const flowsObserved = new Counter({
+    name: 'bulkhead_flows_observed_total',
+    help: 'Flow records read from the kernel flow sets (one per flow key and read).',
+    labelNames: ['direction', 'verdict'] as const,
+    registers: [registry],
+  });
+  const flowsDropped = new Counter({
+    name: 'bulkhead_flows_dropped_total',
+    help: 'Flow keys dropped because --max-pending-flows were already waiting to be sent.',
+    registers: [registry],
+  });
+  const flowTableFull = new Counter({
+    name: 'bulkhead_flow_table_full_total',
+    help: 'Reads that found a kernel flow set full (new flows went unrecorded).',
+    labelNames: ['set'] as const,
+    registers: [registry],
+  });
+  const flowTableEntries = new Gauge({
+    name: 'bulkhead_flow_table_entries',
+    help: 'Elements in each kernel flow set at the last read (before it was drained).',
+    labelNames: ['set'] as const,
+    registers: [registry],
+  });
 
   let server: Server | undefined;
 
@@ -86,6 +114,21 @@ export function createAgentMetrics(): AgentMetrics {
     },
     setConnected(up) {
       connected.set(up ? 1 : 0);
+    },
+    observeFlows(read) {
+      for (const f of read.records) {
+        flowsObserved.inc({
+          direction: DIRECTION[f.direction] ?? 'unspecified',
+          verdict: VERDICT[f.verdict] ?? 'unspecified',
+        });
+      }
+      for (const s of read.sets) {
+        flowTableEntries.set({ set: s.set }, s.entries);
+        if (s.size > 0 && s.entries >= s.size) flowTableFull.inc({ set: s.set });
+      }
+    },
+    observeFlowsDropped(count) {
+      flowsDropped.inc(count);
     },
     listen(host, port) {
       const srv = createServer((req, res) => {

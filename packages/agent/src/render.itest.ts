@@ -45,14 +45,6 @@ function named(objects: NftObject[], kind: string): Map<string, Record<string, u
 describe.each(['libnftables', 'nft'] as const)(
   'rendered RuleSets on real nftables (%s)',
   (backend) => {
-    // A fresh driver per counter read: see DataplaneOptions.openReader.
-    const readers: NftDriver[] = [];
-    function reader(): NftDriver {
-      const d = createNftDriver({ backend });
-      readers.push(d);
-      return d;
-    }
-
     let driver: NftDriver;
     let stateDir: string;
     const logger = pino({ level: 'silent' });
@@ -78,7 +70,6 @@ describe.each(['libnftables', 'nft'] as const)(
         ?.apply(new Transaction().delete({ table: { family: 'inet', name: 'bulkhead' } }))
         .catch(() => undefined);
       driver?.close();
-      for (const r of readers) r.close();
       await rm(stateDir, { recursive: true, force: true });
     });
 
@@ -129,7 +120,7 @@ describe.each(['libnftables', 'nft'] as const)(
       await driver.apply(renderRuleSet(rs, fixtureFailsafe));
       await sendUdp('10.2.0.7', 9999); // out4_ports: 10.2.0.0/24 . udp . 0-65535 -> deny rule 3
       await sendUdp('10.2.0.1', 5432); // udp, not the tcp allow: still rule 3
-      const first = await readCounterDeltas(reader(), rs);
+      const first = await readCounterDeltas(driver, rs);
       expect(first).toEqual([
         {
           ruleId: 'web/egress/1',
@@ -140,11 +131,11 @@ describe.each(['libnftables', 'nft'] as const)(
         },
       ]);
       expect(first[0]!.bytes).toBeGreaterThan(0);
-      expect(await readCounterDeltas(reader(), rs)).toEqual([]);
+      expect(await readCounterDeltas(driver, rs)).toEqual([]);
 
       await driver.apply(renderRuleSet(fixtureRuleSet(Mode.MODE_MONITOR), fixtureFailsafe));
       await sendUdp('10.2.0.9', 1);
-      const monitor = await readCounterDeltas(reader(), rs);
+      const monitor = await readCounterDeltas(driver, rs);
       expect(monitor.map((c) => [c.ruleId, c.verdict, c.packets])).toEqual([
         ['web/egress/1', Verdict.VERDICT_WOULD_DENY, 1],
       ]);
@@ -156,7 +147,6 @@ describe.each(['libnftables', 'nft'] as const)(
         stateDir,
         failsafe: fixtureFailsafe,
         logger,
-        openReader: reader,
       });
       const good = fixtureRuleSet(Mode.MODE_ENFORCE, 11);
       expect((await dp.apply(good)).ok).toBe(true);

@@ -1,5 +1,7 @@
 import {
+  type AgentEvent,
   AgentServiceClient,
+  type FlowRecord,
   type RuleCounter,
   type RuleSet,
   type SyncRequest,
@@ -37,6 +39,9 @@ export interface SyncClient {
 }
 
 type State = 'connecting' | 'connected' | 'backoff' | 'stopped';
+
+/** Flows per Telemetry message: keeps a full buffer (50k flows) well under gRPC's 4 MB limit. */
+export const MAX_FLOWS_PER_BATCH = 10_000;
 
 export function createSyncClient(options: SyncOptions): SyncClient {
   const { logger, dataplane } = options;
@@ -148,12 +153,41 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     unsent = mergeCounters(unsent, await dataplane.collect());
     const stream = call;
     if (!stream || state !== 'connected') return;
-    const batch = unsent;
-    const seq = lastSeq + 1;
-    // Persist first: a restart must never reuse a seq the control plane may have counted.
-    await writeFileAtomic(seqFile, `${seq}\n`, 0o644);
-    lastSeq = seq;
+    // Flows stay in the dataplane's bounded buffer until there is a stream to take them.
+    const { flows, events } = dataplane.flows.take(Date.now());
+    const counters = unsent;
     unsent = [];
+    let first = true;
+    do {
+      const batch = {
+        counters: first ? counters : [],
+        flows: flows.splice(0, MAX_FLOWS_PER_BATCH),
+        events: first ? events : [],
+      };
+      first = false;
+      if (!(await sendBatch(stream, batch))) {
+        // Keep the batch: counters are summed into the next one, flows and events go back
+        // into the bounded buffer; all go out again with the next seq.
+        unsent = mergeCounters(batch.counters, unsent);
+        dataplane.flows.putBack({ flows: [...batch.flows, ...flows], events: batch.events });
+        return;
+      }
+    } while (flows.length > 0);
+  }
+
+  async function sendBatch(
+    stream: ClientDuplexStream<SyncRequest, SyncResponse>,
+    batch: { counters: RuleCounter[]; flows: FlowRecord[]; events: AgentEvent[] },
+  ): Promise<boolean> {
+    const seq = lastSeq + 1;
+    try {
+      // Persist first: a restart must never reuse a seq the control plane may have counted.
+      await writeFileAtomic(seqFile, `${seq}\n`, 0o644);
+    } catch (err) {
+      logger.warn({ err, seq }, 'cannot persist the telemetry seq; batch kept for the next one');
+      return false;
+    }
+    lastSeq = seq;
     const sent = await new Promise<boolean>((resolve) => {
       try {
         stream.write(
@@ -162,9 +196,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
               seq,
               timeUnixMs: Date.now(),
               appliedHash: dataplane.applied?.hash ?? '',
-              counters: batch,
-              flows: [],
-              events: [],
+              ...batch,
             },
           },
           (err: unknown) => resolve(!err),
@@ -173,11 +205,8 @@ export function createSyncClient(options: SyncOptions): SyncClient {
         resolve(false);
       }
     });
-    if (!sent) {
-      // Keep the deltas: they go out again, summed into the next batch (with the next seq).
-      unsent = mergeCounters(batch, unsent);
-      logger.warn({ seq }, 'telemetry batch not sent; kept for the next one');
-    }
+    if (!sent) logger.warn({ seq }, 'telemetry batch not sent; kept for the next one');
+    return sent;
   }
 
   function scheduleTelemetry(): void {
