@@ -9,10 +9,12 @@ import { createFakeNft, type FakeNft } from '@bulkhead/nftables/testing';
 import {
   type AgentServiceServer,
   AgentServiceService,
+  Direction,
   type EnrollRequest,
   Mode,
   type SyncRequest,
   type SyncResponse,
+  Verdict,
 } from '@bulkhead/proto';
 import { Server, ServerCredentials, type ServerDuplexStream } from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
@@ -229,6 +231,23 @@ describe('agent', () => {
       .reduce((n, c) => n + c.packets, 0);
     expect(total).toBe(3);
 
+    // A new connection recorded by the kernel goes out as a FlowRecord in a later batch.
+    kernel.packetAdd('flows_in4', { concat: ['10.0.0.5', '10.0.9.1', 6, 80, 1] }, 60);
+    await until(() => of('telemetry').some((t) => t.flows.length > 0), 'telemetry with a flow');
+    expect(of('telemetry').flatMap((t) => t.flows)).toEqual([
+      expect.objectContaining({
+        direction: Direction.DIRECTION_INGRESS,
+        src: '10.0.0.5',
+        dst: '10.0.9.1',
+        protocol: 6,
+        port: 80,
+        verdict: Verdict.VERDICT_ALLOWED,
+        ruleId: 'web/ingress/0',
+        packets: 1,
+        bytes: 60,
+      }),
+    ]);
+
     const metrics = await (
       await fetch(`http://127.0.0.1:${a.metricsAddress!.port}/metrics`)
     ).text();
@@ -238,6 +257,9 @@ describe('agent', () => {
     expect(metrics).toMatch(/bulkhead_ruleset_revision 7\b/);
     expect(metrics).toMatch(/bulkhead_apply_failures_total 1\b/);
     expect(metrics).toMatch(/bulkhead_control_plane_connected 1\b/);
+    expect(metrics).toContain(
+      'bulkhead_flows_observed_total{direction="ingress",verdict="allowed"} 1',
+    );
 
     // The control plane drops the stream: the agent comes back and says what it holds.
     cp.streams[0]!.end();

@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, type MockInstance, vi } from 'vitest';
 import { createDataplane, type Dataplane, type DataplaneOptions } from './dataplane.js';
 import { fixtureFailsafe, fixtureRuleSet } from './fixture.test-util.js';
+import { createAgentMetrics } from './metrics.js';
 
 describe('dataplane', () => {
   let stateDir: string;
@@ -134,5 +135,105 @@ describe('dataplane', () => {
     ]);
     expect(await dp.collect()).toEqual([]);
     expect(seen).toEqual([2, 1]);
+  });
+
+  describe('flows', () => {
+    const key = (src: string, port: number, code: number) => ({
+      concat: [src, '10.0.9.1', 6, port, code],
+    });
+    const metricsText = async (m: ReturnType<typeof createAgentMetrics>) => m.registry.metrics();
+    const withMetrics = (extra: Partial<DataplaneOptions> = {}) => {
+      const m = createAgentMetrics();
+      const dp = make({
+        now: () => 42,
+        onFlows: (r) => m.observeFlows(r),
+        onFlowsDropped: (n) => m.observeFlowsDropped(n),
+        ...extra,
+      });
+      return { dp, m };
+    };
+
+    it('drains flows at collect and before an apply, each through the RuleSet that recorded it', async () => {
+      const { dp, m } = withMetrics();
+      await dp.apply(fixtureRuleSet(Mode.MODE_MONITOR, 1));
+      kernel.packetAdd('flows_in4', key('10.0.1.5', 53, 2), 60);
+      // The replace would empty the set: the flow must be read first, as would-deny.
+      await dp.apply(fixtureRuleSet(Mode.MODE_ENFORCE, 2));
+      kernel.packetAdd('flows_in4', key('10.0.1.5', 53, 2), 60);
+      kernel.packetAdd('flows_out4', key('10.0.9.1', 5432, 3), 60);
+      await dp.collect();
+      const { flows } = dp.flows.take(50);
+      expect(flows.map((f) => [f.direction, f.src, f.ruleId, f.verdict, f.packets])).toEqual([
+        [Direction.DIRECTION_INGRESS, '10.0.1.5', 'web/ingress/1', Verdict.VERDICT_WOULD_DENY, 1],
+        [Direction.DIRECTION_INGRESS, '10.0.1.5', 'web/ingress/1', Verdict.VERDICT_DENIED, 1],
+        [Direction.DIRECTION_EGRESS, '10.0.9.1', 'web/egress/0', Verdict.VERDICT_ALLOWED, 1],
+      ]);
+      expect(flows[0]!.firstSeenUnixMs).toBe(42);
+      // Drained: a second collect finds nothing new.
+      await dp.collect();
+      expect(dp.flows.take(60).flows).toEqual([]);
+      const text = await metricsText(m);
+      expect(text).toContain(
+        'bulkhead_flows_observed_total{direction="ingress",verdict="would_deny"} 1',
+      );
+      expect(text).toContain(
+        'bulkhead_flows_observed_total{direction="ingress",verdict="denied"} 1',
+      );
+      expect(text).toContain(
+        'bulkhead_flows_observed_total{direction="egress",verdict="allowed"} 1',
+      );
+    });
+
+    it('soak: a tiny flow table fills, is reported as FLOW_TABLE_FULL once per read, then drains', async () => {
+      const { dp, m } = withMetrics({ flowTable: { size: 2, timeoutSeconds: 60 } });
+      await dp.apply(fixtureRuleSet(Mode.MODE_ENFORCE, 1));
+      const recorded = Array.from({ length: 50 }, (_, i) =>
+        kernel.packetAdd('flows_in4', key(`10.0.0.${i + 1}`, 80, 1), 60),
+      );
+      expect(recorded.filter(Boolean)).toHaveLength(2);
+      await dp.collect();
+      const first = dp.flows.take(43);
+      expect(first.flows).toHaveLength(2);
+      expect(first.events).toEqual([
+        {
+          code: 'FLOW_TABLE_FULL',
+          message: expect.stringContaining('flows_in4'),
+          timeUnixMs: 42,
+          attributes: { set: 'flows_in4', entries: '2', size: '2' },
+        },
+      ]);
+      let text = await metricsText(m);
+      expect(text).toContain('bulkhead_flow_table_full_total{set="flows_in4"} 1');
+      expect(text).toContain('bulkhead_flow_table_entries{set="flows_in4"} 2');
+      expect(text).not.toContain('bulkhead_flow_table_full_total{set="flows_out4"}');
+      // Drained, so the table has room again: new flows are recorded, no new event.
+      expect(kernel.packetAdd('flows_in4', key('10.0.0.99', 80, 1), 60)).toBe(true);
+      await dp.collect();
+      const second = dp.flows.take(44);
+      expect(second.flows.map((f) => f.src)).toEqual(['10.0.0.99']);
+      expect(second.events).toEqual([]);
+      text = await metricsText(m);
+      expect(text).toContain('bulkhead_flow_table_full_total{set="flows_in4"} 1');
+      expect(text).toContain('bulkhead_flow_table_entries{set="flows_in4"} 1');
+    });
+
+    it('caps pending flows: new keys past --max-pending-flows are dropped, counted, reported', async () => {
+      const { dp, m } = withMetrics({ maxPendingFlows: 3 });
+      await dp.apply(fixtureRuleSet(Mode.MODE_ENFORCE, 1));
+      for (let i = 1; i <= 5; i++) kernel.packetAdd('flows_in4', key(`10.0.0.${i}`, 80, 0), 60);
+      await dp.collect();
+      // Not taken (stream down): the next read finds no room either.
+      kernel.packetAdd('flows_in4', key('10.0.0.6', 80, 0), 60);
+      await dp.collect();
+      const { flows, events } = dp.flows.take(45);
+      expect(flows).toHaveLength(3);
+      expect(events).toEqual([
+        expect.objectContaining({
+          code: 'FLOWS_DROPPED',
+          attributes: expect.objectContaining({ count: '3' }),
+        }),
+      ]);
+      expect(await metricsText(m)).toMatch(/bulkhead_flows_dropped_total 3\b/);
+    });
   });
 });
