@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer as createTlsServer } from 'node:tls';
 import * as x509 from '@peculiar/x509';
+import { pino } from 'pino';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   type AuditEvent,
@@ -376,7 +377,12 @@ describe('EventExporter over syslog', () => {
 
   it('reconnects over TCP after the server drops the connection', async () => {
     const l = await streamListener('tcp');
-    const e = exporter([`syslog+tcp://127.0.0.1:${l.port}`], { aggregateWindowMs: 0 });
+    const logs: string[] = [];
+    const logger = {
+      warn: (_: object, m?: string) => logs.push(`warn ${m}`),
+      info: (_: object, m?: string) => logs.push(`info ${m}`),
+    };
+    const e = exporter([`syslog+tcp://127.0.0.1:${l.port}`], { aggregateWindowMs: 0, logger });
     e.emit(audit(1));
     await vi.waitFor(() => expect(l.messages).toHaveLength(1));
     for (const s of l.sockets) s.destroy();
@@ -385,6 +391,7 @@ describe('EventExporter over syslog', () => {
     await vi.waitFor(() => expect(l.messages).toHaveLength(2), { timeout: 10_000 });
     expect(l.messages[1]!.sd.target).toBe('policy/2');
     expect(l.connections).toBe(2);
+    expect(logs).toEqual(['warn SIEM target unreachable', 'info SIEM target reachable again']);
     expect(e.stats().targets[0]!.errors).toBeGreaterThan(0);
   });
 
@@ -531,6 +538,12 @@ describe('EventExporter to a file', () => {
 });
 
 describe('createEventExporter', () => {
+  it('takes a pino logger', async () => {
+    const e = createEventExporter([], { logger: pino({ level: 'silent' }) });
+    await e.close();
+    expect(e.stats().targets).toEqual([]);
+  });
+
   it('rejects a bad target before opening anything', () => {
     expect(() =>
       createEventExporter(['file:///tmp/ok.jsonl', 'syslog+udp://siem:514?format=leef']),
