@@ -4,7 +4,14 @@ import { hostname as osHostname } from 'node:os';
 import { SiemError } from './errors.js';
 import { formatJson, formatSyslog, type Identity, octetFrame } from './format.js';
 import { FlowAggregator, TokenBucket } from './limiter.js';
-import { createFileSink, createTcpSink, createTlsSink, createUdpSink, type Sink } from './sinks.js';
+import {
+  createFileSink,
+  createTcpSink,
+  createTlsSink,
+  createUdpSink,
+  type Sink,
+  type SinkOptions,
+} from './sinks.js';
 import { parseTarget } from './target-url.js';
 import type {
   AggregatedFlow,
@@ -200,7 +207,7 @@ export function createEventExporter(
   };
 }
 
-function openSink(c: TargetConfig, ca: string | undefined, o: Parameters<typeof createUdpSink>[2]) {
+function openSink(c: TargetConfig, ca: string | undefined, o: SinkOptions): Sink {
   if (c.kind === 'file') return createFileSink(c.path, o);
   if (c.transport === 'udp') return createUdpSink(c.host, c.port, o);
   if (c.transport === 'tcp') return createTcpSink(c.host, c.port, o);
