@@ -15,6 +15,27 @@ export {
 } from './dataplane.js';
 export { DEFAULT_SERVER_NAME, type Identity, loadIdentity } from './enroll.js';
 export { AgentError, type AgentErrorCode } from './errors.js';
+export {
+  createFlowBuffer,
+  DEFAULT_MAX_PENDING_FLOWS,
+  FLOW_TABLE_FULL,
+  FLOWS_DROPPED,
+  type FlowBuffer,
+  type FlowBufferOptions,
+} from './flow-buffer.js';
+export {
+  deleteFlows,
+  type FlowRead,
+  type FlowSetStats,
+  mapFlowSets,
+  readFlows,
+} from './flows.js';
 export { type AgentMetrics, createAgentMetrics } from './metrics.js';
-export { type Failsafe, renderCommands, renderRuleSet } from './render.js';
+export {
+  DEFAULT_FLOW_TABLE,
+  type Failsafe,
+  type FlowTableOptions,
+  renderCommands,
+  renderRuleSet,
+} from './render.js';
 export { STATE_FILES } from './state.js';
