@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Action, Direction, Mode, RuleSet } from '@bulkhead/proto';
 import { describe, expect, it } from 'vitest';
-import { compile } from './compile.js';
+import { compile, hashRuleSet } from './compile.js';
 import { evaluate, evaluatePolicy } from './evaluate.js';
 import type { Policy, PolicyRule, PolicyState, Workload } from './model.js';
 
@@ -381,20 +381,53 @@ describe('compile output', () => {
     }
   });
 
-  it('hashes the encoded RuleSet without its hash', () => {
+  it('hashes content (not the revision) as the README defines it', () => {
+    const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
     for (const r of compile(state, 1).ruleSets) {
-      const expected = createHash('sha256')
-        .update(RuleSet.encode({ ...r, hash: '' }).finish())
-        .digest('hex');
+      const digest = sha(
+        RuleSet.encode(RuleSet.create({ rules: r.rules, entries: r.entries })).finish(),
+      );
+      const expected = sha(
+        RuleSet.encode(
+          RuleSet.create({
+            workloadId: r.workloadId,
+            ingressMode: r.ingressMode,
+            egressMode: r.egressMode,
+            hash: digest,
+          }),
+        ).finish(),
+      );
       expect(r.hash).toBe(expected);
+      // What an agent recomputes after decoding equals what the compiler stamped.
+      expect(hashRuleSet(RuleSet.decode(RuleSet.encode(r).finish()))).toBe(r.hash);
     }
     const before = compile(state, 1).ruleSets.map((r) => r.hash);
-    expect(compile(state, 2).ruleSets.map((r) => r.hash)).not.toEqual(before);
+    expect(compile(state, 2).ruleSets.map((r) => r.hash)).toEqual(before);
     const changed = structuredClone(state);
     changed.services[0]!.ports[0]!.port = 5433;
     const after = compile(changed, 1).ruleSets.map((r) => r.hash);
     expect(after[0]).toBe(before[0]); // api: unaffected
     expect(after[1]).not.toBe(before[1]); // db: its rule changed
+    const enforced = structuredClone(state);
+    enforced.workloads[0]!.mode.egress = 'enforce';
+    const moded = compile(enforced, 1).ruleSets;
+    const index = moded.findIndex((r) => r.workloadId === enforced.workloads[0]!.name);
+    expect(moded[index]!.hash).not.toBe(before[index]);
+  });
+
+  it('shares frozen rules and entries between workloads of the same policy set', () => {
+    const twins = structuredClone(state);
+    twins.workloads.push({ ...structuredClone(twins.workloads[0]!), name: 'zz', addresses: [] });
+    const { ruleSets } = compile(twins, 1);
+    const original = ruleSets.find((r) => r.workloadId === twins.workloads[0]!.name)!;
+    const twin = ruleSets.find((r) => r.workloadId === 'zz')!;
+    expect(twin.entries).toBe(original.entries);
+    expect(twin.rules).toBe(original.rules);
+    expect(twin.hash).not.toBe(original.hash); // the workload id counts
+    expect(Object.isFrozen(twin.entries) && Object.isFrozen(twin.entries[0])).toBe(true);
+    expect(() => {
+      twin.entries[0]!.rule = 9;
+    }).toThrow(TypeError);
   });
 
   it('is byte-identical for the same input in another order', () => {

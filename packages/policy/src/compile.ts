@@ -88,17 +88,28 @@ class Resolver {
     this.services = new Map(state.services.map((s: Service) => [s.name, s.ports]));
   }
 
+  // Policies tend to repeat selectors ({} or an app's role), and parsing every workload's
+  // addresses once per selector dominated large compiles.
+  private addresses?: Array<{ labels: Workload['labels']; ranges: IpRange[] }>;
+  private readonly bySelector = new Map<string, IpRange[]>();
+
   peerRanges(peer: Peer): IpRange[] {
     if (peer.selector) {
       const selector = peer.selector;
-      const out: IpRange[] = [];
-      for (const w of this.state.workloads) {
-        if (!matchesSelector(selector, w.labels)) continue;
-        for (const text of w.addresses) {
+      const key = JSON.stringify(selector);
+      const cached = this.bySelector.get(key);
+      if (cached) return cached;
+      this.addresses ??= this.state.workloads.map((w) => ({
+        labels: w.labels,
+        ranges: w.addresses.flatMap((text) => {
           const a = parseAddress(text);
-          if (a) out.push({ family: a.family, from: a.value, to: a.value });
-        }
-      }
+          return a ? [{ family: a.family, from: a.value, to: a.value }] : [];
+        }),
+      }));
+      const out = this.addresses.flatMap((w) =>
+        matchesSelector(selector, w.labels) ? w.ranges : [],
+      );
+      this.bySelector.set(key, out);
       return out;
     }
     if (peer.ipList !== undefined) return this.ipLists.get(peer.ipList) ?? [];
@@ -233,11 +244,12 @@ function mergeAddresses(
   rows: Array<{ from: bigint; to: bigint; segments: Omit<Cell, 'from' | 'to'>[] }>,
 ): Cell[] {
   const done: Cell[] = [];
-  let open = new Map<string, Cell>();
+  let open = new Map<number, Cell>();
   for (const row of rows) {
-    const next = new Map<string, Cell>();
+    const next = new Map<number, Cell>();
     for (const s of row.segments) {
-      const key = `${s.portFrom}-${s.portTo}-${s.rule}`;
+      // A number key (ports < 2^16 each) avoids building a string per cell.
+      const key = (s.rule * 65536 + s.portFrom) * 65536 + s.portTo;
       const cell = open.get(key);
       if (cell && cell.to + 1n === row.from) {
         cell.to = row.to;
@@ -350,19 +362,55 @@ function entriesFor(rules: readonly ResolvedRule[]): Entry[] {
   return entries;
 }
 
-/** sha256 over the encoded RuleSet with an empty hash field. */
-export function hashRuleSet(ruleSet: RuleSet): string {
-  const bytes = RuleSet.encode({ ...ruleSet, hash: '' }).finish();
+const EMPTY: RuleSet = RuleSet.create();
+
+/** sha256 hex of a RuleSet that holds only `rules` and `entries`: the part workloads share. */
+function contentDigest(rules: readonly Rule[], entries: readonly Entry[]): string {
+  const bytes = RuleSet.encode({
+    ...EMPTY,
+    rules: rules as Rule[],
+    entries: entries as Entry[],
+  }).finish();
   return createHash('sha256').update(bytes).digest('hex');
+}
+
+function hashWithDigest(ruleSet: RuleSet, digest: string): string {
+  const bytes = RuleSet.encode({
+    ...EMPTY,
+    workloadId: ruleSet.workloadId,
+    ingressMode: ruleSet.ingressMode,
+    egressMode: ruleSet.egressMode,
+    hash: digest,
+  }).finish();
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/**
+ * The content hash of a RuleSet: sha256 hex of `RuleSet.encode({ workloadId, ingressMode,
+ * egressMode, hash: D })` (revision 0, no rules or entries), where D is the sha256 hex of
+ * `RuleSet.encode({ rules, entries })` (every other field default). `revision` and `hash`
+ * do not count, so a new revision that changes nothing for a workload keeps its hash; the
+ * two steps let the compiler digest the rules and entries that workloads share only once.
+ * Anyone holding a RuleSet (the agent after decode) can recompute it.
+ */
+export function hashRuleSet(ruleSet: RuleSet): string {
+  return hashWithDigest(ruleSet, contentDigest(ruleSet.rules, ruleSet.entries));
 }
 
 interface Compiled {
   rules: Rule[];
   entries: Entry[];
+  digest: string;
+}
+
+function deepFreeze<T extends object>(items: T[]): T[] {
+  for (const item of items) Object.freeze(item);
+  return Object.freeze(items) as T[];
 }
 
 // Workloads selected by the same policies get the same rules and entries; in a fleet of
-// many hosts per role that is most of them, so each distinct policy set compiles once.
+// many hosts per role that is most of them, so each distinct policy set compiles and is
+// digested once, and its RuleSets share the (frozen) arrays instead of copying them.
 function compileWorkload(
   resolver: Resolver,
   cache: Map<string, Compiled>,
@@ -373,15 +421,16 @@ function compileWorkload(
   const key = resolved.map((r) => r.id).join('\n');
   let compiled = cache.get(key);
   if (!compiled) {
-    compiled = {
-      rules: resolved.map((r) => ({
+    const rules = deepFreeze(
+      resolved.map((r) => ({
         id: r.id,
         direction: DIRECTIONS[r.direction],
         action: r.deny ? Action.ACTION_DENY : Action.ACTION_ALLOW,
         policy: r.policy,
       })),
-      entries: entriesFor(resolved),
-    };
+    );
+    const entries = deepFreeze(entriesFor(resolved));
+    compiled = { rules, entries, digest: contentDigest(rules, entries) };
     cache.set(key, compiled);
   }
   const ruleSet: RuleSet = {
@@ -390,17 +439,18 @@ function compileWorkload(
     hash: '',
     ingressMode: MODES[workload.mode.ingress],
     egressMode: MODES[workload.mode.egress],
-    // Copies, so that a caller editing one RuleSet cannot change another.
-    rules: compiled.rules.map((r) => ({ ...r })),
-    entries: compiled.entries.map((e) => ({ ...e })),
+    rules: compiled.rules,
+    entries: compiled.entries,
   };
-  ruleSet.hash = hashRuleSet(ruleSet);
+  ruleSet.hash = hashWithDigest(ruleSet, compiled.digest);
   return ruleSet;
 }
 
 /**
  * Compiles a state into one RuleSet per workload, sorted by workload name. Invalid input
- * yields diagnostics and no RuleSets, so a caller can never push half a policy.
+ * yields diagnostics and no RuleSets, so a caller can never push half a policy. Workloads
+ * selected by the same policies share their `rules` and `entries` arrays, which are frozen:
+ * copy them before changing a RuleSet.
  */
 export function compile(state: PolicyState, revision: number): CompileResult {
   const diagnostics = validateState(state);
