@@ -39,3 +39,15 @@ export {
   validateWorkload,
   validateWorkloadPatch,
 } from './validate.js';
+export {
+  type Coverage,
+  classifyFlow,
+  type FlowClassification,
+  type FlowEnd,
+  type FlowTuple,
+  type FlowVerdict,
+  type Recommendation,
+  type RecommendInput,
+  type RecommendScope,
+  recommend,
+} from './visibility.js';
