@@ -244,7 +244,8 @@ describe.each(['libnftables', 'nft'] as const)(
       const [counter] = await driver.list({
         list: { counter: { family: 'inet', table: 'bulkhead', name: 'in_default_would_deny' } },
       });
-      expect((counter?.counter as { packets: number }).packets).toBe(4);
+      expect(counter).toBeDefined();
+      expect((counter!.counter as { packets: number }).packets).toBe(4);
       expect(await setElements('flows_in4')).toBe(2);
 
       await dp.collect();

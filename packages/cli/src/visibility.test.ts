@@ -1,19 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { parseDocuments } from './documents.js';
 import { FakeApi } from './fake-api.js';
 import { run } from './run.js';
-import {
-  type FlowView,
-  formatAge,
-  formatCoverage,
-  type MapView,
-  type Recommendation,
-  timeOption,
-} from './visibility.js';
+import type { FlowView, MapView } from './visibility.js';
 
 const NOW = new Date('2026-03-10T12:00:00.000Z');
 const ago = (ms: number) => new Date(NOW.getTime() - ms).toISOString();

@@ -72,6 +72,7 @@ export async function startBulkhead(
   lab: Lab,
   cpHost: string,
   agents: Record<string, AgentSpec>,
+  opts: { controlPlaneArgs?: string[] } = {},
 ): Promise<Bulkhead> {
   const dataDir = mkdtempSync(join(tmpdir(), 'bulkhead-e2e-'));
   const cpAddr = lab.hosts[cpHost]!.ipv4;
@@ -127,6 +128,7 @@ export async function startBulkhead(
         cpAddr,
         '--log-level',
         'debug',
+        ...(opts.controlPlaneArgs ?? []),
       ]);
       await until('control plane health', async () => {
         fetcher ??= await lab.nsFetch(cpHost);

@@ -16,6 +16,7 @@ export {
   type FetchResponse,
   type HeldConnection,
   type L4,
+  LAB_SCRIPTS,
   type Lab,
   LabError,
   type LabErrorCode,

@@ -166,7 +166,7 @@ const NAME_RE = /^bhlab-(\d+)-(\d+)[-_]/;
 const HOST_RE = /^[a-z][a-z0-9-]{0,30}$/;
 const MAX_HOSTS = 240;
 // The helper scripts run as plain node processes inside the namespaces, so they stay JavaScript.
-const SCRIPTS = fileURLToPath(new URL('../scripts/', import.meta.url));
+export const LAB_SCRIPTS = fileURLToPath(new URL('../scripts/', import.meta.url));
 
 /** A command in the root namespace (only `ip`/`nft` administration, never traffic). */
 function run(argv: string[]): Promise<ExecResult> {
@@ -561,7 +561,7 @@ class LabImpl implements Lab {
     const logFile = this.logPath(host, `echo-${proto}-${port}`);
     const t = this.launch(
       host,
-      [process.execPath, join(SCRIPTS, 'echo-server.mjs'), proto, String(port), address],
+      [process.execPath, join(LAB_SCRIPTS, 'echo-server.mjs'), proto, String(port), address],
       {
         stdin: 'ignore',
         stdout: 'pipe',
@@ -601,9 +601,13 @@ class LabImpl implements Lab {
     const timeoutMs = opts.timeoutMs ?? 1500;
     const args = JSON.stringify({ mode: 'once', proto, host: toAddr, port, timeoutMs });
     // The outer timeout only guards against a hung node start; the client times itself.
-    const r = await this.exec(from, [process.execPath, join(SCRIPTS, 'echo-client.mjs'), args], {
-      timeoutMs: timeoutMs + 10_000,
-    });
+    const r = await this.exec(
+      from,
+      [process.execPath, join(LAB_SCRIPTS, 'echo-client.mjs'), args],
+      {
+        timeoutMs: timeoutMs + 10_000,
+      },
+    );
     const msg = parse(r.stdout.trim()) as { ok?: boolean } | undefined;
     if (typeof msg?.ok !== 'boolean') {
       throw new LabError(
@@ -623,7 +627,7 @@ class LabImpl implements Lab {
     const timeoutMs = opts.timeoutMs ?? 1500;
     const args = JSON.stringify({ mode: 'hold', proto: 'tcp', host: toAddr, port, timeoutMs });
     const logFile = this.logPath(from, `hold-${toAddr}-${port}`);
-    const t = this.launch(from, [process.execPath, join(SCRIPTS, 'echo-client.mjs'), args], {
+    const t = this.launch(from, [process.execPath, join(LAB_SCRIPTS, 'echo-client.mjs'), args], {
       stdin: 'pipe',
       stdout: 'pipe',
       stderr: 'log',
@@ -660,7 +664,7 @@ class LabImpl implements Lab {
 
   async nsFetch(host: string, opts: { env?: Record<string, string> } = {}): Promise<NsFetch> {
     const logFile = this.logPath(host, 'fetch-helper');
-    const t = this.launch(host, [process.execPath, join(SCRIPTS, 'fetch-helper.mjs')], {
+    const t = this.launch(host, [process.execPath, join(LAB_SCRIPTS, 'fetch-helper.mjs')], {
       stdin: 'pipe',
       stdout: 'pipe',
       stderr: 'log',

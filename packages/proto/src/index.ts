@@ -2,10 +2,10 @@
 // `npm run gen` from proto/bulkhead/v1 (ts-proto) and are never edited by hand.
 export {
   Action,
+  type AgentEvent,
   AgentServiceClient,
   type AgentServiceServer,
   AgentServiceService,
-  type AgentEvent,
   type ApplyAck,
   Direction,
   type EnrollRequest,
