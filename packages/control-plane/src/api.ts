@@ -160,7 +160,8 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
     const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
     if (!m) throw new ControlPlaneError('UNAUTHENTICATED', 'missing bearer token');
     const token = engine.authenticate(m[1]!);
-    if (token.role !== 'admin' && req.method !== 'GET' && req.method !== 'HEAD') {
+    const readOnly = (req.routeOptions.config as { readOnly?: boolean }).readOnly === true;
+    if (token.role !== 'admin' && req.method !== 'GET' && req.method !== 'HEAD' && !readOnly) {
       throw new ControlPlaneError('FORBIDDEN', `role ${token.role} may only read`);
     }
     req.actor = token.name;
@@ -272,19 +273,60 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
     Type.Literal('denied'),
     Type.Literal('would-deny'),
   ]);
+  const Time = Type.String({ description: 'ISO 8601 time' });
   app.get(
     '/v1/flows',
     {
       schema: {
         querystring: Type.Object({
           workload: Type.Optional(Name),
-          direction: Type.Optional(DirectionQ),
+          // Repeatable: one value arrives as a string, several as an array.
+          label: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())])),
+          port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65_535 })),
+          protocol: Type.Optional(Type.String({ minLength: 1 })),
           verdict: Type.Optional(VerdictQ),
+          direction: Type.Optional(DirectionQ),
+          since: Type.Optional(Time),
+          until: Type.Optional(Time),
+          newSince: Type.Optional(Time),
           limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
         }),
       },
     },
-    async (req) => engine.listFlows(req.query),
+    async (req) => engine.flows(req.query),
+  );
+  app.get(
+    '/v1/map',
+    {
+      schema: {
+        querystring: Type.Object({
+          groupBy: Type.Optional(Type.String({ description: 'label keys, comma-separated' })),
+          since: Type.Optional(Time),
+          until: Type.Optional(Time),
+        }),
+      },
+    },
+    async (req) => engine.map(req.query),
+  );
+  app.post(
+    '/v1/recommendations',
+    {
+      // Read-only, so viewers may ask (see the auth hook).
+      config: { readOnly: true },
+      schema: {
+        body: Type.Object(
+          {
+            // Checked by policy's validator, which names the field.
+            scope: Type.Optional(Type.Unknown()),
+            workload: Type.Optional(Name),
+            groupBy: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+            since: Type.Optional(Time),
+          },
+          { additionalProperties: false },
+        ),
+      },
+    },
+    async (req) => engine.recommendations(req.body),
   );
   app.get(
     '/v1/events',

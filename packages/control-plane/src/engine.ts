@@ -5,7 +5,11 @@ import {
   type IpList,
   type Labels,
   type Policy,
+  PolicyError,
   type PolicyState,
+  parseAddress,
+  recommend,
+  type Selector,
   type Service,
   validateIpList,
   validatePolicy,
@@ -27,7 +31,9 @@ import {
 } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import { ControlPlaneError } from './errors.js';
+import type { FlowMatch, FlowQuery, FlowRow, FlowVerdict } from './flow-store.js';
 import type { Pki } from './pki.js';
+import type { SecurityEvent } from './siem/index.js';
 import {
   type ApiTokenRecord,
   type CounterRow,
@@ -40,6 +46,15 @@ import {
   type WorkloadRecord,
 } from './store.js';
 import type { StreamRegistry } from './streams.js';
+import {
+  buildMap,
+  createResolver,
+  type FlowView,
+  type MapView,
+  protocolName,
+  protocolNumber,
+  toFlowView,
+} from './visibility.js';
 
 // The engine holds every rule of the control plane; the REST and gRPC edges only translate.
 
@@ -88,7 +103,34 @@ export interface EngineDeps {
   streams: StreamRegistry;
   log: Logger;
   now?: () => Date;
+  /** Where denied/would-deny flows go as they are ingested (the SIEM exporter). */
+  events?: { emit(e: SecurityEvent): void };
 }
+
+/** `GET /v1/flows` query, as the REST edge parsed it. */
+export interface FlowFilter {
+  workload?: string;
+  /** `k=v` each; all must hold for the src or the dst workload. */
+  label?: string | string[];
+  port?: number;
+  protocol?: string;
+  verdict?: FlowVerdict;
+  direction?: 'ingress' | 'egress';
+  since?: string;
+  until?: string;
+  newSince?: string;
+  limit?: number;
+}
+
+export interface RecommendationRequest {
+  scope?: unknown;
+  workload?: string;
+  groupBy?: string[];
+  since?: string;
+}
+
+export const DEFAULT_FLOW_LIMIT = 1000;
+export const DEFAULT_GROUP_BY = ['app', 'role'];
 
 /** What a revision freezes: the whole state at provision time. */
 type Snapshot = PolicyState;
@@ -134,15 +176,14 @@ export function createEngine(deps: EngineDeps) {
   }
 
   /**
-   * Stores compiled RuleSets (call inside a transaction); returns those that changed. A RuleSet
-   * whose content equals the stored one keeps its stored revision and hash: policy's hash
-   * covers the revision number, and a new revision alone must not make every agent reapply.
+   * Stores compiled RuleSets (call inside a transaction); returns those that changed. The hash
+   * leaves the revision out, so equal hashes mean equal content: the stored RuleSet is only
+   * marked current for the new revision, and no agent reapplies what it already runs.
    */
   function storeRuleSets(ruleSets: RuleSet[]): RuleSet[] {
     const changed: RuleSet[] = [];
     for (const rs of ruleSets) {
-      const stored = store.getRuleSet(rs.workloadId);
-      if (stored && sameContent(RuleSet.decode(stored.body), rs)) {
+      if (store.getRuleSetHash(rs.workloadId) === rs.hash) {
         store.touchRuleSet(rs.workloadId, rs.revision);
         continue;
       }
@@ -239,6 +280,51 @@ export function createEngine(deps: EngineDeps) {
       version: a.version,
       revoked: a.revoked,
     };
+  }
+
+  /** ISO time of a query field, or a 400 naming it. */
+  function time(value: string | undefined, path: string): string | undefined {
+    if (value === undefined) return undefined;
+    const t = Date.parse(value);
+    if (Number.isNaN(t))
+      throw invalid('invalid query', [{ path, message: 'must be an ISO 8601 time' }]);
+    return new Date(t).toISOString();
+  }
+
+  function window(q: { since?: string; until?: string }): Pick<FlowQuery, 'since' | 'until'> {
+    return { since: time(q.since, 'since'), until: time(q.until, 'until') };
+  }
+
+  /** Denied and would-deny flows to the SIEM, once each, as their batch is counted. */
+  function emitFlows(agentId: string, flows: NonNullable<TelemetryBatch['flows']>): void {
+    const sink = deps.events;
+    const denied = flows.filter((f) => f.verdict !== 'allowed');
+    if (!sink || denied.length === 0) return;
+    const agent = store.getAgent(agentId);
+    if (!agent) return;
+    const resolver = createResolver({
+      workloads: store.listWorkloads().map(toWorkload),
+      ipLists: [],
+      services: [],
+      policies: [],
+    });
+    for (const f of denied) {
+      sink.emit({
+        kind: 'flow',
+        at: new Date(f.lastSeen),
+        verdict: f.verdict as 'denied' | 'would-deny',
+        workload: agent.workload,
+        direction: f.direction,
+        src: f.src,
+        dst: f.dst,
+        protocol: protocolName(f.protocol),
+        port: f.port,
+        ruleId: f.ruleId,
+        connections: f.connections,
+        srcWorkload: resolver.workloadOf(f.src)?.name,
+        dstWorkload: resolver.workloadOf(f.dst)?.name,
+      });
+    }
   }
 
   const engine = {
@@ -652,7 +738,7 @@ export function createEngine(deps: EngineDeps) {
           protocol: f.protocol,
           port: f.port,
           ruleId: f.ruleId,
-          packets: f.packets,
+          connections: f.packets,
           bytes: f.bytes,
           firstSeen: msToIso(f.firstSeenUnixMs || t.timeUnixMs),
           lastSeen: msToIso(f.lastSeenUnixMs || t.timeUnixMs),
@@ -668,10 +754,122 @@ export function createEngine(deps: EngineDeps) {
       if (added) {
         for (const e of events)
           log.warn({ agentId, code: e.code, attributes: e.attributes }, e.message);
+        emitFlows(agentId, flows);
       }
       return added;
     },
-    listFlows: (filter: Parameters<Store['listFlows']>[0]) => store.listFlows(filter),
+
+    // --- visibility (REST contract: /work/notes/api3.md)
+    flows(filter: FlowFilter): { flows: FlowView[] } {
+      const workloads = store.listWorkloads().map(toWorkload);
+      const match: FlowMatch[] = [];
+      if (filter.workload !== undefined) {
+        const w = workloads.find((x) => x.name === filter.workload);
+        match.push({ workloads: [filter.workload], addresses: w?.addresses ?? [] });
+      }
+      const labels = [filter.label ?? []].flat();
+      if (labels.length > 0) {
+        const wanted = labels.map((l, i) => {
+          const eq = l.indexOf('=');
+          if (eq <= 0) {
+            throw invalid('invalid query', [{ path: `label[${i}]`, message: 'must be key=value' }]);
+          }
+          return [l.slice(0, eq), l.slice(eq + 1)] as const;
+        });
+        const hits = workloads.filter((w) => wanted.every(([k, v]) => w.labels[k] === v));
+        match.push({
+          workloads: hits.map((w) => w.name),
+          addresses: hits.flatMap((w) => w.addresses),
+        });
+      }
+      let protocol: number | undefined;
+      if (filter.protocol !== undefined) {
+        protocol = protocolNumber(filter.protocol);
+        if (protocol === undefined) {
+          throw invalid('invalid query', [
+            { path: 'protocol', message: 'must be tcp, udp, sctp, icmp, icmpv6 or 0..255' },
+          ]);
+        }
+      }
+      const rows = store.queryFlows({
+        match,
+        protocol,
+        port: filter.port,
+        verdict: filter.verdict,
+        direction: filter.direction,
+        ...window(filter),
+        newSince: time(filter.newSince, 'newSince'),
+        limit: filter.limit ?? DEFAULT_FLOW_LIMIT,
+      });
+      const { state } = liveState(workloads);
+      const resolver = createResolver(state);
+      return { flows: rows.map((r) => toFlowView(r, resolver)) };
+    },
+
+    map(q: { groupBy?: string; since?: string; until?: string }): MapView {
+      const groupBy =
+        q.groupBy === undefined
+          ? DEFAULT_GROUP_BY
+          : q.groupBy
+              .split(',')
+              .map((k) => k.trim())
+              .filter((k) => k !== '');
+      const { state } = liveState(store.listWorkloads().map(toWorkload));
+      return buildMap(store.queryFlows(window(q)), state, groupBy);
+    },
+
+    recommendations(req: RecommendationRequest) {
+      if ((req.scope === undefined) === (req.workload === undefined)) {
+        throw invalid('invalid recommendation request', [
+          { path: '', message: 'needs exactly one of scope or workload' },
+        ]);
+      }
+      if (req.scope !== undefined) {
+        // Policy has no validator for a bare selector; a policy scope is exactly one, and its
+        // diagnostics already carry the `scope` path of this body.
+        const diags = validatePolicy({ name: 'recommendation', scope: req.scope }).filter(
+          (d) => d.path === 'scope' || d.path.startsWith('scope.') || d.path.startsWith('scope['),
+        );
+        if (diags.length > 0) throw invalid('invalid scope selector', diags);
+      }
+      const workloads = store.listWorkloads().map(toWorkload);
+      const { state } = liveState(workloads);
+      const rows = store
+        .queryFlows(window({ since: req.since }))
+        .filter((r) => parseAddress(r.src) && parseAddress(r.dst));
+      let result: ReturnType<typeof recommend<FlowRow>>;
+      try {
+        result = recommend<FlowRow>({
+          state,
+          flows: rows,
+          scope: req.workload !== undefined ? { workload: req.workload } : (req.scope as Selector),
+          groupBy: req.groupBy ?? DEFAULT_GROUP_BY,
+        });
+      } catch (err) {
+        if (err instanceof PolicyError && err.code === 'POLICY_UNKNOWN_WORKLOAD') {
+          throw new ControlPlaneError('NOT_FOUND', `workload ${req.workload} not found`, {
+            cause: err,
+          });
+        }
+        throw err;
+      }
+      const resolver = createResolver(state);
+      return {
+        policies: result.policies,
+        coverage: result.coverage,
+        uncovered: result.uncovered.map((r) => toFlowView(r, resolver)),
+      };
+    },
+
+    /** Flow retention and row cap (on start and periodically). */
+    pruneFlows() {
+      const result = store.pruneFlows();
+      if (result.evicted > 0) {
+        log.warn({ evicted: result.evicted }, 'flow store over its row cap: oldest flows removed');
+      }
+      if (result.buckets + result.expired > 0) log.info(result, 'pruned flows past retention');
+      return result;
+    },
     listEvents: (filter: Parameters<Store['listEvents']>[0]) => store.listEvents(filter),
   };
   return engine;
@@ -686,12 +884,6 @@ const VERDICTS: Partial<Record<Verdict, CounterRow['verdict']>> = {
   [Verdict.VERDICT_DENIED]: 'denied',
   [Verdict.VERDICT_WOULD_DENY]: 'would-deny',
 };
-
-function sameContent(a: RuleSet, b: RuleSet): boolean {
-  const bytes = (rs: RuleSet) =>
-    Buffer.from(RuleSet.encode({ ...rs, revision: 0, hash: '' }).finish());
-  return bytes(a).equals(bytes(b));
-}
 
 /** Unix ms to ISO; 0 or garbage becomes the epoch rather than an exception. */
 function msToIso(ms: number): string {

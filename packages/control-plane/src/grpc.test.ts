@@ -317,22 +317,24 @@ describe('gRPC agent service', () => {
       },
     });
     await s.barrier();
-    expect((await api('GET', '/v1/flows?workload=db-1&verdict=would-deny')).json).toEqual([
-      {
-        workload: 'db-1',
-        direction: 'ingress',
-        src: '10.0.0.7',
-        dst: '10.0.0.2',
-        protocol: 6,
-        port: 5432,
-        verdict: 'would-deny',
-        ruleId: 'default',
-        packets: 2,
-        bytes: 120,
-        firstSeen: '2026-01-01T00:00:00.000Z',
-        lastSeen: '2026-01-01T00:00:00.000Z',
-      },
-    ]);
+    expect((await api('GET', '/v1/flows?workload=db-1&verdict=would-deny')).json).toEqual({
+      flows: [
+        {
+          src: { address: '10.0.0.7', ipLists: [] },
+          dst: { address: '10.0.0.2', workload: 'db-1', labels: expect.any(Object) },
+          direction: 'ingress',
+          reportedBy: 'db-1',
+          protocol: 'tcp',
+          port: 5432,
+          verdict: 'would-deny',
+          ruleId: 'default',
+          connections: 2,
+          bytes: 120,
+          firstSeen: '2026-01-01T00:00:00.000Z',
+          lastSeen: '2026-01-01T00:00:00.000Z',
+        },
+      ],
+    });
     expect((await api('GET', '/v1/events')).json).toMatchObject([
       { code: 'FLOW_TABLE_FULL', workload: 'db-1' },
     ]);

@@ -50,7 +50,7 @@ describe('store', () => {
     store = createStore({ path });
     expect(store.schemaVersion()).toBe(SCHEMA_VERSION);
     expect(store.getWorkload('old')?.name).toBe('old');
-    expect(store.listFlows()).toEqual([]);
+    expect(store.queryFlows()).toEqual([]);
   });
 
   it('aggregates flows per peer, port and verdict across batches, once per seq', () => {
@@ -66,18 +66,27 @@ describe('store', () => {
       ruleId: 'default',
     } as const;
     const t = (iso: string) => `2026-01-01T00:00:0${iso}.000Z`;
-    const batch = (packets: number, first: string, last: string) => ({
+    const batch = (connections: number, first: string, last: string) => ({
       counters: [],
-      flows: [{ ...flow, packets, bytes: packets * 100, firstSeen: t(first), lastSeen: t(last) }],
+      flows: [
+        { ...flow, connections, bytes: connections * 100, firstSeen: t(first), lastSeen: t(last) },
+      ],
       events: [{ code: 'FLOWS_DROPPED', message: 'dropped', at: t(last), attributes: { n: '1' } }],
     });
     expect(store.addTelemetry('a1', 1, batch(2, '3', '4'))).toBe(true);
     expect(store.addTelemetry('a1', 1, batch(2, '3', '4'))).toBe(false);
     expect(store.addTelemetry('a1', 2, batch(1, '1', '2'))).toBe(true);
-    expect(store.listFlows({ workload: 'db-1' })).toEqual([
-      { workload: 'db-1', ...flow, packets: 3, bytes: 300, firstSeen: t('1'), lastSeen: t('4') },
+    expect(store.queryFlows({ match: [{ workloads: ['db-1'], addresses: [] }] })).toEqual([
+      {
+        workload: 'db-1',
+        ...flow,
+        connections: 3,
+        bytes: 300,
+        firstSeen: t('1'),
+        lastSeen: t('4'),
+      },
     ]);
-    expect(store.listFlows({ verdict: 'allowed' })).toEqual([]);
+    expect(store.queryFlows({ verdict: 'allowed' })).toEqual([]);
     expect(store.listEvents({ workload: 'db-1' })).toHaveLength(2);
     expect(store.listEvents()[0]).toMatchObject({
       agentId: 'a1',

@@ -2,6 +2,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Labels, Workload, WorkloadMode } from '@bulkhead/policy';
 import Database from 'better-sqlite3';
 import { ControlPlaneError } from './errors.js';
+import {
+  createFlowStore,
+  DEFAULT_FLOW_RETENTION_DAYS,
+  DEFAULT_MAX_FLOW_ROWS,
+  FLOWS_MIGRATION,
+  type FlowQuery,
+  type FlowRow,
+  type PruneResult,
+} from './flow-store.js';
 
 // Each entry moves the schema from version i to i+1; applied in one transaction with the
 // user_version bump, so a crash never leaves a half-migrated database.
@@ -117,6 +126,8 @@ const MIGRATIONS: string[] = [
     attributes TEXT NOT NULL
   );
   `,
+  // 3: flows keyed by id with hourly buckets (time windows, retention), connections not packets.
+  FLOWS_MIGRATION,
 ];
 
 /** Exported for the migration test only. */
@@ -201,21 +212,6 @@ export interface CounterRow {
   bytes: number;
 }
 
-export interface FlowRow {
-  workload: string;
-  direction: CounterDirection;
-  src: string;
-  dst: string;
-  protocol: number;
-  port: number;
-  verdict: CounterVerdict;
-  ruleId: string;
-  packets: number;
-  bytes: number;
-  firstSeen: string;
-  lastSeen: string;
-}
-
 export interface AgentEventRow {
   id: number;
   agentId: string;
@@ -226,6 +222,8 @@ export interface AgentEventRow {
   attributes: Record<string, string>;
 }
 
+export type { FlowRow } from './flow-store.js';
+
 export interface TelemetryBatch {
   counters: Omit<CounterRow, 'workload'>[];
   flows?: Omit<FlowRow, 'workload'>[];
@@ -235,9 +233,18 @@ export interface TelemetryBatch {
 export interface StoreOptions {
   /** File path, or ':memory:' for tests. */
   path: string;
-  /** Clock for timestamps; tests pin it. */
+  /** Clock for timestamps and flow retention; tests pin it. */
   now?: () => Date;
+  /** Hourly flow buckets, and flows not seen, older than this are pruned. Default 35. */
+  flowRetentionDays?: number;
+  /** Flow rows kept at most; the least recently seen go first. Default 1,000,000. */
+  maxFlowRows?: number;
+  /** Called with each audit entry once its transaction committed (SIEM export). */
+  onAudit?: (entry: AuditEntry) => void;
 }
+
+/** Agent id of events the control plane records itself. */
+export const CONTROL_PLANE_EVENT_SOURCE = 'control-plane';
 
 /** sha256 hex of a secret; only this is ever stored. */
 export function hashSecret(secret: string): string {
@@ -263,9 +270,58 @@ export function createStore(options: StoreOptions) {
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
   migrate(db);
+  const flows = createFlowStore(db, now, {
+    retentionDays: options.flowRetentionDays ?? DEFAULT_FLOW_RETENTION_DAYS,
+    maxRows: options.maxFlowRows ?? DEFAULT_MAX_FLOW_ROWS,
+  });
+
+  // Audit entries of the open transaction, handed to onAudit only after it commits: an entry
+  // exported for a change that then rolled back would tell the SIEM a lie.
+  const pendingAudit: AuditEntry[] = [];
+  function publishAudit(): void {
+    const entries = pendingAudit.splice(0);
+    for (const e of entries) options.onAudit?.(e);
+  }
 
   function tx<T>(fn: () => T): T {
-    return db.transaction(fn)();
+    const outermost = !db.inTransaction;
+    const mark = pendingAudit.length;
+    let result: T;
+    try {
+      result = db.transaction(fn)();
+    } catch (err) {
+      pendingAudit.length = mark;
+      throw err;
+    }
+    if (outermost) publishAudit();
+    return result;
+  }
+
+  function recordEvent(e: {
+    agentId: string;
+    workload: string;
+    code: string;
+    message: string;
+    attributes: Record<string, string>;
+  }): void {
+    db.prepare(
+      `INSERT INTO agent_events (agent_id, workload, code, message, at, attributes)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+    ).run(e.agentId, e.workload, e.code, e.message, iso(), json(e.attributes));
+  }
+
+  function evicted(n: number): void {
+    if (n === 0) return;
+    recordEvent({
+      agentId: CONTROL_PLANE_EVENT_SOURCE,
+      workload: '',
+      code: 'FLOW_ROWS_EVICTED',
+      message: `flow store over its cap: ${n} least recently seen flows removed`,
+      attributes: {
+        evicted: String(n),
+        maxFlowRows: String(options.maxFlowRows ?? DEFAULT_MAX_FLOW_ROWS),
+      },
+    });
   }
 
   const toWorkload = (r: Row): WorkloadRecord => ({
@@ -352,7 +408,7 @@ export function createStore(options: StoreOptions) {
     /** Also drops the workload's counters, flows and events: a host enrolled later under the name starts at zero. */
     deleteWorkload(name: string): boolean {
       db.prepare('DELETE FROM counters WHERE workload = ?').run(name);
-      db.prepare('DELETE FROM flows WHERE workload = ?').run(name);
+      flows.deleteWorkload(name);
       db.prepare('DELETE FROM agent_events WHERE workload = ?').run(name);
       return db.prepare('DELETE FROM workloads WHERE name = ?').run(name).changes > 0;
     },
@@ -421,6 +477,10 @@ export function createStore(options: StoreOptions) {
           body: r.body as Buffer,
         }
       );
+    },
+    getRuleSetHash(workload: string): string | undefined {
+      const r = db.prepare<Row>('SELECT hash FROM rulesets WHERE workload = ?').get(workload);
+      return r && String(r.hash);
     },
     /** workload -> desired hash and the newest revision that content is current for. */
     desiredRuleSets(): Map<string, { hash: string; revision: number }> {
@@ -508,31 +568,7 @@ export function createStore(options: StoreOptions) {
         for (const c of batch.counters) {
           addCounter.run(a.workload, c.ruleId, c.direction, c.verdict, c.packets, c.bytes);
         }
-        const addFlow = db.prepare(
-          `INSERT INTO flows (workload, direction, src, dst, protocol, port, verdict, rule_id,
-             packets, bytes, first_seen, last_seen)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (workload, direction, src, dst, protocol, port, verdict, rule_id) DO UPDATE SET
-             packets = packets + excluded.packets, bytes = bytes + excluded.bytes,
-             first_seen = MIN(first_seen, excluded.first_seen),
-             last_seen = MAX(last_seen, excluded.last_seen)`,
-        );
-        for (const f of batch.flows ?? []) {
-          addFlow.run(
-            a.workload,
-            f.direction,
-            f.src,
-            f.dst,
-            f.protocol,
-            f.port,
-            f.verdict,
-            f.ruleId,
-            f.packets,
-            f.bytes,
-            f.firstSeen,
-            f.lastSeen,
-          );
-        }
+        const evictedRows = flows.ingest(String(a.workload), batch.flows ?? []);
         const addEvent = db.prepare(
           `INSERT INTO agent_events (agent_id, workload, code, message, at, attributes)
            VALUES (?, ?, ?, ?, ?, ?)`,
@@ -540,6 +576,7 @@ export function createStore(options: StoreOptions) {
         for (const e of batch.events ?? []) {
           addEvent.run(agentId, a.workload, e.code, e.message, e.at, json(e.attributes));
         }
+        evicted(evictedRows);
         db.prepare('UPDATE agents SET telemetry_seq = ?, last_seen = ? WHERE id = ?').run(
           seq,
           iso(),
@@ -550,41 +587,16 @@ export function createStore(options: StoreOptions) {
     },
 
     /** Discovered flows, most recently seen first. */
-    listFlows(
-      filter: {
-        workload?: string;
-        direction?: CounterDirection;
-        verdict?: CounterVerdict;
-        limit?: number;
-      } = {},
-    ): FlowRow[] {
-      return db
-        .prepare<Row>(
-          `SELECT * FROM flows WHERE (@w IS NULL OR workload = @w) AND (@d IS NULL OR direction = @d)
-             AND (@v IS NULL OR verdict = @v)
-           ORDER BY last_seen DESC, workload, src, dst, protocol, port LIMIT @limit`,
-        )
-        .all({
-          w: filter.workload ?? null,
-          d: filter.direction ?? null,
-          v: filter.verdict ?? null,
-          limit: filter.limit ?? 1000,
-        })
-        .map((r) => ({
-          workload: String(r.workload),
-          direction: r.direction as CounterDirection,
-          src: String(r.src),
-          dst: String(r.dst),
-          protocol: Number(r.protocol),
-          port: Number(r.port),
-          verdict: r.verdict as CounterVerdict,
-          ruleId: String(r.rule_id),
-          packets: Number(r.packets),
-          bytes: Number(r.bytes),
-          firstSeen: String(r.first_seen),
-          lastSeen: String(r.last_seen),
-        }));
+    queryFlows: (q?: FlowQuery): FlowRow[] => flows.query(q),
+    /** Retention and the row cap; records an event when the cap evicted rows. */
+    pruneFlows(): PruneResult {
+      return tx(() => {
+        const result = flows.prune();
+        evicted(result.evicted);
+        return result;
+      });
     },
+    flowCount: () => flows.count(),
 
     /** Events agents reported, newest first. */
     listEvents(filter: { workload?: string; limit?: number } = {}): AgentEventRow[] {
@@ -697,16 +709,30 @@ export function createStore(options: StoreOptions) {
       before?: unknown;
       after?: unknown;
     }): void {
-      db.prepare(
-        'INSERT INTO audit (at, actor, action, target, before, after) VALUES (?, ?, ?, ?, ?, ?)',
-      ).run(
-        iso(),
-        e.actor,
-        e.action,
-        e.target,
-        e.before === undefined ? null : json(e.before),
-        e.after === undefined ? null : json(e.after),
-      );
+      const at = iso();
+      const r = db
+        .prepare(
+          'INSERT INTO audit (at, actor, action, target, before, after) VALUES (?, ?, ?, ?, ?, ?)',
+        )
+        .run(
+          at,
+          e.actor,
+          e.action,
+          e.target,
+          e.before === undefined ? null : json(e.before),
+          e.after === undefined ? null : json(e.after),
+        );
+      pendingAudit.push({
+        id: Number(r.lastInsertRowid),
+        at,
+        actor: e.actor,
+        action: e.action,
+        target: e.target,
+        before: e.before ?? null,
+        after: e.after ?? null,
+      });
+      // Outside a transaction the insert has committed already.
+      if (!db.inTransaction) publishAudit();
     },
     /**
      * Newest first. `sinceId` (exclusive) pages forward by id; `sinceTime` (ISO, exclusive)

@@ -1,0 +1,185 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { FlowRow } from './flow-store.js';
+import {
+  type AuditEntry,
+  createStore,
+  MIGRATIONS_FOR_TEST,
+  type Store,
+  type StoreOptions,
+} from './store.js';
+
+const mode = { ingress: 'monitor', egress: 'monitor' } as const;
+const DAY = 86_400_000;
+const T0 = Date.parse('2026-03-01T00:00:00.000Z');
+const at = (ms: number) => new Date(ms).toISOString();
+
+type Delta = Omit<FlowRow, 'workload'>;
+const flow = ({ at: ms, ...over }: Partial<Delta> & { at: number }): Delta => ({
+  direction: 'ingress',
+  src: '10.0.0.1',
+  dst: '10.0.0.2',
+  protocol: 6,
+  port: 5432,
+  verdict: 'allowed',
+  ruleId: 'p/ingress/0',
+  connections: 1,
+  bytes: 100,
+  firstSeen: at(ms),
+  lastSeen: at(ms),
+  ...over,
+});
+
+describe('flow store', () => {
+  let dir: string;
+  let store: Store;
+  let clock = T0;
+  let seq = 0;
+  const open = (o: Partial<StoreOptions> = {}) => {
+    store = createStore({ path: join(dir, 'flows.db'), now: () => new Date(clock), ...o });
+    if (!store.getWorkload('db-1')) {
+      store.upsertWorkload({ name: 'db-1', addresses: ['10.0.0.2'], labels: {}, mode });
+      store.createAgent({ id: 'a1', workload: 'db-1', hostname: 'db-1', certSerial: '01' });
+    }
+  };
+  const ingest = (...flows: Delta[]) => store.addTelemetry('a1', ++seq, { counters: [], flows });
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'bh-flows-'));
+    clock = T0;
+    seq = 0;
+    open();
+  });
+  afterEach(() => {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keeps one row per dependency with lifetime totals, and hourly buckets for windows', () => {
+    ingest(flow({ at: T0 + 10 * 60_000, connections: 2, bytes: 200 }));
+    ingest(flow({ at: T0 + 70 * 60_000, connections: 3, bytes: 300 }));
+    ingest(flow({ at: T0 + 5 * 3_600_000, connections: 4, bytes: 400 }));
+    // Another verdict of the same peer is another dependency row.
+    ingest(flow({ at: T0 + 20 * 60_000, verdict: 'would-deny', ruleId: 'default' }));
+
+    const all = store.queryFlows();
+    expect(all).toHaveLength(2);
+    expect(all[0]).toMatchObject({
+      verdict: 'allowed',
+      connections: 9,
+      bytes: 900,
+      firstSeen: at(T0 + 10 * 60_000),
+      lastSeen: at(T0 + 5 * 3_600_000),
+    });
+    // 00:30..01:30 touches the buckets of hour 0 and hour 1: 2 + 3 (and the would-deny of hour 0).
+    const window = store.queryFlows({ since: at(T0 + 30 * 60_000), until: at(T0 + 90 * 60_000) });
+    expect(window.map((f) => [f.verdict, f.connections, f.bytes])).toEqual([
+      ['allowed', 5, 500],
+      ['would-deny', 1, 100],
+    ]);
+    expect(store.queryFlows({ since: at(T0 + 2 * 3_600_000) })).toMatchObject([
+      { verdict: 'allowed', connections: 4 },
+    ]);
+    expect(store.queryFlows({ until: at(T0 - 1) })).toEqual([]);
+    // newSince is about the first sighting, not the latest.
+    expect(store.queryFlows({ newSince: at(T0 + 15 * 60_000) })).toMatchObject([
+      { verdict: 'would-deny' },
+    ]);
+  });
+
+  it('counts a batch resent with the same seq once, in totals and buckets', () => {
+    const batch = { counters: [], flows: [flow({ at: T0, connections: 5 })] };
+    expect(store.addTelemetry('a1', 1, batch)).toBe(true);
+    expect(store.addTelemetry('a1', 1, batch)).toBe(false);
+    expect(store.queryFlows()[0]?.connections).toBe(5);
+    expect(store.queryFlows({ since: at(T0), until: at(T0) })[0]?.connections).toBe(5);
+  });
+
+  it('finds a flow by an address spelled differently (canonical IPv6)', () => {
+    ingest(flow({ at: T0, src: '2001:DB8:0:0::1', dst: '2001:db8::2' }));
+    expect(store.queryFlows()[0]?.src).toBe('2001:db8::1');
+    expect(
+      store.queryFlows({ match: [{ workloads: [], addresses: ['2001:db8:0::1'] }] }),
+    ).toHaveLength(1);
+    expect(store.queryFlows({ match: [{ workloads: [], addresses: ['2001:db8::3'] }] })).toEqual(
+      [],
+    );
+  });
+
+  it('prunes buckets past retention but keeps a dependency seen once a week', () => {
+    store.close();
+    open({ flowRetentionDays: 35 });
+    const weekly = { dst: '10.0.0.2', port: 873 };
+    ingest(flow({ at: T0, port: 22 })); // seen once, then never again
+    for (let week = 0; week <= 10; week++) {
+      clock = T0 + week * 7 * DAY;
+      ingest(flow({ at: clock, ...weekly }));
+      store.pruneFlows();
+    }
+    const rows = store.queryFlows();
+    expect(rows.map((f) => f.port)).toEqual([873]);
+    expect(rows[0]).toMatchObject({ connections: 11, firstSeen: at(T0) });
+    // The first weeks' buckets are gone: a window over them finds nothing, a recent one does.
+    expect(store.queryFlows({ since: at(T0), until: at(T0 + 7 * DAY) })).toEqual([]);
+    expect(store.queryFlows({ since: at(clock - 30 * DAY) })[0]?.connections).toBe(5);
+    // Not seen for longer than the retention: forgotten.
+    clock += 36 * DAY;
+    expect(store.pruneFlows()).toMatchObject({ expired: 1 });
+    expect(store.queryFlows()).toEqual([]);
+  });
+
+  it('evicts the least recently seen rows past the row cap and records an event', () => {
+    store.close();
+    open({ maxFlowRows: 3 });
+    for (let i = 0; i < 5; i++) ingest(flow({ at: T0 + i * 60_000, port: 1000 + i }));
+    expect(store.flowCount()).toBe(3);
+    expect(store.queryFlows().map((f) => f.port)).toEqual([1004, 1003, 1002]);
+    // Seeing an old dependency again refreshes it; a new one then evicts the oldest other.
+    ingest(flow({ at: T0 + 10 * 60_000, port: 1002 }), flow({ at: T0 + 11 * 60_000, port: 9 }));
+    expect(store.queryFlows().map((f) => f.port)).toEqual([9, 1002, 1004]);
+    const events = store.listEvents().filter((e) => e.code === 'FLOW_ROWS_EVICTED');
+    expect(events.map((e) => e.attributes.evicted)).toEqual(['1', '1', '1']);
+  });
+
+  it('migrates v2 flows into rows with a bucket each', () => {
+    store.close();
+    const path = join(dir, 'v2.db');
+    const raw = new Database(path);
+    raw.exec(MIGRATIONS_FOR_TEST[0]!);
+    raw.exec(MIGRATIONS_FOR_TEST[1]!);
+    raw.pragma('user_version = 2');
+    raw
+      .prepare(
+        `INSERT INTO flows VALUES ('db-1', 'ingress', '10.0.0.1', '10.0.0.2', 6, 22, 'denied',
+           'default', 7, 700, '2026-03-01T00:05:00.000Z', '2026-03-01T02:05:00.000Z')`,
+      )
+      .run();
+    raw.close();
+    store = createStore({ path });
+    expect(
+      store.queryFlows({ since: '2026-03-01T02:30:00.000Z', until: '2026-03-01T02:40:00.000Z' }),
+    ).toMatchObject([{ port: 22, connections: 7, bytes: 700, verdict: 'denied' }]);
+  });
+
+  it('hands audit entries over only after their transaction commits', () => {
+    store.close();
+    const seen: AuditEntry[] = [];
+    open({ onAudit: (e) => seen.push(e) });
+    expect(() =>
+      store.tx(() => {
+        store.appendAudit({ actor: 'a', action: 'x.put', target: 'gone' });
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
+    store.tx(() => {
+      store.appendAudit({ actor: 'a', action: 'x.put', target: 'kept', after: { v: 1 } });
+      // Not yet: the transaction is still open.
+      expect(seen).toEqual([]);
+    });
+    expect(seen).toMatchObject([{ actor: 'a', action: 'x.put', target: 'kept', after: { v: 1 } }]);
+    expect(seen[0]?.id).toBe(store.listAudit()[0]?.id);
+  });
+});

@@ -1,0 +1,257 @@
+import { formatAddress, parseAddress } from '@bulkhead/policy';
+import type Database from 'better-sqlite3';
+
+// Flows live in two tables (schema v3): `flows`, one row per distinct dependency (reporting
+// workload, direction, src, dst, protocol, port, verdict, rule) with lifetime totals, and
+// `flow_hours`, the same key per hour, for time-window questions. Buckets age out after the
+// retention; a dependency row only when it was not seen for that long, so a weekly job is
+// never forgotten while the table stays bounded by the row cap.
+
+export const FLOWS_MIGRATION = `
+  CREATE TABLE flows_v3 (
+    id INTEGER PRIMARY KEY,
+    workload TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    src TEXT NOT NULL,
+    dst TEXT NOT NULL,
+    protocol INTEGER NOT NULL,
+    port INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    connections INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    UNIQUE (workload, direction, src, dst, protocol, port, verdict, rule_id)
+  );
+  INSERT INTO flows_v3 (workload, direction, src, dst, protocol, port, verdict, rule_id,
+      connections, bytes, first_seen, last_seen)
+    SELECT workload, direction, src, dst, protocol, port, verdict, rule_id, packets, bytes,
+      first_seen, last_seen FROM flows;
+  DROP TABLE flows;
+  ALTER TABLE flows_v3 RENAME TO flows;
+  CREATE INDEX flows_last_seen ON flows (last_seen);
+  CREATE INDEX flows_first_seen ON flows (first_seen);
+  CREATE TABLE flow_hours (
+    flow_id INTEGER NOT NULL REFERENCES flows(id) ON DELETE CASCADE,
+    hour TEXT NOT NULL,
+    connections INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (flow_id, hour)
+  ) WITHOUT ROWID;
+  CREATE INDEX flow_hours_hour ON flow_hours (hour);
+  INSERT INTO flow_hours (flow_id, hour, connections, bytes)
+    SELECT id, strftime('%Y-%m-%dT%H:00:00.000Z', last_seen), connections, bytes FROM flows;
+`;
+
+export type FlowDirection = 'ingress' | 'egress';
+export type FlowVerdict = 'allowed' | 'denied' | 'would-deny';
+
+/** A stored dependency; connections and bytes are the window's when the query had one. */
+export interface FlowRow {
+  workload: string;
+  direction: FlowDirection;
+  src: string;
+  dst: string;
+  protocol: number;
+  port: number;
+  verdict: FlowVerdict;
+  ruleId: string;
+  connections: number;
+  bytes: number;
+  firstSeen: string;
+  lastSeen: string;
+}
+
+/** Both lists are ORed: the reporting workload is one of `workloads`, or src or dst is one of `addresses`. */
+export interface FlowMatch {
+  workloads: string[];
+  addresses: string[];
+}
+
+export interface FlowQuery {
+  /** Every match must hold (AND of ORs). */
+  match?: FlowMatch[];
+  direction?: FlowDirection;
+  verdict?: FlowVerdict;
+  protocol?: number;
+  port?: number;
+  /** ISO; the flow has an hourly bucket overlapping [since, until], counts are those buckets'. */
+  since?: string;
+  until?: string;
+  /** ISO; first seen at or after. */
+  newSince?: string;
+  /** Default: no limit. */
+  limit?: number;
+}
+
+export interface FlowLimits {
+  retentionDays: number;
+  maxRows: number;
+}
+
+export interface PruneResult {
+  buckets: number;
+  /** Rows not seen within the retention. */
+  expired: number;
+  /** Rows evicted (oldest last_seen first) to stay under the row cap. */
+  evicted: number;
+}
+
+export const DEFAULT_FLOW_RETENTION_DAYS = 35;
+export const DEFAULT_MAX_FLOW_ROWS = 1_000_000;
+
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+
+/** Start of the UTC hour holding an ISO time, as the bucket key. */
+export function hourOf(iso: string): string {
+  const ms = Date.parse(iso);
+  return new Date(ms - (((ms % HOUR_MS) + HOUR_MS) % HOUR_MS)).toISOString();
+}
+
+/** RFC 5952 / dotted quad, so that SQL equality finds an address however an agent spelled it. */
+export function canonicalAddress(text: string): string {
+  const a = parseAddress(text);
+  return a ? formatAddress(a.family, a.value) : text;
+}
+
+type Row = Record<string, unknown>;
+
+const toFlow = (r: Row): FlowRow => ({
+  workload: String(r.workload),
+  direction: r.direction as FlowDirection,
+  src: String(r.src),
+  dst: String(r.dst),
+  protocol: Number(r.protocol),
+  port: Number(r.port),
+  verdict: r.verdict as FlowVerdict,
+  ruleId: String(r.rule_id),
+  connections: Number(r.connections),
+  bytes: Number(r.bytes),
+  firstSeen: String(r.first_seen),
+  lastSeen: String(r.last_seen),
+});
+
+export function createFlowStore(db: Database.Database, now: () => Date, limits: FlowLimits) {
+  const insert = db.prepare(
+    `INSERT INTO flows (workload, direction, src, dst, protocol, port, verdict, rule_id,
+       connections, bytes, first_seen, last_seen)
+     VALUES (@workload, @direction, @src, @dst, @protocol, @port, @verdict, @ruleId,
+       @connections, @bytes, @firstSeen, @lastSeen)
+     ON CONFLICT DO NOTHING`,
+  );
+  const update = db.prepare<Row>(
+    `UPDATE flows SET connections = connections + @connections, bytes = bytes + @bytes,
+       first_seen = MIN(first_seen, @firstSeen), last_seen = MAX(last_seen, @lastSeen)
+     WHERE workload = @workload AND direction = @direction AND src = @src AND dst = @dst
+       AND protocol = @protocol AND port = @port AND verdict = @verdict AND rule_id = @ruleId
+     RETURNING id`,
+  );
+  const addHour = db.prepare(
+    `INSERT INTO flow_hours (flow_id, hour, connections, bytes) VALUES (?, ?, ?, ?)
+     ON CONFLICT (flow_id, hour) DO UPDATE SET connections = connections + excluded.connections,
+       bytes = bytes + excluded.bytes`,
+  );
+  // Counted once, then kept by hand: COUNT(*) per telemetry batch would scan the table.
+  let rows = Number(db.prepare<Row>('SELECT COUNT(*) AS n FROM flows').get()?.n);
+
+  function evictOverCap(): number {
+    const excess = rows - limits.maxRows;
+    if (excess <= 0) return 0;
+    const n = db
+      .prepare(
+        'DELETE FROM flows WHERE id IN (SELECT id FROM flows ORDER BY last_seen, id LIMIT ?)',
+      )
+      .run(excess).changes;
+    rows -= n;
+    return n;
+  }
+
+  return {
+    /** Adds flow deltas of one workload (call inside the telemetry transaction); returns rows evicted by the cap. */
+    ingest(workload: string, flows: Omit<FlowRow, 'workload'>[]): number {
+      for (const f of flows) {
+        const row = { ...f, workload, src: canonicalAddress(f.src), dst: canonicalAddress(f.dst) };
+        const inserted = insert.run(row);
+        let id: number;
+        if (inserted.changes > 0) {
+          rows++;
+          id = Number(inserted.lastInsertRowid);
+        } else {
+          id = Number(update.get(row)?.id);
+        }
+        addHour.run(id, hourOf(f.lastSeen), f.connections, f.bytes);
+      }
+      return evictOverCap();
+    },
+
+    query(q: FlowQuery = {}): FlowRow[] {
+      const params: Record<string, unknown> = {
+        direction: q.direction ?? null,
+        verdict: q.verdict ?? null,
+        protocol: q.protocol ?? null,
+        port: q.port ?? null,
+        newSince: q.newSince ?? null,
+        limit: q.limit ?? -1,
+      };
+      const where = [
+        '(@direction IS NULL OR f.direction = @direction)',
+        '(@verdict IS NULL OR f.verdict = @verdict)',
+        '(@protocol IS NULL OR f.protocol = @protocol)',
+        '(@port IS NULL OR f.port = @port)',
+        '(@newSince IS NULL OR f.first_seen >= @newSince)',
+      ];
+      (q.match ?? []).forEach((m, i) => {
+        params[`w${i}`] = JSON.stringify(m.workloads);
+        params[`a${i}`] = JSON.stringify(m.addresses.map(canonicalAddress));
+        where.push(
+          `(f.workload IN (SELECT value FROM json_each(@w${i}))
+            OR f.src IN (SELECT value FROM json_each(@a${i}))
+            OR f.dst IN (SELECT value FROM json_each(@a${i})))`,
+        );
+      });
+      let from = 'flows f';
+      let counts = 'f.connections, f.bytes';
+      if (q.since !== undefined || q.until !== undefined) {
+        // A bucket covers [hour, hour + 1h): it overlaps the window when it starts at or
+        // before `until` and at or after the hour holding `since`.
+        params.since = q.since === undefined ? '' : hourOf(q.since);
+        params.until = q.until ?? '9999';
+        from = `flows f JOIN (SELECT flow_id, SUM(connections) AS c, SUM(bytes) AS b FROM flow_hours
+          WHERE hour >= @since AND hour <= @until GROUP BY flow_id) h ON h.flow_id = f.id`;
+        counts = 'h.c AS connections, h.b AS bytes';
+      }
+      return db
+        .prepare<Row>(
+          `SELECT f.workload, f.direction, f.src, f.dst, f.protocol, f.port, f.verdict, f.rule_id,
+             ${counts}, f.first_seen, f.last_seen
+           FROM ${from} WHERE ${where.join(' AND ')}
+           ORDER BY f.last_seen DESC, f.workload, f.src, f.dst, f.protocol, f.port, f.verdict, f.rule_id
+           LIMIT @limit`,
+        )
+        .all(params)
+        .map(toFlow);
+    },
+
+    /** Drops buckets and rows older than the retention, then enforces the row cap. */
+    prune(): PruneResult {
+      const cutoff = new Date(now().getTime() - limits.retentionDays * DAY_MS).toISOString();
+      const buckets = db
+        .prepare('DELETE FROM flow_hours WHERE hour < ?')
+        .run(hourOf(cutoff)).changes;
+      const expired = db.prepare('DELETE FROM flows WHERE last_seen < ?').run(cutoff).changes;
+      // Recounted here: the running count can drift when a telemetry transaction rolls back.
+      rows = Number(db.prepare<Row>('SELECT COUNT(*) AS n FROM flows').get()?.n);
+      return { buckets, expired, evicted: evictOverCap() };
+    },
+
+    deleteWorkload(workload: string): void {
+      rows -= db.prepare('DELETE FROM flows WHERE workload = ?').run(workload).changes;
+    },
+
+    count: () => rows,
+  };
+}
+
+export type FlowStore = ReturnType<typeof createFlowStore>;
