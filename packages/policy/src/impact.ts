@@ -1,8 +1,12 @@
 // Impact analysis: replay observed flows against the policy before and after a change, so
-// an operator sees which connections a change would cut before enforcing it.
+// an operator sees which connections a change would cut before enforcing it. `impact` sees a
+// flow at both of its ends with their modes; `analyzeImpact` is the older per-end view.
 
 import { type Decision, type DirectionName, evaluatePolicy } from './evaluate.js';
-import type { PolicyState } from './model.js';
+import { type IpAddress, parseCidr } from './ip.js';
+import type { IpList, Labels, ModeName, PolicyState, Workload } from './model.js';
+import { compareStrings, PORT_PROTOCOL_NUMBERS } from './protocols.js';
+import { canonical, type FlowTuple, ownersOf, parse } from './visibility.js';
 
 /** One observed connection of a workload (peer = source for ingress, destination for egress). */
 export interface Flow {
@@ -45,4 +49,272 @@ export function analyzeImpact(
     out.push({ flow, change, before: was, after: now });
   }
   return out;
+}
+
+/** An observed connection; the same flow may come once from each end. */
+export interface ObservedFlow extends FlowTuple {
+  /** New connections seen; absent = 1 (it was seen). */
+  connections?: number;
+  /** Unix ms, or a date string `Date.parse` reads; kept as given. */
+  lastSeen?: number | string;
+}
+
+/** At one end: a rule allows; denied but the end is in monitor mode (passes); denied in enforce. */
+export type EndOutcome = 'allowed' | 'would-deny' | 'blocked';
+
+export interface ImpactEnd {
+  workload: string;
+  direction: DirectionName;
+  mode: ModeName;
+  outcome: EndOutcome;
+  /** The deciding rule id, or 'no rule' for the default deny. */
+  ruleId: string;
+}
+
+export type ImpactChange = 'newly-blocked' | 'newly-allowed' | 'still-would-deny';
+
+export interface ImpactFlow<F extends ObservedFlow> {
+  /** The first reported copy. */
+  flow: F;
+  change: ImpactChange;
+  /** The largest count any copy reported: both ends count the same connections. */
+  connections: number;
+  lastSeen?: number | string;
+  before: ImpactEnd[];
+  after: ImpactEnd[];
+}
+
+/** One side of a group: a workload's `groupBy` labels (else its name), else IP lists, else the address. */
+export interface EndpointGroup {
+  /** Display text and identity: `app=shop,role=db`, `workload:w1`, `ipList:a,b`, or the address. */
+  key: string;
+  labels?: Labels;
+  workload?: string;
+  ipLists?: string[];
+  address?: string;
+}
+
+export interface ImpactGroup<F extends ObservedFlow> {
+  change: ImpactChange;
+  src: EndpointGroup;
+  dst: EndpointGroup;
+  protocol: number;
+  /** 0 for protocols without ports. */
+  port: number;
+  connections: number;
+  lastSeen?: number | string;
+  /** Distinct (direction, rule, outcome) at the ends after the change, egress first. */
+  decidedBy: Array<{ direction: DirectionName; ruleId: string; outcome: EndOutcome }>;
+  flows: ImpactFlow<F>[];
+}
+
+export interface ImpactReport<F extends ObservedFlow> {
+  /** Distinct flows per change; `flows` = all distinct observed flows. */
+  summary: { newlyBlocked: number; newlyAllowed: number; stillWouldDeny: number; flows: number };
+  groups: ImpactGroup<F>[];
+}
+
+export interface ImpactOptions {
+  /** Label keys that name a workload group; default `['app', 'role']`. */
+  groupBy?: readonly string[];
+}
+
+const NO_RULE = 'no rule';
+
+function endsIn(
+  state: PolicyState,
+  src: IpAddress,
+  dst: IpAddress,
+  protocol: number,
+  port: number,
+): ImpactEnd[] {
+  const ends: ImpactEnd[] = [];
+  const add = (w: Workload, direction: DirectionName, peer: IpAddress) => {
+    const decision = evaluatePolicy(state, w.name, direction, canonical(peer), protocol, port);
+    const mode = w.mode[direction];
+    const outcome: EndOutcome =
+      decision.action === 'allow' ? 'allowed' : mode === 'enforce' ? 'blocked' : 'would-deny';
+    ends.push({ workload: w.name, direction, mode, outcome, ruleId: decision.ruleId ?? NO_RULE });
+  };
+  for (const w of ownersOf(state, src)) add(w, 'egress', dst);
+  for (const w of ownersOf(state, dst)) add(w, 'ingress', src);
+  return ends;
+}
+
+function changeOf(before: ImpactEnd[], after: ImpactEnd[]): ImpactChange | undefined {
+  const passes = (ends: ImpactEnd[]) => ends.every((e) => e.outcome !== 'blocked');
+  // With no workload end no policy speaks for the flow: it is not "allowed".
+  const allowed = (ends: ImpactEnd[]) =>
+    ends.length > 0 && ends.every((e) => e.outcome === 'allowed');
+  if (passes(before) && !passes(after)) return 'newly-blocked';
+  if (!allowed(before) && allowed(after)) return 'newly-allowed';
+  if (passes(after) && after.some((e) => e.outcome === 'would-deny')) return 'still-would-deny';
+  return undefined;
+}
+
+function inList(list: IpList, address: IpAddress): boolean {
+  const within = (text: string) => {
+    const parsed = parseCidr(text);
+    return (
+      parsed.ok &&
+      parsed.range.family === address.family &&
+      parsed.range.from <= address.value &&
+      address.value <= parsed.range.to
+    );
+  };
+  return list.cidrs.some(within) && !(list.except ?? []).some(within);
+}
+
+function groupOf(
+  before: PolicyState,
+  after: PolicyState,
+  address: IpAddress,
+  groupBy: readonly string[],
+): EndpointGroup {
+  // Named as the change leaves it; a workload or list the change removes, as it was.
+  for (const state of [after, before]) {
+    const owner = ownersOf(state, address)[0];
+    if (!owner) continue;
+    const keys = [...new Set(groupBy)].filter((k) => owner.labels[k] !== undefined);
+    if (keys.length === 0) return { key: `workload:${owner.name}`, workload: owner.name };
+    const labels = Object.fromEntries(keys.sort(compareStrings).map((k) => [k, owner.labels[k]!]));
+    return { key: keys.map((k) => `${k}=${labels[k]}`).join(','), labels };
+  }
+  for (const state of [after, before]) {
+    const names = state.ipLists
+      .filter((l) => inList(l, address))
+      .map((l) => l.name)
+      .sort(compareStrings);
+    if (names.length > 0) return { key: `ipList:${names.join(',')}`, ipLists: names };
+  }
+  return { key: canonical(address), address: canonical(address) };
+}
+
+const time = (t: number | string) => (typeof t === 'number' ? t : Date.parse(t));
+
+function later(a: number | string | undefined, b: number | string | undefined) {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return time(b) > time(a) ? b : a;
+}
+
+const DIRECTION_ORDER: Record<DirectionName, number> = { egress: 0, ingress: 1 };
+
+/**
+ * Replays observed flows against the state before and after a change, at every workload end
+ * (the source's egress, the destination's ingress) with each state's own modes. A flow is
+ * `newly-blocked` when it passed at every end before and is blocked at some end after;
+ * `newly-allowed` when it was not allowed at every end before and is after; otherwise
+ * `still-would-deny` when it passes after only because an end is in monitor mode. Flows
+ * that are the same (src, dst, protocol, port) count once. Groups: newly-blocked first, then
+ * by connections, most first.
+ */
+export function impact<F extends ObservedFlow>(
+  before: PolicyState,
+  after: PolicyState,
+  flows: readonly F[],
+  options: ImpactOptions = {},
+): ImpactReport<F> {
+  const groupBy = options.groupBy ?? ['app', 'role'];
+  const distinct = new Map<
+    string,
+    {
+      flow: F;
+      src: IpAddress;
+      dst: IpAddress;
+      port: number;
+      connections: number;
+      lastSeen?: number | string;
+    }
+  >();
+  for (const flow of flows) {
+    const src = parse(flow.src);
+    const dst = parse(flow.dst);
+    const port = PORT_PROTOCOL_NUMBERS.includes(flow.protocol) ? (flow.port ?? 0) : 0;
+    const key = `${canonical(src)} ${canonical(dst)} ${flow.protocol} ${port}`;
+    const seen = distinct.get(key);
+    const connections = flow.connections ?? 1;
+    if (!seen) {
+      distinct.set(key, { flow, src, dst, port, connections, lastSeen: flow.lastSeen });
+      continue;
+    }
+    seen.connections = Math.max(seen.connections, connections);
+    seen.lastSeen = later(seen.lastSeen, flow.lastSeen);
+  }
+
+  const summary = { newlyBlocked: 0, newlyAllowed: 0, stillWouldDeny: 0, flows: distinct.size };
+  const groups = new Map<string, ImpactGroup<F>>();
+  for (const d of distinct.values()) {
+    const { flow, src, dst, port } = d;
+    const was = endsIn(before, src, dst, flow.protocol, port);
+    const now = endsIn(after, src, dst, flow.protocol, port);
+    const change = changeOf(was, now);
+    if (!change) continue;
+    if (change === 'newly-blocked') summary.newlyBlocked++;
+    else if (change === 'newly-allowed') summary.newlyAllowed++;
+    else summary.stillWouldDeny++;
+    const srcGroup = groupOf(before, after, src, groupBy);
+    const dstGroup = groupOf(before, after, dst, groupBy);
+    const key = JSON.stringify([change, srcGroup.key, dstGroup.key, flow.protocol, port]);
+    let group = groups.get(key);
+    if (!group) {
+      group = {
+        change,
+        src: srcGroup,
+        dst: dstGroup,
+        protocol: flow.protocol,
+        port,
+        connections: 0,
+        decidedBy: [],
+        flows: [],
+      };
+      groups.set(key, group);
+    }
+    group.connections += d.connections;
+    const lastSeen = later(group.lastSeen, d.lastSeen);
+    if (lastSeen !== undefined) group.lastSeen = lastSeen;
+    for (const e of now) {
+      const known = group.decidedBy.some(
+        (x) => x.direction === e.direction && x.ruleId === e.ruleId && x.outcome === e.outcome,
+      );
+      if (!known)
+        group.decidedBy.push({ direction: e.direction, ruleId: e.ruleId, outcome: e.outcome });
+    }
+    const item: ImpactFlow<F> = {
+      flow,
+      change,
+      connections: d.connections,
+      before: was,
+      after: now,
+    };
+    if (d.lastSeen !== undefined) item.lastSeen = d.lastSeen;
+    group.flows.push(item);
+  }
+
+  for (const group of groups.values()) {
+    group.decidedBy.sort(
+      (a, b) =>
+        DIRECTION_ORDER[a.direction] - DIRECTION_ORDER[b.direction] ||
+        compareStrings(a.ruleId, b.ruleId) ||
+        compareStrings(a.outcome, b.outcome),
+    );
+    group.flows.sort(
+      (a, b) =>
+        b.connections - a.connections ||
+        compareStrings(a.flow.src, b.flow.src) ||
+        compareStrings(a.flow.dst, b.flow.dst),
+    );
+  }
+  const blockedFirst = (g: ImpactGroup<F>) => (g.change === 'newly-blocked' ? 0 : 1);
+  const sorted = [...groups.values()].sort(
+    (a, b) =>
+      blockedFirst(a) - blockedFirst(b) ||
+      b.connections - a.connections ||
+      compareStrings(a.change, b.change) ||
+      compareStrings(a.src.key, b.src.key) ||
+      compareStrings(a.dst.key, b.dst.key) ||
+      a.protocol - b.protocol ||
+      a.port - b.port,
+  );
+  return { summary, groups: sorted };
 }

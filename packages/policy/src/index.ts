@@ -1,7 +1,30 @@
 export { type CompileResult, compile, hashRuleSet } from './compile.js';
+export {
+  diffRuleSets,
+  diffStates,
+  type ModeChange,
+  type ObjectChange,
+  type ObjectKind,
+  type RuleChanges,
+  type WorkloadEffect,
+} from './diff.js';
 export { PolicyError } from './errors.js';
 export { type Decision, type DirectionName, evaluate, evaluatePolicy } from './evaluate.js';
-export { analyzeImpact, type Flow, type FlowChange } from './impact.js';
+export {
+  analyzeImpact,
+  type EndOutcome,
+  type EndpointGroup,
+  type Flow,
+  type FlowChange,
+  type ImpactChange,
+  type ImpactEnd,
+  type ImpactFlow,
+  type ImpactGroup,
+  type ImpactOptions,
+  type ImpactReport,
+  impact,
+  type ObservedFlow,
+} from './impact.js';
 export {
   type Family,
   formatAddress,

@@ -46,20 +46,20 @@ export interface FlowClassification {
 // Worst first: the flow's verdict is the worst of its ends.
 const SEVERITY: readonly FlowVerdict[] = ['denied', 'would-deny', 'not-covered', 'allowed'];
 
-function parse(text: string): IpAddress {
+export function parse(text: string): IpAddress {
   const address = parseAddress(text);
   if (!address) throw new PolicyError('POLICY_BAD_ARGUMENT', `'${text}' is not an IP address`);
   return address;
 }
 
-const canonical = (a: IpAddress) => formatAddress(a.family, a.value);
+export const canonical = (a: IpAddress) => formatAddress(a.family, a.value);
 
 // Flows come by the thousand against one state; the address index is built once per
 // workloads array (states are treated as immutable values, as in evaluate).
 const owners = new WeakMap<readonly Workload[], Map<string, Workload[]>>();
 
 /** Workloads owning an address, by name. */
-function ownersOf(state: PolicyState, address: IpAddress): Workload[] {
+export function ownersOf(state: PolicyState, address: IpAddress): Workload[] {
   let index = owners.get(state.workloads);
   if (!index) {
     index = new Map();
