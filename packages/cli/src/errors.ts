@@ -42,6 +42,9 @@ export class CliError extends Error {
   }
 }
 
+/** `diff` found something apply would change (as `terraform plan -detailed-exitcode`'s 2, which is taken here). */
+export const EXIT_DIFF_CHANGES = 5;
+
 /** The process exit code for an error; the only place exit codes are chosen. */
 export function exitCodeFor(err: unknown): number {
   if (err instanceof CliError) {

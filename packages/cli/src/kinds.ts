@@ -73,6 +73,13 @@ export const AUDIT_COLUMNS: Column<Row>[] = [
   col('TARGET', (r) => r.target),
 ];
 
+export const REVISION_COLUMNS: Column<Row>[] = [
+  col('REV', (r) => r.revision),
+  col('AUTHOR', (r) => r.author),
+  col('CREATED', (r) => r.createdAt),
+  col('NOTE', (r) => r.note),
+];
+
 const KINDS: KindInfo[] = [
   {
     name: 'workloads',
@@ -121,6 +128,7 @@ const KINDS: KindInfo[] = [
       col('EXCEPT', (r) => r.except),
     ],
   },
+  // No columns: `get revision N` shows the whole snapshot; `revisions` is the table.
   { name: 'revisions', path: '/v1/revisions', getOne: true, key: 'revision', deletable: false },
   {
     name: 'agents',

@@ -1,4 +1,5 @@
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Selector } from '@bulkhead/policy';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { type Client, createClient } from './client.js';
@@ -10,7 +11,20 @@ import {
   type ResourceDocument,
   type ResourceKind,
 } from './documents.js';
-import { CliError, exitCodeFor } from './errors.js';
+import { CliError, EXIT_DIFF_CHANGES, exitCodeFor } from './errors.js';
+import {
+  type Change,
+  canonical,
+  fetchState,
+  formatChange,
+  formatDocuments,
+  KIND_FACTS,
+  label,
+  objectPath,
+  PRUNE_ORDER,
+  planOne,
+  planPrune,
+} from './gitops.js';
 import {
   AGENT_COLUMNS,
   AUDIT_COLUMNS,
@@ -18,6 +32,7 @@ import {
   itemPath,
   type KindInfo,
   lookupKind,
+  REVISION_COLUMNS,
   shortId,
 } from './kinds.js';
 import { OUTPUT_FORMATS, type OutputFormat, render, table } from './output.js';
@@ -51,10 +66,11 @@ type Row = Record<string, unknown>;
 
 /** Runs `bulkhead` with `argv` (without node and script), resolving to the exit code. */
 export async function run(argv: string[], io: Io): Promise<number> {
-  const program = buildProgram(io, io.env ?? process.env);
+  const outcome = { exitCode: 0 };
+  const program = buildProgram(io, io.env ?? process.env, outcome);
   try {
-    await program.parseAsync(argv, { from: 'user' });
-    return 0;
+    await program.parseAsync(exportOutputDir(argv), { from: 'user' });
+    return outcome.exitCode;
   } catch (err) {
     // Commander has already printed its own message (usage errors, help).
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
@@ -79,7 +95,34 @@ interface Context {
   print: (value: unknown, columns?: KindInfo['columns']) => void;
 }
 
-function buildProgram(io: Io, env: Env): Command {
+/** Global options that take a value: the command word is the first argument after them. */
+const GLOBAL_VALUE_OPTIONS = new Set(['--server', '--token', '-o', '--output']);
+
+/**
+ * `export -o DIR` is what people type, but commander reads a program option wherever it
+ * appears, so the global `-o table|json|yaml` would claim it. After the `export` word, `-o`
+ * becomes `--output-dir`.
+ */
+function exportOutputDir(argv: string[]): string[] {
+  let i = 0;
+  while (i < argv.length && argv[i]!.startsWith('-') && argv[i] !== '--') {
+    i += GLOBAL_VALUE_OPTIONS.has(argv[i]!) ? 2 : 1;
+  }
+  if (argv[i] !== 'export') return argv;
+  const rest = argv.slice(i + 1);
+  const end = rest.indexOf('--');
+  return [
+    ...argv.slice(0, i + 1),
+    ...rest.map((a, j) => {
+      if (end >= 0 && j > end) return a;
+      if (a === '-o') return '--output-dir';
+      if (/^-o.+/.test(a)) return `--output-dir=${a.slice(a[2] === '=' ? 3 : 2)}`;
+      return a;
+    }),
+  ];
+}
+
+function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command {
   const program = new Command('bulkhead')
     .description('Admin command of the Bulkhead control plane')
     .exitOverride()
@@ -120,35 +163,101 @@ function buildProgram(io: Io, env: Env): Command {
       io.stdout(`logged in to ${server}; saved ${path}\n`);
     });
 
+  const loadValid = async (paths: string[], command: string): Promise<ResourceDocument[]> => {
+    if (paths.length === 0) throw new CliError('USAGE', `${command} needs -f FILE|DIR`);
+    const { documents, diagnostics } = await loadDocuments(paths);
+    if (diagnostics.length > 0) {
+      for (const d of diagnostics) io.stderr(`${formatDiagnostic(d)}\n`);
+      throw new CliError(
+        'INVALID_INPUT',
+        `${diagnostics.length} problem(s) in the input files; nothing was sent`,
+      );
+    }
+    return documents;
+  };
+  const pruneHelp = 'also delete policies, services and ip lists no file defines (never workloads)';
+
   program
     .command('apply')
     .description('validate resource files locally, then create or update them')
     .option('-f, --filename <path>', 'YAML or JSON file or directory (repeatable)', collect, [])
-    .action(async (opts: { filename: string[] }, cmd: Command) => {
-      if (opts.filename.length === 0) throw new CliError('USAGE', 'apply needs -f FILE|DIR');
-      const { documents, diagnostics } = await loadDocuments(opts.filename);
-      if (diagnostics.length > 0) {
-        for (const d of diagnostics) io.stderr(`${formatDiagnostic(d)}\n`);
-        throw new CliError(
-          'INVALID_INPUT',
-          `${diagnostics.length} problem(s) in the input files; nothing was sent`,
-        );
-      }
+    .option('--prune', pruneHelp)
+    .action(async (opts: { filename: string[]; prune?: boolean }, cmd: Command) => {
+      const documents = await loadValid(opts.filename, 'apply');
       const { client } = await context(cmd);
       for (const kind of APPLY_ORDER) {
         for (const doc of documents.filter((d) => d.kind === kind)) {
-          const label = `${KIND_WORDS[doc.kind]}/${doc.name}`;
-          const outcome = await applyOne(client, doc).catch((err: unknown) => {
-            throw err instanceof CliError
-              ? new CliError(err.code, `${label}: ${err.message}`, {
-                  status: err.status,
-                  details: err.details,
-                  cause: err,
-                })
-              : err;
+          const change = await labelled(doc.kind, doc.name, async () => {
+            const path = objectPath(doc.kind, doc.name);
+            // An identical object is not written: no audit entry, no draft change.
+            const planned = planOne(doc, (await getOrUndefined(client, path)) as Row | undefined);
+            if (planned.action === 'unchanged') return planned;
+            await client.request(doc.kind === 'Workload' ? 'PATCH' : 'PUT', path, doc.body);
+            return planned;
           });
-          io.stdout(`${label} ${outcome}\n`);
+          io.stdout(`${label(doc.kind, doc.name)} ${OUTCOME_WORDS[change.action]}\n`);
         }
+      }
+      if (!opts.prune) return;
+      // Listed after the writes, so that nothing just created can look unknown.
+      const state = await fetchState(client, PRUNE_ORDER);
+      for (const change of planPrune(documents, state)) {
+        await labelled(change.kind, change.name, () =>
+          client.request('DELETE', objectPath(change.kind, change.name)),
+        );
+        io.stdout(`${label(change.kind, change.name)} deleted\n`);
+      }
+    });
+
+  program
+    .command('diff')
+    .description(
+      `what apply would change; exits 0 when nothing, ${EXIT_DIFF_CHANGES} when something would change`,
+    )
+    .option('-f, --filename <path>', 'YAML or JSON file or directory (repeatable)', collect, [])
+    .option('--prune', `also show deletions apply --prune would make`)
+    .action(async (opts: { filename: string[]; prune?: boolean }, cmd: Command) => {
+      const documents = await loadValid(opts.filename, 'diff');
+      const { client } = await context(cmd);
+      const kinds = APPLY_ORDER.filter(
+        (k) => (opts.prune && PRUNE_ORDER.includes(k)) || documents.some((d) => d.kind === k),
+      );
+      const state = await fetchState(client, kinds);
+      const changes: Change[] = [];
+      for (const kind of APPLY_ORDER) {
+        for (const doc of documents.filter((d) => d.kind === kind)) {
+          changes.push(
+            await labelled(doc.kind, doc.name, async () =>
+              planOne(doc, state[doc.kind].get(doc.name)),
+            ),
+          );
+        }
+      }
+      if (opts.prune) changes.push(...planPrune(documents, state));
+      for (const change of changes) io.stdout(formatChange(change));
+      const count = (action: Change['action']) => changes.filter((c) => c.action === action).length;
+      const changed = changes.length - count('unchanged');
+      io.stdout(
+        changed === 0
+          ? `no changes (${count('unchanged')} unchanged)\n`
+          : `${count('create')} to add, ${count('update')} to change, ${count('delete')} to delete, ${count('unchanged')} unchanged\n`,
+      );
+      if (changed > 0) outcome.exitCode = EXIT_DIFF_CHANGES;
+    });
+
+  program
+    .command('export')
+    .description('write ip lists, services, policies and workloads as files apply reads back')
+    .requiredOption('--output-dir <dir>', 'the directory to write (-o DIR works too)')
+    .action(async (opts: { outputDir: string }, cmd: Command) => {
+      const { client } = await context(cmd);
+      // Everything read before anything is written: no directory half from one state.
+      const state = await fetchState(client, APPLY_ORDER);
+      await mkdir(opts.outputDir, { recursive: true });
+      for (const kind of APPLY_ORDER) {
+        const path = join(opts.outputDir, KIND_FACTS[kind].file);
+        await writeFile(path, formatDocuments(kind, [...state[kind].values()]));
+        io.stdout(`${path}: ${state[kind].size} ${KIND_FACTS[kind].word}(s)\n`);
       }
     });
 
@@ -191,17 +300,43 @@ function buildProgram(io: Io, env: Env): Command {
     .action(async (opts: { note?: string }, cmd: Command) => {
       const ctx = await context(cmd);
       const body = opts.note === undefined ? {} : { note: opts.note };
-      const result = await ctx.client.request<{
-        revision: number;
-        changed: string[];
-        unchanged: number;
-      }>('POST', '/v1/provision', body);
-      if (ctx.format !== 'table') return ctx.print(result);
-      const changed = result.changed ?? [];
-      io.stdout(
-        `revision ${result.revision}: ${changed.length} workload(s) changed, ${result.unchanged} unchanged\n`,
+      const result = await ctx.client.request<ProvisionResult>('POST', '/v1/provision', body);
+      printProvision(ctx, result, '');
+    });
+
+  const printProvision = (ctx: Context, result: ProvisionResult, why: string) => {
+    if (ctx.format !== 'table') return ctx.print(result);
+    const changed = result.changed ?? [];
+    io.stdout(
+      `revision ${result.revision}${why}: ${changed.length} workload(s) changed, ${result.unchanged} unchanged\n`,
+    );
+    for (const w of changed) io.stdout(`  ${w}\n`);
+  };
+
+  program
+    .command('revisions')
+    .description('provisioned revisions, newest first')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const ctx = await context(cmd);
+      ctx.print(await ctx.client.request('GET', '/v1/revisions'), REVISION_COLUMNS);
+    });
+
+  program
+    .command('rollback')
+    .description(
+      "make an older revision's policy the draft again and provision it as a new revision",
+    )
+    .argument('<revision>', 'the revision number to go back to', parsePositiveInt)
+    .option('--note <text>', 'why (kept with the new revision)')
+    .action(async (n: number, opts: { note?: string }, cmd: Command) => {
+      const ctx = await context(cmd);
+      const body = opts.note === undefined ? {} : { note: opts.note };
+      const result = await ctx.client.request<ProvisionResult>(
+        'POST',
+        `/v1/revisions/${n}/rollback`,
+        body,
       );
-      for (const w of changed) io.stdout(`  ${w}\n`);
+      printProvision(ctx, result, ` (rollback to ${n})`);
     });
 
   program
@@ -507,19 +642,32 @@ function buildProgram(io: Io, env: Env): Command {
   return program;
 }
 
-const KIND_WORDS: Record<ResourceKind, string> = {
-  IpList: 'ip-list',
-  Service: 'service',
-  Policy: 'policy',
-  Workload: 'workload',
+const OUTCOME_WORDS: Record<Change['action'], string> = {
+  create: 'created',
+  update: 'updated',
+  unchanged: 'unchanged',
+  delete: 'deleted',
 };
 
-const KIND_PATHS: Record<ResourceKind, string> = {
-  IpList: 'ip-lists',
-  Service: 'services',
-  Policy: 'policies',
-  Workload: 'workloads',
-};
+interface ProvisionResult {
+  revision: number;
+  changed: string[];
+  unchanged: number;
+}
+
+/** Runs `fn`, naming the object in any CliError it throws (`policy/web: ...`). */
+async function labelled<T>(kind: ResourceKind, name: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!(err instanceof CliError)) throw err;
+    throw new CliError(err.code, `${label(kind, name)}: ${err.message}`, {
+      status: err.status,
+      details: err.details,
+      cause: err,
+    });
+  }
+}
 
 async function getOrUndefined(client: Client, path: string): Promise<unknown> {
   try {
@@ -528,37 +676,6 @@ async function getOrUndefined(client: Client, path: string): Promise<unknown> {
     if (err instanceof CliError && err.code === 'NOT_FOUND') return undefined;
     throw err;
   }
-}
-
-/**
- * One GET tells created from updated, and lets an identical resource skip its PUT (no audit
- * entry, no draft change). Any difference, even a field the server adds, means a PUT.
- */
-async function applyOne(client: Client, doc: ResourceDocument): Promise<string> {
-  const path = itemPath(lookupKind(KIND_PATHS[doc.kind]), doc.name);
-  const current = await getOrUndefined(client, path);
-  if (doc.kind === 'Workload') {
-    if (current === undefined) {
-      throw new CliError(
-        'NOT_FOUND',
-        'no such workload (workloads appear when their agent enrols)',
-      );
-    }
-    const have = current as Row;
-    const unchanged = Object.entries(doc.body).every(([field, want]) =>
-      field === 'mode'
-        ? Object.entries(want as Row).every(
-            ([dir, m]) => (have.mode as Row | undefined)?.[dir] === m,
-          )
-        : canonical(have[field]) === canonical(want),
-    );
-    if (unchanged) return 'unchanged';
-    await client.request('PATCH', path, doc.body);
-    return 'updated';
-  }
-  if (current !== undefined && canonical(current) === canonical(doc.body)) return 'unchanged';
-  await client.request('PUT', path, doc.body);
-  return current === undefined ? 'created' : 'updated';
 }
 
 /** Items without a GET-by-name (agents, tokens) are found in the list, by id or id prefix. */
@@ -573,15 +690,6 @@ async function findOne(client: Client, kind: KindInfo, id: string): Promise<unkn
     throw new CliError('USAGE', `${JSON.stringify(id)} matches several ${kind.name}: ${ids}`);
   }
   throw new CliError('NOT_FOUND', `no ${kind.name} with ${kind.key} ${JSON.stringify(id)}`);
-}
-
-/** JSON with sorted keys, so that equal objects compare equal whatever their key order. */
-function canonical(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) =>
-    v && typeof v === 'object' && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : v,
-  );
 }
 
 function parseLabelChange(arg: string): { key: string; value?: string } {
