@@ -244,10 +244,11 @@ export function unifiedDiff(a: string[], b: string[], context: number): string[]
   while (i < a.length || j < b.length) {
     if (i < a.length && j < b.length && a[i] === b[j]) {
       ops.push({ tag: ' ', text: a[i]!, ai: i++, bi: j++ });
-    } else if (j < b.length && (i === a.length || lcs[i]![j + 1]! >= lcs[i + 1]![j]!)) {
-      ops.push({ tag: '+', text: b[j]!, ai: i, bi: j++ });
-    } else {
+    } else if (i < a.length && (j === b.length || lcs[i + 1]![j]! >= lcs[i]![j + 1]!)) {
+      // Removals before additions, as diff(1) prints them.
       ops.push({ tag: '-', text: a[i]!, ai: i++, bi: j });
+    } else {
+      ops.push({ tag: '+', text: b[j]!, ai: i, bi: j++ });
     }
   }
   const out: string[] = [];
