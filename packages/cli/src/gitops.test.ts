@@ -141,9 +141,14 @@ describe('export', () => {
       ].join('\n'),
     );
     expect(files['policies.yaml']).toContain(
-      ['kind: Policy', 'name: web-ingress', 'ingress:', '  - action: allow', '    peers:'].join(
-        '\n',
-      ),
+      [
+        'name: web-ingress',
+        'scope:',
+        '  matchLabels:',
+        '    app: web',
+        'ingress:',
+        '  - action: allow',
+      ].join('\n'),
     );
     expect(files['policies.yaml']).toContain(
       'matchLabels:\n            app: web\n            role: lb',
@@ -238,7 +243,7 @@ describe('diff', () => {
       [
         '+ service/ssh',
         '~ policy/web-ingress (ingress)',
-        '    @@ -8,5 +8,5 @@',
+        '    @@ -11,5 +11,5 @@',
         '               matchLabels:',
         '                 app: web',
         '    -            role: lb',
