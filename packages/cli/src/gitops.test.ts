@@ -324,6 +324,16 @@ describe('apply --prune', () => {
     expect(api.store.has('/v1/workloads/db-1')).toBe(true);
   });
 
+  it('refuses to prune when the files hold no documents', async () => {
+    seed(api);
+    const empty = join(dir, 'empty.yaml');
+    await writeFile(empty, '# nothing yet\n');
+    const r = await cli(api, ['apply', '-f', empty, '--prune']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('refusing');
+    expect(api.requests).toEqual([]);
+  });
+
   it('without --prune deletes nothing', async () => {
     seed(api);
     const file = join(dir, 'only.yaml');

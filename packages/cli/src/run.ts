@@ -184,6 +184,10 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
     .option('--prune', pruneHelp)
     .action(async (opts: { filename: string[]; prune?: boolean }, cmd: Command) => {
       const documents = await loadValid(opts.filename, 'apply');
+      // An empty or mistyped directory must not wipe the server's policy.
+      if (opts.prune && documents.length === 0) {
+        throw new CliError('USAGE', '--prune with no documents would delete everything; refusing');
+      }
       const { client } = await context(cmd);
       for (const kind of APPLY_ORDER) {
         for (const doc of documents.filter((d) => d.kind === kind)) {
