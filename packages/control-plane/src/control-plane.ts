@@ -8,6 +8,13 @@ import { createEngine, type Engine } from './engine.js';
 import { ControlPlaneError } from './errors.js';
 import { type AgentGrpcServer, createGrpcServer } from './grpc.js';
 import { createPki } from './pki.js';
+import {
+  createEventExporter,
+  type EventExporter,
+  type EventExporterOptions,
+  parseTarget,
+  SiemError,
+} from './siem/index.js';
 import { createStore, type Store } from './store.js';
 import { createStreamRegistry } from './streams.js';
 
@@ -25,6 +32,16 @@ export interface ControlPlaneOptions {
   logLevel?: string;
   /** Overrides logLevel; tests pass a silent logger. */
   logger?: Logger;
+  /** SIEM targets (`--siem` URLs, see src/siem/README.md): every audit entry and denied/would-deny flow. */
+  siem?: string[];
+  /** Exporter tuning (aggregation window, rate limit); tests turn aggregation off. */
+  siemOptions?: Omit<EventExporterOptions, 'logger'>;
+  /** Hourly flow buckets and flows not seen for longer are pruned. Default 35. */
+  flowRetentionDays?: number;
+  /** Most flow rows kept; the least recently seen go first. Default 1,000,000. */
+  maxFlowRows?: number;
+  /** How often retention runs (it also runs at start). Default one hour. */
+  flowPruneIntervalMs?: number;
 }
 
 export interface ControlPlane {
@@ -44,6 +61,22 @@ export interface ControlPlane {
 
 export const DEFAULT_API_LISTEN = '127.0.0.1:8080';
 export const DEFAULT_GRPC_LISTEN = '0.0.0.0:8443';
+const HOUR_MS = 3_600_000;
+
+/** Checks `--siem` URLs before anything starts; throws VALIDATION_FAILED naming the flag. */
+export function checkSiemTargets(urls: string[]): void {
+  for (const url of urls) {
+    try {
+      parseTarget(url);
+    } catch (err) {
+      if (!(err instanceof SiemError)) throw err;
+      throw new ControlPlaneError('VALIDATION_FAILED', `--siem: ${err.message}`, {
+        details: [{ path: '--siem', message: err.message }],
+        cause: err,
+      });
+    }
+  }
+}
 
 /** Splits `host:port` / `[v6]:port`; throws VALIDATION_FAILED naming `flag`. */
 export function parseListen(value: string, flag: string): { host: string; port: number } {
@@ -62,21 +95,28 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   const grpcAddr = parseListen(options.grpcListen ?? DEFAULT_GRPC_LISTEN, '--grpc-listen');
   const log = options.logger ?? pino({ level: options.logLevel ?? 'info' });
   const adminTokenFile = join(options.dataDir, 'initial-admin-token');
+  checkSiemTargets(options.siem ?? []);
 
   let store: Store | undefined;
   let api: FastifyInstance | undefined;
   let grpc: AgentGrpcServer | undefined;
+  let siem: EventExporter | undefined;
+  let pruneTimer: NodeJS.Timeout | undefined;
   let apiUrl = '';
   let grpcPort = 0;
   let caPem = '';
   let initialAdminToken: string | undefined;
 
   async function stop(): Promise<void> {
+    clearInterval(pruneTimer);
     await grpc?.close();
     await api?.close();
+    // Aggregated flows live in memory until the window ends: send them before leaving.
+    await siem?.close();
     store?.close();
     grpc = undefined;
     api = undefined;
+    siem = undefined;
     store = undefined;
   }
 
@@ -98,11 +138,40 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     async start() {
       try {
         await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
-        store = createStore({ path: options.dbPath ?? join(options.dataDir, 'bulkhead.db') });
+        const exporter =
+          options.siem && options.siem.length > 0
+            ? createEventExporter(options.siem, { ...options.siemOptions, logger: log })
+            : undefined;
+        siem = exporter;
+        store = createStore({
+          path: options.dbPath ?? join(options.dataDir, 'bulkhead.db'),
+          flowRetentionDays: options.flowRetentionDays,
+          maxFlowRows: options.maxFlowRows,
+          onAudit: exporter
+            ? (e) =>
+                exporter.emit({
+                  kind: 'audit',
+                  at: new Date(e.at),
+                  actor: e.actor,
+                  action: e.action,
+                  target: e.target,
+                  details: { id: e.id, before: e.before, after: e.after },
+                })
+            : undefined,
+        });
         const pki = await createPki({ dir: join(options.dataDir, 'ca'), sans: options.tlsSans });
         caPem = pki.caPem;
         const streams = createStreamRegistry();
-        const engine: Engine = createEngine({ store, pki, streams, log });
+        const engine: Engine = createEngine({ store, pki, streams, log, events: exporter });
+        engine.pruneFlows();
+        pruneTimer = setInterval(() => {
+          try {
+            engine.pruneFlows();
+          } catch (err) {
+            log.error({ err }, 'flow retention failed');
+          }
+        }, options.flowPruneIntervalMs ?? HOUR_MS);
+        pruneTimer.unref();
 
         initialAdminToken = engine.bootstrapAdminToken();
         if (initialAdminToken !== undefined) {

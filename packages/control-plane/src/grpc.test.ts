@@ -1,3 +1,4 @@
+import { createSocket, type Socket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -69,24 +70,60 @@ class SyncSession {
   }
 }
 
+/** A syslog receiver on 127.0.0.1:0 that parses RFC 5424 messages with JSON bodies. */
+class SyslogListener {
+  readonly messages: { msgId: string; body: Record<string, unknown> }[] = [];
+  private waiters: Array<() => void> = [];
+  private constructor(readonly socket: Socket) {
+    socket.on('message', (buf) => {
+      const text = buf.toString('utf8');
+      // <PRI>1 TIMESTAMP HOSTNAME APP PROCID MSGID [SD] MSG
+      const msgId = text.split(' ')[5] ?? '';
+      this.messages.push({ msgId, body: JSON.parse(text.slice(text.indexOf('] {') + 2)) });
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+  static async open(): Promise<SyslogListener> {
+    const socket = createSocket('udp4');
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    return new SyslogListener(socket);
+  }
+  get port(): number {
+    return this.socket.address().port;
+  }
+  /** Resolves with the first message matching; the test's timeout is the failure. */
+  async waitFor(match: (m: SyslogListener['messages'][number]) => boolean) {
+    for (;;) {
+      const hit = this.messages.find(match);
+      if (hit) return hit;
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+  }
+}
+
 describe('gRPC agent service', () => {
   let dir: string;
   let cp: ControlPlane;
+  let siem: SyslogListener;
   const clients: AgentServiceClient[] = [];
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'bh-grpc-'));
+    siem = await SyslogListener.open();
     cp = createControlPlane({
       dataDir: dir,
       apiListen: '127.0.0.1:0',
       grpcListen: '127.0.0.1:0',
       logger: silentLog,
+      siem: [`syslog+udp://127.0.0.1:${siem.port}?format=json`],
+      siemOptions: { aggregateWindowMs: 0, rateLimit: false },
     });
     await cp.start();
   });
   afterEach(async () => {
     for (const c of clients.splice(0)) c.close();
     await cp.stop();
+    siem.socket.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -338,6 +375,65 @@ describe('gRPC agent service', () => {
     expect((await api('GET', '/v1/events')).json).toMatchObject([
       { code: 'FLOW_TABLE_FULL', workload: 'db-1' },
     ]);
+    s.stream.end();
+  });
+
+  it('ingests flows once across a duplicate seq and exports denied flows and audit entries to the SIEM', async () => {
+    const { res, creds } = await enrolled();
+    const s = new SyncSession(client(creds).sync());
+    await s.barrier();
+    const flow = (port: number, verdict: Verdict, packets: number) => ({
+      direction: Direction.DIRECTION_INGRESS,
+      src: '10.0.0.7',
+      dst: '10.0.0.2',
+      protocol: 6,
+      port,
+      verdict,
+      ruleId: 'default',
+      packets,
+      bytes: packets * 60,
+      firstSeenUnixMs: Date.UTC(2026, 0, 1, 9),
+      lastSeenUnixMs: Date.UTC(2026, 0, 1, 9, 30),
+    });
+    const batch = {
+      seq: 1,
+      timeUnixMs: Date.UTC(2026, 0, 1, 10),
+      appliedHash: '',
+      counters: [],
+      events: [],
+      flows: [flow(22, Verdict.VERDICT_DENIED, 3), flow(443, Verdict.VERDICT_ALLOWED, 5)],
+    };
+    s.send({ telemetry: batch });
+    s.send({ telemetry: batch });
+    await s.barrier();
+    const flows = (await api('GET', '/v1/flows?workload=db-1')).json.flows;
+    expect(
+      flows.map((f: { port: number; connections: number }) => [f.port, f.connections]),
+    ).toEqual([
+      [22, 3],
+      [443, 5],
+    ]);
+
+    const denied = await siem.waitFor((m) => m.msgId === 'FLOW_DENIED');
+    expect(denied.body).toMatchObject({
+      kind: 'flow',
+      verdict: 'denied',
+      workload: 'db-1',
+      dstWorkload: 'db-1',
+      src: '10.0.0.7',
+      protocol: 'tcp',
+      port: 22,
+      connections: 3,
+    });
+    // An audited write after the flows; UDP on loopback keeps order, so once its event is
+    // in, everything emitted before it is too.
+    await api('PUT', '/v1/services/ssh', { ports: [{ protocol: 'tcp', port: 22 }] });
+    const audit = await siem.waitFor((m) => m.msgId === 'AUDIT' && m.body.action === 'service.put');
+    expect(audit.body).toMatchObject({ actor: 'initial-admin', target: 'ssh' });
+    expect(siem.messages.filter((m) => m.msgId.startsWith('FLOW_'))).toHaveLength(1);
+    expect(siem.messages.find((m) => m.body.action === 'agent.enroll')?.body.target).toBe(
+      res.agentId,
+    );
     s.stream.end();
   });
 

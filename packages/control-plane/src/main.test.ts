@@ -29,6 +29,10 @@ describe('bulkhead-control-plane binary', () => {
     [['--grpc-listen', '127.0.0.1:99999'], '--grpc-listen'],
     [['--log-level', 'loud'], '--log-level'],
     [['--no-such-flag'], '--no-such-flag'],
+    [['--siem', 'syslog+udp://siem.example:99999'], '--siem'],
+    [['--siem', 'file:///tmp/x.jsonl', '--siem', 'gopher://x'], '--siem'],
+    [['--flow-retention-days', '0'], '--flow-retention-days'],
+    [['--max-flow-rows', 'many'], '--max-flow-rows'],
   ])('exits 2 naming the flag for %j', (args, flag) => {
     const r = run(...args);
     expect(r.status).toBe(2);

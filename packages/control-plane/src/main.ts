@@ -2,6 +2,7 @@
 import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import {
+  checkSiemTargets,
   createControlPlane,
   DEFAULT_API_LISTEN,
   DEFAULT_GRPC_LISTEN,
@@ -26,6 +27,22 @@ const program = new Command('bulkhead-control-plane')
     'extra DNS name or IP for the gRPC server certificate (repeatable)',
     (v: string, acc: string[]) => [...acc, v],
     [] as string[],
+  )
+  .option(
+    '--siem <url>',
+    'SIEM target for audit and denied-flow events, repeatable: syslog+udp|tcp|tls://host[:port]?format=cef|json, file:///path',
+    (v: string, acc: string[]) => [...acc, v],
+    [] as string[],
+  )
+  .option(
+    '--flow-retention-days <days>',
+    'keep hourly flow buckets and unseen flows this long',
+    '35',
+  )
+  .option(
+    '--max-flow-rows <n>',
+    'most distinct flows kept; the least recently seen go first',
+    '1000000',
   )
   .addOption(
     new Option('--log-level <level>', 'log level')
@@ -55,6 +72,9 @@ const opts = program.opts<{
   apiListen: string;
   grpcListen: string;
   tlsSan: string[];
+  siem: string[];
+  flowRetentionDays: string;
+  maxFlowRows: string;
   logLevel: string;
 }>();
 
@@ -64,6 +84,17 @@ try {
 } catch (err) {
   fail(isControlPlaneError(err) ? err.message : String(err));
 }
+try {
+  checkSiemTargets(opts.siem);
+} catch (err) {
+  fail(isControlPlaneError(err) ? err.message : String(err));
+}
+const positive = (flag: string, value: string): number => {
+  if (!/^[1-9]\d{0,9}$/.test(value)) fail(`${flag} must be a positive integer, got "${value}"`);
+  return Number(value);
+};
+const flowRetentionDays = positive('--flow-retention-days', opts.flowRetentionDays);
+const maxFlowRows = positive('--max-flow-rows', opts.maxFlowRows);
 if (opts.tlsSan.some((s) => s.trim() === '' || /[\s,]/.test(s))) {
   fail('--tls-san takes one DNS name or IP address per flag');
 }
@@ -74,6 +105,9 @@ const cp = createControlPlane({
   apiListen: opts.apiListen,
   grpcListen: opts.grpcListen,
   tlsSans: opts.tlsSan,
+  siem: opts.siem,
+  flowRetentionDays,
+  maxFlowRows,
   logLevel: opts.logLevel,
 });
 
