@@ -759,7 +759,7 @@ export function createEngine(deps: EngineDeps) {
       return added;
     },
 
-    // --- visibility (REST contract: /work/notes/api3.md)
+    // --- visibility (the REST contract the CLI codes against: packages/cli/src/visibility.ts)
     flows(filter: FlowFilter): { flows: FlowView[] } {
       const workloads = store.listWorkloads().map(toWorkload);
       const match: FlowMatch[] = [];

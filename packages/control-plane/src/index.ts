@@ -8,3 +8,4 @@ export {
 } from './control-plane.js';
 export type { AgentView, ProvisionResult } from './engine.js';
 export { ControlPlaneError, type ControlPlaneErrorCode, type ErrorDetail } from './errors.js';
+export type { Endpoint, FlowView, MapEdge, MapNode, MapView } from './visibility.js';

@@ -11,8 +11,9 @@ import {
 } from '@bulkhead/policy';
 import type { FlowRow, FlowVerdict } from './flow-store.js';
 
-// Query-time views of stored flows (REST contract: /work/notes/api3.md): addresses resolved
-// against the workloads and IP lists as they are now, not as they were when a flow was seen.
+// Query-time views of stored flows, in the shapes the CLI codes against
+// (packages/cli/src/visibility.ts): addresses resolved against the workloads and IP lists as
+// they are now, not as they were when a flow was seen.
 
 export interface Endpoint {
   address: string;
