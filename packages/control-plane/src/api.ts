@@ -160,7 +160,8 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
     const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
     if (!m) throw new ControlPlaneError('UNAUTHENTICATED', 'missing bearer token');
     const token = engine.authenticate(m[1]!);
-    const readOnly = (req.routeOptions.config as { readOnly?: boolean }).readOnly === true;
+    const readOnly =
+      (req.routeOptions.config as { readOnly?: boolean } | undefined)?.readOnly === true;
     if (token.role !== 'admin' && req.method !== 'GET' && req.method !== 'HEAD' && !readOnly) {
       throw new ControlPlaneError('FORBIDDEN', `role ${token.role} may only read`);
     }
