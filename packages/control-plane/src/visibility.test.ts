@@ -188,7 +188,7 @@ describe('visibility API', () => {
     expect((await flows('?protocol=udp&port=53')).map((v) => v.verdict)).toEqual(['would-deny']);
     expect(await flows('?protocol=17&port=54')).toEqual([]);
     expect((await flows('?verdict=denied')).map((v) => v.port)).toEqual([22, 5432]);
-    expect((await flows('?newSince=' + at(20))).map(brief)).toEqual([
+    expect((await flows(`?newSince=${at(20)}`)).map(brief)).toEqual([
       'db-1:bastion>db-1/tcp/22',
       'web-2:web-2>8.8.8.8/udp/53',
       'db-1:192.168.7.7>db-1/tcp/5432',
