@@ -8,13 +8,24 @@ export interface ClientOptions {
 
 export interface Client {
   /** One REST call; resolves to the parsed JSON body (undefined when empty), throws CliError. */
-  request<T = unknown>(method: string, path: string, body?: unknown): Promise<T>;
+  request<T = unknown>(
+    method: string,
+    path: string,
+    body?: unknown,
+    options?: RequestOptions,
+  ): Promise<T>;
+}
+
+export interface RequestOptions {
+  /** Write only if the object is still at this `version` (sent as `If-Match: "<v>"`). */
+  ifMatch?: number;
 }
 
 const API_CODES: readonly ApiErrorCode[] = [
   'VALIDATION_FAILED',
   'NOT_FOUND',
   'CONFLICT',
+  'IMPACT_CONFIRMATION_REQUIRED',
   'UNAUTHENTICATED',
   'FORBIDDEN',
   'INTERNAL',
@@ -41,7 +52,7 @@ function codeForStatus(status: number): ApiErrorCode {
 
 function errorFromBody(status: number, statusText: string, body: unknown): CliError {
   const err = (body as { error?: unknown } | undefined)?.error as
-    | { code?: unknown; message?: unknown; details?: unknown }
+    | { code?: unknown; message?: unknown; details?: unknown; [more: string]: unknown }
     | undefined;
   const code = API_CODES.find((c) => c === err?.code) ?? codeForStatus(status);
   const message =
@@ -52,14 +63,20 @@ function errorFromBody(status: number, statusText: string, body: unknown): CliEr
         message: String(d?.message ?? ''),
       }))
     : [];
-  return new CliError(code, message, { status, details });
+  return new CliError(code, message, { status, details, response: err });
 }
 
 export function createClient(options: ClientOptions): Client {
   const base = options.server.replace(/\/+$/, '');
   return {
-    async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    async request<T>(
+      method: string,
+      path: string,
+      body?: unknown,
+      extra: RequestOptions = {},
+    ): Promise<T> {
       const headers: Record<string, string> = { accept: 'application/json' };
+      if (extra.ifMatch !== undefined) headers['if-match'] = `"${extra.ifMatch}"`;
       if (options.token) headers.authorization = `Bearer ${options.token}`;
       if (body !== undefined) headers['content-type'] = 'application/json';
       let res: Response;

@@ -5,6 +5,7 @@ export type ApiErrorCode =
   | 'VALIDATION_FAILED'
   | 'NOT_FOUND'
   | 'CONFLICT'
+  | 'IMPACT_CONFIRMATION_REQUIRED'
   | 'UNAUTHENTICATED'
   | 'FORBIDDEN'
   | 'INTERNAL';
@@ -24,6 +25,8 @@ export interface CliErrorOptions {
   /** HTTP status when the error came from the server. */
   status?: number;
   details?: Diagnostic[];
+  /** The server's whole `error` object, for codes that carry more than a message (`impact`). */
+  response?: Record<string, unknown>;
   cause?: unknown;
 }
 
@@ -33,23 +36,32 @@ export class CliError extends Error {
   readonly code: CliErrorCode;
   readonly status: number | undefined;
   readonly details: Diagnostic[];
+  readonly response: Record<string, unknown> | undefined;
 
   constructor(code: CliErrorCode, message: string, options: CliErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.status = options.status;
     this.details = options.details ?? [];
+    this.response = options.response;
   }
 }
 
 /** `diff` found something apply would change (as `terraform plan -detailed-exitcode`'s 2, which is taken here). */
 export const EXIT_DIFF_CHANGES = 5;
 
+/**
+ * `plan`, `impact`, and a refused `provision`/`rollback`/`mode`: observed flows would be newly
+ * blocked. Not 2 or 3, so that a pipeline can tell "would break traffic" from "bad input".
+ */
+export const EXIT_NEWLY_BLOCKED = 4;
+
 /** The process exit code for an error; the only place exit codes are chosen. */
 export function exitCodeFor(err: unknown): number {
   if (err instanceof CliError) {
     if (err.code === 'USAGE') return 2;
     if (err.code === 'INVALID_INPUT') return 3;
+    if (err.code === 'IMPACT_CONFIRMATION_REQUIRED') return EXIT_NEWLY_BLOCKED;
   }
   return 1;
 }

@@ -1,4 +1,4 @@
-export { type Client, type ClientOptions, createClient } from './client.js';
+export { type Client, type ClientOptions, createClient, type RequestOptions } from './client.js';
 export {
   type FileDiagnostic,
   loadDocuments,

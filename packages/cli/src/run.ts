@@ -11,7 +11,7 @@ import {
   type ResourceDocument,
   type ResourceKind,
 } from './documents.js';
-import { CliError, EXIT_DIFF_CHANGES, exitCodeFor } from './errors.js';
+import { CliError, EXIT_DIFF_CHANGES, EXIT_NEWLY_BLOCKED, exitCodeFor } from './errors.js';
 import {
   type Change,
   canonical,
@@ -24,6 +24,7 @@ import {
   PRUNE_ORDER,
   planOne,
   planPrune,
+  type ServerState,
 } from './gitops.js';
 import {
   AGENT_COLUMNS,
@@ -35,6 +36,16 @@ import {
   REVISION_COLUMNS,
   shortId,
 } from './kinds.js';
+import {
+  countChanges,
+  formatImpact,
+  formatImpactSummary,
+  formatObjectChange,
+  formatRevisionDiff,
+  type ImpactReport,
+  type ObjectChange,
+  type RevisionDiff,
+} from './lifecycle.js';
 import { OUTPUT_FORMATS, type OutputFormat, render, table } from './output.js';
 import { validators } from './validate.js';
 import {
@@ -163,6 +174,14 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
       io.stdout(`logged in to ${server}; saved ${path}\n`);
     });
 
+  const now = io.now ?? (() => new Date());
+  const parseTime = timeOption(now);
+  const sinceOption = (flag: string, what: string) =>
+    new Option(
+      `${flag} <time>`,
+      `${what}: a duration back from now (30m, 24h, 7d) or ISO`,
+    ).argParser(parseTime);
+
   const loadValid = async (paths: string[], command: string): Promise<ResourceDocument[]> => {
     if (paths.length === 0) throw new CliError('USAGE', `${command} needs -f FILE|DIR`);
     const { documents, diagnostics } = await loadDocuments(paths);
@@ -194,9 +213,13 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
           const change = await labelled(doc.kind, doc.name, async () => {
             const path = objectPath(doc.kind, doc.name);
             // An identical object is not written: no audit entry, no draft change.
-            const planned = planOne(doc, (await getOrUndefined(client, path)) as Row | undefined);
+            const current = (await getOrUndefined(client, path)) as Row | undefined;
+            const planned = planOne(doc, current);
             if (planned.action === 'unchanged') return planned;
-            await client.request(doc.kind === 'Workload' ? 'PATCH' : 'PUT', path, doc.body);
+            // Written only if still what the decision was made on: no silent lost update.
+            await client.request(doc.kind === 'Workload' ? 'PATCH' : 'PUT', path, doc.body, {
+              ifMatch: versionOf(current),
+            });
             return planned;
           });
           io.stdout(`${label(doc.kind, doc.name)} ${OUTCOME_WORDS[change.action]}\n`);
@@ -207,46 +230,169 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
       const state = await fetchState(client, PRUNE_ORDER);
       for (const change of planPrune(documents, state)) {
         await labelled(change.kind, change.name, () =>
-          client.request('DELETE', objectPath(change.kind, change.name)),
+          client.request('DELETE', objectPath(change.kind, change.name), undefined, {
+            ifMatch: versionOf(state[change.kind].get(change.name)),
+          }),
         );
         io.stdout(`${label(change.kind, change.name)} deleted\n`);
       }
     });
 
+  /** What apply (with the same --prune) would do, read from the server without writing. */
+  const planChanges = async (
+    client: Client,
+    documents: ResourceDocument[],
+    prune: boolean,
+  ): Promise<Change[]> => {
+    const kinds = APPLY_ORDER.filter(
+      (k) => (prune && PRUNE_ORDER.includes(k)) || documents.some((d) => d.kind === k),
+    );
+    const state: ServerState = await fetchState(client, kinds);
+    const changes: Change[] = [];
+    for (const kind of APPLY_ORDER) {
+      for (const doc of documents.filter((d) => d.kind === kind)) {
+        changes.push(
+          await labelled(doc.kind, doc.name, async () =>
+            planOne(doc, state[doc.kind].get(doc.name)),
+          ),
+        );
+      }
+    }
+    if (prune) changes.push(...planPrune(documents, state));
+    return changes;
+  };
+
+  /** Prints the changes and the count line; resolves to the number of changes. */
+  const printChanges = (changes: Change[]): number => {
+    for (const change of changes) io.stdout(formatChange(change));
+    const count = (action: Change['action']) => changes.filter((c) => c.action === action).length;
+    const changed = changes.length - count('unchanged');
+    io.stdout(
+      changed === 0
+        ? `no changes (${count('unchanged')} unchanged)\n`
+        : `${count('create')} to add, ${count('update')} to change, ${count('delete')} to delete, ${count('unchanged')} unchanged\n`,
+    );
+    return changed;
+  };
+
   program
     .command('diff')
     .description(
-      `what apply would change; exits 0 when nothing, ${EXIT_DIFF_CHANGES} when something would change`,
+      `what apply would change (-f), or between two revisions (--from); exits 0 when nothing, ${EXIT_DIFF_CHANGES} when something differs`,
     )
     .option('-f, --filename <path>', 'YAML or JSON file or directory (repeatable)', collect, [])
     .option('--prune', `also show deletions apply --prune would make`)
-    .action(async (opts: { filename: string[]; prune?: boolean }, cmd: Command) => {
-      const documents = await loadValid(opts.filename, 'diff');
-      const { client } = await context(cmd);
-      const kinds = APPLY_ORDER.filter(
-        (k) => (opts.prune && PRUNE_ORDER.includes(k)) || documents.some((d) => d.kind === k),
-      );
-      const state = await fetchState(client, kinds);
-      const changes: Change[] = [];
-      for (const kind of APPLY_ORDER) {
-        for (const doc of documents.filter((d) => d.kind === kind)) {
-          changes.push(
-            await labelled(doc.kind, doc.name, async () =>
-              planOne(doc, state[doc.kind].get(doc.name)),
-            ),
-          );
+    .option('--from <revision>', 'compare revisions: from this one', parsePositiveInt)
+    .option(
+      '--to <revision|draft>',
+      'compare revisions: to this one or the draft (default)',
+      parseTo,
+    )
+    .action(
+      async (
+        opts: { filename: string[]; prune?: boolean; from?: number; to?: string },
+        cmd: Command,
+      ) => {
+        if (opts.from === undefined && opts.to !== undefined) {
+          throw new CliError('USAGE', '--to needs --from');
         }
+        if (opts.from !== undefined) {
+          if (opts.filename.length > 0 || opts.prune) {
+            throw new CliError('USAGE', 'diff takes -f [--prune] or --from [--to], not both');
+          }
+          const ctx = await context(cmd);
+          const answer = await ctx.client.request<RevisionDiff>(
+            'GET',
+            `/v1/revisions/${opts.from}/diff?to=${opts.to ?? 'draft'}`,
+          );
+          if (answer.objects.length > 0 || answer.workloads.length > 0) {
+            outcome.exitCode = EXIT_DIFF_CHANGES;
+          }
+          if (ctx.format !== 'table') return ctx.print(answer);
+          io.stdout(formatRevisionDiff(answer));
+          return;
+        }
+        const documents = await loadValid(opts.filename, 'diff');
+        const { client } = await context(cmd);
+        const changes = await planChanges(client, documents, opts.prune === true);
+        if (printChanges(changes) > 0) outcome.exitCode = EXIT_DIFF_CHANGES;
+      },
+    );
+
+  program
+    .command('plan')
+    .description(
+      `diff, then which observed flows the files would newly block; exits 0 when none, ${EXIT_NEWLY_BLOCKED} when some`,
+    )
+    .option('-f, --filename <path>', 'YAML or JSON file or directory (repeatable)', collect, [])
+    .option('--prune', `also show deletions apply --prune would make`)
+    .addOption(sinceOption('--since', 'judge flows seen at or after'))
+    .addOption(sinceOption('--until', 'judge flows seen at or before'))
+    .option('--group-by <keys>', 'label keys that make a group (default app,role)', parseKeys)
+    .action(async (opts: PlanOptions, cmd: Command) => {
+      const documents = await loadValid(opts.filename, 'plan');
+      checkWindow(opts.since, opts.until);
+      const ctx = await context(cmd);
+      const changes = await planChanges(ctx.client, documents, opts.prune === true);
+      const resources = documents.map((d) => ({ kind: d.kind, name: d.name, ...d.body }));
+      const report = await requestImpact(ctx.client, { resources }, opts);
+      if (ctx.format !== 'table') ctx.print(report);
+      else {
+        printChanges(changes);
+        const pruned = changes.filter((c) => c.action === 'delete').length;
+        // The impact API takes objects to put in place, not ones to remove (api4).
+        if (pruned > 0) {
+          io.stderr(`note: the impact below does not count the ${pruned} deletion(s) of --prune\n`);
+        }
+        io.stdout(formatImpact(report, now()));
       }
-      if (opts.prune) changes.push(...planPrune(documents, state));
-      for (const change of changes) io.stdout(formatChange(change));
-      const count = (action: Change['action']) => changes.filter((c) => c.action === action).length;
-      const changed = changes.length - count('unchanged');
-      io.stdout(
-        changed === 0
-          ? `no changes (${count('unchanged')} unchanged)\n`
-          : `${count('create')} to add, ${count('update')} to change, ${count('delete')} to delete, ${count('unchanged')} unchanged\n`,
+      if (report.summary.newlyBlocked > 0) outcome.exitCode = EXIT_NEWLY_BLOCKED;
+    });
+
+  program
+    .command('impact')
+    .description(
+      `which observed flows the draft (or a revision) would newly block against what is provisioned; exits ${EXIT_NEWLY_BLOCKED} when some`,
+    )
+    .option('--revision <n>', 'judge this revision instead of the draft', parsePositiveInt)
+    .addOption(sinceOption('--since', 'judge flows seen at or after'))
+    .addOption(sinceOption('--until', 'judge flows seen at or before'))
+    .option('--group-by <keys>', 'label keys that make a group (default app,role)', parseKeys)
+    .action(async (opts: ImpactOptions & { revision?: number }, cmd: Command) => {
+      checkWindow(opts.since, opts.until);
+      const ctx = await context(cmd);
+      const target = opts.revision === undefined ? 'draft' : { revision: opts.revision };
+      const report = await requestImpact(ctx.client, target, opts);
+      if (ctx.format !== 'table') ctx.print(report);
+      else io.stdout(formatImpact(report, now()));
+      if (report.summary.newlyBlocked > 0) outcome.exitCode = EXIT_NEWLY_BLOCKED;
+    });
+
+  const draft = program
+    .command('draft')
+    .description('what provision would freeze: the edits since the latest revision')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const ctx = await context(cmd);
+      const answer = await ctx.client.request<{ basedOn: number; changes: ObjectChange[] }>(
+        'GET',
+        '/v1/draft',
       );
-      if (changed > 0) outcome.exitCode = EXIT_DIFF_CHANGES;
+      if (ctx.format !== 'table') return ctx.print(answer);
+      const base = answer.basedOn > 0 ? `revision ${answer.basedOn}` : 'no revision yet';
+      if (answer.changes.length === 0) return io.stdout(`no changes (based on ${base})\n`);
+      for (const change of answer.changes) io.stdout(formatObjectChange(change));
+      io.stdout(`${countChanges(answer.changes)} (based on ${base})\n`);
+    });
+  draft
+    .command('discard')
+    .description("throw the draft away: policies, services and ip lists as the latest revision's")
+    .action(async (_opts: unknown, cmd: Command) => {
+      const ctx = await context(cmd);
+      const answer = await ctx.client.request<{ discarded: ObjectChange[] }>('DELETE', '/v1/draft');
+      if (ctx.format !== 'table') return ctx.print(answer);
+      const discarded = answer?.discarded ?? [];
+      for (const change of discarded) io.stdout(formatObjectChange(change, { brief: true }));
+      io.stdout(`discarded ${discarded.length} change(s)\n`);
     });
 
   program
@@ -300,12 +446,16 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
   program
     .command('provision')
     .description('freeze the draft policy into a new revision and push it to the agents')
-    .option('--note <text>', 'why (kept with the revision)')
-    .action(async (opts: { note?: string }, cmd: Command) => {
+    .requiredOption('--note <text>', 'why (kept with the revision and in the audit log)')
+    .option('--confirm', 'provision even if observed flows would be newly blocked')
+    .action(async (opts: { note: string; confirm?: boolean }, cmd: Command) => {
+      if (opts.note.trim() === '') throw new CliError('USAGE', '--note must not be empty');
       const ctx = await context(cmd);
-      const body = opts.note === undefined ? {} : { note: opts.note };
-      const result = await ctx.client.request<ProvisionResult>('POST', '/v1/provision', body);
-      printProvision(ctx, result, '');
+      const body = { note: opts.note, ...(opts.confirm ? { confirm: true } : {}) };
+      const result = await impactChecked(ctx, 'provision', () =>
+        ctx.client.request<ProvisionResult>('POST', '/v1/provision', body),
+      );
+      if (result) printProvision(ctx, result, '');
     });
 
   const printProvision = (ctx: Context, result: ProvisionResult, why: string) => {
@@ -315,6 +465,32 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
       `revision ${result.revision}${why}: ${changed.length} workload(s) changed, ${result.unchanged} unchanged\n`,
     );
     for (const w of changed) io.stdout(`  ${w}\n`);
+    if (result.impact) io.stdout(formatImpactSummary(result.impact));
+  };
+
+  /**
+   * Runs an impact-checked write. When the server refuses it because observed flows would be
+   * newly blocked, prints what would break and how to go ahead, and resolves to undefined.
+   */
+  const impactChecked = async <T>(
+    ctx: Context,
+    verb: string,
+    write: () => Promise<T>,
+  ): Promise<T | undefined> => {
+    try {
+      return await write();
+    } catch (err) {
+      if (!(err instanceof CliError) || err.code !== 'IMPACT_CONFIRMATION_REQUIRED') throw err;
+      const impact = err.response?.impact as ImpactReport | undefined;
+      if (impact && ctx.format !== 'table') ctx.print(impact);
+      else if (impact) io.stdout(formatImpact(impact, now()));
+      const what = impact
+        ? `${impact.summary.newlyBlocked} observed flows would be newly blocked`
+        : err.message;
+      io.stderr(`refused: ${what}; re-run with --confirm to ${verb} anyway\n`);
+      outcome.exitCode = exitCodeFor(err);
+      return undefined;
+    }
   };
 
   program
@@ -332,15 +508,15 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
     )
     .argument('<revision>', 'the revision number to go back to', parsePositiveInt)
     .option('--note <text>', 'why (kept with the new revision)')
-    .action(async (n: number, opts: { note?: string }, cmd: Command) => {
+    .option('--confirm', 'roll back even if observed flows would be newly blocked')
+    .action(async (n: number, opts: { note?: string; confirm?: boolean }, cmd: Command) => {
       const ctx = await context(cmd);
-      const body = opts.note === undefined ? {} : { note: opts.note };
-      const result = await ctx.client.request<ProvisionResult>(
-        'POST',
-        `/v1/revisions/${n}/rollback`,
-        body,
+      const body: Row = opts.note === undefined ? {} : { note: opts.note };
+      if (opts.confirm) body.confirm = true;
+      const result = await impactChecked(ctx, 'roll back', () =>
+        ctx.client.request<ProvisionResult>('POST', `/v1/revisions/${n}/rollback`, body),
       );
-      printProvision(ctx, result, ` (rollback to ${n})`);
+      if (result) printProvision(ctx, result, ` (rollback to ${n})`);
     });
 
   program
@@ -394,7 +570,10 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
       const edits = changes.map(parseLabelChange);
       const { client } = await context(cmd);
       const path = itemPath(lookupKind('workloads'), name);
-      const current = await client.request<{ labels?: Record<string, string> }>('GET', path);
+      const current = await client.request<{ labels?: Record<string, string>; version?: unknown }>(
+        'GET',
+        path,
+      );
       const before = current?.labels ?? {};
       const labels = { ...before };
       for (const e of edits) {
@@ -407,7 +586,8 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
       }
       const problems = validators.workloadPatch({ labels }, '');
       if (problems.length > 0) throw new CliError('USAGE', 'invalid labels', { details: problems });
-      await client.request('PATCH', path, { labels });
+      // Merged from what was read, so written only if nobody changed the labels meanwhile.
+      await client.request('PATCH', path, { labels }, { ifMatch: versionOf(current) });
       io.stdout(`workload/${name} labels: ${formatLabels(labels)}\n`);
     });
 
@@ -420,16 +600,21 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
     .argument('<workload>')
     .addOption(modeOption('--ingress <mode>'))
     .addOption(modeOption('--egress <mode>'))
-    .action(async (name: string, opts: { ingress?: string; egress?: string }, cmd: Command) => {
+    .option('--confirm', 'enforce even if observed flows would be newly blocked')
+    .action(async (name: string, opts: ModeOptions, cmd: Command) => {
       if (!opts.ingress && !opts.egress) {
         throw new CliError('USAGE', 'mode needs --ingress and/or --egress');
       }
-      const { client } = await context(cmd);
+      const ctx = await context(cmd);
       const mode: Row = {};
       if (opts.ingress) mode.ingress = opts.ingress;
       if (opts.egress) mode.egress = opts.egress;
-      const path = itemPath(lookupKind('workloads'), name);
-      const updated = await client.request<{ mode?: Row } | undefined>('PATCH', path, { mode });
+      const path = itemPath(lookupKind('workloads'), name) + (opts.confirm ? '?confirm=true' : '');
+      const answer = await impactChecked(ctx, 'enforce', async () => ({
+        updated: await ctx.client.request<{ mode?: Row } | undefined>('PATCH', path, { mode }),
+      }));
+      if (!answer) return;
+      const updated = answer.updated;
       const shown = updated?.mode ?? mode;
       const text = Object.entries(shown).map(([k, v]) => `${k}=${String(v)}`);
       io.stdout(`workload/${name} mode: ${text.join(' ')}\n`);
@@ -505,14 +690,6 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
       const qs = query.size > 0 ? `?${query}` : '';
       ctx.print(await ctx.client.request('GET', `/v1/audit${qs}`), AUDIT_COLUMNS);
     });
-
-  const now = io.now ?? (() => new Date());
-  const parseTime = timeOption(now);
-  const sinceOption = (flag: string, what: string) =>
-    new Option(
-      `${flag} <time>`,
-      `${what}: a duration back from now (30m, 24h, 7d) or ISO`,
-    ).argParser(parseTime);
 
   program
     .command('flows')
@@ -657,6 +834,51 @@ interface ProvisionResult {
   revision: number;
   changed: string[];
   unchanged: number;
+  impact?: ImpactReport;
+}
+
+interface ImpactOptions {
+  since?: string;
+  until?: string;
+  groupBy?: string[];
+}
+
+interface PlanOptions extends ImpactOptions {
+  filename: string[];
+  prune?: boolean;
+}
+
+interface ModeOptions {
+  ingress?: string;
+  egress?: string;
+  confirm?: boolean;
+}
+
+/** POST /v1/impact for one target (api4: 'draft', a revision, or resources). */
+async function requestImpact(
+  client: Client,
+  target: 'draft' | { revision: number } | { resources: Row[] },
+  opts: ImpactOptions,
+): Promise<ImpactReport> {
+  const body: Row = { target };
+  if (opts.since) body.since = opts.since;
+  if (opts.until) body.until = opts.until;
+  if (opts.groupBy) body.groupBy = opts.groupBy;
+  const report = await client.request<ImpactReport>('POST', '/v1/impact', body);
+  if (!report?.summary || !Array.isArray(report.groups)) {
+    throw new CliError('BAD_RESPONSE', 'POST /v1/impact: expected an impact report');
+  }
+  return report;
+}
+
+/** The object's `version` for If-Match; undefined (an unconditional write) when it has none. */
+function versionOf(item: Row | undefined): number | undefined {
+  return typeof item?.version === 'number' ? item.version : undefined;
+}
+
+function parseTo(text: string): string {
+  if (text === 'draft' || /^[1-9]\d*$/.test(text)) return text;
+  throw new InvalidArgumentError('use a revision number or draft');
 }
 
 /** Runs `fn`, naming the object in any CliError it throws (`policy/web: ...`). */
@@ -665,9 +887,13 @@ async function labelled<T>(kind: ResourceKind, name: string, fn: () => Promise<T
     return await fn();
   } catch (err) {
     if (!(err instanceof CliError)) throw err;
-    throw new CliError(err.code, `${label(kind, name)}: ${err.message}`, {
+    const prefix = label(kind, name);
+    // The server's CONFLICT message already names the object.
+    const message = err.message.startsWith(prefix) ? err.message : `${prefix}: ${err.message}`;
+    throw new CliError(err.code, message, {
       status: err.status,
       details: err.details,
+      response: err.response,
       cause: err,
     });
   }

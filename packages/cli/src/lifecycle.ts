@@ -1,0 +1,154 @@
+// Rendering of the policy lifecycle API's answers (impact, draft, revision diff). Pure
+// functions: the clock comes in as an argument so that output is testable.
+import type { ResourceKind } from './documents.js';
+import { type Change, formatChange, toDocumentBody } from './gitops.js';
+import { formatAge, formatService } from './visibility.js';
+
+type Row = Record<string, unknown>;
+
+export type ImpactChange = 'newly-blocked' | 'newly-allowed' | 'still-would-deny';
+
+export interface ImpactGroup {
+  change: ImpactChange;
+  src: string;
+  dst: string;
+  protocol: string;
+  port: number;
+  connections: number;
+  lastSeen?: string;
+  rules?: Array<{ workload: string; direction: string; ruleId: string }>;
+  flows: number;
+}
+
+export interface ImpactReport {
+  summary: { newlyBlocked: number; newlyAllowed: number; stillWouldDeny: number; flows: number };
+  groups: ImpactGroup[];
+}
+
+/** The server's ObjectChange (policy's `diffStates`). */
+export interface ObjectChange {
+  kind: ResourceKind;
+  name: string;
+  change: 'added' | 'removed' | 'changed';
+  fields?: string[];
+  before?: Row;
+  after?: Row;
+}
+
+/** The server's WorkloadEffect (policy's `diffRuleSets`). */
+export interface WorkloadEffect {
+  workload: string;
+  change: 'added' | 'removed' | 'changed';
+  rulesAdded?: string[];
+  rulesRemoved?: string[];
+  entriesAdded?: number;
+  entriesRemoved?: number;
+}
+
+export interface RevisionDiff {
+  from: number;
+  to: number | 'draft';
+  objects: ObjectChange[];
+  workloads: WorkloadEffect[];
+}
+
+/** `impact: 2 newly blocked, 1 newly allowed, 3 still would-deny (of 12 observed flows)`. */
+export function formatImpactSummary(report: ImpactReport): string {
+  const s = report.summary;
+  return `impact: ${s.newlyBlocked} newly blocked, ${s.newlyAllowed} newly allowed, ${s.stillWouldDeny} still would-deny (of ${s.flows} observed flows)\n`;
+}
+
+const CHANGE_WORDS: Record<ImpactChange, string> = {
+  'newly-blocked': 'BLOCKED',
+  'newly-allowed': 'ALLOWED',
+  'still-would-deny': 'WOULD-DENY',
+};
+// What an admin must look at first: the outage, then what opens up, then what stays as it was.
+const CHANGE_RANK: Record<ImpactChange, number> = {
+  'newly-blocked': 0,
+  'newly-allowed': 1,
+  'still-would-deny': 2,
+};
+
+/**
+ * The summary line, then one aligned line per group, newly blocked first:
+ * `BLOCKED  app=billing,role=app -> ip-list:license-servers  tcp/27000  4 conns  last 6d ago  (no rule)`.
+ */
+export function formatImpact(report: ImpactReport, now: Date): string {
+  const groups = [...report.groups].sort((a, b) => CHANGE_RANK[a.change] - CHANGE_RANK[b.change]);
+  const rows = groups.map((g) => [
+    CHANGE_WORDS[g.change] ?? g.change,
+    `${g.src} -> ${g.dst}`,
+    formatService(g.protocol, g.port),
+    `${g.connections} conn${g.connections === 1 ? '' : 's'}`,
+    g.lastSeen ? `last ${formatAge(g.lastSeen, now)}` : 'last -',
+    `(${[...new Set((g.rules ?? []).map((r) => r.ruleId))].join(', ') || 'no rule'})`,
+  ]);
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => r[i]!.length))) ?? [];
+  const lines = rows.map((r) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd(),
+  );
+  return formatImpactSummary(report) + lines.map((l) => `${l}\n`).join('');
+}
+
+const ACTIONS: Record<ObjectChange['change'], Change['action']> = {
+  added: 'create',
+  changed: 'update',
+  removed: 'delete',
+};
+
+/**
+ * A server ObjectChange as `diff` prints a Change: `+`, `~` with a unified diff (the header
+ * line alone when `brief`), `-`.
+ */
+export function formatObjectChange(
+  change: ObjectChange,
+  options: { brief?: boolean } = {},
+): string {
+  const body = (o: Row | undefined) => (o ? toDocumentBody(change.kind, o) : undefined);
+  const text = formatChange({
+    kind: change.kind,
+    name: change.name,
+    action: ACTIONS[change.change],
+    before: body(change.before),
+    after: body(change.after),
+    fields: change.fields ?? [],
+  });
+  return options.brief ? `${text.split('\n')[0]}\n` : text;
+}
+
+/** `1 added, 2 changed, 0 removed`. */
+export function countChanges(changes: readonly { change: ObjectChange['change'] }[]): string {
+  const n = (c: ObjectChange['change']) => changes.filter((x) => x.change === c).length;
+  return `${n('added')} added, ${n('changed')} changed, ${n('removed')} removed`;
+}
+
+/** `~ db-1  rules +shop-db/ingress/1 -old/ingress/0  entries +4 -2`. */
+export function formatWorkloadEffect(e: WorkloadEffect): string {
+  const sign = { added: '+', changed: '~', removed: '-' }[e.change] ?? '?';
+  const rules = [
+    ...(e.rulesAdded ?? []).map((r) => `+${r}`),
+    ...(e.rulesRemoved ?? []).map((r) => `-${r}`),
+  ];
+  const parts = [`${sign} workload/${e.workload}`];
+  if (rules.length > 0) parts.push(`rules ${rules.join(' ')}`);
+  parts.push(`entries +${e.entriesAdded ?? 0} -${e.entriesRemoved ?? 0}`);
+  return `${parts.join('  ')}\n`;
+}
+
+/** Objects (as `diff` prints them), then what that does to each workload's rule set. */
+export function formatRevisionDiff(diff: RevisionDiff): string {
+  const to = diff.to === 'draft' ? 'the draft' : `revision ${diff.to}`;
+  const head = `revision ${diff.from} -> ${to}`;
+  if (diff.objects.length === 0 && diff.workloads.length === 0) return `${head}: no changes\n`;
+  const out = [`${head}: ${countChanges(diff.objects)}\n`];
+  out.push(...diff.objects.map((o) => formatObjectChange(o)));
+  if (diff.workloads.length > 0) {
+    out.push(`${diff.workloads.length} workload(s) affected:\n`);
+    out.push(...diff.workloads.map(formatWorkloadEffect));
+  }
+  return out.join('');
+}
