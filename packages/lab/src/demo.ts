@@ -54,6 +54,11 @@ async function main(): Promise<void> {
     await tryConnect('web');
     await tryConnect('batch');
 
+    step('What the kernel saw: flows and the dependency map, before anything is enforced');
+    await new Promise((r) => setTimeout(r, 2500));
+    await cli('flows', '--workload', 'db');
+    await cli('map', '--group-by', 'app,role');
+
     step('Enforcing ingress on db (egress stays in monitor)');
     await cli('mode', 'db', '--ingress', 'enforce');
     await bh.waitInSync();
