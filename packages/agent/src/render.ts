@@ -32,11 +32,16 @@ type Kind = 'ports' | 'proto' | 'any';
 
 const KINDS: Kind[] = ['ports', 'proto', 'any'];
 const PORT_PROTOCOLS = new Set([6, 17, 132]);
+// IPv6 cannot work without neighbour discovery, and multicast listener discovery (MLD) keeps
+// the host's multicast memberships (solicited-node groups included) alive on the switches.
 const ND_TYPES = [
   'nd-neighbor-solicit',
   'nd-neighbor-advert',
   'nd-router-solicit',
   'nd-router-advert',
+  'mld-listener-query',
+  'mld-listener-report',
+  'mld2-listener-report',
 ];
 
 /** Suffix of a counter name: which verdict the packets it counts got. */
