@@ -7,8 +7,17 @@ export interface Recorded {
   method: string;
   url: string;
   authorization: string | undefined;
+  /** The `If-Match` header as sent. */
+  ifMatch: string | undefined;
   body: unknown;
 }
+
+const WORDS: Record<string, string> = {
+  policies: 'policy',
+  services: 'service',
+  'ip-lists': 'ip-list',
+  workloads: 'workload',
+};
 
 export type Answer = { status: number; body?: unknown };
 
@@ -34,6 +43,7 @@ export class FakeApi {
           method: req.method ?? '',
           url: req.url ?? '',
           authorization: req.headers.authorization,
+          ifMatch: req.headers['if-match'],
           body: text === '' ? undefined : JSON.parse(text),
         };
         this.requests.push(r);
@@ -59,6 +69,17 @@ export class FakeApi {
     const path = r.url.split('?')[0]!;
     const item = this.store.get(path);
     const notFound = { status: 404, body: { error: { code: 'NOT_FOUND', message: 'not found' } } };
+    // As the API: a conditional write to an object that moved on is refused.
+    if (r.ifMatch !== undefined && r.method !== 'GET' && r.ifMatch !== `"${item?.version}"`) {
+      const [, , plural, name] = path.split('/');
+      const word = WORDS[plural ?? ''] ?? plural;
+      const sent = r.ifMatch.replace(/"/g, '');
+      const message = `${word}/${name} was changed by someone else (version ${item?.version}, you sent ${sent})`;
+      return { status: 409, body: { error: { code: 'CONFLICT', message } } };
+    }
+    // Objects seeded with a version keep counting; others stay without one.
+    const bump = (next: Record<string, unknown>) =>
+      typeof item?.version === 'number' ? { ...next, version: item.version + 1 } : next;
     switch (r.method) {
       case 'GET': {
         if (item) return { status: 200, body: item };
@@ -67,13 +88,15 @@ export class FakeApi {
           ? { status: 200, body: list }
           : notFound;
       }
-      case 'PUT':
-        this.store.set(path, r.body as Record<string, unknown>);
-        return { status: item ? 200 : 201, body: r.body };
+      case 'PUT': {
+        const next = bump(r.body as Record<string, unknown>);
+        this.store.set(path, next);
+        return { status: item ? 200 : 201, body: next };
+      }
       case 'PATCH': {
         if (!item) return notFound;
         const patch = r.body as { labels?: unknown; mode?: Record<string, unknown> };
-        const next = { ...item, ...patch, mode: { ...(item.mode as object), ...patch.mode } };
+        const next = bump({ ...item, ...patch, mode: { ...(item.mode as object), ...patch.mode } });
         this.store.set(path, next);
         return { status: 200, body: next };
       }
