@@ -610,12 +610,12 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
       if (opts.ingress) mode.ingress = opts.ingress;
       if (opts.egress) mode.egress = opts.egress;
       const path = itemPath(lookupKind('workloads'), name) + (opts.confirm ? '?confirm=true' : '');
+      // Wrapped, so that an empty answer does not read as a refusal.
       const answer = await impactChecked(ctx, 'enforce', async () => ({
         updated: await ctx.client.request<{ mode?: Row } | undefined>('PATCH', path, { mode }),
       }));
       if (!answer) return;
-      const updated = answer.updated;
-      const shown = updated?.mode ?? mode;
+      const shown = answer.updated?.mode ?? mode;
       const text = Object.entries(shown).map(([k, v]) => `${k}=${String(v)}`);
       io.stdout(`workload/${name} mode: ${text.join(' ')}\n`);
     });
