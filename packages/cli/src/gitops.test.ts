@@ -382,13 +382,16 @@ describe('revisions and rollback', () => {
     );
   });
 
-  it('rollback exits 2 on a revision that is not a positive number, and 1 when it is unknown', async () => {
-    expect((await cli(api, ['rollback', 'latest'])).code).toBe(2);
-    expect((await cli(api, ['rollback', '0'])).code).toBe(2);
+  it('rollback exits 2 on a revision that is not a positive number or without --note, and 1 when it is unknown', async () => {
+    expect((await cli(api, ['rollback', 'latest', '--note', 'x'])).code).toBe(2);
+    expect((await cli(api, ['rollback', '0', '--note', 'x'])).code).toBe(2);
+    const noNote = await cli(api, ['rollback', '3']);
+    expect(noNote.code).toBe(2);
+    expect(noNote.stderr).toContain('--note');
     expect(api.requests).toEqual([]);
-    const unknown = await cli(api, ['rollback', '42']);
+    const unknown = await cli(api, ['rollback', '42', '--note', 'x']);
     expect(unknown.code).toBe(1);
-    expect(api.requests.map((q) => q.body)).toEqual([{}]);
+    expect(api.requests.map((q) => q.body)).toEqual([{ note: 'x' }]);
   });
 });
 

@@ -507,12 +507,12 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
       "make an older revision's policy the draft again and provision it as a new revision",
     )
     .argument('<revision>', 'the revision number to go back to', parsePositiveInt)
-    .option('--note <text>', 'why (kept with the new revision)')
+    .requiredOption('--note <text>', 'why (kept with the new revision and in the audit log)')
     .option('--confirm', 'roll back even if observed flows would be newly blocked')
-    .action(async (n: number, opts: { note?: string; confirm?: boolean }, cmd: Command) => {
+    .action(async (n: number, opts: { note: string; confirm?: boolean }, cmd: Command) => {
+      if (opts.note.trim() === '') throw new CliError('USAGE', '--note must not be empty');
       const ctx = await context(cmd);
-      const body: Row = opts.note === undefined ? {} : { note: opts.note };
-      if (opts.confirm) body.confirm = true;
+      const body = { note: opts.note, ...(opts.confirm ? { confirm: true } : {}) };
       const result = await impactChecked(ctx, 'roll back', () =>
         ctx.client.request<ProvisionResult>('POST', `/v1/revisions/${n}/rollback`, body),
       );
