@@ -12,6 +12,10 @@ import { createStreamRegistry, type StreamRegistry } from './streams.js';
 import { silentLog } from './test-support.js';
 
 const monitor = { ingress: 'monitor', egress: 'monitor' } as const;
+const NO_IMPACT = {
+  summary: { newlyBlocked: 0, newlyAllowed: 0, stillWouldDeny: 0, flows: 0 },
+  groups: [],
+};
 const pg = { name: 'pg', ports: [{ protocol: 'tcp', port: 5432 }] };
 const dbPolicy = {
   scope: { matchLabels: { app: 'db' } },
@@ -181,14 +185,19 @@ describe('REST API', () => {
 
     const first = await call('POST', '/v1/provision', { note: 'baseline' });
     expect(first.statusCode).toBe(200);
-    expect(first.json()).toEqual({ revision: 1, changed: ['db', 'web'], unchanged: 0 });
+    expect(first.json()).toEqual({
+      revision: 1,
+      changed: ['db', 'web'],
+      unchanged: 0,
+      impact: NO_IMPACT,
+    });
     expect(webGot.map((r) => r.revision)).toEqual([1]);
     expect(dbGot.map((r) => r.revision)).toEqual([1]);
 
     await call('PUT', '/v1/services/pg', pg);
     await call('PUT', '/v1/policies/db', dbPolicy);
-    const second = await call('POST', '/v1/provision');
-    expect(second.json()).toEqual({ revision: 2, changed: ['db'], unchanged: 1 });
+    const second = await call('POST', '/v1/provision', { note: 'db policy' });
+    expect(second.json()).toMatchObject({ revision: 2, changed: ['db'], unchanged: 1 });
     expect(dbGot.map((r) => r.revision)).toEqual([1, 2]);
     expect(webGot).toHaveLength(1);
 
@@ -197,7 +206,15 @@ describe('REST API', () => {
       url: '/v1/provision',
       headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
     });
-    expect(bare.json()).toEqual({ revision: 3, changed: [], unchanged: 2 });
+    expect(bare.statusCode).toBe(400);
+    expect(bare.json().error.details).toEqual([
+      { path: 'note', message: 'is required: a non-empty string saying why' },
+    ]);
+    const blank = await call('POST', '/v1/provision', { note: '  ', confirm: 'yes' });
+    expect(blank.json().error.details.map((d: { path: string }) => d.path)).toEqual([
+      'note',
+      'confirm',
+    ]);
     const broken = await app.inject({
       method: 'POST',
       url: '/v1/provision',
@@ -208,15 +225,15 @@ describe('REST API', () => {
     expect(broken.json().error.code).toBe('VALIDATION_FAILED');
 
     const again = await call('POST', '/v1/provision', { note: 'no-op' });
-    expect(again.json()).toEqual({ revision: 4, changed: [], unchanged: 2 });
+    expect(again.json()).toMatchObject({ revision: 3, changed: [], unchanged: 2 });
     expect(dbGot).toHaveLength(2);
 
     const rev = (await call('GET', '/v1/revisions/2')).json();
-    expect(rev).toMatchObject({ revision: 2, author: 'initial-admin', note: '' });
+    expect(rev).toMatchObject({ revision: 2, author: 'initial-admin', note: 'db policy' });
     expect(rev.snapshot.policies).toEqual([{ ...dbPolicy, name: 'db' }]);
     expect(
       (await call('GET', '/v1/revisions')).json().map((r: { revision: number }) => r.revision),
-    ).toEqual([4, 3, 2, 1]);
+    ).toEqual([3, 2, 1]);
 
     const rs = (await call('GET', '/v1/rulesets/db')).json();
     expect(rs).toMatchObject({ workloadId: 'db', hash: dbGot[1]!.hash });
@@ -230,7 +247,7 @@ describe('REST API', () => {
       labels: { app: 'db' },
       mode: monitor,
     });
-    await call('POST', '/v1/provision');
+    await call('POST', '/v1/provision', { note: 'empty' });
     const got = listen('db');
     await call('PUT', '/v1/services/pg', pg);
     await call('PUT', '/v1/policies/db', dbPolicy); // a draft: not provisioned
@@ -262,11 +279,11 @@ describe('REST API', () => {
     });
     store.createAgent({ id: 'a-web', workload: 'web', hostname: 'web', certSerial: '1' });
     const webGot = listen('web');
-    await call('POST', '/v1/provision');
+    await call('POST', '/v1/provision', { note: 'empty' });
     store.recordAck('a-web', { revision: 1, hash: webGot[0]!.hash, error: '', applyMicros: 1 });
     await call('PUT', '/v1/services/pg', pg);
     await call('PUT', '/v1/policies/db', dbPolicy);
-    expect((await call('POST', '/v1/provision')).json().changed).toEqual(['db']);
+    expect((await call('POST', '/v1/provision', { note: 'db' })).json().changed).toEqual(['db']);
     expect(webGot).toHaveLength(1);
     expect((await call('GET', '/v1/agents')).json()).toEqual([
       expect.objectContaining({
@@ -291,18 +308,21 @@ describe('REST API', () => {
       mode: monitor,
     });
     const got = listen('db');
-    await call('POST', '/v1/provision');
+    await call('POST', '/v1/provision', { note: 'empty' });
     await call('PUT', '/v1/services/pg', pg);
     await call('PUT', '/v1/policies/db', dbPolicy);
-    await call('POST', '/v1/provision');
-    const res = await call('POST', '/v1/revisions/1/rollback');
+    await call('POST', '/v1/provision', { note: 'db' });
+    expect((await call('POST', '/v1/revisions/1/rollback')).json().error.details[0].path).toBe(
+      'note',
+    );
+    const res = await call('POST', '/v1/revisions/1/rollback', { note: 'back to empty' });
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toEqual({ revision: 3, changed: ['db'], unchanged: 0 });
+    expect(res.json()).toEqual({ revision: 3, changed: ['db'], unchanged: 0, impact: NO_IMPACT });
     expect(got.map((r) => r.rules.length)).toEqual([0, 1, 0]);
     expect(got[2]!.hash).not.toBe(got[1]!.hash);
     expect((await call('GET', '/v1/policies')).json()).toEqual([]);
-    expect((await call('GET', '/v1/revisions/3')).json().note).toBe('rollback to revision 1');
-    expect((await call('POST', '/v1/revisions/9/rollback')).statusCode).toBe(404);
+    expect((await call('GET', '/v1/revisions/3')).json().note).toBe('back to empty');
+    expect((await call('POST', '/v1/revisions/9/rollback', { note: 'x' })).statusCode).toBe(404);
   });
 
   it('filters the audit log by id or by time', async () => {
@@ -321,7 +341,7 @@ describe('REST API', () => {
   it('refuses to provision a state that does not compile', async () => {
     // Bypasses the PUT-time reference check, as a dangling reference left by older data would.
     store.putResource('policies', 'db', { ...dbPolicy, name: 'db' });
-    const res = await call('POST', '/v1/provision');
+    const res = await call('POST', '/v1/provision', { note: 'broken' });
     expect(res.statusCode).toBe(400);
     expect(res.json().error.code).toBe('VALIDATION_FAILED');
     expect(res.json().error.details.length).toBeGreaterThan(0);

@@ -22,11 +22,12 @@ const HTTP_STATUS: Record<ControlPlaneErrorCode, number> = {
   FORBIDDEN: 403,
   NOT_FOUND: 404,
   CONFLICT: 409,
+  IMPACT_CONFIRMATION_REQUIRED: 409,
   INTERNAL: 500,
 };
 
 export interface ErrorBody {
-  error: { code: ControlPlaneErrorCode; message: string; details: ErrorDetail[] };
+  error: { code: ControlPlaneErrorCode; message: string; details: ErrorDetail[]; impact?: unknown };
 }
 
 /** `/ingress/0/action` -> `ingress[0].action`, the path style of policy diagnostics. */
@@ -81,10 +82,9 @@ export function toErrorResponse(
     log.error({ err }, 'internal error in API handler');
     e = new ControlPlaneError('INTERNAL', 'internal error');
   }
-  return {
-    status: HTTP_STATUS[e.code],
-    body: { error: { code: e.code, message: e.message, details: e.details } },
-  };
+  const error: ErrorBody['error'] = { code: e.code, message: e.message, details: e.details };
+  if (e.impact !== undefined) error.impact = e.impact;
+  return { status: HTTP_STATUS[e.code], body: { error } };
 }
 
 const Name = Type.String({ minLength: 1, maxLength: 253 });
@@ -96,6 +96,27 @@ const PartialMode = Type.Object(
   { ingress: Type.Optional(ModeName), egress: Type.Optional(ModeName) },
   { additionalProperties: false },
 );
+
+const Time = Type.String({ description: 'ISO 8601 time' });
+const RevisionParams = Type.Object({ n: Type.Integer({ minimum: 1 }) });
+
+/** `{note, confirm?}` of provision and rollback: a revision always says why it exists. */
+function provisionBody(body: unknown): { note: string; confirm: boolean } {
+  const b = (body ?? {}) as { note?: unknown; confirm?: unknown };
+  const details: ErrorDetail[] = [];
+  if (typeof b.note !== 'string' || b.note.trim() === '') {
+    details.push({ path: 'note', message: 'is required: a non-empty string saying why' });
+  }
+  if (b.confirm !== undefined && typeof b.confirm !== 'boolean') {
+    details.push({ path: 'confirm', message: 'must be a boolean' });
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body) || details.length > 0) {
+    throw new ControlPlaneError('VALIDATION_FAILED', 'invalid body', {
+      details: details.length > 0 ? details : [{ path: '', message: 'must be an object' }],
+    });
+  }
+  return { note: b.note as string, confirm: b.confirm === true };
+}
 
 const RESOURCE_SCHEMAS: Record<ResourcePath, TSchema> = {
   'ip-lists': IpListSchema,
@@ -182,12 +203,17 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
       schema: { params: NameParams, body: WorkloadPatchSchema },
       validatorCompiler: () => () => true,
     },
-    async (req) =>
-      engine.patchWorkload(
+    async (req) => {
+      // `confirm` rides along in the query or the body; it is not part of the workload.
+      const { confirm, ...patch } = (req.body ?? {}) as Record<string, unknown>;
+      const query = req.query as { confirm?: string } | undefined;
+      return engine.patchWorkload(
         req.actor,
         req.params.name,
-        req.body as Parameters<Engine['patchWorkload']>[2],
-      ),
+        patch as Parameters<Engine['patchWorkload']>[2],
+        { confirm: confirm === true || query?.confirm === 'true' },
+      );
+    },
   );
   app.delete('/v1/workloads/:name', { schema: { params: NameParams } }, async (req, reply) => {
     engine.deleteWorkload(req.actor, req.params.name);
@@ -214,35 +240,60 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
     });
   }
 
-  // --- revisions
-  // No body schema: a bare POST (no body at all) must work too.
+  // --- draft, impact, revisions
+  app.get('/v1/draft', async () => engine.draft());
+  app.delete('/v1/draft', async (req) => engine.discardDraft(req.actor));
+  app.post(
+    '/v1/impact',
+    {
+      // Read-only, so viewers may ask (see the auth hook).
+      config: { readOnly: true },
+      schema: {
+        body: Type.Optional(
+          Type.Object(
+            {
+              // 'draft' | {revision} | {resources}; checked by the engine, which names the field.
+              target: Type.Optional(Type.Unknown()),
+              since: Type.Optional(Time),
+              until: Type.Optional(Time),
+              groupBy: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+            },
+            { additionalProperties: false },
+          ),
+        ),
+      },
+    },
+    async (req) => engine.impact(req.body ?? {}),
+  );
+  // No body schema: the note's absence must be a 400 naming `note`, in one place for both routes.
   app.post('/v1/provision', async (req) => {
-    const note = (req.body as { note?: unknown } | undefined)?.note ?? '';
-    if (typeof note !== 'string') {
-      throw new ControlPlaneError('VALIDATION_FAILED', 'invalid body', {
-        details: [{ path: 'note', message: 'must be a string' }],
-      });
-    }
-    return engine.provision(req.actor, note);
+    const { note, confirm } = provisionBody(req.body);
+    return engine.provision(req.actor, note, { confirm });
   });
   app.get('/v1/revisions', async () => engine.listRevisions());
-  app.post(
-    '/v1/revisions/:n/rollback',
-    { schema: { params: Type.Object({ n: Type.Integer({ minimum: 1 }) }) } },
+  app.post('/v1/revisions/:n/rollback', { schema: { params: RevisionParams } }, async (req) => {
+    const { note, confirm } = provisionBody(req.body);
+    return engine.rollback(req.actor, req.params.n, note, { confirm });
+  });
+  app.get(
+    '/v1/revisions/:n/diff',
+    {
+      schema: {
+        params: RevisionParams,
+        querystring: Type.Object({
+          to: Type.Optional(
+            Type.String({ pattern: '^(draft|[1-9][0-9]*)$', description: 'a revision or draft' }),
+          ),
+        }),
+      },
+    },
     async (req) => {
-      const note = (req.body as { note?: unknown } | undefined)?.note;
-      if (note !== undefined && typeof note !== 'string') {
-        throw new ControlPlaneError('VALIDATION_FAILED', 'invalid body', {
-          details: [{ path: 'note', message: 'must be a string' }],
-        });
-      }
-      return engine.rollback(req.actor, req.params.n, note);
+      const to = req.query.to ?? 'draft';
+      return engine.revisionDiff(req.params.n, to === 'draft' ? 'draft' : Number(to));
     },
   );
-  app.get(
-    '/v1/revisions/:n',
-    { schema: { params: Type.Object({ n: Type.Integer({ minimum: 1 }) }) } },
-    async (req) => engine.getRevision(req.params.n),
+  app.get('/v1/revisions/:n', { schema: { params: RevisionParams } }, async (req) =>
+    engine.getRevision(req.params.n),
   );
   app.get(
     '/v1/rulesets/:workload',
@@ -274,7 +325,6 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
     Type.Literal('denied'),
     Type.Literal('would-deny'),
   ]);
-  const Time = Type.String({ description: 'ISO 8601 time' });
   app.get(
     '/v1/flows',
     {

@@ -2,8 +2,12 @@ import { randomUUID } from 'node:crypto';
 import {
   compile,
   type Diagnostic,
+  diffRuleSets,
+  diffStates,
   type IpList,
+  impact,
   type Labels,
+  type ObjectChange,
   type Policy,
   PolicyError,
   type PolicyState,
@@ -17,6 +21,7 @@ import {
   validateWorkload,
   validateWorkloadPatch,
   type Workload,
+  type WorkloadEffect,
   type WorkloadMode,
 } from '@bulkhead/policy';
 import {
@@ -32,6 +37,7 @@ import {
 import type { Logger } from 'pino';
 import { ControlPlaneError } from './errors.js';
 import type { FlowMatch, FlowQuery, FlowRow, FlowVerdict } from './flow-store.js';
+import { type ImpactView, toImpactView, withResources } from './lifecycle.js';
 import type { Pki } from './pki.js';
 import type { SecurityEvent } from './siem/index.js';
 import {
@@ -95,6 +101,22 @@ export interface ProvisionResult {
   revision: number;
   changed: string[];
   unchanged: number;
+  impact: ImpactView;
+}
+
+/** `POST /v1/impact` body. `target` defaults to the draft. */
+export interface ImpactRequest {
+  target?: unknown;
+  since?: string;
+  until?: string;
+  groupBy?: string[];
+}
+
+export interface RevisionDiff {
+  from: number;
+  to: number | 'draft';
+  objects: ObjectChange[];
+  workloads: WorkloadEffect[];
 }
 
 export interface EngineDeps {
@@ -173,6 +195,59 @@ export function createEngine(deps: EngineDeps) {
         policies: latest?.snapshot.policies ?? [],
       },
     };
+  }
+
+  /** Revision n's policy (0: the empty policy before the first) applied to `workloads`. */
+  function revisionState(n: number, workloads: Workload[]): PolicyState {
+    if (n === 0) return { workloads, ipLists: [], services: [], policies: [] };
+    const r = store.getRevision<Snapshot>(n);
+    if (!r) throw notFound(`revision ${n}`);
+    const { ipLists, services, policies } = r.snapshot;
+    return { workloads, ipLists, services, policies };
+  }
+
+  function compiled(state: PolicyState, revision: number, what: string): RuleSet[] {
+    const result = compile(state, revision);
+    if (result.diagnostics.length > 0) {
+      throw invalid(`${what} does not compile`, result.diagnostics);
+    }
+    return result.ruleSets;
+  }
+
+  /**
+   * Observed flows replayed against `before` and `after`; by default over all retained
+   * history, since the dependency that causes an outage is often the one seen once a month.
+   */
+  function impactBetween(
+    before: PolicyState,
+    after: PolicyState,
+    q: { since?: string; until?: string; groupBy?: string[] } = {},
+  ): ImpactView {
+    const flows = store
+      .queryFlows(window(q))
+      .filter((r) => parseAddress(r.src) && parseAddress(r.dst));
+    return toImpactView(impact(before, after, flows, { groupBy: q.groupBy ?? DEFAULT_GROUP_BY }));
+  }
+
+  /** Refuses a change that newly blocks observed flows unless the admin confirmed it. */
+  function requireConfirmation(report: ImpactView, confirm: boolean, what: string): void {
+    const n = report.summary.newlyBlocked;
+    if (n === 0 || confirm) return;
+    const details = report.groups.flatMap((g, i) =>
+      g.change === 'newly-blocked'
+        ? [
+            {
+              path: `impact.groups[${i}]`,
+              message: `${g.src} -> ${g.dst} ${g.protocol}${g.port ? `/${g.port}` : ''} would be blocked (${g.connections} connections seen)`,
+            },
+          ]
+        : [],
+    );
+    throw new ControlPlaneError(
+      'IMPACT_CONFIRMATION_REQUIRED',
+      `${what} would newly block ${n} observed flow${n === 1 ? '' : 's'}; confirm to proceed`,
+      { details, impact: report },
+    );
   }
 
   /**
@@ -327,6 +402,46 @@ export function createEngine(deps: EngineDeps) {
     }
   }
 
+  function provisionDraft(
+    actor: string,
+    note: string,
+    confirmed: boolean,
+    what: string,
+  ): ProvisionResult {
+    const state = draftState();
+    const next = (store.latestRevision()?.revision ?? 0) + 1;
+    const result = compile(state, next);
+    if (result.diagnostics.length > 0) {
+      throw invalid('the policy does not compile', result.diagnostics);
+    }
+    const report = impactBetween(liveState(state.workloads).state, state);
+    requireConfirmation(report, confirmed, what);
+    // No await between compile and commit: nothing else can take revision `next` meanwhile.
+    const { revision, changed } = store.tx(() => {
+      const revision = store.addRevision(actor, note, state);
+      const changed = storeRuleSets(result.ruleSets);
+      store.appendAudit({
+        actor,
+        action: 'revision.provision',
+        target: String(revision),
+        after: {
+          note,
+          changed: changed.map((rs) => rs.workloadId),
+          confirmed,
+          impact: report.summary,
+        },
+      });
+      return { revision, changed };
+    });
+    push(changed);
+    return {
+      revision,
+      changed: changed.map((rs) => rs.workloadId),
+      unchanged: result.ruleSets.length - changed.length,
+      impact: report,
+    };
+  }
+
   const engine = {
     // --- authentication
     authenticate(bearer: string): ApiTokenRecord {
@@ -347,10 +462,15 @@ export function createEngine(deps: EngineDeps) {
     // --- workloads
     listWorkloads: () => store.listWorkloads(),
     getWorkload: (name: string) => requireWorkload(name),
+    /**
+     * Labels replace, modes merge. Switching a direction to enforce is impact-checked: it is
+     * refused (IMPACT_CONFIRMATION_REQUIRED) when it newly blocks observed flows, unless confirmed.
+     */
     patchWorkload(
       actor: string,
       name: string,
       patch: { labels?: Labels; mode?: Partial<WorkloadMode> },
+      options: { confirm?: boolean } = {},
     ): WorkloadRecord {
       const diags = validateWorkloadPatch(patch);
       if (diags.length > 0) throw invalid('invalid workload patch', diags);
@@ -360,6 +480,20 @@ export function createEngine(deps: EngineDeps) {
         labels: patch.labels ?? before.labels,
         mode: { ...before.mode, ...patch.mode },
       };
+      let checked: { confirmed: boolean; impact: ImpactView['summary'] } | undefined;
+      const enforcing = (['ingress', 'egress'] as const).some(
+        (d) => patch.mode?.[d] === 'enforce' && before.mode[d] !== 'enforce',
+      );
+      if (enforcing) {
+        const workloads = store.listWorkloads().map(toWorkload);
+        const report = impactBetween(
+          liveState(workloads).state,
+          liveState(workloads.map((w) => (w.name === name ? next : w))).state,
+        );
+        const confirmed = options.confirm === true;
+        requireConfirmation(report, confirmed, `enforcing workload ${name}`);
+        checked = { confirmed, impact: report.summary };
+      }
       changeWorkloads(
         () => store.upsertWorkload(next),
         () =>
@@ -368,7 +502,7 @@ export function createEngine(deps: EngineDeps) {
             action: 'workload.patch',
             target: name,
             before: toWorkload(before),
-            after: next,
+            after: checked ? { ...next, ...checked } : next,
           }),
       );
       return requireWorkload(name);
@@ -460,38 +594,98 @@ export function createEngine(deps: EngineDeps) {
       });
     },
 
-    // --- revisions
-    provision(actor: string, note: string): ProvisionResult {
-      const state = draftState();
-      const next = (store.latestRevision()?.revision ?? 0) + 1;
-      const result = compile(state, next);
-      if (result.diagnostics.length > 0) {
-        throw invalid('the policy does not compile', result.diagnostics);
-      }
-      // No await between compile and commit: nothing else can take revision `next` meanwhile.
-      const { revision, changed } = store.tx(() => {
-        const revision = store.addRevision(actor, note, state);
-        const changed = storeRuleSets(result.ruleSets);
+    // --- draft and revisions
+    /** What the draft changes relative to the latest revision (workloads are live, not drafted). */
+    draft(): { basedOn: number; changes: ObjectChange[] } {
+      const current = draftState();
+      const { state, revision } = liveState(current.workloads);
+      return { basedOn: revision, changes: diffStates(state, current) };
+    },
+    /** Resets the editable objects to the latest revision's snapshot. */
+    discardDraft(actor: string): { discarded: ObjectChange[] } {
+      return store.tx(() => {
+        const { basedOn, changes } = engine.draft();
+        if (changes.length === 0) return { discarded: [] };
+        const base = revisionState(basedOn, []);
+        store.replaceResources('ip_lists', base.ipLists);
+        store.replaceResources('services', base.services);
+        store.replaceResources('policies', base.policies);
         store.appendAudit({
           actor,
-          action: 'revision.provision',
-          target: String(revision),
-          after: { note, changed: changed.map((rs) => rs.workloadId) },
+          action: 'draft.discard',
+          target: String(basedOn),
+          before: changes,
         });
-        return { revision, changed };
+        return { discarded: changes };
       });
-      push(changed);
+    },
+    /** Revision `from` against revision `to` or the draft, both on today's workloads. */
+    revisionDiff(from: number, to: number | 'draft'): RevisionDiff {
+      const workloads = store.listWorkloads().map(toWorkload);
+      const before = revisionState(from, workloads);
+      const after = to === 'draft' ? draftState() : revisionState(to, workloads);
+      const next = (store.latestRevision()?.revision ?? 0) + 1;
       return {
-        revision,
-        changed: changed.map((rs) => rs.workloadId),
-        unchanged: result.ruleSets.length - changed.length,
+        from,
+        to,
+        objects: diffStates(before, after),
+        workloads: diffRuleSets(
+          compiled(before, from, `revision ${from}`),
+          compiled(
+            after,
+            to === 'draft' ? next : to,
+            to === 'draft' ? 'the draft' : `revision ${to}`,
+          ),
+        ),
       };
+    },
+    /** What a candidate (the draft, a revision, or documents over the draft) does to observed flows. */
+    impact(req: ImpactRequest): ImpactView {
+      const workloads = store.listWorkloads().map(toWorkload);
+      const before = liveState(workloads).state;
+      const target = req.target ?? 'draft';
+      let after: PolicyState;
+      const t = target as { revision?: unknown; resources?: unknown };
+      if (target === 'draft') {
+        after = draftState();
+      } else if (typeof target === 'object' && target !== null && 'revision' in t) {
+        if (!Number.isInteger(t.revision) || (t.revision as number) < 1) {
+          throw invalid('invalid impact request', [
+            { path: 'target.revision', message: 'must be an integer >= 1' },
+          ]);
+        }
+        after = revisionState(t.revision as number, workloads);
+      } else if (typeof target === 'object' && target !== null && 'resources' in t) {
+        after = withResources(draftState(), t.resources, 'target.resources');
+      } else {
+        throw invalid('invalid impact request', [
+          { path: 'target', message: "must be 'draft', {revision} or {resources}" },
+        ]);
+      }
+      compiled(after, 0, 'the target');
+      return impactBetween(before, after, {
+        ...window(req),
+        groupBy: req.groupBy,
+      });
+    },
+    /**
+     * Freezes the draft into a new revision. Refused (IMPACT_CONFIRMATION_REQUIRED, nothing
+     * changes) when it newly blocks observed flows and the admin did not confirm.
+     */
+    provision(actor: string, note: string, options: { confirm?: boolean } = {}): ProvisionResult {
+      return provisionDraft(actor, note, options.confirm === true, 'provisioning the draft');
     },
     /**
      * Makes revision n's policy the draft again and provisions it as a new revision, in one
-     * transaction: a rollback that does not compile against today's workloads changes nothing.
+     * transaction: a rollback that does not compile against today's workloads, or that is
+     * refused by the impact check, changes nothing.
      */
-    rollback(actor: string, n: number, note?: string): ProvisionResult {
+    rollback(
+      actor: string,
+      n: number,
+      note: string,
+      options: { confirm?: boolean } = {},
+    ): ProvisionResult {
       return store.tx(() => {
         const r = store.getRevision<Snapshot>(n);
         if (!r) throw notFound(`revision ${n}`);
@@ -499,7 +693,12 @@ export function createEngine(deps: EngineDeps) {
         store.replaceResources('services', r.snapshot.services);
         store.replaceResources('policies', r.snapshot.policies);
         store.appendAudit({ actor, action: 'revision.rollback', target: String(n) });
-        return engine.provision(actor, note ?? `rollback to revision ${n}`);
+        return provisionDraft(
+          actor,
+          note,
+          options.confirm === true,
+          `rolling back to revision ${n}`,
+        );
       });
     },
     listRevisions: () => store.listRevisions(),

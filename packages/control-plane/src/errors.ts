@@ -3,6 +3,8 @@ export type ControlPlaneErrorCode =
   | 'VALIDATION_FAILED'
   | 'NOT_FOUND'
   | 'CONFLICT'
+  /** A change would newly block observed flows; the error carries the impact report. */
+  | 'IMPACT_CONFIRMATION_REQUIRED'
   | 'UNAUTHENTICATED'
   | 'FORBIDDEN'
   | 'INTERNAL';
@@ -16,15 +18,18 @@ export class ControlPlaneError extends Error {
   override readonly name = 'ControlPlaneError';
   readonly code: ControlPlaneErrorCode;
   readonly details: ErrorDetail[];
+  /** The impact report of IMPACT_CONFIRMATION_REQUIRED: what the admin is asked to confirm. */
+  readonly impact?: unknown;
 
   constructor(
     code: ControlPlaneErrorCode,
     message: string,
-    options: { details?: ErrorDetail[]; cause?: unknown } = {},
+    options: { details?: ErrorDetail[]; cause?: unknown; impact?: unknown } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.details = options.details ?? [];
+    if (options.impact !== undefined) this.impact = options.impact;
   }
 }
 

@@ -223,7 +223,7 @@ describe('gRPC agent service', () => {
       ingress: [{ action: 'allow', peers: [{ cidr: '10.1.0.0/16' }], services: ['pg'] }],
     });
     const prov = (await api('POST', '/v1/provision', { note: 'db' })).json;
-    expect(prov).toEqual({ revision: 1, changed: ['db-1'], unchanged: 0 });
+    expect(prov).toMatchObject({ revision: 1, changed: ['db-1'], unchanged: 0 });
     const pushed = await s.next();
     expect(pushed.revision).toBe(1);
     expect(pushed.rules.map((r) => r.id)).toEqual(['db/ingress/0']);
@@ -269,7 +269,7 @@ describe('gRPC agent service', () => {
       scope: { matchLabels: { app: 'db' } },
       egress: [{ action: 'allow', peers: [{ selector: { matchLabels: { env: 'prod' } } }] }],
     });
-    await api('POST', '/v1/provision');
+    await api('POST', '/v1/provision', { note: 'grpc test' });
     const afterProvision = await s.next();
     s.send({
       hello: {

@@ -1,0 +1,338 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createApi } from './api.js';
+import { createEngine } from './engine.js';
+import { createPki } from './pki.js';
+import { createStore, type Store } from './store.js';
+import { createStreamRegistry } from './streams.js';
+import { silentLog } from './test-support.js';
+
+const monitor = { ingress: 'monitor', egress: 'monitor' } as const;
+const DAY = 86_400_000;
+const pg = { name: 'pg', ports: [{ protocol: 'tcp', port: 5432 }] };
+const flexlm = { name: 'flexlm', ports: [{ protocol: 'tcp', port: 27000 }] };
+const licenseServers = { name: 'license-servers', cidrs: ['192.0.2.10/32'] };
+const allowFrom = (app: string) => ({ selector: { matchLabels: { app } } });
+
+describe('policy lifecycle API', () => {
+  let dir: string;
+  let store: Store;
+  let app: FastifyInstance;
+  let admin: string;
+  let seq = 0;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'bh-lifecycle-'));
+    store = createStore({ path: join(dir, 'bulkhead.db') });
+    const pki = await createPki({ dir: join(dir, 'ca') });
+    const engine = createEngine({ store, pki, streams: createStreamRegistry(), log: silentLog });
+    admin = engine.bootstrapAdminToken()!;
+    app = await createApi({ engine, log: silentLog });
+    for (const [name, address, labels] of [
+      ['billing', '10.0.0.10', { app: 'billing' }],
+      ['web', '10.0.0.11', { app: 'web' }],
+      ['db', '10.0.0.20', { app: 'db' }],
+      ['batch', '10.0.0.30', { app: 'batch' }],
+    ] as const) {
+      store.upsertWorkload({ name, addresses: [address], labels: { ...labels }, mode: monitor });
+      store.createAgent({ id: `agent-${name}`, workload: name, hostname: name, certSerial: name });
+    }
+  });
+  afterEach(async () => {
+    await app.close();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const call = (
+    method: 'GET' | 'PUT' | 'POST' | 'PATCH' | 'DELETE',
+    url: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ) =>
+    app.inject({
+      method,
+      url,
+      headers: { authorization: `Bearer ${admin}`, ...headers },
+      ...(body === undefined ? {} : { payload: body as object }),
+    });
+
+  /** A connection an agent reported, ingested through the flow store like real telemetry. */
+  function observe(
+    workload: string,
+    f: { direction: 'ingress' | 'egress'; src: string; dst: string; port: number },
+    daysAgo: number,
+    connections = 3,
+  ): void {
+    const at = new Date(Date.now() - daysAgo * DAY).toISOString();
+    const added = store.addTelemetry(`agent-${workload}`, ++seq, {
+      counters: [],
+      flows: [
+        {
+          ...f,
+          protocol: 6,
+          verdict: 'would-deny',
+          ruleId: '',
+          connections,
+          bytes: 100,
+          firstSeen: at,
+          lastSeen: at,
+        },
+      ],
+    });
+    expect(added).toBe(true);
+  }
+
+  async function lastAudit(action: string) {
+    const entries = (await call('GET', '/v1/audit?limit=50')).json() as {
+      action: string;
+      after: Record<string, unknown>;
+      before: unknown;
+    }[];
+    return entries.find((e) => e.action === action);
+  }
+
+  it('outage 1: enforcing egress on a host whose policy misses the license server is refused until confirmed', async () => {
+    // A weekly license check, seen once, six days ago.
+    observe(
+      'billing',
+      { direction: 'egress', src: '10.0.0.10', dst: '192.0.2.10', port: 27000 },
+      6,
+    );
+    await call('PUT', '/v1/services/pg', pg);
+    await call('PUT', '/v1/services/flexlm', flexlm);
+    await call('PUT', '/v1/ip-lists/license-servers', licenseServers);
+    const billing = {
+      scope: { matchLabels: { app: 'billing' } },
+      egress: [{ action: 'allow', peers: [allowFrom('db')], services: ['pg'] }],
+    };
+    expect((await call('PUT', '/v1/policies/billing', billing)).statusCode).toBe(200);
+    // Everything is in monitor mode: provisioning blocks nothing, the flow stays would-deny.
+    const prov = await call('POST', '/v1/provision', { note: 'billing egress' });
+    expect(prov.statusCode).toBe(200);
+    expect(prov.json().impact.summary).toEqual({
+      newlyBlocked: 0,
+      newlyAllowed: 0,
+      stillWouldDeny: 1,
+      flows: 1,
+    });
+
+    const refused = await call('PATCH', '/v1/workloads/billing', { mode: { egress: 'enforce' } });
+    expect(refused.statusCode).toBe(409);
+    const error = refused.json().error;
+    expect(error.code).toBe('IMPACT_CONFIRMATION_REQUIRED');
+    expect(error.details).toHaveLength(1);
+    expect(error.impact.summary.newlyBlocked).toBe(1);
+    expect(error.impact.groups[0]).toEqual({
+      change: 'newly-blocked',
+      src: 'app=billing',
+      dst: 'ip-list:license-servers',
+      protocol: 'tcp',
+      port: 27000,
+      connections: 3,
+      lastSeen: expect.any(String),
+      rules: [{ workload: 'billing', direction: 'egress', ruleId: 'no rule' }],
+      flows: 1,
+    });
+    expect((await call('GET', '/v1/workloads/billing')).json().mode.egress).toBe('monitor');
+
+    // The fix, checked before it is written: a candidate that also allows the license server.
+    const fixed = {
+      ...billing,
+      egress: [
+        ...billing.egress,
+        { action: 'allow', peers: [{ ipList: 'license-servers' }], services: ['flexlm'] },
+      ],
+    };
+    const whatIf = await call('POST', '/v1/impact', {
+      target: {
+        resources: [
+          { kind: 'Policy', name: 'billing', ...fixed },
+          { kind: 'Workload', name: 'billing', mode: { egress: 'enforce' } },
+        ],
+      },
+    });
+    expect(whatIf.statusCode).toBe(200);
+    expect(whatIf.json().summary).toMatchObject({ newlyBlocked: 0, newlyAllowed: 1 });
+
+    const confirmed = await call('PATCH', '/v1/workloads/billing?confirm=true', {
+      mode: { egress: 'enforce' },
+    });
+    expect(confirmed.statusCode).toBe(200);
+    expect(confirmed.json().mode.egress).toBe('enforce');
+    const audit = await lastAudit('workload.patch');
+    expect(audit?.after).toMatchObject({
+      confirmed: true,
+      impact: { newlyBlocked: 1 },
+      mode: { egress: 'enforce' },
+    });
+  });
+
+  it('outage 2: provisioning a policy that forgets the monthly batch job is refused, then confirmed', async () => {
+    await call('PUT', '/v1/services/pg', pg);
+    const db = (apps: string[]) => ({
+      scope: { matchLabels: { app: 'db' } },
+      ingress: [{ action: 'allow', peers: apps.map(allowFrom), services: ['pg'] }],
+    });
+    await call('PUT', '/v1/policies/db', db(['web', 'batch']));
+    await call('POST', '/v1/provision', { note: 'db: web and batch' });
+    await call('PATCH', '/v1/workloads/db', { mode: { ingress: 'enforce' } });
+    // The month-end job, last run 20 days ago; web every day. Both ends reported the batch flow.
+    observe('batch', { direction: 'egress', src: '10.0.0.30', dst: '10.0.0.20', port: 5432 }, 20);
+    observe('db', { direction: 'ingress', src: '10.0.0.30', dst: '10.0.0.20', port: 5432 }, 20);
+    observe('db', { direction: 'ingress', src: '10.0.0.11', dst: '10.0.0.20', port: 5432 }, 0, 50);
+
+    await call('PUT', '/v1/policies/db', db(['web']));
+    const refused = await call('POST', '/v1/provision', { note: 'db: tighten' });
+    expect(refused.statusCode).toBe(409);
+    const error = refused.json().error;
+    expect(error.code).toBe('IMPACT_CONFIRMATION_REQUIRED');
+    expect(error.impact.summary).toMatchObject({ newlyBlocked: 1, flows: 2 });
+    expect(error.impact.groups[0]).toMatchObject({
+      change: 'newly-blocked',
+      src: 'app=batch',
+      dst: 'app=db',
+      protocol: 'tcp',
+      port: 5432,
+      rules: [{ workload: 'db', direction: 'ingress', ruleId: 'no rule' }],
+      flows: 1,
+    });
+    expect((await call('GET', '/v1/revisions')).json()).toHaveLength(1);
+
+    // The same question asked directly; a window of the last day does not see the batch job.
+    const report = (await call('POST', '/v1/impact', {})).json();
+    expect(report).toEqual(error.impact);
+    const lastDay = await call('POST', '/v1/impact', {
+      target: 'draft',
+      since: new Date(Date.now() - DAY).toISOString(),
+    });
+    expect(lastDay.json().summary).toMatchObject({ newlyBlocked: 0, flows: 1 });
+
+    const ok = await call('POST', '/v1/provision', { note: 'db: tighten', confirm: true });
+    expect(ok.statusCode).toBe(200);
+    expect(ok.json()).toMatchObject({ revision: 2, impact: { summary: { newlyBlocked: 1 } } });
+    const audit = await lastAudit('revision.provision');
+    expect(audit?.after).toMatchObject({
+      note: 'db: tighten',
+      confirmed: true,
+      impact: { newlyBlocked: 1, flows: 2 },
+    });
+
+    // Rolling back lets batch in again (nothing blocked): no confirmation needed. Batch's own
+    // egress has no policy and is in monitor mode, so the flow is still would-deny there.
+    const back = await call('POST', '/v1/revisions/1/rollback', { note: 'batch broke' });
+    expect(back.statusCode).toBe(200);
+    expect(back.json().impact.summary).toMatchObject({ newlyBlocked: 0, stillWouldDeny: 2 });
+    expect(back.json().impact.groups).toContainEqual(
+      expect.objectContaining({
+        change: 'still-would-deny',
+        src: 'app=batch',
+        rules: [{ workload: 'batch', direction: 'egress', ruleId: 'no rule' }],
+      }),
+    );
+    // And rolling forward again is impact-checked like a provision.
+    const forward = await call('POST', '/v1/revisions/2/rollback', { note: 'again' });
+    expect(forward.statusCode).toBe(409);
+    expect(forward.json().error.code).toBe('IMPACT_CONFIRMATION_REQUIRED');
+    expect((await call('GET', '/v1/revisions')).json()).toHaveLength(3);
+    expect((await call('GET', '/v1/policies/db')).json().ingress[0].peers).toHaveLength(2);
+  });
+
+  it('shows the draft against the latest revision and discards it back to the snapshot', async () => {
+    await call('PUT', '/v1/services/pg', pg);
+    await call('PUT', '/v1/policies/db', {
+      scope: { matchLabels: { app: 'db' } },
+      ingress: [{ action: 'allow', peers: [allowFrom('web')], services: ['pg'] }],
+    });
+    expect((await call('GET', '/v1/draft')).json().basedOn).toBe(0);
+    await call('POST', '/v1/provision', { note: 'one' });
+    const snapshot = (await call('GET', '/v1/policies')).json();
+    expect((await call('GET', '/v1/draft')).json()).toEqual({ basedOn: 1, changes: [] });
+
+    await call('PUT', '/v1/policies/db', {
+      scope: { matchLabels: { app: 'db' } },
+      ingress: [{ action: 'allow', peers: [allowFrom('batch')], services: ['pg'] }],
+    });
+    await call('PUT', '/v1/services/dns', { ports: [{ protocol: 'udp', port: 53 }] });
+    const draft = (await call('GET', '/v1/draft')).json();
+    expect(draft.basedOn).toBe(1);
+    expect(draft.changes).toEqual([
+      expect.objectContaining({
+        kind: 'Policy',
+        name: 'db',
+        change: 'changed',
+        fields: ['ingress'],
+        rules: { added: [], removed: [], changed: ['db/ingress/0'] },
+      }),
+      expect.objectContaining({ kind: 'Service', name: 'dns', change: 'added' }),
+    ]);
+
+    const discarded = await call('DELETE', '/v1/draft');
+    expect(discarded.statusCode).toBe(200);
+    expect(discarded.json()).toEqual({ discarded: draft.changes });
+    expect((await call('GET', '/v1/policies')).json()).toEqual(snapshot);
+    expect((await call('GET', '/v1/services/dns')).statusCode).toBe(404);
+    expect((await call('GET', '/v1/draft')).json()).toEqual({ basedOn: 1, changes: [] });
+    const audit = await lastAudit('draft.discard');
+    expect(audit?.before).toEqual(draft.changes);
+  });
+
+  it('diffs two revisions and a revision against the draft, by object and by workload', async () => {
+    await call('POST', '/v1/provision', { note: 'empty' });
+    await call('PUT', '/v1/services/pg', pg);
+    await call('PUT', '/v1/policies/db', {
+      scope: { matchLabels: { app: 'db' } },
+      ingress: [{ action: 'allow', peers: [allowFrom('web')], services: ['pg'] }],
+    });
+    await call('POST', '/v1/provision', { note: 'db' });
+
+    const diff = await call('GET', '/v1/revisions/1/diff?to=2');
+    expect(diff.statusCode).toBe(200);
+    const body = diff.json();
+    expect(body.from).toBe(1);
+    expect(body.to).toBe(2);
+    expect(body.objects.map((o: { kind: string; name: string; change: string }) => o)).toEqual([
+      expect.objectContaining({ kind: 'Policy', name: 'db', change: 'added' }),
+      expect.objectContaining({ kind: 'Service', name: 'pg', change: 'added' }),
+    ]);
+    expect(body.workloads).toEqual([
+      expect.objectContaining({
+        workload: 'db',
+        change: 'changed',
+        rulesAdded: ['db/ingress/0'],
+        rulesRemoved: [],
+        entriesAdded: 1,
+        entriesRemoved: 0,
+      }),
+    ]);
+    // The reverse undoes it; the draft equals revision 2, so nothing differs.
+    const reverse = (await call('GET', '/v1/revisions/2/diff?to=1')).json();
+    expect(reverse.workloads[0]).toMatchObject({ rulesRemoved: ['db/ingress/0'] });
+    expect((await call('GET', '/v1/revisions/2/diff?to=draft')).json()).toEqual({
+      from: 2,
+      to: 'draft',
+      objects: [],
+      workloads: [],
+    });
+    expect((await call('GET', '/v1/revisions/2/diff?to=9')).statusCode).toBe(404);
+    expect((await call('GET', '/v1/revisions/2/diff?to=latest')).statusCode).toBe(400);
+  });
+
+  it('names the bad part of an impact request', async () => {
+    const bad = async (body: unknown) => (await call('POST', '/v1/impact', body)).json().error;
+    expect((await bad({ target: 'tomorrow' })).details[0].path).toBe('target');
+    expect((await bad({ target: { revision: 0 } })).details[0].path).toBe('target.revision');
+    expect((await bad({ target: { revision: 7 } })).code).toBe('NOT_FOUND');
+    const res = await bad({
+      target: { resources: [{ kind: 'Policy', name: 'x', scope: 5 }, { kind: 'Nope' }] },
+    });
+    expect(res.details.map((d: { path: string }) => d.path)).toEqual([
+      expect.stringMatching(/^target\.resources\[0\]\.scope/),
+      'target.resources[1].kind',
+    ]);
+    expect((await bad({ since: 'soon' })).details[0].path).toBe('since');
+  });
+});
