@@ -130,10 +130,14 @@ describe('REST API', () => {
   });
 
   it('stores resources, 404s unknown ones and 409s deleting a referenced service', async () => {
-    expect((await call('PUT', '/v1/services/pg', { ports: pg.ports })).json()).toEqual(pg);
+    const put = await call('PUT', '/v1/services/pg', { ports: pg.ports });
+    expect(put.json()).toEqual({ ...pg, version: 1 });
+    expect(put.headers.etag).toBe('"1"');
     expect((await call('PUT', '/v1/policies/db', dbPolicy)).statusCode).toBe(200);
-    expect((await call('GET', '/v1/services/pg')).json()).toEqual(pg);
-    expect((await call('GET', '/v1/policies')).json()).toEqual([{ ...dbPolicy, name: 'db' }]);
+    expect((await call('GET', '/v1/services/pg')).json()).toEqual({ ...pg, version: 1 });
+    expect((await call('GET', '/v1/policies')).json()).toEqual([
+      { ...dbPolicy, name: 'db', version: 1 },
+    ]);
 
     const missing = await call('GET', '/v1/ip-lists/nope');
     expect(missing.statusCode).toBe(404);

@@ -118,6 +118,32 @@ function provisionBody(body: unknown): { note: string; confirm: boolean } {
   return { note: b.note as string, confirm: b.confirm === true };
 }
 
+/**
+ * The version a write is conditional on: `If-Match: "<v>"` (what GET's ETag said), else the
+ * body's `version`; undefined (no header, or `*`) writes unconditionally.
+ */
+function expectedVersion(
+  header: string | string[] | undefined,
+  bodyVersion?: unknown,
+): number | undefined {
+  if (bodyVersion !== undefined && !(Number.isInteger(bodyVersion) && Number(bodyVersion) >= 0)) {
+    throw new ControlPlaneError('VALIDATION_FAILED', 'invalid body', {
+      details: [{ path: 'version', message: 'must be a non-negative integer' }],
+    });
+  }
+  const text = Array.isArray(header) ? header[0] : header;
+  if (text === undefined || text.trim() === '*') return bodyVersion as number | undefined;
+  const m = /^\s*(?:W\/)?"?(\d{1,15})"?\s*$/.exec(text);
+  if (!m) {
+    throw new ControlPlaneError('VALIDATION_FAILED', 'invalid If-Match header', {
+      details: [{ path: 'If-Match', message: 'must be "<version>", as the ETag of a GET' }],
+    });
+  }
+  return Number(m[1]);
+}
+
+const etag = (version: number) => `"${version}"`;
+
 const RESOURCE_SCHEMAS: Record<ResourcePath, TSchema> = {
   'ip-lists': IpListSchema,
   services: ServiceSchema,
@@ -193,9 +219,10 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
 
   // --- workloads
   app.get('/v1/workloads', async () => engine.listWorkloads());
-  app.get('/v1/workloads/:name', { schema: { params: NameParams } }, async (req) =>
-    engine.getWorkload(req.params.name),
-  );
+  app.get('/v1/workloads/:name', { schema: { params: NameParams } }, async (req, reply) => {
+    const w = engine.getWorkload(req.params.name);
+    return reply.header('etag', etag(w.version)).send(w);
+  });
   app.patch(
     '/v1/workloads/:name',
     // The schema documents the body; policy's validator checks it and names the fields.
@@ -203,39 +230,58 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
       schema: { params: NameParams, body: WorkloadPatchSchema },
       validatorCompiler: () => () => true,
     },
-    async (req) => {
-      // `confirm` rides along in the query or the body; it is not part of the workload.
-      const { confirm, ...patch } = (req.body ?? {}) as Record<string, unknown>;
+    async (req, reply) => {
+      // `confirm` (also in the query) and `version` ride along; they are not the workload's.
+      const { confirm, version, ...patch } = (req.body ?? {}) as Record<string, unknown>;
       const query = req.query as { confirm?: string } | undefined;
-      return engine.patchWorkload(
+      const w = engine.patchWorkload(
         req.actor,
         req.params.name,
         patch as Parameters<Engine['patchWorkload']>[2],
-        { confirm: confirm === true || query?.confirm === 'true' },
+        {
+          confirm: confirm === true || query?.confirm === 'true',
+          ifMatch: expectedVersion(req.headers['if-match'], version),
+        },
       );
+      return reply.header('etag', etag(w.version)).send(w);
     },
   );
   app.delete('/v1/workloads/:name', { schema: { params: NameParams } }, async (req, reply) => {
-    engine.deleteWorkload(req.actor, req.params.name);
+    engine.deleteWorkload(req.actor, req.params.name, expectedVersion(req.headers['if-match']));
     return reply.status(204).send();
   });
 
   // --- ip lists, services, policies
   for (const kind of Object.keys(RESOURCE_KINDS) as ResourcePath[]) {
     app.get(`/v1/${kind}`, async () => engine.listResources(kind));
-    app.get(`/v1/${kind}/:name`, { schema: { params: NameParams } }, async (req) =>
-      engine.getResource(kind, req.params.name),
-    );
+    app.get(`/v1/${kind}/:name`, { schema: { params: NameParams } }, async (req, reply) => {
+      const r = engine.getResource(kind, req.params.name);
+      return reply.header('etag', etag(r.version)).send(r);
+    });
     app.put(
       `/v1/${kind}/:name`,
       {
         schema: { params: NameParams, body: RESOURCE_SCHEMAS[kind] },
         validatorCompiler: () => () => true,
       },
-      async (req) => engine.putResource(req.actor, kind, req.params.name, req.body),
+      async (req, reply) => {
+        const r = engine.putResource(
+          req.actor,
+          kind,
+          req.params.name,
+          req.body,
+          expectedVersion(req.headers['if-match']),
+        );
+        return reply.header('etag', etag(r.version)).send(r);
+      },
     );
     app.delete(`/v1/${kind}/:name`, { schema: { params: NameParams } }, async (req, reply) => {
-      engine.deleteResource(req.actor, kind, req.params.name);
+      engine.deleteResource(
+        req.actor,
+        kind,
+        req.params.name,
+        expectedVersion(req.headers['if-match']),
+      );
       return reply.status(204).send();
     });
   }

@@ -299,6 +299,18 @@ export function createEngine(deps: EngineDeps) {
     return changed;
   }
 
+  /**
+   * Optimistic concurrency: call inside the write's transaction. `expected` undefined (no
+   * If-Match) writes unconditionally, as scripts do; an absent object is version 0.
+   */
+  function checkVersion(what: string, current: number, expected: number | undefined): void {
+    if (expected === undefined || expected === current) return;
+    throw new ControlPlaneError(
+      'CONFLICT',
+      `${what} was changed by someone else (version ${current}, you sent ${expected})`,
+    );
+  }
+
   function requireWorkload(name: string): WorkloadRecord {
     const w = store.getWorkload(name);
     if (!w) throw notFound(`workload ${name}`);
@@ -470,7 +482,7 @@ export function createEngine(deps: EngineDeps) {
       actor: string,
       name: string,
       patch: { labels?: Labels; mode?: Partial<WorkloadMode> },
-      options: { confirm?: boolean } = {},
+      options: { confirm?: boolean; ifMatch?: number } = {},
     ): WorkloadRecord {
       const diags = validateWorkloadPatch(patch);
       if (diags.length > 0) throw invalid('invalid workload patch', diags);
@@ -495,7 +507,10 @@ export function createEngine(deps: EngineDeps) {
         checked = { confirmed, impact: report.summary };
       }
       changeWorkloads(
-        () => store.upsertWorkload(next),
+        () => {
+          checkVersion(`workload/${name}`, requireWorkload(name).version, options.ifMatch);
+          store.upsertWorkload(next);
+        },
         () =>
           store.appendAudit({
             actor,
@@ -507,11 +522,14 @@ export function createEngine(deps: EngineDeps) {
       );
       return requireWorkload(name);
     },
-    deleteWorkload(actor: string, name: string): void {
+    deleteWorkload(actor: string, name: string, ifMatch?: number): void {
       const before = requireWorkload(name);
       const agents = store.listAgents(name);
       changeWorkloads(
-        () => store.deleteWorkload(name),
+        () => {
+          checkVersion(`workload/${name}`, requireWorkload(name).version, ifMatch);
+          store.deleteWorkload(name);
+        },
         () =>
           store.appendAudit({
             actor,
@@ -524,14 +542,28 @@ export function createEngine(deps: EngineDeps) {
     },
 
     // --- ip lists, services, policies (drafts until provisioned)
-    listResources: (kind: ResourcePath) => store.listResources(RESOURCE_KINDS[kind].table),
-    getResource(kind: ResourcePath, name: string): unknown {
+    /** Objects as stored, each with its `version`. */
+    listResources: (kind: ResourcePath) =>
+      store
+        .listVersioned<object>(RESOURCE_KINDS[kind].table)
+        .map((r) => ({ ...r.body, version: r.version })),
+    getResource(kind: ResourcePath, name: string): { version: number } {
       const info = RESOURCE_KINDS[kind];
-      const body = store.getResource(info.table, name);
-      if (body === undefined) throw notFound(`${info.noun} ${name}`);
-      return body;
+      const r = store.getVersioned<object>(info.table, name);
+      if (r === undefined) throw notFound(`${info.noun} ${name}`);
+      return { ...r.body, version: r.version };
     },
-    putResource(actor: string, kind: ResourcePath, name: string, value: unknown): unknown {
+    /**
+     * Creates or replaces a draft object. `version` in the body (what GET answered) or
+     * `ifMatch` makes the write conditional; the stored body never holds it.
+     */
+    putResource(
+      actor: string,
+      kind: ResourcePath,
+      name: string,
+      value: unknown,
+      ifMatch?: number,
+    ): { version: number } {
       const info = RESOURCE_KINDS[kind];
       if (typeof value !== 'object' || value === null || Array.isArray(value)) {
         throw invalid(`${info.noun} must be an object`, [
@@ -544,7 +576,14 @@ export function createEngine(deps: EngineDeps) {
           { path: 'name', message: `must equal "${name}" (the name in the URL)` },
         ]);
       }
-      const body = { ...value, name };
+      const { version: sent, ...fields } = value as { version?: unknown };
+      if (sent !== undefined && !(Number.isInteger(sent) && (sent as number) >= 0)) {
+        throw invalid(`invalid ${info.noun}`, [
+          { path: 'version', message: 'must be a non-negative integer' },
+        ]);
+      }
+      const expected = ifMatch ?? (sent as number | undefined);
+      const body = { ...fields, name };
       const diags = info.validate(body);
       if (diags.length > 0) throw invalid(`invalid ${info.noun}`, diags);
       if (kind === 'policies') {
@@ -559,18 +598,27 @@ export function createEngine(deps: EngineDeps) {
           );
         }
       }
-      store.tx(() => {
-        const before = store.getResource(info.table, name);
-        store.putResource(info.table, name, body);
-        store.appendAudit({ actor, action: `${info.noun}.put`, target: name, before, after: body });
+      return store.tx(() => {
+        const current = store.getVersioned(info.table, name);
+        checkVersion(`${info.noun}/${name}`, current?.version ?? 0, expected);
+        const version = store.putResource(info.table, name, body);
+        store.appendAudit({
+          actor,
+          action: `${info.noun}.put`,
+          target: name,
+          before: current?.body,
+          after: body,
+        });
+        return { ...body, version };
       });
-      return body;
     },
-    deleteResource(actor: string, kind: ResourcePath, name: string): void {
+    deleteResource(actor: string, kind: ResourcePath, name: string, ifMatch?: number): void {
       const info = RESOURCE_KINDS[kind];
       store.tx(() => {
-        const before = store.getResource(info.table, name);
-        if (before === undefined) throw notFound(`${info.noun} ${name}`);
+        const current = store.getVersioned(info.table, name);
+        if (current === undefined) throw notFound(`${info.noun} ${name}`);
+        checkVersion(`${info.noun}/${name}`, current.version, ifMatch);
+        const before = current.body;
         if (info.noun !== 'policy') {
           const users = store
             .listResources<Policy>('policies')

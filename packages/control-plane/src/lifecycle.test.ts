@@ -273,7 +273,12 @@ describe('policy lifecycle API', () => {
     const discarded = await call('DELETE', '/v1/draft');
     expect(discarded.statusCode).toBe(200);
     expect(discarded.json()).toEqual({ discarded: draft.changes });
-    expect((await call('GET', '/v1/policies')).json()).toEqual(snapshot);
+    // Same content; the discard was a write, so the version moved on (1, edit 2, discard 3).
+    const policies = (await call('GET', '/v1/policies')).json();
+    expect(policies.map(({ version, ...p }: { version: number }) => p)).toEqual(
+      snapshot.map(({ version, ...p }: { version: number }) => p),
+    );
+    expect(policies[0].version).toBe(3);
     expect((await call('GET', '/v1/services/dns')).statusCode).toBe(404);
     expect((await call('GET', '/v1/draft')).json()).toEqual({ basedOn: 1, changes: [] });
     const audit = await lastAudit('draft.discard');
@@ -334,5 +339,80 @@ describe('policy lifecycle API', () => {
       'target.resources[1].kind',
     ]);
     expect((await bad({ since: 'soon' })).details[0].path).toBe('since');
+  });
+
+  it('refuses a write based on a stale version (If-Match or body version) with 409 CONFLICT', async () => {
+    const first = await call('PUT', '/v1/services/pg', pg);
+    expect(first.json().version).toBe(1);
+    const got = await call('GET', '/v1/services/pg');
+    expect(got.headers.etag).toBe('"1"');
+
+    // Alice and Bob both read version 1; Alice writes first.
+    const alice = await call(
+      'PUT',
+      '/v1/services/pg',
+      { ...pg, ports: [{ protocol: 'tcp', port: 5433 }] },
+      {
+        'if-match': got.headers.etag as string,
+      },
+    );
+    expect(alice.statusCode).toBe(200);
+    expect(alice.headers.etag).toBe('"2"');
+    const bob = await call(
+      'PUT',
+      '/v1/services/pg',
+      { ...pg, ports: [{ protocol: 'tcp', port: 6432 }] },
+      {
+        'if-match': '"1"',
+      },
+    );
+    expect(bob.statusCode).toBe(409);
+    expect(bob.json().error).toEqual({
+      code: 'CONFLICT',
+      message: 'service/pg was changed by someone else (version 2, you sent 1)',
+      details: [],
+    });
+    const viaBody = await call('PUT', '/v1/services/pg', { ...pg, version: 1 });
+    expect(viaBody.json().error.message).toBe(
+      'service/pg was changed by someone else (version 2, you sent 1)',
+    );
+    expect((await call('GET', '/v1/services/pg')).json().ports[0].port).toBe(5433);
+    // The current version is accepted, and no If-Match at all is an unconditional write.
+    expect((await call('PUT', '/v1/services/pg', { ...pg, version: 2 })).json().version).toBe(3);
+    expect((await call('PUT', '/v1/services/pg', pg)).json().version).toBe(4);
+    const staleDelete = await call('DELETE', '/v1/services/pg', undefined, { 'if-match': '"3"' });
+    expect(staleDelete.statusCode).toBe(409);
+    expect(
+      (await call('DELETE', '/v1/services/pg', undefined, { 'if-match': '"4"' })).statusCode,
+    ).toBe(204);
+    expect((await call('GET', '/v1/services/pg')).statusCode).toBe(404);
+    const garbage = await call('PUT', '/v1/services/pg', pg, { 'if-match': 'yesterday' });
+    expect(garbage.json().error.details[0].path).toBe('If-Match');
+
+    // Workloads: the agent's writes count too, so an editor sees them.
+    const w = await call('GET', '/v1/workloads/web');
+    expect(w.headers.etag).toBe(`"${w.json().version}"`);
+    const v = w.json().version as number;
+    const patched = await call(
+      'PATCH',
+      '/v1/workloads/web',
+      { labels: { app: 'web', env: 'prod' } },
+      {
+        'if-match': `"${v}"`,
+      },
+    );
+    expect(patched.statusCode).toBe(200);
+    expect(patched.json().version).toBe(v + 1);
+    const stale = await call('PATCH', '/v1/workloads/web', { labels: {}, version: v });
+    expect(stale.statusCode).toBe(409);
+    expect(stale.json().error.message).toBe(
+      `workload/web was changed by someone else (version ${v + 1}, you sent ${v})`,
+    );
+    expect((await call('GET', '/v1/workloads/web')).json().labels).toEqual({
+      app: 'web',
+      env: 'prod',
+    });
+    const staleDel = await call('DELETE', '/v1/workloads/web', undefined, { 'if-match': `"${v}"` });
+    expect(staleDel.statusCode).toBe(409);
   });
 });

@@ -51,6 +51,26 @@ describe('store', () => {
     expect(store.schemaVersion()).toBe(SCHEMA_VERSION);
     expect(store.getWorkload('old')?.name).toBe('old');
     expect(store.queryFlows()).toEqual([]);
+    // v4: objects that existed before versions start at 1 and count writes from there.
+    expect(store.getWorkload('old')?.version).toBe(1);
+    store.upsertWorkload({ name: 'old', addresses: [], labels: { a: 'b' }, mode });
+    expect(store.getWorkload('old')?.version).toBe(2);
+  });
+
+  it('counts writes per object; a replace bumps only the objects whose body changed', () => {
+    expect(store.putResource('services', 'a', { name: 'a', ports: [] })).toBe(1);
+    expect(store.putResource('services', 'a', { name: 'a', ports: [] })).toBe(2);
+    store.putResource('services', 'b', { name: 'b', ports: [] });
+    store.replaceResources('services', [
+      { name: 'a', ports: [] } as { name: string },
+      { name: 'c', ports: [] } as { name: string },
+    ]);
+    expect(store.listVersioned('services')).toEqual([
+      { body: { name: 'a', ports: [] }, version: 2 },
+      { body: { name: 'c', ports: [] }, version: 1 },
+    ]);
+    store.replaceResources('services', [{ name: 'a', ports: [1] } as { name: string }]);
+    expect(store.getVersioned('services', 'a')?.version).toBe(3);
   });
 
   it('aggregates flows per peer, port and verdict across batches, once per seq', () => {

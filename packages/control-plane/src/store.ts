@@ -128,6 +128,13 @@ const MIGRATIONS: string[] = [
   `,
   // 3: flows keyed by id with hourly buckets (time windows, retention), connections not packets.
   FLOWS_MIGRATION,
+  // 4: optimistic concurrency: every editable object counts its writes.
+  `
+  ALTER TABLE workloads ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+  ALTER TABLE ip_lists ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+  ALTER TABLE services ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+  ALTER TABLE policies ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+  `,
 ];
 
 /** Exported for the migration test only. */
@@ -143,6 +150,8 @@ export type CounterVerdict = 'allowed' | 'denied' | 'would-deny';
 export interface WorkloadRecord extends Workload {
   createdAt: string;
   updatedAt: string;
+  /** 1 when created, +1 per write (If-Match). */
+  version: number;
 }
 
 export interface RevisionRecord {
@@ -331,6 +340,7 @@ export function createStore(options: StoreOptions) {
     mode: parse(r.mode),
     createdAt: String(r.created_at),
     updatedAt: String(r.updated_at),
+    version: Number(r.version),
   });
 
   function getRevision<S>(n: number): (RevisionRecord & { snapshot: S }) | undefined {
@@ -402,7 +412,8 @@ export function createStore(options: StoreOptions) {
         `INSERT INTO workloads (name, addresses, labels, mode, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (name) DO UPDATE SET addresses = excluded.addresses,
-           labels = excluded.labels, mode = excluded.mode, updated_at = excluded.updated_at`,
+           labels = excluded.labels, mode = excluded.mode, updated_at = excluded.updated_at,
+           version = workloads.version + 1`,
       ).run(w.name, json(w.addresses), json(w.labels), json(w.mode), t, t);
     },
     /** Also drops the workload's counters, flows and events: a host enrolled later under the name starts at zero. */
@@ -424,17 +435,49 @@ export function createStore(options: StoreOptions) {
       const r = db.prepare<Row>(`SELECT body FROM ${kind} WHERE name = ?`).get(name);
       return r && parse<T>(r.body);
     },
-    putResource(kind: ResourceKind, name: string, body: unknown): void {
-      db.prepare(
-        `INSERT INTO ${kind} (name, body, updated_at) VALUES (?, ?, ?)
-         ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at`,
-      ).run(name, json(body), iso());
+    /** Every object of a kind with its version, by name. */
+    listVersioned<T>(kind: ResourceKind): { body: T; version: number }[] {
+      return db
+        .prepare<Row>(`SELECT body, version FROM ${kind} ORDER BY name`)
+        .all()
+        .map((r) => ({ body: parse<T>(r.body), version: Number(r.version) }));
     },
-    /** Replaces every draft of a kind (rollback to a revision's snapshot). */
+    getVersioned<T>(kind: ResourceKind, name: string): { body: T; version: number } | undefined {
+      const r = db.prepare<Row>(`SELECT body, version FROM ${kind} WHERE name = ?`).get(name);
+      return r && { body: parse<T>(r.body), version: Number(r.version) };
+    },
+    /** Creates (version 1) or replaces (version + 1); returns the new version. */
+    putResource(kind: ResourceKind, name: string, body: unknown): number {
+      const r = db
+        .prepare<Row>(
+          `INSERT INTO ${kind} (name, body, updated_at) VALUES (?, ?, ?)
+           ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at,
+             version = ${kind}.version + 1
+           RETURNING version`,
+        )
+        .get(name, json(body), iso());
+      return Number(r?.version);
+    },
+    /**
+     * Makes a kind hold exactly `bodies` (discard, rollback). Objects whose body changes count
+     * a write; unchanged ones keep their version, so an editor holding them is not refused.
+     */
     replaceResources(kind: ResourceKind, bodies: { name: string }[]): void {
-      db.prepare(`DELETE FROM ${kind}`).run();
-      const put = db.prepare(`INSERT INTO ${kind} (name, body, updated_at) VALUES (?, ?, ?)`);
-      for (const b of bodies) put.run(b.name, json(b), iso());
+      const current = new Map(
+        db
+          .prepare<Row>(`SELECT name, body FROM ${kind}`)
+          .all()
+          .map((r) => [String(r.name), String(r.body)]),
+      );
+      const keep = new Set(bodies.map((b) => b.name));
+      const drop = db.prepare(`DELETE FROM ${kind} WHERE name = ?`);
+      for (const name of current.keys()) if (!keep.has(name)) drop.run(name);
+      const put = db.prepare(
+        `INSERT INTO ${kind} (name, body, updated_at) VALUES (?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at,
+           version = ${kind}.version + 1`,
+      );
+      for (const b of bodies) if (current.get(b.name) !== json(b)) put.run(b.name, json(b), iso());
     },
     deleteResource(kind: ResourceKind, name: string): boolean {
       return db.prepare(`DELETE FROM ${kind} WHERE name = ?`).run(name).changes > 0;
