@@ -294,6 +294,10 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
     {
       // Read-only, so viewers may ask (see the auth hook).
       config: { readOnly: true },
+      // A bare POST asks about the draft.
+      preValidation: async (req) => {
+        if (req.body === undefined) req.body = {};
+      },
       schema: {
         body: Type.Optional(
           Type.Object(

@@ -339,6 +339,23 @@ describe('policy lifecycle API', () => {
       'target.resources[1].kind',
     ]);
     expect((await bad({ since: 'soon' })).details[0].path).toBe('since');
+    // A bare POST asks about the draft; viewers may ask (it stores nothing) but not discard.
+    const bare = await app.inject({
+      method: 'POST',
+      url: '/v1/impact',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+    });
+    expect(bare.json().summary).toEqual({
+      newlyBlocked: 0,
+      newlyAllowed: 0,
+      stillWouldDeny: 0,
+      flows: 0,
+    });
+    const viewer = (await call('POST', '/v1/tokens', { name: 'v', role: 'viewer' })).json().token;
+    const asViewer = { authorization: `Bearer ${viewer}` };
+    expect((await call('POST', '/v1/impact', {}, asViewer)).statusCode).toBe(200);
+    expect((await call('GET', '/v1/draft', undefined, asViewer)).statusCode).toBe(200);
+    expect((await call('DELETE', '/v1/draft', undefined, asViewer)).statusCode).toBe(403);
   });
 
   it('refuses a write based on a stale version (If-Match or body version) with 409 CONFLICT', async () => {
