@@ -90,7 +90,10 @@ describe('foundation: control plane to kernel', () => {
   });
 
   it('enforce mode: allowed TCP and UDP pass, the rest is refused, on IPv4 and IPv6', async () => {
-    await bh.api('PATCH', '/v1/workloads/db', { mode: { ingress: 'enforce' } });
+    await bh.api('PATCH', '/v1/workloads/db', {
+      mode: { ingress: 'enforce' },
+      confirm: true, // batch -> db was observed: enforcing cuts it, on purpose
+    });
     await bh.waitInSync();
     expect(await lab.connect('web', db4, 'tcp', 5432)).toBe(true);
     expect(await lab.connect('web', db6, 'tcp', 5432)).toBe(true);

@@ -27,13 +27,14 @@ async function main(): Promise<void> {
       db: { labels: { app: 'shop', role: 'db' } },
       batch: { labels: { app: 'reports', role: 'batch' } },
     });
-    const cli = async (...args: string[]) => {
+    const run = async (expected: number, args: string[]) => {
       console.log(`    $ bulkhead ${args.join(' ')}`);
       const r = await bh!.cli(args);
       show(r.stdout + r.stderr);
-      if (r.code !== 0) throw new Error(`bulkhead ${args.join(' ')} exited ${r.code}`);
+      if (r.code !== expected) throw new Error(`bulkhead ${args.join(' ')} exited ${r.code}`);
       return r.stdout;
     };
+    const cli = (...args: string[]) => run(0, args);
     await cli('workloads');
 
     step('Applying policy files and provisioning revision 1 (hosts start in monitor mode)');
@@ -59,8 +60,10 @@ async function main(): Promise<void> {
     await cli('flows', '--workload', 'db');
     await cli('map', '--group-by', 'app,role');
 
-    step('Enforcing ingress on db (egress stays in monitor)');
-    await cli('mode', 'db', '--ingress', 'enforce');
+    step('Enforcing ingress on db: the impact check names the observed flows it would cut');
+    await run(4, ['mode', 'db', '--ingress', 'enforce']);
+    console.log('    (exit 4: refused until confirmed — batch really talks to db)');
+    await cli('mode', 'db', '--ingress', 'enforce', '--confirm');
     await bh.waitInSync();
     const allowed = await tryConnect('web');
     const refused = !(await tryConnect('batch'));
