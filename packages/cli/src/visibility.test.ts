@@ -124,9 +124,9 @@ describe('flows', () => {
     const r = await cli('flows');
     expect(r.stdout).toBe(
       [
-        'SRC                  DST    PROTO/PORT  VERDICT     RULE               CONNECTIONS  LAST SEEN',
-        'web-1                db-1   tcp/5432    allowed     shop-db/ingress/0  12           2m ago',
-        '203.0.113.9[office]  web-1  icmp        would-deny  default            1            3h ago',
+        'SRC                  DST    PROTO/PORT  SEEN BY   VERDICT     RULE               CONNECTIONS  LAST SEEN',
+        'web-1                db-1   tcp/5432    db-1 in   allowed     shop-db/ingress/0  12           2m ago',
+        '203.0.113.9[office]  web-1  icmp        web-1 in  would-deny  default            1            3h ago',
         '',
       ].join('\n'),
     );

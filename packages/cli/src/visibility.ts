@@ -119,6 +119,11 @@ export function flowColumns(now: Date): Column<FlowView>[] {
     { header: 'SRC', value: (f) => formatEndpoint(f.src) },
     { header: 'DST', value: (f) => formatEndpoint(f.dst) },
     { header: 'PROTO/PORT', value: (f) => formatService(f.protocol, f.port) },
+    // Both ends of a flow may report it, each deciding with its own policy and mode.
+    {
+      header: 'SEEN BY',
+      value: (f) => `${f.reportedBy} ${f.direction === 'ingress' ? 'in' : 'out'}`,
+    },
     { header: 'VERDICT', value: (f) => f.verdict },
     { header: 'RULE', value: (f) => f.ruleId },
     { header: 'CONNECTIONS', value: (f) => f.connections },
