@@ -44,7 +44,14 @@ describe('lifecycle: plan, impact gate, provision with confirmation, rollback, a
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('runs the app with an allow-all egress baseline, enforced, and observes its traffic', async () => {
+  it('observes the app in monitor mode, then enforces an allow-all egress baseline', async () => {
+    expect(await lab.connect('app', db4, 'tcp', 5432)).toBe(true);
+    expect(await lab.connect('app', lic4, 'tcp', 27000)).toBe(true);
+    await until('both dependencies observed', async () => {
+      const { flows } = await bh.api<{ flows: FlowView[] }>('GET', '/v1/flows?workload=app');
+      return flows.some((f) => f.port === 5432) && flows.some((f) => f.dst.address === lic4);
+    });
+
     await bh.api('PUT', '/v1/ip-lists/license-servers', { cidrs: [`${lic4}/32`] });
     await bh.api('PUT', '/v1/policies/billing-app', {
       scope: { matchLabels: { app: 'billing', role: 'app' } },
@@ -54,14 +61,11 @@ describe('lifecycle: plan, impact gate, provision with confirmation, rollback, a
       note: 'baseline: billing app may call anything',
     });
     baseline = prov.revision;
+    // Everything observed is allowed by the baseline: enforcing needs no confirmation.
     await bh.api('PATCH', '/v1/workloads/app', { mode: { egress: 'enforce' } });
     await bh.waitInSync();
     expect(await lab.connect('app', db4, 'tcp', 5432)).toBe(true);
     expect(await lab.connect('app', lic4, 'tcp', 27000)).toBe(true);
-    await until('both dependencies observed', async () => {
-      const { flows } = await bh.api<{ flows: FlowView[] }>('GET', '/v1/flows?workload=app');
-      return flows.some((f) => f.port === 5432) && flows.some((f) => f.dst.address === lic4);
-    });
   });
 
   it('plans a policy that declares only the database and reports the license server', async () => {
@@ -110,6 +114,15 @@ describe('lifecycle: plan, impact gate, provision with confirmation, rollback, a
     expect(rb.code, rb.stdout + rb.stderr).toBe(0);
     await bh.waitInSync();
     expect(await lab.connect('app', lic4, 'tcp', 27000)).toBe(true);
+  });
+
+  it('exports the state as files that reproduce it exactly', async () => {
+    const out = join(dir, 'export');
+    const exported = await bh.cli(['export', '-o', out]);
+    expect(exported.code, exported.stderr).toBe(0);
+    const diff = await bh.cli(['diff', '-f', out, '--prune']);
+    expect(diff.code, diff.stdout + diff.stderr).toBe(0);
+    expect(diff.stdout).toMatch(/no changes/);
   });
 
   it('keeps every step in the audit log', async () => {
