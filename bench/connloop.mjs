@@ -13,7 +13,9 @@ function once() {
     s.setTimeout(1000);
     s.once('connect', () => {
       connections++;
-      s.destroy();
+      // RST instead of FIN: no TIME_WAIT, so the client never runs out of ephemeral ports and
+      // later runs measure the firewall, not port exhaustion.
+      s.resetAndDestroy();
       resolve();
     });
     s.once('error', () => {
