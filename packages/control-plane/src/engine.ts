@@ -750,10 +750,13 @@ export function createEngine(deps: EngineDeps) {
       });
     },
     listRevisions: () => store.listRevisions(),
+    /** A revision with what it changed against the one before it (derived, never stored). */
     getRevision(n: number) {
       const r = store.getRevision<Snapshot>(n);
       if (!r) throw notFound(`revision ${n}`);
-      return r;
+      // Revision 0 is the empty state, so revision 1 lists everything it introduced.
+      const changes = diffStates(revisionState(n - 1, []), revisionState(n, []));
+      return { ...r, changes };
     },
     getRuleSet(workload: string): RuleSet {
       requireWorkload(workload);

@@ -322,6 +322,11 @@ describe('policy lifecycle API', () => {
       objects: [],
       workloads: [],
     });
+    // Each revision carries its diff against the previous one, with author and note.
+    const rev2 = (await call('GET', '/v1/revisions/2')).json();
+    expect(rev2.note).toBe('db');
+    expect(rev2.changes).toEqual(body.objects);
+    expect((await call('GET', '/v1/revisions/1')).json().changes).toEqual([]);
     expect((await call('GET', '/v1/revisions/2/diff?to=9')).statusCode).toBe(404);
     expect((await call('GET', '/v1/revisions/2/diff?to=latest')).statusCode).toBe(400);
   });
