@@ -1,16 +1,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { FlowRow } from './flow-store.js';
-import {
-  type AuditEntry,
-  createStore,
-  MIGRATIONS_FOR_TEST,
-  type Store,
-  type StoreOptions,
-} from './store.js';
+import { type AuditEntry, createStore, type Store, type StoreOptions } from './store.js';
 
 const mode = { ingress: 'monitor', egress: 'monitor' } as const;
 const DAY = 86_400_000;
@@ -142,26 +135,6 @@ describe('flow store', () => {
     expect(store.queryFlows().map((f) => f.port)).toEqual([9, 1002, 1004]);
     const events = store.listEvents().filter((e) => e.code === 'FLOW_ROWS_EVICTED');
     expect(events.map((e) => e.attributes.evicted)).toEqual(['1', '1', '1']);
-  });
-
-  it('migrates v2 flows into rows with a bucket each', () => {
-    store.close();
-    const path = join(dir, 'v2.db');
-    const raw = new Database(path);
-    raw.exec(MIGRATIONS_FOR_TEST[0]!);
-    raw.exec(MIGRATIONS_FOR_TEST[1]!);
-    raw.pragma('user_version = 2');
-    raw
-      .prepare(
-        `INSERT INTO flows VALUES ('db-1', 'ingress', '10.0.0.1', '10.0.0.2', 6, 22, 'denied',
-           'default', 7, 700, '2026-03-01T00:05:00.000Z', '2026-03-01T02:05:00.000Z')`,
-      )
-      .run();
-    raw.close();
-    store = createStore({ path });
-    expect(
-      store.queryFlows({ since: '2026-03-01T02:30:00.000Z', until: '2026-03-01T02:40:00.000Z' }),
-    ).toMatchObject([{ port: 22, connections: 7, bytes: 700, verdict: 'denied' }]);
   });
 
   it('hands audit entries over only after their transaction commits', () => {

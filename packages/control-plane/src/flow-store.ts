@@ -1,14 +1,14 @@
 import { formatAddress, parseAddress } from '@bulkhead/policy';
 import type Database from 'better-sqlite3';
 
-// Flows live in two tables (schema v3): `flows`, one row per distinct dependency (reporting
-// workload, direction, src, dst, protocol, port, verdict, rule) with lifetime totals, and
-// `flow_hours`, the same key per hour, for time-window questions. Buckets age out after the
-// retention; a dependency row only when it was not seen for that long, so a weekly job is
-// never forgotten while the table stays bounded by the row cap.
+// Flows live in two tables: `flows`, one row per distinct dependency (reporting workload,
+// direction, src, dst, protocol, port, verdict, rule) with lifetime totals, and `flow_hours`,
+// the same key per hour, for time-window questions. Buckets age out after the retention; a
+// dependency row only when it was not seen for that long, so a weekly job is never forgotten
+// while the table stays bounded by the row cap.
 
 export const FLOWS_MIGRATION = `
-  CREATE TABLE flows_v3 (
+  CREATE TABLE flows (
     id INTEGER PRIMARY KEY,
     workload TEXT NOT NULL,
     direction TEXT NOT NULL,
@@ -24,12 +24,6 @@ export const FLOWS_MIGRATION = `
     last_seen TEXT NOT NULL,
     UNIQUE (workload, direction, src, dst, protocol, port, verdict, rule_id)
   );
-  INSERT INTO flows_v3 (workload, direction, src, dst, protocol, port, verdict, rule_id,
-      connections, bytes, first_seen, last_seen)
-    SELECT workload, direction, src, dst, protocol, port, verdict, rule_id, packets, bytes,
-      first_seen, last_seen FROM flows;
-  DROP TABLE flows;
-  ALTER TABLE flows_v3 RENAME TO flows;
   CREATE INDEX flows_last_seen ON flows (last_seen);
   CREATE INDEX flows_first_seen ON flows (first_seen);
   CREATE TABLE flow_hours (
@@ -40,8 +34,6 @@ export const FLOWS_MIGRATION = `
     PRIMARY KEY (flow_id, hour)
   ) WITHOUT ROWID;
   CREATE INDEX flow_hours_hour ON flow_hours (hour);
-  INSERT INTO flow_hours (flow_id, hour, connections, bytes)
-    SELECT id, strftime('%Y-%m-%dT%H:00:00.000Z', last_seen), connections, bytes FROM flows;
 `;
 
 export type FlowDirection = 'ingress' | 'egress';

@@ -51,7 +51,7 @@ describe('store', () => {
     expect(store.schemaVersion()).toBe(SCHEMA_VERSION);
     expect(store.getWorkload('old')?.name).toBe('old');
     expect(store.queryFlows()).toEqual([]);
-    // v4: objects that existed before versions start at 1 and count writes from there.
+    // v3: objects that existed before versions start at 1 and count writes from there.
     expect(store.getWorkload('old')?.version).toBe(1);
     store.upsertWorkload({ name: 'old', addresses: [], labels: { a: 'b' }, mode });
     expect(store.getWorkload('old')?.version).toBe(2);

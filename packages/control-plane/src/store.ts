@@ -99,23 +99,7 @@ const MIGRATIONS: string[] = [
   );
   `,
   // 2: flow discovery (agents report observed connections) and agent events.
-  `
-  CREATE TABLE flows (
-    workload TEXT NOT NULL,
-    direction TEXT NOT NULL,
-    src TEXT NOT NULL,
-    dst TEXT NOT NULL,
-    protocol INTEGER NOT NULL,
-    port INTEGER NOT NULL,
-    verdict TEXT NOT NULL,
-    rule_id TEXT NOT NULL,
-    packets INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    first_seen TEXT NOT NULL,
-    last_seen TEXT NOT NULL,
-    PRIMARY KEY (workload, direction, src, dst, protocol, port, verdict, rule_id)
-  );
-  CREATE INDEX flows_last_seen ON flows (last_seen);
+  `${FLOWS_MIGRATION}
   CREATE TABLE agent_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     agent_id TEXT NOT NULL,
@@ -126,9 +110,7 @@ const MIGRATIONS: string[] = [
     attributes TEXT NOT NULL
   );
   `,
-  // 3: flows keyed by id with hourly buckets (time windows, retention), connections not packets.
-  FLOWS_MIGRATION,
-  // 4: optimistic concurrency: every editable object counts its writes.
+  // 3: optimistic concurrency: every editable object counts its writes.
   `
   ALTER TABLE workloads ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
   ALTER TABLE ip_lists ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
