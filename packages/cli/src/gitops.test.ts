@@ -1,40 +1,12 @@
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FakeApi } from './fake-api.js';
 import { unifiedDiff } from './gitops.js';
-import { type Io, run } from './run.js';
+import { useCliFixture } from './test-util.js';
 
-let api: FakeApi;
-let dir: string;
-
-beforeEach(async () => {
-  api = new FakeApi();
-  await api.start();
-  dir = await mkdtemp(join(tmpdir(), 'bulkhead-gitops-'));
-});
-
-afterEach(async () => {
-  await api.stop();
-  await rm(dir, { recursive: true, force: true });
-});
-
-async function cli(target: FakeApi, argv: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const io: Io = {
-    stdout: (t) => {
-      stdout += t;
-    },
-    stderr: (t) => {
-      stderr += t;
-    },
-    env: { XDG_CONFIG_HOME: join(dir, 'config') },
-  };
-  const code = await run(['--server', target.url, '--token', 't0k', ...argv], io);
-  return { code, stdout, stderr };
-}
+const fx = useCliFixture({ prefix: 'bulkhead-gitops-' });
+const cli = (target: FakeApi, argv: string[]) => fx.connected(argv, target);
 
 const SERVER_TIMES = { createdAt: '2026-01-02T03:04:05Z', updatedAt: '2026-01-03T00:00:00Z' };
 
@@ -93,10 +65,10 @@ async function readDir(path: string): Promise<Record<string, string>> {
 
 describe('export', () => {
   it('writes one file per kind, in name order, without server-only fields', async () => {
-    seed(api);
-    const out = join(dir, 'state');
+    seed(fx.api);
+    const out = join(fx.dir, 'state');
 
-    const r = await cli(api, ['export', '-o', out]);
+    const r = await cli(fx.api, ['export', '-o', out]);
 
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
@@ -156,16 +128,16 @@ describe('export', () => {
     for (const text of Object.values(files)) {
       expect(text).not.toMatch(/createdAt|updatedAt|version|addresses/);
     }
-    expect(api.writes()).toEqual([]);
+    expect(fx.api.writes()).toEqual([]);
   });
 
   it('round-trips: export, apply to a fresh server, export again gives the same bytes', async () => {
-    seed(api);
-    const first = join(dir, 'first');
-    expect((await cli(api, ['export', '--output-dir', first])).code).toBe(0);
+    seed(fx.api);
+    const first = join(fx.dir, 'first');
+    expect((await cli(fx.api, ['export', '--output-dir', first])).code).toBe(0);
 
     // Against the same server, apply has nothing to do.
-    const same = await cli(api, ['apply', '-f', first]);
+    const same = await cli(fx.api, ['apply', '-f', first]);
     expect(same.code).toBe(0);
     expect(same.stdout.trimEnd().split('\n')).toEqual([
       'ip-list/office unchanged',
@@ -174,7 +146,7 @@ describe('export', () => {
       'policy/web-ingress unchanged',
       'workload/web-1 unchanged',
     ]);
-    expect(api.writes()).toEqual([]);
+    expect(fx.api.writes()).toEqual([]);
 
     // A fresh server knows only the enrolled host, with other labels and mode.
     const fresh = new FakeApi();
@@ -186,7 +158,7 @@ describe('export', () => {
       expect(applied.code).toBe(0);
       expect(fresh.writes()).toHaveLength(5);
 
-      const second = join(dir, 'second');
+      const second = join(fx.dir, 'second');
       expect((await cli(fresh, ['-o', 'yaml', 'export', '-o', second])).code).toBe(0);
       expect(await readDir(second)).toEqual(await readDir(first));
       expect((await cli(fresh, ['diff', '-f', first, '--prune'])).code).toBe(0);
@@ -196,23 +168,23 @@ describe('export', () => {
   });
 
   it('exits 2 without an output directory', async () => {
-    const r = await cli(api, ['export']);
+    const r = await cli(fx.api, ['export']);
     expect(r.code).toBe(2);
-    expect(api.requests).toEqual([]);
+    expect(fx.api.requests).toEqual([]);
   });
 });
 
 describe('diff', () => {
   async function exported(): Promise<string> {
-    seed(api);
-    const out = join(dir, 'state');
-    expect((await cli(api, ['export', '-o', out])).code).toBe(0);
+    seed(fx.api);
+    const out = join(fx.dir, 'state');
+    expect((await cli(fx.api, ['export', '-o', out])).code).toBe(0);
     return out;
   }
 
   it('exits 0 and says so when nothing would change', async () => {
     const files = await exported();
-    const r = await cli(api, ['diff', '-f', files, '--prune']);
+    const r = await cli(fx.api, ['diff', '-f', files, '--prune']);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('no changes (5 unchanged)\n');
   });
@@ -233,9 +205,9 @@ describe('diff', () => {
       join(files, 'workloads.yaml'),
       'kind: Workload\nname: web-1\nmode: {egress: enforce}\n',
     );
-    const before = api.requests.length;
+    const before = fx.api.requests.length;
 
-    const r = await cli(api, ['diff', '-f', files, '--prune']);
+    const r = await cli(fx.api, ['diff', '-f', files, '--prune']);
 
     expect(r.stderr).toBe('');
     expect(r.code).toBe(5);
@@ -261,35 +233,38 @@ describe('diff', () => {
         '',
       ].join('\n'),
     );
-    expect(api.requests.slice(before).every((q) => q.method === 'GET')).toBe(true);
+    expect(fx.api.requests.slice(before).every((q) => q.method === 'GET')).toBe(true);
 
     // Without --prune, objects missing from the files are left alone.
-    const kept = await cli(api, ['diff', '-f', files]);
+    const kept = await cli(fx.api, ['diff', '-f', files]);
     expect(kept.code).toBe(5);
     expect(kept.stdout).not.toContain('- service/dns');
     expect(kept.stdout).toContain('1 to add, 2 to change, 0 to delete, 2 unchanged\n');
   });
 
   it('exits 3 on invalid files and 1 when the server fails, sending nothing in the first case', async () => {
-    const bad = join(dir, 'bad.yaml');
+    const bad = join(fx.dir, 'bad.yaml');
     await writeFile(bad, 'kind: IpList\nname: x\ncidrs: [10.0.0.0/33]\n');
-    const invalid = await cli(api, ['diff', '-f', bad]);
+    const invalid = await cli(fx.api, ['diff', '-f', bad]);
     expect(invalid.code).toBe(3);
     expect(invalid.stderr).toContain('bad.yaml:3: cidrs[0]:');
-    expect(api.requests).toEqual([]);
+    expect(fx.api.requests).toEqual([]);
 
-    const good = join(dir, 'good.yaml');
+    const good = join(fx.dir, 'good.yaml');
     await writeFile(good, 'kind: IpList\nname: x\ncidrs: [10.0.0.0/8]\n');
-    api.override = () => ({ status: 500, body: { error: { code: 'INTERNAL', message: 'boom' } } });
-    const failed = await cli(api, ['diff', '-f', good]);
+    fx.api.override = () => ({
+      status: 500,
+      body: { error: { code: 'INTERNAL', message: 'boom' } },
+    });
+    const failed = await cli(fx.api, ['diff', '-f', good]);
     expect(failed.code).toBe(1);
     expect(failed.stderr).toContain('boom');
   });
 
   it('exits 1 for a workload the server does not know, naming it', async () => {
-    const file = join(dir, 'w.yaml');
+    const file = join(fx.dir, 'w.yaml');
     await writeFile(file, 'kind: Workload\nname: ghost\nlabels: {app: x}\n');
-    const r = await cli(api, ['diff', '-f', file]);
+    const r = await cli(fx.api, ['diff', '-f', file]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('workload/ghost: no such workload');
   });
@@ -297,16 +272,16 @@ describe('diff', () => {
 
 describe('apply --prune', () => {
   it('deletes policies before services and ip lists, and never workloads', async () => {
-    seed(api);
-    api.store.set('/v1/workloads/db-1', { name: 'db-1', labels: {}, mode: {} });
-    const file = join(dir, 'only.yaml');
+    seed(fx.api);
+    fx.api.store.set('/v1/workloads/db-1', { name: 'db-1', labels: {}, mode: {} });
+    const file = join(fx.dir, 'only.yaml');
     await writeFile(file, 'kind: Service\nname: https\nports: [{protocol: tcp, port: 443}]\n');
 
-    const r = await cli(api, ['apply', '-f', file, '--prune']);
+    const r = await cli(fx.api, ['apply', '-f', file, '--prune']);
 
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(api.writes()).toEqual([
+    expect(fx.api.writes()).toEqual([
       ['DELETE', '/v1/policies/web-ingress'],
       ['DELETE', '/v1/services/dns'],
       ['DELETE', '/v1/ip-lists/office'],
@@ -320,32 +295,32 @@ describe('apply --prune', () => {
         '',
       ].join('\n'),
     );
-    expect(api.store.has('/v1/workloads/web-1')).toBe(true);
-    expect(api.store.has('/v1/workloads/db-1')).toBe(true);
+    expect(fx.api.store.has('/v1/workloads/web-1')).toBe(true);
+    expect(fx.api.store.has('/v1/workloads/db-1')).toBe(true);
   });
 
   it('refuses to prune when the files hold no documents', async () => {
-    seed(api);
-    const empty = join(dir, 'empty.yaml');
+    seed(fx.api);
+    const empty = join(fx.dir, 'empty.yaml');
     await writeFile(empty, '# nothing yet\n');
-    const r = await cli(api, ['apply', '-f', empty, '--prune']);
+    const r = await cli(fx.api, ['apply', '-f', empty, '--prune']);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('refusing');
-    expect(api.requests).toEqual([]);
+    expect(fx.api.requests).toEqual([]);
   });
 
   it('without --prune deletes nothing', async () => {
-    seed(api);
-    const file = join(dir, 'only.yaml');
+    seed(fx.api);
+    const file = join(fx.dir, 'only.yaml');
     await writeFile(file, 'kind: Service\nname: https\nports: [{protocol: tcp, port: 443}]\n');
-    expect((await cli(api, ['apply', '-f', file])).code).toBe(0);
-    expect(api.writes()).toEqual([]);
+    expect((await cli(fx.api, ['apply', '-f', file])).code).toBe(0);
+    expect(fx.api.writes()).toEqual([]);
   });
 });
 
 describe('revisions and rollback', () => {
   it('revisions prints REV, AUTHOR, CREATED, NOTE', async () => {
-    api.override = (q) =>
+    fx.api.override = (q) =>
       q.url === '/v1/revisions'
         ? {
             status: 200,
@@ -355,7 +330,7 @@ describe('revisions and rollback', () => {
             ],
           }
         : undefined;
-    const r = await cli(api, ['revisions']);
+    const r = await cli(fx.api, ['revisions']);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(
       [
@@ -368,13 +343,13 @@ describe('revisions and rollback', () => {
   });
 
   it('rollback posts the note and prints the new revision', async () => {
-    api.override = (q) =>
+    fx.api.override = (q) =>
       q.method === 'POST'
         ? { status: 200, body: { revision: 9, changed: ['web-1'], unchanged: 4 } }
         : undefined;
-    const r = await cli(api, ['rollback', '3', '--note', 'bad deploy']);
+    const r = await cli(fx.api, ['rollback', '3', '--note', 'bad deploy']);
     expect(r.code).toBe(0);
-    expect(api.requests.map((q) => [q.method, q.url, q.body])).toEqual([
+    expect(fx.api.requests.map((q) => [q.method, q.url, q.body])).toEqual([
       ['POST', '/v1/revisions/3/rollback', { note: 'bad deploy' }],
     ]);
     expect(r.stdout).toBe(
@@ -383,15 +358,15 @@ describe('revisions and rollback', () => {
   });
 
   it('rollback exits 2 on a revision that is not a positive number or without --note, and 1 when it is unknown', async () => {
-    expect((await cli(api, ['rollback', 'latest', '--note', 'x'])).code).toBe(2);
-    expect((await cli(api, ['rollback', '0', '--note', 'x'])).code).toBe(2);
-    const noNote = await cli(api, ['rollback', '3']);
+    expect((await cli(fx.api, ['rollback', 'latest', '--note', 'x'])).code).toBe(2);
+    expect((await cli(fx.api, ['rollback', '0', '--note', 'x'])).code).toBe(2);
+    const noNote = await cli(fx.api, ['rollback', '3']);
     expect(noNote.code).toBe(2);
     expect(noNote.stderr).toContain('--note');
-    expect(api.requests).toEqual([]);
-    const unknown = await cli(api, ['rollback', '42', '--note', 'x']);
+    expect(fx.api.requests).toEqual([]);
+    const unknown = await cli(fx.api, ['rollback', '42', '--note', 'x']);
     expect(unknown.code).toBe(1);
-    expect(api.requests.map((q) => q.body)).toEqual([{ note: 'x' }]);
+    expect(fx.api.requests.map((q) => q.body)).toEqual([{ note: 'x' }]);
   });
 });
 

@@ -1,46 +1,17 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type Answer, FakeApi, type Recorded } from './fake-api.js';
+import { describe, expect, it } from 'vitest';
+import type { Answer, Recorded } from './fake-api.js';
 import { formatImpact, type ImpactReport } from './lifecycle.js';
-import { type Io, run } from './run.js';
+import { useCliFixture } from './test-util.js';
 
-let api: FakeApi;
-let dir: string;
 const NOW = new Date('2026-06-10T12:00:00Z');
-
-beforeEach(async () => {
-  api = new FakeApi();
-  await api.start();
-  dir = await mkdtemp(join(tmpdir(), 'bulkhead-lifecycle-'));
-});
-
-afterEach(async () => {
-  await api.stop();
-  await rm(dir, { recursive: true, force: true });
-});
-
-async function cli(argv: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const io: Io = {
-    stdout: (t) => {
-      stdout += t;
-    },
-    stderr: (t) => {
-      stderr += t;
-    },
-    env: { XDG_CONFIG_HOME: join(dir, 'config') },
-    now: () => NOW,
-  };
-  const code = await run(['--server', api.url, '--token', 't0k', ...argv], io);
-  return { code, stdout, stderr };
-}
+const fx = useCliFixture({ prefix: 'bulkhead-lifecycle-', now: NOW });
+const cli = (argv: string[]) => fx.connected(argv);
 
 /** Answers `method path` (query ignored) with `answer`; everything else goes to the fake's store. */
 function route(routes: Record<string, Answer>): void {
-  api.override = (r: Recorded) => routes[`${r.method} ${r.url.split('?')[0]}`];
+  fx.api.override = (r: Recorded) => routes[`${r.method} ${r.url.split('?')[0]}`];
 }
 
 const ago = (days: number) => new Date(NOW.getTime() - days * 86400e3).toISOString();
@@ -102,7 +73,7 @@ const refusal = (impact: ImpactReport): Answer => ({
 });
 
 async function writePolicyFile(): Promise<string> {
-  const file = join(dir, 'policy.yaml');
+  const file = join(fx.dir, 'policy.yaml');
   await writeFile(
     file,
     [
@@ -154,7 +125,7 @@ describe('plan', () => {
     expect(out.stdout).toBe(
       `+ service/postgres\n+ policy/shop-db\n2 to add, 0 to change, 0 to delete, 0 unchanged\n${formatImpact(BLOCKING, NOW)}`,
     );
-    const impact = api.requests.find((r) => r.url === '/v1/impact')!;
+    const impact = fx.api.requests.find((r) => r.url === '/v1/impact')!;
     expect(impact.body).toEqual({
       target: {
         resources: [
@@ -176,7 +147,7 @@ describe('plan', () => {
       since: ago(7),
     });
     // plan only reads: the impact query is its one POST.
-    expect(api.writes()).toEqual([['POST', '/v1/impact']]);
+    expect(fx.api.writes()).toEqual([['POST', '/v1/impact']]);
   });
 
   it('exits 0 when nothing would be newly blocked, even with changes', async () => {
@@ -188,14 +159,14 @@ describe('plan', () => {
   });
 
   it('exits 3 on invalid files without a request, 1 on an API error, 2 on a bad --since', async () => {
-    const bad = join(dir, 'bad.yaml');
+    const bad = join(fx.dir, 'bad.yaml');
     await writeFile(bad, 'kind: IpList\nname: x\ncidrs: [10.0.0.0/33]\n');
     expect((await cli(['plan', '-f', bad])).code).toBe(3);
-    expect(api.requests).toEqual([]);
+    expect(fx.api.requests).toEqual([]);
 
     const file = await writePolicyFile();
     expect((await cli(['plan', '-f', file, '--since', 'yesterday'])).code).toBe(2);
-    expect(api.requests).toEqual([]);
+    expect(fx.api.requests).toEqual([]);
 
     route({
       'POST /v1/impact': { status: 500, body: { error: { code: 'INTERNAL', message: 'boom' } } },
@@ -223,7 +194,7 @@ describe('impact', () => {
     route({ 'POST /v1/impact': { status: 200, body: BLOCKING } });
     const rev = await cli(['impact', '--revision', '7', '--group-by', 'app']);
     expect(rev.code).toBe(4);
-    expect(api.requests.map((r) => r.body)).toEqual([
+    expect(fx.api.requests.map((r) => r.body)).toEqual([
       { target: 'draft' },
       { target: { revision: 7 }, groupBy: ['app'] },
     ]);
@@ -242,7 +213,7 @@ describe('provision, rollback and mode are impact-checked', () => {
     expect(out.code).toBe(2);
     expect(out.stderr).toContain('--note');
     expect((await cli(['provision', '--note', ' '])).code).toBe(2);
-    expect(api.requests).toEqual([]);
+    expect(fx.api.requests).toEqual([]);
   });
 
   it('a refusal prints the impact and how to go ahead, and exits 4', async () => {
@@ -253,7 +224,7 @@ describe('provision, rollback and mode are impact-checked', () => {
     expect(out.stderr).toBe(
       'refused: 2 observed flows would be newly blocked; re-run with --confirm to provision anyway\n',
     );
-    expect(api.requests[0]!.body).toEqual({ note: 'open 8443' });
+    expect(fx.api.requests[0]!.body).toEqual({ note: 'open 8443' });
   });
 
   it('--confirm sends confirm: true; success prints the revision and the impact summary', async () => {
@@ -265,7 +236,7 @@ describe('provision, rollback and mode are impact-checked', () => {
     });
     const out = await cli(['provision', '--note', 'cut licences', '--confirm']);
     expect(out.code).toBe(0);
-    expect(api.requests[0]!.body).toEqual({ note: 'cut licences', confirm: true });
+    expect(fx.api.requests[0]!.body).toEqual({ note: 'cut licences', confirm: true });
     expect(out.stdout).toBe(
       'revision 9: 1 workload(s) changed, 3 unchanged\n  bill-1\nimpact: 2 newly blocked, 1 newly allowed, 3 still would-deny (of 12 observed flows)\n',
     );
@@ -285,24 +256,24 @@ describe('provision, rollback and mode are impact-checked', () => {
     const done = await cli(['rollback', '3', '--note', 'back', '--confirm']);
     expect(done.code).toBe(0);
     expect(done.stdout).toContain('revision 10 (rollback to 3)');
-    expect(api.requests.map((r) => r.body)).toEqual([
+    expect(fx.api.requests.map((r) => r.body)).toEqual([
       { note: 'back' },
       { note: 'back', confirm: true },
     ]);
   });
 
   it('mode enforce: refused with exit 4 and nothing changed; --confirm goes through', async () => {
-    api.store.set('/v1/workloads/db-1', { name: 'db-1', mode: { ingress: 'monitor' } });
-    api.override = (r) =>
+    fx.api.store.set('/v1/workloads/db-1', { name: 'db-1', mode: { ingress: 'monitor' } });
+    fx.api.override = (r) =>
       r.method === 'PATCH' && !r.url.includes('confirm=true') ? refusal(BLOCKING) : undefined;
     const refused = await cli(['mode', 'db-1', '--ingress', 'enforce']);
     expect(refused.code).toBe(4);
     expect(refused.stderr).toContain('re-run with --confirm to enforce anyway');
-    expect(api.store.get('/v1/workloads/db-1')!.mode).toEqual({ ingress: 'monitor' });
+    expect(fx.api.store.get('/v1/workloads/db-1')!.mode).toEqual({ ingress: 'monitor' });
     const done = await cli(['mode', 'db-1', '--ingress', 'enforce', '--confirm']);
     expect(done.code).toBe(0);
     expect(done.stdout).toBe('workload/db-1 mode: ingress=enforce\n');
-    expect(api.writes()).toEqual([
+    expect(fx.api.writes()).toEqual([
       ['PATCH', '/v1/workloads/db-1'],
       ['PATCH', '/v1/workloads/db-1?confirm=true'],
     ]);
@@ -370,7 +341,7 @@ describe('draft', () => {
     route({ 'DELETE /v1/draft': { status: 200, body: { discarded: [CHANGED_POLICY] } } });
     const out = await cli(['draft', 'discard']);
     expect(out.code).toBe(0);
-    expect(api.writes()).toEqual([['DELETE', '/v1/draft']]);
+    expect(fx.api.writes()).toEqual([['DELETE', '/v1/draft']]);
     expect(out.stdout).toBe('~ policy/shop-db (ingress)\ndiscarded 1 change(s)\n');
   });
 });
@@ -397,7 +368,7 @@ describe('diff --from --to', () => {
     route({ 'GET /v1/revisions/3/diff': { status: 200, body: DIFF } });
     const out = await cli(['diff', '--from', '3', '--to', '5']);
     expect(out.code).toBe(5);
-    expect(api.requests[0]!.url).toBe('/v1/revisions/3/diff?to=5');
+    expect(fx.api.requests[0]!.url).toBe('/v1/revisions/3/diff?to=5');
     expect(out.stdout).toBe(
       [
         'revision 3 -> revision 5: 1 added, 0 changed, 0 removed',
@@ -418,7 +389,7 @@ describe('diff --from --to', () => {
     });
     const out = await cli(['diff', '--from', '3']);
     expect(out.code).toBe(0);
-    expect(api.requests[0]!.url).toBe('/v1/revisions/3/diff?to=draft');
+    expect(fx.api.requests[0]!.url).toBe('/v1/revisions/3/diff?to=draft');
     expect(out.stdout).toBe('revision 3 -> the draft: no changes\n');
   });
 
@@ -427,23 +398,23 @@ describe('diff --from --to', () => {
     expect((await cli(['diff', '-f', file, '--from', '3'])).code).toBe(2);
     expect((await cli(['diff', '--to', '5'])).code).toBe(2);
     expect((await cli(['diff', '--from', '3', '--to', 'latest'])).code).toBe(2);
-    expect(api.requests).toEqual([]);
+    expect(fx.api.requests).toEqual([]);
   });
 });
 
 describe('stale writes', () => {
   it('apply and prune send If-Match with the version they read; label does too', async () => {
     const file = await writePolicyFile();
-    api.store.set('/v1/services/postgres', {
+    fx.api.store.set('/v1/services/postgres', {
       name: 'postgres',
       ports: [{ protocol: 'tcp', port: 5433 }],
       version: 4,
     });
-    api.store.set('/v1/ip-lists/old', { name: 'old', cidrs: ['10.0.0.0/8'], version: 7 });
+    fx.api.store.set('/v1/ip-lists/old', { name: 'old', cidrs: ['10.0.0.0/8'], version: 7 });
     const out = await cli(['apply', '-f', file, '--prune']);
     expect(out.stderr).toBe('');
     expect(out.code).toBe(0);
-    const conditional = api.requests
+    const conditional = fx.api.requests
       .filter((r) => r.method !== 'GET')
       .map((r) => [r.method, r.url, r.ifMatch]);
     expect(conditional).toEqual([
@@ -453,19 +424,19 @@ describe('stale writes', () => {
       ['DELETE', '/v1/ip-lists/old', '"7"'],
     ]);
 
-    api.store.set('/v1/workloads/w1', { name: 'w1', labels: { app: 'a' }, version: 2 });
+    fx.api.store.set('/v1/workloads/w1', { name: 'w1', labels: { app: 'a' }, version: 2 });
     expect((await cli(['label', 'w1', 'role=db'])).code).toBe(0);
-    expect(api.requests.at(-1)!.ifMatch).toBe('"2"');
+    expect(fx.api.requests.at(-1)!.ifMatch).toBe('"2"');
   });
 
   it('a write that lost the race prints the server message once and exits 1', async () => {
     const file = await writePolicyFile();
-    api.store.set('/v1/services/postgres', { name: 'postgres', ports: [], version: 3 });
+    fx.api.store.set('/v1/services/postgres', { name: 'postgres', ports: [], version: 3 });
     // Someone else writes between apply's GET and its PUT.
-    api.override = (r) => {
+    fx.api.override = (r) => {
       if (r.method === 'GET' && r.url === '/v1/services/postgres') {
-        const answer = { status: 200, body: api.store.get(r.url) };
-        api.store.set(r.url, { name: 'postgres', ports: [], version: 4 });
+        const answer = { status: 200, body: fx.api.store.get(r.url) };
+        fx.api.store.set(r.url, { name: 'postgres', ports: [], version: 4 });
         return answer;
       }
       return undefined;
@@ -476,7 +447,7 @@ describe('stale writes', () => {
       'error: service/postgres was changed by someone else (version 4, you sent 3) (CONFLICT, HTTP 409)\n',
     );
     // Stopped at the conflict: the policy after it was not sent.
-    expect(api.writes()).toEqual([['PUT', '/v1/services/postgres']]);
-    expect(api.store.get('/v1/services/postgres')!.version).toBe(4);
+    expect(fx.api.writes()).toEqual([['PUT', '/v1/services/postgres']]);
+    expect(fx.api.store.get('/v1/services/postgres')!.version).toBe(4);
   });
 });

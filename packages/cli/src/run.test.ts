@@ -1,43 +1,13 @@
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { FakeApi } from './fake-api.js';
-import { type Io, run } from './run.js';
+import { useCliFixture } from './test-util.js';
 
-let api: FakeApi;
-let dir: string;
-
-beforeEach(async () => {
-  api = new FakeApi();
-  await api.start();
-  dir = await mkdtemp(join(tmpdir(), 'bulkhead-cli-'));
-});
-
-afterEach(async () => {
-  await api.stop();
-  await rm(dir, { recursive: true, force: true });
-});
-
-/** Runs the CLI in-process with a private config directory and no BULKHEAD_* variables. */
-async function cli(argv: string[], env: Record<string, string> = {}) {
-  let stdout = '';
-  let stderr = '';
-  const io: Io = {
-    stdout: (t) => {
-      stdout += t;
-    },
-    stderr: (t) => {
-      stderr += t;
-    },
-    env: { XDG_CONFIG_HOME: join(dir, 'config'), ...env },
-  };
-  const code = await run(argv, io);
-  return { code, stdout, stderr };
-}
-
-const connected = (...argv: string[]) => cli(['--server', api.url, '--token', 't0k', ...argv]);
+const fx = useCliFixture({ prefix: 'bulkhead-cli-' });
+const { cli } = fx;
+const connected = (...argv: string[]) => fx.connected(argv);
 
 const WORKLOAD = {
   name: 'web-1',
@@ -48,7 +18,7 @@ const WORKLOAD = {
 
 describe('apply', () => {
   async function writeSources(): Promise<string> {
-    const src = join(dir, 'policy');
+    const src = join(fx.dir, 'policy');
     await mkdir(src);
     // File order puts the policy first: apply must still send it last.
     await writeFile(
@@ -88,27 +58,27 @@ describe('apply', () => {
   }
 
   it('sends ip lists and services before policies, then workload patches', async () => {
-    api.store.set('/v1/workloads/web-1', WORKLOAD);
+    fx.api.store.set('/v1/workloads/web-1', WORKLOAD);
     const src = await writeSources();
 
     const r = await connected('apply', '-f', src);
 
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(api.writes()).toEqual([
+    expect(fx.api.writes()).toEqual([
       ['PUT', '/v1/ip-lists/office'],
       ['PUT', '/v1/services/https'],
       ['PUT', '/v1/policies/web-ingress'],
       ['PATCH', '/v1/workloads/web-1'],
     ]);
-    const put = (url: string) => api.requests.find((q) => q.method !== 'GET' && q.url === url);
+    const put = (url: string) => fx.api.requests.find((q) => q.method !== 'GET' && q.url === url);
     expect(put('/v1/ip-lists/office')?.body).toEqual({ name: 'office', cidrs: ['192.0.2.0/24'] });
     expect(put('/v1/policies/web-ingress')?.body).toMatchObject({
       name: 'web-ingress',
       ingress: [{ action: 'allow', peers: [{ ipList: 'office' }], services: ['https'] }],
     });
     expect(put('/v1/workloads/web-1')?.body).toEqual({ labels: { app: 'web', env: 'prod' } });
-    expect(api.requests.every((q) => q.authorization === 'Bearer t0k')).toBe(true);
+    expect(fx.api.requests.every((q) => q.authorization === 'Bearer t0k')).toBe(true);
     expect(r.stdout).toBe(
       [
         'ip-list/office created',
@@ -121,10 +91,10 @@ describe('apply', () => {
   });
 
   it('reports unchanged resources without writing, and updated ones', async () => {
-    api.store.set('/v1/workloads/web-1', WORKLOAD);
+    fx.api.store.set('/v1/workloads/web-1', WORKLOAD);
     const src = await writeSources();
     await connected('apply', '-f', src);
-    api.requests.length = 0;
+    fx.api.requests.length = 0;
     await writeFile(
       join(src, '2-basics.yml'),
       'kind: Service\nname: https\nports: [{protocol: tcp, port: 8443}]\n',
@@ -133,14 +103,14 @@ describe('apply', () => {
     const r = await connected('apply', '-f', src);
 
     expect(r.code).toBe(0);
-    expect(api.writes()).toEqual([['PUT', '/v1/services/https']]);
+    expect(fx.api.writes()).toEqual([['PUT', '/v1/services/https']]);
     expect(r.stdout).toContain('service/https updated\n');
     expect(r.stdout).toContain('policy/web-ingress unchanged\n');
     expect(r.stdout).toContain('workload/web-1 unchanged\n');
   });
 
   it('accepts JSON files holding a list of documents', async () => {
-    const file = join(dir, 'lists.json');
+    const file = join(fx.dir, 'lists.json');
     await writeFile(
       file,
       JSON.stringify([
@@ -150,7 +120,7 @@ describe('apply', () => {
     );
     const r = await connected('apply', '-f', file);
     expect(r.code).toBe(0);
-    expect(api.writes()).toEqual([
+    expect(fx.api.writes()).toEqual([
       ['PUT', '/v1/ip-lists/a'],
       ['PUT', '/v1/ip-lists/b'],
     ]);
@@ -184,7 +154,7 @@ describe('apply', () => {
     const r = await connected('apply', '-f', src);
 
     expect(r.code).toBe(3);
-    expect(api.requests).toEqual([]);
+    expect(fx.api.requests).toEqual([]);
     const lines = r.stderr.trimEnd().split('\n');
     expect(lines[0]).toMatch(new RegExp(`^${bad}:11: egress\\[0\\]\\.peers\\[0\\]\\.cidr: .+`));
     expect(lines[1]).toBe(`${bad}:15: addresses: a Workload document may set only labels and mode`);
@@ -193,7 +163,7 @@ describe('apply', () => {
   });
 
   it('exits 1 with the server message and detail paths when the server refuses', async () => {
-    api.override = (r) =>
+    fx.api.override = (r) =>
       r.method === 'PUT' && r.url === '/v1/policies/web-ingress'
         ? {
             status: 400,
@@ -206,7 +176,7 @@ describe('apply', () => {
             },
           }
         : undefined;
-    api.store.set('/v1/workloads/web-1', WORKLOAD);
+    fx.api.store.set('/v1/workloads/web-1', WORKLOAD);
 
     const r = await connected('apply', '-f', await writeSources());
 
@@ -214,50 +184,50 @@ describe('apply', () => {
     expect(r.stderr).toContain('policy/web-ingress: policy refers to unknown objects');
     expect(r.stderr).toContain("  ingress[0].services[0]: unknown service 'https'\n");
     // Nothing after the failed resource is sent.
-    expect(api.writes().at(-1)).toEqual(['PUT', '/v1/policies/web-ingress']);
+    expect(fx.api.writes().at(-1)).toEqual(['PUT', '/v1/policies/web-ingress']);
   });
 });
 
 describe('connection settings', () => {
   it('login checks the token, then stores server and token readable only by the owner', async () => {
-    const tokenFile = join(dir, 'token');
+    const tokenFile = join(fx.dir, 'token');
     await writeFile(tokenFile, 'secret-1\n');
 
-    const r = await cli(['login', '--server', api.url, '--token-file', tokenFile]);
+    const r = await cli(['login', '--server', fx.api.url, '--token-file', tokenFile]);
 
     expect(r.code).toBe(0);
-    expect(api.requests).toHaveLength(1);
-    expect(api.requests[0]!.authorization).toBe('Bearer secret-1');
-    const path = join(dir, 'config', 'bulkhead', 'config.json');
+    expect(fx.api.requests).toHaveLength(1);
+    expect(fx.api.requests[0]!.authorization).toBe('Bearer secret-1');
+    const path = join(fx.dir, 'config', 'bulkhead', 'config.json');
     expect((await stat(path)).mode & 0o777).toBe(0o600);
     expect(JSON.parse(await readFile(path, 'utf8'))).toEqual({
-      server: api.url,
+      server: fx.api.url,
       token: 'secret-1',
     });
 
     // The stored settings now serve commands without flags.
-    api.requests.length = 0;
+    fx.api.requests.length = 0;
     expect((await cli(['get', 'policies'])).code).toBe(0);
-    expect(api.requests[0]!.authorization).toBe('Bearer secret-1');
+    expect(fx.api.requests[0]!.authorization).toBe('Bearer secret-1');
   });
 
   it('login stores nothing when the server rejects the token', async () => {
-    api.override = () => ({
+    fx.api.override = () => ({
       status: 401,
       body: { error: { code: 'UNAUTHENTICATED', message: 'bad token' } },
     });
-    const r = await cli(['login', '--server', api.url, '--token', 'nope']);
+    const r = await cli(['login', '--server', fx.api.url, '--token', 'nope']);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('bad token');
-    await expect(stat(join(dir, 'config', 'bulkhead', 'config.json'))).rejects.toThrow();
+    await expect(stat(join(fx.dir, 'config', 'bulkhead', 'config.json'))).rejects.toThrow();
   });
 
   it('prefers flag over environment over config file', async () => {
-    await cli(['login', '--server', api.url, '--token', 'from-file']);
+    await cli(['login', '--server', fx.api.url, '--token', 'from-file']);
     await cli(['get', 'policies'], { BULKHEAD_TOKEN: 'from-env' });
     await cli(['--token', 'from-flag', 'get', 'policies'], { BULKHEAD_TOKEN: 'from-env' });
     await cli(['get', 'policies']);
-    expect(api.requests.map((q) => q.authorization)).toEqual([
+    expect(fx.api.requests.map((q) => q.authorization)).toEqual([
       'Bearer from-file',
       'Bearer from-env',
       'Bearer from-flag',
@@ -266,7 +236,7 @@ describe('connection settings', () => {
   });
 
   it('never sends the stored token to a different server', async () => {
-    await cli(['login', '--server', api.url, '--token', 'stored']);
+    await cli(['login', '--server', fx.api.url, '--token', 'stored']);
     const other = new FakeApi();
     await other.start();
     try {
@@ -286,28 +256,28 @@ describe('connection settings', () => {
 
 describe('workload commands', () => {
   it('label merges additions, changes and removals into one PATCH', async () => {
-    api.store.set('/v1/workloads/web-1', WORKLOAD);
+    fx.api.store.set('/v1/workloads/web-1', WORKLOAD);
     const r = await connected('label', 'web-1', 'env=prod', 'tier-', 'team=payments');
     expect(r.code).toBe(0);
-    expect(api.writes()).toEqual([['PATCH', '/v1/workloads/web-1']]);
-    expect(api.requests.at(-1)!.body).toEqual({
+    expect(fx.api.writes()).toEqual([['PATCH', '/v1/workloads/web-1']]);
+    expect(fx.api.requests.at(-1)!.body).toEqual({
       labels: { app: 'web', env: 'prod', team: 'payments' },
     });
     expect(r.stdout).toBe('workload/web-1 labels: app=web,env=prod,team=payments\n');
   });
 
   it('label exits 2 on a malformed change and sends nothing', async () => {
-    api.store.set('/v1/workloads/web-1', WORKLOAD);
+    fx.api.store.set('/v1/workloads/web-1', WORKLOAD);
     const r = await connected('label', 'web-1', 'justakey');
     expect(r.code).toBe(2);
-    expect(api.requests).toEqual([]);
+    expect(fx.api.requests).toEqual([]);
   });
 
   it('mode patches only the directions given', async () => {
-    api.store.set('/v1/workloads/web-1', WORKLOAD);
+    fx.api.store.set('/v1/workloads/web-1', WORKLOAD);
     const r = await connected('mode', 'web-1', '--ingress', 'enforce');
     expect(r.code).toBe(0);
-    expect(api.requests.at(-1)!.body).toEqual({ mode: { ingress: 'enforce' } });
+    expect(fx.api.requests.at(-1)!.body).toEqual({ mode: { ingress: 'enforce' } });
     expect(r.stdout).toBe('workload/web-1 mode: ingress=enforce egress=monitor\n');
     expect((await connected('mode', 'web-1', '--ingress', 'block')).code).toBe(2);
   });
@@ -315,8 +285,8 @@ describe('workload commands', () => {
 
 describe('output', () => {
   beforeEach(() => {
-    api.store.set('/v1/workloads/web-1', WORKLOAD);
-    api.store.set('/v1/workloads/db-primary', {
+    fx.api.store.set('/v1/workloads/web-1', WORKLOAD);
+    fx.api.store.set('/v1/workloads/db-primary', {
       name: 'db-primary',
       addresses: ['10.0.0.7', 'fd00::7'],
       labels: { app: 'db' },
@@ -325,7 +295,7 @@ describe('output', () => {
   });
 
   it('json and yaml print what the server answered', async () => {
-    const list = [...api.store.values()];
+    const list = [...fx.api.store.values()];
     const json = await connected('get', 'workloads', '-o', 'json');
     expect(JSON.parse(json.stdout)).toEqual(list);
     const yaml = await connected('-o', 'yaml', 'get', 'workload', 'db-primary');
@@ -345,7 +315,7 @@ describe('output', () => {
   });
 
   it('agents table shortens ids and shows sync state', async () => {
-    api.override = (q) =>
+    fx.api.override = (q) =>
       q.url === '/v1/agents'
         ? {
             status: 200,
@@ -378,24 +348,24 @@ describe('output', () => {
     const r = await connected('get', 'gadgets');
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('unknown kind "gadgets"');
-    expect(api.requests).toEqual([]);
+    expect(fx.api.requests).toEqual([]);
   });
 });
 
 describe('other commands', () => {
   it('provision prints the revision and the changed workloads', async () => {
-    api.override = (q) =>
+    fx.api.override = (q) =>
       q.url === '/v1/provision'
         ? { status: 200, body: { revision: 7, changed: ['web-1', 'db-1'], unchanged: 3 } }
         : undefined;
     const r = await connected('provision', '--note', 'open 443');
     expect(r.code).toBe(0);
-    expect(api.requests[0]).toMatchObject({ method: 'POST', body: { note: 'open 443' } });
+    expect(fx.api.requests[0]).toMatchObject({ method: 'POST', body: { note: 'open 443' } });
     expect(r.stdout).toBe('revision 7: 2 workload(s) changed, 3 unchanged\n  web-1\n  db-1\n');
   });
 
   it('enrollment-token create sends labels, mode, ttl in seconds and max uses', async () => {
-    api.override = () => ({ status: 201, body: { id: 'et1', token: 'bht_x' } });
+    fx.api.override = () => ({ status: 201, body: { id: 'et1', token: 'bht_x' } });
     const r = await connected(
       'enrollment-token',
       'create',
@@ -411,7 +381,7 @@ describe('other commands', () => {
       'enforce',
     );
     expect(r.code).toBe(0);
-    expect(api.requests[0]!.body).toEqual({
+    expect(fx.api.requests[0]!.body).toEqual({
       labels: { app: 'web', env: 'prod' },
       mode: { ingress: 'enforce' },
       ttlSeconds: 86400,
@@ -422,20 +392,20 @@ describe('other commands', () => {
   });
 
   it('api sends a raw request with a body from a file and prints the JSON answer', async () => {
-    const body = join(dir, 'body.json');
+    const body = join(fx.dir, 'body.json');
     await writeFile(body, '{"name":"x","cidrs":["10.9.0.0/16"]}');
     const r = await connected('api', 'put', '/v1/ip-lists/x', '--data', `@${body}`);
     expect(r.code).toBe(0);
-    expect(api.requests[0]).toMatchObject({ method: 'PUT', url: '/v1/ip-lists/x' });
+    expect(fx.api.requests[0]).toMatchObject({ method: 'PUT', url: '/v1/ip-lists/x' });
     expect(JSON.parse(r.stdout)).toEqual({ name: 'x', cidrs: ['10.9.0.0/16'] });
     expect((await connected('api', 'POST', '/v1/provision', '--data', '{bad')).code).toBe(2);
   });
 
   it('delete refuses kinds the API cannot delete', async () => {
     expect((await connected('delete', 'revisions', '3')).code).toBe(2);
-    api.store.set('/v1/policies/old', { name: 'old', scope: {} });
+    fx.api.store.set('/v1/policies/old', { name: 'old', scope: {} });
     const r = await connected('delete', 'policy', 'old');
     expect(r.code).toBe(0);
-    expect(api.writes()).toEqual([['DELETE', '/v1/policies/old']]);
+    expect(fx.api.writes()).toEqual([['DELETE', '/v1/policies/old']]);
   });
 });

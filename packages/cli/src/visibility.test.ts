@@ -1,51 +1,20 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FakeApi } from './fake-api.js';
-import { run } from './run.js';
+import { describe, expect, it } from 'vitest';
+import { useCliFixture } from './test-util.js';
 import type { FlowView, MapView } from './visibility.js';
 
 const NOW = new Date('2026-03-10T12:00:00.000Z');
 const ago = (ms: number) => new Date(NOW.getTime() - ms).toISOString();
 
-let api: FakeApi;
-let dir: string;
-
-beforeEach(async () => {
-  api = new FakeApi();
-  await api.start();
-  dir = await mkdtemp(join(tmpdir(), 'bulkhead-cli-vis-'));
-});
-
-afterEach(async () => {
-  await api.stop();
-  await rm(dir, { recursive: true, force: true });
-});
-
+const fx = useCliFixture({ prefix: 'bulkhead-cli-vis-', now: NOW });
 /** The CLI in-process against the fake, with the clock pinned at NOW. */
-async function cli(...argv: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const code = await run(['--server', api.url, '--token', 't0k', ...argv], {
-    stdout: (t) => {
-      stdout += t;
-    },
-    stderr: (t) => {
-      stderr += t;
-    },
-    env: { XDG_CONFIG_HOME: join(dir, 'config') },
-    now: () => NOW,
-  });
-  return { code, stdout, stderr };
-}
+const cli = (...argv: string[]) => fx.connected(argv);
 
 function answer(path: string, body: unknown): void {
-  api.override = (r) => (r.url.split('?')[0] === path ? { status: 200, body } : undefined);
+  fx.api.override = (r) => (r.url.split('?')[0] === path ? { status: 200, body } : undefined);
 }
 
-const query = (i = 0) => new URL(api.requests[i]!.url, 'http://x').searchParams;
+const query = (i = 0) => new URL(fx.api.requests[i]!.url, 'http://x').searchParams;
 
 const FLOWS: FlowView[] = [
   {
@@ -105,7 +74,7 @@ describe('flows', () => {
       '50',
     );
     expect(r.code).toBe(0);
-    expect(api.requests[0]!.url.split('?')[0]).toBe('/v1/flows');
+    expect(fx.api.requests[0]!.url.split('?')[0]).toBe('/v1/flows');
     const q = query();
     expect(q.get('workload')).toBe('web-1');
     expect(q.getAll('label')).toEqual(['app=shop', 'env=prod']);
@@ -130,7 +99,7 @@ describe('flows', () => {
         '',
       ].join('\n'),
     );
-    expect(new URL(api.requests[0]!.url, 'http://x').search).toBe('');
+    expect(new URL(fx.api.requests[0]!.url, 'http://x').search).toBe('');
   });
 
   it('-o json prints the answer unchanged', async () => {
@@ -151,14 +120,14 @@ describe('flows', () => {
     const r = await cli('flows', flag, value);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(flag);
-    expect(api.requests).toEqual([]);
+    expect(fx.api.requests).toEqual([]);
   });
 
   it('exits 2 when --since is after --until', async () => {
     const r = await cli('flows', '--since', '1h', '--until', '2h');
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('--since');
-    expect(api.requests).toEqual([]);
+    expect(fx.api.requests).toEqual([]);
   });
 });
 
