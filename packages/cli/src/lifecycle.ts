@@ -1,59 +1,22 @@
 // Rendering of the policy lifecycle API's answers (impact, draft, revision diff). Pure
 // functions: the clock comes in as an argument so that output is testable.
-import type { ResourceKind } from './documents.js';
+import type {
+  ImpactChange,
+  ImpactView,
+  ObjectChange,
+  RevisionDiff,
+  WorkloadEffect,
+} from '@bulkhead/api';
 import { type Change, formatChange, toDocumentBody } from './gitops.js';
 import { formatAge, formatService } from './visibility.js';
 
 type Row = Record<string, unknown>;
 
-export type ImpactChange = 'newly-blocked' | 'newly-allowed' | 'still-would-deny';
-
-export interface ImpactGroup {
-  change: ImpactChange;
-  src: string;
-  dst: string;
-  protocol: string;
-  port: number;
-  connections: number;
-  lastSeen?: string;
-  rules?: Array<{ workload: string; direction: string; ruleId: string }>;
-  flows: number;
-}
-
-export interface ImpactReport {
-  summary: { newlyBlocked: number; newlyAllowed: number; stillWouldDeny: number; flows: number };
-  groups: ImpactGroup[];
-}
-
-/** The server's ObjectChange (policy's `diffStates`). */
-export interface ObjectChange {
-  kind: ResourceKind;
-  name: string;
-  change: 'added' | 'removed' | 'changed';
-  fields?: string[];
-  before?: Row;
-  after?: Row;
-}
-
-/** The server's WorkloadEffect (policy's `diffRuleSets`). */
-export interface WorkloadEffect {
-  workload: string;
-  change: 'added' | 'removed' | 'changed';
-  rulesAdded?: string[];
-  rulesRemoved?: string[];
-  entriesAdded?: number;
-  entriesRemoved?: number;
-}
-
-export interface RevisionDiff {
-  from: number;
-  to: number | 'draft';
-  objects: ObjectChange[];
-  workloads: WorkloadEffect[];
-}
+// The tests name the impact answer as the CLI did before @bulkhead/api.
+export type { ImpactView as ImpactReport };
 
 /** `impact: 2 newly blocked, 1 newly allowed, 3 still would-deny (of 12 observed flows)`. */
-export function formatImpactSummary(report: ImpactReport): string {
+export function formatImpactSummary(report: ImpactView): string {
   const s = report.summary;
   return `impact: ${s.newlyBlocked} newly blocked, ${s.newlyAllowed} newly allowed, ${s.stillWouldDeny} still would-deny (of ${s.flows} observed flows)\n`;
 }
@@ -74,7 +37,7 @@ const CHANGE_RANK: Record<ImpactChange, number> = {
  * The summary line, then one aligned line per group, newly blocked first:
  * `BLOCKED  app=billing,role=app -> ip-list:license-servers  tcp/27000  4 conns  last 6d ago  (no rule)`.
  */
-export function formatImpact(report: ImpactReport, now: Date): string {
+export function formatImpact(report: ImpactView, now: Date): string {
   const groups = [...report.groups].sort((a, b) => CHANGE_RANK[a.change] - CHANGE_RANK[b.change]);
   const rows = groups.map((g) => [
     CHANGE_WORDS[g.change] ?? g.change,
@@ -108,7 +71,8 @@ export function formatObjectChange(
   change: ObjectChange,
   options: { brief?: boolean } = {},
 ): string {
-  const body = (o: Row | undefined) => (o ? toDocumentBody(change.kind, o) : undefined);
+  // Policy's objects are the very rows the server stores, so they read as documents.
+  const body = (o: object | undefined) => (o ? toDocumentBody(change.kind, o as Row) : undefined);
   const text = formatChange({
     kind: change.kind,
     name: change.name,

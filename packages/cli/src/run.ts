@@ -1,5 +1,14 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type {
+  FlowView,
+  ImpactView,
+  MapView,
+  ObjectChange,
+  ProvisionResult,
+  Recommendation,
+  RevisionDiff,
+} from '@bulkhead/api';
 import type { Selector } from '@bulkhead/policy';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { type Client, createClient } from './client.js';
@@ -42,23 +51,17 @@ import {
   formatImpactSummary,
   formatObjectChange,
   formatRevisionDiff,
-  type ImpactReport,
-  type ObjectChange,
-  type RevisionDiff,
 } from './lifecycle.js';
 import { OUTPUT_FORMATS, type OutputFormat, render, table } from './output.js';
 import { validators } from './validate.js';
 import {
   FLOW_VERDICTS,
-  type FlowView,
   flowColumns,
   formatCoverage,
   formatMap,
   formatPolicies,
   formatUncovered,
-  type MapView,
   parseScope,
-  type Recommendation,
   timeOption,
   toDot,
 } from './visibility.js';
@@ -481,7 +484,7 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
       return await write();
     } catch (err) {
       if (!(err instanceof CliError) || err.code !== 'IMPACT_CONFIRMATION_REQUIRED') throw err;
-      const impact = err.response?.impact as ImpactReport | undefined;
+      const impact = err.response?.impact as ImpactView | undefined;
       if (impact && ctx.format !== 'table') ctx.print(impact);
       else if (impact) io.stdout(formatImpact(impact, now()));
       const what = impact
@@ -830,13 +833,6 @@ const OUTCOME_WORDS: Record<Change['action'], string> = {
   delete: 'deleted',
 };
 
-interface ProvisionResult {
-  revision: number;
-  changed: string[];
-  unchanged: number;
-  impact?: ImpactReport;
-}
-
 interface ImpactOptions {
   since?: string;
   until?: string;
@@ -859,12 +855,12 @@ async function requestImpact(
   client: Client,
   target: 'draft' | { revision: number } | { resources: Row[] },
   opts: ImpactOptions,
-): Promise<ImpactReport> {
+): Promise<ImpactView> {
   const body: Row = { target };
   if (opts.since) body.since = opts.since;
   if (opts.until) body.until = opts.until;
   if (opts.groupBy) body.groupBy = opts.groupBy;
-  const report = await client.request<ImpactReport>('POST', '/v1/impact', body);
+  const report = await client.request<ImpactView>('POST', '/v1/impact', body);
   if (!report?.summary || !Array.isArray(report.groups)) {
     throw new CliError('BAD_RESPONSE', 'POST /v1/impact: expected an impact report');
   }

@@ -1,76 +1,23 @@
 // Rendering of the visibility API's answers (flows, map, recommendations). Pure functions:
 // the clock comes in as an argument so that output is testable.
+import type {
+  Coverage,
+  EdgePolicy,
+  Endpoint,
+  FlowVerdict,
+  FlowView,
+  MapNode,
+  MapView,
+} from '@bulkhead/api';
 import type { Policy, Selector } from '@bulkhead/policy';
 import { InvalidArgumentError } from 'commander';
 import { stringify } from 'yaml';
 import { type Column, cell } from './output.js';
 
-export interface Endpoint {
-  address: string;
-  workload?: string;
-  labels?: Record<string, string>;
-  ipLists?: string[];
-}
+// The tests read the answers through these names.
+export type { FlowView, MapView };
 
-export type FlowVerdict = 'allowed' | 'denied' | 'would-deny';
 export const FLOW_VERDICTS: readonly FlowVerdict[] = ['allowed', 'denied', 'would-deny'];
-
-export interface FlowView {
-  src: Endpoint;
-  dst: Endpoint;
-  protocol: string;
-  port: number;
-  direction: 'ingress' | 'egress';
-  reportedBy: string;
-  verdict: FlowVerdict;
-  ruleId: string;
-  firstSeen: string;
-  lastSeen: string;
-  connections: number;
-  bytes: number;
-}
-
-export interface MapNode {
-  id: string;
-  kind: 'group' | 'ip-list' | 'external';
-  name: string;
-  labels?: Record<string, string>;
-  workloads?: string[];
-}
-
-export type EdgePolicy = FlowVerdict | 'not-covered';
-
-export interface MapEdge {
-  from: string;
-  to: string;
-  protocol: string;
-  port: number;
-  connections: number;
-  bytes: number;
-  firstSeen: string;
-  lastSeen: string;
-  observed: Record<FlowVerdict, number>;
-  policy: EdgePolicy;
-}
-
-export interface MapView {
-  groupBy: string[];
-  nodes: MapNode[];
-  edges: MapEdge[];
-}
-
-export interface Coverage {
-  observed: number;
-  allowedByCurrent: number;
-  allowedWithProposal: number;
-  ratio: number;
-}
-
-export interface Recommendation {
-  policies: Policy[];
-  coverage: Coverage;
-  uncovered: FlowView[];
-}
 
 const UNIT_MS: Record<string, number> = { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 };
 

@@ -1,4 +1,16 @@
 import { randomUUID } from 'node:crypto';
+import type {
+  AgentView,
+  FlowView,
+  ImpactRequest,
+  ImpactView,
+  MapView,
+  ObjectChange,
+  ProvisionResult,
+  Recommendation,
+  RecommendationRequest,
+  RevisionDiff,
+} from '@bulkhead/api';
 import {
   compile,
   type Diagnostic,
@@ -7,7 +19,6 @@ import {
   type IpList,
   impact,
   type Labels,
-  type ObjectChange,
   type Policy,
   PolicyError,
   type PolicyState,
@@ -21,7 +32,6 @@ import {
   validateWorkload,
   validateWorkloadPatch,
   type Workload,
-  type WorkloadEffect,
   type WorkloadMode,
 } from '@bulkhead/policy';
 import {
@@ -37,7 +47,7 @@ import {
 import type { Logger } from 'pino';
 import { ControlPlaneError } from './errors.js';
 import type { FlowMatch, FlowQuery, FlowRow, FlowVerdict } from './flow-store.js';
-import { type ImpactView, toImpactView, withResources } from './lifecycle.js';
+import { toImpactView, withResources } from './lifecycle.js';
 import type { Pki } from './pki.js';
 import type { SecurityEvent } from './siem/index.js';
 import {
@@ -55,8 +65,6 @@ import type { StreamRegistry } from './streams.js';
 import {
   buildMap,
   createResolver,
-  type FlowView,
-  type MapView,
   protocolName,
   protocolNumber,
   toFlowView,
@@ -79,45 +87,6 @@ export const RESOURCE_KINDS = {
   policies: { table: 'policies', noun: 'policy', validate: validatePolicy },
 } as const satisfies Record<string, ResourceKindInfo>;
 export type ResourcePath = keyof typeof RESOURCE_KINDS;
-
-export interface AgentView {
-  id: string;
-  workload: string;
-  hostname: string;
-  connected: boolean;
-  appliedRevision: number;
-  appliedHash: string;
-  desiredHash: string | null;
-  desiredRevision: number | null;
-  inSync: boolean;
-  lastSeen: string | null;
-  lastError: string;
-  lastApplyMicros: number;
-  version: string;
-  revoked: boolean;
-}
-
-export interface ProvisionResult {
-  revision: number;
-  changed: string[];
-  unchanged: number;
-  impact: ImpactView;
-}
-
-/** `POST /v1/impact` body. `target` defaults to the draft. */
-export interface ImpactRequest {
-  target?: unknown;
-  since?: string;
-  until?: string;
-  groupBy?: string[];
-}
-
-export interface RevisionDiff {
-  from: number;
-  to: number | 'draft';
-  objects: ObjectChange[];
-  workloads: WorkloadEffect[];
-}
 
 export interface EngineDeps {
   store: Store;
@@ -142,13 +111,6 @@ export interface FlowFilter {
   until?: string;
   newSince?: string;
   limit?: number;
-}
-
-export interface RecommendationRequest {
-  scope?: unknown;
-  workload?: string;
-  groupBy?: string[];
-  since?: string;
 }
 
 export const DEFAULT_FLOW_LIMIT = 1000;
@@ -1068,7 +1030,7 @@ export function createEngine(deps: EngineDeps) {
       return buildMap(store.queryFlows(window(q)), state, groupBy);
     },
 
-    recommendations(req: RecommendationRequest) {
+    recommendations(req: RecommendationRequest): Recommendation {
       if ((req.scope === undefined) === (req.workload === undefined)) {
         throw invalid('invalid recommendation request', [
           { path: '', message: 'needs exactly one of scope or workload' },

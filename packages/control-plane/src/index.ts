@@ -1,3 +1,18 @@
+// The REST contract's types, where callers of this package found them before @bulkhead/api.
+export type {
+  AgentView,
+  Endpoint,
+  FlowView,
+  ImpactGroupView,
+  ImpactRequest,
+  ImpactRuleRef,
+  ImpactView,
+  MapEdge,
+  MapNode,
+  MapView,
+  ProvisionResult,
+  RevisionDiff,
+} from '@bulkhead/api';
 export { type ErrorBody, toErrorResponse } from './api.js';
 export {
   type ControlPlane,
@@ -6,7 +21,4 @@ export {
   DEFAULT_API_LISTEN,
   DEFAULT_GRPC_LISTEN,
 } from './control-plane.js';
-export type { AgentView, ImpactRequest, ProvisionResult, RevisionDiff } from './engine.js';
 export { ControlPlaneError, type ControlPlaneErrorCode, type ErrorDetail } from './errors.js';
-export type { ImpactGroupView, ImpactRuleRef, ImpactView } from './lifecycle.js';
-export type { Endpoint, FlowView, MapEdge, MapNode, MapView } from './visibility.js';

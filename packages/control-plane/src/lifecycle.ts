@@ -1,5 +1,6 @@
 // The policy lifecycle's REST shapes (api4): policy's impact report made flat for the CLI, and
 // a candidate state built from policy-file documents. Pure: the engine feeds it the states.
+import type { ImpactGroupView, ImpactRuleRef, ImpactView } from '@bulkhead/api';
 import {
   type Diagnostic,
   type EndOutcome,
@@ -19,30 +20,6 @@ import {
 } from '@bulkhead/policy';
 import { ControlPlaneError } from './errors.js';
 import { protocolName } from './visibility.js';
-
-export interface ImpactRuleRef {
-  workload: string;
-  direction: 'ingress' | 'egress';
-  /** The deciding rule, or 'no rule' for the default deny. */
-  ruleId: string;
-}
-
-export interface ImpactGroupView {
-  change: ImpactChange;
-  src: string;
-  dst: string;
-  protocol: string;
-  port: number;
-  connections: number;
-  lastSeen?: string;
-  rules: ImpactRuleRef[];
-  flows: number;
-}
-
-export interface ImpactView {
-  summary: ImpactReport<ObservedFlow>['summary'];
-  groups: ImpactGroupView[];
-}
 
 // The ends that explain a group: the one that blocks, the one that only lets it pass because
 // it is in monitor mode, or (newly allowed) every end, since all of them now allow it.

@@ -1,8 +1,8 @@
+import type { EdgePolicy, Endpoint, FlowView, MapEdge, MapNode, MapView } from '@bulkhead/api';
 import {
   classifyFlow,
   type IpAddress,
   type IpRange,
-  type Labels,
   type PolicyState,
   PROTOCOLS,
   parseAddress,
@@ -11,60 +11,12 @@ import {
 } from '@bulkhead/policy';
 import type { FlowRow, FlowVerdict } from './flow-store.js';
 
-// Query-time views of stored flows, in the shapes the CLI codes against
-// (packages/cli/src/visibility.ts): addresses resolved against the workloads and IP lists as
-// they are now, not as they were when a flow was seen.
+// Query-time views of stored flows, in the REST contract's shapes (@bulkhead/api): addresses
+// resolved against the workloads and IP lists as they are now, not as they were when a flow
+// was seen.
 
-export interface Endpoint {
-  address: string;
-  workload?: string;
-  labels?: Labels;
-  ipLists?: string[];
-}
-
-export interface FlowView {
-  src: Endpoint;
-  dst: Endpoint;
-  protocol: string;
-  port: number;
-  direction: 'ingress' | 'egress';
-  reportedBy: string;
-  verdict: FlowVerdict;
-  ruleId: string;
-  firstSeen: string;
-  lastSeen: string;
-  connections: number;
-  bytes: number;
-}
-
-export type EdgePolicy = FlowVerdict | 'not-covered';
-
-export interface MapNode {
-  id: string;
-  kind: 'group' | 'ip-list' | 'external';
-  name: string;
-  labels?: Labels;
-  workloads?: string[];
-}
-
-export interface MapEdge {
-  from: string;
-  to: string;
-  protocol: string;
-  port: number;
-  connections: number;
-  bytes: number;
-  firstSeen: string;
-  lastSeen: string;
-  observed: Record<FlowVerdict, number>;
-  policy: EdgePolicy;
-}
-
-export interface MapView {
-  groupBy: string[];
-  nodes: MapNode[];
-  edges: MapEdge[];
-}
+// The tests read the answers through these names.
+export type { FlowView, MapView };
 
 const PROTOCOL_NAMES = new Map<number, string>(
   Object.entries(PROTOCOLS)
