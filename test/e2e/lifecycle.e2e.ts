@@ -5,14 +5,10 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { FlowView } from '@bulkhead/api';
 import { type Bulkhead, type Lab, startBulkhead, until } from '@bulkhead/lab';
 import { useLab } from '@bulkhead/lab/vitest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-
-interface FlowView {
-  dst: { address: string };
-  port: number;
-}
 
 const EXIT_BLOCKING = 4;
 

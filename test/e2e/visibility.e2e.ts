@@ -5,45 +5,10 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { FlowView, MapEdge, Recommendation } from '@bulkhead/api';
 import { type Bulkhead, LAB_SCRIPTS, type Lab, startBulkhead, until } from '@bulkhead/lab';
 import { useLab } from '@bulkhead/lab/vitest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-
-interface Endpoint {
-  address: string;
-  workload?: string;
-  labels?: Record<string, string>;
-  ipLists?: string[];
-}
-interface FlowView {
-  src: Endpoint;
-  dst: Endpoint;
-  protocol: string;
-  port: number;
-  direction: string;
-  reportedBy: string;
-  verdict: string;
-  ruleId: string;
-  connections: number;
-}
-interface MapEdge {
-  from: string;
-  to: string;
-  protocol: string;
-  port: number;
-  connections: number;
-  policy: string;
-}
-interface Recommendation {
-  policies: { name: string }[];
-  coverage: {
-    observed: number;
-    allowedByCurrent: number;
-    allowedWithProposal: number;
-    ratio: number;
-  };
-  uncovered: FlowView[];
-}
 
 const SYSLOG_PORT = 5514;
 

@@ -1,8 +1,9 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { ImpactView as ImpactReport } from '@bulkhead/api';
 import { describe, expect, it } from 'vitest';
 import type { Answer, Recorded } from './fake-api.js';
-import { formatImpact, type ImpactReport } from './lifecycle.js';
+import { formatImpact } from './lifecycle.js';
 import { useCliFixture } from './test-util.js';
 
 const NOW = new Date('2026-06-10T12:00:00Z');

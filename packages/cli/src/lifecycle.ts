@@ -13,7 +13,6 @@ import { formatAge, formatService } from './visibility.js';
 type Row = Record<string, unknown>;
 
 // The tests name the impact answer as the CLI did before @bulkhead/api.
-export type { ImpactView as ImpactReport };
 
 /** `impact: 2 newly blocked, 1 newly allowed, 3 still would-deny (of 12 observed flows)`. */
 export function formatImpactSummary(report: ImpactView): string {

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
+import type { FlowView, MapView } from '@bulkhead/api';
 import { describe, expect, it } from 'vitest';
 import { useCliFixture } from './test-util.js';
-import type { FlowView, MapView } from './visibility.js';
 
 const NOW = new Date('2026-03-10T12:00:00.000Z');
 const ago = (ms: number) => new Date(NOW.getTime() - ms).toISOString();

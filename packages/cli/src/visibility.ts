@@ -15,7 +15,6 @@ import { stringify } from 'yaml';
 import { type Column, cell } from './output.js';
 
 // The tests read the answers through these names.
-export type { FlowView, MapView };
 
 export const FLOW_VERDICTS: readonly FlowVerdict[] = ['allowed', 'denied', 'would-deny'];
 

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type {
   AgentView,
+  FlowVerdict,
   FlowView,
   ImpactRequest,
   ImpactView,
@@ -46,7 +47,7 @@ import {
 } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import { ControlPlaneError } from './errors.js';
-import type { FlowMatch, FlowQuery, FlowRow, FlowVerdict } from './flow-store.js';
+import type { FlowMatch, FlowQuery, FlowRow } from './flow-store.js';
 import { toImpactView, withResources } from './lifecycle.js';
 import type { Pki } from './pki.js';
 import type { SecurityEvent } from './siem/index.js';

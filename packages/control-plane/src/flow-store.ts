@@ -1,3 +1,4 @@
+import type { FlowVerdict } from '@bulkhead/api';
 import { formatAddress, parseAddress } from '@bulkhead/policy';
 import type Database from 'better-sqlite3';
 
@@ -37,7 +38,6 @@ export const FLOWS_MIGRATION = `
 `;
 
 export type FlowDirection = 'ingress' | 'egress';
-export type FlowVerdict = 'allowed' | 'denied' | 'would-deny';
 
 /** A stored dependency; connections and bytes are the window's when the query had one. */
 export interface FlowRow {

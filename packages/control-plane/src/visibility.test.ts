@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { FlowView, MapView } from '@bulkhead/api';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createApi } from './api.js';
@@ -10,7 +11,6 @@ import { createPki } from './pki.js';
 import { createStore, type Store } from './store.js';
 import { createStreamRegistry } from './streams.js';
 import { silentLog } from './test-support.js';
-import type { FlowView, MapView } from './visibility.js';
 
 const monitor = { ingress: 'monitor', egress: 'monitor' } as const;
 const T = Date.parse('2026-03-01T10:00:00.000Z');

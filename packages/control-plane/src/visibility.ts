@@ -1,4 +1,12 @@
-import type { EdgePolicy, Endpoint, FlowView, MapEdge, MapNode, MapView } from '@bulkhead/api';
+import type {
+  EdgePolicy,
+  Endpoint,
+  FlowVerdict,
+  FlowView,
+  MapEdge,
+  MapNode,
+  MapView,
+} from '@bulkhead/api';
 import {
   classifyFlow,
   type IpAddress,
@@ -9,14 +17,13 @@ import {
   parseCidr,
   type Workload,
 } from '@bulkhead/policy';
-import type { FlowRow, FlowVerdict } from './flow-store.js';
+import type { FlowRow } from './flow-store.js';
 
 // Query-time views of stored flows, in the REST contract's shapes (@bulkhead/api): addresses
 // resolved against the workloads and IP lists as they are now, not as they were when a flow
 // was seen.
 
 // The tests read the answers through these names.
-export type { FlowView, MapView };
 
 const PROTOCOL_NAMES = new Map<number, string>(
   Object.entries(PROTOCOLS)
