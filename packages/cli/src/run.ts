@@ -496,13 +496,27 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
     }
   };
 
-  program
-    .command('revisions')
-    .description('provisioned revisions, newest first')
-    .action(async (_opts: unknown, cmd: Command) => {
-      const ctx = await context(cmd);
-      ctx.print(await ctx.client.request('GET', '/v1/revisions'), REVISION_COLUMNS);
-    });
+  /** A command that lists one collection as a table (or -o json|yaml). */
+  const listCommand = (
+    name: string,
+    description: string,
+    path: string,
+    columns: KindInfo['columns'],
+  ) =>
+    program
+      .command(name)
+      .description(description)
+      .action(async (_opts: unknown, cmd: Command) => {
+        const ctx = await context(cmd);
+        ctx.print(await ctx.client.request('GET', path), columns);
+      });
+
+  listCommand(
+    'revisions',
+    'provisioned revisions, newest first',
+    '/v1/revisions',
+    REVISION_COLUMNS,
+  );
 
   program
     .command('rollback')
@@ -522,22 +536,15 @@ function buildProgram(io: Io, env: Env, outcome: { exitCode: number }): Command 
       if (result) printProvision(ctx, result, ` (rollback to ${n})`);
     });
 
-  program
-    .command('workloads')
-    .description('list workloads')
-    .action(async (_opts: unknown, cmd: Command) => {
-      const ctx = await context(cmd);
-      const kind = lookupKind('workloads');
-      ctx.print(await ctx.client.request('GET', kind.path), kind.columns);
-    });
+  const workloads = lookupKind('workloads');
+  listCommand('workloads', 'list workloads', workloads.path, workloads.columns);
 
-  program
-    .command('agents')
-    .description('list agents and whether they run the desired rule set')
-    .action(async (_opts: unknown, cmd: Command) => {
-      const ctx = await context(cmd);
-      ctx.print(await ctx.client.request('GET', '/v1/agents'), AGENT_COLUMNS);
-    });
+  listCommand(
+    'agents',
+    'list agents and whether they run the desired rule set',
+    '/v1/agents',
+    AGENT_COLUMNS,
+  );
 
   program
     .command('revoke')
