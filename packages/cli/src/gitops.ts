@@ -65,6 +65,28 @@ export function label(kind: ResourceKind, name: string): string {
   return `${KIND_FACTS[kind].word}/${name}`;
 }
 
+/** Runs `fn`, naming the object in any CliError it throws (`policy/web: ...`). */
+export async function labelled<T>(
+  kind: ResourceKind,
+  name: string,
+  fn: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!(err instanceof CliError)) throw err;
+    const prefix = label(kind, name);
+    // The server's CONFLICT message already names the object.
+    const message = err.message.startsWith(prefix) ? err.message : `${prefix}: ${err.message}`;
+    throw new CliError(err.code, message, {
+      status: err.status,
+      details: err.details,
+      response: err.response,
+      cause: err,
+    });
+  }
+}
+
 /**
  * What applying `doc` does to `current` (the server's object, undefined when it has none).
  * A workload document patches: its labels replace the set, its mode merges per direction.

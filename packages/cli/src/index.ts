@@ -1,4 +1,5 @@
 export { type Client, type ClientOptions, createClient, type RequestOptions } from './client.js';
+export type { Io } from './commands/shared.js';
 export {
   type FileDiagnostic,
   loadDocuments,
@@ -9,4 +10,4 @@ export {
 } from './documents.js';
 export { type ApiErrorCode, CliError, type CliErrorCode } from './errors.js';
 export { type OutputFormat, render } from './output.js';
-export { type Io, run } from './run.js';
+export { run } from './run.js';

@@ -1,3 +1,4 @@
+import type { Client } from './client.js';
 import { CliError } from './errors.js';
 import { type Column, cell } from './output.js';
 
@@ -175,4 +176,18 @@ export function lookupKind(word: string): KindInfo {
 
 export function itemPath(kind: KindInfo, name: string): string {
   return `${kind.path}/${encodeURIComponent(name)}`;
+}
+
+/** Items without a GET-by-name (agents, tokens) are found in the list, by id or id prefix. */
+export async function findOne(client: Client, kind: KindInfo, id: string): Promise<unknown> {
+  const items = await client.request<Row[]>('GET', kind.path);
+  const exact = items.find((i) => i[kind.key] === id);
+  if (exact) return exact;
+  const matches = items.filter((i) => String(i[kind.key]).startsWith(id));
+  if (matches.length === 1) return matches[0];
+  if (matches.length > 1) {
+    const ids = matches.map((m) => shortId(m[kind.key])).join(', ');
+    throw new CliError('USAGE', `${JSON.stringify(id)} matches several ${kind.name}: ${ids}`);
+  }
+  throw new CliError('NOT_FOUND', `no ${kind.name} with ${kind.key} ${JSON.stringify(id)}`);
 }

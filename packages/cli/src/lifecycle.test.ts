@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { ImpactView as ImpactReport } from '@bulkhead/api';
 import { describe, expect, it } from 'vitest';
 import type { Answer, Recorded } from './fake-api.js';
-import { formatImpact } from './lifecycle.js';
+import { formatImpact } from './lifecycle-text.js';
 import { useCliFixture } from './test-util.js';
 
 const NOW = new Date('2026-06-10T12:00:00Z');

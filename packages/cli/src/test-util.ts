@@ -2,8 +2,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach } from 'vitest';
+import type { Io } from './commands/shared.js';
 import { FakeApi } from './fake-api.js';
-import { type Io, run } from './run.js';
+import { run } from './run.js';
 
 // Shared set-up of this package's command tests; not part of the public API.
 

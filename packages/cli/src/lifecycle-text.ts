@@ -8,7 +8,7 @@ import type {
   WorkloadEffect,
 } from '@bulkhead/api';
 import { type Change, formatChange, toDocumentBody } from './gitops.js';
-import { formatAge, formatService } from './visibility.js';
+import { formatAge, formatService } from './visibility-text.js';
 
 type Row = Record<string, unknown>;
 

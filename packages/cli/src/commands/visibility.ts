@@ -1,0 +1,143 @@
+// Visibility: what the agents observed (flows), who talks to whom (map), and policies that
+// would allow it (recommend). Only reads; a recommendation is printed, never stored.
+import type { FlowView, MapView, Recommendation } from '@bulkhead/api';
+import type { Selector } from '@bulkhead/policy';
+import { type Command, Option } from 'commander';
+import { CliError } from '../errors.js';
+import { table } from '../output.js';
+import {
+  FLOW_VERDICTS,
+  flowColumns,
+  formatCoverage,
+  formatMap,
+  formatPolicies,
+  formatUncovered,
+  parseScope,
+  toDot,
+} from '../visibility-text.js';
+import {
+  checkWindow,
+  collect,
+  parseKeys,
+  parsePort,
+  parsePositiveInt,
+  parseProtocol,
+  withQuery,
+} from './options.js';
+import { type CommandContext, type Row, sinceOption } from './shared.js';
+
+interface FlowOptions {
+  workload?: string;
+  label: string[];
+  port?: number;
+  protocol?: string;
+  verdict?: string;
+  since?: string;
+  until?: string;
+  newSince?: string;
+  limit?: number;
+}
+
+interface MapOptions {
+  groupBy?: string[];
+  since?: string;
+  until?: string;
+  dot?: boolean;
+}
+
+interface RecommendOptions {
+  scope?: Selector;
+  workload?: string;
+  groupBy?: string[];
+  since?: string;
+}
+
+export function registerVisibilityCommands(program: Command, ctx: CommandContext): void {
+  const { io } = ctx;
+
+  program
+    .command('flows')
+    .description('observed flows, newest first')
+    .option('--workload <name>', 'flows with this workload at either end')
+    .option(
+      '--label <k=v>',
+      'flows with a workload so labelled at either end (repeatable)',
+      collect,
+      [],
+    )
+    .option('--port <n>', 'destination port', parsePort)
+    .option('--protocol <p>', 'tcp, udp, sctp, icmp, icmpv6', parseProtocol)
+    .addOption(new Option('--verdict <v>', 'what the agent did').choices(FLOW_VERDICTS))
+    .addOption(sinceOption(ctx, '--since', 'seen at or after'))
+    .addOption(sinceOption(ctx, '--until', 'seen at or before'))
+    .addOption(sinceOption(ctx, '--new-since', 'first seen at or after (never before)'))
+    .option('--limit <n>', 'at most this many flows', parsePositiveInt)
+    .action(async (opts: FlowOptions, cmd: Command) => {
+      const query = new URLSearchParams();
+      if (opts.workload) query.set('workload', opts.workload);
+      for (const l of opts.label) {
+        if (l.indexOf('=') <= 0) throw new CliError('USAGE', `--label needs k=v: ${l}`);
+        query.append('label', l);
+      }
+      if (opts.port !== undefined) query.set('port', String(opts.port));
+      if (opts.protocol) query.set('protocol', opts.protocol);
+      if (opts.verdict) query.set('verdict', opts.verdict);
+      checkWindow(opts.since, opts.until);
+      if (opts.since) query.set('since', opts.since);
+      if (opts.until) query.set('until', opts.until);
+      if (opts.newSince) query.set('newSince', opts.newSince);
+      if (opts.limit !== undefined) query.set('limit', String(opts.limit));
+      const conn = await ctx.connect(cmd);
+      const answer = await conn.client.request<{ flows: FlowView[] }>(
+        'GET',
+        withQuery('/v1/flows', query),
+      );
+      if (conn.format !== 'table') return conn.print(answer);
+      const flows = answer?.flows ?? [];
+      io.stdout(flows.length === 0 ? 'no flows\n' : table(flows, flowColumns(ctx.now())));
+    });
+
+  program
+    .command('map')
+    .description('who talks to whom, by label group, with what current policy says of it')
+    .option('--group-by <keys>', 'label keys that make a group (default app,role)', parseKeys)
+    .addOption(sinceOption(ctx, '--since', 'seen at or after'))
+    .addOption(sinceOption(ctx, '--until', 'seen at or before'))
+    .option('--dot', 'Graphviz DOT instead of text (pipe to `dot -Tsvg`)')
+    .action(async (opts: MapOptions, cmd: Command) => {
+      checkWindow(opts.since, opts.until);
+      const query = new URLSearchParams();
+      if (opts.groupBy) query.set('groupBy', opts.groupBy.join(','));
+      if (opts.since) query.set('since', opts.since);
+      if (opts.until) query.set('until', opts.until);
+      const conn = await ctx.connect(cmd);
+      const view = await conn.client.request<MapView>('GET', withQuery('/v1/map', query));
+      if (opts.dot) return io.stdout(toDot(view));
+      if (conn.format !== 'table') return conn.print(view);
+      io.stdout(formatMap(view, ctx.now()));
+    });
+
+  program
+    .command('recommend')
+    .description('propose policies that allow what was observed (a draft: nothing is stored)')
+    .option('--scope <k=v,...>', 'the workloads to protect, by labels', parseScope)
+    .option('--workload <name>', 'the one workload to protect')
+    .option('--group-by <keys>', 'label keys peers are grouped by (default app,role)', parseKeys)
+    .addOption(sinceOption(ctx, '--since', 'learn from flows seen at or after'))
+    .action(async (opts: RecommendOptions, cmd: Command) => {
+      if (!opts.scope === !opts.workload) {
+        throw new CliError('USAGE', 'recommend needs exactly one of --scope or --workload');
+      }
+      const body: Row = opts.scope ? { scope: opts.scope } : { workload: opts.workload };
+      if (opts.groupBy) body.groupBy = opts.groupBy;
+      if (opts.since) body.since = opts.since;
+      const conn = await ctx.connect(cmd);
+      const answer = await conn.client.request<Recommendation>('POST', '/v1/recommendations', body);
+      if (conn.format !== 'table') return conn.print(answer);
+      // Policies alone on stdout, so that `> proposal.yaml` is ready for `apply -f`.
+      if (answer.policies.length > 0) io.stdout(formatPolicies(answer.policies));
+      else io.stderr('no policies proposed\n');
+      io.stderr(formatCoverage(answer.coverage));
+      io.stderr(formatUncovered(answer.uncovered ?? []));
+    });
+}
