@@ -1,7 +1,7 @@
-import { stringify } from 'yaml';
 import type { Client } from './client.js';
 import type { ResourceDocument, ResourceKind } from './documents.js';
 import { CliError } from './errors.js';
+import { toYamlText } from './output.js';
 
 type Row = Record<string, unknown>;
 
@@ -165,7 +165,7 @@ export function formatDocuments(kind: ResourceKind, items: Row[]): string {
 }
 
 export function toYaml(value: unknown): string {
-  return stringify(orderKeys(value, false), { lineWidth: 0 });
+  return toYamlText(orderKeys(value, false), { lineWidth: 0 });
 }
 
 // Model fields in the order people write them; anything else follows, sorted.

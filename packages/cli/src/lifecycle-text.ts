@@ -8,6 +8,7 @@ import type {
   WorkloadEffect,
 } from '@bulkhead/api';
 import { type Change, formatChange, toDocumentBody } from './gitops.js';
+import { align } from './output.js';
 import { formatAge, formatService } from './visibility-text.js';
 
 type Row = Record<string, unknown>;
@@ -46,14 +47,8 @@ export function formatImpact(report: ImpactView, now: Date): string {
     g.lastSeen ? `last ${formatAge(g.lastSeen, now)}` : 'last -',
     `(${[...new Set((g.rules ?? []).map((r) => r.ruleId))].join(', ') || 'no rule'})`,
   ]);
-  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => r[i]!.length))) ?? [];
-  const lines = rows.map((r) =>
-    r
-      .map((c, i) => c.padEnd(widths[i]!))
-      .join('  ')
-      .trimEnd(),
-  );
-  return formatImpactSummary(report) + lines.map((l) => `${l}\n`).join('');
+  const lines = align(rows).map((l) => `${l}\n`);
+  return formatImpactSummary(report) + lines.join('');
 }
 
 const ACTIONS: Record<ObjectChange['change'], Change['action']> = {

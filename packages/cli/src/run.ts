@@ -8,10 +8,17 @@ import { registerPolicyCommands } from './commands/policy.js';
 import { createCommandContext, type Io } from './commands/shared.js';
 import { registerVisibilityCommands } from './commands/visibility.js';
 import { CliError, exitCodeFor } from './errors.js';
-import { OUTPUT_FORMATS } from './output.js';
+import { escapeControls, OUTPUT_FORMATS } from './output.js';
 
 /** Runs `bulkhead` with `argv` (without node and script), resolving to the exit code. */
-export async function run(argv: string[], io: Io): Promise<number> {
+export async function run(argv: string[], given: Io): Promise<number> {
+  // The one door to the terminal: whatever a command, commander or an error message writes,
+  // no control character from an agent, an admin or the server gets through raw.
+  const io: Io = {
+    ...given,
+    stdout: (text) => given.stdout(escapeControls(text)),
+    stderr: (text) => given.stderr(escapeControls(text)),
+  };
   let exitCode = 0;
   const program = buildProgram(io, (code) => {
     exitCode = code;

@@ -11,8 +11,7 @@ import type {
 } from '@bulkhead/api';
 import type { Policy, Selector } from '@bulkhead/policy';
 import { InvalidArgumentError } from 'commander';
-import { stringify } from 'yaml';
-import { type Column, cell } from './output.js';
+import { align, type Column, cell, toYamlText } from './output.js';
 
 // The tests read the answers through these names.
 
@@ -103,13 +102,11 @@ export function formatMap(view: MapView, now: Date): string {
   }));
   if (rows.length === 0) return 'no flows observed\n';
   rows.sort((a, b) => compare(a.from, b.from) || compare(a.order, b.order));
-  const fromWidth = Math.max(...rows.map((r) => r.from.length));
-  const widths = rows[0]!.cells.map((_, i) => Math.max(...rows.map((r) => r.cells[i]!.length)));
+  const lines = align(rows.map((r) => [r.from, ...r.cells]));
   const out: string[] = [];
   rows.forEach((r, i) => {
     if (i > 0 && rows[i - 1]!.from !== r.from) out.push('');
-    const line = [r.from.padEnd(fromWidth), ...r.cells.map((c, j) => c.padEnd(widths[j]!))];
-    out.push(line.join('  ').trimEnd());
+    out.push(lines[i]!);
   });
   return `${out.join('\n')}\n`;
 }
@@ -173,7 +170,7 @@ export function parseScope(text: string): Selector {
 
 /** Proposed policies as `---`-separated documents that `bulkhead apply -f` accepts. */
 export function formatPolicies(policies: Policy[]): string {
-  return policies.map((p) => stringify({ kind: 'Policy', ...p })).join('---\n');
+  return policies.map((p) => toYamlText({ kind: 'Policy', ...p })).join('---\n');
 }
 
 /** Percent rounded down, so that 100% means every observed flow, not 99.6% of them. */
