@@ -118,6 +118,7 @@ export async function startControlPlane(): Promise<TestControlPlane> {
       cp.syncError = undefined;
     },
     async start() {
+      if (server) return;
       const s = new Server();
       s.addService(AgentServiceService, impl);
       const port = await new Promise<number>((resolve, reject) =>
