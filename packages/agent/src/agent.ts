@@ -103,7 +103,7 @@ export function createAgent(options: AgentOptions): Agent {
       return found.map((a) => ({ address: a.address, port: cp.port }));
     } catch (err) {
       logger.warn(
-        { err, host: cp.host },
+        { host: cp.host, ...describeError(err) },
         'cannot resolve the control plane; no failsafe rule for it',
       );
       return [];
