@@ -1,139 +1,20 @@
 // The agent in-process against a real gRPC server on 127.0.0.1 (TLS with a test CA) and the
 // kernel-like fake nftables: enrolment, Hello, apply + ack, telemetry, reconnect, restart.
-import 'reflect-metadata';
-import { webcrypto } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createFakeNft, type FakeNft } from '@bulkhead/nftables/testing';
-import {
-  type AgentServiceServer,
-  AgentServiceService,
-  Direction,
-  type EnrollRequest,
-  Mode,
-  type SyncRequest,
-  type SyncResponse,
-  Verdict,
-} from '@bulkhead/proto';
-import { Server, ServerCredentials, type ServerDuplexStream } from '@grpc/grpc-js';
-import * as x509 from '@peculiar/x509';
+import { Direction, Mode, type SyncRequest, Verdict } from '@bulkhead/proto';
 import { pino } from 'pino';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type Agent, createAgent } from './agent.js';
+import {
+  startControlPlane,
+  type TestControlPlane,
+  testAgentOptions,
+  until,
+} from './control-plane.test-util.js';
 import { fixtureRuleSet } from './fixture.test-util.js';
-
-const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
-type Keys = Parameters<typeof x509.X509CertificateGenerator.createSelfSigned>[0]['keys'];
-
-async function keys(): Promise<Keys> {
-  return (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as Keys;
-}
-
-async function pkcs8Pem(key: Keys['privateKey']): Promise<string> {
-  const der = await webcrypto.subtle.exportKey('pkcs8', key as webcrypto.CryptoKey);
-  return x509.PemConverter.encode(der, 'PRIVATE KEY');
-}
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (cond()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`gave up waiting for: ${what}`);
-}
-
-interface TestControlPlane {
-  port: number;
-  caPem: string;
-  enrolls: EnrollRequest[];
-  received: SyncRequest[];
-  streams: ServerDuplexStream<SyncRequest, SyncResponse>[];
-  close(): Promise<void>;
-}
-
-async function startControlPlane(): Promise<TestControlPlane> {
-  x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[1]);
-  const now = Date.now();
-  const validity = { notBefore: new Date(now - 60_000), notAfter: new Date(now + 3_600_000) };
-  const caKeys = await keys();
-  const ca = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: '01',
-    name: 'CN=test-ca',
-    keys: caKeys,
-    signingAlgorithm: ALG,
-    ...validity,
-    extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
-  });
-  const srvKeys = await keys();
-  const srv = await x509.X509CertificateGenerator.create({
-    serialNumber: '02',
-    subject: 'CN=bulkhead-control-plane',
-    issuer: ca.subject,
-    publicKey: srvKeys.publicKey,
-    signingKey: caKeys.privateKey,
-    signingAlgorithm: ALG,
-    ...validity,
-    extensions: [
-      new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: 'bulkhead-control-plane' }]),
-    ],
-  });
-  const cp: Omit<TestControlPlane, 'port' | 'close'> = {
-    caPem: ca.toString('pem'),
-    enrolls: [],
-    received: [],
-    streams: [],
-  };
-  const server = new Server();
-  let serial = 10;
-  const srvKeyPem = await pkcs8Pem(srvKeys.privateKey);
-  const impl: AgentServiceServer = {
-    enroll: (call, cb) => {
-      cp.enrolls.push(call.request);
-      const csr = new x509.Pkcs10CertificateRequest(call.request.csrPem);
-      x509.X509CertificateGenerator.create({
-        serialNumber: String(serial++),
-        subject: csr.subject,
-        issuer: ca.subject,
-        publicKey: csr.publicKey,
-        signingKey: caKeys.privateKey,
-        signingAlgorithm: ALG,
-        ...validity,
-      }).then(
-        (cert) =>
-          cb(null, {
-            agentId: 'agent-1',
-            workloadId: 'web-1',
-            certificatePem: cert.toString('pem'),
-            caPem: cp.caPem,
-          }),
-        (err) => cb(err, null),
-      );
-    },
-    sync: (call: ServerDuplexStream<SyncRequest, SyncResponse>) => {
-      cp.streams.push(call);
-      call.on('data', (m: SyncRequest) => cp.received.push(m));
-      call.on('error', () => undefined);
-    },
-  };
-  server.addService(AgentServiceService, impl);
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(
-      '127.0.0.1:0',
-      ServerCredentials.createSsl(
-        null,
-        [{ private_key: Buffer.from(srvKeyPem), cert_chain: Buffer.from(srv.toString('pem')) }],
-        false,
-      ),
-      (err, p) => (err ? reject(err) : resolve(p)),
-    ),
-  );
-  return {
-    ...cp,
-    port,
-    close: () => new Promise((resolve) => server.tryShutdown(() => resolve())),
-  };
-}
 
 describe('agent', () => {
   let cp: TestControlPlane;
@@ -145,14 +26,12 @@ describe('agent', () => {
   beforeAll(async () => {
     // Fresh per file; each test below reuses the server and clears what it recorded.
     cp = await startControlPlane();
-    return () => cp.close();
+    return () => cp.stop();
   });
   beforeEach(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'bulkhead-agent-'));
     kernel = createFakeNft();
-    cp.enrolls.length = 0;
-    cp.received.length = 0;
-    cp.streams.length = 0;
+    cp.reset();
   });
   afterEach(async () => {
     await Promise.all(agents.splice(0).map((a) => a.stop()));
@@ -160,29 +39,12 @@ describe('agent', () => {
   });
 
   function agent(token: string | null = 'tok-1'): Agent {
-    const a = createAgent({
-      controlPlane: `127.0.0.1:${cp.port}`,
-      caPem: cp.caPem,
-      bootstrapToken: token ?? undefined,
-      stateDir,
-      hostname: 'web-1.test',
-      addresses: ['10.0.0.5'],
-      labels: { app: 'web' },
-      admin: { cidrs: ['10.8.0.0/16'], port: 22 },
-      metricsListen: { host: '127.0.0.1', port: 0 },
-      telemetryIntervalMs: 50,
-      nftBackend: 'auto',
-      serverName: 'bulkhead-control-plane',
-      logger,
-      driver: kernel,
-      backoffMs: { min: 20, max: 100 },
-    });
+    const a = createAgent(testAgentOptions(cp, { stateDir, kernel, logger, token }));
     agents.push(a);
     return a;
   }
 
-  const of = <K extends keyof SyncRequest>(k: K) =>
-    cp.received.map((m) => m[k]).filter((v): v is NonNullable<SyncRequest[K]> => v !== undefined);
+  const of = <K extends keyof SyncRequest>(kind: K) => cp.of(kind);
 
   it('enrols once, syncs, applies and acks, streams telemetry, reconnects', async () => {
     const a = agent();

@@ -9,6 +9,8 @@ import { ensureIdentity, loadIdentity } from './enroll.js';
 import { AgentError } from './errors.js';
 import { createAgentMetrics } from './metrics.js';
 import type { Failsafe, FlowTableOptions } from './render.js';
+import { type BackoffOptions, createBackoff, describeError } from './retry.js';
+import { secureStateDir } from './state.js';
 import { createSyncClient, type SyncClient } from './sync.js';
 
 export const AGENT_VERSION: string = (
@@ -42,8 +44,14 @@ export interface AgentOptions {
   maxPendingFlows?: number;
   /** Tests: a driver to use instead of createNftDriver. */
   driver?: NftDriver;
-  /** Tests: shorter reconnect backoff. */
-  backoffMs?: { min: number; max: number };
+  /** Retry delays of enrolment and of the Sync stream; default 1 s base, 60 s cap. */
+  backoff?: BackoffOptions;
+  /**
+   * The agent cannot go on without an operator (the control plane refused the enrolment:
+   * bad token, hostname or label) and has stopped trying; the rules in the kernel stay.
+   * Default: log it.
+   */
+  onFatal?: (err: AgentError) => void;
 }
 
 export interface Agent {
@@ -95,14 +103,18 @@ export function createAgent(options: AgentOptions): Agent {
       return found.map((a) => ({ address: a.address, port: cp.port }));
     } catch (err) {
       logger.warn(
-        { err, host: cp.host },
+        { host: cp.host, ...describeError(err) },
         'cannot resolve the control plane; no failsafe rule for it',
       );
       return [];
     }
   }
 
-  async function enrolAndSync(attempt: number): Promise<void> {
+  const enrolBackoff = createBackoff(options.backoff);
+  const onFatal =
+    options.onFatal ?? ((err: AgentError) => logger.fatal({ error: err.message }, 'giving up'));
+
+  async function enrolAndSync(): Promise<void> {
     if (stopped) return;
     try {
       const identity = await ensureIdentity({
@@ -130,16 +142,19 @@ export function createAgent(options: AgentOptions): Agent {
         telemetryIntervalMs: options.telemetryIntervalMs,
         logger,
         onConnectedChange: (up) => metrics.setConnected(up),
-        minBackoffMs: options.backoffMs?.min,
-        maxBackoffMs: options.backoffMs?.max,
+        backoff: options.backoff,
       });
       await sync.start();
     } catch (err) {
-      const min = options.backoffMs?.min ?? 1000;
-      const max = options.backoffMs?.max ?? 15_000;
-      const delay = Math.min(min * 2 ** attempt, max);
-      logger.error({ err, retryInMs: delay }, 'enrolment failed; retrying');
-      retryTimer = setTimeout(() => void enrolAndSync(attempt + 1), delay);
+      if (err instanceof AgentError && err.code === 'ENROLL_REFUSED') {
+        onFatal(err);
+        return;
+      }
+      // One line per attempt, no stack: a control plane that is down or a name that does
+      // not resolve is expected here, and the message says which.
+      const retryInMs = enrolBackoff.next();
+      logger.warn({ ...describeError(err), retryInMs }, 'enrolment failed; retrying');
+      retryTimer = setTimeout(() => void enrolAndSync(), retryInMs);
     }
   }
 
@@ -152,6 +167,7 @@ export function createAgent(options: AgentOptions): Agent {
       return metricsAddress;
     },
     async start() {
+      await secureStateDir(options.stateDir);
       if (!options.bootstrapToken && !(await loadIdentity(options.stateDir))) {
         throw new AgentError(
           'CONFIG_INVALID',
@@ -180,7 +196,7 @@ export function createAgent(options: AgentOptions): Agent {
         );
         logger.info({ address: metricsAddress }, 'metrics listening');
       }
-      void enrolAndSync(0);
+      void enrolAndSync();
     },
     async stop() {
       stopped = true;

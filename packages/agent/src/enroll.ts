@@ -5,6 +5,7 @@ import { credentials, Metadata } from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
 import type { Logger } from 'pino';
 import { AgentError } from './errors.js';
+import { describeError, isPermanent } from './retry.js';
 import { readFileIfExists, statePath, writeFileAtomic } from './state.js';
 
 // The DOM's Crypto type is not in this project's lib; Node's webcrypto is what x509 needs.
@@ -57,7 +58,9 @@ export async function loadIdentity(stateDir: string): Promise<Identity | undefin
 /**
  * Enrol once: with an identity in the state dir this only loads it. Otherwise generate a
  * P-256 key (it never leaves the host), send a CSR with the bootstrap token over
- * server-authenticated TLS, and store what comes back. Throws AgentError ENROLL_FAILED.
+ * server-authenticated TLS, and store what comes back. Throws AgentError ENROLL_REFUSED when
+ * the control plane refused the request itself (bad token, hostname or label: retrying the
+ * same request cannot help), ENROLL_FAILED for anything that may heal.
  */
 export async function ensureIdentity(options: EnrollOptions): Promise<Identity> {
   const existing = await loadIdentity(options.stateDir);
@@ -94,10 +97,10 @@ export async function ensureIdentity(options: EnrollOptions): Promise<Identity> 
   // The key first and the agent id last: loadIdentity needs all four, so a crash in
   // between means enrolling again rather than holding a certificate without its key.
   const dir = options.stateDir;
-  await writeFileAtomic(statePath(dir, 'key'), identity.keyPem, 0o600);
-  await writeFileAtomic(statePath(dir, 'cert'), identity.certPem, 0o644);
-  await writeFileAtomic(statePath(dir, 'ca'), identity.caPem, 0o644);
-  await writeFileAtomic(statePath(dir, 'agentId'), `${identity.agentId}\n`, 0o644);
+  await writeFileAtomic(statePath(dir, 'key'), identity.keyPem);
+  await writeFileAtomic(statePath(dir, 'cert'), identity.certPem);
+  await writeFileAtomic(statePath(dir, 'ca'), identity.caPem);
+  await writeFileAtomic(statePath(dir, 'agentId'), `${identity.agentId}\n`);
   options.logger.info(
     { agentId: identity.agentId, workloadId: response.workloadId },
     'enrolled with the control plane',
@@ -130,10 +133,17 @@ function callEnroll(options: EnrollOptions, csrPem: string): Promise<EnrollRespo
       (err, res) => {
         client.close();
         if (err) {
+          const { code, details } = describeError(err);
           reject(
-            new AgentError('ENROLL_FAILED', `enrolment failed: ${err.details || err.message}`, {
-              cause: err,
-            }),
+            isPermanent(err)
+              ? new AgentError(
+                  'ENROLL_REFUSED',
+                  `the control plane refused the enrolment (${code}): ${details}`,
+                  { cause: err },
+                )
+              : new AgentError('ENROLL_FAILED', `enrolment failed (${code}): ${details}`, {
+                  cause: err,
+                }),
           );
         } else resolve(res);
       },

@@ -4,6 +4,7 @@ export type AgentErrorCode =
   | 'APPLY_FAILED'
   | 'STATE_IO'
   | 'ENROLL_FAILED'
+  | 'ENROLL_REFUSED'
   | 'CONFIG_INVALID';
 
 /** The one error class of @bulkhead/agent. */

@@ -38,4 +38,5 @@ export {
   renderCommands,
   renderRuleSet,
 } from './render.js';
+export { type BackoffOptions, DEFAULT_BACKOFF } from './retry.js';
 export { STATE_FILES } from './state.js';

@@ -9,6 +9,7 @@ import { DEFAULT_SERVER_NAME } from './enroll.js';
 import { AgentError } from './errors.js';
 import { DEFAULT_MAX_PENDING_FLOWS } from './flow-buffer.js';
 import { DEFAULT_FLOW_TABLE, parseCidr } from './render.js';
+import { DEFAULT_BACKOFF } from './retry.js';
 
 const EXIT_USAGE = 2;
 
@@ -94,6 +95,18 @@ function parse(argv: string[]): AgentOptions {
         .default('auto'),
     )
     .option(
+      '--backoff-base <seconds>',
+      'ceiling of the first retry delay (enrolment, Sync); doubles per failure, full jitter',
+      intIn('--backoff-base', 1, 3600),
+      DEFAULT_BACKOFF.baseMs / 1000,
+    )
+    .option(
+      '--backoff-max <seconds>',
+      'largest retry delay ceiling',
+      intIn('--backoff-max', 1, 86_400),
+      DEFAULT_BACKOFF.capMs / 1000,
+    )
+    .option(
       '--server-name <name>',
       'name expected in the control plane certificate',
       DEFAULT_SERVER_NAME,
@@ -131,6 +144,8 @@ function parse(argv: string[]): AgentOptions {
     flowTimeout: number;
     maxPendingFlows: number;
     nftBackend: AgentOptions['nftBackend'];
+    backoffBase: number;
+    backoffMax: number;
     serverName: string;
     logLevel: string;
   }>();
@@ -154,6 +169,7 @@ function parse(argv: string[]): AgentOptions {
       fail(`--admin-cidr: not a CIDR: ${JSON.stringify(cidr)}`);
     }
   }
+  if (o.backoffBase > o.backoffMax) fail('--backoff-base must not exceed --backoff-max');
   for (const a of o.address) {
     if (!isIP(a)) fail(`--address: not an IP address: ${JSON.stringify(a)}`);
   }
@@ -179,6 +195,7 @@ function parse(argv: string[]): AgentOptions {
     flowTable: { size: o.flowTableSize, timeoutSeconds: o.flowTimeout },
     maxPendingFlows: o.maxPendingFlows,
     nftBackend: o.nftBackend,
+    backoff: { baseMs: o.backoffBase * 1000, capMs: o.backoffMax * 1000 },
     serverName: o.serverName,
     logger,
   };
@@ -189,7 +206,12 @@ async function main(): Promise<void> {
   const { logger } = options;
   let agent: ReturnType<typeof createAgent>;
   try {
-    agent = createAgent(options);
+    agent = createAgent({
+      ...options,
+      // Refused by the control plane: retrying cannot help, an operator must fix the flags
+      // or the token. Exit like a bad flag; the rules in the kernel stay.
+      onFatal: (err) => void agent.stop().finally(() => fail(err.message)),
+    });
     await agent.start();
   } catch (err) {
     if (err instanceof AgentError && err.code === 'CONFIG_INVALID') fail(err.message);

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { mergeCounters } from './counters.js';
 import type { Dataplane } from './dataplane.js';
 import type { Identity } from './enroll.js';
+import { type BackoffOptions, createBackoff, describeError, isPermanent } from './retry.js';
 import { readFileIfExists, statePath, writeFileAtomic } from './state.js';
 
 export interface SyncOptions {
@@ -26,13 +27,19 @@ export interface SyncOptions {
   agentVersion: string;
   telemetryIntervalMs: number;
   logger: Logger;
+  /** Called with true once the control plane has answered a Hello, false when that stream ends. */
   onConnectedChange?: (connected: boolean) => void;
-  /** Backoff bounds; tests shorten them. */
-  minBackoffMs?: number;
-  maxBackoffMs?: number;
+  backoff?: BackoffOptions;
 }
 
-/** The agent's one Sync stream, reconnected with backoff for as long as it runs. */
+/**
+ * The agent's one Sync stream, reconnected with backoff (full jitter) for as long as it runs.
+ * The stream counts as connected only once the control plane answered the Hello (a Welcome,
+ * or a RuleSet from a control plane that predates Welcome); only then is the backoff reset
+ * and telemetry sent. A stream refused for the agent's identity (UNAUTHENTICATED,
+ * PERMISSION_DENIED: revoked or unknown certificate) or its Hello is retried at the backoff
+ * cap only: an operator has to act, and until then the kernel keeps the last rule set.
+ */
 export interface SyncClient {
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -45,8 +52,7 @@ export const MAX_FLOWS_PER_BATCH = 10_000;
 
 export function createSyncClient(options: SyncOptions): SyncClient {
   const { logger, dataplane } = options;
-  const minBackoff = options.minBackoffMs ?? 1000;
-  const maxBackoff = options.maxBackoffMs ?? 15_000;
+  const backoff = createBackoff(options.backoff);
   const seqFile = statePath(options.stateDir, 'telemetrySeq');
 
   const client = new AgentServiceClient(
@@ -61,7 +67,6 @@ export function createSyncClient(options: SyncOptions): SyncClient {
 
   let state: State = 'stopped';
   let call: ClientDuplexStream<SyncRequest, SyncResponse> | undefined;
-  let backoff = minBackoff;
   let reconnectTimer: NodeJS.Timeout | undefined;
   let telemetryTimer: NodeJS.Timeout | undefined;
   let lastSeq = 0;
@@ -71,11 +76,15 @@ export function createSyncClient(options: SyncOptions): SyncClient {
   let applying: Promise<void> = Promise.resolve();
   let telemetryRunning: Promise<void> = Promise.resolve();
 
-  function setState(next: State, detail: Record<string, unknown> = {}): void {
+  function setState(
+    next: State,
+    detail: Record<string, unknown> = {},
+    level: 'info' | 'error' = 'info',
+  ): void {
     if (state === next) return;
     const was = state;
     state = next;
-    logger.info({ from: was, to: next, target: options.target, ...detail }, 'sync state');
+    logger[level]({ from: was, to: next, target: options.target, ...detail }, 'sync state');
     if (was === 'connected' || next === 'connected') {
       options.onConnectedChange?.(next === 'connected');
     }
@@ -92,20 +101,30 @@ export function createSyncClient(options: SyncOptions): SyncClient {
       ended = true;
       if (call === stream) call = undefined;
       if (state === 'stopped') return;
-      setState('backoff', { reason, err: err?.message, retryInMs: backoff });
-      reconnectTimer = setTimeout(connect, backoff);
-      backoff = Math.min(backoff * 2, maxBackoff);
+      const refused = isPermanent(err);
+      if (refused) backoff.toCap();
+      const retryInMs = backoff.next();
+      setState(
+        'backoff',
+        {
+          reason: refused ? 'refused by the control plane; keeping the last rule set' : reason,
+          ...(err && describeError(err)),
+          retryInMs,
+        },
+        refused ? 'error' : 'info',
+      );
+      reconnectTimer = setTimeout(connect, retryInMs);
     };
-    const markConnected = () => {
+    const markConnected = (detail: Record<string, unknown>) => {
       if (state === 'connecting' && !ended) {
-        backoff = minBackoff;
-        setState('connected');
+        backoff.reset();
+        setState('connected', detail);
       }
     };
-    stream.on('metadata', markConnected);
     stream.on('data', (msg: SyncResponse) => {
-      markConnected();
+      if (msg.welcome) markConnected({ ...msg.welcome });
       if (msg.ruleSet) {
+        markConnected({ answer: 'rule set' });
         const rs = msg.ruleSet;
         applying = applying.then(() => applyAndAck(stream, rs));
       }
@@ -114,22 +133,17 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     stream.on('end', () => onEnd('end'));
     stream.on('close', () => onEnd('close'));
     const applied = dataplane.applied;
-    // The control plane may send nothing back (it pushes only changed rule sets), so the
-    // stream counts as up once the Hello has gone out on the transport.
-    stream.write(
-      {
-        hello: {
-          appliedRevision: applied?.revision ?? 0,
-          appliedHash: applied?.hash ?? '',
-          hostname: options.hostname,
-          addresses: options.addresses,
-          agentVersion: options.agentVersion,
-        },
+    // grpc-js buffers this write even while no connection exists, so its success says
+    // nothing about the control plane: only its answer does (markConnected above).
+    stream.write({
+      hello: {
+        appliedRevision: applied?.revision ?? 0,
+        appliedHash: applied?.hash ?? '',
+        hostname: options.hostname,
+        addresses: options.addresses,
+        agentVersion: options.agentVersion,
       },
-      (err: unknown) => {
-        if (!err) markConnected();
-      },
-    );
+    });
   }
 
   async function applyAndAck(
@@ -182,7 +196,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     const seq = lastSeq + 1;
     try {
       // Persist first: a restart must never reuse a seq the control plane may have counted.
-      await writeFileAtomic(seqFile, `${seq}\n`, 0o644);
+      await writeFileAtomic(seqFile, `${seq}\n`);
     } catch (err) {
       logger.warn({ err, seq }, 'cannot persist the telemetry seq; batch kept for the next one');
       return false;

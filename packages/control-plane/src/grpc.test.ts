@@ -10,6 +10,7 @@ import {
   type SyncRequest,
   type SyncResponse,
   Verdict,
+  type Welcome,
 } from '@bulkhead/proto';
 import { type ClientDuplexStream, credentials, type ServiceError, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -20,12 +21,15 @@ import { makeCsr, silentLog } from './test-support.js';
 /** A Sync stream with a queue of what arrived, so a test can await the next message. */
 class SyncSession {
   private readonly received: SyncResponse[] = [];
+  /** Welcomes, the answer to every Hello, kept apart so that next() yields RuleSets. */
+  readonly welcomes: Welcome[] = [];
   private waiters: Array<() => void> = [];
   readonly error: Promise<ServiceError>;
 
   constructor(readonly stream: ClientDuplexStream<SyncRequest, SyncResponse>) {
     stream.on('data', (msg: SyncResponse) => {
-      this.received.push(msg);
+      if (msg.welcome) this.welcomes.push(msg.welcome);
+      else this.received.push(msg);
       this.wake();
     });
     this.error = new Promise((resolve) => stream.on('error', resolve));
@@ -248,10 +252,11 @@ describe('gRPC agent service', () => {
     s.stream.end();
   });
 
-  it('a Hello with the current hash gets nothing; new addresses recompile and push', async () => {
-    const { creds } = await enrolled();
+  it('a Hello with the current hash gets only a Welcome; new addresses recompile and push', async () => {
+    const { res, creds } = await enrolled();
     const s = new SyncSession(client(creds).sync());
     const current = await s.barrier();
+    expect(s.welcomes).toHaveLength(1); // the Welcome came before the RuleSet
     s.send({
       hello: {
         appliedRevision: 0,
@@ -263,6 +268,8 @@ describe('gRPC agent service', () => {
     });
     // The barrier's RuleSet is the next message: the Hello above brought none.
     expect((await s.barrier()).hash).toBe(current.hash);
+    // ...but every Hello was answered.
+    expect(s.welcomes).toEqual(Array(3).fill({ agentId: res.agentId, workloadId: 'db-1' }));
     // Another workload whose policy peers on db's address sees the change.
     await enrolled('web-1');
     await api('PUT', '/v1/policies/web', {

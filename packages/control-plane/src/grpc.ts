@@ -117,6 +117,8 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
         try {
           if (msg.hello) {
             const rs = engine.hello(agentId, msg.hello);
+            // Always answer: the agent counts the stream as up only once it hears back.
+            call.write({ welcome: { agentId, workloadId: workload } });
             if (rs) call.write({ ruleSet: rs });
           } else if (msg.ack) {
             engine.ack(agentId, msg.ack);

@@ -21,4 +21,5 @@ export {
   type SyncResponse,
   type Telemetry,
   Verdict,
+  type Welcome,
 } from './gen/bulkhead/v1/agent.js';

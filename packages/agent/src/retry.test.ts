@@ -1,0 +1,85 @@
+import { status } from '@grpc/grpc-js';
+import { describe, expect, it } from 'vitest';
+import { createBackoff, DEFAULT_BACKOFF, describeError, isPermanent } from './retry.js';
+
+/** A random source that replays the given values. */
+const replay = (...values: number[]) => {
+  let i = 0;
+  return () => values[i++ % values.length]!;
+};
+
+describe('createBackoff', () => {
+  it('doubles the ceiling per attempt up to the cap; the delay is a random share of it', () => {
+    const b = createBackoff({ baseMs: 100, capMs: 1000, random: replay(0.999999) });
+    expect(Array.from({ length: 7 }, () => b.next())).toEqual([99, 199, 399, 799, 999, 999, 999]);
+  });
+
+  it('jitters over the whole range below the ceiling (full jitter)', () => {
+    const b = createBackoff({ baseMs: 1000, capMs: 60_000, random: replay(0, 0.5, 0.25, 0.75) });
+    expect([b.next(), b.next(), b.next(), b.next()]).toEqual([0, 1000, 1000, 6000]);
+  });
+
+  it('spreads a fleet: agents failing at the same moment do not retry in lockstep', () => {
+    const delays = Array.from({ length: 200 }, () => createBackoff().next());
+    expect(new Set(delays).size).toBeGreaterThan(150);
+    expect(Math.min(...delays)).toBeGreaterThanOrEqual(0);
+    expect(Math.max(...delays)).toBeLessThan(DEFAULT_BACKOFF.baseMs);
+  });
+
+  it('reset goes back to the base; toCap jumps to the cap', () => {
+    const b = createBackoff({ baseMs: 10, capMs: 80, random: replay(0.5) });
+    expect([b.next(), b.next(), b.next()]).toEqual([5, 10, 20]);
+    b.reset();
+    expect(b.next()).toBe(5);
+    b.toCap();
+    expect([b.next(), b.next()]).toEqual([40, 40]);
+  });
+
+  it('defaults to 1 s base and 60 s cap', () => {
+    const b = createBackoff({ random: replay(0.999999) });
+    const delays = Array.from({ length: 9 }, () => b.next());
+    expect(delays[0]).toBe(999);
+    expect(delays.at(-1)).toBe(59_999);
+  });
+});
+
+describe('isPermanent', () => {
+  it.each([
+    status.INVALID_ARGUMENT,
+    status.UNAUTHENTICATED,
+    status.PERMISSION_DENIED,
+    status.FAILED_PRECONDITION,
+    status.UNIMPLEMENTED,
+  ])('status %i cannot heal', (code) => {
+    expect(isPermanent({ code, details: 'x' })).toBe(true);
+  });
+
+  it.each([
+    status.UNAVAILABLE,
+    status.DEADLINE_EXCEEDED,
+    status.RESOURCE_EXHAUSTED,
+    status.INTERNAL,
+    status.UNKNOWN,
+    status.CANCELLED,
+  ])('status %i may heal', (code) => {
+    expect(isPermanent({ code, details: 'x' })).toBe(false);
+  });
+
+  it('network errors and non-errors may heal', () => {
+    expect(isPermanent(Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }))).toBe(false);
+    expect(isPermanent(undefined)).toBe(false);
+  });
+});
+
+describe('describeError', () => {
+  it('names the status and keeps the server message', () => {
+    expect(describeError({ code: status.INVALID_ARGUMENT, details: 'labels.x: bad' })).toEqual({
+      code: 'INVALID_ARGUMENT',
+      details: 'labels.x: bad',
+    });
+    expect(describeError(Object.assign(new Error('boom'), { code: 'EACCES' }))).toEqual({
+      code: 'EACCES',
+      details: 'boom',
+    });
+  });
+});
