@@ -161,6 +161,9 @@ export async function startBulkhead(
         host,
         '--telemetry-interval',
         '1',
+        // A lab restarts its control plane on purpose; agents should not wait a minute for it.
+        '--backoff-max',
+        '3',
         '--metrics-listen',
         '127.0.0.1:9101',
         '--log-level',
