@@ -15,12 +15,14 @@ import type { Pki } from '../packages/control-plane/dist/pki.js';
 // path, values from the same files relative to bench/dist at run time.
 const internal = <M>(file: string): Promise<M> =>
   import(new URL(`../../packages/control-plane/dist/${file}`, import.meta.url).href) as Promise<M>;
-const { createEngine } =
-  await internal<typeof import('../packages/control-plane/dist/engine.js')>('engine.js');
-const { createStore } =
-  await internal<typeof import('../packages/control-plane/dist/store.js')>('store.js');
+const { createDomains } =
+  await internal<typeof import('../packages/control-plane/dist/domains.js')>('domains.js');
+const { createSqliteStores } =
+  await internal<typeof import('../packages/control-plane/dist/store/index.js')>('store/index.js');
 const { createStreamRegistry } =
-  await internal<typeof import('../packages/control-plane/dist/streams.js')>('streams.js');
+  await internal<typeof import('../packages/control-plane/dist/fleet/streams.js')>(
+    'fleet/streams.js',
+  );
 
 const short = process.argv.includes('--short') || process.env.BENCH_SHORT === '1';
 const AGENTS = short ? 200 : 2000;
@@ -30,26 +32,36 @@ const APPS = 20;
 
 /** The control plane as the bench drives it; only this wiring knows the package's layout. */
 function open(path: string) {
-  const store = createStore({ path });
+  const stores = createSqliteStores({ path });
   const pki = {} as Pki; // enrolment's signing is not what this bench measures
   const log = pino({ level: 'silent' });
-  const engine = createEngine({ store, pki, streams: createStreamRegistry(), log });
+  const { policy, revisions, fleet, visibility } = createDomains({
+    stores,
+    pki,
+    streams: createStreamRegistry(),
+    log,
+  });
   return {
     enrol(w: Workload, agentId: string) {
-      store.tx(() => {
-        store.upsertWorkload(w);
-        store.createAgent({ id: agentId, workload: w.name, hostname: w.name, certSerial: agentId });
+      stores.tx(() => {
+        stores.policy.upsertWorkload(w);
+        stores.fleet.createAgent({
+          id: agentId,
+          workload: w.name,
+          hostname: w.name,
+          certSerial: agentId,
+        });
       });
     },
     putResource: (kind: 'services' | 'policies', name: string, body: unknown) =>
-      engine.putResource('bench', kind, name, body),
-    provision: (note: string) => engine.provision('bench', note, { confirm: true }),
-    hello: engine.hello,
-    ack: engine.ack,
-    telemetry: engine.telemetry,
-    listAgents: engine.listAgents,
-    flows: () => engine.flows({ limit: 1000 }),
-    close: () => store.close(),
+      policy.putResource('bench', kind, name, body),
+    provision: (note: string) => revisions.provision('bench', note, { confirm: true }),
+    hello: fleet.hello,
+    ack: fleet.ack,
+    telemetry: fleet.telemetry,
+    listAgents: fleet.listAgents,
+    flows: () => visibility.flows({ limit: 1000 }),
+    close: () => stores.close(),
   };
 }
 
