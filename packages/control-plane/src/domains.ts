@@ -1,6 +1,6 @@
-// Wires the domains together on one set of stores. Dependencies point one way:
-// access <- rule-set publisher <- policy administration <- revisions, fleet; visibility is read
-// by revisions (the impact gate) and told by fleet (ingested telemetry).
+// Wires the domains together on one set of stores. Dependencies point one way: access and the
+// rule-set publisher at the bottom, policy administration on them, revisions and fleet on policy
+// administration; the impact gate reads the visibility store, fleet tells visibility of telemetry.
 import type { Logger } from 'pino';
 import { type AccessService, createAccessService } from './access/service.js';
 import { createFleetService, type FleetService } from './fleet/service.js';
