@@ -5,10 +5,10 @@ import type { RuleSet } from '@bulkhead/proto';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createApi } from './api.js';
-import { createEngine, type Engine } from './engine.js';
+import { createDomains, type Domains } from './domains.js';
+import { createStreamRegistry, type StreamRegistry } from './fleet/streams.js';
 import { createPki } from './pki.js';
-import { createStore, type Store } from './store.js';
-import { createStreamRegistry, type StreamRegistry } from './streams.js';
+import { createSqliteStores, type Stores } from './store/index.js';
 import { silentLog } from './test-support.js';
 
 const monitor = { ingress: 'monitor', egress: 'monitor' } as const;
@@ -26,20 +26,20 @@ const dbPolicy = {
 
 describe('REST API', () => {
   let dir: string;
-  let store: Store;
+  let store: Stores;
   let streams: StreamRegistry;
-  let engine: Engine;
+  let domains: Domains;
   let app: FastifyInstance;
   let admin: string;
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'bh-api-'));
-    store = createStore({ path: join(dir, 'bulkhead.db') });
+    store = createSqliteStores({ path: join(dir, 'bulkhead.db') });
     const pki = await createPki({ dir: join(dir, 'ca') });
     streams = createStreamRegistry();
-    engine = createEngine({ store, pki, streams, log: silentLog });
-    admin = engine.bootstrapAdminToken()!;
-    app = await createApi({ engine, log: silentLog });
+    domains = createDomains({ stores: store, pki, streams, log: silentLog });
+    admin = domains.access.bootstrapAdminToken()!;
+    app = await createApi({ domains, log: silentLog });
   });
   afterEach(async () => {
     await app.close();
@@ -172,13 +172,13 @@ describe('REST API', () => {
   });
 
   it('provisions revisions and pushes only RuleSets whose hash changed', async () => {
-    store.upsertWorkload({
+    store.policy.upsertWorkload({
       name: 'web',
       addresses: ['10.0.0.1'],
       labels: { app: 'web' },
       mode: monitor,
     });
-    store.upsertWorkload({
+    store.policy.upsertWorkload({
       name: 'db',
       addresses: ['10.0.0.2'],
       labels: { app: 'db' },
@@ -245,7 +245,7 @@ describe('REST API', () => {
   });
 
   it('recompiles a workload whose mode is patched against the latest revision, not the drafts', async () => {
-    store.upsertWorkload({
+    store.policy.upsertWorkload({
       name: 'db',
       addresses: ['10.0.0.2'],
       labels: { app: 'db' },
@@ -269,22 +269,27 @@ describe('REST API', () => {
   });
 
   it('reports an in-sync agent at the newest revision that left its RuleSet unchanged', async () => {
-    store.upsertWorkload({
+    store.policy.upsertWorkload({
       name: 'web',
       addresses: ['10.0.0.1'],
       labels: { app: 'web' },
       mode: monitor,
     });
-    store.upsertWorkload({
+    store.policy.upsertWorkload({
       name: 'db',
       addresses: ['10.0.0.2'],
       labels: { app: 'db' },
       mode: monitor,
     });
-    store.createAgent({ id: 'a-web', workload: 'web', hostname: 'web', certSerial: '1' });
+    store.fleet.createAgent({ id: 'a-web', workload: 'web', hostname: 'web', certSerial: '1' });
     const webGot = listen('web');
     await call('POST', '/v1/provision', { note: 'empty' });
-    store.recordAck('a-web', { revision: 1, hash: webGot[0]!.hash, error: '', applyMicros: 1 });
+    store.fleet.recordAck('a-web', {
+      revision: 1,
+      hash: webGot[0]!.hash,
+      error: '',
+      applyMicros: 1,
+    });
     await call('PUT', '/v1/services/pg', pg);
     await call('PUT', '/v1/policies/db', dbPolicy);
     expect((await call('POST', '/v1/provision', { note: 'db' })).json().changed).toEqual(['db']);
@@ -298,14 +303,14 @@ describe('REST API', () => {
       }),
     ]);
     // A stale agent keeps the revision it reported.
-    store.recordAck('a-web', { revision: 1, hash: 'old', error: '', applyMicros: 1 });
+    store.fleet.recordAck('a-web', { revision: 1, hash: 'old', error: '', applyMicros: 1 });
     expect((await call('GET', '/v1/agents')).json()).toEqual([
       expect.objectContaining({ inSync: false, appliedRevision: 1, desiredHash: webGot[0]!.hash }),
     ]);
   });
 
   it('rolls back to an older revision as a new revision, pushing the old RuleSet content', async () => {
-    store.upsertWorkload({
+    store.policy.upsertWorkload({
       name: 'db',
       addresses: ['10.0.0.2'],
       labels: { app: 'db' },
@@ -344,12 +349,12 @@ describe('REST API', () => {
 
   it('refuses to provision a state that does not compile', async () => {
     // Bypasses the PUT-time reference check, as a dangling reference left by older data would.
-    store.putResource('policies', 'db', { ...dbPolicy, name: 'db' });
+    store.policy.putResource('policies', 'db', { ...dbPolicy, name: 'db' });
     const res = await call('POST', '/v1/provision', { note: 'broken' });
     expect(res.statusCode).toBe(400);
     expect(res.json().error.code).toBe('VALIDATION_FAILED');
     expect(res.json().error.details.length).toBeGreaterThan(0);
-    expect(store.listRevisions()).toEqual([]);
+    expect(store.revisions.listRevisions()).toEqual([]);
   });
 
   it('shows enrollment tokens once and never lists the secret', async () => {

@@ -4,8 +4,9 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { type Logger, pino } from 'pino';
 import { createApi } from './api.js';
-import { createEngine, type Engine } from './engine.js';
+import { createDomains } from './domains.js';
 import { ControlPlaneError } from './errors.js';
+import { createStreamRegistry } from './fleet/streams.js';
 import { type AgentGrpcServer, createGrpcServer } from './grpc.js';
 import { createPki } from './pki.js';
 import {
@@ -15,8 +16,7 @@ import {
   parseTarget,
   SiemError,
 } from './siem/index.js';
-import { createStore, type Store } from './store.js';
-import { createStreamRegistry } from './streams.js';
+import { createSqliteStores, type Stores } from './store/index.js';
 
 export interface ControlPlaneOptions {
   /** Holds bulkhead.db, ca/ and initial-admin-token. */
@@ -97,7 +97,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   const adminTokenFile = join(options.dataDir, 'initial-admin-token');
   checkSiemTargets(options.siem ?? []);
 
-  let store: Store | undefined;
+  let store: Stores | undefined;
   let api: FastifyInstance | undefined;
   let grpc: AgentGrpcServer | undefined;
   let siem: EventExporter | undefined;
@@ -143,7 +143,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
             ? createEventExporter(options.siem, { ...options.siemOptions, logger: log })
             : undefined;
         siem = exporter;
-        store = createStore({
+        store = createSqliteStores({
           path: options.dbPath ?? join(options.dataDir, 'bulkhead.db'),
           flowRetentionDays: options.flowRetentionDays,
           maxFlowRows: options.maxFlowRows,
@@ -162,30 +162,30 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
         const pki = await createPki({ dir: join(options.dataDir, 'ca'), sans: options.tlsSans });
         caPem = pki.caPem;
         const streams = createStreamRegistry();
-        const engine: Engine = createEngine({ store, pki, streams, log, events: exporter });
-        engine.pruneFlows();
+        const domains = createDomains({ stores: store, pki, streams, log, events: exporter });
+        domains.visibility.pruneFlows();
         pruneTimer = setInterval(() => {
           try {
-            engine.pruneFlows();
+            domains.visibility.pruneFlows();
           } catch (err) {
             log.error({ err }, 'flow retention failed');
           }
         }, options.flowPruneIntervalMs ?? HOUR_MS);
         pruneTimer.unref();
 
-        initialAdminToken = engine.bootstrapAdminToken();
+        initialAdminToken = domains.access.bootstrapAdminToken();
         if (initialAdminToken !== undefined) {
           await writeFile(adminTokenFile, `${initialAdminToken}\n`, { mode: 0o600 });
           log.info({ file: adminTokenFile }, 'created the initial admin API token');
         }
 
-        api = await createApi({ engine, log });
+        api = await createApi({ domains, log });
         await api.listen({ host: apiAddr.host, port: apiAddr.port });
         const bound = api.server.address() as AddressInfo;
         const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
         apiUrl = `http://${host}:${bound.port}`;
 
-        grpc = createGrpcServer({ engine, pki, streams, log });
+        grpc = createGrpcServer({ fleet: domains.fleet, pki, streams, log });
         const grpcHost = grpcAddr.host.includes(':') ? `[${grpcAddr.host}]` : grpcAddr.host;
         grpcPort = await grpc.listen(`${grpcHost}:${grpcAddr.port}`);
         log.info({ api: apiUrl, grpcPort }, 'control plane listening');

@@ -36,3 +36,9 @@ export class ControlPlaneError extends Error {
 export function isControlPlaneError(err: unknown): err is ControlPlaneError {
   return err instanceof ControlPlaneError;
 }
+
+/** A 400 with the diagnostics that explain it. */
+export const invalid = (message: string, details: ErrorDetail[]) =>
+  new ControlPlaneError('VALIDATION_FAILED', message, { details });
+
+export const notFound = (what: string) => new ControlPlaneError('NOT_FOUND', `${what} not found`);

@@ -15,10 +15,10 @@ import {
   status,
 } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type { Engine } from './engine.js';
 import { ControlPlaneError, type ControlPlaneErrorCode } from './errors.js';
+import type { FleetService } from './fleet/service.js';
+import type { StreamRegistry } from './fleet/streams.js';
 import type { Pki } from './pki.js';
-import type { StreamRegistry } from './streams.js';
 
 const GRPC_STATUS: Record<ControlPlaneErrorCode, status> = {
   VALIDATION_FAILED: status.INVALID_ARGUMENT,
@@ -44,7 +44,7 @@ function toStatus(err: unknown, log: Logger): { code: status; details: string } 
 }
 
 export interface GrpcServerOptions {
-  engine: Engine;
+  fleet: FleetService;
   pki: Pki;
   streams: StreamRegistry;
   log: Logger;
@@ -57,7 +57,7 @@ export interface AgentGrpcServer {
 }
 
 export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
-  const { engine, pki, streams, log } = options;
+  const { fleet, pki, streams, log } = options;
   const server = new Server();
 
   server.addService(AgentServiceService, {
@@ -65,7 +65,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
       call: ServerUnaryCall<EnrollRequest, EnrollResponse>,
       done: sendUnaryData<EnrollResponse>,
     ) {
-      engine.enroll(call.request).then(
+      fleet.enroll(call.request).then(
         (res) => done(null, res),
         (err: unknown) => done(toStatus(err, log)),
       );
@@ -92,7 +92,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
         if (!cert?.raw)
           throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate required');
         agentId = pki.verifyClientCert(cert.raw);
-        workload = engine.agentForSync(agentId).workload;
+        workload = fleet.agentForSync(agentId).workload;
       } catch (err) {
         fail(err);
         return;
@@ -116,14 +116,14 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
         if (ended) return;
         try {
           if (msg.hello) {
-            const rs = engine.hello(agentId, msg.hello);
+            const rs = fleet.hello(agentId, msg.hello);
             // Always answer: the agent counts the stream as up only once it hears back.
             call.write({ welcome: { agentId, workloadId: workload } });
             if (rs) call.write({ ruleSet: rs });
           } else if (msg.ack) {
-            engine.ack(agentId, msg.ack);
+            fleet.ack(agentId, msg.ack);
           } else if (msg.telemetry) {
-            if (!engine.telemetry(agentId, msg.telemetry)) {
+            if (!fleet.telemetry(agentId, msg.telemetry)) {
               log1.debug({ seq: msg.telemetry.seq }, 'dropped telemetry already counted');
             }
           }

@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createApi } from './api.js';
-import { createEngine } from './engine.js';
+import { createDomains } from './domains.js';
+import { createStreamRegistry } from './fleet/streams.js';
 import { createPki } from './pki.js';
-import { createStore, type Store } from './store.js';
-import { createStreamRegistry } from './streams.js';
+import { createSqliteStores, type Stores } from './store/index.js';
 import { silentLog } from './test-support.js';
 
 const monitor = { ingress: 'monitor', egress: 'monitor' } as const;
@@ -19,26 +19,41 @@ const allowFrom = (app: string) => ({ selector: { matchLabels: { app } } });
 
 describe('policy lifecycle API', () => {
   let dir: string;
-  let store: Store;
+  let store: Stores;
   let app: FastifyInstance;
   let admin: string;
   let seq = 0;
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'bh-lifecycle-'));
-    store = createStore({ path: join(dir, 'bulkhead.db') });
+    store = createSqliteStores({ path: join(dir, 'bulkhead.db') });
     const pki = await createPki({ dir: join(dir, 'ca') });
-    const engine = createEngine({ store, pki, streams: createStreamRegistry(), log: silentLog });
-    admin = engine.bootstrapAdminToken()!;
-    app = await createApi({ engine, log: silentLog });
+    const domains = createDomains({
+      stores: store,
+      pki,
+      streams: createStreamRegistry(),
+      log: silentLog,
+    });
+    admin = domains.access.bootstrapAdminToken()!;
+    app = await createApi({ domains, log: silentLog });
     for (const [name, address, labels] of [
       ['billing', '10.0.0.10', { app: 'billing' }],
       ['web', '10.0.0.11', { app: 'web' }],
       ['db', '10.0.0.20', { app: 'db' }],
       ['batch', '10.0.0.30', { app: 'batch' }],
     ] as const) {
-      store.upsertWorkload({ name, addresses: [address], labels: { ...labels }, mode: monitor });
-      store.createAgent({ id: `agent-${name}`, workload: name, hostname: name, certSerial: name });
+      store.policy.upsertWorkload({
+        name,
+        addresses: [address],
+        labels: { ...labels },
+        mode: monitor,
+      });
+      store.fleet.createAgent({
+        id: `agent-${name}`,
+        workload: name,
+        hostname: name,
+        certSerial: name,
+      });
     }
   });
   afterEach(async () => {
@@ -68,7 +83,7 @@ describe('policy lifecycle API', () => {
     connections = 3,
   ): void {
     const at = new Date(Date.now() - daysAgo * DAY).toISOString();
-    const added = store.addTelemetry(`agent-${workload}`, ++seq, {
+    const added = store.fleet.addTelemetry(`agent-${workload}`, ++seq, {
       counters: [],
       flows: [
         {

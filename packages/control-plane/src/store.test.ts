@@ -3,23 +3,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import {
-  createStore,
-  hashSecret,
-  MIGRATIONS_FOR_TEST,
-  newSecret,
-  SCHEMA_VERSION,
-  type Store,
-} from './store.js';
+import { hashSecret, newSecret } from './access/secrets.js';
+import { createSqliteStores, MIGRATIONS, SCHEMA_VERSION, type Stores } from './store/index.js';
 
 const mode = { ingress: 'monitor', egress: 'monitor' } as const;
 
 describe('store', () => {
   let dir: string;
-  let store: Store;
+  let store: Stores;
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'bh-store-'));
-    store = createStore({ path: join(dir, 'test.db') });
+    store = createSqliteStores({ path: join(dir, 'test.db') });
   });
   afterEach(() => {
     store.close();
@@ -28,17 +22,22 @@ describe('store', () => {
 
   it('migrates a new database to the latest user_version, and reopens without migrating twice', () => {
     expect(store.schemaVersion()).toBe(SCHEMA_VERSION);
-    store.upsertWorkload({ name: 'web-1', addresses: ['10.0.0.1'], labels: { app: 'web' }, mode });
+    store.policy.upsertWorkload({
+      name: 'web-1',
+      addresses: ['10.0.0.1'],
+      labels: { app: 'web' },
+      mode,
+    });
     store.close();
-    store = createStore({ path: join(dir, 'test.db') });
-    expect(store.getWorkload('web-1')?.labels).toEqual({ app: 'web' });
+    store = createSqliteStores({ path: join(dir, 'test.db') });
+    expect(store.policy.getWorkload('web-1')?.labels).toEqual({ app: 'web' });
   });
 
   it('migrates step by step from an older schema, keeping the data', () => {
     store.close();
     const path = join(dir, 'old.db');
     const raw = new Database(path);
-    raw.exec(MIGRATIONS_FOR_TEST[0]!);
+    raw.exec(MIGRATIONS[0]!);
     raw.pragma('user_version = 1');
     raw
       .prepare(
@@ -47,35 +46,35 @@ describe('store', () => {
       )
       .run();
     raw.close();
-    store = createStore({ path });
+    store = createSqliteStores({ path });
     expect(store.schemaVersion()).toBe(SCHEMA_VERSION);
-    expect(store.getWorkload('old')?.name).toBe('old');
-    expect(store.queryFlows()).toEqual([]);
+    expect(store.policy.getWorkload('old')?.name).toBe('old');
+    expect(store.visibility.queryFlows()).toEqual([]);
     // v3: objects that existed before versions start at 1 and count writes from there.
-    expect(store.getWorkload('old')?.version).toBe(1);
-    store.upsertWorkload({ name: 'old', addresses: [], labels: { a: 'b' }, mode });
-    expect(store.getWorkload('old')?.version).toBe(2);
+    expect(store.policy.getWorkload('old')?.version).toBe(1);
+    store.policy.upsertWorkload({ name: 'old', addresses: [], labels: { a: 'b' }, mode });
+    expect(store.policy.getWorkload('old')?.version).toBe(2);
   });
 
   it('counts writes per object; a replace bumps only the objects whose body changed', () => {
-    expect(store.putResource('services', 'a', { name: 'a', ports: [] })).toBe(1);
-    expect(store.putResource('services', 'a', { name: 'a', ports: [] })).toBe(2);
-    store.putResource('services', 'b', { name: 'b', ports: [] });
-    store.replaceResources('services', [
+    expect(store.policy.putResource('services', 'a', { name: 'a', ports: [] })).toBe(1);
+    expect(store.policy.putResource('services', 'a', { name: 'a', ports: [] })).toBe(2);
+    store.policy.putResource('services', 'b', { name: 'b', ports: [] });
+    store.policy.replaceResources('services', [
       { name: 'a', ports: [] } as { name: string },
       { name: 'c', ports: [] } as { name: string },
     ]);
-    expect(store.listVersioned('services')).toEqual([
+    expect(store.policy.listVersioned('services')).toEqual([
       { body: { name: 'a', ports: [] }, version: 2 },
       { body: { name: 'c', ports: [] }, version: 1 },
     ]);
-    store.replaceResources('services', [{ name: 'a', ports: [1] } as { name: string }]);
-    expect(store.getVersioned('services', 'a')?.version).toBe(3);
+    store.policy.replaceResources('services', [{ name: 'a', ports: [1] } as { name: string }]);
+    expect(store.policy.getVersioned('services', 'a')?.version).toBe(3);
   });
 
   it('aggregates flows per peer, port and verdict across batches, once per seq', () => {
-    store.upsertWorkload({ name: 'db-1', addresses: ['10.0.0.2'], labels: {}, mode });
-    store.createAgent({ id: 'a1', workload: 'db-1', hostname: 'db-1', certSerial: '01' });
+    store.policy.upsertWorkload({ name: 'db-1', addresses: ['10.0.0.2'], labels: {}, mode });
+    store.fleet.createAgent({ id: 'a1', workload: 'db-1', hostname: 'db-1', certSerial: '01' });
     const flow = {
       direction: 'ingress',
       src: '10.0.0.1',
@@ -93,10 +92,12 @@ describe('store', () => {
       ],
       events: [{ code: 'FLOWS_DROPPED', message: 'dropped', at: t(last), attributes: { n: '1' } }],
     });
-    expect(store.addTelemetry('a1', 1, batch(2, '3', '4'))).toBe(true);
-    expect(store.addTelemetry('a1', 1, batch(2, '3', '4'))).toBe(false);
-    expect(store.addTelemetry('a1', 2, batch(1, '1', '2'))).toBe(true);
-    expect(store.queryFlows({ match: [{ workloads: ['db-1'], addresses: [] }] })).toEqual([
+    expect(store.fleet.addTelemetry('a1', 1, batch(2, '3', '4'))).toBe(true);
+    expect(store.fleet.addTelemetry('a1', 1, batch(2, '3', '4'))).toBe(false);
+    expect(store.fleet.addTelemetry('a1', 2, batch(1, '1', '2'))).toBe(true);
+    expect(
+      store.visibility.queryFlows({ match: [{ workloads: ['db-1'], addresses: [] }] }),
+    ).toEqual([
       {
         workload: 'db-1',
         ...flow,
@@ -106,9 +107,9 @@ describe('store', () => {
         lastSeen: t('4'),
       },
     ]);
-    expect(store.queryFlows({ verdict: 'allowed' })).toEqual([]);
-    expect(store.listEvents({ workload: 'db-1' })).toHaveLength(2);
-    expect(store.listEvents()[0]).toMatchObject({
+    expect(store.visibility.queryFlows({ verdict: 'allowed' })).toEqual([]);
+    expect(store.visibility.listEvents({ workload: 'db-1' })).toHaveLength(2);
+    expect(store.visibility.listEvents()[0]).toMatchObject({
       agentId: 'a1',
       code: 'FLOWS_DROPPED',
       attributes: { n: '1' },
@@ -120,82 +121,91 @@ describe('store', () => {
     const raw = new Database(join(dir, 'test.db'));
     raw.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
     raw.close();
-    expect(() => createStore({ path: join(dir, 'test.db') })).toThrow(/newer/);
-    store = createStore({ path: ':memory:' });
+    expect(() => createSqliteStores({ path: join(dir, 'test.db') })).toThrow(/newer/);
+    store = createSqliteStores({ path: ':memory:' });
   });
 
   it('rolls back every write of a failed transaction', () => {
     expect(() =>
       store.tx(() => {
-        store.putResource('services', 'pg', { name: 'pg', ports: [] });
-        store.appendAudit({ actor: 't', action: 'service.put', target: 'pg' });
+        store.policy.putResource('services', 'pg', { name: 'pg', ports: [] });
+        store.access.appendAudit({ actor: 't', action: 'service.put', target: 'pg' });
         throw new Error('boom');
       }),
     ).toThrow('boom');
-    expect(store.getResource('services', 'pg')).toBeUndefined();
-    expect(store.listAudit()).toEqual([]);
+    expect(store.policy.getResource('services', 'pg')).toBeUndefined();
+    expect(store.access.listAudit()).toEqual([]);
   });
 
   it('keeps the audit log append-only', () => {
-    store.appendAudit({ actor: 'a', action: 'x', target: 't', after: { v: 1 } });
+    store.access.appendAudit({ actor: 'a', action: 'x', target: 't', after: { v: 1 } });
     const raw = new Database(join(dir, 'test.db'));
     expect(() => raw.prepare('DELETE FROM audit').run()).toThrow(/append-only/);
     expect(() => raw.prepare("UPDATE audit SET actor = 'b'").run()).toThrow(/append-only/);
     raw.close();
-    expect(store.listAudit()[0]).toMatchObject({ actor: 'a', after: { v: 1 }, before: null });
+    expect(store.access.listAudit()[0]).toMatchObject({
+      actor: 'a',
+      after: { v: 1 },
+      before: null,
+    });
   });
 
   it('counts a telemetry batch once per seq and sums deltas', () => {
-    store.upsertWorkload({ name: 'db-1', addresses: ['10.0.0.2'], labels: {}, mode });
-    store.createAgent({ id: 'a1', workload: 'db-1', hostname: 'db-1', certSerial: '01' });
+    store.policy.upsertWorkload({ name: 'db-1', addresses: ['10.0.0.2'], labels: {}, mode });
+    store.fleet.createAgent({ id: 'a1', workload: 'db-1', hostname: 'db-1', certSerial: '01' });
     const row = { ruleId: 'p/ingress/0', direction: 'ingress', verdict: 'allowed' } as const;
-    expect(store.addTelemetry('a1', 1, { counters: [{ ...row, packets: 2, bytes: 100 }] })).toBe(
-      true,
-    );
-    expect(store.addTelemetry('a1', 1, { counters: [{ ...row, packets: 2, bytes: 100 }] })).toBe(
-      false,
-    );
-    expect(store.addTelemetry('a1', 2, { counters: [{ ...row, packets: 3, bytes: 50 }] })).toBe(
-      true,
-    );
-    expect(store.listCounters({ workload: 'db-1' })).toEqual([
+    expect(
+      store.fleet.addTelemetry('a1', 1, { counters: [{ ...row, packets: 2, bytes: 100 }] }),
+    ).toBe(true);
+    expect(
+      store.fleet.addTelemetry('a1', 1, { counters: [{ ...row, packets: 2, bytes: 100 }] }),
+    ).toBe(false);
+    expect(
+      store.fleet.addTelemetry('a1', 2, { counters: [{ ...row, packets: 3, bytes: 50 }] }),
+    ).toBe(true);
+    expect(store.fleet.listCounters({ workload: 'db-1' })).toEqual([
       { workload: 'db-1', ...row, packets: 5, bytes: 150 },
     ]);
-    expect(store.listCounters({ workload: 'other' })).toEqual([]);
+    expect(store.fleet.listCounters({ workload: 'other' })).toEqual([]);
   });
 
   it('deleting a workload removes its agents and ruleset (foreign keys on)', () => {
-    store.upsertWorkload({ name: 'w', addresses: [], labels: {}, mode });
-    store.createAgent({ id: 'a1', workload: 'w', hostname: 'w', certSerial: '01' });
-    store.putRuleSet({ workload: 'w', revision: 1, hash: 'h', body: Buffer.from([1]) });
+    store.policy.upsertWorkload({ name: 'w', addresses: [], labels: {}, mode });
+    store.fleet.createAgent({ id: 'a1', workload: 'w', hostname: 'w', certSerial: '01' });
+    store.rulesets.putRuleSet({ workload: 'w', revision: 1, hash: 'h', body: Buffer.from([1]) });
     const row = { ruleId: 'default', direction: 'ingress', verdict: 'denied' } as const;
-    store.addTelemetry('a1', 1, { counters: [{ ...row, packets: 1, bytes: 1 }] });
+    store.fleet.addTelemetry('a1', 1, { counters: [{ ...row, packets: 1, bytes: 1 }] });
     expect(store.deleteWorkload('w')).toBe(true);
-    expect(store.listCounters({ workload: 'w' })).toEqual([]);
-    expect(store.getAgent('a1')).toBeUndefined();
-    expect(store.getRuleSet('w')).toBeUndefined();
+    expect(store.fleet.listCounters({ workload: 'w' })).toEqual([]);
+    expect(store.fleet.getAgent('a1')).toBeUndefined();
+    expect(store.rulesets.getRuleSet('w')).toBeUndefined();
     expect(() =>
-      store.createAgent({ id: 'a2', workload: 'gone', hostname: 'x', certSerial: '2' }),
+      store.fleet.createAgent({ id: 'a2', workload: 'gone', hostname: 'x', certSerial: '2' }),
     ).toThrow(/FOREIGN KEY/);
   });
 
   it('numbers revisions from 1 and returns the latest snapshot', () => {
-    expect(store.latestRevision()).toBeUndefined();
-    expect(store.addRevision('admin', 'first', { policies: [] })).toBe(1);
-    expect(store.addRevision('admin', 'second', { policies: [1] })).toBe(2);
-    expect(store.latestRevision()).toMatchObject({
+    expect(store.revisions.latestRevision()).toBeUndefined();
+    expect(store.revisions.addRevision('admin', 'first', { policies: [] })).toBe(1);
+    expect(store.revisions.addRevision('admin', 'second', { policies: [1] })).toBe(2);
+    expect(store.revisions.latestRevision()).toMatchObject({
       revision: 2,
       note: 'second',
       snapshot: { policies: [1] },
     });
-    expect(store.listRevisions().map((r) => r.revision)).toEqual([2, 1]);
+    expect(store.revisions.listRevisions().map((r) => r.revision)).toEqual([2, 1]);
   });
 
   it('stores only hashes of secrets', () => {
     const token = newSecret('bh_');
     expect(token).toMatch(/^bh_[A-Za-z0-9_-]{43}$/);
-    store.createApiToken({ id: 't1', name: 'ci', role: 'viewer', tokenHash: hashSecret(token) });
-    expect(store.findApiToken(hashSecret(token))?.name).toBe('ci');
+    store.access.createApiToken({
+      id: 't1',
+      name: 'ci',
+      role: 'viewer',
+      tokenHash: hashSecret(token),
+    });
+    expect(store.access.findApiToken(hashSecret(token))?.name).toBe('ci');
     const raw = new Database(join(dir, 'test.db'));
     const dump = JSON.stringify(raw.prepare('SELECT * FROM api_tokens').all());
     raw.close();

@@ -5,12 +5,12 @@ import type { FlowView, MapView } from '@bulkhead/api';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createApi } from './api.js';
-import { createEngine, type Engine } from './engine.js';
-import type { FlowRow } from './flow-store.js';
+import { createDomains, type Domains } from './domains.js';
+import { createStreamRegistry } from './fleet/streams.js';
 import { createPki } from './pki.js';
-import { createStore, type Store } from './store.js';
-import { createStreamRegistry } from './streams.js';
+import { createSqliteStores, type Stores } from './store/index.js';
 import { silentLog } from './test-support.js';
+import type { FlowRow } from './visibility/flow-store.js';
 
 const monitor = { ingress: 'monitor', egress: 'monitor' } as const;
 const T = Date.parse('2026-03-01T10:00:00.000Z');
@@ -78,8 +78,8 @@ const f = (
 
 describe('visibility API', () => {
   let dir: string;
-  let store: Store;
-  let engine: Engine;
+  let store: Stores;
+  let domains: Domains;
   let app: FastifyInstance;
   let admin: string;
   let seq = 0;
@@ -92,7 +92,7 @@ describe('visibility API', () => {
       ...(body === undefined ? {} : { payload: body as object }),
     });
   const report = (workload: string, ...flows: Delta[]) =>
-    store.addTelemetry(`agent-${workload}`, ++seq, { counters: [], flows });
+    store.fleet.addTelemetry(`agent-${workload}`, ++seq, { counters: [], flows });
   const flows = async (query: string): Promise<FlowView[]> => {
     const res = await call('GET', `/v1/flows${query}`);
     expect(res.statusCode, res.body).toBe(200);
@@ -103,24 +103,29 @@ describe('visibility API', () => {
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'bh-vis-'));
-    store = createStore({ path: join(dir, 'bulkhead.db') });
+    store = createSqliteStores({ path: join(dir, 'bulkhead.db') });
     const pki = await createPki({ dir: join(dir, 'ca') });
-    engine = createEngine({ store, pki, streams: createStreamRegistry(), log: silentLog });
-    admin = engine.bootstrapAdminToken()!;
-    app = await createApi({ engine, log: silentLog });
+    domains = createDomains({
+      stores: store,
+      pki,
+      streams: createStreamRegistry(),
+      log: silentLog,
+    });
+    admin = domains.access.bootstrapAdminToken()!;
+    app = await createApi({ domains, log: silentLog });
     for (const w of WORKLOADS) {
-      store.upsertWorkload({ ...w, addresses: [...w.addresses], labels: { ...w.labels } });
-      store.createAgent({
+      store.policy.upsertWorkload({ ...w, addresses: [...w.addresses], labels: { ...w.labels } });
+      store.fleet.createAgent({
         id: `agent-${w.name}`,
         workload: w.name,
         hostname: w.name,
         certSerial: '1',
       });
     }
-    engine.putResource('t', 'ip-lists', 'office', { cidrs: ['192.168.0.0/16'] });
-    engine.putResource('t', 'policies', 'db', POLICIES.db);
-    engine.putResource('t', 'policies', 'web', POLICIES.web);
-    engine.provision('t', 'shop');
+    domains.policy.putResource('t', 'ip-lists', 'office', { cidrs: ['192.168.0.0/16'] });
+    domains.policy.putResource('t', 'policies', 'db', POLICIES.db);
+    domains.policy.putResource('t', 'policies', 'web', POLICIES.web);
+    domains.revisions.provision('t', 'shop');
 
     // web-1 -> db both ends report (one flow); web-2 -> db only db reports.
     report('web-1', f('egress', '10.0.1.1', '10.0.2.1', 6, 5432, 'allowed', 3, 0, 50));
@@ -273,10 +278,10 @@ describe('visibility API', () => {
   });
 
   it('colours the map by the provisioned revision, not the draft', async () => {
-    engine.putResource('t', 'policies', 'web', { ...POLICIES.web, egress: [] });
+    domains.policy.putResource('t', 'policies', 'web', { ...POLICIES.web, egress: [] });
     const before = (await call('GET', '/v1/map')).json() as MapView;
     expect(before.edges.find((e) => e.port === 53)?.policy).toBe('would-deny');
-    engine.provision('t', 'no egress rules for web');
+    domains.revisions.provision('t', 'no egress rules for web');
     const after = (await call('GET', '/v1/map')).json() as MapView;
     expect(after.edges.find((e) => e.port === 53)?.policy).toBe('not-covered');
   });

@@ -2,8 +2,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { AuditEntry } from '../access/store.js';
+import { createSqliteStores, type StoreOptions, type Stores } from '../store/index.js';
 import type { FlowRow } from './flow-store.js';
-import { type AuditEntry, createStore, type Store, type StoreOptions } from './store.js';
 
 const mode = { ingress: 'monitor', egress: 'monitor' } as const;
 const DAY = 86_400_000;
@@ -28,17 +29,18 @@ const flow = ({ at: ms, ...over }: Partial<Delta> & { at: number }): Delta => ({
 
 describe('flow store', () => {
   let dir: string;
-  let store: Store;
+  let store: Stores;
   let clock = T0;
   let seq = 0;
   const open = (o: Partial<StoreOptions> = {}) => {
-    store = createStore({ path: join(dir, 'flows.db'), now: () => new Date(clock), ...o });
-    if (!store.getWorkload('db-1')) {
-      store.upsertWorkload({ name: 'db-1', addresses: ['10.0.0.2'], labels: {}, mode });
-      store.createAgent({ id: 'a1', workload: 'db-1', hostname: 'db-1', certSerial: '01' });
+    store = createSqliteStores({ path: join(dir, 'flows.db'), now: () => new Date(clock), ...o });
+    if (!store.policy.getWorkload('db-1')) {
+      store.policy.upsertWorkload({ name: 'db-1', addresses: ['10.0.0.2'], labels: {}, mode });
+      store.fleet.createAgent({ id: 'a1', workload: 'db-1', hostname: 'db-1', certSerial: '01' });
     }
   };
-  const ingest = (...flows: Delta[]) => store.addTelemetry('a1', ++seq, { counters: [], flows });
+  const ingest = (...flows: Delta[]) =>
+    store.fleet.addTelemetry('a1', ++seq, { counters: [], flows });
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'bh-flows-'));
@@ -58,7 +60,7 @@ describe('flow store', () => {
     // Another verdict of the same peer is another dependency row.
     ingest(flow({ at: T0 + 20 * 60_000, verdict: 'would-deny', ruleId: 'default' }));
 
-    const all = store.queryFlows();
+    const all = store.visibility.queryFlows();
     expect(all).toHaveLength(2);
     expect(all[0]).toMatchObject({
       verdict: 'allowed',
@@ -68,38 +70,41 @@ describe('flow store', () => {
       lastSeen: at(T0 + 5 * 3_600_000),
     });
     // 00:30..01:30 touches the buckets of hour 0 and hour 1: 2 + 3 (and the would-deny of hour 0).
-    const window = store.queryFlows({ since: at(T0 + 30 * 60_000), until: at(T0 + 90 * 60_000) });
+    const window = store.visibility.queryFlows({
+      since: at(T0 + 30 * 60_000),
+      until: at(T0 + 90 * 60_000),
+    });
     expect(window.map((f) => [f.verdict, f.connections, f.bytes])).toEqual([
       ['allowed', 5, 500],
       ['would-deny', 1, 100],
     ]);
-    expect(store.queryFlows({ since: at(T0 + 2 * 3_600_000) })).toMatchObject([
+    expect(store.visibility.queryFlows({ since: at(T0 + 2 * 3_600_000) })).toMatchObject([
       { verdict: 'allowed', connections: 4 },
     ]);
-    expect(store.queryFlows({ until: at(T0 - 1) })).toEqual([]);
+    expect(store.visibility.queryFlows({ until: at(T0 - 1) })).toEqual([]);
     // newSince is about the first sighting, not the latest.
-    expect(store.queryFlows({ newSince: at(T0 + 15 * 60_000) })).toMatchObject([
+    expect(store.visibility.queryFlows({ newSince: at(T0 + 15 * 60_000) })).toMatchObject([
       { verdict: 'would-deny' },
     ]);
   });
 
   it('counts a batch resent with the same seq once, in totals and buckets', () => {
     const batch = { counters: [], flows: [flow({ at: T0, connections: 5 })] };
-    expect(store.addTelemetry('a1', 1, batch)).toBe(true);
-    expect(store.addTelemetry('a1', 1, batch)).toBe(false);
-    expect(store.queryFlows()[0]?.connections).toBe(5);
-    expect(store.queryFlows({ since: at(T0), until: at(T0) })[0]?.connections).toBe(5);
+    expect(store.fleet.addTelemetry('a1', 1, batch)).toBe(true);
+    expect(store.fleet.addTelemetry('a1', 1, batch)).toBe(false);
+    expect(store.visibility.queryFlows()[0]?.connections).toBe(5);
+    expect(store.visibility.queryFlows({ since: at(T0), until: at(T0) })[0]?.connections).toBe(5);
   });
 
   it('finds a flow by an address spelled differently (canonical IPv6)', () => {
     ingest(flow({ at: T0, src: '2001:DB8:0:0::1', dst: '2001:db8::2' }));
-    expect(store.queryFlows()[0]?.src).toBe('2001:db8::1');
+    expect(store.visibility.queryFlows()[0]?.src).toBe('2001:db8::1');
     expect(
-      store.queryFlows({ match: [{ workloads: [], addresses: ['2001:db8:0::1'] }] }),
+      store.visibility.queryFlows({ match: [{ workloads: [], addresses: ['2001:db8:0::1'] }] }),
     ).toHaveLength(1);
-    expect(store.queryFlows({ match: [{ workloads: [], addresses: ['2001:db8::3'] }] })).toEqual(
-      [],
-    );
+    expect(
+      store.visibility.queryFlows({ match: [{ workloads: [], addresses: ['2001:db8::3'] }] }),
+    ).toEqual([]);
   });
 
   it('prunes buckets past retention but keeps a dependency seen once a week', () => {
@@ -110,30 +115,30 @@ describe('flow store', () => {
     for (let week = 0; week <= 10; week++) {
       clock = T0 + week * 7 * DAY;
       ingest(flow({ at: clock, ...weekly }));
-      store.pruneFlows();
+      store.visibility.pruneFlows();
     }
-    const rows = store.queryFlows();
+    const rows = store.visibility.queryFlows();
     expect(rows.map((f) => f.port)).toEqual([873]);
     expect(rows[0]).toMatchObject({ connections: 11, firstSeen: at(T0) });
     // The first weeks' buckets are gone: a window over them finds nothing, a recent one does.
-    expect(store.queryFlows({ since: at(T0), until: at(T0 + 7 * DAY) })).toEqual([]);
-    expect(store.queryFlows({ since: at(clock - 30 * DAY) })[0]?.connections).toBe(5);
+    expect(store.visibility.queryFlows({ since: at(T0), until: at(T0 + 7 * DAY) })).toEqual([]);
+    expect(store.visibility.queryFlows({ since: at(clock - 30 * DAY) })[0]?.connections).toBe(5);
     // Not seen for longer than the retention: forgotten.
     clock += 36 * DAY;
-    expect(store.pruneFlows()).toMatchObject({ expired: 1 });
-    expect(store.queryFlows()).toEqual([]);
+    expect(store.visibility.pruneFlows()).toMatchObject({ expired: 1 });
+    expect(store.visibility.queryFlows()).toEqual([]);
   });
 
   it('evicts the least recently seen rows past the row cap and records an event', () => {
     store.close();
     open({ maxFlowRows: 3 });
     for (let i = 0; i < 5; i++) ingest(flow({ at: T0 + i * 60_000, port: 1000 + i }));
-    expect(store.flowCount()).toBe(3);
-    expect(store.queryFlows().map((f) => f.port)).toEqual([1004, 1003, 1002]);
+    expect(store.visibility.flowCount()).toBe(3);
+    expect(store.visibility.queryFlows().map((f) => f.port)).toEqual([1004, 1003, 1002]);
     // Seeing an old dependency again refreshes it; a new one then evicts the oldest other.
     ingest(flow({ at: T0 + 10 * 60_000, port: 1002 }), flow({ at: T0 + 11 * 60_000, port: 9 }));
-    expect(store.queryFlows().map((f) => f.port)).toEqual([9, 1002, 1004]);
-    const events = store.listEvents().filter((e) => e.code === 'FLOW_ROWS_EVICTED');
+    expect(store.visibility.queryFlows().map((f) => f.port)).toEqual([9, 1002, 1004]);
+    const events = store.visibility.listEvents().filter((e) => e.code === 'FLOW_ROWS_EVICTED');
     expect(events.map((e) => e.attributes.evicted)).toEqual(['1', '1', '1']);
   });
 
@@ -143,16 +148,16 @@ describe('flow store', () => {
     open({ onAudit: (e) => seen.push(e) });
     expect(() =>
       store.tx(() => {
-        store.appendAudit({ actor: 'a', action: 'x.put', target: 'gone' });
+        store.access.appendAudit({ actor: 'a', action: 'x.put', target: 'gone' });
         throw new Error('boom');
       }),
     ).toThrow('boom');
     store.tx(() => {
-      store.appendAudit({ actor: 'a', action: 'x.put', target: 'kept', after: { v: 1 } });
+      store.access.appendAudit({ actor: 'a', action: 'x.put', target: 'kept', after: { v: 1 } });
       // Not yet: the transaction is still open.
       expect(seen).toEqual([]);
     });
     expect(seen).toMatchObject([{ actor: 'a', action: 'x.put', target: 'kept', after: { v: 1 } }]);
-    expect(seen[0]?.id).toBe(store.listAudit()[0]?.id);
+    expect(seen[0]?.id).toBe(store.access.listAudit()[0]?.id);
   });
 });

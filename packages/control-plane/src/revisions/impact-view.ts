@@ -1,5 +1,5 @@
 // The policy lifecycle's REST shapes (api4): policy's impact report made flat for the CLI, and
-// a candidate state built from policy-file documents. Pure: the engine feeds it the states.
+// a candidate state built from policy-file documents. Pure: revisions/service.ts feeds it the states.
 import type { ImpactGroupView, ImpactRuleRef, ImpactView } from '@bulkhead/api';
 import {
   type Diagnostic,
@@ -18,8 +18,8 @@ import {
   validateWorkloadPatch,
   type WorkloadMode,
 } from '@bulkhead/policy';
-import { ControlPlaneError } from './errors.js';
-import { protocolName } from './visibility.js';
+import { ControlPlaneError } from '../errors.js';
+import { protocolName } from '../visibility/views.js';
 
 // The ends that explain a group: the one that blocks, the one that only lets it pass because
 // it is in monitor mode, or (newly allowed) every end, since all of them now allow it.

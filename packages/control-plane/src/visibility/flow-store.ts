@@ -6,36 +6,7 @@ import type Database from 'better-sqlite3';
 // direction, src, dst, protocol, port, verdict, rule) with lifetime totals, and `flow_hours`,
 // the same key per hour, for time-window questions. Buckets age out after the retention; a
 // dependency row only when it was not seen for that long, so a weekly job is never forgotten
-// while the table stays bounded by the row cap.
-
-export const FLOWS_MIGRATION = `
-  CREATE TABLE flows (
-    id INTEGER PRIMARY KEY,
-    workload TEXT NOT NULL,
-    direction TEXT NOT NULL,
-    src TEXT NOT NULL,
-    dst TEXT NOT NULL,
-    protocol INTEGER NOT NULL,
-    port INTEGER NOT NULL,
-    verdict TEXT NOT NULL,
-    rule_id TEXT NOT NULL,
-    connections INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    first_seen TEXT NOT NULL,
-    last_seen TEXT NOT NULL,
-    UNIQUE (workload, direction, src, dst, protocol, port, verdict, rule_id)
-  );
-  CREATE INDEX flows_last_seen ON flows (last_seen);
-  CREATE INDEX flows_first_seen ON flows (first_seen);
-  CREATE TABLE flow_hours (
-    flow_id INTEGER NOT NULL REFERENCES flows(id) ON DELETE CASCADE,
-    hour TEXT NOT NULL,
-    connections INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    PRIMARY KEY (flow_id, hour)
-  ) WITHOUT ROWID;
-  CREATE INDEX flow_hours_hour ON flow_hours (hour);
-`;
+// while the table stays bounded by the row cap. The tables' schema is in store/migrations.ts.
 
 export type FlowDirection = 'ingress' | 'egress';
 
@@ -145,17 +116,30 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
      ON CONFLICT (flow_id, hour) DO UPDATE SET connections = connections + excluded.connections,
        bytes = bytes + excluded.bytes`,
   );
+  const evictOldest = db.prepare(
+    'DELETE FROM flows WHERE id IN (SELECT id FROM flows ORDER BY last_seen, id LIMIT ?)',
+  );
+  const countRows = db.prepare<Row>('SELECT COUNT(*) AS n FROM flows');
+  const pruneHours = db.prepare('DELETE FROM flow_hours WHERE hour < ?');
+  const pruneRows = db.prepare('DELETE FROM flows WHERE last_seen < ?');
+  const deleteOf = db.prepare('DELETE FROM flows WHERE workload = ?');
+  // A query's SQL depends only on how many matches it has and whether it has a window.
+  const queries = new Map<string, Database.Statement<Row>>();
+  const prepared = (sql: string) => {
+    let s = queries.get(sql);
+    if (!s) {
+      s = db.prepare<Row>(sql);
+      queries.set(sql, s);
+    }
+    return s;
+  };
   // Counted once, then kept by hand: COUNT(*) per telemetry batch would scan the table.
-  let rows = Number(db.prepare<Row>('SELECT COUNT(*) AS n FROM flows').get()?.n);
+  let rows = Number(countRows.get()?.n);
 
   function evictOverCap(): number {
     const excess = rows - limits.maxRows;
     if (excess <= 0) return 0;
-    const n = db
-      .prepare(
-        'DELETE FROM flows WHERE id IN (SELECT id FROM flows ORDER BY last_seen, id LIMIT ?)',
-      )
-      .run(excess).changes;
+    const n = evictOldest.run(excess).changes;
     rows -= n;
     return n;
   }
@@ -214,14 +198,13 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
           WHERE hour >= @since AND hour <= @until GROUP BY flow_id) h ON h.flow_id = f.id`;
         counts = 'h.c AS connections, h.b AS bytes';
       }
-      return db
-        .prepare<Row>(
-          `SELECT f.workload, f.direction, f.src, f.dst, f.protocol, f.port, f.verdict, f.rule_id,
+      return prepared(
+        `SELECT f.workload, f.direction, f.src, f.dst, f.protocol, f.port, f.verdict, f.rule_id,
              ${counts}, f.first_seen, f.last_seen
            FROM ${from} WHERE ${where.join(' AND ')}
            ORDER BY f.last_seen DESC, f.workload, f.src, f.dst, f.protocol, f.port, f.verdict, f.rule_id
            LIMIT @limit`,
-        )
+      )
         .all(params)
         .map(toFlow);
     },
@@ -229,17 +212,15 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
     /** Drops buckets and rows older than the retention, then enforces the row cap. */
     prune(): PruneResult {
       const cutoff = new Date(now().getTime() - limits.retentionDays * DAY_MS).toISOString();
-      const buckets = db
-        .prepare('DELETE FROM flow_hours WHERE hour < ?')
-        .run(hourOf(cutoff)).changes;
-      const expired = db.prepare('DELETE FROM flows WHERE last_seen < ?').run(cutoff).changes;
+      const buckets = pruneHours.run(hourOf(cutoff)).changes;
+      const expired = pruneRows.run(cutoff).changes;
       // Recounted here: the running count can drift when a telemetry transaction rolls back.
-      rows = Number(db.prepare<Row>('SELECT COUNT(*) AS n FROM flows').get()?.n);
+      rows = Number(countRows.get()?.n);
       return { buckets, expired, evicted: evictOverCap() };
     },
 
     deleteWorkload(workload: string): void {
-      rows -= db.prepare('DELETE FROM flows WHERE workload = ?').run(workload).changes;
+      rows -= deleteOf.run(workload).changes;
     },
 
     count: () => rows,

@@ -1,3 +1,5 @@
+// The open Sync streams of the fleet, by agent: who is connected, pushing a RuleSet to a
+// workload's agents, ending streams. Holds no state beyond the process; must not touch the store.
 import type { RuleSet } from '@bulkhead/proto';
 
 /** One open Sync stream, already bound to the agent id from its client certificate. */
@@ -20,12 +22,19 @@ export interface StreamRegistry {
   push(ruleSet: RuleSet): number;
   /** Ends the agent's stream as denied. */
   close(agentId: string, reason: string): void;
+  /** Ends the streams of every agent of the workload as denied (the workload was deleted). */
+  closeWorkload(workload: string, reason: string): void;
   /** Ends every stream as unavailable (shutdown). */
   closeAll(reason: string): void;
 }
 
 export function createStreamRegistry(): StreamRegistry {
   const byAgent = new Map<string, AgentStream>();
+  const close = (agentId: string, reason: string) => {
+    const s = byAgent.get(agentId);
+    byAgent.delete(agentId);
+    s?.close(reason, 'denied');
+  };
   return {
     add(stream) {
       const old = byAgent.get(stream.agentId);
@@ -47,10 +56,11 @@ export function createStreamRegistry(): StreamRegistry {
       }
       return n;
     },
-    close(agentId, reason) {
-      const s = byAgent.get(agentId);
-      byAgent.delete(agentId);
-      s?.close(reason, 'denied');
+    close,
+    closeWorkload(workload, reason) {
+      for (const s of [...byAgent.values()]) {
+        if (s.workload === workload) close(s.agentId, reason);
+      }
     },
     closeAll(reason) {
       const all = [...byAgent.values()];

@@ -1,0 +1,194 @@
+// Control-plane store paths, in process and without gRPC or HTTP: enrol-like workload and agent
+// writes, one provision, then what a fleet of agents costs in steady state (hello, ack,
+// telemetry with counters and flows) and what admins read (agents, flows). Prints one JSON
+// object: ops/s and CPU ms per op of each phase. `--short` (or BENCH_SHORT=1): a small fleet,
+// for CI. Machines are noisy: compare runs on the same machine only.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Policy, Service, Workload } from '@bulkhead/policy';
+import { Direction, type Telemetry, Verdict } from '@bulkhead/proto';
+import { pino } from 'pino';
+import type { Pki } from '../packages/control-plane/dist/pki.js';
+
+// Internal modules of the built package (not its public API): types from the source tree's
+// path, values from the same files relative to bench/dist at run time.
+const internal = <M>(file: string): Promise<M> =>
+  import(new URL(`../../packages/control-plane/dist/${file}`, import.meta.url).href) as Promise<M>;
+const { createDomains } =
+  await internal<typeof import('../packages/control-plane/dist/domains.js')>('domains.js');
+const { createSqliteStores } =
+  await internal<typeof import('../packages/control-plane/dist/store/index.js')>('store/index.js');
+const { createStreamRegistry } =
+  await internal<typeof import('../packages/control-plane/dist/fleet/streams.js')>(
+    'fleet/streams.js',
+  );
+
+const short = process.argv.includes('--short') || process.env.BENCH_SHORT === '1';
+const AGENTS = short ? 200 : 2000;
+const TELEMETRY_ROUNDS = short ? 1 : 3;
+const READS = short ? 3 : 10;
+const APPS = 20;
+
+/** The control plane as the bench drives it; only this wiring knows the package's layout. */
+function open(path: string) {
+  const stores = createSqliteStores({ path });
+  const pki = {} as Pki; // enrolment's signing is not what this bench measures
+  const log = pino({ level: 'silent' });
+  const { policy, revisions, fleet, visibility } = createDomains({
+    stores,
+    pki,
+    streams: createStreamRegistry(),
+    log,
+  });
+  return {
+    enrol(w: Workload, agentId: string) {
+      stores.tx(() => {
+        stores.policy.upsertWorkload(w);
+        stores.fleet.createAgent({
+          id: agentId,
+          workload: w.name,
+          hostname: w.name,
+          certSerial: agentId,
+        });
+      });
+    },
+    putResource: (kind: 'services' | 'policies', name: string, body: unknown) =>
+      policy.putResource('bench', kind, name, body),
+    provision: (note: string) => revisions.provision('bench', note, { confirm: true }),
+    hello: fleet.hello,
+    ack: fleet.ack,
+    telemetry: fleet.telemetry,
+    listAgents: fleet.listAgents,
+    flows: () => visibility.flows({ limit: 1000 }),
+    close: () => stores.close(),
+  };
+}
+
+type Phase = { ops: number; wallMs: number; opsPerSec: number; cpuMsPerOp: number };
+
+function measure(ops: number, fn: () => void): Phase {
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  fn();
+  const wallMs = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  return {
+    ops,
+    wallMs: +wallMs.toFixed(1),
+    opsPerSec: +((ops / wallMs) * 1000).toFixed(0),
+    cpuMsPerOp: +((cpu.user + cpu.system) / 1000 / ops).toFixed(3),
+  };
+}
+
+const workload = (i: number): Workload => ({
+  name: `host-${i}`,
+  addresses: [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`],
+  labels: { app: `app${i % APPS}`, role: i % 4 === 0 ? 'db' : 'web' },
+  mode: { ingress: 'monitor', egress: 'monitor' },
+});
+
+const telemetry = (i: number, seq: number): Telemetry => {
+  const peer = workload((i + 1) % AGENTS).addresses[0]!;
+  const self = workload(i).addresses[0]!;
+  const now = Date.UTC(2026, 0, 1) + seq * 60_000;
+  const flow = (port: number, verdict: Verdict) => ({
+    direction: Direction.DIRECTION_INGRESS,
+    src: peer,
+    dst: self,
+    protocol: 6,
+    port,
+    verdict,
+    ruleId: 'default',
+    packets: 3,
+    bytes: 900,
+    firstSeenUnixMs: now,
+    lastSeenUnixMs: now,
+  });
+  return {
+    seq,
+    timeUnixMs: now,
+    appliedHash: '',
+    counters: [Direction.DIRECTION_INGRESS, Direction.DIRECTION_EGRESS].flatMap((direction) =>
+      [Verdict.VERDICT_ALLOWED, Verdict.VERDICT_WOULD_DENY].map((verdict) => ({
+        ruleId: 'default',
+        direction,
+        verdict,
+        packets: 10,
+        bytes: 1000,
+      })),
+    ),
+    flows: [
+      flow(5432, Verdict.VERDICT_ALLOWED),
+      flow(443, Verdict.VERDICT_ALLOWED),
+      flow(22, Verdict.VERDICT_WOULD_DENY),
+    ],
+    events: [],
+  };
+};
+
+const dir = mkdtempSync(join(tmpdir(), 'bulkhead-bench-cp-'));
+const cp = open(join(dir, 'bench.db'));
+const ids = Array.from({ length: AGENTS }, (_, i) => `agent-${i}`);
+const phases: Record<string, Phase> = {};
+try {
+  phases.enrol = measure(AGENTS, () => {
+    for (let i = 0; i < AGENTS; i++) cp.enrol(workload(i), ids[i]!);
+  });
+  const pg: Service = { name: 'pg', ports: [{ protocol: 'tcp', port: 5432 }] };
+  cp.putResource('services', 'pg', pg);
+  for (let a = 0; a < APPS; a++) {
+    const p: Policy = {
+      name: `app${a}`,
+      scope: { matchLabels: { app: `app${a}`, role: 'db' } },
+      ingress: [
+        {
+          action: 'allow',
+          peers: [{ selector: { matchLabels: { app: `app${a}`, role: 'web' } } }],
+          services: ['pg'],
+        },
+      ],
+    };
+    cp.putResource('policies', p.name, p);
+  }
+  const hashes: string[] = [];
+  phases.provision = measure(1, () => cp.provision('bench'));
+  phases.hello = measure(AGENTS, () => {
+    ids.forEach((id, i) => {
+      const rs = cp.hello(id, {
+        appliedRevision: 0,
+        appliedHash: '',
+        hostname: `host-${i}`,
+        addresses: workload(i).addresses,
+        agentVersion: 'bench',
+      });
+      hashes.push(rs?.hash ?? '');
+    });
+  });
+  phases.ack = measure(AGENTS, () => {
+    ids.forEach((id, i) => {
+      cp.ack(id, { revision: 1, hash: hashes[i]!, ok: true, error: '', applyMicros: 1000 });
+    });
+  });
+  phases.telemetry = measure(AGENTS * TELEMETRY_ROUNDS, () => {
+    for (let seq = 1; seq <= TELEMETRY_ROUNDS; seq++) {
+      ids.forEach((id, i) => {
+        if (!cp.telemetry(id, telemetry(i, seq))) throw new Error(`telemetry ${id} not counted`);
+      });
+    }
+  });
+  phases.listAgents = measure(READS, () => {
+    for (let r = 0; r < READS; r++) {
+      if (cp.listAgents().length !== AGENTS) throw new Error('agents missing');
+    }
+  });
+  phases.flows = measure(READS, () => {
+    for (let r = 0; r < READS; r++) cp.flows();
+  });
+} finally {
+  cp.close();
+  rmSync(dir, { recursive: true, force: true });
+}
+console.log(
+  JSON.stringify({ controlPlane: { agents: AGENTS, telemetryRounds: TELEMETRY_ROUNDS, phases } }),
+);

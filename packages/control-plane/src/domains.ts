@@ -1,0 +1,79 @@
+// Wires the domains together on one set of stores. Dependencies point one way: access and the
+// rule-set publisher at the bottom, policy administration on them, revisions and fleet on policy
+// administration; the impact gate reads the visibility store, fleet tells visibility of telemetry.
+import type { Logger } from 'pino';
+import { type AccessService, createAccessService } from './access/service.js';
+import { createFleetService, type FleetService } from './fleet/service.js';
+import type { StreamRegistry } from './fleet/streams.js';
+import type { Pki } from './pki.js';
+import { createPolicyAdminService, type PolicyAdminService } from './policy-admin/service.js';
+import { createPolicyStates } from './policy-state.js';
+import { createImpactGate } from './revisions/impact-gate.js';
+import { createRevisionsService, type RevisionsService } from './revisions/service.js';
+import { createRuleSetPublisher } from './rulesets/publisher.js';
+import type { SecurityEvent } from './siem/index.js';
+import type { Stores } from './store/index.js';
+import { createVisibilityService, type VisibilityService } from './visibility/service.js';
+
+export interface DomainDeps {
+  stores: Stores;
+  pki: Pki;
+  streams: StreamRegistry;
+  log: Logger;
+  now?: () => Date;
+  /** Where denied/would-deny flows go as they are ingested (the SIEM exporter). */
+  events?: { emit(e: SecurityEvent): void };
+}
+
+export interface Domains {
+  access: AccessService;
+  policy: PolicyAdminService;
+  revisions: RevisionsService;
+  fleet: FleetService;
+  visibility: VisibilityService;
+}
+
+export function createDomains({ stores, pki, streams, log, now, events }: DomainDeps): Domains {
+  const db = stores;
+  const audit = stores.access;
+  const states = createPolicyStates(stores.policy, stores.revisions);
+  const publisher = createRuleSetPublisher({ store: stores.rulesets, streams, log });
+  const gate = createImpactGate(stores.visibility);
+  const visibility = createVisibilityService({ store: stores.visibility, states, log, events });
+  const policy = createPolicyAdminService({
+    store: stores.policy,
+    db,
+    states,
+    publisher,
+    gate,
+    audit,
+    deleteWorkload: stores.deleteWorkload,
+    streams,
+  });
+  return {
+    access: createAccessService({ store: stores.access, db }),
+    policy,
+    revisions: createRevisionsService({
+      store: stores.revisions,
+      db,
+      drafts: stores.policy,
+      states,
+      publisher,
+      gate,
+      audit,
+    }),
+    fleet: createFleetService({
+      store: stores.fleet,
+      db,
+      workloads: policy,
+      publisher,
+      streams,
+      pki,
+      audit,
+      reported: visibility.reported,
+      log,
+      now,
+    }),
+    visibility,
+  };
+}

@@ -1,0 +1,87 @@
+// Policy administration's REST routes: workloads, the draft's IP lists, services and policies,
+// and the draft as a whole.
+import { IpListSchema, PolicySchema, ServiceSchema, WorkloadPatchSchema } from '@bulkhead/policy';
+import type { TSchema } from '@sinclair/typebox';
+import { type Api, etag, expectedVersion, NameParams } from '../route-support.js';
+import {
+  type PolicyAdminService,
+  RESOURCE_KINDS,
+  type ResourcePath,
+  type WorkloadPatch,
+} from './service.js';
+
+const RESOURCE_SCHEMAS: Record<ResourcePath, TSchema> = {
+  'ip-lists': IpListSchema,
+  services: ServiceSchema,
+  policies: PolicySchema,
+};
+
+export function registerPolicyAdminRoutes(app: Api, policy: PolicyAdminService): void {
+  // --- workloads
+  app.get('/v1/workloads', async () => policy.listWorkloads());
+  app.get('/v1/workloads/:name', { schema: { params: NameParams } }, async (req, reply) => {
+    const w = policy.getWorkload(req.params.name);
+    return reply.header('etag', etag(w.version)).send(w);
+  });
+  app.patch(
+    '/v1/workloads/:name',
+    // The schema documents the body; policy's validator checks it and names the fields.
+    {
+      schema: { params: NameParams, body: WorkloadPatchSchema },
+      validatorCompiler: () => () => true,
+    },
+    async (req, reply) => {
+      // `confirm` (also in the query) and `version` ride along; they are not the workload's.
+      const { confirm, version, ...patch } = (req.body ?? {}) as Record<string, unknown>;
+      const query = req.query as { confirm?: string } | undefined;
+      const w = policy.patchWorkload(req.actor, req.params.name, patch as WorkloadPatch, {
+        confirm: confirm === true || query?.confirm === 'true',
+        ifMatch: expectedVersion(req.headers['if-match'], version),
+      });
+      return reply.header('etag', etag(w.version)).send(w);
+    },
+  );
+  app.delete('/v1/workloads/:name', { schema: { params: NameParams } }, async (req, reply) => {
+    policy.deleteWorkload(req.actor, req.params.name, expectedVersion(req.headers['if-match']));
+    return reply.status(204).send();
+  });
+
+  // --- ip lists, services, policies
+  for (const kind of Object.keys(RESOURCE_KINDS) as ResourcePath[]) {
+    app.get(`/v1/${kind}`, async () => policy.listResources(kind));
+    app.get(`/v1/${kind}/:name`, { schema: { params: NameParams } }, async (req, reply) => {
+      const r = policy.getResource(kind, req.params.name);
+      return reply.header('etag', etag(r.version)).send(r);
+    });
+    app.put(
+      `/v1/${kind}/:name`,
+      {
+        schema: { params: NameParams, body: RESOURCE_SCHEMAS[kind] },
+        validatorCompiler: () => () => true,
+      },
+      async (req, reply) => {
+        const r = policy.putResource(
+          req.actor,
+          kind,
+          req.params.name,
+          req.body,
+          expectedVersion(req.headers['if-match']),
+        );
+        return reply.header('etag', etag(r.version)).send(r);
+      },
+    );
+    app.delete(`/v1/${kind}/:name`, { schema: { params: NameParams } }, async (req, reply) => {
+      policy.deleteResource(
+        req.actor,
+        kind,
+        req.params.name,
+        expectedVersion(req.headers['if-match']),
+      );
+      return reply.status(204).send();
+    });
+  }
+
+  // --- the draft as a whole
+  app.get('/v1/draft', async () => policy.draft());
+  app.delete('/v1/draft', async (req) => policy.discardDraft(req.actor));
+}

@@ -1,0 +1,349 @@
+// Policy administration: workloads (live: a change recompiles against the latest revision and
+// is pushed at once) and the draft's IP lists, services and policies, with optimistic
+// concurrency and draft discard. Must not provision revisions (revisions/) or talk to agents
+// beyond closing a deleted workload's streams.
+import type { ImpactView, ObjectChange } from '@bulkhead/api';
+import {
+  type Diagnostic,
+  diffStates,
+  type Labels,
+  type Policy,
+  validateIpList,
+  validatePolicy,
+  validateService,
+  validateWorkloadPatch,
+  type Workload,
+  type WorkloadMode,
+} from '@bulkhead/policy';
+import type { RuleSet } from '@bulkhead/proto';
+import type { AuditLog } from '../access/store.js';
+import { ControlPlaneError, invalid, notFound } from '../errors.js';
+import { type PolicyStates, toWorkload } from '../policy-state.js';
+import type { ImpactGate } from '../revisions/impact-gate.js';
+import type { RuleSetPublisher } from '../rulesets/publisher.js';
+import type { Transactor } from '../store/database.js';
+import type { PolicyAdminStore, ResourceKind, WorkloadRecord } from './store.js';
+
+export interface ResourceKindInfo {
+  table: ResourceKind;
+  /** Audit/action noun. */
+  noun: 'ip-list' | 'service' | 'policy';
+  validate(value: unknown, path?: string): Diagnostic[];
+}
+
+export const RESOURCE_KINDS = {
+  'ip-lists': { table: 'ip_lists', noun: 'ip-list', validate: validateIpList },
+  services: { table: 'services', noun: 'service', validate: validateService },
+  policies: { table: 'policies', noun: 'policy', validate: validatePolicy },
+} as const satisfies Record<string, ResourceKindInfo>;
+export type ResourcePath = keyof typeof RESOURCE_KINDS;
+
+export interface WorkloadPatch {
+  labels?: Labels;
+  mode?: Partial<WorkloadMode>;
+}
+
+/** What fleet may do to workloads: enrolment and an agent's new addresses. */
+export interface WorkloadChanges {
+  /** The workload, or NOT_FOUND. */
+  getWorkload(name: string): WorkloadRecord;
+  /**
+   * Applies a workload change in one transaction together with the recompile it causes (then
+   * `after`, e.g. the audit entry), and pushes afterwards. A change that makes the provisioned
+   * policy invalid is refused. Returns the RuleSets that changed.
+   */
+  changeWorkloads(
+    write: (workloads: Pick<PolicyAdminStore, 'upsertWorkload'>) => void,
+    after?: () => void,
+  ): RuleSet[];
+}
+
+export interface PolicyAdminService extends WorkloadChanges {
+  listWorkloads(): WorkloadRecord[];
+  /**
+   * Labels replace, modes merge. Switching a direction to enforce is impact-checked: it is
+   * refused (IMPACT_CONFIRMATION_REQUIRED) when it newly blocks observed flows, unless confirmed.
+   */
+  patchWorkload(
+    actor: string,
+    name: string,
+    patch: WorkloadPatch,
+    options?: { confirm?: boolean; ifMatch?: number },
+  ): WorkloadRecord;
+  /** Also drops what other domains keep of it (counters, flows, events) and closes its agents' streams. */
+  deleteWorkload(actor: string, name: string, ifMatch?: number): void;
+  /** Objects as stored, each with its `version`. */
+  listResources(kind: ResourcePath): object[];
+  getResource(kind: ResourcePath, name: string): { version: number };
+  /**
+   * Creates or replaces a draft object. `version` in the body (what GET answered) or
+   * `ifMatch` makes the write conditional; the stored body never holds it.
+   */
+  putResource(
+    actor: string,
+    kind: ResourcePath,
+    name: string,
+    value: unknown,
+    ifMatch?: number,
+  ): { version: number };
+  deleteResource(actor: string, kind: ResourcePath, name: string, ifMatch?: number): void;
+  /** What the draft changes relative to the latest revision (workloads are live, not drafted). */
+  draft(): { basedOn: number; changes: ObjectChange[] };
+  /** Resets the editable objects to the latest revision's snapshot. */
+  discardDraft(actor: string): { discarded: ObjectChange[] };
+}
+
+export interface PolicyAdminDeps {
+  store: PolicyAdminStore;
+  db: Transactor;
+  states: PolicyStates;
+  publisher: RuleSetPublisher;
+  gate: ImpactGate;
+  audit: AuditLog;
+  /** Deletes the workload and what every domain keeps of it (inside the caller's transaction). */
+  deleteWorkload(name: string): void;
+  /** Ends the Sync streams of a deleted workload's agents (after the commit). */
+  streams: { closeWorkload(workload: string, reason: string): void };
+}
+
+/**
+ * Optimistic concurrency: call inside the write's transaction. `expected` undefined (no
+ * If-Match) writes unconditionally, as scripts do; an absent object is version 0.
+ */
+function checkVersion(what: string, current: number, expected: number | undefined): void {
+  if (expected === undefined || expected === current) return;
+  throw new ControlPlaneError(
+    'CONFLICT',
+    `${what} was changed by someone else (version ${current}, you sent ${expected})`,
+  );
+}
+
+type Reference = { kind: 'service' | 'ip-list'; name: string; path: string };
+
+/** Service and ip-list names a policy refers to, with the path of each reference. */
+function references(policy: Policy): Reference[] {
+  const out: Reference[] = [];
+  for (const direction of ['ingress', 'egress'] as const) {
+    (policy[direction] ?? []).forEach((rule, i) => {
+      (rule.peers ?? []).forEach((peer, j) => {
+        if (typeof peer.ipList === 'string') {
+          out.push({
+            kind: 'ip-list',
+            name: peer.ipList,
+            path: `${direction}[${i}].peers[${j}].ipList`,
+          });
+        }
+      });
+      (rule.services ?? []).forEach((s, j) => {
+        if (typeof s === 'string') {
+          out.push({ kind: 'service', name: s, path: `${direction}[${i}].services[${j}]` });
+        }
+      });
+    });
+  }
+  return out;
+}
+
+export function createPolicyAdminService(deps: PolicyAdminDeps): PolicyAdminService {
+  const { store, db, states, publisher, gate, audit } = deps;
+
+  function getWorkload(name: string): WorkloadRecord {
+    const w = store.getWorkload(name);
+    if (!w) throw notFound(`workload ${name}`);
+    return w;
+  }
+
+  function changeWorkloads(
+    write: (workloads: Pick<PolicyAdminStore, 'upsertWorkload'>) => void,
+    after: () => void = () => {},
+  ): RuleSet[] {
+    const changed = db.tx(() => {
+      write(store);
+      const { state, revision } = states.provisioned(states.workloads());
+      const ruleSets = publisher.compile(
+        state,
+        revision,
+        'the change makes the provisioned policy invalid',
+      );
+      after();
+      return publisher.save(ruleSets);
+    });
+    publisher.push(changed);
+    return changed;
+  }
+
+  const service: PolicyAdminService = {
+    getWorkload,
+    changeWorkloads,
+    listWorkloads: () => store.listWorkloads(),
+    patchWorkload(actor, name, patch, options = {}) {
+      const diags = validateWorkloadPatch(patch);
+      if (diags.length > 0) throw invalid('invalid workload patch', diags);
+      const before = getWorkload(name);
+      const next: Workload = {
+        ...toWorkload(before),
+        labels: patch.labels ?? before.labels,
+        mode: { ...before.mode, ...patch.mode },
+      };
+      let checked: { confirmed: boolean; impact: ImpactView['summary'] } | undefined;
+      const enforcing = (['ingress', 'egress'] as const).some(
+        (d) => patch.mode?.[d] === 'enforce' && before.mode[d] !== 'enforce',
+      );
+      if (enforcing) {
+        const workloads = states.workloads();
+        const report = gate.between(
+          states.provisioned(workloads).state,
+          states.provisioned(workloads.map((w) => (w.name === name ? next : w))).state,
+        );
+        const confirmed = options.confirm === true;
+        gate.require(report, confirmed, `enforcing workload ${name}`);
+        checked = { confirmed, impact: report.summary };
+      }
+      changeWorkloads(
+        (workloads) => {
+          checkVersion(`workload/${name}`, getWorkload(name).version, options.ifMatch);
+          workloads.upsertWorkload(next);
+        },
+        () =>
+          audit.appendAudit({
+            actor,
+            action: 'workload.patch',
+            target: name,
+            before: toWorkload(before),
+            after: checked ? { ...next, ...checked } : next,
+          }),
+      );
+      return getWorkload(name);
+    },
+    deleteWorkload(actor, name, ifMatch) {
+      const before = getWorkload(name);
+      changeWorkloads(
+        () => {
+          checkVersion(`workload/${name}`, getWorkload(name).version, ifMatch);
+          deps.deleteWorkload(name);
+        },
+        () =>
+          audit.appendAudit({
+            actor,
+            action: 'workload.delete',
+            target: name,
+            before: toWorkload(before),
+          }),
+      );
+      deps.streams.closeWorkload(name, 'workload deleted');
+    },
+
+    listResources: (kind) =>
+      store
+        .listVersioned<object>(RESOURCE_KINDS[kind].table)
+        .map((r) => ({ ...r.body, version: r.version })),
+    getResource(kind, name) {
+      const info = RESOURCE_KINDS[kind];
+      const r = store.getVersioned<object>(info.table, name);
+      if (r === undefined) throw notFound(`${info.noun} ${name}`);
+      return { ...r.body, version: r.version };
+    },
+    putResource(actor, kind, name, value, ifMatch) {
+      const info = RESOURCE_KINDS[kind];
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+        throw invalid(`${info.noun} must be an object`, [
+          { path: '', message: 'must be an object' },
+        ]);
+      }
+      const given = (value as { name?: unknown }).name;
+      if (given !== undefined && given !== name) {
+        throw invalid('name in the body differs from the URL', [
+          { path: 'name', message: `must equal "${name}" (the name in the URL)` },
+        ]);
+      }
+      const { version: sent, ...fields } = value as { version?: unknown };
+      if (sent !== undefined && !(Number.isInteger(sent) && (sent as number) >= 0)) {
+        throw invalid(`invalid ${info.noun}`, [
+          { path: 'version', message: 'must be a non-negative integer' },
+        ]);
+      }
+      const expected = ifMatch ?? (sent as number | undefined);
+      const body = { ...fields, name };
+      const diags = info.validate(body);
+      if (diags.length > 0) throw invalid(`invalid ${info.noun}`, diags);
+      if (kind === 'policies') {
+        const missing = references(body as Policy).filter(
+          (r) =>
+            store.getResource(r.kind === 'service' ? 'services' : 'ip_lists', r.name) === undefined,
+        );
+        if (missing.length > 0) {
+          throw invalid(
+            'policy refers to unknown objects',
+            missing.map((r) => ({ path: r.path, message: `unknown ${r.kind} "${r.name}"` })),
+          );
+        }
+      }
+      return db.tx(() => {
+        const current = store.getVersioned(info.table, name);
+        checkVersion(`${info.noun}/${name}`, current?.version ?? 0, expected);
+        const version = store.putResource(info.table, name, body);
+        audit.appendAudit({
+          actor,
+          action: `${info.noun}.put`,
+          target: name,
+          before: current?.body,
+          after: body,
+        });
+        return { ...body, version };
+      });
+    },
+    deleteResource(actor, kind, name, ifMatch) {
+      const info = RESOURCE_KINDS[kind];
+      db.tx(() => {
+        const current = store.getVersioned(info.table, name);
+        if (current === undefined) throw notFound(`${info.noun} ${name}`);
+        checkVersion(`${info.noun}/${name}`, current.version, ifMatch);
+        const before = current.body;
+        if (info.noun !== 'policy') {
+          const users = store
+            .listResources<Policy>('policies')
+            .filter((p) => references(p).some((r) => r.kind === info.noun && r.name === name))
+            .map((p) => p.name);
+          if (users.length > 0) {
+            throw new ControlPlaneError(
+              'CONFLICT',
+              `${info.noun} ${name} is still referenced by policy ${users.join(', ')}`,
+              {
+                details: users.map((p) => ({
+                  path: `policies.${p}`,
+                  message: `refers to ${name}`,
+                })),
+              },
+            );
+          }
+        }
+        store.deleteResource(info.table, name);
+        audit.appendAudit({ actor, action: `${info.noun}.delete`, target: name, before });
+      });
+    },
+
+    draft() {
+      const current = states.draft();
+      const { state, revision } = states.provisioned(current.workloads);
+      return { basedOn: revision, changes: diffStates(state, current) };
+    },
+    discardDraft(actor) {
+      return db.tx(() => {
+        const { basedOn, changes } = service.draft();
+        if (changes.length === 0) return { discarded: [] };
+        const base = states.atRevision(basedOn, []);
+        store.replaceResources('ip_lists', base.ipLists);
+        store.replaceResources('services', base.services);
+        store.replaceResources('policies', base.policies);
+        audit.appendAudit({
+          actor,
+          action: 'draft.discard',
+          target: String(basedOn),
+          before: changes,
+        });
+        return { discarded: changes };
+      });
+    },
+  };
+  return service;
+}

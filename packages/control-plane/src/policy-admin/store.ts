@@ -1,0 +1,129 @@
+// Policy administration's tables: workloads (live) and the draft's IP lists, services and
+// policies, each stored as the JSON body the admin PUT with a write counter (`version`). Must not
+// know revisions, agents or flows.
+import type { Workload } from '@bulkhead/policy';
+import { json, parse, type Row, type SqliteDatabase } from '../store/database.js';
+
+export type ResourceKind = 'ip_lists' | 'services' | 'policies';
+
+export interface WorkloadRecord extends Workload {
+  createdAt: string;
+  updatedAt: string;
+  /** 1 when created, +1 per write (If-Match). */
+  version: number;
+}
+
+export interface Versioned<T> {
+  body: T;
+  version: number;
+}
+
+export interface PolicyAdminStore {
+  listWorkloads(): WorkloadRecord[];
+  getWorkload(name: string): WorkloadRecord | undefined;
+  /** Creates (version 1) or replaces (version + 1). */
+  upsertWorkload(w: Workload): void;
+  /** The row only (agents and RuleSet go by foreign key); Stores.deleteWorkload removes the rest. */
+  deleteWorkload(name: string): boolean;
+
+  listResources<T>(kind: ResourceKind): T[];
+  getResource<T>(kind: ResourceKind, name: string): T | undefined;
+  /** Every object of a kind with its version, by name. */
+  listVersioned<T>(kind: ResourceKind): Versioned<T>[];
+  getVersioned<T>(kind: ResourceKind, name: string): Versioned<T> | undefined;
+  /** Creates (version 1) or replaces (version + 1); returns the new version. */
+  putResource(kind: ResourceKind, name: string, body: unknown): number;
+  /**
+   * Makes a kind hold exactly `bodies` (discard, rollback). Objects whose body changes count
+   * a write; unchanged ones keep their version, so an editor holding them is not refused.
+   */
+  replaceResources(kind: ResourceKind, bodies: { name: string }[]): void;
+  deleteResource(kind: ResourceKind, name: string): boolean;
+}
+
+const KINDS: readonly ResourceKind[] = ['ip_lists', 'services', 'policies'];
+
+const toWorkload = (r: Row): WorkloadRecord => ({
+  name: String(r.name),
+  addresses: parse(r.addresses),
+  labels: parse(r.labels),
+  mode: parse(r.mode),
+  createdAt: String(r.created_at),
+  updatedAt: String(r.updated_at),
+  version: Number(r.version),
+});
+
+export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStore {
+  const { db } = d;
+  const allWorkloads = db.prepare<Row>('SELECT * FROM workloads ORDER BY name');
+  const workloadByName = db.prepare<Row>('SELECT * FROM workloads WHERE name = ?');
+  const upsertWorkload = db.prepare(
+    `INSERT INTO workloads (name, addresses, labels, mode, created_at, updated_at)
+     VALUES (?, ?, ?, ?, ?, ?)
+     ON CONFLICT (name) DO UPDATE SET addresses = excluded.addresses,
+       labels = excluded.labels, mode = excluded.mode, updated_at = excluded.updated_at,
+       version = workloads.version + 1`,
+  );
+  const deleteWorkload = db.prepare('DELETE FROM workloads WHERE name = ?');
+
+  // The table name is one of KINDS, never input.
+  const resources = new Map(
+    KINDS.map((kind) => [
+      kind,
+      {
+        list: db.prepare<Row>(`SELECT name, body, version FROM ${kind} ORDER BY name`),
+        get: db.prepare<Row>(`SELECT body, version FROM ${kind} WHERE name = ?`),
+        put: db.prepare<Row>(
+          `INSERT INTO ${kind} (name, body, updated_at) VALUES (?, ?, ?)
+           ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at,
+             version = ${kind}.version + 1
+           RETURNING version`,
+        ),
+        delete: db.prepare(`DELETE FROM ${kind} WHERE name = ?`),
+      },
+    ]),
+  );
+  const statements = (kind: ResourceKind) => resources.get(kind)!;
+
+  return {
+    listWorkloads: () => allWorkloads.all().map(toWorkload),
+    getWorkload(name) {
+      const r = workloadByName.get(name);
+      return r && toWorkload(r);
+    },
+    upsertWorkload(w) {
+      const t = d.iso();
+      upsertWorkload.run(w.name, json(w.addresses), json(w.labels), json(w.mode), t, t);
+    },
+    deleteWorkload: (name) => deleteWorkload.run(name).changes > 0,
+
+    listResources: <T>(kind: ResourceKind) =>
+      statements(kind)
+        .list.all()
+        .map((r) => parse<T>(r.body)),
+    getResource<T>(kind: ResourceKind, name: string) {
+      const r = statements(kind).get.get(name);
+      return r && parse<T>(r.body);
+    },
+    listVersioned: <T>(kind: ResourceKind) =>
+      statements(kind)
+        .list.all()
+        .map((r) => ({ body: parse<T>(r.body), version: Number(r.version) })),
+    getVersioned<T>(kind: ResourceKind, name: string) {
+      const r = statements(kind).get.get(name);
+      return r && { body: parse<T>(r.body), version: Number(r.version) };
+    },
+    putResource(kind, name, body) {
+      return Number(statements(kind).put.get(name, json(body), d.iso())?.version);
+    },
+    replaceResources(kind, bodies) {
+      const s = statements(kind);
+      const current = new Map(s.list.all().map((r) => [String(r.name), String(r.body)]));
+      const keep = new Set(bodies.map((b) => b.name));
+      for (const name of current.keys()) if (!keep.has(name)) s.delete.run(name);
+      for (const b of bodies)
+        if (current.get(b.name) !== json(b)) s.put.get(b.name, json(b), d.iso());
+    },
+    deleteResource: (kind, name) => statements(kind).delete.run(name).changes > 0,
+  };
+}

@@ -1,0 +1,55 @@
+// The impact gate: what a candidate policy state does to the flows observed so far, and the
+// refusal of a change that newly blocks some unless the admin confirmed it. Used by provision,
+// rollback and a workload switched to enforce. Reads flows; must not write anything.
+import type { ImpactView } from '@bulkhead/api';
+import { impact, type PolicyState, parseAddress } from '@bulkhead/policy';
+import { ControlPlaneError } from '../errors.js';
+import type { VisibilityStore } from '../visibility/store.js';
+import { DEFAULT_GROUP_BY, window } from '../visibility/window.js';
+import { toImpactView } from './impact-view.js';
+
+export interface ImpactGate {
+  /**
+   * Observed flows replayed against `before` and `after`; by default over all retained
+   * history, since the dependency that causes an outage is often the one seen once a month.
+   */
+  between(
+    before: PolicyState,
+    after: PolicyState,
+    q?: { since?: string; until?: string; groupBy?: string[] },
+  ): ImpactView;
+  /** Refuses a change that newly blocks observed flows unless the admin confirmed it. */
+  require(report: ImpactView, confirm: boolean, what: string): void;
+}
+
+export function createImpactGate(flows: Pick<VisibilityStore, 'queryFlows'>): ImpactGate {
+  return {
+    between(before, after, q = {}) {
+      const observed = flows
+        .queryFlows(window(q))
+        .filter((r) => parseAddress(r.src) && parseAddress(r.dst));
+      return toImpactView(
+        impact(before, after, observed, { groupBy: q.groupBy ?? DEFAULT_GROUP_BY }),
+      );
+    },
+    require(report, confirm, what) {
+      const n = report.summary.newlyBlocked;
+      if (n === 0 || confirm) return;
+      const details = report.groups.flatMap((g, i) =>
+        g.change === 'newly-blocked'
+          ? [
+              {
+                path: `impact.groups[${i}]`,
+                message: `${g.src} -> ${g.dst} ${g.protocol}${g.port ? `/${g.port}` : ''} would be blocked (${g.connections} connections seen)`,
+              },
+            ]
+          : [],
+      );
+      throw new ControlPlaneError(
+        'IMPACT_CONFIRMATION_REQUIRED',
+        `${what} would newly block ${n} observed flow${n === 1 ? '' : 's'}; confirm to proceed`,
+        { details, impact: report },
+      );
+    },
+  };
+}

@@ -1,0 +1,91 @@
+// Revisions' REST routes: impact, provision, rollback, the revision list, one revision, diffs,
+// and the desired RuleSet of a workload.
+import { RuleSet } from '@bulkhead/proto';
+import { Type } from '@sinclair/typebox';
+import { ControlPlaneError, type ErrorDetail } from '../errors.js';
+import { type Api, Name, Time } from '../route-support.js';
+import type { RevisionsService } from './service.js';
+
+const RevisionParams = Type.Object({ n: Type.Integer({ minimum: 1 }) });
+
+/** `{note, confirm?}` of provision and rollback: a revision always says why it exists. */
+function provisionBody(body: unknown): { note: string; confirm: boolean } {
+  const b = (body ?? {}) as { note?: unknown; confirm?: unknown };
+  const details: ErrorDetail[] = [];
+  if (typeof b.note !== 'string' || b.note.trim() === '') {
+    details.push({ path: 'note', message: 'is required: a non-empty string saying why' });
+  }
+  if (b.confirm !== undefined && typeof b.confirm !== 'boolean') {
+    details.push({ path: 'confirm', message: 'must be a boolean' });
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body) || details.length > 0) {
+    throw new ControlPlaneError('VALIDATION_FAILED', 'invalid body', {
+      details: details.length > 0 ? details : [{ path: '', message: 'must be an object' }],
+    });
+  }
+  return { note: b.note as string, confirm: b.confirm === true };
+}
+
+export function registerRevisionRoutes(app: Api, revisions: RevisionsService): void {
+  app.post(
+    '/v1/impact',
+    {
+      // Read-only, so viewers may ask (see the auth hook).
+      config: { readOnly: true },
+      // A bare POST asks about the draft.
+      preValidation: async (req) => {
+        if (req.body === undefined) req.body = {};
+      },
+      schema: {
+        body: Type.Optional(
+          Type.Object(
+            {
+              // 'draft' | {revision} | {resources}; checked by the engine, which names the field.
+              target: Type.Optional(Type.Unknown()),
+              since: Type.Optional(Time),
+              until: Type.Optional(Time),
+              groupBy: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+            },
+            { additionalProperties: false },
+          ),
+        ),
+      },
+    },
+    async (req) => revisions.impact(req.body ?? {}),
+  );
+  // No body schema: the note's absence must be a 400 naming `note`, in one place for both routes.
+  app.post('/v1/provision', async (req) => {
+    const { note, confirm } = provisionBody(req.body);
+    return revisions.provision(req.actor, note, { confirm });
+  });
+  app.get('/v1/revisions', async () => revisions.listRevisions());
+  app.post('/v1/revisions/:n/rollback', { schema: { params: RevisionParams } }, async (req) => {
+    const { note, confirm } = provisionBody(req.body);
+    return revisions.rollback(req.actor, req.params.n, note, { confirm });
+  });
+  app.get(
+    '/v1/revisions/:n/diff',
+    {
+      schema: {
+        params: RevisionParams,
+        querystring: Type.Object({
+          to: Type.Optional(
+            Type.String({ pattern: '^(draft|[1-9][0-9]*)$', description: 'a revision or draft' }),
+          ),
+        }),
+      },
+    },
+    async (req) => {
+      const to = req.query.to ?? 'draft';
+      return revisions.revisionDiff(req.params.n, to === 'draft' ? 'draft' : Number(to));
+    },
+  );
+  app.get('/v1/revisions/:n', { schema: { params: RevisionParams } }, async (req) =>
+    revisions.getRevision(req.params.n),
+  );
+  app.get(
+    '/v1/rulesets/:workload',
+    { schema: { params: Type.Object({ workload: Name }) } },
+    async (req) => RuleSet.toJSON(revisions.getRuleSet(req.params.workload)),
+  );
+}

@@ -1,0 +1,79 @@
+// Visibility's REST routes: flows, the map, recommendations and events.
+import { Type } from '@sinclair/typebox';
+import { type Api, Name, Time } from '../route-support.js';
+import type { VisibilityService } from './service.js';
+
+export function registerVisibilityRoutes(app: Api, visibility: VisibilityService): void {
+  const DirectionQ = Type.Union([Type.Literal('ingress'), Type.Literal('egress')]);
+  const VerdictQ = Type.Union([
+    Type.Literal('allowed'),
+    Type.Literal('denied'),
+    Type.Literal('would-deny'),
+  ]);
+  app.get(
+    '/v1/flows',
+    {
+      schema: {
+        querystring: Type.Object({
+          workload: Type.Optional(Name),
+          // Repeatable: one value arrives as a string, several as an array.
+          label: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())])),
+          port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65_535 })),
+          protocol: Type.Optional(Type.String({ minLength: 1 })),
+          verdict: Type.Optional(VerdictQ),
+          direction: Type.Optional(DirectionQ),
+          since: Type.Optional(Time),
+          until: Type.Optional(Time),
+          newSince: Type.Optional(Time),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+        }),
+      },
+    },
+    async (req) => visibility.flows(req.query),
+  );
+  app.get(
+    '/v1/map',
+    {
+      schema: {
+        querystring: Type.Object({
+          groupBy: Type.Optional(Type.String({ description: 'label keys, comma-separated' })),
+          since: Type.Optional(Time),
+          until: Type.Optional(Time),
+        }),
+      },
+    },
+    async (req) => visibility.map(req.query),
+  );
+  app.post(
+    '/v1/recommendations',
+    {
+      // Read-only, so viewers may ask (see the auth hook).
+      config: { readOnly: true },
+      schema: {
+        body: Type.Object(
+          {
+            // Checked by policy's validator, which names the field.
+            scope: Type.Optional(Type.Unknown()),
+            workload: Type.Optional(Name),
+            groupBy: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+            since: Type.Optional(Time),
+          },
+          { additionalProperties: false },
+        ),
+      },
+    },
+    async (req) => visibility.recommendations(req.body),
+  );
+  app.get(
+    '/v1/events',
+    {
+      schema: {
+        querystring: Type.Object({
+          workload: Type.Optional(Name),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+        }),
+      },
+    },
+    async (req) => visibility.listEvents(req.query),
+  );
+}

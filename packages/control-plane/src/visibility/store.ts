@@ -1,0 +1,125 @@
+// Visibility's tables: discovered flows (flow-store.ts: rows, hourly buckets, retention, row
+// cap) and the events agents and the control plane report. Must not resolve addresses or judge
+// flows against policy (views.ts and service.ts do), nor touch agents or counters.
+import { json, parse, type Row, type SqliteDatabase } from '../store/database.js';
+import {
+  createFlowStore,
+  DEFAULT_FLOW_RETENTION_DAYS,
+  DEFAULT_MAX_FLOW_ROWS,
+  type FlowQuery,
+  type FlowRow,
+  type PruneResult,
+} from './flow-store.js';
+
+export interface AgentEventRow {
+  id: number;
+  agentId: string;
+  workload: string;
+  code: string;
+  message: string;
+  at: string;
+  attributes: Record<string, string>;
+}
+
+export type FlowDelta = Omit<FlowRow, 'workload'>;
+export type ReportedEvent = Omit<AgentEventRow, 'id' | 'agentId' | 'workload'>;
+
+/** Agent id of events the control plane records itself. */
+export const CONTROL_PLANE_EVENT_SOURCE = 'control-plane';
+
+export interface FlowLimitOptions {
+  /** Hourly flow buckets, and flows not seen, older than this are pruned. Default 35. */
+  flowRetentionDays?: number;
+  /** Flow rows kept at most; the least recently seen go first. Default 1,000,000. */
+  maxFlowRows?: number;
+}
+
+/** Where fleet's telemetry ingest puts flows and events, inside its transaction. */
+export interface TelemetrySink {
+  recordTelemetry(
+    agentId: string,
+    workload: string,
+    flows: FlowDelta[],
+    events: ReportedEvent[],
+  ): void;
+}
+
+export interface VisibilityStore extends TelemetrySink {
+  /** Discovered flows, most recently seen first. */
+  queryFlows(q?: FlowQuery): FlowRow[];
+  /** Retention and the row cap; records an event when the cap evicted rows. */
+  pruneFlows(): PruneResult;
+  flowCount(): number;
+  /** Events agents reported, newest first. */
+  listEvents(filter?: { workload?: string; limit?: number }): AgentEventRow[];
+  /** A workload's flows and events (call inside the workload delete). */
+  deleteWorkload(workload: string): void;
+}
+
+export function createSqliteVisibilityStore(
+  d: SqliteDatabase,
+  options: FlowLimitOptions = {},
+): VisibilityStore {
+  const { db } = d;
+  const maxRows = options.maxFlowRows ?? DEFAULT_MAX_FLOW_ROWS;
+  const flows = createFlowStore(db, d.now, {
+    retentionDays: options.flowRetentionDays ?? DEFAULT_FLOW_RETENTION_DAYS,
+    maxRows,
+  });
+  const insertEvent = db.prepare(
+    `INSERT INTO agent_events (agent_id, workload, code, message, at, attributes)
+     VALUES (?, ?, ?, ?, ?, ?)`,
+  );
+  const selectEvents = db.prepare<Row>(
+    `SELECT * FROM agent_events WHERE (@w IS NULL OR workload = @w) ORDER BY id DESC LIMIT @limit`,
+  );
+  const deleteEvents = db.prepare('DELETE FROM agent_events WHERE workload = ?');
+
+  function evicted(n: number): void {
+    if (n === 0) return;
+    insertEvent.run(
+      CONTROL_PLANE_EVENT_SOURCE,
+      '',
+      'FLOW_ROWS_EVICTED',
+      `flow store over its cap: ${n} least recently seen flows removed`,
+      d.iso(),
+      json({ evicted: String(n), maxFlowRows: String(maxRows) }),
+    );
+  }
+
+  return {
+    recordTelemetry(agentId, workload, deltas, events) {
+      const evictedRows = flows.ingest(workload, deltas);
+      for (const e of events) {
+        insertEvent.run(agentId, workload, e.code, e.message, e.at, json(e.attributes));
+      }
+      evicted(evictedRows);
+    },
+    queryFlows: (q) => flows.query(q),
+    pruneFlows() {
+      return d.tx(() => {
+        const result = flows.prune();
+        evicted(result.evicted);
+        return result;
+      });
+    },
+    flowCount: () => flows.count(),
+    listEvents(filter = {}) {
+      return selectEvents
+        .all({ w: filter.workload ?? null, limit: filter.limit ?? 100 })
+        .map((r) => ({
+          id: Number(r.id),
+          agentId: String(r.agent_id),
+          workload: String(r.workload),
+          code: String(r.code),
+          message: String(r.message),
+          at: String(r.at),
+          attributes: parse(r.attributes),
+        }));
+    },
+    deleteWorkload(workload) {
+      flows.deleteWorkload(workload);
+      deleteEvents.run(workload);
+    },
+  };
+}
