@@ -1,7 +1,7 @@
 import { type ApiErrorCode, CliError } from './errors.js';
 
 export interface ClientOptions {
-  /** Base URL of the control plane, e.g. `https://bulkhead.example:8443`. */
+  /** Base URL of the REST API, e.g. `http://127.0.0.1:8080` (plain HTTP by default). */
   server: string;
   token?: string;
 }

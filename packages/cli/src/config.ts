@@ -45,17 +45,38 @@ export async function saveConfig(env: Env, config: StoredConfig): Promise<string
   return path;
 }
 
+/**
+ * The server as a base URL, or a USAGE error naming where the value came from. The scheme is
+ * required rather than guessed: the REST API is plain `http://` unless a TLS proxy fronts it,
+ * and only the operator knows which.
+ */
+export function checkServer(server: string, source: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(server);
+  } catch {}
+  if (url?.protocol !== 'http:' && url?.protocol !== 'https:') {
+    throw new CliError(
+      'USAGE',
+      `${source} must be a URL with its scheme, such as http://127.0.0.1:8080 (got ${JSON.stringify(server)})`,
+    );
+  }
+  return server;
+}
+
 /** Flag beats environment beats config file. */
 export async function resolveConnection(
   flags: { server?: string; token?: string },
   env: Env,
 ): Promise<{ server: string; token: string | undefined }> {
   let server = flags.server || env.BULKHEAD_SERVER;
+  let source = flags.server ? '--server' : 'BULKHEAD_SERVER';
   let token = flags.token || env.BULKHEAD_TOKEN;
   if (!server || !token) {
     const stored = await loadConfig(env);
     // The stored token belongs to the stored server: never send it to another address.
     if (!server || sameServer(server, stored.server)) token ||= stored.token;
+    if (!server) source = `the server in ${configPath(env)}`;
     server ||= stored.server;
   }
   if (!server) {
@@ -64,7 +85,7 @@ export async function resolveConnection(
       'no control plane address: pass --server, set BULKHEAD_SERVER or run `bulkhead login`',
     );
   }
-  return { server, token };
+  return { server: checkServer(server, source), token };
 }
 
 function sameServer(a: string, b: string | undefined): boolean {

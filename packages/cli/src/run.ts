@@ -1,14 +1,20 @@
 // The `bulkhead` program: global options, error reporting and exit codes, and the wiring of
 // each domain's commands (src/commands/<domain>.ts). No command lives here.
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { registerAccessCommands } from './commands/access.js';
 import { registerFleetCommands } from './commands/fleet.js';
 import { registerLifecycleCommands } from './commands/lifecycle.js';
 import { registerPolicyCommands } from './commands/policy.js';
-import { createCommandContext, type Io } from './commands/shared.js';
+import { createCommandContext, examples, type Io } from './commands/shared.js';
 import { registerVisibilityCommands } from './commands/visibility.js';
 import { CliError, exitCodeFor } from './errors.js';
 import { escapeControls, OUTPUT_FORMATS } from './output.js';
+
+/** This package's version, from its package.json (beside both src/ and dist/). */
+export const CLI_VERSION: string = JSON.parse(
+  readFileSync(new URL('../package.json', import.meta.url), 'utf8'),
+).version;
 
 /** Runs `bulkhead` with `argv` (without node and script), resolving to the exit code. */
 export async function run(argv: string[], given: Io): Promise<number> {
@@ -71,16 +77,31 @@ function exportOutputDir(argv: string[]): string[] {
   ];
 }
 
-function buildProgram(io: Io, setExitCode: (code: number) => void): Command {
+/** The whole command tree; exported for the tests that walk it (help texts, descriptions). */
+export function buildProgram(io: Io, setExitCode: (code: number) => void): Command {
   const program = new Command('bulkhead')
     .description('Admin command of the Bulkhead control plane')
+    .version(CLI_VERSION, '-V, --version', 'print the version')
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
+    // Every command's --help lists --server, --token and -o too: they work after any command.
+    .configureHelp({ showGlobalOptions: true })
     .showSuggestionAfterError(true)
-    .option('--server <url>', 'control plane URL (env BULKHEAD_SERVER)')
+    .option(
+      '--server <url>',
+      'control plane REST URL with its scheme, e.g. http://127.0.0.1:8080 (env BULKHEAD_SERVER)',
+    )
     .option('--token <token>', 'API token (env BULKHEAD_TOKEN)')
     .addOption(
       new Option('-o, --output <format>', 'output format').choices(OUTPUT_FORMATS).default('table'),
+    )
+    .addHelpText(
+      'after',
+      examples(
+        'bulkhead login --server http://127.0.0.1:8080 --token-file /var/lib/bulkhead/initial-admin-token',
+        'bulkhead workloads',
+        'bulkhead <command> --help',
+      ),
     );
   const ctx = createCommandContext(
     io,

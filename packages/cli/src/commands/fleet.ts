@@ -11,7 +11,7 @@ import {
   parsePositiveInt,
   withQuery,
 } from './options.js';
-import { type CommandContext, listCommand, type Row } from './shared.js';
+import { type CommandContext, examples, listCommand, type Row } from './shared.js';
 
 interface EnrollmentTokenOptions {
   label: string[];
@@ -27,12 +27,14 @@ export function registerFleetCommands(program: Command, ctx: CommandContext): vo
     description: 'list agents and whether they run the desired rule set',
     path: '/v1/agents',
     columns: AGENT_COLUMNS,
+    examples: ['bulkhead agents', 'bulkhead agents -o json'],
   });
 
   program
     .command('revoke')
     .description('revoke an agent (its certificate stops working)')
     .argument('<agent-id>', 'id or unique id prefix')
+    .addHelpText('after', examples('bulkhead revoke 3f9c2a'))
     .action(async (id: string, _opts: unknown, cmd: Command) => {
       const { client } = await ctx.connect(cmd);
       const agent = (await findOne(client, lookupKind('agents'), id)) as Row;
@@ -43,8 +45,15 @@ export function registerFleetCommands(program: Command, ctx: CommandContext): vo
   program
     .command('counters')
     .description('rule hit counters reported by the agents')
-    .option('--workload <name>')
-    .option('--rule-id <id>')
+    .option('--workload <name>', 'only this workload')
+    .option('--rule-id <id>', 'only this rule (policy/direction/index, or default)')
+    .addHelpText(
+      'after',
+      examples(
+        'bulkhead counters',
+        'bulkhead counters --workload db-1 --rule-id shop-db/ingress/0',
+      ),
+    )
     .action(async (opts: { workload?: string; ruleId?: string }, cmd: Command) => {
       const conn = await ctx.connect(cmd);
       const query = new URLSearchParams();
@@ -58,7 +67,15 @@ export function registerFleetCommands(program: Command, ctx: CommandContext): vo
 
   const enrollment = program
     .command('enrollment-token')
-    .description('tokens that let a new host enrol its agent');
+    .alias('enrollment-tokens')
+    .description('tokens that let a new host enrol its agent')
+    .addHelpText(
+      'after',
+      examples(
+        'bulkhead enrollment-token create --label app=shop --label role=db --ttl 24h',
+        'bulkhead enrollment-token list',
+      ),
+    );
   enrollment
     .command('create')
     .description('create an enrollment token (shown once)')
@@ -67,6 +84,13 @@ export function registerFleetCommands(program: Command, ctx: CommandContext): vo
     .option('--max-uses <n>', 'how many hosts may use it', parsePositiveInt)
     .addOption(modeOption('--mode-ingress <mode>'))
     .addOption(modeOption('--mode-egress <mode>'))
+    .addHelpText(
+      'after',
+      examples(
+        'bulkhead enrollment-token create --label app=shop --label role=db',
+        'bulkhead enrollment-token create --label app=shop --ttl 1h --max-uses 3 --mode-ingress enforce',
+      ),
+    )
     .action(async (opts: EnrollmentTokenOptions, cmd: Command) => {
       const body: Row = {};
       if (opts.label.length > 0) {
@@ -88,4 +112,13 @@ export function registerFleetCommands(program: Command, ctx: CommandContext): vo
       const conn = await ctx.connect(cmd);
       conn.print(await conn.client.request('POST', '/v1/enrollment-tokens', body));
     });
+
+  const enrollmentTokens = lookupKind('enrollment-tokens');
+  listCommand(enrollment, ctx, {
+    name: 'list',
+    description: 'list enrollment tokens (the same as get enrollment-tokens)',
+    path: enrollmentTokens.path,
+    columns: enrollmentTokens.columns,
+    examples: ['bulkhead enrollment-token list'],
+  });
 }

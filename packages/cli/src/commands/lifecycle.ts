@@ -28,6 +28,7 @@ import { checkWindow, collect, parseKeys, parsePositiveInt } from './options.js'
 import {
   type CommandContext,
   type Connection,
+  examples,
   impactChecked,
   listCommand,
   loadValid,
@@ -75,6 +76,10 @@ export function registerLifecycleCommands(program: Command, ctx: CommandContext)
       'compare revisions: to this one or the draft (default)',
       parseTo,
     )
+    .addHelpText(
+      'after',
+      examples('bulkhead diff -f policy/ --prune', 'bulkhead diff --from 3 --to 5'),
+    )
     .action(
       async (
         opts: { filename: string[]; prune?: boolean; from?: number; to?: string },
@@ -116,6 +121,7 @@ export function registerLifecycleCommands(program: Command, ctx: CommandContext)
     .addOption(sinceOption(ctx, '--since', 'judge flows seen at or after'))
     .addOption(sinceOption(ctx, '--until', 'judge flows seen at or before'))
     .option('--group-by <keys>', 'label keys that make a group (default app,role)', parseKeys)
+    .addHelpText('after', examples('bulkhead plan -f policy/ --prune --since 30d'))
     .action(async (opts: PlanOptions, cmd: Command) => {
       const documents = await loadValid(ctx, opts.filename, 'plan');
       checkWindow(opts.since, opts.until);
@@ -145,6 +151,7 @@ export function registerLifecycleCommands(program: Command, ctx: CommandContext)
     .addOption(sinceOption(ctx, '--since', 'judge flows seen at or after'))
     .addOption(sinceOption(ctx, '--until', 'judge flows seen at or before'))
     .option('--group-by <keys>', 'label keys that make a group (default app,role)', parseKeys)
+    .addHelpText('after', examples('bulkhead impact', 'bulkhead impact --revision 3 --since 7d'))
     .action(async (opts: ImpactOptions & { revision?: number }, cmd: Command) => {
       checkWindow(opts.since, opts.until);
       const conn = await ctx.connect(cmd);
@@ -158,6 +165,7 @@ export function registerLifecycleCommands(program: Command, ctx: CommandContext)
   const draft = program
     .command('draft')
     .description('what provision would freeze: the edits since the latest revision')
+    .addHelpText('after', examples('bulkhead draft', 'bulkhead draft discard'))
     .action(async (_opts: unknown, cmd: Command) => {
       const conn = await ctx.connect(cmd);
       const answer = await conn.client.request<{ basedOn: number; changes: ObjectChange[] }>(
@@ -173,6 +181,7 @@ export function registerLifecycleCommands(program: Command, ctx: CommandContext)
   draft
     .command('discard')
     .description("throw the draft away: policies, services and ip lists as the latest revision's")
+    .addHelpText('after', examples('bulkhead draft discard'))
     .action(async (_opts: unknown, cmd: Command) => {
       const conn = await ctx.connect(cmd);
       const answer = await conn.client.request<{ discarded: ObjectChange[] }>(
@@ -200,6 +209,13 @@ export function registerLifecycleCommands(program: Command, ctx: CommandContext)
     .description('freeze the draft policy into a new revision and push it to the agents')
     .requiredOption('--note <text>', 'why (kept with the revision and in the audit log)')
     .option('--confirm', 'provision even if observed flows would be newly blocked')
+    .addHelpText(
+      'after',
+      examples(
+        'bulkhead provision --note "shop segmentation"',
+        'bulkhead provision --note "tighten billing" --confirm',
+      ),
+    )
     .action(async (opts: { note: string; confirm?: boolean }, cmd: Command) => {
       if (opts.note.trim() === '') throw new CliError('USAGE', '--note must not be empty');
       const conn = await ctx.connect(cmd);
@@ -215,6 +231,7 @@ export function registerLifecycleCommands(program: Command, ctx: CommandContext)
     description: 'provisioned revisions, newest first',
     path: '/v1/revisions',
     columns: REVISION_COLUMNS,
+    examples: ['bulkhead revisions'],
   });
 
   program
@@ -225,6 +242,7 @@ export function registerLifecycleCommands(program: Command, ctx: CommandContext)
     .argument('<revision>', 'the revision number to go back to', parsePositiveInt)
     .requiredOption('--note <text>', 'why (kept with the new revision and in the audit log)')
     .option('--confirm', 'roll back even if observed flows would be newly blocked')
+    .addHelpText('after', examples('bulkhead rollback 3 --note "license server outage"'))
     .action(async (n: number, opts: { note: string; confirm?: boolean }, cmd: Command) => {
       if (opts.note.trim() === '') throw new CliError('USAGE', '--note must not be empty');
       const conn = await ctx.connect(cmd);

@@ -23,7 +23,14 @@ import {
 import { findOne, itemPath, lookupKind } from '../kinds.js';
 import { validators } from '../validate.js';
 import { collect, modeOption, parseLabelChange } from './options.js';
-import { type CommandContext, impactChecked, listCommand, loadValid, type Row } from './shared.js';
+import {
+  type CommandContext,
+  examples,
+  impactChecked,
+  listCommand,
+  loadValid,
+  type Row,
+} from './shared.js';
 
 const OUTCOME_WORDS: Record<ChangeAction, string> = {
   create: 'created',
@@ -42,6 +49,10 @@ export function registerPolicyCommands(program: Command, ctx: CommandContext): v
     .description('validate resource files locally, then create or update them')
     .option('-f, --filename <path>', 'YAML or JSON file or directory (repeatable)', collect, [])
     .option('--prune', PRUNE_HELP)
+    .addHelpText(
+      'after',
+      examples('bulkhead apply -f examples/demo/', 'bulkhead apply -f policy/ --prune'),
+    )
     .action(async (opts: { filename: string[]; prune?: boolean }, cmd: Command) => {
       const documents = await loadValid(ctx, opts.filename, 'apply');
       // An empty or mistyped directory must not wipe the server's policy.
@@ -83,6 +94,7 @@ export function registerPolicyCommands(program: Command, ctx: CommandContext): v
     .command('export')
     .description('write ip lists, services, policies and workloads as files apply reads back')
     .requiredOption('--output-dir <dir>', 'the directory to write (-o DIR works too)')
+    .addHelpText('after', examples('bulkhead export -o policy/'))
     .action(async (opts: { outputDir: string }, cmd: Command) => {
       const { client } = await ctx.connect(cmd);
       // Everything read before anything is written: no directory half from one state.
@@ -100,8 +112,9 @@ export function registerPolicyCommands(program: Command, ctx: CommandContext): v
     .description(
       'list resources or show one: workloads, policies, services, ip-lists, revisions, agents, tokens, enrollment-tokens',
     )
-    .argument('<kind>')
-    .argument('[name]')
+    .argument('<kind>', 'what to list (the singular works too)')
+    .argument('[name]', 'show this one (agents and tokens: an id or unique id prefix)')
+    .addHelpText('after', examples('bulkhead get policies', 'bulkhead get policy shop-db -o yaml'))
     .action(async (word: string, name: string | undefined, _opts: unknown, cmd: Command) => {
       const kind = lookupKind(word);
       const conn = await ctx.connect(cmd);
@@ -117,8 +130,9 @@ export function registerPolicyCommands(program: Command, ctx: CommandContext): v
   program
     .command('delete')
     .description('delete a workload, policy, service, ip list, token or enrollment token')
-    .argument('<kind>')
-    .argument('<name>')
+    .argument('<kind>', 'workload, policy, service, ip-list, token or enrollment-token')
+    .argument('<name>', 'its name (tokens: the id)')
+    .addHelpText('after', examples('bulkhead delete policy shop-db'))
     .action(async (word: string, name: string, _opts: unknown, cmd: Command) => {
       const kind = lookupKind(word);
       if (!kind.deletable) throw new CliError('USAGE', `${kind.name} cannot be deleted`);
@@ -133,13 +147,15 @@ export function registerPolicyCommands(program: Command, ctx: CommandContext): v
     description: 'list workloads',
     path: workloads.path,
     columns: workloads.columns,
+    examples: ['bulkhead workloads', 'bulkhead workloads -o yaml'],
   });
 
   program
     .command('label')
     .description('set (k=v) or remove (k-) labels of a workload')
-    .argument('<workload>')
+    .argument('<workload>', 'the workload (its host name)')
     .argument('<changes...>', 'k=v to set, k- to remove')
+    .addHelpText('after', examples('bulkhead label db-1 env=prod tier-'))
     .action(async (name: string, changes: string[], _opts: unknown, cmd: Command) => {
       const edits = changes.map(parseLabelChange);
       const { client } = await ctx.connect(cmd);
@@ -168,10 +184,14 @@ export function registerPolicyCommands(program: Command, ctx: CommandContext): v
   program
     .command('mode')
     .description('switch a workload between monitor and enforce, per direction')
-    .argument('<workload>')
+    .argument('<workload>', 'the workload (its host name)')
     .addOption(modeOption('--ingress <mode>'))
     .addOption(modeOption('--egress <mode>'))
     .option('--confirm', 'enforce even if observed flows would be newly blocked')
+    .addHelpText(
+      'after',
+      examples('bulkhead mode db-1 --ingress enforce', 'bulkhead mode db-1 --egress monitor'),
+    )
     .action(
       async (
         name: string,

@@ -83,15 +83,27 @@ export function sinceOption(ctx: CommandContext, flag: string, what: string): Op
   ).argParser(timeOption(ctx.now));
 }
 
+/** The `Examples:` block at the end of a command's --help: every command has one. */
+export function examples(...commandLines: string[]): string {
+  return `\nExamples:\n${commandLines.map((line) => `  $ ${line}\n`).join('')}`;
+}
+
 /** A command that lists one collection as a table (or -o json|yaml). */
 export function listCommand(
-  program: Command,
+  parent: Command,
   ctx: CommandContext,
-  spec: { name: string; description: string; path: string; columns: KindInfo['columns'] },
+  spec: {
+    name: string;
+    description: string;
+    path: string;
+    columns: KindInfo['columns'];
+    examples: string[];
+  },
 ): Command {
-  return program
+  return parent
     .command(spec.name)
     .description(spec.description)
+    .addHelpText('after', examples(...spec.examples))
     .action(async (_opts: unknown, cmd: Command) => {
       const conn = await ctx.connect(cmd);
       conn.print(await conn.client.request('GET', spec.path), spec.columns);

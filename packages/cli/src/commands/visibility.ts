@@ -24,7 +24,7 @@ import {
   parseProtocol,
   withQuery,
 } from './options.js';
-import { type CommandContext, type Row, sinceOption } from './shared.js';
+import { type CommandContext, examples, type Row, sinceOption } from './shared.js';
 
 interface FlowOptions {
   workload?: string;
@@ -72,6 +72,13 @@ export function registerVisibilityCommands(program: Command, ctx: CommandContext
     .addOption(sinceOption(ctx, '--until', 'seen at or before'))
     .addOption(sinceOption(ctx, '--new-since', 'first seen at or after (never before)'))
     .option('--limit <n>', 'at most this many flows', parsePositiveInt)
+    .addHelpText(
+      'after',
+      examples(
+        'bulkhead flows --workload db-1 --new-since 24h',
+        'bulkhead flows --label app=shop --verdict would-deny --since 7d',
+      ),
+    )
     .action(async (opts: FlowOptions, cmd: Command) => {
       const query = new URLSearchParams();
       if (opts.workload) query.set('workload', opts.workload);
@@ -104,6 +111,10 @@ export function registerVisibilityCommands(program: Command, ctx: CommandContext
     .addOption(sinceOption(ctx, '--since', 'seen at or after'))
     .addOption(sinceOption(ctx, '--until', 'seen at or before'))
     .option('--dot', 'Graphviz DOT instead of text (pipe to `dot -Tsvg`)')
+    .addHelpText(
+      'after',
+      examples('bulkhead map --group-by app,role', 'bulkhead map --dot | dot -Tsvg > map.svg'),
+    )
     .action(async (opts: MapOptions, cmd: Command) => {
       checkWindow(opts.since, opts.until);
       const query = new URLSearchParams();
@@ -124,6 +135,13 @@ export function registerVisibilityCommands(program: Command, ctx: CommandContext
     .option('--workload <name>', 'the one workload to protect')
     .option('--group-by <keys>', 'label keys peers are grouped by (default app,role)', parseKeys)
     .addOption(sinceOption(ctx, '--since', 'learn from flows seen at or after'))
+    .addHelpText(
+      'after',
+      examples(
+        'bulkhead recommend --scope app=shop,role=db > db.yaml',
+        'bulkhead recommend --workload db-1 --since 7d',
+      ),
+    )
     .action(async (opts: RecommendOptions, cmd: Command) => {
       if (!opts.scope === !opts.workload) {
         throw new CliError('USAGE', 'recommend needs exactly one of --scope or --workload');
