@@ -94,8 +94,11 @@ export interface SimAgent {
   /** Sync calls opened, the first one included. */
   readonly attempts: number;
   connect(): void;
-  /** One Telemetry message with these flows; false when there is no stream to take it. */
-  sendFlows(flows: FlowRecord[]): boolean;
+  /**
+   * One Telemetry message with these flows; false when there is no stream to take it.
+   * `onWritten` runs once grpc-js handed the message to the connection.
+   */
+  sendFlows(flows: FlowRecord[], onWritten?: () => void): boolean;
   close(): void;
 }
 
@@ -139,19 +142,22 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
     connected: false,
     attempts: 0,
     connect,
-    sendFlows(flows: FlowRecord[]): boolean {
+    sendFlows(flows: FlowRecord[], onWritten?: () => void): boolean {
       if (!call || !agent.connected) return false;
       seq++;
-      call.write({
-        telemetry: {
-          seq,
-          timeUnixMs: Date.now(),
-          appliedHash: agent.appliedHash,
-          counters: [],
-          flows,
-          events: [],
+      call.write(
+        {
+          telemetry: {
+            seq,
+            timeUnixMs: Date.now(),
+            appliedHash: agent.appliedHash,
+            counters: [],
+            flows,
+            events: [],
+          },
         },
-      });
+        () => onWritten?.(),
+      );
       return true;
     },
     close() {

@@ -74,6 +74,9 @@ export async function flowLoad(options: FlowLoadOptions) {
       workerData: { url: `${cp.apiUrl}/healthz` },
     });
     let offered = 0;
+    // Flows the generator got onto the connection: tells a slow control plane from a slow
+    // generator (on a busy machine this process may not keep up with the offered rate).
+    let written = 0;
     let next = 0;
     let maxRss = cp.rssMiB();
     const batch = (dst: string, count: number): FlowRecord[] => {
@@ -106,7 +109,7 @@ export async function flowLoad(options: FlowLoadOptions) {
         const i = next++ % agents.length;
         const agent = agents[i]!;
         const flows = batch(enrolled[i]!.address, Math.min(MAX_FLOWS_PER_MESSAGE, due - offered));
-        if (!agent.sendFlows(flows)) {
+        if (!agent.sendFlows(flows, () => (written += flows.length))) {
           throw new Error(`${agent.hostname} lost its stream under load`);
         }
       }
@@ -114,6 +117,7 @@ export async function flowLoad(options: FlowLoadOptions) {
     }
     const sentSec = (performance.now() - t0) / 1000;
     const storedAtEnd = stored();
+    const writtenAtEnd = written;
     worker.postMessage('stop');
     const [healthz] = (await once(worker, 'message')) as [number[]];
     const tEnd = performance.now();
@@ -135,6 +139,7 @@ export async function flowLoad(options: FlowLoadOptions) {
       offeredPerSec: rate,
       agents: options.agents,
       seconds,
+      writtenPerSecDuringLoad: Math.round(writtenAtEnd / sentSec),
       storedPerSecDuringLoad: Math.round(storedAtEnd / sentSec),
       storedPerSecOverall: Math.round(storedTotal / (sentSec + lagSec)),
       ingestLagSec: round(lagSec, 2),

@@ -3,6 +3,7 @@
 // per enrolment, provision-to-all-acked of a RuleSet of ~1,000 entries on every workload, and
 // the reconnect storm after a control-plane restart; then the telemetry load generator
 // (fleet-telemetry.ts). Prints one JSON object `{fleet: ...}`. `--short` is the CI smoke run.
+import { loadavg } from 'node:os';
 import { DEFAULT_BACKOFF } from '@bulkhead/agent';
 import {
   createSharedKey,
@@ -109,8 +110,10 @@ async function fleetRun(n: number, key: SharedKey) {
       () => `${received.size}/${n} agents synced at connect`,
       () => received.size === n,
     );
+    const attempts = () => agents.reduce((sum, a) => sum + a.attempts, 0);
     const connect = {
       allSyncedSec: round((performance.now() - t0) / 1000, 2),
+      attempts: attempts(),
       cpuMs: Math.round(cp.cpuMs() - cpu0),
       rssMiB: cp.rssMiB(),
     };
@@ -153,7 +156,7 @@ async function fleetRun(n: number, key: SharedKey) {
     // backoff. Nothing changed, so a RuleSet sent now is a re-send.
     received = new Map();
     welcomed = new Map();
-    const attempts0 = agents.reduce((s, a) => s + a.attempts, 0);
+    const attempts0 = attempts();
     t0 = performance.now();
     const stopMs = await cp.stop();
     const tStart = performance.now();
@@ -173,7 +176,7 @@ async function fleetRun(n: number, key: SharedKey) {
       fromHealthySec: round((last - tStart - readyMs) / 1000, 2),
       stopMs: Math.round(stopMs),
       startToHealthyMs: Math.round(readyMs),
-      reconnectAttempts: agents.reduce((s, a) => s + a.attempts, 0) - attempts0,
+      reconnectAttempts: attempts() - attempts0,
       ruleSetsResent: [...received.values()].filter((r) => r.unchanged).length,
       ruleSetsChanged: [...received.values()].filter((r) => !r.unchanged).length,
       cpuStartupMs: Math.round(cpuReady),
@@ -194,6 +197,9 @@ async function fleetRun(n: number, key: SharedKey) {
   }
 }
 
+// The figures are only as good as the machine was quiet: say how busy it was.
+const load = () => loadavg().map((x) => round(x, 2));
+const loadAtStart = load();
 const key = await createSharedKey();
 const runs = [];
 for (const n of SIZES) {
@@ -205,4 +211,5 @@ for (const rate of FLOW_RATES) {
   telemetry.push(await flowLoad({ rate, agents: FLOW_AGENTS, seconds: FLOW_SECONDS, key }));
   process.stderr.write(`telemetry: ${JSON.stringify(telemetry.at(-1))}\n`);
 }
-console.log(JSON.stringify({ fleet: { short: SHORT, runs, telemetry } }, null, 2));
+const machine = { loadavgAtStart: loadAtStart, loadavgAtEnd: load() };
+console.log(JSON.stringify({ fleet: { short: SHORT, machine, runs, telemetry } }, null, 2));
