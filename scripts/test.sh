@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: type check, the install-bin path, lint, unit, integration (real
-# nftables in a throwaway network namespace) and end-to-end (namespace hosts, control plane,
-# agents). Run as root.
+# The whole test suite: type check, the install-bin path, lint, unit, the benches' short runs,
+# integration (real nftables in a throwaway network namespace) and end-to-end (namespace hosts,
+# control plane, agents). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,6 +10,10 @@ npm run build
 bash scripts/test-install-bin.sh
 npm run lint
 npx vitest run --project unit
+# The benches' short runs (a small fleet, a few seconds of flows), so they keep working.
+npx tsc -p bench
+node bench/dist/control-plane.js --short >/dev/null
+node bench/dist/fleet.js --short >/dev/null
 # A fresh network namespace for the whole integration run: real kernel, nothing shared.
 unshare --net -- bash -c 'ip link set lo up && npx vitest run --project integration'
 npx vitest run --project e2e

@@ -1,0 +1,149 @@
+// The control plane under test, as the built binary in a child process of the fleet bench, so
+// that its CPU and memory (read from /proc) are its own and not the simulated agents'. Owns
+// start, SIGTERM, restart on the same data dir, the admin REST calls and the /proc readings;
+// it must not know anything about agents.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const CP_MAIN = fileURLToPath(
+  new URL('../../packages/control-plane/dist/main.js', import.meta.url),
+);
+/** Clock ticks per second of utime/stime in /proc/<pid>/stat (USER_HZ, 100 on Linux). */
+const CLK_TCK = 100;
+
+export interface BenchControlPlane {
+  readonly apiUrl: string;
+  readonly grpcTarget: string;
+  readonly caPem: string;
+  readonly dbPath: string;
+  api<T = unknown>(method: string, path: string, body?: unknown): Promise<T>;
+  /** User + system CPU of the current process since it started, ms. */
+  cpuMs(): number;
+  /** Resident set size of the current process, MiB. */
+  rssMiB(): number;
+  /** SIGTERM, wait for the exit; returns how long the exit took, ms. */
+  stop(): Promise<number>;
+  /** Starts the binary again on the same data dir and ports; resolves once /healthz answers. */
+  start(): Promise<void>;
+  /** Stops the process and deletes the data dir. */
+  close(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  server.close();
+  return port;
+}
+
+function procStat(pid: number): string[] {
+  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) may hold spaces; fields after its closing paren are plain.
+  return text.slice(text.lastIndexOf(')') + 2).split(' ');
+}
+
+export async function createBenchControlPlane(
+  extraArgs: string[] = [],
+): Promise<BenchControlPlane> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'bulkhead-fleet-'));
+  const [apiPort, grpcPort] = [await freePort(), await freePort()];
+  const apiUrl = `http://127.0.0.1:${apiPort}`;
+  let child: ChildProcess | undefined;
+  let adminToken = '';
+  let stderr = '';
+
+  const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+    const headers: Record<string, string> = { authorization: `Bearer ${adminToken}` };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const r = await fetch(`${apiUrl}${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await r.text();
+    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
+    return (text ? JSON.parse(text) : undefined) as T;
+  };
+
+  const pid = () => {
+    if (child?.pid === undefined) throw new Error('control plane not running');
+    return child.pid;
+  };
+
+  const cp: BenchControlPlane = {
+    apiUrl,
+    grpcTarget: `127.0.0.1:${grpcPort}`,
+    get caPem() {
+      return readFileSync(join(dataDir, 'ca', 'ca.crt'), 'utf8');
+    },
+    dbPath: join(dataDir, 'bulkhead.db'),
+    api,
+    cpuMs() {
+      // Fields 14 and 15 (utime, stime), counted from field 3 after the name.
+      const f = procStat(pid());
+      return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+    },
+    rssMiB() {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid()}/status`, 'utf8'));
+      return m ? Math.round(Number(m[1]) / 1024) : 0;
+    },
+    async start() {
+      stderr = '';
+      const proc = spawn(
+        process.execPath,
+        [
+          CP_MAIN,
+          '--data-dir',
+          dataDir,
+          '--api-listen',
+          `127.0.0.1:${apiPort}`,
+          '--grpc-listen',
+          `127.0.0.1:${grpcPort}`,
+          '--log-level',
+          'warn',
+          ...extraArgs,
+        ],
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
+      proc.stderr?.on('data', (b: Buffer) => {
+        stderr = (stderr + b.toString()).slice(-4000);
+      });
+      child = proc;
+      for (;;) {
+        if (proc.exitCode !== null) {
+          throw new Error(`control plane exited with ${proc.exitCode}: ${stderr}`);
+        }
+        const up = await fetch(`${apiUrl}/healthz`).then(
+          (r) => r.ok,
+          () => false,
+        );
+        if (up) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      adminToken ||= readFileSync(join(dataDir, 'initial-admin-token'), 'utf8').trim();
+    },
+    async stop() {
+      const proc = child;
+      if (!proc || proc.exitCode !== null) return 0;
+      const t0 = performance.now();
+      const exited = once(proc, 'exit');
+      proc.kill('SIGTERM');
+      await exited;
+      child = undefined;
+      return performance.now() - t0;
+    },
+    async close() {
+      await cp.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  await cp.start();
+  return cp;
+}

@@ -1,0 +1,215 @@
+// Fleet at scale (issue 9): N simulated agents on the real enrolment path and real mTLS Sync
+// streams against the control-plane binary, for several N: enrolment rate and control-plane CPU
+// per enrolment, provision-to-all-acked of a RuleSet of ~1,000 entries on every workload, and
+// the reconnect storm after a control-plane restart; then the telemetry load generator
+// (fleet-telemetry.ts). Prints one JSON object `{fleet: ...}`. `--short` is the CI smoke run.
+import { loadavg } from 'node:os';
+import { DEFAULT_BACKOFF } from '@bulkhead/agent';
+import {
+  createSharedKey,
+  createSimAgent,
+  enrolAll,
+  type SharedKey,
+  type SimAgent,
+} from './fleet-agent.js';
+import { createBenchControlPlane } from './fleet-control-plane.js';
+import { flowLoad } from './fleet-telemetry.js';
+import { round, spread, waitUntil } from './fleet-util.js';
+
+const SHORT = process.argv.includes('--short');
+const list = (env: string | undefined, fallback: number[]) =>
+  env ? env.split(',').map(Number) : fallback;
+const SIZES = list(process.env.BENCH_FLEET_SIZES, SHORT ? [50] : [100, 1000, 2000]);
+const FLOW_RATES = list(
+  process.env.BENCH_FLOW_RATES,
+  SHORT ? [2000] : [10_000, 30_000, 50_000, 80_000],
+);
+const FLOW_AGENTS = Number(process.env.BENCH_FLOW_AGENTS ?? (SHORT ? 10 : 50));
+const FLOW_SECONDS = Number(process.env.BENCH_FLOW_SECONDS ?? (SHORT ? 2 : 8));
+/** Agents' backoff cap: the agent's default (60 s) unless set; the short run uses the lab's 3 s. */
+const BACKOFF_CAP_MS = process.env.BENCH_BACKOFF_CAP_MS
+  ? Number(process.env.BENCH_BACKOFF_CAP_MS)
+  : SHORT
+    ? 3000
+    : undefined;
+/** Enrolments in flight at once: a fleet rolled out by automation, not one host at a time. */
+const ENROL_CONCURRENCY = 16;
+/** CIDRs of the IP list every workload is allowed from: ~1,000 RuleSet entries each. */
+const IP_LIST_SIZE = 1000;
+const FLEET_LABEL = { fleet: 'sim' };
+
+/** 1,000 non-adjacent /32s, so the compiler cannot merge them into fewer entries. */
+function ipListCidrs(n: number): string[] {
+  return Array.from(
+    { length: n },
+    (_, i) => `172.${16 + (i >> 15)}.${(i >> 7) & 255}.${(i & 127) * 2}`,
+  );
+}
+
+async function fleetRun(n: number, key: SharedKey) {
+  const cp = await createBenchControlPlane();
+  const agents: SimAgent[] = [];
+  try {
+    const { token } = await cp.api<{ token: string }>('POST', '/v1/enrollment-tokens', {
+      labels: FLEET_LABEL,
+      maxUses: n,
+      ttlSeconds: 3600,
+    });
+
+    // Enrolment.
+    let cpu0 = cp.cpuMs();
+    let t0 = performance.now();
+    const enrolled = await enrolAll({
+      target: cp.grpcTarget,
+      caPem: cp.caPem,
+      token,
+      count: n,
+      concurrency: ENROL_CONCURRENCY,
+      key,
+    });
+    const enrolSec = (performance.now() - t0) / 1000;
+    const enrolment = {
+      perSec: round(n / enrolSec, 1),
+      seconds: round(enrolSec, 2),
+      cpuMsPerEnrolment: round((cp.cpuMs() - cpu0) / n, 1),
+      concurrency: ENROL_CONCURRENCY,
+    };
+
+    // Every agent opens its stream and applies (acks) what it is sent.
+    let received = new Map<
+      SimAgent,
+      { at: number; entries: number; revision: number; unchanged: boolean }
+    >();
+    let welcomed = new Map<SimAgent, number>();
+    for (const e of enrolled) {
+      agents.push(
+        createSimAgent({
+          hostname: e.hostname,
+          address: e.address,
+          identity: { caPem: cp.caPem, certPem: e.certPem },
+          key,
+          target: cp.grpcTarget,
+          backoffCapMs: BACKOFF_CAP_MS,
+          events: {
+            onWelcome: (a) => welcomed.set(a, performance.now()),
+            onRuleSet: (a, rs, unchanged) =>
+              received.set(a, {
+                at: performance.now(),
+                entries: rs.entries.length,
+                revision: rs.revision,
+                unchanged,
+              }),
+          },
+        }),
+      );
+    }
+    cpu0 = cp.cpuMs();
+    t0 = performance.now();
+    for (const a of agents) a.connect();
+    await waitUntil(
+      () => `${received.size}/${n} agents synced at connect`,
+      () => received.size === n,
+    );
+    const attempts = () => agents.reduce((sum, a) => sum + a.attempts, 0);
+    const connect = {
+      allSyncedSec: round((performance.now() - t0) / 1000, 2),
+      attempts: attempts(),
+      cpuMs: Math.round(cp.cpuMs() - cpu0),
+      rssMiB: cp.rssMiB(),
+    };
+
+    // Provision a change that touches every workload: an IP list of IP_LIST_SIZE CIDRs
+    // allowed to all of them.
+    await cp.api('PUT', '/v1/ip-lists/bench-peers', { cidrs: ipListCidrs(IP_LIST_SIZE) });
+    await cp.api('PUT', '/v1/policies/bench-allow', {
+      scope: { matchLabels: FLEET_LABEL },
+      ingress: [
+        {
+          action: 'allow',
+          peers: [{ ipList: 'bench-peers' }],
+          services: [{ protocol: 'tcp', port: 443 }],
+        },
+      ],
+    });
+    received = new Map();
+    cpu0 = cp.cpuMs();
+    t0 = performance.now();
+    const { revision } = await cp.api<{ revision: number }>('POST', '/v1/provision', {
+      note: 'fleet bench',
+    });
+    const answeredSec = (performance.now() - t0) / 1000;
+    await waitUntil(
+      () => `${received.size}/${n} agents acked revision ${revision}`,
+      () => received.size === n,
+    );
+    const got = [...received.values()];
+    if (got.some((r) => r.revision !== revision)) throw new Error('an agent got another revision');
+    const provision = {
+      entriesPerRuleSet: got[0]?.entries,
+      apiAnsweredSec: round(answeredSec, 2),
+      ackedSec: spread(got.map((r) => (r.at - t0) / 1000)),
+      cpuMs: Math.round(cp.cpuMs() - cpu0),
+      rssMiB: cp.rssMiB(),
+    };
+
+    // Storm: SIGTERM, start again on the same data dir; every agent reconnects with its
+    // backoff. Nothing changed, so a RuleSet sent now is a re-send.
+    received = new Map();
+    welcomed = new Map();
+    const attempts0 = attempts();
+    t0 = performance.now();
+    const stopMs = await cp.stop();
+    const tStart = performance.now();
+    await cp.start();
+    const readyMs = performance.now() - tStart;
+    const cpuReady = cp.cpuMs();
+    await waitUntil(
+      () => `${welcomed.size}/${n} agents back after the restart`,
+      () => welcomed.size === n,
+    );
+    const cpuAllBack = cp.cpuMs();
+    // Whatever a Hello brings back is written right behind its Welcome: give it time to land.
+    await new Promise((r) => setTimeout(r, 500));
+    const last = Math.max(...welcomed.values(), ...[...received.values()].map((r) => r.at));
+    const storm = {
+      convergedSec: round((last - t0) / 1000, 2),
+      fromHealthySec: round((last - tStart - readyMs) / 1000, 2),
+      stopMs: Math.round(stopMs),
+      startToHealthyMs: Math.round(readyMs),
+      reconnectAttempts: attempts() - attempts0,
+      ruleSetsResent: [...received.values()].filter((r) => r.unchanged).length,
+      ruleSetsChanged: [...received.values()].filter((r) => !r.unchanged).length,
+      cpuStartupMs: Math.round(cpuReady),
+      cpuMsPerReconnect: round((cpuAllBack - cpuReady) / n, 2),
+      rssMiB: cp.rssMiB(),
+    };
+    return {
+      agents: n,
+      backoffCapMs: BACKOFF_CAP_MS ?? DEFAULT_BACKOFF.capMs,
+      enrolment,
+      connect,
+      provision,
+      storm,
+    };
+  } finally {
+    for (const a of agents) a.close();
+    await cp.close();
+  }
+}
+
+// The figures are only as good as the machine was quiet: say how busy it was.
+const load = () => loadavg().map((x) => round(x, 2));
+const loadAtStart = load();
+const key = await createSharedKey();
+const runs = [];
+for (const n of SIZES) {
+  runs.push(await fleetRun(n, key));
+  process.stderr.write(`fleet: ${JSON.stringify(runs.at(-1))}\n`);
+}
+const telemetry = [];
+for (const rate of FLOW_RATES) {
+  telemetry.push(await flowLoad({ rate, agents: FLOW_AGENTS, seconds: FLOW_SECONDS, key }));
+  process.stderr.write(`telemetry: ${JSON.stringify(telemetry.at(-1))}\n`);
+}
+const machine = { loadavgAtStart: loadAtStart, loadavgAtEnd: load() };
+console.log(JSON.stringify({ fleet: { short: SHORT, machine, runs, telemetry } }, null, 2));
