@@ -27,7 +27,7 @@ import type {
 } from './model.js';
 import { compareStrings, PORT_PROTOCOL_NUMBERS, PROTOCOLS } from './protocols.js';
 import { matchesSelector } from './selector.js';
-import { type PortRange, type ResolvedServices, resolveServices } from './services.js';
+import { type ResolvedServices, resolveServices } from './services.js';
 import { validateState } from './validate.js';
 
 export interface CompileResult {
