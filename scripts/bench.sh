@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Benchmarks (as root): compiler scaling, nftables apply latency per backend, and data-plane
-# connections/s through enforced RuleSets of growing size between two namespace hosts.
+# Benchmarks (as root): compiler scaling, the calculation graph (cold load and one change at
+# 1k/10k workloads; `node --expose-gc bench/dist/calc.js --short` alone takes seconds), nftables
+# apply latency per backend, and data-plane connections/s through enforced RuleSets of growing
+# size between two namespace hosts.
 # Writes bench/results.json. Machines are noisy: compare runs on the same machine only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,16 +12,17 @@ npx tsc -p bench
 npx tsc -p packages/nftables/bench
 out=bench/results.json
 compile=$(node bench/dist/compile.js)
+calc=$(node --expose-gc bench/dist/calc.js)
 nft=$(unshare --net -- node packages/nftables/bench/dist/apply.bench.js)
 dataplane=$(node bench/dist/dataplane.js)
 node -e '
-const [compile, nft, dataplane] = process.argv.slice(1).map((s) => JSON.parse(s));
+const [compile, calc, nft, dataplane] = process.argv.slice(1).map((s) => JSON.parse(s));
 const os = require("node:os");
 const result = {
   date: new Date().toISOString(),
   machine: { cpus: os.cpus().length, model: os.cpus()[0].model, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, loadavg: os.loadavg().map((x) => +x.toFixed(2)) },
-  ...compile, nftables: nft, ...dataplane,
+  ...compile, ...calc, nftables: nft, ...dataplane,
 };
 require("node:fs").writeFileSync(process.argv[0] === "" ? "" : "'"$out"'", JSON.stringify(result, null, 2) + "\n");
 console.log(JSON.stringify(result, null, 2));
-' "$compile" "$nft" "$dataplane"
+' "$compile" "$calc" "$nft" "$dataplane"

@@ -27,7 +27,7 @@ function base(): PolicyState {
   return {
     workloads: [
       workload('web1', '10.0.0.1', { role: 'web' }),
-      workload('web2', '10.0.0.2', { role: 'web' }),
+      workload('web2', '10.0.0.5', { role: 'web' }),
       workload('db1', '10.0.0.10', { role: 'db' }),
     ],
     ipLists: [{ name: 'corp', cidrs: ['192.168.0.0/16'], except: ['192.168.1.0/24'] }],
@@ -63,7 +63,7 @@ describe('createCalculator', () => {
     const web = delta.groups.find((g) => g.id === webId)!;
     expect(web).toMatchObject({
       created: true,
-      added: [host('10.0.0.1'), host('10.0.0.2')],
+      added: [host('10.0.0.1'), host('10.0.0.5')],
       workloads: ['db1'],
     });
     expect(calc.group('list:corp')).toHaveLength(2); // 192.168.0.0/16 minus 192.168.1.0/24
@@ -99,11 +99,11 @@ describe('createCalculator', () => {
     const calc = createCalculator();
     calc.load(base());
     const before = calc.ruleSet('db1')!.hash;
-    const { delta } = calc.upsertWorkload(workload('web2', '10.0.0.2', { role: 'db' }));
+    const { delta } = calc.upsertWorkload(workload('web2', '10.0.0.5', { role: 'db' }));
     expect(delta.groups).toEqual(
       [
-        { id: dbId, added: [host('10.0.0.2')], removed: [], workloads: ['web1'] },
-        { id: webId, added: [], removed: [host('10.0.0.2')], workloads: ['db1', 'web2'] },
+        { id: dbId, added: [host('10.0.0.5')], removed: [], workloads: ['web1'] },
+        { id: webId, added: [], removed: [host('10.0.0.5')], workloads: ['db1', 'web2'] },
       ].sort((a, b) => (a.id < b.id ? -1 : 1)),
     );
     expect(delta.workloads.map((w) => [w.workloadId, w.groupsAdded, w.groupsRemoved])).toEqual([
@@ -111,10 +111,41 @@ describe('createCalculator', () => {
     ]);
     expect(calc.ruleSet('db1')!.hash).toBe(before);
     expect(
-      evaluateGroups(calc.ruleSet('db1')!, calc.group, 'ingress', '10.0.0.2', 6, 5432),
+      evaluateGroups(calc.ruleSet('db1')!, calc.group, 'ingress', '10.0.0.5', 6, 5432),
     ).toEqual({
       action: 'deny',
     });
+  });
+
+  it('keeps groups normalised: a neighbour address widens a range, its removal narrows it', () => {
+    const calc = createCalculator();
+    calc.load(base());
+    const range = (from: string, to: string) => ({ ...host(from), to: host(to).to });
+    let { delta } = calc.upsertWorkload(workload('web9', '10.0.0.2', { role: 'web' }));
+    expect(delta.groups).toEqual([
+      {
+        id: webId,
+        added: [range('10.0.0.1', '10.0.0.2')],
+        removed: [host('10.0.0.1')],
+        workloads: ['db1'],
+      },
+    ]);
+    expect(calc.group(webId)).toEqual([range('10.0.0.1', '10.0.0.2'), host('10.0.0.5')]);
+    calc.upsertWorkload(workload('web8', '10.0.0.3', { role: 'web' }));
+    calc.upsertWorkload(workload('web7', '10.0.0.4', { role: 'web' }));
+    expect(calc.group(webId)).toEqual([range('10.0.0.1', '10.0.0.5')]);
+    // A second host on the same address keeps it in the group when the first goes.
+    calc.upsertWorkload(workload('web6', '10.0.0.3', { role: 'web' }));
+    expect(calc.deleteWorkload('web6').delta.groups).toEqual([]);
+    ({ delta } = calc.deleteWorkload('web8'));
+    expect(delta.groups).toEqual([
+      {
+        id: webId,
+        added: [range('10.0.0.1', '10.0.0.2'), range('10.0.0.4', '10.0.0.5')],
+        removed: [range('10.0.0.1', '10.0.0.5')],
+        workloads: ['db1'],
+      },
+    ]);
   });
 
   it('an address change is one element out and one in', () => {

@@ -7,7 +7,7 @@
 
 import type { GroupRule, GroupRuleSet } from '@bulkhead/proto';
 import { MODES } from '../compile.js';
-import { cidrRange, compareRanges, type IpRange, parseAddress, subtractRanges } from '../ip.js';
+import { cidrRange, type IpRange, parseAddress, subtractRanges } from '../ip.js';
 import type {
   Diagnostic,
   IpList,
@@ -26,7 +26,9 @@ import {
   validateState,
   validateWorkload,
 } from '../validate.js';
+import { CountedNames } from './counted-names.js';
 import { type CalcDelta, type CalcSnapshot, DeltaRecorder, groupIdsOf } from './delta.js';
+import { RangeSet } from './range-set.js';
 import {
   type GroupSource,
   hashWithDigest,
@@ -70,12 +72,12 @@ interface WorkloadRecord extends Member {
 
 interface Group {
   id: string;
-  /** Range key -> the range and how many members put it there (selector groups share). */
-  ranges: Map<string, { range: IpRange; count: number }>;
+  ranges: RangeSet;
   /** Policy name -> references from its rules. */
   users: Map<string, number>;
+  /** Workloads whose rule set refers to the group: one count per policy that brings it. */
+  referrers: CountedNames;
   selector?: SelectorEntry;
-  sorted?: IpRange[];
 }
 
 interface PolicyRecord {
@@ -85,6 +87,8 @@ interface PolicyRecord {
   scope: SelectorEntry;
   rules: GroupRule[];
   sources: GroupSource[];
+  /** Distinct ids of `sources`. */
+  groupIds: string[];
 }
 
 /** Rules of one set of policies, shared by the workloads that set selects. */
@@ -128,37 +132,30 @@ export function createCalculator(): Calculator {
 
   const touch = (w: WorkloadRecord) => recorder.touchWorkload(w.workload.name, w.ruleSet);
 
-  function addRange(group: Group, range: IpRange): void {
-    const key = rangeKey(range);
-    const held = group.ranges.get(key);
-    if (held) {
-      held.count++;
-      return;
-    }
-    group.ranges.set(key, { range, count: 1 });
-    group.sorted = undefined;
-    recorder.toggle(group.id, key, range, 1);
-  }
+  const newGroup = (id: string): Group => ({
+    id,
+    ranges: new RangeSet((range, change) => recorder.toggle(id, rangeKey(range), range, change)),
+    users: new Map(),
+    referrers: new CountedNames(),
+  });
 
-  function removeRange(group: Group, range: IpRange): void {
-    const key = rangeKey(range);
-    const held = group.ranges.get(key)!;
-    if (--held.count > 0) return;
-    group.ranges.delete(key);
-    group.sorted = undefined;
-    recorder.toggle(group.id, key, range, -1);
+  /** A workload comes under (1) or leaves (-1) a policy's scope: it refers to its groups. */
+  function refer(ids: readonly string[], w: WorkloadRecord, by: 1 | -1): void {
+    touch(w);
+    for (const id of ids) groups.get(id)!.referrers.change(w.workload.name, by);
   }
 
   const index = new SelectorIndex({
     enter(entry, member) {
       const w = member as WorkloadRecord;
-      if (entry.group) for (const r of w.addresses) addRange(groups.get(entry.group)!, r);
-      if (entry.scopeOf.size > 0) touch(w);
+      if (entry.group) for (const r of w.addresses) groups.get(entry.group)!.ranges.addAddress(r);
+      for (const p of entry.scopeOf) refer(policies.get(p)!.groupIds, w, 1);
     },
     leave(entry, member) {
       const w = member as WorkloadRecord;
-      if (entry.group) for (const r of w.addresses) removeRange(groups.get(entry.group)!, r);
-      if (entry.scopeOf.size > 0) touch(w);
+      if (entry.group)
+        for (const r of w.addresses) groups.get(entry.group)!.ranges.removeAddress(r);
+      for (const p of entry.scopeOf) refer(policies.get(p)!.groupIds, w, -1);
     },
   });
 
@@ -166,18 +163,18 @@ export function createCalculator(): Calculator {
     let group = groups.get(source.id);
     if (!group) {
       recorder.touchGroup(source.id, false);
-      group = { id: source.id, ranges: new Map(), users: new Map() };
+      group = newGroup(source.id);
       groups.set(group.id, group);
       if (source.kind === 'selector') {
         group.selector = index.acquire(source.key, source.selector);
         group.selector.group = group.id;
         for (const m of group.selector.members) {
-          for (const r of (m as WorkloadRecord).addresses) addRange(group, r);
+          for (const r of (m as WorkloadRecord).addresses) group.ranges.addAddress(r);
         }
       } else {
         const ranges =
           source.kind === 'cidr' ? source.ranges : listRanges(ipLists.get(source.name)!);
-        for (const r of ranges) addRange(group, r);
+        group.ranges.replace(ranges);
       }
     }
     group.users.set(policy, (group.users.get(policy) ?? 0) + 1);
@@ -193,10 +190,7 @@ export function createCalculator(): Calculator {
     group.users.delete(policy);
     if (group.users.size > 0) return;
     recorder.touchGroup(id, true); // an empty group toggles nothing but is still gone
-    for (const { range } of [...group.ranges.values()]) {
-      group.ranges.delete(rangeKey(range));
-      recorder.toggle(id, rangeKey(range), range, -1);
-    }
+    group.ranges.replace([]);
     if (group.selector) {
       group.selector.group = undefined;
       index.release(group.selector);
@@ -206,26 +200,35 @@ export function createCalculator(): Calculator {
 
   function setPolicy(policy: Policy | undefined, name: string): void {
     const old = policies.get(name);
+    let record: PolicyRecord | undefined;
     if (policy) {
       const { rules, sources } = policyRules(policy, services);
+      const groupIds = [...new Set(sources.map((s) => s.id))];
       const scope = index.acquire(selectorKey(policy.scope), policy.scope);
-      const record: PolicyRecord = { policy, version: ++version, scope, rules, sources };
-      // New references first, so a group or selector both versions use is never dropped.
+      record = { policy, version: ++version, scope, rules, sources, groupIds };
+      // New references before the old ones go, so what both versions use is never dropped.
       for (const s of sources) acquireGroup(s, name);
-      if (old) old.scope.scopeOf.delete(name);
-      scope.scopeOf.add(name);
-      for (const m of scope.members) touch(m as WorkloadRecord);
-      policies.set(name, record);
       for (const service of servicesOf(policy)) {
-        const users = bucket(serviceUsers, service, () => new Set());
-        users.add(name);
+        bucket(serviceUsers, service, () => new Set()).add(name);
       }
-    } else if (old) {
+    }
+    // Same scope: its members keep referring to the groups both versions use.
+    const same = old && record && old.scope === record.scope;
+    const minus = (a: PolicyRecord, b: PolicyRecord) =>
+      a.groupIds.filter((id) => !b.groupIds.includes(id));
+    if (old) {
       old.scope.scopeOf.delete(name);
       policies.delete(name);
+      const gone = same ? minus(old, record!) : old.groupIds;
+      for (const m of old.scope.members) refer(gone, m as WorkloadRecord, -1);
+    }
+    if (record) {
+      record.scope.scopeOf.add(name);
+      policies.set(name, record);
+      const come = same ? minus(record, old!) : record.groupIds;
+      for (const m of record.scope.members) refer(come, m as WorkloadRecord, 1);
     }
     if (!old) return;
-    for (const m of old.scope.members) touch(m as WorkloadRecord);
     index.release(old.scope);
     for (const s of old.sources) releaseGroup(s.id, name);
     const kept = policy ? servicesOf(policy) : new Set<string>();
@@ -267,8 +270,8 @@ export function createCalculator(): Calculator {
     for (const entry of w.matched) {
       if (!entry.group) continue;
       const group = groups.get(entry.group)!;
-      for (const r of addresses) addRange(group, r);
-      for (const r of before) removeRange(group, r);
+      for (const r of addresses) group.ranges.addAddress(r);
+      for (const r of before) group.ranges.removeAddress(r);
     }
     index.relabel(w, workload.labels);
   }
@@ -277,12 +280,7 @@ export function createCalculator(): Calculator {
     ipLists.set(list.name, list);
     const group = groups.get(`list:${list.name}`);
     if (!group) return;
-    const next = listRanges(list);
-    const keep = new Set(next.map(rangeKey));
-    for (const { range } of [...group.ranges.values()]) {
-      if (!keep.has(rangeKey(range))) removeRange(group, range);
-    }
-    for (const r of next) if (!group.ranges.has(rangeKey(r))) addRange(group, r);
+    group.ranges.replace(listRanges(list));
   }
 
   function setService(service: Service): void {
@@ -335,18 +333,7 @@ export function createCalculator(): Calculator {
   function groupRanges(id: string): readonly IpRange[] | undefined {
     const group = groups.get(id);
     if (!group) return undefined;
-    group.sorted ??= [...group.ranges.values()].map((h) => h.range).sort(compareRanges);
-    return group.sorted;
-  }
-
-  function groupWorkloads(id: string): string[] {
-    const names = new Set<string>();
-    for (const policy of groups.get(id)!.users.keys()) {
-      for (const m of policies.get(policy)!.scope.members) {
-        names.add((m as WorkloadRecord).workload.name);
-      }
-    }
-    return [...names].sort(compareStrings);
+    return group.ranges.ranges;
   }
 
   /** Runs one change and returns its delta. */
@@ -368,7 +355,10 @@ export function createCalculator(): Calculator {
       });
     }
     delta.workloads.sort((a, b) => compareStrings(a.workloadId, b.workloadId));
-    delta.groups = recorder.groupChanges((id) => groups.has(id), groupWorkloads);
+    delta.groups = recorder.groupChanges(
+      (id) => groups.has(id),
+      (id) => [...groups.get(id)!.referrers.sorted],
+    );
     return ok(delta);
   }
 
