@@ -9,8 +9,8 @@ import {
   type Calculator,
   compile,
   createCalculator,
-  formatAddress,
   type IpRange,
+  toAddressRange,
 } from '@bulkhead/policy';
 import { AddressGroup, GroupRuleSet, GroupUpdate, RuleSet } from '@bulkhead/proto';
 import { appPolicy, fleet } from './fleet.js';
@@ -20,12 +20,8 @@ const APPS = 400; // 5 rules each: 2,000 rules
 const sizes = short ? [1000] : [1000, 10_000];
 const REPEAT = short ? 5 : 21;
 
-const text = (r: IpRange) => ({
-  from: formatAddress(r.family, r.from),
-  to: formatAddress(r.family, r.to),
-});
 const groupBytes = (id: string, ranges: readonly IpRange[]) =>
-  AddressGroup.encode({ id, ranges: ranges.map(text) }).finish().length;
+  AddressGroup.encode({ id, ranges: ranges.map(toAddressRange) }).finish().length;
 
 /**
  * Encodes a delta's messages (timed): the changed rule sets and one GroupUpdate per group.
@@ -45,8 +41,8 @@ function encodeDelta(delta: CalcDelta) {
   for (const g of delta.groups) {
     const bytes = GroupUpdate.encode({
       id: g.id,
-      added: g.added.map(text),
-      removed: g.removed.map(text),
+      added: g.added.map(toAddressRange),
+      removed: g.removed.map(toAddressRange),
       created: g.created ?? false,
       deleted: g.deleted ?? false,
     }).finish().length;

@@ -11,7 +11,7 @@ export {
   type WorkloadChange,
 } from './calc/delta.js';
 export { evaluateGroups, type GroupLookup } from './calc/evaluate.js';
-export { hashGroupRuleSet, selectorKey } from './calc/rules.js';
+export { hashGroupRuleSet, selectorKey, toAddressRange } from './calc/rules.js';
 export { type CompileResult, compile, hashRuleSet } from './compile.js';
 export {
   diffRuleSets,

@@ -7,7 +7,7 @@
 
 import type { GroupRule, GroupRuleSet } from '@bulkhead/proto';
 import { MODES } from '../compile.js';
-import { cidrRange, type IpRange, parseAddress, subtractRanges } from '../ip.js';
+import { type IpRange, parseAddress } from '../ip.js';
 import type {
   Diagnostic,
   IpList,
@@ -26,18 +26,16 @@ import {
   validateState,
   validateWorkload,
 } from '../validate.js';
-import { CountedNames } from './counted-names.js';
 import { type CalcDelta, type CalcSnapshot, DeltaRecorder, groupIdsOf } from './delta.js';
-import { RangeSet } from './range-set.js';
+import { type AddressedMember, GroupTable } from './groups.js';
 import {
   type GroupSource,
   hashWithDigest,
   policyRules,
-  rangeKey,
   rulesDigest,
   selectorKey,
 } from './rules.js';
-import { bucket, type Member, type SelectorEntry, SelectorIndex } from './selectors.js';
+import { bucket, type SelectorEntry, SelectorIndex } from './selectors.js';
 
 export interface CalcResult {
   delta: CalcDelta;
@@ -63,21 +61,10 @@ export interface Calculator {
   snapshot(): CalcSnapshot;
 }
 
-interface WorkloadRecord extends Member {
+interface WorkloadRecord extends AddressedMember {
   workload: Workload;
-  addresses: IpRange[];
   shared?: SharedRules;
   ruleSet?: GroupRuleSet;
-}
-
-interface Group {
-  id: string;
-  ranges: RangeSet;
-  /** Policy name -> references from its rules. */
-  users: Map<string, number>;
-  /** Workloads whose rule set refers to the group: one count per policy that brings it. */
-  referrers: CountedNames;
-  selector?: SelectorEntry;
 }
 
 interface PolicyRecord {
@@ -108,9 +95,6 @@ function parseAddresses(texts: readonly string[]): IpRange[] {
   return [...out.values()];
 }
 
-const listRanges = (l: IpList) =>
-  subtractRanges(l.cidrs.map(cidrRange), (l.except ?? []).map(cidrRange));
-
 const ok = (delta: CalcDelta): CalcResult => ({ delta, diagnostics: [] });
 const invalid = (diagnostics: Diagnostic[]): CalcResult => ({
   delta: { groups: [], workloads: [] },
@@ -125,78 +109,36 @@ export function createCalculator(): Calculator {
   const policies = new Map<string, PolicyRecord>();
   /** Service name -> policies whose rules name it. */
   const serviceUsers = new Map<string, Set<string>>();
-  const groups = new Map<string, Group>();
   const shared = new Map<string, SharedRules>();
   let version = 0;
   let recorder = new DeltaRecorder();
 
   const touch = (w: WorkloadRecord) => recorder.touchWorkload(w.workload.name, w.ruleSet);
 
-  const newGroup = (id: string): Group => ({
-    id,
-    ranges: new RangeSet((range, change) => recorder.toggle(id, rangeKey(range), range, change)),
-    users: new Map(),
-    referrers: new CountedNames(),
-  });
-
   /** A workload comes under (1) or leaves (-1) a policy's scope: it refers to its groups. */
   function refer(ids: readonly string[], w: WorkloadRecord, by: 1 | -1): void {
     touch(w);
-    for (const id of ids) groups.get(id)!.referrers.change(w.workload.name, by);
+    groups.refer(ids, w.workload.name, by);
   }
 
   const index = new SelectorIndex({
     enter(entry, member) {
       const w = member as WorkloadRecord;
-      if (entry.group) for (const r of w.addresses) groups.get(entry.group)!.ranges.addAddress(r);
+      if (entry.group) groups.addresses(entry.group, w.addresses);
       for (const p of entry.scopeOf) refer(policies.get(p)!.groupIds, w, 1);
     },
     leave(entry, member) {
       const w = member as WorkloadRecord;
-      if (entry.group)
-        for (const r of w.addresses) groups.get(entry.group)!.ranges.removeAddress(r);
+      if (entry.group) groups.addresses(entry.group, [], w.addresses);
       for (const p of entry.scopeOf) refer(policies.get(p)!.groupIds, w, -1);
     },
   });
 
-  function acquireGroup(source: GroupSource, policy: string): void {
-    let group = groups.get(source.id);
-    if (!group) {
-      recorder.touchGroup(source.id, false);
-      group = newGroup(source.id);
-      groups.set(group.id, group);
-      if (source.kind === 'selector') {
-        group.selector = index.acquire(source.key, source.selector);
-        group.selector.group = group.id;
-        for (const m of group.selector.members) {
-          for (const r of (m as WorkloadRecord).addresses) group.ranges.addAddress(r);
-        }
-      } else {
-        const ranges =
-          source.kind === 'cidr' ? source.ranges : listRanges(ipLists.get(source.name)!);
-        group.ranges.replace(ranges);
-      }
-    }
-    group.users.set(policy, (group.users.get(policy) ?? 0) + 1);
-  }
-
-  function releaseGroup(id: string, policy: string): void {
-    const group = groups.get(id)!;
-    const left = group.users.get(policy)! - 1;
-    if (left > 0) {
-      group.users.set(policy, left);
-      return;
-    }
-    group.users.delete(policy);
-    if (group.users.size > 0) return;
-    recorder.touchGroup(id, true); // an empty group toggles nothing but is still gone
-    group.ranges.replace([]);
-    if (group.selector) {
-      group.selector.group = undefined;
-      index.release(group.selector);
-    }
-    groups.delete(id);
-  }
+  const groups = new GroupTable(
+    () => recorder,
+    index,
+    (name) => ipLists.get(name)!,
+  );
 
   function setPolicy(policy: Policy | undefined, name: string): void {
     const old = policies.get(name);
@@ -207,7 +149,7 @@ export function createCalculator(): Calculator {
       const scope = index.acquire(selectorKey(policy.scope), policy.scope);
       record = { policy, version: ++version, scope, rules, sources, groupIds };
       // New references before the old ones go, so what both versions use is never dropped.
-      for (const s of sources) acquireGroup(s, name);
+      for (const s of sources) groups.acquire(s, name);
       for (const service of servicesOf(policy)) {
         bucket(serviceUsers, service, () => new Set()).add(name);
       }
@@ -230,7 +172,7 @@ export function createCalculator(): Calculator {
     }
     if (!old) return;
     index.release(old.scope);
-    for (const s of old.sources) releaseGroup(s.id, name);
+    for (const s of old.sources) groups.release(s.id, name);
     const kept = policy ? servicesOf(policy) : new Set<string>();
     for (const service of servicesOf(old.policy)) {
       if (kept.has(service)) continue;
@@ -267,20 +209,14 @@ export function createCalculator(): Calculator {
     const before = w.addresses;
     w.workload = workload;
     w.addresses = addresses;
-    for (const entry of w.matched) {
-      if (!entry.group) continue;
-      const group = groups.get(entry.group)!;
-      for (const r of addresses) group.ranges.addAddress(r);
-      for (const r of before) group.ranges.removeAddress(r);
-    }
+    for (const entry of w.matched)
+      if (entry.group) groups.addresses(entry.group, addresses, before);
     index.relabel(w, workload.labels);
   }
 
   function setIpList(list: IpList): void {
     ipLists.set(list.name, list);
-    const group = groups.get(`list:${list.name}`);
-    if (!group) return;
-    group.ranges.replace(listRanges(list));
+    groups.updateList(list);
   }
 
   function setService(service: Service): void {
@@ -330,12 +266,6 @@ export function createCalculator(): Calculator {
     w.ruleSet = ruleSet;
   }
 
-  function groupRanges(id: string): readonly IpRange[] | undefined {
-    const group = groups.get(id);
-    if (!group) return undefined;
-    return group.ranges.ranges;
-  }
-
   /** Runs one change and returns its delta. */
   function change(apply: () => void): CalcResult {
     recorder = new DeltaRecorder();
@@ -357,7 +287,7 @@ export function createCalculator(): Calculator {
     delta.workloads.sort((a, b) => compareStrings(a.workloadId, b.workloadId));
     delta.groups = recorder.groupChanges(
       (id) => groups.has(id),
-      (id) => [...groups.get(id)!.referrers.sorted],
+      (id) => groups.referrers(id),
     );
     return ok(delta);
   }
@@ -421,8 +351,8 @@ export function createCalculator(): Calculator {
       return change(() => setIpList(list));
     },
     deleteIpList(name) {
-      const group = groups.get(`list:${name}`);
-      if (group) return invalid(inUse('ipList', name, group.users.keys()));
+      const users = [...groups.users(`list:${name}`)];
+      if (users.length > 0) return invalid(inUse('ipList', name, users));
       return change(() => ipLists.delete(name));
     },
     upsertService(service) {
@@ -455,14 +385,14 @@ export function createCalculator(): Calculator {
     },
     deletePolicy: (name) => change(() => setPolicy(undefined, name)),
     ruleSet: (name) => workloads.get(name)?.ruleSet,
-    group: groupRanges,
+    group: (id) => groups.ranges(id),
     snapshot() {
       const ruleSets = new Map<string, GroupRuleSet>();
       for (const name of [...workloads.keys()].sort(compareStrings)) {
         ruleSets.set(name, workloads.get(name)!.ruleSet!);
       }
       const out = new Map<string, IpRange[]>();
-      for (const id of [...groups.keys()].sort(compareStrings)) out.set(id, [...groupRanges(id)!]);
+      for (const id of groups.ids()) out.set(id, [...groups.ranges(id)!]);
       return { ruleSets, groups: out };
     },
   };

@@ -19,7 +19,13 @@
 // - falling off the end of the chain is the default deny (or would-deny in monitor mode).
 
 import { createHash } from 'node:crypto';
-import { Action, type GroupRule, GroupRuleSet, type ServiceRange } from '@bulkhead/proto';
+import {
+  Action,
+  type AddressRange,
+  type GroupRule,
+  GroupRuleSet,
+  type ServiceRange,
+} from '@bulkhead/proto';
 import { DIRECTIONS } from '../compile.js';
 import { cidrRange, formatAddress, type IpRange, subtractRanges } from '../ip.js';
 import type { Peer, Policy, PortSpec, Selector } from '../model.js';
@@ -132,7 +138,8 @@ export function rulesDigest(rules: readonly GroupRule[]): string {
   return sha256(GroupRuleSet.encode({ ...EMPTY, rules: rules as GroupRule[] }).finish());
 }
 
-function hashWithDigest(ruleSet: GroupRuleSet, digest: string): string {
+/** The hash of `ruleSet` given the digest of its rules (see `hashGroupRuleSet`). */
+export function hashWithDigest(ruleSet: GroupRuleSet, digest: string): string {
   const { workloadId, ingressMode, egressMode } = ruleSet;
   return sha256(
     GroupRuleSet.encode({ ...EMPTY, workloadId, ingressMode, egressMode, hash: digest }).finish(),
@@ -149,9 +156,7 @@ export function hashGroupRuleSet(ruleSet: GroupRuleSet): string {
   return hashWithDigest(ruleSet, rulesDigest(ruleSet.rules));
 }
 
-export { hashWithDigest };
-
-/** Canonical text of a range, as on the wire. */
-export function rangeText(r: IpRange): { from: string; to: string } {
+/** A range as the wire's AddressRange (canonical text). */
+export function toAddressRange(r: IpRange): AddressRange {
   return { from: formatAddress(r.family, r.from), to: formatAddress(r.family, r.to) };
 }
