@@ -123,7 +123,7 @@ class Resolver {
           deny: rule.action === 'deny',
           policy: policy.name,
           addresses: normalizeRanges(rule.peers.flatMap((p) => this.peerRanges(p))),
-          ...resolveServices(rule.services, this.services),
+          ...resolveServices(rule.services, (name) => this.services.get(name)),
         });
       });
     }

@@ -34,14 +34,14 @@ function normalizePorts(ranges: PortRange[]): PortRange[] {
 /** Resolves service names through `named` (validation guarantees they exist). */
 export function resolveServices(
   services: PolicyRule['services'],
-  named: ReadonlyMap<string, readonly PortSpec[]>,
+  named: (name: string) => readonly PortSpec[] | undefined,
 ): ResolvedServices {
   const out: ResolvedServices = { anyProtocol: false, ports: new Map(), protocols: new Set() };
   if (!services || services.length === 0) {
     out.anyProtocol = true;
     return out;
   }
-  const specs = services.flatMap((s) => (typeof s === 'string' ? (named.get(s) ?? []) : [s]));
+  const specs = services.flatMap((s) => (typeof s === 'string' ? (named(s) ?? []) : [s]));
   for (const spec of specs) {
     const number = PROTOCOLS[spec.protocol];
     if (number === 0) {

@@ -8,15 +8,7 @@
 import type { GroupRule, GroupRuleSet } from '@bulkhead/proto';
 import { MODES } from '../compile.js';
 import { type IpRange, parseAddress } from '../ip.js';
-import type {
-  Diagnostic,
-  IpList,
-  Policy,
-  PolicyState,
-  PortSpec,
-  Service,
-  Workload,
-} from '../model.js';
+import type { Diagnostic, IpList, Policy, PolicyState, Service, Workload } from '../model.js';
 import { compareStrings } from '../protocols.js';
 import {
   validateIpList,
@@ -43,6 +35,7 @@ export interface CalcResult {
   diagnostics: Diagnostic[];
 }
 
+/** Keeps the objects it is given: callers pass new objects rather than editing old ones. */
 export interface Calculator {
   /** Makes the state equal to `state` (cold start or full resync); the delta is the difference. */
   load(state: PolicyState): CalcResult;
@@ -104,8 +97,7 @@ const invalid = (diagnostics: Diagnostic[]): CalcResult => ({
 export function createCalculator(): Calculator {
   const workloads = new Map<string, WorkloadRecord>();
   const ipLists = new Map<string, IpList>();
-  const services = new Map<string, readonly PortSpec[]>();
-  const serviceObjects = new Map<string, Service>();
+  const services = new Map<string, Service>();
   const policies = new Map<string, PolicyRecord>();
   /** Service name -> policies whose rules name it. */
   const serviceUsers = new Map<string, Set<string>>();
@@ -144,7 +136,7 @@ export function createCalculator(): Calculator {
     const old = policies.get(name);
     let record: PolicyRecord | undefined;
     if (policy) {
-      const { rules, sources } = policyRules(policy, services);
+      const { rules, sources } = policyRules(policy, (n) => services.get(n)?.ports);
       const groupIds = [...new Set(sources.map((s) => s.id))];
       const scope = index.acquire(selectorKey(policy.scope), policy.scope);
       record = { policy, version: ++version, scope, rules, sources, groupIds };
@@ -220,8 +212,7 @@ export function createCalculator(): Calculator {
   }
 
   function setService(service: Service): void {
-    services.set(service.name, service.ports);
-    serviceObjects.set(service.name, service);
+    services.set(service.name, service);
     for (const name of [...(serviceUsers.get(service.name) ?? [])]) {
       setPolicy(policies.get(name)!.policy, name);
     }
@@ -309,7 +300,7 @@ export function createCalculator(): Calculator {
     const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
     const names = <T extends { name: string }>(items: T[]) => new Set(items.map((i) => i.name));
     return change(() => {
-      for (const s of state.services) if (!same(serviceObjects.get(s.name), s)) setService(s);
+      for (const s of state.services) if (!same(services.get(s.name), s)) setService(s);
       for (const l of state.ipLists) if (!same(ipLists.get(l.name), l)) setIpList(l);
       for (const w of state.workloads) {
         if (!same(workloads.get(w.name)?.workload, w)) setWorkload(w, w.name);
@@ -328,10 +319,7 @@ export function createCalculator(): Calculator {
         if (!keep.workloads.has(name)) setWorkload(undefined, name);
       }
       for (const name of [...services.keys()]) {
-        if (!keep.services.has(name)) {
-          services.delete(name);
-          serviceObjects.delete(name);
-        }
+        if (!keep.services.has(name)) services.delete(name);
       }
       for (const name of [...ipLists.keys()]) if (!keep.ipLists.has(name)) ipLists.delete(name);
     });
@@ -363,10 +351,7 @@ export function createCalculator(): Calculator {
     deleteService(name) {
       const users = serviceUsers.get(name);
       if (users) return invalid(inUse('service', name, users));
-      return change(() => {
-        services.delete(name);
-        serviceObjects.delete(name);
-      });
+      return change(() => services.delete(name));
     },
     upsertPolicy(policy) {
       const diagnostics = validatePolicy(policy, 'policy');

@@ -108,7 +108,7 @@ export interface PolicyRules {
 /** One policy's rules in group form, in rule order (ingress, then egress, by index). */
 export function policyRules(
   policy: Policy,
-  services: ReadonlyMap<string, readonly PortSpec[]>,
+  services: (name: string) => readonly PortSpec[] | undefined,
 ): PolicyRules {
   const rules: GroupRule[] = [];
   const sources: GroupSource[] = [];
