@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Benchmarks (as root): compiler scaling, the control plane's store paths, nftables apply latency
-# per backend, data-plane connections/s through enforced RuleSets of growing size between two
-# namespace hosts, and the fleet at scale (enrolment, fan-out, reconnect storm, telemetry ingest;
-# see bench/README.md). Writes bench/results.json. Machines are noisy: compare runs on the same
+# Benchmarks (as root): compiler scaling, the calculation graph (cold load and one change at
+# 1k/10k workloads), the control plane's store paths, nftables apply latency per backend,
+# data-plane connections/s through enforced RuleSets of growing size between two namespace
+# hosts, and the fleet at scale (enrolment, fan-out, reconnect storm, telemetry ingest). See
+# bench/README.md. Writes bench/results.json. Machines are noisy: compare runs on the same
 # machine only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,18 +13,19 @@ npx tsc -p bench
 npx tsc -p packages/nftables/bench
 out=bench/results.json
 compile=$(node bench/dist/compile.js)
+calc=$(node --expose-gc bench/dist/calc.js)
 controlplane=$(node bench/dist/control-plane.js)
 nft=$(unshare --net -- node packages/nftables/bench/dist/apply.bench.js)
 dataplane=$(node bench/dist/dataplane.js)
 fleet=$(node bench/dist/fleet.js)
 node -e '
-const [compile, controlplane, nft, dataplane, fleet] = process.argv.slice(1).map((s) => JSON.parse(s));
+const [compile, calc, controlplane, nft, dataplane, fleet] = process.argv.slice(1).map((s) => JSON.parse(s));
 const os = require("node:os");
 const result = {
   date: new Date().toISOString(),
   machine: { cpus: os.cpus().length, model: os.cpus()[0].model, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, loadavg: os.loadavg().map((x) => +x.toFixed(2)) },
-  ...compile, ...controlplane, nftables: nft, ...dataplane, ...fleet,
+  ...compile, ...calc, ...controlplane, nftables: nft, ...dataplane, ...fleet,
 };
 require("node:fs").writeFileSync(process.argv[0] === "" ? "" : "'"$out"'", JSON.stringify(result, null, 2) + "\n");
 console.log(JSON.stringify(result, null, 2));
-' "$compile" "$controlplane" "$nft" "$dataplane" "$fleet"
+' "$compile" "$calc" "$controlplane" "$nft" "$dataplane" "$fleet"

@@ -27,6 +27,7 @@ import type {
 } from './model.js';
 import { compareStrings, PORT_PROTOCOL_NUMBERS, PROTOCOLS } from './protocols.js';
 import { matchesSelector } from './selector.js';
+import { type ResolvedServices, resolveServices } from './services.js';
 import { validateState } from './validate.js';
 
 export interface CompileResult {
@@ -36,43 +37,23 @@ export interface CompileResult {
 
 type DirectionName = 'ingress' | 'egress';
 
-interface PortRange {
-  from: number;
-  to: number;
-}
-
 /** One rule of one workload, resolved to sets. */
-interface ResolvedRule {
+interface ResolvedRule extends ResolvedServices {
   id: string;
   direction: DirectionName;
   deny: boolean;
   policy: string;
   addresses: IpRange[];
-  /** Covers every protocol (no services, or a service with protocol `any`). */
-  anyProtocol: boolean;
-  /** Port protocols (6/17/132) to their normalized port ranges. */
-  ports: Map<number, PortRange[]>;
-  /** Other protocols, matched whole. */
-  protocols: Set<number>;
 }
 
-const DIRECTIONS: Record<DirectionName, Direction> = {
+export const DIRECTIONS: Record<DirectionName, Direction> = {
   ingress: Direction.DIRECTION_INGRESS,
   egress: Direction.DIRECTION_EGRESS,
 };
-const MODES: Record<ModeName, Mode> = { monitor: Mode.MODE_MONITOR, enforce: Mode.MODE_ENFORCE };
-const ALL_PORTS: PortRange = { from: 0, to: 65535 };
-
-function normalizePorts(ranges: PortRange[]): PortRange[] {
-  const sorted = [...ranges].sort((a, b) => a.from - b.from || a.to - b.to);
-  const out: PortRange[] = [];
-  for (const r of sorted) {
-    const last = out[out.length - 1];
-    if (last && r.from <= last.to + 1) last.to = Math.max(last.to, r.to);
-    else out.push({ ...r });
-  }
-  return out;
-}
+export const MODES: Record<ModeName, Mode> = {
+  monitor: Mode.MODE_MONITOR,
+  enforce: Mode.MODE_ENFORCE,
+};
 
 class Resolver {
   private readonly ipLists: Map<string, IpRange[]>;
@@ -136,43 +117,14 @@ class Resolver {
     const out: ResolvedRule[] = [];
     for (const direction of ['ingress', 'egress'] as const) {
       (policy[direction] ?? []).forEach((rule, index) => {
-        const resolved: ResolvedRule = {
+        out.push({
           id: `${policy.name}/${direction}/${index}`,
           direction,
           deny: rule.action === 'deny',
           policy: policy.name,
           addresses: normalizeRanges(rule.peers.flatMap((p) => this.peerRanges(p))),
-          anyProtocol: false,
-          ports: new Map(),
-          protocols: new Set(),
-        };
-        const specs = (rule.services ?? []).flatMap((s) =>
-          typeof s === 'string' ? (this.services.get(s) ?? []) : [s],
-        );
-        if (!rule.services || rule.services.length === 0) resolved.anyProtocol = true;
-        for (const spec of specs) {
-          const number = PROTOCOLS[spec.protocol];
-          if (number === 0) {
-            resolved.anyProtocol = true;
-          } else if (PORT_PROTOCOL_NUMBERS.includes(number)) {
-            const range =
-              spec.port === undefined
-                ? ALL_PORTS
-                : { from: spec.port, to: spec.endPort ?? spec.port };
-            resolved.ports.set(number, [...(resolved.ports.get(number) ?? []), range]);
-          } else {
-            resolved.protocols.add(number);
-          }
-        }
-        if (resolved.anyProtocol) {
-          // Finer specs add nothing to a rule that already covers every protocol.
-          resolved.ports.clear();
-          resolved.protocols.clear();
-        }
-        for (const [number, ranges] of resolved.ports) {
-          resolved.ports.set(number, normalizePorts(ranges));
-        }
-        out.push(resolved);
+          ...resolveServices(rule.services, (name) => this.services.get(name)),
+        });
       });
     }
     this.resolved.set(policy, out);

@@ -54,7 +54,7 @@ function memo<T>(parse: (text: string) => T): (text: string) => T {
 const cachedCidr = memo<CidrResult>(parseCidr);
 const cachedAddress = memo(parseAddress);
 
-function checkProbe(protocol: number, port: number | undefined): void {
+export function checkProbe(protocol: number, port: number | undefined): void {
   if (!Number.isInteger(protocol) || protocol < 0 || protocol > 255) {
     throw new PolicyError('POLICY_BAD_ARGUMENT', `protocol ${protocol} is not in 0..255`);
   }
@@ -63,7 +63,7 @@ function checkProbe(protocol: number, port: number | undefined): void {
   }
 }
 
-function parsePeer(peer: string): IpAddress {
+export function parsePeer(peer: string): IpAddress {
   const address = parseAddress(peer);
   if (!address) throw new PolicyError('POLICY_BAD_ARGUMENT', `'${peer}' is not an IP address`);
   return address;

@@ -1,3 +1,17 @@
+export {
+  type CalcResult,
+  type Calculator,
+  createCalculator,
+} from './calc/calculator.js';
+export {
+  applyDelta,
+  type CalcDelta,
+  type CalcSnapshot,
+  type GroupChange,
+  type WorkloadChange,
+} from './calc/delta.js';
+export { evaluateGroups, type GroupLookup } from './calc/evaluate.js';
+export { hashGroupRuleSet, selectorKey, toAddressRange } from './calc/rules.js';
 export { type CompileResult, compile, hashRuleSet } from './compile.js';
 export {
   diffRuleSets,

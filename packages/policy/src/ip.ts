@@ -155,7 +155,7 @@ export function formatAddress(family: Family, value: bigint): string {
   return `${head}::${tail}`;
 }
 
-function compareRanges(a: IpRange, b: IpRange): number {
+export function compareRanges(a: IpRange, b: IpRange): number {
   if (a.family !== b.family) return a.family - b.family;
   if (a.from !== b.from) return a.from < b.from ? -1 : 1;
   if (a.to !== b.to) return a.to < b.to ? -1 : 1;

@@ -163,3 +163,102 @@ export function randomState(rng: Rng): PolicyState {
   }));
   return { workloads, ipLists, services, policies };
 }
+
+/** One input to an incremental consumer: an upsert (`value`) or a delete (no `value`). */
+export type StateChange =
+  | { kind: 'workloads'; name: string; value?: Workload }
+  | { kind: 'ipLists'; name: string; value?: IpList }
+  | { kind: 'services'; name: string; value?: Service }
+  | { kind: 'policies'; name: string; value?: Policy };
+
+/** `state` with one change applied (a new object is appended, an upsert replaces in place). */
+export function applyChange(state: PolicyState, change: StateChange): PolicyState {
+  const items = state[change.kind] as Array<{ name: string }>;
+  const at = items.findIndex((i) => i.name === change.name);
+  const next = [...items];
+  if (!change.value) {
+    if (at >= 0) next.splice(at, 1);
+  } else if (at >= 0) next[at] = change.value;
+  else next.push(change.value);
+  return { ...state, [change.kind]: next };
+}
+
+/**
+ * A random change to `state`: new, edited and deleted objects of every kind, names from
+ * small pools so that objects come back. Some are invalid on purpose (a delete of an IP
+ * list or service still in use, now and then a bad address); `validateState` of the result
+ * says which.
+ */
+export function randomChange(rng: Rng, state: PolicyState): StateChange {
+  const kind = rng.pick([
+    'workloads',
+    'workloads',
+    'workloads',
+    'ipLists',
+    'services',
+    'policies',
+    'policies',
+  ] as const);
+  const name = rng.pick(
+    {
+      workloads: ['w0', 'w1', 'w2', 'w3', 'w4', 'w5'],
+      ipLists: ['l0', 'l1', 'l2'],
+      services: ['s0', 's1', 's2'],
+      policies: ['p0', 'p1', 'p2', 'p3'],
+    }[kind],
+  );
+  if (rng.chance(0.15)) return { kind, name };
+  switch (kind) {
+    case 'workloads': {
+      const old = state.workloads.find((w) => w.name === name);
+      const fresh = (): string[] => [
+        ...new Set(
+          Array.from({ length: rng.int(1, 3) }, () => address(rng, rng.chance(0.6) ? 4 : 6)),
+        ),
+      ];
+      const value: Workload = old
+        ? {
+            ...old,
+            labels: rng.chance(0.6) ? labels(rng) : old.labels,
+            addresses: rng.chance(0.4) ? fresh() : old.addresses,
+            mode: rng.chance(0.3)
+              ? {
+                  ingress: rng.pick(['monitor', 'enforce'] as const),
+                  egress: rng.pick(['monitor', 'enforce'] as const),
+                }
+              : old.mode,
+          }
+        : {
+            name,
+            addresses: fresh(),
+            labels: labels(rng),
+            mode: { ingress: 'enforce', egress: 'monitor' },
+          };
+      if (rng.chance(0.03)) value.addresses = ['10.0.0.256'];
+      return { kind, name, value };
+    }
+    case 'ipLists': {
+      const family = rng.chance(0.6) ? 4 : 6;
+      const cidrs = Array.from({ length: rng.int(1, 2) }, () => cidr(rng, family));
+      const value: IpList = rng.chance(0.5)
+        ? { name, cidrs, except: [inside(rng, cidrs[0]!)] }
+        : { name, cidrs };
+      return { kind, name, value };
+    }
+    case 'services':
+      return {
+        kind,
+        name,
+        value: { name, ports: Array.from({ length: rng.int(1, 2) }, () => portSpec(rng)) },
+      };
+    case 'policies': {
+      const rules = (n: number) =>
+        Array.from({ length: rng.int(0, n) }, () => rule(rng, state.ipLists, state.services));
+      return {
+        kind,
+        name,
+        value: { name, scope: selector(rng), ingress: rules(3), egress: rules(3) },
+      };
+    }
+  }
+}

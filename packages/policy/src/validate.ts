@@ -370,6 +370,37 @@ export function validateWorkload(value: unknown, path = ''): Diagnostic[] {
   return finish(out);
 }
 
+/** Service and IP-list names a policy refers to that `hasService` / `hasIpList` do not know. */
+export function validatePolicyReferences(
+  policy: unknown,
+  path: string,
+  hasService: (name: string) => boolean,
+  hasIpList: (name: string) => boolean,
+): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  if (!isObject(policy)) return out;
+  for (const direction of ['ingress', 'egress'] as const) {
+    list(policy[direction]).forEach((rule, r) => {
+      if (!isObject(rule)) return;
+      const at = join(join(path, direction), r);
+      list(rule.services).forEach((s, i) => {
+        if (typeof s === 'string' && !hasService(s)) {
+          out.push({ path: join(join(at, 'services'), i), message: `unknown service '${s}'` });
+        }
+      });
+      list(rule.peers).forEach((peer, i) => {
+        if (isObject(peer) && typeof peer.ipList === 'string' && !hasIpList(peer.ipList)) {
+          out.push({
+            path: join(join(join(at, 'peers'), i), 'ipList'),
+            message: `unknown IP list '${peer.ipList}'`,
+          });
+        }
+      });
+    });
+  }
+  return out;
+}
+
 type Section = 'workloads' | 'ipLists' | 'services' | 'policies';
 
 /** Everything the compiler relies on: each object valid, names unique, references resolve. */
@@ -413,30 +444,14 @@ export function validateState(state: PolicyState): Diagnostic[] {
     });
   }
   list(state.policies).forEach((policy, p) => {
-    if (!isObject(policy)) return;
-    for (const direction of ['ingress', 'egress'] as const) {
-      list(policy[direction]).forEach((rule, r) => {
-        if (!isObject(rule)) return;
-        const at = join(join(join('policies', p), direction), r);
-        list(rule.services).forEach((s, i) => {
-          if (typeof s === 'string' && !names.services.has(s)) {
-            out.push({ path: join(join(at, 'services'), i), message: `unknown service '${s}'` });
-          }
-        });
-        list(rule.peers).forEach((peer, i) => {
-          if (
-            isObject(peer) &&
-            typeof peer.ipList === 'string' &&
-            !names.ipLists.has(peer.ipList)
-          ) {
-            out.push({
-              path: join(join(join(at, 'peers'), i), 'ipList'),
-              message: `unknown IP list '${peer.ipList}'`,
-            });
-          }
-        });
-      });
-    }
+    out.push(
+      ...validatePolicyReferences(
+        policy,
+        join('policies', p),
+        (name) => names.services.has(name),
+        (name) => names.ipLists.has(name),
+      ),
+    );
   });
   return finish(out);
 }
