@@ -21,7 +21,7 @@ import * as x509 from '@peculiar/x509';
 import { pino } from 'pino';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type Agent, createAgent } from './agent.js';
-import { fixtureRuleSet } from './fixture.test-util.js';
+import { fixtureChain, fixtureRuleSet } from './fixture.test-util.js';
 
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
 type Keys = Parameters<typeof x509.X509CertificateGenerator.createSelfSigned>[0]['keys'];
@@ -218,7 +218,7 @@ describe('agent', () => {
     expect(of('ack')[1]!.error).not.toBe('');
     expect(a.dataplane.applied?.revision).toBe(7);
 
-    kernel.setCounter('r0_allowed', 3, 300);
+    kernel.setCounter(`${fixtureChain(0)}_allowed`, 3, 300);
     await until(
       () => of('telemetry').some((t) => t.counters.some((c) => c.ruleId === 'web/ingress/0')),
       'telemetry with the counter',

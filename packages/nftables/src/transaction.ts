@@ -47,6 +47,39 @@ export class Transaction {
     return this.#queue('reset', obj);
   }
 
+  /**
+   * Queue one element command from elements already serialised as JSON texts (one element
+   * each, e.g. `[{"concat":[...]},{"jump":{"target":"r1"}}]`): a large set need not exist
+   * twice, as objects and as text. Each text must parse as exactly one JSON value, so it
+   * cannot splice anything into the batch.
+   */
+  elementsJson(
+    verb: 'add' | 'delete',
+    where: { family: string; table: string; name: string },
+    texts: readonly string[],
+  ): this {
+    const index = this.#texts.length;
+    const target = { family: where.family, table: where.table, name: where.name };
+    let problem = validate(verb, { element: { ...target, elem: [] } });
+    for (let i = 0; problem === undefined && i < texts.length; i++) {
+      try {
+        JSON.parse(texts[i] as string);
+      } catch {
+        problem = `element ${i} is not one JSON value`;
+      }
+    }
+    const head = JSON.stringify({ element: target }).slice(0, -2);
+    this.#texts.push(
+      problem === undefined
+        ? `{"${verb}":${head},"elem":[${texts.join(',')}]}}}`
+        : `{"${verb}":null}`,
+    );
+    if (this.#error === undefined && problem !== undefined) {
+      this.#error = new NftError('NFT_INVALID', `command ${index} (${verb}): ${problem}`);
+    }
+    return this;
+  }
+
   /** The queued commands, in order, as libnftables JSON commands (fresh copies). */
   get commands(): NftCommand[] {
     return this.#texts.map((t) => JSON.parse(t) as NftCommand);
