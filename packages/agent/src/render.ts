@@ -404,7 +404,10 @@ export function renderModel(
   rs.entries.forEach((e, i) => {
     const { map, key } = classify(e, i, rs.rules.length);
     let to = elems.get(map);
-    if (!to) elems.set(map, (to = new Map()));
+    if (!to) {
+      to = new Map();
+      elems.set(map, to);
+    }
     to.set(key, jumps[e.rule]!);
   });
   // Fixed order (direction, family, most specific kind first), not insertion order, so the
