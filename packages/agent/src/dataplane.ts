@@ -96,6 +96,8 @@ export interface Dataplane {
 }
 
 const MARK_PREFIX = 'bhmark_';
+/** How long a write's monitor events may lag behind it before they count as foreign. */
+const MARK_TTL_MS = 2000;
 const FLOW_SET_NAMES = new Set(FLOW_SETS.map((f) => f.name));
 
 export function createDataplane(options: DataplaneOptions): Dataplane {
@@ -123,15 +125,17 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
 
   // Every write ends by adding and deleting a marker chain: a monitor sees the batch's events
   // up to the marker's deletion as ours (the kernel commits a batch's events contiguously).
+  // A mark nobody reads (no monitor, or one not yet listening) expires after MARK_TTL_MS.
   let markSeq = 0;
-  const openMarks = new Set<string>();
+  const openMarks = new Map<string, number>();
+  const marksOpen = (): boolean => {
+    for (const [mark, at] of openMarks) if (now() - at > MARK_TTL_MS) openMarks.delete(mark);
+    return openMarks.size > 0;
+  };
   async function ownApply(tx: Transaction): Promise<void> {
     const mark = `${MARK_PREFIX}${++markSeq}`;
     tx.add({ chain: { ...where, name: mark } }).delete({ chain: { ...where, name: mark } });
-    // Without a monitor reading them, marks would pile up; an unmatched one only means a
-    // later foreign event is missed until the periodic check.
-    if (openMarks.size > 64) openMarks.clear();
-    openMarks.add(mark);
+    openMarks.set(mark, now());
     try {
       await driver.apply(tx);
     } catch (err) {
@@ -369,7 +373,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
       }
       // Flow sets are filled by the packet path and drained by us; their elements are no policy.
       if (event.kind === 'element' && FLOW_SET_NAMES.has(name as string)) return false;
-      return openMarks.size === 0;
+      return !marksOpen();
     },
     collect: () =>
       serial(async () => {

@@ -83,6 +83,12 @@ function parse(argv: string[]): AgentOptions {
       DEFAULT_FLOW_TABLE.timeoutSeconds,
     )
     .option(
+      '--drift-check-interval <seconds>',
+      'seconds between full compares of the kernel table with the desired one (repairs drift)',
+      intIn('--drift-check-interval', 1, 86_400),
+      5,
+    )
+    .option(
       '--max-pending-flows <n>',
       'flow keys kept while they wait to be sent; new keys past it are dropped and counted',
       intIn('--max-pending-flows', 1, 10_000_000),
@@ -129,6 +135,7 @@ function parse(argv: string[]): AgentOptions {
     telemetryInterval: number;
     flowTableSize: number;
     flowTimeout: number;
+    driftCheckInterval: number;
     maxPendingFlows: number;
     nftBackend: AgentOptions['nftBackend'];
     serverName: string;
@@ -178,6 +185,7 @@ function parse(argv: string[]): AgentOptions {
     telemetryIntervalMs: o.telemetryInterval * 1000,
     flowTable: { size: o.flowTableSize, timeoutSeconds: o.flowTimeout },
     maxPendingFlows: o.maxPendingFlows,
+    driftCheckIntervalMs: o.driftCheckInterval * 1000,
     nftBackend: o.nftBackend,
     serverName: o.serverName,
     logger,

@@ -1,0 +1,75 @@
+// Keeps the kernel honest while the agent runs: a periodic full compare (the backstop) and,
+// when nft is available, `nft monitor` for immediate notice of foreign changes. Owns the
+// timer and the monitor process; the compare and the repair are the dataplane's.
+import { createNftMonitor, type NftMonitor } from '@bulkhead/nftables';
+import type { Logger } from 'pino';
+import type { Dataplane } from './dataplane.js';
+
+export const DEFAULT_DRIFT_CHECK_INTERVAL_MS = 5000;
+
+export interface DriftWatchOptions {
+  dataplane: Dataplane;
+  logger: Logger;
+  /** Full compare period (ms); default 5000. */
+  intervalMs?: number;
+  /** Run `nft -j monitor ruleset` (default true); the nft binary to use. */
+  monitor?: boolean;
+  nftPath?: string;
+}
+
+export interface DriftWatch {
+  stop(): void;
+}
+
+export function watchDrift(options: DriftWatchOptions): DriftWatch {
+  const { dataplane, logger } = options;
+  let stopped = false;
+  let running: Promise<unknown> | undefined;
+  let again = false;
+
+  // One check at a time; a trigger during a check runs one more right after it.
+  function check(): void {
+    if (stopped) return;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = dataplane
+      .reconcile()
+      .catch((err: unknown) => logger.error({ err }, 'drift check failed'))
+      .finally(() => {
+        running = undefined;
+        if (again) {
+          again = false;
+          check();
+        }
+      });
+  }
+
+  const timer = setInterval(check, options.intervalMs ?? DEFAULT_DRIFT_CHECK_INTERVAL_MS);
+  timer.unref();
+
+  let monitor: NftMonitor | undefined;
+  if (options.monitor ?? true) {
+    monitor = createNftMonitor({
+      nftPath: options.nftPath,
+      onEvent: (event) => {
+        if (!dataplane.isForeign(event)) return;
+        logger.info({ verb: event.verb, kind: event.kind }, 'foreign change to the table');
+        check();
+      },
+      onExit: (err) => {
+        // The periodic compare still runs; immediate notice is lost until restart.
+        logger.warn({ err }, 'nft monitor stopped; relying on the periodic check');
+      },
+    });
+  }
+
+  return {
+    stop() {
+      stopped = true;
+      clearInterval(timer);
+      monitor?.close();
+    },
+  };
+}
