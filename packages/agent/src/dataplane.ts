@@ -2,7 +2,7 @@
 // the kernel there with a delta (or a full load when the kernel state is unknown), checks the
 // kernel against the model and repairs drift, reads counters and drains flows. Must not know
 // how a RuleSet becomes nftables objects (render.ts) nor how a delta is built (model.ts).
-import type { NftDriver, NftEvent, NftObject, Transaction } from '@bulkhead/nftables';
+import { type NftDriver, type NftEvent, type NftObject, Transaction } from '@bulkhead/nftables';
 import { type RuleCounter, RuleSet } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import { mapCounters, readCounterDeltas } from './counters.js';
@@ -96,8 +96,9 @@ export interface Dataplane {
 }
 
 const MARK_PREFIX = 'bhmark_';
-/** How long a write's monitor events may lag behind it before they count as foreign. */
-const MARK_TTL_MS = 2000;
+const MARK_END = '_end';
+/** Longest an open window (an own batch being reported) may last in a monitor's view. */
+const WINDOW_TTL_MS = 10_000;
 const FLOW_SET_NAMES = new Set(FLOW_SETS.map((f) => f.name));
 
 export function createDataplane(options: DataplaneOptions): Dataplane {
@@ -123,33 +124,27 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     return next;
   };
 
-  // Every write ends by adding and deleting a marker chain: a monitor sees the batch's events
-  // up to the marker's deletion as ours (the kernel commits a batch's events contiguously).
-  // A mark nobody reads (no monitor, or one not yet listening) expires after MARK_TTL_MS.
+  // Own writes are bracketed for a monitor: the batch starts by adding chain bhmark_<n> and
+  // ends by adding and deleting bhmark_<n>_end. The kernel commits a batch's events
+  // contiguously, so what a monitor sees between the two is ours (see isForeign).
   let markSeq = 0;
-  const openMarks = new Map<string, number>();
-  const marksOpen = (): boolean => {
-    for (const [mark, at] of openMarks) if (now() - at > MARK_TTL_MS) openMarks.delete(mark);
-    return openMarks.size > 0;
-  };
-  async function ownApply(tx: Transaction): Promise<void> {
+  let windowSince: number | undefined;
+  const endOf = (mark: string) => `${mark}${MARK_END}`;
+  /** A transaction that opens a marked write, and its mark. */
+  function openWrite(table = false): { tx: Transaction; mark: string } {
     const mark = `${MARK_PREFIX}${++markSeq}`;
-    tx.add({ chain: { ...where, name: mark } }).delete({ chain: { ...where, name: mark } });
-    openMarks.set(mark, now());
-    try {
-      await driver.apply(tx);
-    } catch (err) {
-      openMarks.delete(mark);
-      throw err;
-    }
+    const tx = new Transaction();
+    if (table) tx.add({ table: { family: TABLE_FAMILY, name: TABLE_NAME } });
+    tx.add({ chain: { ...where, name: mark } });
+    return { tx, mark };
   }
-  const own: NftDriver = {
-    backend: driver.backend,
-    apply: ownApply,
-    check: (tx) => driver.check(tx),
-    list: (cmd) => driver.list(cmd),
-    close: () => driver.close(),
-  };
+  async function ownApply(tx: Transaction, mark: string, full: boolean): Promise<void> {
+    const end = { chain: { ...where, name: endOf(mark) } };
+    tx.add(end).delete(end);
+    // A full load deleted the opening mark with the table; a delta still holds it.
+    if (!full) tx.delete({ chain: { ...where, name: mark } });
+    await driver.apply(tx);
+  }
 
   async function readDeltas(): Promise<RuleCounter[]> {
     if (!applied) return [];
@@ -204,7 +199,8 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
       }
     }
     try {
-      await deleteFlows(own, read);
+      // Flow set elements are no policy: a monitor ignores them, no marks needed.
+      await deleteFlows(driver, read);
     } catch (err) {
       logger.warn({ err }, 'cannot drain flows');
     }
@@ -218,18 +214,20 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
   async function write(next: TableModel): Promise<'delta' | 'full'> {
     // Flow codes are rule indexes of `applied`: drain before they can mean another rule.
     await drainFlows();
-    const delta = model && planDelta(model, next);
+    const d = openWrite();
+    const delta = model && planDelta(model, next, d.tx);
     if (delta) {
       await readCountersNamed([...model!.counters].filter((c) => !next.counters.has(c)));
       try {
-        await ownApply(delta);
+        await ownApply(delta, d.mark, false);
         return 'delta';
       } catch (err) {
         logger.warn({ err }, 'nftables refused the delta; replacing the whole table');
       }
     }
     pending.push(...(await readDeltas()));
-    await ownApply(planFull(next));
+    const f = openWrite(true);
+    await ownApply(planFull(next, f.tx), f.mark, true);
     return 'full';
   }
 
@@ -368,12 +366,15 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
       if (event.table?.family !== TABLE_FAMILY || event.table.name !== TABLE_NAME) return false;
       const name = event.body.name;
       if (event.kind === 'chain' && typeof name === 'string' && name.startsWith(MARK_PREFIX)) {
-        if (event.verb === 'delete') openMarks.delete(name);
+        if (name.endsWith(MARK_END)) windowSince = undefined;
+        else if (event.verb === 'add') windowSince = now();
         return false;
       }
       // Flow sets are filled by the packet path and drained by us; their elements are no policy.
       if (event.kind === 'element' && FLOW_SET_NAMES.has(name as string)) return false;
-      return !marksOpen();
+      // A window whose end the monitor lost (it can drop events under load) closes by itself.
+      if (windowSince !== undefined && now() - windowSince > WINDOW_TTL_MS) windowSince = undefined;
+      return windowSince === undefined;
     },
     collect: () =>
       serial(async () => {

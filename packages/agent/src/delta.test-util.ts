@@ -110,7 +110,9 @@ export function normalTable(objects: NftObject[], table = 'bulkhead'): unknown {
         (b): b is Record<string, unknown> => b !== undefined && (b.table ?? b.name) === table,
       );
   const strip = (b: Record<string, unknown>, ...keys: string[]) =>
-    Object.fromEntries(Object.entries(b).filter(([k]) => !['handle', ...keys].includes(k)));
+    Object.fromEntries(
+      Object.entries(b).filter(([k]) => !['handle', 'table', ...keys].includes(k)),
+    );
   const chains: Record<string, unknown> = {};
   for (const c of pick('chain')) chains[c.name as string] = { ...strip(c), rules: [] as unknown[] };
   for (const r of pick('rule')) {

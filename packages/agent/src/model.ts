@@ -81,16 +81,18 @@ function addRules(tx: Transaction, m: TableModel, name: string, c: ChainModel): 
 }
 
 /**
- * The whole table as one atomic replacement (add+delete+add), whether or not it exists.
- * Objects come before what refers to them: counters, sets and empty chains, then rules,
+ * The whole table as one atomic replacement (appended to `tx`) (add+delete+add), whether or not it exists.
+ * Objects come before what refers to them: counters, empty chains and sets, then rules,
  * then map elements (which may jump to any chain).
  */
-export function planFull(m: TableModel): Transaction {
+export function planFull(m: TableModel, tx = new Transaction()): Transaction {
   const table = { table: { family: m.family, name: m.name } };
-  const tx = new Transaction().add(table).delete(table).add(table);
+  tx.add(table).delete(table).add(table);
   for (const name of m.counters) tx.add({ counter: where(m, name) });
-  for (const [name, s] of m.sets) tx.add({ [s.kind]: { ...where(m, name), ...s.decl } });
+  // Chains before maps: nft 1.0.6 refuses (ENOENT) a map element that jumps to a chain
+  // declared after the map in the same batch.
   for (const [name, c] of m.chains) addChain(tx, m, name, c);
+  for (const [name, s] of m.sets) tx.add({ [s.kind]: { ...where(m, name), ...s.decl } });
   for (const [name, c] of m.chains) addRules(tx, m, name, c);
   for (const [name, s] of m.sets) if (s.elems) addElements(tx, m, name, s, s.elems.keys());
   return tx;
@@ -99,14 +101,18 @@ export function planFull(m: TableModel): Transaction {
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
 /**
- * Only what differs between `prev` (what the kernel holds) and `next`, as one transaction;
+ * Only what differs between `prev` (what the kernel holds) and `next`, appended to `tx`;
  * undefined when it cannot be expressed as a delta (another table, a set redeclared), then
  * planFull is the way. Order: new objects; element deletes (before the adds, so an interval
  * that moves never overlaps itself); changed chains flushed and refilled; element adds;
  * removed objects last, once nothing refers to them. Counters of kept rules, and every set
  * the kernel fills, stay untouched.
  */
-export function planDelta(prev: TableModel, next: TableModel): Transaction | undefined {
+export function planDelta(
+  prev: TableModel,
+  next: TableModel,
+  tx = new Transaction(),
+): Transaction | undefined {
   if (prev.family !== next.family || prev.name !== next.name) return undefined;
   for (const [name, s] of next.sets) {
     const old = prev.sets.get(name);
@@ -118,15 +124,14 @@ export function planDelta(prev: TableModel, next: TableModel): Transaction | und
     // Only a base chain's policy can change in place (EOPNOTSUPP otherwise).
     if (old && !sameJson({ ...old.base, policy: 0 }, { ...c.base, policy: 0 })) return undefined;
   }
-  const tx = new Transaction();
   for (const name of next.counters)
     if (!prev.counters.has(name)) tx.add({ counter: where(next, name) });
-  for (const [name, s] of next.sets) {
-    if (!prev.sets.has(name)) tx.add({ [s.kind]: { ...where(next, name), ...s.decl } });
-  }
   for (const [name, c] of next.chains) {
     const old = prev.chains.get(name);
     if (!old || !sameJson(old.base, c.base)) addChain(tx, next, name, c);
+  }
+  for (const [name, s] of next.sets) {
+    if (!prev.sets.has(name)) tx.add({ [s.kind]: { ...where(next, name), ...s.decl } });
   }
   for (const [name, old] of prev.sets) {
     const s = next.sets.get(name);
