@@ -34,32 +34,31 @@ function bodies(objects: NftObject[], kind: string): Body[] {
 
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
-/** Two 32-bit FNV-1a hashes of a string, as one number below 2^53. */
-function hash(s: string): number {
-  let a = 0x811c9dc5;
-  let b = 0x01000193 ^ s.length;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x5bd1e995);
-  }
-  return (a >>> 0) * 2 ** 21 + ((b >>> 0) & 0x1fffff);
-}
-
-/** An order-independent digest of canonical elements: count and sum of hashes. */
+/**
+ * An order-independent digest of canonical elements: their count and the sums (mod 2^32)
+ * of two 32-bit hashes of each. Integer sums, so the order of elements cannot change it.
+ */
 interface Digest {
   count: number;
-  sum: number;
+  a: number;
+  b: number;
 }
 
 function digestOf(keys: Iterable<string>): Digest {
-  let count = 0;
-  let sum = 0;
+  const d = { count: 0, a: 0, b: 0 };
   for (const k of keys) {
-    count++;
-    sum = (sum + hash(k)) % 2 ** 53;
+    let a = 0x811c9dc5;
+    let b = 0x01000193 ^ k.length;
+    for (let i = 0; i < k.length; i++) {
+      const c = k.charCodeAt(i);
+      a = Math.imul(a ^ c, 0x01000193);
+      b = Math.imul(b ^ c, 0x5bd1e995);
+    }
+    d.count++;
+    d.a = (d.a + (a >>> 0)) >>> 0;
+    d.b = (d.b + (b >>> 0)) >>> 0;
   }
-  return { count, sum };
+  return d;
 }
 
 function* canonicalModel(set: SetModel): Iterable<string> {
@@ -82,7 +81,7 @@ function elementDrift(name: string, set: SetModel, listed: unknown[]): ElementDr
     modelDigests.set(set, want);
   }
   const got = digestOf(kernel);
-  if (got.count === want.count && got.sum === want.sum) return undefined;
+  if (got.count === want.count && got.a === want.a && got.b === want.b) return undefined;
   // Rare path: say exactly what differs.
   const desired = new Set(canonicalModel(set));
   const present = new Set(kernel);

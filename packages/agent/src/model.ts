@@ -41,7 +41,7 @@ export interface TableModel {
   chains: Map<string, ChainModel>;
 }
 
-/** Elements per `add element` command of a cold load: bounds the size of one JSON object. */
+/** Elements per `add element` command of a delta: bounds the size of one JSON object. */
 export const ELEMENT_CHUNK = 4096;
 
 function elemText(set: SetModel, key: string, value: string): string {
@@ -82,8 +82,8 @@ function addRules(tx: Transaction, m: TableModel, name: string, c: ChainModel): 
 
 /**
  * The whole table as one atomic replacement (appended to `tx`) (add+delete+add), whether or not it exists.
- * Objects come before what refers to them: counters, empty chains and sets, then rules,
- * then map elements (which may jump to any chain).
+ * Objects come before what refers to them: counters, empty chains, sets with their elements
+ * (nft loads a declaration's elements much faster than `add element`), then rules.
  */
 export function planFull(m: TableModel, tx = new Transaction()): Transaction {
   const table = { table: { family: m.family, name: m.name } };
@@ -92,9 +92,17 @@ export function planFull(m: TableModel, tx = new Transaction()): Transaction {
   // Chains before maps: nft 1.0.6 refuses (ENOENT) a map element that jumps to a chain
   // declared after the map in the same batch.
   for (const [name, c] of m.chains) addChain(tx, m, name, c);
-  for (const [name, s] of m.sets) tx.add({ [s.kind]: { ...where(m, name), ...s.decl } });
+  for (const [name, s] of m.sets) {
+    const body = { ...where(m, name), ...s.decl };
+    if (!s.elems?.size) tx.add({ [s.kind]: body });
+    else
+      tx.addSetJson(
+        s.kind,
+        body,
+        [...s.elems].map(([k, v]) => elemText(s, k, v)),
+      );
+  }
   for (const [name, c] of m.chains) addRules(tx, m, name, c);
-  for (const [name, s] of m.sets) if (s.elems) addElements(tx, m, name, s, s.elems.keys());
   return tx;
 }
 

@@ -58,9 +58,27 @@ export class Transaction {
     where: { family: string; table: string; name: string },
     texts: readonly string[],
   ): this {
-    const index = this.#texts.length;
     const target = { family: where.family, table: where.table, name: where.name };
-    let problem = validate(verb, { element: { ...target, elem: [] } });
+    return this.#queueWithElems(verb, 'element', target, texts);
+  }
+
+  /**
+   * `add` a set or map with its elements given as JSON texts (see elementsJson). nft loads
+   * the elements of a declaration in one go, much faster than `add element` for a new
+   * interval set.
+   */
+  addSetJson(kind: 'set' | 'map', body: Record<string, unknown>, texts: readonly string[]): this {
+    return this.#queueWithElems('add', kind, body, texts);
+  }
+
+  #queueWithElems(
+    verb: NftVerb,
+    kind: string,
+    body: Record<string, unknown>,
+    texts: readonly string[],
+  ): this {
+    const index = this.#texts.length;
+    let problem = validate(verb, { [kind]: { ...body, elem: [] } });
     for (let i = 0; problem === undefined && i < texts.length; i++) {
       try {
         JSON.parse(texts[i] as string);
@@ -68,11 +86,15 @@ export class Transaction {
         problem = `element ${i} is not one JSON value`;
       }
     }
-    const head = JSON.stringify({ element: target }).slice(0, -2);
+    let head = '';
+    try {
+      // `{"map":{...,"elem":null}}` without its trailing `null}}`: the elements go there.
+      head = JSON.stringify({ [kind]: { ...body, elem: null } }).slice(0, -'null}}'.length);
+    } catch (err) {
+      problem ??= `object is not JSON: ${(err as Error).message}`;
+    }
     this.#texts.push(
-      problem === undefined
-        ? `{"${verb}":${head},"elem":[${texts.join(',')}]}}}`
-        : `{"${verb}":null}`,
+      problem === undefined ? `{"${verb}":${head}[${texts.join(',')}]}}}` : `{"${verb}":null}`,
     );
     if (this.#error === undefined && problem !== undefined) {
       this.#error = new NftError('NFT_INVALID', `command ${index} (${verb}): ${problem}`);
