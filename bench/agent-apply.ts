@@ -21,7 +21,15 @@ function ruleSet(revision: number, from: number, n: number): RuleSet {
   const entries: Entry[] = [];
   for (let i = from; i < from + n; i++) {
     const a = host(i);
-    entries.push({ direction: IN, addrFrom: a, addrTo: a, protocol: 6, portFrom: 5000, portTo: 5000, rule: 0 });
+    entries.push({
+      direction: IN,
+      addrFrom: a,
+      addrTo: a,
+      protocol: 6,
+      portFrom: 5000,
+      portTo: 5000,
+      rule: 0,
+    });
   }
   return {
     workloadId: 'bench',
@@ -55,10 +63,14 @@ const cold = await timed(ruleSet(1, 0, N));
 const delta = await timed(ruleSet(2, 50, N));
 const deltas: number[] = [];
 for (let r = 3; r < 13; r++) deltas.push((await timed(ruleSet(r, 50 + (r - 2) * 50, N))).ms);
-const t0 = performance.now();
-const drift = await dp.reconcile();
-const checkMs = Math.round(performance.now() - t0);
-if (drift) throw new Error(`unexpected drift ${JSON.stringify(drift)}`);
+const check = async (elements: boolean) => {
+  const t0 = performance.now();
+  const drift = await dp.reconcile({ elements });
+  if (drift) throw new Error(`unexpected drift ${JSON.stringify(drift)}`);
+  return Math.round(performance.now() - t0);
+};
+const structureCheckMs = await check(false);
+const checkMs = await check(true);
 console.log(
   JSON.stringify({
     agentApply: {
@@ -66,7 +78,8 @@ console.log(
       idleRssMiB,
       cold,
       delta100: { ...delta, next10Ms: deltas },
-      driftCheckMs: checkMs,
+      structureCheckMs,
+      elementCheckMs: checkMs,
       rssAfterCheckMiB: mib(),
     },
   }),

@@ -41,7 +41,7 @@ export interface AgentOptions {
   flowTable?: FlowTableOptions;
   /** Cap on flow keys waiting to be sent; default 50000. */
   maxPendingFlows?: number;
-  /** Seconds between full compares of the kernel table with the desired one; default 5. */
+  /** Between compares of the kernel table's structure with the desired one; default 5 s. */
   driftCheckIntervalMs?: number;
   /** Run `nft monitor` for immediate notice of foreign changes; default true. */
   nftMonitor?: boolean;

@@ -78,9 +78,11 @@ export interface Dataplane {
   /**
    * Compare the kernel with the desired table; on any difference report it (a
    * DATAPLANE_TAMPERED event in `flows`, onTamper) and replace the table. Returns what
-   * differed, undefined when nothing did or nothing is applied yet.
+   * differed, undefined when nothing did or nothing is applied yet. `elements: false`
+   * compares only the structure (chains, rules, declarations, counters): listing 100k
+   * elements costs seconds, the structure milliseconds.
    */
-  reconcile(): Promise<Drift | undefined>;
+  reconcile(options?: { elements?: boolean }): Promise<Drift | undefined>;
   /**
    * For a monitor: true when a kernel change event is not one of this dataplane's own
    * writes (nor the packet path's flow records), i.e. when it calls for reconcile().
@@ -288,19 +290,22 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
   }
 
   /** What differs between the kernel and `want`; a table nft cannot list counts as missing. */
-  async function kernelDrift(want: TableModel): Promise<Drift | undefined> {
+  async function kernelDrift(want: TableModel, elements = true): Promise<Drift | undefined> {
     let objects: NftObject[];
     try {
-      objects = await driver.list({ list: { table: { family: TABLE_FAMILY, name: TABLE_NAME } } });
+      objects = await driver.list(
+        { list: { table: { family: TABLE_FAMILY, name: TABLE_NAME } } },
+        { terse: !elements },
+      );
     } catch {
       objects = [];
     }
-    return compareTable(objects, want);
+    return compareTable(objects, want, { elements });
   }
 
-  async function reconcileLocked(): Promise<Drift | undefined> {
+  async function reconcileLocked(elements: boolean): Promise<Drift | undefined> {
     if (!model || !applied) return undefined;
-    const drift = await kernelDrift(model);
+    const drift = await kernelDrift(model, elements);
     if (!drift) return undefined;
     const attributes = driftAttributes(drift);
     logger.warn({ drift: attributes, revision: applied.revision }, 'dataplane tampered; repairing');
@@ -361,7 +366,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
         return result.ok ? 'applied' : 'failed';
       }),
     apply: (rs) => serial(() => applyLocked(rs)),
-    reconcile: () => serial(reconcileLocked),
+    reconcile: (o) => serial(() => reconcileLocked(o?.elements ?? true)),
     isForeign(event) {
       if (event.table?.family !== TABLE_FAMILY || event.table.name !== TABLE_NAME) return false;
       const name = event.body.name;

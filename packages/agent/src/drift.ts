@@ -95,8 +95,15 @@ function elementDrift(name: string, set: SetModel, listed: unknown[]): ElementDr
   };
 }
 
-/** What differs between the kernel's listing of the table and `m`; undefined if nothing. */
-export function compareTable(objects: NftObject[], m: TableModel): Drift | undefined {
+/**
+ * What differs between the kernel's listing of the table and `m`; undefined if nothing.
+ * `elements: false` for a terse listing (no elements): only the structure is compared.
+ */
+export function compareTable(
+  objects: NftObject[],
+  m: TableModel,
+  { elements = true } = {},
+): Drift | undefined {
   const mine = (b: Body) => b.family === m.family && (b.table ?? b.name) === m.name;
   const drift: Drift = { tableMissing: false, chains: [], sets: [], elements: [], counters: [] };
   if (!bodies(objects, 'table').some(mine)) {
@@ -152,7 +159,7 @@ export function compareTable(objects: NftObject[], m: TableModel): Drift | undef
       drift.sets.push(name);
       continue;
     }
-    if (!s.elems) continue;
+    if (!s.elems || !elements) continue;
     const e = elementDrift(name, s, (k.body.elem as unknown[] | undefined) ?? []);
     if (e) drift.elements.push(e);
   }

@@ -84,7 +84,7 @@ function parse(argv: string[]): AgentOptions {
     )
     .option(
       '--drift-check-interval <seconds>',
-      'seconds between full compares of the kernel table with the desired one (repairs drift)',
+      'seconds between compares of the kernel table with the desired one (repairs drift; elements every 10 min)',
       intIn('--drift-check-interval', 1, 86_400),
       5,
     )

@@ -23,12 +23,6 @@ function rulesOf(cmds: NftCommand[], chain: string): unknown[][] {
     .map((r) => r.expr as unknown[]);
 }
 
-function elementsOf(cmds: NftCommand[], name: unknown): unknown[] {
-  return added(cmds, 'element')
-    .filter((e) => e.name === name)
-    .flatMap((e) => e.elem as unknown[]);
-}
-
 /** The last rule of a chain: the one that counts and decides. */
 function verdictOf(cmds: NftCommand[], chain: string): unknown[] | undefined {
   return rulesOf(cmds, chain).at(-1);
@@ -99,8 +93,7 @@ describe('renderRuleSet', () => {
         'out6_proto',
       ].sort(),
     );
-    // Elements come in `add element` commands after the rules (a cold load in chunks).
-    const byName = new Map(maps.map((m) => [m.name, { ...m, elem: elementsOf(enforce, m.name) }]));
+    const byName = new Map(maps.map((m) => [m.name, m]));
     expect(byName.get('in4_ports')).toMatchObject({
       type: ['ipv4_addr', 'inet_proto', 'inet_service'],
       map: 'verdict',
@@ -340,7 +333,7 @@ describe('renderRuleSet', () => {
     shifted.rules.unshift({ ...rs.rules[0]!, id: 'new/ingress/0' });
     for (const e of shifted.entries) e.rule += 1;
     const targets = (cmds: NftCommand[]) =>
-      added(cmds, 'element').flatMap((e) => (e.elem as unknown[][]).map((x) => JSON.stringify(x)));
+      added(cmds, 'map').flatMap((m) => (m.elem as unknown[][]).map((x) => JSON.stringify(x)));
     expect(targets(renderCommands(shifted, fixtureFailsafe))).toEqual(targets(enforce));
     const dup = fixtureRuleSet();
     dup.rules[1]!.id = dup.rules[0]!.id;

@@ -121,10 +121,14 @@ export function createFakeNft(): FakeNft {
     async check(tx) {
       run(tx, false);
     },
-    async list(command: NftCommand): Promise<NftObject[]> {
+    async list(command: NftCommand, options): Promise<NftObject[]> {
       const { verb, what, arg } = readCommandOf(command);
       try {
-        return structuredClone(read(state, verb, what, isRecord(arg) ? arg : null));
+        const out = structuredClone(read(state, verb, what, isRecord(arg) ? arg : null));
+        if (options?.terse) {
+          for (const o of out) delete ((o.set ?? o.map) as Body | undefined)?.elem;
+        }
+        return out;
       } catch (err) {
         if (!(err instanceof Refusal)) throw err;
         const detail = `Error: ${err.message}`;
