@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks (as root): compiler scaling, nftables apply latency per backend, and data-plane
-# connections/s through enforced RuleSets of growing size between two namespace hosts.
+# Benchmarks (as root): compiler scaling, nftables apply latency per backend, data-plane
+# connections/s through enforced RuleSets of growing size between two namespace hosts, and the
+# agent's apply at 100k elements (cold, 100-element delta, drift checks, RSS).
 # Writes bench/results.json. Machines are noisy: compare runs on the same machine only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,14 +13,15 @@ out=bench/results.json
 compile=$(node bench/dist/compile.js)
 nft=$(unshare --net -- node packages/nftables/bench/dist/apply.bench.js)
 dataplane=$(node bench/dist/dataplane.js)
+agentApply=$(unshare --net -- node bench/dist/agent-apply.js)
 node -e '
-const [compile, nft, dataplane] = process.argv.slice(1).map((s) => JSON.parse(s));
+const [compile, nft, dataplane, agentApply] = process.argv.slice(1).map((s) => JSON.parse(s));
 const os = require("node:os");
 const result = {
   date: new Date().toISOString(),
   machine: { cpus: os.cpus().length, model: os.cpus()[0].model, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, loadavg: os.loadavg().map((x) => +x.toFixed(2)) },
-  ...compile, nftables: nft, ...dataplane,
+  ...compile, nftables: nft, ...dataplane, ...agentApply,
 };
 require("node:fs").writeFileSync(process.argv[0] === "" ? "" : "'"$out"'", JSON.stringify(result, null, 2) + "\n");
 console.log(JSON.stringify(result, null, 2));
-' "$compile" "$nft" "$dataplane"
+' "$compile" "$nft" "$dataplane" "$agentApply"

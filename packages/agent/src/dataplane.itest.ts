@@ -20,7 +20,7 @@ import { renderModel } from './render.js';
 import { type DriftWatch, watchDrift } from './watch.js';
 
 const DEV = 'bhtest1';
-const logger = pino({ level: 'silent' });
+const logger = pino({ level: process.env.H3_LOG ?? 'silent' });
 
 function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: 'ignore' });

@@ -63,7 +63,8 @@ export function watchDrift(options: DriftWatchOptions): DriftWatch {
   timer.unref();
 
   let monitor: NftMonitor | undefined;
-  if (options.monitor ?? true) {
+  let restart: NodeJS.Timeout | undefined;
+  function startMonitor(): void {
     monitor = createNftMonitor({
       nftPath: options.nftPath,
       onEvent: (event) => {
@@ -72,16 +73,25 @@ export function watchDrift(options: DriftWatchOptions): DriftWatch {
         check();
       },
       onExit: (err) => {
-        // The periodic compare still runs; immediate notice is lost until restart.
-        logger.warn({ err }, 'nft monitor stopped; relying on the periodic check');
+        // nft 1.0.6's monitor dies printing some concatenated interval elements ("Memory
+        // allocation failure"): unless it was printing our own write, check everything.
+        const own = dataplane.inOwnWrite;
+        logger.warn({ err, own }, 'nft monitor stopped; restarting it');
+        if (!own) check();
+        if (!stopped) {
+          restart = setTimeout(startMonitor, 1000);
+          restart.unref();
+        }
       },
     });
   }
+  if (options.monitor ?? true) startMonitor();
 
   return {
     stop() {
       stopped = true;
       clearInterval(timer);
+      clearTimeout(restart);
       monitor?.close();
     },
   };
