@@ -115,7 +115,7 @@ export const FLOW_SETS: readonly { name: string; dir: Dir; family: Family }[] = 
   ([4, 6] as const).map((family) => ({ name: flowSetName(dir, family), dir, family })),
 );
 
-/** Rule code a flow element carries: 0 for the default chains, rule index + 1 for `r<i>`. */
+/** Rule code a flow element carries: 0 for the default chains, rule index + 1 for a rule chain. */
 export const DEFAULT_FLOW_CODE = 0;
 
 function flowSets(m: TableModel, flowTable: FlowTableOptions): void {
@@ -162,7 +162,7 @@ function recordRules(dir: Dir, code: number): RuleModel[] {
   });
 }
 
-/** Name of the named counter a rule chain (`r<i>`) or default chain counts into. */
+/** Name of the named counter a rule chain (`ruleChain`) or default chain counts into. */
 export function counterName(chain: string, verdict: keyof typeof VERDICT_SUFFIX): string {
   return `${chain}_${VERDICT_SUFFIX[verdict]}`;
 }
