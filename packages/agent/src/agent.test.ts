@@ -14,7 +14,7 @@ import {
   testAgentOptions,
   until,
 } from './control-plane.test-util.js';
-import { fixtureRuleSet } from './fixture.test-util.js';
+import { fixtureChain, fixtureRuleSet } from './fixture.test-util.js';
 
 describe('agent', () => {
   let cp: TestControlPlane;
@@ -80,7 +80,7 @@ describe('agent', () => {
     expect(of('ack')[1]!.error).not.toBe('');
     expect(a.dataplane.applied?.revision).toBe(7);
 
-    kernel.setCounter('r0_allowed', 3, 300);
+    kernel.setCounter(`${fixtureChain(0)}_allowed`, 3, 300);
     await until(
       () => of('telemetry').some((t) => t.counters.some((c) => c.ruleId === 'web/ingress/0')),
       'telemetry with the counter',

@@ -12,6 +12,7 @@ import type { Failsafe, FlowTableOptions } from './render.js';
 import { type BackoffOptions, createBackoff, describeError } from './retry.js';
 import { secureStateDir } from './state.js';
 import { createSyncClient, type SyncClient } from './sync.js';
+import { type DriftWatch, watchDrift } from './watch.js';
 
 export const AGENT_VERSION: string = (
   JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
@@ -42,6 +43,10 @@ export interface AgentOptions {
   flowTable?: FlowTableOptions;
   /** Cap on flow keys waiting to be sent; default 50000. */
   maxPendingFlows?: number;
+  /** Between compares of the kernel table's structure with the desired one; default 5 s. */
+  driftCheckIntervalMs?: number;
+  /** Run `nft monitor` for immediate notice of foreign changes; default true. */
+  nftMonitor?: boolean;
   /** Tests: a driver to use instead of createNftDriver. */
   driver?: NftDriver;
   /** Retry delays of enrolment and of the Sync stream; default 1 s base, 60 s cap. */
@@ -95,6 +100,7 @@ export function createAgent(options: AgentOptions): Agent {
   let metricsAddress: AddressInfo | undefined;
   let stopped = false;
   let retryTimer: NodeJS.Timeout | undefined;
+  let watch: DriftWatch | undefined;
 
   async function controlPlaneFailsafe(): Promise<Failsafe['controlPlane']> {
     if (isIP(cp.host)) return [{ address: cp.host, port: cp.port }];
@@ -185,10 +191,18 @@ export function createAgent(options: AgentOptions): Agent {
         onFlows: (read) => metrics.observeFlows(read),
         onFlowsDropped: (n) => metrics.observeFlowsDropped(n),
         onApply: (rs, r) => metrics.observeApply(rs, r),
+        onTamper: (d) => metrics.observeTamper(d),
       });
       // Enforce the last known rules before anything that needs the network.
       const restored = await dataplane.restore();
       logger.info({ restored }, 'dataplane restored');
+      watch = watchDrift({
+        dataplane,
+        logger,
+        intervalMs: options.driftCheckIntervalMs,
+        // A driver given by a test is no kernel to watch.
+        monitor: options.nftMonitor ?? options.driver === undefined,
+      });
       if (options.metricsListen) {
         metricsAddress = await metrics.listen(
           options.metricsListen.host,
@@ -201,6 +215,7 @@ export function createAgent(options: AgentOptions): Agent {
     async stop() {
       stopped = true;
       clearTimeout(retryTimer);
+      watch?.stop();
       await sync?.stop();
       await metrics.close();
       // Deliberately no flush: the kernel keeps enforcing the last rule set.

@@ -1,7 +1,7 @@
 import { Direction, Verdict } from '@bulkhead/proto';
 import { describe, expect, it } from 'vitest';
 import { mapCounters, mergeCounters } from './counters.js';
-import { fixtureRuleSet } from './fixture.test-util.js';
+import { fixtureChain, fixtureRuleSet } from './fixture.test-util.js';
 
 const counter = (name: string, packets: number, bytes: number, table = 'bulkhead') => ({
   counter: { family: 'inet', table, name, handle: 3, packets, bytes },
@@ -13,9 +13,9 @@ describe('mapCounters', () => {
   it('maps rule and default counters back to rule ids, directions and verdicts', () => {
     const got = mapCounters(
       [
-        counter('r0_allowed', 3, 180),
-        counter('r3_would_deny', 1, 60),
-        counter('r1_denied', 2, 120),
+        counter(`${fixtureChain(0)}_allowed`, 3, 180),
+        counter(`${fixtureChain(3)}_would_deny`, 1, 60),
+        counter(`${fixtureChain(1)}_denied`, 2, 120),
         counter('in_default_denied', 5, 300),
         counter('out_default_would_deny', 4, 240),
       ],
@@ -63,8 +63,8 @@ describe('mapCounters', () => {
   it('leaves out zeros, foreign tables, unknown names and rules the RuleSet lacks', () => {
     const got = mapCounters(
       [
-        counter('r0_allowed', 0, 0),
-        counter('r0_allowed', 9, 9, 'other'),
+        counter(`${fixtureChain(0)}_allowed`, 0, 0),
+        counter(`${fixtureChain(0)}_allowed`, 9, 9, 'other'),
         counter('mystery', 1, 1),
         counter('r9_allowed', 1, 1),
         { table: { family: 'inet', name: 'bulkhead' } },

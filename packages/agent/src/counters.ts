@@ -1,6 +1,7 @@
 import type { NftDriver, NftObject } from '@bulkhead/nftables';
+import type { Rule } from '@bulkhead/proto';
 import { Direction, type RuleCounter, type RuleSet } from '@bulkhead/proto';
-import { parseCounterName, TABLE_FAMILY, TABLE_NAME } from './render.js';
+import { parseCounterName, ruleChain, TABLE_FAMILY, TABLE_NAME } from './render.js';
 
 /** Rule id reported for traffic that no rule matched. */
 export const DEFAULT_RULE_ID = 'default';
@@ -23,6 +24,7 @@ export async function readCounterDeltas(
 /** Pure part of readCounterDeltas: nft counter objects -> RuleCounters; zeros are left out. */
 export function mapCounters(objects: NftObject[], applied: RuleSet): RuleCounter[] {
   const out: RuleCounter[] = [];
+  const byChain = rulesByChain(applied);
   for (const obj of objects) {
     const c = obj.counter as
       | { table?: string; name?: string; packets?: number; bytes?: number }
@@ -40,9 +42,7 @@ export function mapCounters(objects: NftObject[], applied: RuleSet): RuleCounter
       direction =
         parsed.chain === 'in_default' ? Direction.DIRECTION_INGRESS : Direction.DIRECTION_EGRESS;
     } else {
-      const rule = /^r(\d+)$/.test(parsed.chain)
-        ? applied.rules[Number(parsed.chain.slice(1))]
-        : undefined;
+      const rule = byChain.get(parsed.chain);
       if (!rule) continue;
       ruleId = rule.id;
       direction = rule.direction;
@@ -50,6 +50,18 @@ export function mapCounters(objects: NftObject[], applied: RuleSet): RuleCounter
     out.push({ ruleId, direction, verdict: parsed.verdict, packets, bytes });
   }
   return out;
+}
+
+const chainMaps = new WeakMap<RuleSet, Map<string, Rule>>();
+
+/** Chain name -> rule of a RuleSet, computed once per RuleSet object. */
+function rulesByChain(rs: RuleSet): Map<string, Rule> {
+  let m = chainMaps.get(rs);
+  if (!m) {
+    m = new Map(rs.rules.map((r) => [ruleChain(r), r]));
+    chainMaps.set(rs, m);
+  }
+  return m;
 }
 
 /** Sum counters of the same (rule, direction, verdict); used to merge unsent batches. */

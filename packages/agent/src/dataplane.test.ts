@@ -7,7 +7,7 @@ import { Direction, Mode, RuleSet, Verdict } from '@bulkhead/proto';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, type MockInstance, vi } from 'vitest';
 import { createDataplane, type Dataplane, type DataplaneOptions } from './dataplane.js';
-import { fixtureFailsafe, fixtureRuleSet } from './fixture.test-util.js';
+import { fixtureChain, fixtureFailsafe, fixtureRuleSet } from './fixture.test-util.js';
 import { createAgentMetrics } from './metrics.js';
 
 describe('dataplane', () => {
@@ -82,7 +82,7 @@ describe('dataplane', () => {
 
   it('a restart leaves a kernel that already holds the persisted RuleSet alone', async () => {
     await make().apply(fixtureRuleSet(Mode.MODE_ENFORCE, 5));
-    kernel.setCounter('r0_allowed', 4, 400);
+    kernel.setCounter(`${fixtureChain(0)}_allowed`, 4, 400);
     const restarted = make();
     expect(await restarted.restore()).toBe('unchanged');
     expect(applies).toHaveBeenCalledTimes(1);
@@ -123,10 +123,10 @@ describe('dataplane', () => {
     const seen: number[] = [];
     const dp = make({ onCounters: (c) => seen.push(c.length) });
     await dp.apply(fixtureRuleSet(Mode.MODE_ENFORCE, 1));
-    kernel.setCounter('r1_denied', 2, 100);
+    kernel.setCounter(`${fixtureChain(1)}_denied`, 2, 100);
     kernel.setCounter('in_default_denied', 1, 60);
     await dp.apply(fixtureRuleSet(Mode.MODE_MONITOR, 2));
-    kernel.setCounter('r1_would_deny', 7, 700);
+    kernel.setCounter(`${fixtureChain(1)}_would_deny`, 7, 700);
     const got = await dp.collect();
     expect(got.map((c) => [c.ruleId, c.verdict, c.packets])).toEqual([
       ['web/ingress/1', Verdict.VERDICT_DENIED, 2],

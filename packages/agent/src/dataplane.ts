@@ -1,24 +1,34 @@
-import type { NftDriver, Transaction } from '@bulkhead/nftables';
+// Owns `table inet bulkhead` at run time: turns each RuleSet into the desired model, brings
+// the kernel there with a delta (or a full load when the kernel state is unknown), checks the
+// kernel against the model and repairs drift, reads counters and drains flows. Must not know
+// how a RuleSet becomes nftables objects (render.ts) nor how a delta is built (model.ts).
+import { type NftDriver, type NftEvent, type NftObject, Transaction } from '@bulkhead/nftables';
 import { type RuleCounter, RuleSet } from '@bulkhead/proto';
 import type { Logger } from 'pino';
-import { readCounterDeltas } from './counters.js';
+import { mapCounters, readCounterDeltas } from './counters.js';
+import { compareTable, type Drift, driftAttributes } from './drift.js';
 import { AgentError } from './errors.js';
 import { createFlowBuffer, FLOW_TABLE_FULL, type FlowBuffer } from './flow-buffer.js';
 import { deleteFlows, type FlowRead, readFlows } from './flows.js';
+import { planDelta, planFull, type TableModel } from './model.js';
 import {
   DEFAULT_FLOW_TABLE,
-  expectedMarker,
   type Failsafe,
+  FLOW_SETS,
   type FlowTableOptions,
-  MARKER_PREFIX,
-  renderRuleSet,
+  renderModel,
   TABLE_FAMILY,
   TABLE_NAME,
 } from './render.js';
 import { readFileIfExists, statePath, writeFileAtomic } from './state.js';
 
+/** AgentEvent code of a change to the table that the agent did not make. */
+export const DATAPLANE_TAMPERED = 'DATAPLANE_TAMPERED';
+
 export interface ApplyResult {
   ok: boolean;
+  /** 'delta' when only what changed was written, 'full' when the table was replaced. */
+  path?: 'delta' | 'full';
   /** Wall time of the nftables transaction (0 when it never reached nftables). */
   micros: number;
   /** Set when ok is false: RULESET_INVALID or APPLY_FAILED, nft's text in `cause`. */
@@ -46,6 +56,8 @@ export interface DataplaneOptions {
   onFlowsDropped?: (count: number) => void;
   /** Every apply attempt (metrics hook). */
   onApply?: (rs: RuleSet, result: ApplyResult) => void;
+  /** Every drift found (and repaired) in the kernel (metrics hook). */
+  onTamper?: (drift: Drift) => void;
 }
 
 /** Owns `table inet bulkhead`: applies RuleSets, restores the last one, reads counters. */
@@ -57,8 +69,27 @@ export interface Dataplane {
    * exactly its rendering. Never flushes anything.
    */
   restore(): Promise<RestoreOutcome>;
-  /** Render and apply as one atomic batch; persists the RuleSet only after success. */
+  /**
+   * Bring the kernel to the rendering of `rs` in one atomic batch: only what changed when the
+   * kernel holds what this dataplane last wrote, the whole table otherwise. Persists the
+   * RuleSet only after success.
+   */
   apply(rs: RuleSet): Promise<ApplyResult>;
+  /**
+   * Compare the kernel with the desired table; on any difference report it (a
+   * DATAPLANE_TAMPERED event in `flows`, onTamper) and replace the table. Returns what
+   * differed, undefined when nothing did or nothing is applied yet. `elements: false`
+   * compares only the structure (chains, rules, declarations, counters): listing 100k
+   * elements costs seconds, the structure milliseconds.
+   */
+  reconcile(options?: { elements?: boolean }): Promise<Drift | undefined>;
+  /**
+   * For a monitor: true when a kernel change event is not one of this dataplane's own
+   * writes (nor the packet path's flow records), i.e. when it calls for reconcile().
+   */
+  isForeign(event: NftEvent): boolean;
+  /** True while a monitor is between the marks of one of this dataplane's own writes. */
+  readonly inOwnWrite: boolean;
   /**
    * Counter deltas since the previous collect(), including those read before applies. Also
    * drains the kernel's flow sets into `flows`.
@@ -67,6 +98,12 @@ export interface Dataplane {
   /** Flows and events read from the kernel and not yet taken for sending. */
   readonly flows: FlowBuffer;
 }
+
+const MARK_PREFIX = 'bhmark_';
+const MARK_END = '_end';
+/** Longest an open window (an own batch being reported) may last in a monitor's view. */
+const WINDOW_TTL_MS = 10_000;
+const FLOW_SET_NAMES = new Set(FLOW_SETS.map((f) => f.name));
 
 export function createDataplane(options: DataplaneOptions): Dataplane {
   const { driver, failsafe, logger } = options;
@@ -77,7 +114,10 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     onDropped: options.onFlowsDropped,
   });
   const file = statePath(options.stateDir, 'ruleSet');
+  const where = { family: TABLE_FAMILY, table: TABLE_NAME };
   let applied: RuleSet | undefined;
+  // What the kernel holds as far as this dataplane knows: the model it last wrote or found.
+  let model: TableModel | undefined;
   let pending: RuleCounter[] = [];
   // Applies and kernel reads run one at a time: a read racing an apply would map the old
   // table's counters and flows through the new RuleSet.
@@ -87,6 +127,28 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     queue = next.catch(() => undefined);
     return next;
   };
+
+  // Own writes are bracketed for a monitor: the batch starts by adding chain bhmark_<n> and
+  // ends by adding and deleting bhmark_<n>_end. The kernel commits a batch's events
+  // contiguously, so what a monitor sees between the two is ours (see isForeign).
+  let markSeq = 0;
+  let windowSince: number | undefined;
+  const endOf = (mark: string) => `${mark}${MARK_END}`;
+  /** A transaction that opens a marked write, and its mark. */
+  function openWrite(table = false): { tx: Transaction; mark: string } {
+    const mark = `${MARK_PREFIX}${++markSeq}`;
+    const tx = new Transaction();
+    if (table) tx.add({ table: { family: TABLE_FAMILY, name: TABLE_NAME } });
+    tx.add({ chain: { ...where, name: mark } });
+    return { tx, mark };
+  }
+  async function ownApply(tx: Transaction, mark: string, full: boolean): Promise<void> {
+    const end = { chain: { ...where, name: endOf(mark) } };
+    tx.add(end).delete(end);
+    // A full load deleted the opening mark with the table; a delta still holds it.
+    if (!full) tx.delete({ chain: { ...where, name: mark } });
+    await driver.apply(tx);
+  }
 
   async function readDeltas(): Promise<RuleCounter[]> {
     if (!applied) return [];
@@ -98,6 +160,22 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
       logger.warn({ err }, 'cannot read counters');
       return [];
     }
+  }
+
+  /** Read (and zero) only the named counters, e.g. those a delta is about to delete. */
+  async function readCountersNamed(names: string[]): Promise<void> {
+    if (!applied || names.length === 0) return;
+    const objects: NftObject[] = [];
+    for (const name of names) {
+      try {
+        objects.push(...(await driver.list({ reset: { counter: { ...where, name } } })));
+      } catch (err) {
+        logger.warn({ err, name }, 'cannot read counter');
+      }
+    }
+    const deltas = mapCounters(objects, applied);
+    if (deltas.length > 0) options.onCounters?.(deltas);
+    pending.push(...deltas);
   }
 
   /** Move the kernel's flow elements into `flows`, then delete exactly those read. */
@@ -125,16 +203,39 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
       }
     }
     try {
+      // Flow set elements are no policy: a monitor ignores them, no marks needed.
       await deleteFlows(driver, read);
     } catch (err) {
       logger.warn({ err }, 'cannot drain flows');
     }
   }
 
-  async function applyLocked(rs: RuleSet): Promise<ApplyResult> {
-    // Read what the table counted and recorded so far: the replace below starts it empty.
-    pending.push(...(await readDeltas()));
+  /**
+   * Write `next` to the kernel: a delta from `model` when there is one, else (or when the
+   * kernel refuses the delta) the whole table. What the table counted and recorded under the
+   * old RuleSet is read first, as far as the write will lose it or change its meaning.
+   */
+  async function write(next: TableModel): Promise<'delta' | 'full'> {
+    // Flow codes are rule indexes of `applied`: drain before they can mean another rule.
     await drainFlows();
+    const d = openWrite();
+    const delta = model && planDelta(model, next, d.tx);
+    if (delta) {
+      await readCountersNamed([...model!.counters].filter((c) => !next.counters.has(c)));
+      try {
+        await ownApply(delta, d.mark, false);
+        return 'delta';
+      } catch (err) {
+        logger.warn({ err }, 'nftables refused the delta; replacing the whole table');
+      }
+    }
+    pending.push(...(await readDeltas()));
+    const f = openWrite(true);
+    await ownApply(planFull(next, f.tx), f.mark, true);
+    return 'full';
+  }
+
+  async function applyLocked(rs: RuleSet): Promise<ApplyResult> {
     const fail = (error: AgentError, micros: number): ApplyResult => {
       const result = { ok: false, micros, error };
       logger.error(
@@ -144,9 +245,9 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
       options.onApply?.(rs, result);
       return result;
     };
-    let tx: Transaction;
+    let next: TableModel;
     try {
-      tx = renderRuleSet(rs, failsafe, flowTable);
+      next = renderModel(rs, failsafe, flowTable);
     } catch (err) {
       return fail(
         err instanceof AgentError
@@ -157,18 +258,26 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     }
     const t0 = process.hrtime.bigint();
     const elapsed = () => Number((process.hrtime.bigint() - t0) / 1000n);
+    let path: 'delta' | 'full';
     try {
-      await driver.apply(tx);
+      path = await write(next);
     } catch (err) {
       const error = new AgentError('APPLY_FAILED', `nftables refused revision ${rs.revision}`, {
         cause: err,
       });
       return fail(error, elapsed());
     }
-    const result: ApplyResult = { ok: true, micros: elapsed() };
+    const result: ApplyResult = { ok: true, path, micros: elapsed() };
     applied = rs;
+    model = next;
     logger.info(
-      { revision: rs.revision, hash: rs.hash, micros: result.micros, entries: rs.entries.length },
+      {
+        revision: rs.revision,
+        hash: rs.hash,
+        micros: result.micros,
+        path,
+        entries: rs.entries.length,
+      },
       'rule set applied',
     );
     try {
@@ -182,19 +291,39 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     return result;
   }
 
-  async function kernelMarker(): Promise<string | undefined> {
+  /** What differs between the kernel and `want`; a table nft cannot list counts as missing. */
+  async function kernelDrift(want: TableModel, elements = true): Promise<Drift | undefined> {
+    let objects: NftObject[];
     try {
-      const objects = await driver.list({
-        list: { chain: { family: TABLE_FAMILY, table: TABLE_NAME, name: 'input' } },
-      });
-      for (const obj of objects) {
-        const comment = (obj.rule as { comment?: unknown } | undefined)?.comment;
-        if (typeof comment === 'string' && comment.startsWith(MARKER_PREFIX)) return comment;
-      }
+      // nft 1.0.6 fetches every element for `list table` even when terse (6 s at 100k on a
+      // loaded box); a terse `list ruleset` does not (~0.1 s). compareTable keeps our table.
+      objects = elements
+        ? await driver.list({ list: { table: { family: TABLE_FAMILY, name: TABLE_NAME } } })
+        : await driver.list({ list: { ruleset: null } }, { terse: true });
     } catch {
-      // No table yet (fresh boot): nothing to compare with.
+      objects = [];
     }
-    return undefined;
+    return compareTable(objects, want, { elements });
+  }
+
+  async function reconcileLocked(elements: boolean): Promise<Drift | undefined> {
+    if (!model || !applied) return undefined;
+    const drift = await kernelDrift(model, elements);
+    if (!drift) return undefined;
+    const attributes = driftAttributes(drift);
+    logger.warn({ drift: attributes, revision: applied.revision }, 'dataplane tampered; repairing');
+    flows.event({
+      code: DATAPLANE_TAMPERED,
+      message: `table ${TABLE_FAMILY} ${TABLE_NAME} differed from revision ${applied.revision}; repaired`,
+      timeUnixMs: now(),
+      attributes,
+    });
+    options.onTamper?.(drift);
+    // Forget the kernel state: the write below replaces the whole table.
+    model = undefined;
+    const result = await applyLocked(applied);
+    if (!result.ok) logger.error({ err: result.error }, 'dataplane repair failed');
+    return drift;
   }
 
   return {
@@ -215,24 +344,49 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
           logger.error({ err, file }, 'persisted rule set unreadable; ignoring it');
           return 'none';
         }
-        let expected: string | undefined;
+        let want: TableModel | undefined;
         try {
-          expected = expectedMarker(rs, failsafe, flowTable);
+          want = renderModel(rs, failsafe, flowTable);
         } catch {
-          expected = undefined; // let apply report why it cannot be rendered
+          want = undefined; // let apply report why it cannot be rendered
         }
-        if (expected !== undefined && (await kernelMarker()) === expected) {
+        const drift = want && (await kernelDrift(want));
+        if (want && !drift) {
           applied = rs;
+          model = want;
           logger.info(
             { revision: rs.revision, hash: rs.hash },
             'kernel already holds the rule set',
           );
           return 'unchanged';
         }
+        if (drift)
+          logger.info(
+            { drift: driftAttributes(drift) },
+            'kernel differs from the persisted rule set',
+          );
         const result = await applyLocked(rs);
         return result.ok ? 'applied' : 'failed';
       }),
     apply: (rs) => serial(() => applyLocked(rs)),
+    reconcile: (o) => serial(() => reconcileLocked(o?.elements ?? true)),
+    get inOwnWrite() {
+      if (windowSince !== undefined && now() - windowSince > WINDOW_TTL_MS) windowSince = undefined;
+      return windowSince !== undefined;
+    },
+    isForeign(event) {
+      if (event.table?.family !== TABLE_FAMILY || event.table.name !== TABLE_NAME) return false;
+      const name = event.body.name;
+      if (event.kind === 'chain' && typeof name === 'string' && name.startsWith(MARK_PREFIX)) {
+        if (name.endsWith(MARK_END)) windowSince = undefined;
+        else if (event.verb === 'add') windowSince = now();
+        return false;
+      }
+      // Flow sets are filled by the packet path and drained by us; their elements are no policy.
+      if (event.kind === 'element' && FLOW_SET_NAMES.has(name as string)) return false;
+      // A window whose end the monitor lost (it can drop events under load) closes by itself.
+      return !this.inOwnWrite;
+    },
     collect: () =>
       serial(async () => {
         const out = [...pending, ...(await readDeltas())];

@@ -2,7 +2,7 @@
 // in both directions. Not compiled by @bulkhead/policy on purpose: tests must not assert
 // what the same code computed.
 import { Action, Direction, type Entry, Mode, type RuleSet } from '@bulkhead/proto';
-import type { Failsafe } from './render.js';
+import { type Failsafe, ruleChain } from './render.js';
 
 const IN = Direction.DIRECTION_INGRESS;
 const OUT = Direction.DIRECTION_EGRESS;
@@ -53,3 +53,8 @@ export const fixtureFailsafe: Failsafe = {
   controlPlane: [{ address: '10.9.0.1', port: 8443 }],
   admin: { cidrs: ['10.8.0.0/16', 'fd08::/64'], port: 22 },
 };
+
+/** The chain (and counter prefix) of the fixture's rule `i`. */
+export function fixtureChain(i: number): string {
+  return ruleChain(fixtureRuleSet().rules[i]!);
+}

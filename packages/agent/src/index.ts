@@ -9,10 +9,12 @@ export { DEFAULT_RULE_ID, mapCounters, readCounterDeltas } from './counters.js';
 export {
   type ApplyResult,
   createDataplane,
+  DATAPLANE_TAMPERED,
   type Dataplane,
   type DataplaneOptions,
   type RestoreOutcome,
 } from './dataplane.js';
+export { compareTable, type Drift, type ElementDrift } from './drift.js';
 export { DEFAULT_SERVER_NAME, type Identity, loadIdentity } from './enroll.js';
 export { AgentError, type AgentErrorCode } from './errors.js';
 export {
@@ -32,11 +34,22 @@ export {
 } from './flows.js';
 export { type AgentMetrics, createAgentMetrics } from './metrics.js';
 export {
+  type ChainModel,
+  planDelta,
+  planFull,
+  type RuleModel,
+  type SetModel,
+  type TableModel,
+} from './model.js';
+export {
   DEFAULT_FLOW_TABLE,
   type Failsafe,
   type FlowTableOptions,
   renderCommands,
+  renderModel,
   renderRuleSet,
+  ruleChain,
 } from './render.js';
 export { type BackoffOptions, DEFAULT_BACKOFF } from './retry.js';
 export { STATE_FILES } from './state.js';
+export { DEFAULT_DRIFT_CHECK_INTERVAL_MS, type DriftWatch, watchDrift } from './watch.js';

@@ -84,6 +84,12 @@ function parse(argv: string[]): AgentOptions {
       DEFAULT_FLOW_TABLE.timeoutSeconds,
     )
     .option(
+      '--drift-check-interval <seconds>',
+      'seconds between compares of the kernel table with the desired one (repairs drift; elements every 10 min)',
+      intIn('--drift-check-interval', 1, 86_400),
+      5,
+    )
+    .option(
       '--max-pending-flows <n>',
       'flow keys kept while they wait to be sent; new keys past it are dropped and counted',
       intIn('--max-pending-flows', 1, 10_000_000),
@@ -142,6 +148,7 @@ function parse(argv: string[]): AgentOptions {
     telemetryInterval: number;
     flowTableSize: number;
     flowTimeout: number;
+    driftCheckInterval: number;
     maxPendingFlows: number;
     nftBackend: AgentOptions['nftBackend'];
     backoffBase: number;
@@ -194,6 +201,7 @@ function parse(argv: string[]): AgentOptions {
     telemetryIntervalMs: o.telemetryInterval * 1000,
     flowTable: { size: o.flowTableSize, timeoutSeconds: o.flowTimeout },
     maxPendingFlows: o.maxPendingFlows,
+    driftCheckIntervalMs: o.driftCheckInterval * 1000,
     nftBackend: o.nftBackend,
     backoff: { baseMs: o.backoffBase * 1000, capMs: o.backoffMax * 1000 },
     serverName: o.serverName,

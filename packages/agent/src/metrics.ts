@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { Direction, type RuleCounter, type RuleSet, Verdict } from '@bulkhead/proto';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ApplyResult } from './dataplane.js';
+import type { Drift } from './drift.js';
 import type { FlowRead } from './flows.js';
 
 /** The agent's Prometheus metrics, on a registry of its own (several agents per process in tests). */
@@ -16,6 +17,8 @@ export interface AgentMetrics {
   observeFlows(read: FlowRead): void;
   /** Flow keys dropped because the pending buffer was at its cap. */
   observeFlowsDropped(count: number): void;
+  /** A difference between kernel and desired table was found (and repaired). */
+  observeTamper(drift: Drift): void;
   /** Serve GET /metrics; resolves with the bound address (port 0 picks one). */
   listen(host: string, port: number): Promise<AddressInfo>;
   close(): Promise<void>;
@@ -92,6 +95,19 @@ export function createAgentMetrics(): AgentMetrics {
     registers: [registry],
   });
 
+  const tampered = new Counter({
+    name: 'bulkhead_dataplane_tampered_total',
+    help: 'Checks that found table inet bulkhead changed by someone else (each was repaired).',
+    labelNames: ['what'] as const,
+    registers: [registry],
+  });
+  const applies = new Counter({
+    name: 'bulkhead_applies_total',
+    help: 'Successful applies by path: delta (only what changed) or full (whole table).',
+    labelNames: ['path'] as const,
+    registers: [registry],
+  });
+
   let server: Server | undefined;
 
   return {
@@ -109,8 +125,10 @@ export function createAgentMetrics(): AgentMetrics {
     },
     observeApply(rs, result) {
       if (result.micros > 0) applyDuration.observe(result.micros / 1e6);
-      if (result.ok) revision.set(rs.revision);
-      else applyFailures.inc();
+      if (result.ok) {
+        revision.set(rs.revision);
+        applies.inc({ path: result.path ?? 'full' });
+      } else applyFailures.inc();
     },
     setConnected(up) {
       connected.set(up ? 1 : 0);
@@ -126,6 +144,18 @@ export function createAgentMetrics(): AgentMetrics {
         flowTableEntries.set({ set: s.set }, s.entries);
         if (s.size > 0 && s.entries >= s.size) flowTableFull.inc({ set: s.set });
       }
+    },
+    observeTamper(drift) {
+      const what = drift.tableMissing
+        ? 'table'
+        : drift.chains.length
+          ? 'chains'
+          : drift.sets.length
+            ? 'sets'
+            : drift.elements.length
+              ? 'elements'
+              : 'counters';
+      tampered.inc({ what });
     },
     observeFlowsDropped(count) {
       flowsDropped.inc(count);

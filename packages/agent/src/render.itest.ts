@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readCounterDeltas } from './counters.js';
 import { createDataplane } from './dataplane.js';
-import { fixtureFailsafe, fixtureRuleSet } from './fixture.test-util.js';
+import { fixtureChain, fixtureFailsafe, fixtureRuleSet } from './fixture.test-util.js';
 import { renderRuleSet } from './render.js';
 
 const DEV = 'bhtest0';
@@ -102,10 +102,10 @@ describe.each(['libnftables', 'nft'] as const)(
         const deny = mode === Mode.MODE_ENFORCE ? 'denied' : 'would_deny';
         expect(counters).toEqual(
           [
-            'r0_allowed',
-            `r1_${deny}`,
-            'r2_allowed',
-            `r3_${deny}`,
+            `${fixtureChain(0)}_allowed`,
+            `${fixtureChain(1)}_${deny}`,
+            `${fixtureChain(2)}_allowed`,
+            `${fixtureChain(3)}_${deny}`,
             `in_default_${deny}`,
             `out_default_${deny}`,
           ].sort(),

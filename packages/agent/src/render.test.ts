@@ -4,7 +4,10 @@ import { Mode } from '@bulkhead/proto';
 import { describe, expect, it } from 'vitest';
 import { AgentError } from './errors.js';
 import { fixtureFailsafe, fixtureRuleSet } from './fixture.test-util.js';
-import { renderCommands, renderRuleSet } from './render.js';
+import { renderCommands, renderRuleSet, ruleChain } from './render.js';
+
+/** The fixture's rule chains, by rule index. */
+const R = fixtureRuleSet().rules.map(ruleChain);
 
 type Obj = Record<string, Record<string, unknown>>;
 
@@ -51,7 +54,7 @@ describe('renderRuleSet', () => {
     expect(dump.filter((o) => 'map' in o)).toHaveLength(10);
     expect(
       dump.filter((o) => 'counter' in o).map((o) => (o.counter as { name: string }).name),
-    ).toContain('r1_would_deny');
+    ).toContain(`${R[1]}_would_deny`);
   });
 
   it('has base chains input and output with policy accept', () => {
@@ -98,18 +101,18 @@ describe('renderRuleSet', () => {
       elem: [
         [
           { concat: [{ range: ['10.0.0.0', '10.0.0.255'] }, 6, { range: [80, 90] }] },
-          { jump: { target: 'r0' } },
+          { jump: { target: R[0] } },
         ],
-        [{ concat: ['10.0.1.5', 17, 53] }, { jump: { target: 'r1' } }],
+        [{ concat: ['10.0.1.5', 17, 53] }, { jump: { target: R[1] } }],
       ],
     });
     expect(byName.get('in6_any')).toMatchObject({
       type: 'ipv6_addr',
-      elem: [[{ range: ['fd01::', 'fd01::ff'] }, { jump: { target: 'r1' } }]],
+      elem: [[{ range: ['fd01::', 'fd01::ff'] }, { jump: { target: R[1] } }]],
     });
     expect(byName.get('out6_proto')).toMatchObject({
       type: ['ipv6_addr', 'inet_proto'],
-      elem: [[{ concat: [{ range: ['fd02::', 'fd02::ff'] }, 47] }, { jump: { target: 'r3' } }]],
+      elem: [[{ concat: [{ range: ['fd02::', 'fd02::ff'] }, 47] }, { jump: { target: R[3] } }]],
     });
   });
 
@@ -172,8 +175,8 @@ describe('renderRuleSet', () => {
   });
 
   it('counts and decides in each rule chain: enforce drops denies', () => {
-    expect(verdictOf(enforce, 'r0')).toEqual([{ counter: 'r0_allowed' }, { accept: null }]);
-    expect(verdictOf(enforce, 'r1')).toEqual([{ counter: 'r1_denied' }, { drop: null }]);
+    expect(verdictOf(enforce, R[0]!)).toEqual([{ counter: `${R[0]}_allowed` }, { accept: null }]);
+    expect(verdictOf(enforce, R[1]!)).toEqual([{ counter: `${R[1]}_denied` }, { drop: null }]);
     expect(verdictOf(enforce, 'in_default')).toEqual([
       { counter: 'in_default_denied' },
       { drop: null },
@@ -183,17 +186,20 @@ describe('renderRuleSet', () => {
       { drop: null },
     ]);
     expect(added(enforce, 'counter').map((c) => c.name)).toEqual([
-      'r0_allowed',
-      'r1_denied',
-      'r2_allowed',
-      'r3_denied',
+      `${R[0]}_allowed`,
+      `${R[1]}_denied`,
+      `${R[2]}_allowed`,
+      `${R[3]}_denied`,
       'in_default_denied',
       'out_default_denied',
     ]);
   });
 
   it('monitor differs from enforce exactly in the deny and default verdicts', () => {
-    expect(verdictOf(monitor, 'r1')).toEqual([{ counter: 'r1_would_deny' }, { accept: null }]);
+    expect(verdictOf(monitor, R[1]!)).toEqual([
+      { counter: `${R[1]}_would_deny` },
+      { accept: null },
+    ]);
     expect(verdictOf(monitor, 'out_default')).toEqual([
       { counter: 'out_default_would_deny' },
       { accept: null },
@@ -203,8 +209,8 @@ describe('renderRuleSet', () => {
       .map((c, i) => (JSON.stringify(c) === JSON.stringify(monitor[i]) ? undefined : i))
       .filter((i) => i !== undefined)
       .map((i) => JSON.stringify(enforce[i]!));
-    // 2 deny rules + 2 defaults, each a counter and a rule; plus the marker rule.
-    expect(differing).toHaveLength(9);
+    // 2 deny rules + 2 defaults, each a counter and a rule (whose comment digests it).
+    expect(differing).toHaveLength(8);
     for (const d of differing) {
       expect(d).toMatch(/_denied|"comment"/);
     }
@@ -290,10 +296,10 @@ describe('renderRuleSet', () => {
     for (const cmds of [enforce, monitor]) {
       // Fixture rules: 0, 1 ingress; 2, 3 egress. Code = index + 1, default = 0.
       const chains: [string, string, number][] = [
-        ['r0', 'in', 1],
-        ['r1', 'in', 2],
-        ['r2', 'out', 3],
-        ['r3', 'out', 4],
+        [R[0]!, 'in', 1],
+        [R[1]!, 'in', 2],
+        [R[2]!, 'out', 3],
+        [R[3]!, 'out', 4],
         ['in_default', 'in', 0],
         ['out_default', 'out', 0],
       ];
@@ -307,23 +313,33 @@ describe('renderRuleSet', () => {
     }
   });
 
-  it('renders the same input to the same commands, and marks it', () => {
+  it('renders the same input to the same commands; each rule is named by its expression', () => {
     expect(renderCommands(fixtureRuleSet(), fixtureFailsafe)).toEqual(enforce);
-    const marker = (cmds: NftCommand[]) =>
-      added(cmds, 'rule').find((r) => r.chain === 'input')?.comment as string;
-    const m1 = marker(enforce);
-    expect(m1).toMatch(/^bulkhead rev=7 digest=[0-9a-f]{32}$/);
+    const rules = added(enforce, 'rule');
+    for (const r of rules) expect(r.comment).toMatch(/^bh:[0-9a-f]{20}$/);
+    // Same expression, same comment (the five record/verdict rules differ per chain).
+    const comments = (cmds: NftCommand[]) => added(cmds, 'rule').map((r) => r.comment);
+    expect(new Set(comments(enforce)).size).toBeLessThan(rules.length);
     const otherFailsafe = renderCommands(fixtureRuleSet(), {
       ...fixtureFailsafe,
       admin: undefined,
     });
-    expect(marker(otherFailsafe)).not.toBe(m1);
-    // A new flow table size is a new rendering too: a restart with it re-applies.
-    const otherFlows = renderCommands(fixtureRuleSet(), fixtureFailsafe, {
-      size: 1024,
-      timeoutSeconds: 3600,
-    });
-    expect(marker(otherFlows)).not.toBe(m1);
+    expect(comments(otherFailsafe)).not.toEqual(comments(enforce));
+  });
+
+  it('names rule chains by rule id, so a rule added in front renames nothing', () => {
+    const rs = fixtureRuleSet();
+    const shifted = fixtureRuleSet();
+    shifted.rules.unshift({ ...rs.rules[0]!, id: 'new/ingress/0' });
+    for (const e of shifted.entries) e.rule += 1;
+    const targets = (cmds: NftCommand[]) =>
+      added(cmds, 'map').flatMap((m) => (m.elem as unknown[][]).map((x) => JSON.stringify(x)));
+    expect(targets(renderCommands(shifted, fixtureFailsafe))).toEqual(targets(enforce));
+    const dup = fixtureRuleSet();
+    dup.rules[1]!.id = dup.rules[0]!.id;
+    expect(() => renderCommands(dup, fixtureFailsafe)).toThrow(
+      expect.objectContaining({ code: 'RULESET_INVALID' }),
+    );
   });
 
   it('rejects a malformed RuleSet with RULESET_INVALID', () => {

@@ -1,9 +1,26 @@
 import { createHash } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
-import type { NftCommand } from '@bulkhead/nftables';
-import { Transaction } from '@bulkhead/nftables';
-import { Action, Direction, type Entry, Mode, type RuleSet, Verdict } from '@bulkhead/proto';
+// Renders a RuleSet into the desired TableModel of `table inet bulkhead`: the only module that
+// knows how RuleSet rules and entries become chains, counters, maps and elements. Pure: the
+// same input gives the same model. Must not decide how the model reaches the kernel (model.ts).
+import type { NftCommand, Transaction } from '@bulkhead/nftables';
+import {
+  Action,
+  Direction,
+  type Entry,
+  Mode,
+  type Rule,
+  type RuleSet,
+  Verdict,
+} from '@bulkhead/proto';
 import { AgentError } from './errors.js';
+import {
+  type ChainModel,
+  planFull,
+  type RuleModel,
+  type SetModel,
+  type TableModel,
+} from './model.js';
 
 export const TABLE_FAMILY = 'inet';
 export const TABLE_NAME = 'bulkhead';
@@ -54,54 +71,36 @@ const VERDICT_SUFFIX: Record<
   [Verdict.VERDICT_WOULD_DENY]: 'would_deny',
 };
 
-/** Prefix of the comment on the first input rule; the rest identifies what was rendered. */
-export const MARKER_PREFIX = 'bulkhead ';
-
-const table = { family: TABLE_FAMILY, name: TABLE_NAME };
 const inTable = { family: TABLE_FAMILY, table: TABLE_NAME };
 
 /**
- * Render a RuleSet as one atomic replacement of `table inet bulkhead`. Pure: the same input
- * gives the same commands. Throws AgentError RULESET_INVALID on a malformed RuleSet.
+ * Render a RuleSet as one atomic replacement of `table inet bulkhead` (the cold path).
+ * Throws AgentError RULESET_INVALID on a malformed RuleSet.
  */
 export function renderRuleSet(
   rs: RuleSet,
   failsafe: Failsafe,
   flowTable: FlowTableOptions = DEFAULT_FLOW_TABLE,
 ): Transaction {
-  const tx = new Transaction();
-  for (const cmd of renderCommands(rs, failsafe, flowTable)) {
-    const [verb, obj] = Object.entries(cmd)[0] as [string, Record<string, unknown>];
-    if (verb === 'add') tx.add(obj);
-    else if (verb === 'delete') tx.delete(obj);
-    else throw new Error(`unexpected verb ${verb}`);
-  }
-  return tx;
+  return planFull(renderModel(rs, failsafe, flowTable));
 }
 
-/** The libnftables JSON commands behind renderRuleSet. */
+/** The libnftables JSON commands behind renderRuleSet (tests). */
 export function renderCommands(
   rs: RuleSet,
   failsafe: Failsafe,
   flowTable: FlowTableOptions = DEFAULT_FLOW_TABLE,
 ): NftCommand[] {
-  const body = renderBody(rs, failsafe, flowTable);
-  // The marker lets a restarted agent see that the kernel already holds exactly this
-  // rendering (RuleSet and failsafe), so it can leave the table and its counters alone.
-  const marker = markerFor(rs, body);
-  const input = body.find((c) => chainOf(c) === 'input' && 'rule' in (c.add as object));
-  (input!.add as { rule: Record<string, unknown> }).rule.comment = marker;
-  // add+delete+add: replaces the table whether or not it exists, in one batch.
-  return [{ add: { table } }, { delete: { table } }, { add: { table } }, ...body];
+  return renderRuleSet(rs, failsafe, flowTable).commands;
 }
 
-/** The marker comment the rendering of (rs, failsafe) carries in the kernel. */
-export function expectedMarker(
-  rs: RuleSet,
-  failsafe: Failsafe,
-  flowTable: FlowTableOptions = DEFAULT_FLOW_TABLE,
-): string {
-  return markerFor(rs, renderBody(rs, failsafe, flowTable));
+/**
+ * Name of the chain (and counter prefix) of a rule: derived from its stable id, not its
+ * index, so that a rule added before it changes neither its chain, its counters nor the map
+ * elements that jump to it.
+ */
+export function ruleChain(rule: Pick<Rule, 'id'>): string {
+  return `r_${createHash('sha256').update(rule.id).digest('hex').slice(0, 16)}`;
 }
 
 /** Name of the flow set of a direction and family, e.g. `flows_in4`. */
@@ -116,28 +115,26 @@ export const FLOW_SETS: readonly { name: string; dir: Dir; family: Family }[] = 
   ([4, 6] as const).map((family) => ({ name: flowSetName(dir, family), dir, family })),
 );
 
-/** Rule code a flow element carries: 0 for the default chains, rule index + 1 for `r<i>`. */
+/** Rule code a flow element carries: 0 for the default chains, rule index + 1 for a rule chain. */
 export const DEFAULT_FLOW_CODE = 0;
 
-function flowSets(flowTable: FlowTableOptions): NftCommand[] {
-  return FLOW_SETS.map(({ name, family }) => {
+function flowSets(m: TableModel, flowTable: FlowTableOptions): void {
+  for (const { name, family } of FLOW_SETS) {
     const addr = family === 4 ? 'ipv4_addr' : 'ipv6_addr';
-    return {
-      add: {
-        set: {
-          ...inTable,
-          name,
-          type: [addr, addr, 'inet_proto', 'inet_service', 'mark'],
-          // libnftables 1.0.6 JSON knows no "dynamic" flag: the set gets it from the rules
-          // that add to it (nft lists it as `flags dynamic,timeout`).
-          flags: ['timeout'],
-          timeout: flowTable.timeoutSeconds,
-          size: flowTable.size,
-          stmt: [{ counter: null }],
-        },
+    m.sets.set(name, {
+      kind: 'set',
+      decl: {
+        type: [addr, addr, 'inet_proto', 'inet_service', 'mark'],
+        // libnftables 1.0.6 JSON knows no "dynamic" flag: the set gets it from the rules
+        // that add to it (nft lists it as `flags dynamic,timeout`).
+        flags: ['timeout'],
+        timeout: flowTable.timeoutSeconds,
+        size: flowTable.size,
+        stmt: [{ counter: null }],
       },
-    };
-  });
+      elems: undefined, // the packet path fills them; the agent only drains them
+    });
+  }
 }
 
 /**
@@ -145,7 +142,7 @@ function flowSets(flowTable: FlowTableOptions): NftCommand[] {
  * Each is a rule of its own, before the verdict: adding to a full set aborts the rule that
  * does it, and the verdict must never depend on that.
  */
-function recordRules(chain: string, dir: Dir, code: number): NftCommand[] {
+function recordRules(dir: Dir, code: number): RuleModel[] {
   const l4proto = { meta: { key: 'l4proto' } };
   const portProtocols = { set: [...PORT_PROTOCOLS] };
   return ([4, 6] as const).flatMap((family) => {
@@ -159,22 +156,13 @@ function recordRules(chain: string, dir: Dir, code: number): NftCommand[] {
       },
     });
     return [
-      rule(chain, [nfproto, match(l4proto, portProtocols), add(payload('th', 'dport'))]),
-      rule(chain, [nfproto, match(l4proto, portProtocols, '!='), add(0)]),
+      rule([nfproto, match(l4proto, portProtocols), add(payload('th', 'dport'))]),
+      rule([nfproto, match(l4proto, portProtocols, '!='), add(0)]),
     ];
   });
 }
 
-function markerFor(rs: RuleSet, body: NftCommand[]): string {
-  const digest = createHash('sha256')
-    .update(rs.hash)
-    .update(JSON.stringify(body))
-    .digest('hex')
-    .slice(0, 32);
-  return `${MARKER_PREFIX}rev=${rs.revision} digest=${digest}`;
-}
-
-/** Name of the named counter a rule chain (`r<i>`) or default chain counts into. */
+/** Name of the named counter a rule chain (`ruleChain`) or default chain counts into. */
 export function counterName(chain: string, verdict: keyof typeof VERDICT_SUFFIX): string {
   return `${chain}_${VERDICT_SUFFIX[verdict]}`;
 }
@@ -194,11 +182,6 @@ export function parseCounterName(
   return undefined;
 }
 
-function chainOf(cmd: NftCommand): string | undefined {
-  const obj = cmd.add as { rule?: { chain?: string } } | undefined;
-  return obj?.rule?.chain;
-}
-
 function isEnforce(rs: RuleSet, dir: Direction): boolean {
   // Anything but an explicit enforce counts as monitor: failing open is the safe default
   // for a mode the agent does not understand.
@@ -216,8 +199,10 @@ function invalid(message: string): AgentError {
   return new AgentError('RULESET_INVALID', message);
 }
 
-function rule(chain: string, expr: unknown[]): NftCommand {
-  return { add: { rule: { ...inTable, chain, expr } } };
+/** A rule with its comment: a digest of its expression, which nft lists in its own words. */
+function rule(expr: unknown[]): RuleModel {
+  const digest = createHash('sha256').update(JSON.stringify(expr)).digest('hex').slice(0, 20);
+  return { expr, comment: `bh:${digest}` };
 }
 
 function match(left: unknown, right: unknown, op = '=='): unknown {
@@ -254,23 +239,24 @@ export function parseCidr(cidr: string): { addr: string; len: number; family: Fa
   return { addr, len, family };
 }
 
-function failsafeRules(failsafe: Failsafe): NftCommand[] {
-  const out: NftCommand[] = [];
+function failsafeRules(failsafe: Failsafe): { input: RuleModel[]; output: RuleModel[] } {
+  const input: RuleModel[] = [];
+  const output: RuleModel[] = [];
   const nd = match(payload('icmpv6', 'type'), { set: ND_TYPES });
   const established = match({ ct: { key: 'state' } }, ['established', 'related'], 'in');
-  out.push(rule('input', [match({ meta: { key: 'iif' } }, 'lo'), ACCEPT]));
-  out.push(rule('input', [established, ACCEPT]));
-  out.push(rule('input', [nd, ACCEPT]));
-  out.push(rule('output', [match({ meta: { key: 'oif' } }, 'lo'), ACCEPT]));
-  out.push(rule('output', [established, ACCEPT]));
-  out.push(rule('output', [nd, ACCEPT]));
+  input.push(rule([match({ meta: { key: 'iif' } }, 'lo'), ACCEPT]));
+  input.push(rule([established, ACCEPT]));
+  input.push(rule([nd, ACCEPT]));
+  output.push(rule([match({ meta: { key: 'oif' } }, 'lo'), ACCEPT]));
+  output.push(rule([established, ACCEPT]));
+  output.push(rule([nd, ACCEPT]));
   for (const cp of failsafe.controlPlane) {
     const family = familyOf(cp.address);
     if (family === undefined) {
       throw new AgentError('CONFIG_INVALID', `control plane address is not an IP: ${cp.address}`);
     }
-    out.push(
-      rule('output', [
+    output.push(
+      rule([
         match(payload(family === 4 ? 'ip' : 'ip6', 'daddr'), cp.address),
         match(payload('tcp', 'dport'), cp.port),
         ACCEPT,
@@ -280,8 +266,8 @@ function failsafeRules(failsafe: Failsafe): NftCommand[] {
   if (failsafe.admin) {
     for (const cidr of failsafe.admin.cidrs) {
       const { addr, len, family } = parseCidr(cidr);
-      out.push(
-        rule('input', [
+      input.push(
+        rule([
           match(payload(family === 4 ? 'ip' : 'ip6', 'saddr'), { prefix: { addr, len } }),
           match(payload('tcp', 'dport'), failsafe.admin.port),
           ACCEPT,
@@ -289,21 +275,21 @@ function failsafeRules(failsafe: Failsafe): NftCommand[] {
       );
     }
   }
-  return out;
+  return { input, output };
 }
 
 interface MapSpec {
   dir: Dir;
   family: Family;
   kind: Kind;
-  elem: unknown[];
 }
 
 function range<T>(from: T, to: T): unknown {
   return from === to ? from : { range: [from, to] };
 }
 
-function classify(e: Entry, index: number, ruleCount: number): { key: string; elem: unknown } {
+/** The map an entry belongs in and its key as JSON text. */
+function classify(e: Entry, index: number, ruleCount: number): { map: string; key: string } {
   const what = `entries[${index}]`;
   const dir = dirOf(e.direction, what);
   const family = familyOf(e.addrFrom);
@@ -330,7 +316,11 @@ function classify(e: Entry, index: number, ruleCount: number): { key: string; el
     kind = 'proto';
     key = { concat: [addr, e.protocol] };
   }
-  return { key: `${dir}${family}_${kind}`, elem: [key, { jump: { target: `r${e.rule}` } }] };
+  return { map: mapName({ dir, family, kind }), key: JSON.stringify(key) };
+}
+
+function mapName(m: MapSpec): string {
+  return `${m.dir}${m.family}_${m.kind}`;
 }
 
 function mapType(family: Family, kind: Kind): string | string[] {
@@ -348,41 +338,37 @@ function lookupKey(m: MapSpec): unknown {
   return { concat: [addr, proto, payload('th', 'dport')] };
 }
 
-function renderBody(rs: RuleSet, failsafe: Failsafe, flowTable: FlowTableOptions): NftCommand[] {
-  const cmds: NftCommand[] = [];
-  const chains: string[] = ['input', 'output'];
-  cmds.push({
-    add: {
-      chain: {
-        ...inTable,
-        name: 'input',
-        type: 'filter',
-        hook: 'input',
-        prio: 0,
-        policy: 'accept',
-      },
-    },
-  });
-  cmds.push({
-    add: {
-      chain: {
-        ...inTable,
-        name: 'output',
-        type: 'filter',
-        hook: 'output',
-        prio: 0,
-        policy: 'accept',
-      },
-    },
-  });
+function baseChain(hook: 'input' | 'output'): ChainModel {
+  return { base: { type: 'filter', hook, prio: 0, policy: 'accept' }, rules: [] };
+}
 
-  // Flow sets before the chains whose rules add to them.
-  cmds.push(...flowSets(flowTable));
+/**
+ * The desired table for (rs, failsafe, flowTable). Throws AgentError RULESET_INVALID on a
+ * malformed RuleSet. Elements are kept as JSON texts: a 100k-entry RuleSet must not exist
+ * again as 100k object trees.
+ */
+export function renderModel(
+  rs: RuleSet,
+  failsafe: Failsafe,
+  flowTable: FlowTableOptions = DEFAULT_FLOW_TABLE,
+): TableModel {
+  const m: TableModel = {
+    family: TABLE_FAMILY,
+    name: TABLE_NAME,
+    counters: new Set(),
+    sets: new Map(),
+    chains: new Map(),
+  };
+  const input = baseChain('input');
+  const output = baseChain('output');
+  m.chains.set('input', input);
+  m.chains.set('output', output);
+  flowSets(m, flowTable);
 
-  // Rule chains and their counters come before the maps that jump to them: a map element
-  // may only name a chain that already exists.
+  const chainOfRule: string[] = [];
   rs.rules.forEach((r, i) => {
-    const chain = `r${i}`;
+    const chain = ruleChain(r);
+    if (m.chains.has(chain)) throw invalid(`rules[${i}]: id ${JSON.stringify(r.id)} repeats`);
     const dir = dirOf(r.direction, `rules[${i}]`);
     let verdict: keyof typeof VERDICT_SUFFIX;
     if (r.action === Action.ACTION_ALLOW) verdict = Verdict.VERDICT_ALLOWED;
@@ -390,11 +376,12 @@ function renderBody(rs: RuleSet, failsafe: Failsafe, flowTable: FlowTableOptions
       verdict = isEnforce(rs, r.direction) ? Verdict.VERDICT_DENIED : Verdict.VERDICT_WOULD_DENY;
     } else throw invalid(`rules[${i}]: action ${r.action} is neither allow nor deny`);
     const name = counterName(chain, verdict);
-    cmds.push({ add: { counter: { ...inTable, name } } });
-    cmds.push({ add: { chain: { ...inTable, name: chain } } });
+    m.counters.add(name);
     const decision = verdict === Verdict.VERDICT_DENIED ? DROP : ACCEPT;
-    cmds.push(...recordRules(chain, dir, i + 1));
-    cmds.push(rule(chain, [{ counter: name }, decision]));
+    m.chains.set(chain, {
+      rules: [...recordRules(dir, i + 1), rule([{ counter: name }, decision])],
+    });
+    chainOfRule.push(chain);
   });
   for (const [dir, direction] of [
     ['in', Direction.DIRECTION_INGRESS],
@@ -403,64 +390,54 @@ function renderBody(rs: RuleSet, failsafe: Failsafe, flowTable: FlowTableOptions
     const chain = `${dir}_default`;
     const enforce = isEnforce(rs, direction);
     const name = counterName(chain, enforce ? Verdict.VERDICT_DENIED : Verdict.VERDICT_WOULD_DENY);
-    cmds.push({ add: { counter: { ...inTable, name } } });
-    cmds.push({ add: { chain: { ...inTable, name: chain } } });
-    cmds.push(...recordRules(chain, dir, DEFAULT_FLOW_CODE));
-    cmds.push(rule(chain, [{ counter: name }, enforce ? DROP : ACCEPT]));
-    chains.push(chain);
+    m.counters.add(name);
+    m.chains.set(chain, {
+      rules: [
+        ...recordRules(dir, DEFAULT_FLOW_CODE),
+        rule([{ counter: name }, enforce ? DROP : ACCEPT]),
+      ],
+    });
   }
 
-  const maps = new Map<string, MapSpec>();
+  const elems = new Map<string, Map<string, string>>();
+  const jumps = chainOfRule.map((chain) => JSON.stringify({ jump: { target: chain } }));
   rs.entries.forEach((e, i) => {
-    const { key, elem } = classify(e, i, rs.rules.length);
-    let m = maps.get(key);
-    if (!m) {
-      const [dirFamily = '', kind] = key.split('_') as [string, Kind];
-      m = {
-        dir: dirFamily.slice(0, -1) as Dir,
-        family: Number(dirFamily.slice(-1)) as Family,
-        kind,
-        elem: [],
-      };
-      maps.set(key, m);
+    const { map, key } = classify(e, i, rs.rules.length);
+    let to = elems.get(map);
+    if (!to) {
+      to = new Map();
+      elems.set(map, to);
     }
-    m.elem.push(elem);
+    to.set(key, jumps[e.rule]!);
   });
   // Fixed order (direction, family, most specific kind first), not insertion order, so the
-  // rendering does not depend on the order of entries.
+  // model does not depend on the order of entries. Empty maps are left out.
   const ordered: MapSpec[] = [];
   for (const dir of ['in', 'out'] as const) {
     for (const family of [4, 6] as const) {
       for (const kind of KINDS) {
-        const m = maps.get(`${dir}${family}_${kind}`);
-        if (m) ordered.push(m);
+        const spec = { dir, family, kind };
+        const found = elems.get(mapName(spec));
+        if (!found) continue;
+        ordered.push(spec);
+        const set: SetModel = {
+          kind: 'map',
+          decl: { type: mapType(family, kind), map: 'verdict', flags: ['interval'] },
+          elems: found,
+        };
+        m.sets.set(mapName(spec), set);
       }
     }
   }
-  for (const m of ordered) {
-    cmds.push({
-      add: {
-        map: {
-          ...inTable,
-          name: `${m.dir}${m.family}_${m.kind}`,
-          type: mapType(m.family, m.kind),
-          map: 'verdict',
-          flags: ['interval'],
-          elem: m.elem,
-        },
-      },
-    });
-  }
 
-  cmds.push(...failsafeRules(failsafe));
-  for (const m of ordered) {
-    cmds.push(
-      rule(m.dir === 'in' ? 'input' : 'output', [
-        { vmap: { key: lookupKey(m), data: `@${m.dir}${m.family}_${m.kind}` } },
-      ]),
-    );
+  const safe = failsafeRules(failsafe);
+  input.rules.push(...safe.input);
+  output.rules.push(...safe.output);
+  for (const spec of ordered) {
+    const r = rule([{ vmap: { key: lookupKey(spec), data: `@${mapName(spec)}` } }]);
+    (spec.dir === 'in' ? input : output).rules.push(r);
   }
-  cmds.push(rule('input', [{ jump: { target: 'in_default' } }]));
-  cmds.push(rule('output', [{ jump: { target: 'out_default' } }]));
-  return cmds;
+  input.rules.push(rule([{ jump: { target: 'in_default' } }]));
+  output.rules.push(rule([{ jump: { target: 'out_default' } }]));
+  return m;
 }

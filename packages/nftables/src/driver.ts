@@ -21,9 +21,10 @@ export interface NftDriver {
   check(tx: Transaction): Promise<void>;
   /**
    * Run a read command (`list` or `reset`) and return the objects of its answer without the
-   * leading metainfo object. Throws NftError code NFT_LIST_FAILED.
+   * leading metainfo object. `terse` leaves set and map elements out (nft -t), which makes
+   * listing a table with large sets cheap. Throws NftError code NFT_LIST_FAILED.
    */
-  list(command: NftCommand): Promise<NftObject[]>;
+  list(command: NftCommand, options?: { terse?: boolean }): Promise<NftObject[]>;
   /** Release native resources. */
   close(): void;
 }

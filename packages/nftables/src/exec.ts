@@ -75,8 +75,8 @@ export function createExecNft(options: ExecNftOptions = {}): NftDriver {
     backend: 'nft',
     apply: (tx) => write(tx, ['-j']),
     check: (tx) => write(tx, ['-c', '-j']),
-    async list(command: NftCommand): Promise<NftObject[]> {
-      const r = await run(['-j'], readBatchOf(command));
+    async list(command, options): Promise<NftObject[]> {
+      const r = await run(options?.terse ? ['-j', '-t'] : ['-j'], readBatchOf(command));
       if (r.code !== 0) {
         const detail = errorText(r.stderr) || `exit code ${r.code}`;
         throw new NftError('NFT_LIST_FAILED', `nftables refused the read: ${detail}`, {

@@ -1,4 +1,5 @@
 import type { NftCommand, NftDriver, NftObject } from './driver.js';
+import { keyParts, type Part, PROTO_NAMES } from './elements.js';
 import { NftError } from './errors.js';
 import { readCommandOf } from './run.js';
 import type { Transaction } from './transaction.js';
@@ -85,24 +86,6 @@ const PRIORITIES: Record<string, number> = {
   srcnat: 100,
 };
 
-const PROTO_NAMES: Record<number, string> = {
-  1: 'icmp',
-  2: 'igmp',
-  6: 'tcp',
-  17: 'udp',
-  33: 'dccp',
-  47: 'gre',
-  50: 'esp',
-  51: 'ah',
-  58: 'ipv6-icmp',
-  132: 'sctp',
-  136: 'udplite',
-};
-const PROTO_NUMBERS: Record<string, number> = Object.fromEntries(
-  Object.entries(PROTO_NAMES).map(([n, name]) => [name, Number(n)]),
-);
-PROTO_NUMBERS.icmpv6 = 58;
-
 export function createFakeNft(): FakeNft {
   let state: State = { nextHandle: 1, tables: new Map() };
   let last: Transaction | undefined;
@@ -138,10 +121,14 @@ export function createFakeNft(): FakeNft {
     async check(tx) {
       run(tx, false);
     },
-    async list(command: NftCommand): Promise<NftObject[]> {
+    async list(command: NftCommand, options): Promise<NftObject[]> {
       const { verb, what, arg } = readCommandOf(command);
       try {
-        return structuredClone(read(state, verb, what, isRecord(arg) ? arg : null));
+        const out = structuredClone(read(state, verb, what, isRecord(arg) ? arg : null));
+        if (options?.terse) {
+          for (const o of out) delete ((o.set ?? o.map) as Body | undefined)?.elem;
+        }
+        return out;
       } catch (err) {
         if (!(err instanceof Refusal)) throw err;
         const detail = `Error: ${err.message}`;
@@ -439,9 +426,6 @@ function references(t: Table): Refs {
 
 // ---- elements ----
 
-/** One component of a key: a numeric interval, or an opaque value compared for equality. */
-type Part = { lo: bigint; hi: bigint } | { opaque: string };
-
 function isInterval(set: NamedSet): boolean {
   return Array.isArray(set.body.flags) && set.body.flags.includes('interval');
 }
@@ -513,51 +497,7 @@ function fixKeyWrapped(key: unknown, fix: (k: unknown) => unknown): unknown {
 }
 
 function keyOf(set: NamedSet, e: unknown): Part[] {
-  let key = set.kind === 'map' && Array.isArray(e) ? e[0] : e;
-  if (isRecord(key) && isRecord(key.elem)) key = key.elem.val;
-  const parts = isRecord(key) && Array.isArray(key.concat) ? key.concat : [key];
-  return parts.map(partOf);
-}
-
-function partOf(v: unknown): Part {
-  if (isRecord(v) && Array.isArray(v.range) && v.range.length === 2) {
-    const lo = partOf(v.range[0]);
-    const hi = partOf(v.range[1]);
-    if ('lo' in lo && 'hi' in hi) return { lo: lo.lo, hi: hi.hi };
-  }
-  if (isRecord(v) && isRecord(v.prefix)) {
-    const addr = scalar(v.prefix.addr);
-    const len = Number(v.prefix.len);
-    const bits = typeof v.prefix.addr === 'string' && v.prefix.addr.includes(':') ? 128 : 32;
-    if (addr !== undefined && len >= 0 && len <= bits) {
-      const host = (1n << BigInt(bits - len)) - 1n;
-      return { lo: addr & ~host, hi: addr | host };
-    }
-  }
-  const n = scalar(v);
-  return n === undefined ? { opaque: JSON.stringify(v) } : { lo: n, hi: n };
-}
-
-function scalar(v: unknown): bigint | undefined {
-  if (typeof v === 'number' && Number.isInteger(v)) return BigInt(v);
-  if (typeof v !== 'string') return undefined;
-  if (v in PROTO_NUMBERS) return BigInt(PROTO_NUMBERS[v]!);
-  if (/^\d+\.\d+\.\d+\.\d+$/.test(v)) {
-    return v.split('.').reduce((acc, o) => (acc << 8n) + BigInt(Number(o)), 0n);
-  }
-  if (v.includes(':')) return ipv6(v);
-  return undefined;
-}
-
-function ipv6(v: string): bigint | undefined {
-  const [head, tail, extra] = v.split('::');
-  if (extra !== undefined) return undefined;
-  const words = (s: string | undefined): string[] => (s ? s.split(':') : []);
-  const h = words(head);
-  const t = words(tail);
-  const all = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  if (all.length !== 8 || !all.every((w) => /^[0-9a-fA-F]{1,4}$/.test(w))) return undefined;
-  return all.reduce((acc, w) => (acc << 16n) + BigInt(Number.parseInt(w, 16)), 0n);
+  return keyParts(e, set.kind === 'map');
 }
 
 function partEq(a: Part, b: Part): boolean {

@@ -6,12 +6,15 @@ import { createExecNft } from './exec.js';
 import { createLibNft } from './libnft.js';
 
 export type { NftCommand, NftDriver, NftObject } from './driver.js';
+export { elementKey, keyOfElement } from './elements.js';
 export type { NftErrorCode } from './errors.js';
 export { NftError } from './errors.js';
 export type { ExecNftOptions } from './exec.js';
 export { createExecNft } from './exec.js';
 export type { LibNftOptions } from './libnft.js';
 export { createLibNft } from './libnft.js';
+export type { NftEvent, NftMonitor, NftMonitorOptions } from './monitor.js';
+export { createNftMonitor, parseMonitorLine } from './monitor.js';
 export type { NftVerb } from './transaction.js';
 export { NFT_FAMILIES, Transaction } from './transaction.js';
 

@@ -6,6 +6,8 @@ import type { Transaction } from './transaction.js';
 
 // From libnftables.h (nftables 1.0.6): NFT_CTX_OUTPUT_JSON = 1 << 4; NFT_CTX_DEFAULT = 0.
 const NFT_CTX_OUTPUT_JSON = 1 << 4;
+// NFT_CTX_OUTPUT_TERSE = 1 << 11: omit set contents (nft -t).
+const NFT_CTX_OUTPUT_TERSE = 1 << 11;
 
 export interface LibNftOptions {
   /** Library to load; default libnftables.so.1 from the system search path. */
@@ -64,10 +66,10 @@ export function createLibNft(options: LibNftOptions = {}): NftDriver {
   } catch (cause) {
     throw new NftError('NFT_UNAVAILABLE', 'cannot load libnftables', { cause });
   }
-  const newContext = (): unknown => {
+  const newContext = (terse = false): unknown => {
     const c = a.ctxNew(0);
     if (c === null) throw new NftError('NFT_UNAVAILABLE', 'nft_ctx_new failed');
-    a.setFlags(c, NFT_CTX_OUTPUT_JSON);
+    a.setFlags(c, NFT_CTX_OUTPUT_JSON | (terse ? NFT_CTX_OUTPUT_TERSE : 0));
     a.bufferOutput(c);
     a.bufferError(c);
     return c;
@@ -110,8 +112,11 @@ export function createLibNft(options: LibNftOptions = {}): NftDriver {
   // libnftables 1.0.6 answers a repeated `reset counters` (and lists of sets the packet path
   // fills) from the context's cache: stale values, and no reset. A read therefore runs on a
   // context of its own (nft_ctx_new is cheap next to the read), freed right after.
-  async function runRead(text: string): Promise<{ rc: number; out: string; err: string }> {
-    const c = newContext();
+  async function runRead(
+    text: string,
+    terse: boolean,
+  ): Promise<{ rc: number; out: string; err: string }> {
+    const c = newContext(terse);
     try {
       return await runBatch(c, text, false);
     } finally {
@@ -134,9 +139,9 @@ export function createLibNft(options: LibNftOptions = {}): NftDriver {
     backend: 'libnftables',
     apply: (tx) => write(tx, false),
     check: (tx) => write(tx, true),
-    async list(command: NftCommand): Promise<NftObject[]> {
+    async list(command, options): Promise<NftObject[]> {
       const text = readBatchOf(command);
-      const { rc, out, err } = await exclusive(() => runRead(text));
+      const { rc, out, err } = await exclusive(() => runRead(text, options?.terse ?? false));
       if (rc !== 0) {
         const detail = errorText(err);
         throw new NftError('NFT_LIST_FAILED', `nftables refused the read: ${detail}`, {

@@ -47,6 +47,61 @@ export class Transaction {
     return this.#queue('reset', obj);
   }
 
+  /**
+   * Queue one element command from elements already serialised as JSON texts (one element
+   * each, e.g. `[{"concat":[...]},{"jump":{"target":"r1"}}]`): a large set need not exist
+   * twice, as objects and as text. Each text must parse as exactly one JSON value, so it
+   * cannot splice anything into the batch.
+   */
+  elementsJson(
+    verb: 'add' | 'delete',
+    where: { family: string; table: string; name: string },
+    texts: readonly string[],
+  ): this {
+    const target = { family: where.family, table: where.table, name: where.name };
+    return this.#queueWithElems(verb, 'element', target, texts);
+  }
+
+  /**
+   * `add` a set or map with its elements given as JSON texts (see elementsJson). nft loads
+   * the elements of a declaration in one go, much faster than `add element` for a new
+   * interval set.
+   */
+  addSetJson(kind: 'set' | 'map', body: Record<string, unknown>, texts: readonly string[]): this {
+    return this.#queueWithElems('add', kind, body, texts);
+  }
+
+  #queueWithElems(
+    verb: NftVerb,
+    kind: string,
+    body: Record<string, unknown>,
+    texts: readonly string[],
+  ): this {
+    const index = this.#texts.length;
+    let problem = validate(verb, { [kind]: { ...body, elem: [] } });
+    for (let i = 0; problem === undefined && i < texts.length; i++) {
+      try {
+        JSON.parse(texts[i] as string);
+      } catch {
+        problem = `element ${i} is not one JSON value`;
+      }
+    }
+    let head = '';
+    try {
+      // `{"map":{...,"elem":null}}` without its trailing `null}}`: the elements go there.
+      head = JSON.stringify({ [kind]: { ...body, elem: null } }).slice(0, -'null}}'.length);
+    } catch (err) {
+      problem ??= `object is not JSON: ${(err as Error).message}`;
+    }
+    this.#texts.push(
+      problem === undefined ? `{"${verb}":${head}[${texts.join(',')}]}}}` : `{"${verb}":null}`,
+    );
+    if (this.#error === undefined && problem !== undefined) {
+      this.#error = new NftError('NFT_INVALID', `command ${index} (${verb}): ${problem}`);
+    }
+    return this;
+  }
+
   /** The queued commands, in order, as libnftables JSON commands (fresh copies). */
   get commands(): NftCommand[] {
     return this.#texts.map((t) => JSON.parse(t) as NftCommand);
