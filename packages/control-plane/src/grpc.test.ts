@@ -2,17 +2,8 @@ import { createSocket, type Socket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  AgentServiceClient,
-  Direction,
-  type EnrollResponse,
-  type RuleSet,
-  type SyncRequest,
-  type SyncResponse,
-  Verdict,
-  type Welcome,
-} from '@bulkhead/proto';
-import { type ClientDuplexStream, credentials, type ServiceError, status } from '@grpc/grpc-js';
+import { AgentServiceClient, Direction, type EnrollResponse, Verdict } from '@bulkhead/proto';
+import { credentials, type ServiceError, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ControlPlane, createControlPlane } from './control-plane.js';
 import { createPki } from './pki.js';
