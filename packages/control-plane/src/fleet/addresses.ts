@@ -13,7 +13,7 @@ import type { WorkloadRecord } from '../policy-admin/store.js';
 import { toWorkload } from '../policy-state.js';
 import type { Transactor } from '../store/database.js';
 import type { ReportedEvent } from '../visibility/store.js';
-import { addressOwners, canonicalClaim, inRanges, sameAddresses } from './claims.js';
+import { addressOwners, canonicalClaim, inRanges, MAX_ADDRESSES, sameAddresses } from './claims.js';
 
 export interface AddressClaims {
   /**
@@ -103,7 +103,9 @@ export function createAddressClaims(deps: AddressClaimDeps): AddressClaims {
       if (sameAddresses(claimed, w.addresses)) return [];
       const checked = canonicalClaim(claimed);
       if (!checked.ok) {
-        refuse(agentId, w, 'invalid address claim', checked.problems);
+        const reason =
+          claimed.length > MAX_ADDRESSES ? 'too many addresses' : 'invalid address claim';
+        refuse(agentId, w, reason, checked.problems);
         return [];
       }
       const conflicts = taken(checked.addresses, name);
