@@ -23,7 +23,7 @@ import {
 import { findOne, itemPath, lookupKind } from '../kinds.js';
 import { validators } from '../validate.js';
 import { collect, modeOption, parseLabelChange } from './options.js';
-import { type CommandContext, impactChecked, listCommand, loadValid, type Row } from './shared.js';
+import { type CommandContext, impactChecked, loadValid, type Row } from './shared.js';
 
 const OUTCOME_WORDS: Record<ChangeAction, string> = {
   create: 'created',
@@ -128,12 +128,6 @@ export function registerPolicyCommands(program: Command, ctx: CommandContext): v
     });
 
   const workloads = lookupKind('workloads');
-  listCommand(program, ctx, {
-    name: 'workloads',
-    description: 'list workloads',
-    path: workloads.path,
-    columns: workloads.columns,
-  });
 
   program
     .command('label')
