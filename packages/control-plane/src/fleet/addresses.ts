@@ -99,9 +99,9 @@ export function createAddressClaims(deps: AddressClaimDeps): AddressClaims {
     claim(agentId, name, claimed) {
       if (claimed.length === 0) return [];
       const w = workloads.getWorkload(name);
-      // The common case (a reconnect) touches nothing else.
-      if (sameAddresses(claimed, w.addresses)) return [];
       const checked = canonicalClaim(claimed);
+      // The common case (a reconnect) touches nothing else.
+      if (checked.ok && sameAddresses(checked.addresses, w.addresses)) return [];
       if (!checked.ok) {
         const reason =
           claimed.length > MAX_ADDRESSES ? 'too many addresses' : 'invalid address claim';

@@ -135,12 +135,13 @@ export function createEnrolment(deps: EnrolmentDeps): Enrolment {
       audit.appendAudit({
         actor: `enrollment-token:${token.id}`,
         action: 'agent.enroll.refused',
-        target: req.hostname.toLowerCase(),
+        // Bounded: the request is the token holder's text, the audit log is forever.
+        target: req.hostname.toLowerCase().slice(0, 253),
         after: {
           tokenId: token.id,
-          hostname: req.hostname,
+          hostname: req.hostname.slice(0, 253),
           reason: err.message,
-          details: err.details,
+          details: err.details.slice(0, 20),
           addresses: req.addresses.length,
         },
       }),
