@@ -56,6 +56,15 @@ export const AGENT_COLUMNS: Column<Row>[] = [
   col('LAST ERROR', (r) => r.lastError),
 ];
 
+/** `workloads pending`: what the workload has, what its agent asks for. */
+export const PENDING_COLUMNS: Column<Row>[] = [
+  col('NAME', (r) => r.name),
+  col('ADDRESSES', (r) => r.addresses),
+  col('PENDING', (r) => (r.pending as Row | null)?.addresses),
+  col('AGENT', (r) => shortId((r.pending as Row | null)?.agentId)),
+  col('REQUESTED', (r) => (r.pending as Row | null)?.requestedAt),
+];
+
 export const COUNTER_COLUMNS: Column<Row>[] = [
   col('WORKLOAD', (r) => r.workload),
   col('RULE', (r) => r.ruleId),

@@ -71,6 +71,7 @@ export function createDomains({ stores, pki, streams, log, now, events }: Domain
       pki,
       audit,
       reported: visibility.reported,
+      recordEvent: stores.visibility.recordControlPlaneEvent,
       log,
       now,
     }),

@@ -2,77 +2,13 @@ import { createSocket, type Socket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  AgentServiceClient,
-  Direction,
-  type EnrollResponse,
-  type RuleSet,
-  type SyncRequest,
-  type SyncResponse,
-  Verdict,
-  type Welcome,
-} from '@bulkhead/proto';
-import { type ClientDuplexStream, credentials, type ServiceError, status } from '@grpc/grpc-js';
+import { AgentServiceClient, Direction, type EnrollResponse, Verdict } from '@bulkhead/proto';
+import { credentials, type ServiceError, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ControlPlane, createControlPlane } from './control-plane.js';
 import { createPki } from './pki.js';
+import { SyncSession } from './sync-session.test-util.js';
 import { makeCsr, silentLog } from './test-support.js';
-
-/** A Sync stream with a queue of what arrived, so a test can await the next message. */
-class SyncSession {
-  private readonly received: SyncResponse[] = [];
-  /** Welcomes, the answer to every Hello, kept apart so that next() yields RuleSets. */
-  readonly welcomes: Welcome[] = [];
-  private waiters: Array<() => void> = [];
-  readonly error: Promise<ServiceError>;
-
-  constructor(readonly stream: ClientDuplexStream<SyncRequest, SyncResponse>) {
-    stream.on('data', (msg: SyncResponse) => {
-      if (msg.welcome) this.welcomes.push(msg.welcome);
-      else this.received.push(msg);
-      this.wake();
-    });
-    this.error = new Promise((resolve) => stream.on('error', resolve));
-    stream.on('error', () => this.wake());
-  }
-
-  private wake() {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
-  async next(): Promise<RuleSet> {
-    while (this.received.length === 0) {
-      await Promise.race([
-        new Promise<void>((r) => this.waiters.push(r)),
-        this.error.then((e) => Promise.reject(e)),
-      ]);
-    }
-    return this.received.shift()!.ruleSet!;
-  }
-
-  send(msg: SyncRequest) {
-    this.stream.write(msg);
-  }
-
-  /**
-   * Messages on one stream are handled in order, so a Hello claiming nothing is applied, and the
-   * RuleSet it brings back, proves that everything sent before it was processed.
-   */
-  async barrier(): Promise<RuleSet> {
-    this.send({
-      hello: {
-        appliedRevision: 0,
-        appliedHash: '',
-        hostname: '',
-        addresses: [],
-        agentVersion: 't',
-      },
-    });
-    return this.next();
-  }
-}
 
 /** A syslog receiver on 127.0.0.1:0 that parses RFC 5424 messages with JSON bodies. */
 class SyslogListener {
@@ -150,13 +86,18 @@ describe('gRPC agent service', () => {
     return c;
   }
 
-  function enroll(token: string, hostname = 'db-1', csrPem?: string): Promise<EnrollResponse> {
+  function enroll(
+    token: string,
+    hostname = 'db-1',
+    csrPem?: string,
+    addresses = ['10.0.0.2'],
+  ): Promise<EnrollResponse> {
     return new Promise((resolve, reject) =>
       client().enroll(
         {
           bootstrapToken: token,
           hostname,
-          addresses: ['10.0.0.2'],
+          addresses,
           labels: { app: 'db', env: 'dev' },
           csrPem: csrPem ?? '',
           agentVersion: '0.1.0',
@@ -166,11 +107,14 @@ describe('gRPC agent service', () => {
     );
   }
 
-  async function enrolled(hostname = 'db-1') {
-    const { token } = (await api('POST', '/v1/enrollment-tokens', { labels: { env: 'prod' } }))
-      .json;
+  async function enrolled(
+    hostname = 'db-1',
+    options: { addresses?: string[]; token?: Record<string, unknown> } = {},
+  ) {
+    const tokenBody = { labels: { env: 'prod' }, ...options.token };
+    const { token } = (await api('POST', '/v1/enrollment-tokens', tokenBody)).json;
     const { csrPem, keyPem } = await makeCsr(hostname);
-    const res = await enroll(token, hostname, csrPem);
+    const res = await enroll(token, hostname, csrPem, options.addresses);
     const creds = credentials.createSsl(
       Buffer.from(cp.caPem),
       Buffer.from(keyPem),
@@ -252,8 +196,8 @@ describe('gRPC agent service', () => {
     s.stream.end();
   });
 
-  it('a Hello with the current hash gets only a Welcome; new addresses recompile and push', async () => {
-    const { res, creds } = await enrolled();
+  it('a Hello with the current hash gets only a Welcome; new addresses in its ranges recompile and push', async () => {
+    const { res, creds } = await enrolled('db-1', { token: { scope: { cidrs: ['10.0.0.0/24'] } } });
     const s = new SyncSession(client(creds).sync());
     const current = await s.barrier();
     expect(s.welcomes).toHaveLength(1); // the Welcome came before the RuleSet
@@ -271,7 +215,7 @@ describe('gRPC agent service', () => {
     // ...but every Hello was answered.
     expect(s.welcomes).toEqual(Array(3).fill({ agentId: res.agentId, workloadId: 'db-1' }));
     // Another workload whose policy peers on db's address sees the change.
-    await enrolled('web-1');
+    await enrolled('web-1', { addresses: ['10.0.0.3'] });
     await api('PUT', '/v1/policies/web', {
       scope: { matchLabels: { app: 'db' } },
       egress: [{ action: 'allow', peers: [{ selector: { matchLabels: { env: 'prod' } } }] }],
@@ -444,11 +388,11 @@ describe('gRPC agent service', () => {
     s.stream.end();
   });
 
-  it('a host enrolling again replaces its old agent identity', async () => {
+  it('a host enrolling again with a token made for its workload replaces its old agent identity', async () => {
     const first = await enrolled();
     const s = new SyncSession(client(first.creds).sync());
     await s.barrier();
-    const second = await enrolled();
+    const second = await enrolled('db-1', { token: { workload: 'db-1' } });
     expect((await s.error).code).toBe(status.UNAUTHENTICATED);
     const agents = (await api('GET', '/v1/agents')).json as { id: string; revoked: boolean }[];
     expect(agents.map((a) => [a.id, a.revoked]).sort()).toEqual(

@@ -23,14 +23,7 @@ import {
 import { findOne, itemPath, lookupKind } from '../kinds.js';
 import { validators } from '../validate.js';
 import { collect, modeOption, parseLabelChange } from './options.js';
-import {
-  type CommandContext,
-  examples,
-  impactChecked,
-  listCommand,
-  loadValid,
-  type Row,
-} from './shared.js';
+import { type CommandContext, examples, impactChecked, loadValid, type Row } from './shared.js';
 
 const OUTCOME_WORDS: Record<ChangeAction, string> = {
   create: 'created',
@@ -142,13 +135,6 @@ export function registerPolicyCommands(program: Command, ctx: CommandContext): v
     });
 
   const workloads = lookupKind('workloads');
-  listCommand(program, ctx, {
-    name: 'workloads',
-    description: 'list workloads',
-    path: workloads.path,
-    columns: workloads.columns,
-    examples: ['bulkhead workloads', 'bulkhead workloads -o yaml'],
-  });
 
   program
     .command('label')

@@ -1,6 +1,7 @@
-// Fleet's REST routes: agents, revocation, counters and enrolment tokens.
+// Fleet's REST routes: agents, revocation, counters, enrolment tokens, and what an admin decides
+// about a workload's identity (release) and the addresses its agent claims (approve, deny).
 import { Type } from '@sinclair/typebox';
-import { type Api, IdParams, Labels, Name, PartialMode } from '../route-support.js';
+import { type Api, IdParams, Labels, Name, NameParams, PartialMode } from '../route-support.js';
 import type { FleetService } from './service.js';
 
 export function registerFleetRoutes(app: Api, fleet: FleetService): void {
@@ -32,6 +33,19 @@ export function registerFleetRoutes(app: Api, fleet: FleetService): void {
             mode: Type.Optional(PartialMode),
             ttlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 31_536_000 })),
             maxUses: Type.Optional(Type.Integer({ minimum: 1 })),
+            workload: Type.Optional(Name),
+            scope: Type.Optional(
+              Type.Object(
+                {
+                  names: Type.Optional(Type.Array(Type.String({ maxLength: 253 }))),
+                  labels: Type.Optional(
+                    Type.Record(Type.String(), Type.Array(Type.String(), { minItems: 1 })),
+                  ),
+                  cidrs: Type.Optional(Type.Array(Type.String({ maxLength: 64 }))),
+                },
+                { additionalProperties: false },
+              ),
+            ),
           },
           { additionalProperties: false },
         ),
@@ -44,4 +58,27 @@ export function registerFleetRoutes(app: Api, fleet: FleetService): void {
     fleet.deleteEnrollmentToken(req.actor, req.params.id);
     return reply.status(204).send();
   });
+
+  // --- workload identity and address claims
+  app.post(
+    '/v1/workloads/:name/release',
+    {
+      schema: {
+        params: NameParams,
+        body: Type.Object(
+          { note: Type.String({ maxLength: 4096 }) },
+          { additionalProperties: false },
+        ),
+      },
+    },
+    async (req) => fleet.releaseWorkload(req.actor, req.params.name, req.body.note),
+  );
+  app.post(
+    '/v1/workloads/:name/addresses/approve',
+    { schema: { params: NameParams } },
+    async (req) => fleet.approveAddresses(req.actor, req.params.name),
+  );
+  app.post('/v1/workloads/:name/addresses/deny', { schema: { params: NameParams } }, async (req) =>
+    fleet.denyAddresses(req.actor, req.params.name),
+  );
 }

@@ -1,17 +1,9 @@
-// Fleet: agents and their lifecycle over the wire. Enrolment (and its bootstrap tokens), the
-// Sync protocol (hello, ack, telemetry ingest), the agents list and revocation, rule counters.
-// Identity is the certificate's agent id, never what a message says. Must not edit policy:
-// workload changes go through policy administration (WorkloadChanges), RuleSets through the
-// publisher, flows and events to visibility.
-import { randomUUID } from 'node:crypto';
+// Fleet: agents and their lifecycle over the wire. Enrolment (enrolment.ts), the Sync protocol
+// (hello with its address claims (addresses.ts), ack, telemetry ingest), the agents list and
+// revocation, rule counters. Identity is the certificate's agent id, never what a message says.
+// Must not edit policy: workload changes go through policy administration (WorkloadChanges),
+// RuleSets through the publisher, flows and events to visibility.
 import type { AgentView } from '@bulkhead/api';
-import {
-  type Labels,
-  validateWorkload,
-  validateWorkloadPatch,
-  type Workload,
-  type WorkloadMode,
-} from '@bulkhead/policy';
 import {
   type ApplyAck,
   Direction,
@@ -23,15 +15,16 @@ import {
   Verdict,
 } from '@bulkhead/proto';
 import type { Logger } from 'pino';
-import { hashSecret, newSecret } from '../access/secrets.js';
 import type { AuditLog } from '../access/store.js';
-import { ControlPlaneError, invalid, notFound } from '../errors.js';
+import { ControlPlaneError, notFound } from '../errors.js';
 import type { Pki } from '../pki.js';
 import type { WorkloadChanges } from '../policy-admin/service.js';
-import { toWorkload } from '../policy-state.js';
+import type { WorkloadRecord } from '../policy-admin/store.js';
 import type { RuleSetPublisher } from '../rulesets/publisher.js';
 import type { Transactor } from '../store/database.js';
 import type { FlowDelta, ReportedEvent } from '../visibility/store.js';
+import { createAddressClaims } from './addresses.js';
+import { createEnrolment, type EnrollmentTokenRequest } from './enrolment.js';
 import type {
   AgentRecord,
   CounterRow,
@@ -41,14 +34,7 @@ import type {
 } from './store.js';
 import type { StreamRegistry } from './streams.js';
 
-const DEFAULT_MODE: WorkloadMode = { ingress: 'monitor', egress: 'monitor' };
-
-export interface EnrollmentTokenRequest {
-  labels?: Labels;
-  mode?: Partial<WorkloadMode>;
-  ttlSeconds?: number;
-  maxUses?: number;
-}
+export type { EnrollmentTokenRequest } from './enrolment.js';
 
 export interface FleetService {
   // --- the agent protocol (called by the gRPC edge)
@@ -71,6 +57,10 @@ export interface FleetService {
   ): { id: string; token: string; expiresAt: string };
   listEnrollmentTokens(): EnrollmentTokenRecord[];
   deleteEnrollmentToken(actor: string, id: string): void;
+  /** Revokes the workload's agents (streams closed); the next enrolment may take the workload. */
+  releaseWorkload(actor: string, name: string, note: string): WorkloadRecord;
+  approveAddresses(actor: string, name: string): WorkloadRecord;
+  denyAddresses(actor: string, name: string): WorkloadRecord;
 }
 
 export interface FleetDeps {
@@ -83,6 +73,8 @@ export interface FleetDeps {
   audit: AuditLog;
   /** Told of each telemetry batch once it is counted (visibility: logs and the SIEM). */
   reported(agentId: string, workload: string, flows: FlowDelta[], events: ReportedEvent[]): void;
+  /** Records an event the control plane raises about a workload (inside the caller's transaction). */
+  recordEvent(workload: string, e: Omit<ReportedEvent, 'at'>): void;
   log: Logger;
   now?: () => Date;
 }
@@ -90,6 +82,15 @@ export interface FleetDeps {
 export function createFleetService(deps: FleetDeps): FleetService {
   const { store, db, workloads, publisher, streams, pki, audit, log } = deps;
   const now = deps.now ?? (() => new Date());
+  const enrolment = createEnrolment({ store, db, workloads, streams, pki, audit, log, now });
+  const addresses = createAddressClaims({
+    db,
+    workloads,
+    audit,
+    recordEvent: deps.recordEvent,
+    log,
+    now,
+  });
 
   function agentView(
     a: AgentRecord,
@@ -118,66 +119,13 @@ export function createFleetService(deps: FleetDeps): FleetService {
   }
 
   const fleet: FleetService = {
-    async enroll(req) {
-      const unauthenticated = () =>
-        new ControlPlaneError('UNAUTHENTICATED', 'invalid, expired or used-up bootstrap token');
-      const tokenHash = hashSecret(req.bootstrapToken);
-      const usable = () => {
-        const t = store.findEnrollmentToken(tokenHash);
-        if (!t) return undefined;
-        if (Date.parse(t.expiresAt) <= now().getTime()) return undefined;
-        if (t.maxUses !== null && t.uses >= t.maxUses) return undefined;
-        return t;
-      };
-      const token = usable();
-      if (!token) throw unauthenticated();
-      // Workload names are lowercase DNS-like names; hostnames are case-insensitive.
-      const name = req.hostname.toLowerCase();
-      const workload: Workload = {
-        name,
-        addresses: [...req.addresses],
-        labels: { ...req.labels, ...token.labels },
-        mode: token.mode,
-      };
-      const diags = validateWorkload(workload);
-      if (diags.length > 0) throw invalid('invalid enrollment request', diags);
-      const agentId = randomUUID();
-      const cert = await pki.signCsr(req.csrPem, agentId);
-      let replaced: AgentRecord[] = [];
-      workloads.changeWorkloads(
-        (w) => {
-          // Re-checked after the await: a concurrent enrolment may have used the last use.
-          if (!usable()) throw unauthenticated();
-          // One agent per workload: a host enrolling again (reinstalled, state lost) replaces
-          // its old identity, so two agents never report for one workload.
-          replaced = store.listAgents(name).filter((a) => !a.revoked);
-          for (const a of replaced) store.revokeAgent(a.id);
-          w.upsertWorkload(workload);
-          store.createAgent({
-            id: agentId,
-            workload: name,
-            hostname: req.hostname,
-            certSerial: cert.serial,
-          });
-          store.useEnrollmentToken(token.id);
-        },
-        () =>
-          audit.appendAudit({
-            actor: `enrollment-token:${token.id}`,
-            action: 'agent.enroll',
-            target: agentId,
-            after: {
-              workload,
-              hostname: req.hostname,
-              agentVersion: req.agentVersion,
-              replaced: replaced.map((a) => a.id),
-            },
-          }),
-      );
-      for (const a of replaced) streams.close(a.id, 'replaced by a new enrolment');
-      log.info({ agentId, workload: name, replaced: replaced.map((a) => a.id) }, 'agent enrolled');
-      return { agentId, workloadId: name, certificatePem: cert.certificatePem, caPem: pki.caPem };
-    },
+    enroll: enrolment.enroll,
+    createEnrollmentToken: enrolment.createEnrollmentToken,
+    listEnrollmentTokens: enrolment.listEnrollmentTokens,
+    deleteEnrollmentToken: enrolment.deleteEnrollmentToken,
+    releaseWorkload: enrolment.releaseWorkload,
+    approveAddresses: addresses.approve,
+    denyAddresses: addresses.deny,
 
     agentForSync(agentId) {
       const a = store.getAgent(agentId);
@@ -189,28 +137,12 @@ export function createFleetService(deps: FleetDeps): FleetService {
     hello(agentId, hello) {
       const agent = fleet.agentForSync(agentId);
       store.recordHello(agentId, hello.agentVersion);
-      const w = workloads.getWorkload(agent.workload);
-      const same =
-        hello.addresses.length === 0 ||
-        [...hello.addresses].sort().join(',') === [...w.addresses].sort().join(',');
       let pushed: RuleSet[] = [];
-      if (!same) {
-        try {
-          pushed = workloads.changeWorkloads(
-            (ws) => ws.upsertWorkload({ ...toWorkload(w), addresses: [...hello.addresses] }),
-            () =>
-              audit.appendAudit({
-                actor: `agent:${agentId}`,
-                action: 'workload.addresses',
-                target: w.name,
-                before: w.addresses,
-                after: hello.addresses,
-              }),
-          );
-        } catch (err) {
-          // Bad addresses from one host must not cut it off: keep the old ones, say why.
-          log.warn({ err, agentId }, 'ignored addresses from Hello');
-        }
+      try {
+        pushed = addresses.claim(agentId, agent.workload, hello.addresses);
+      } catch (err) {
+        // A claim that cannot be applied must not cut the host off: it keeps its addresses.
+        log.warn({ err, agentId }, 'ignored addresses from Hello');
       }
       if (pushed.some((rs) => rs.workloadId === agent.workload)) return undefined;
       return publisher.desired(agent.workload, hello.appliedHash);
@@ -257,34 +189,6 @@ export function createFleetService(deps: FleetDeps): FleetService {
       return agentView(store.getAgent(id)!, publisher.desiredAll());
     },
     listCounters: (filter) => store.listCounters(filter),
-
-    createEnrollmentToken(actor, req) {
-      const diags = validateWorkloadPatch({ labels: req.labels, mode: req.mode });
-      if (diags.length > 0) throw invalid('invalid enrollment token', diags);
-      const id = randomUUID();
-      const token = newSecret('bhe_');
-      const expiresAt = new Date(now().getTime() + (req.ttlSeconds ?? 86_400) * 1000).toISOString();
-      const record = {
-        id,
-        labels: req.labels ?? {},
-        mode: { ...DEFAULT_MODE, ...req.mode },
-        expiresAt,
-        maxUses: req.maxUses ?? null,
-      };
-      db.tx(() => {
-        store.createEnrollmentToken({ ...record, tokenHash: hashSecret(token) });
-        audit.appendAudit({ actor, action: 'enrollment-token.create', target: id, after: record });
-      });
-      return { id, token, expiresAt };
-    },
-    listEnrollmentTokens: () => store.listEnrollmentTokens(),
-    deleteEnrollmentToken(actor, id) {
-      db.tx(() => {
-        const before = store.getEnrollmentToken(id);
-        if (!before || !store.deleteEnrollmentToken(id)) throw notFound(`enrollment token ${id}`);
-        audit.appendAudit({ actor, action: 'enrollment-token.delete', target: id, before });
-      });
-    },
   };
   return fleet;
 }

@@ -4,6 +4,7 @@
 import type { Labels, WorkloadMode } from '@bulkhead/policy';
 import { json, parse, type Row, type SqliteDatabase } from '../store/database.js';
 import type { FlowDelta, ReportedEvent, TelemetrySink } from '../visibility/store.js';
+import type { EnrollmentScope } from './claims.js';
 
 export type CounterDirection = 'ingress' | 'egress';
 export type CounterVerdict = 'allowed' | 'denied' | 'would-deny';
@@ -32,6 +33,10 @@ export interface EnrollmentTokenRecord {
   maxUses: number | null;
   uses: number;
   createdAt: string;
+  /** The one workload this token may enrol (re-enrol, replacing its agent); null: any new one. */
+  workload: string | null;
+  /** What a host enrolled with it may be; null: unrestricted (new workloads only). */
+  scope: EnrollmentScope | null;
 }
 
 export interface CounterRow {
@@ -74,6 +79,8 @@ export interface FleetStore {
     mode: WorkloadMode;
     expiresAt: string;
     maxUses: number | null;
+    workload: string | null;
+    scope: EnrollmentScope | null;
   }): void;
   findEnrollmentToken(tokenHash: string): EnrollmentTokenRecord | undefined;
   getEnrollmentToken(id: string): EnrollmentTokenRecord | undefined;
@@ -106,6 +113,8 @@ const toEnrollment = (r: Row): EnrollmentTokenRecord => ({
   maxUses: r.max_uses === null ? null : Number(r.max_uses),
   uses: Number(r.uses),
   createdAt: String(r.created_at),
+  workload: r.workload === null ? null : String(r.workload),
+  scope: r.scope === null ? null : parse(r.scope),
 });
 
 export function createSqliteFleetStore(d: SqliteDatabase, sink: TelemetrySink): FleetStore {
@@ -137,8 +146,9 @@ export function createSqliteFleetStore(d: SqliteDatabase, sink: TelemetrySink): 
   );
   const deleteCounters = db.prepare('DELETE FROM counters WHERE workload = ?');
   const insertToken = db.prepare(
-    `INSERT INTO enrollment_tokens (id, token_hash, labels, mode, expires_at, max_uses, created_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    `INSERT INTO enrollment_tokens (id, token_hash, labels, mode, expires_at, max_uses, created_at,
+       workload, scope)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
   const tokenByHash = db.prepare<Row>('SELECT * FROM enrollment_tokens WHERE token_hash = ?');
   const tokenById = db.prepare<Row>('SELECT * FROM enrollment_tokens WHERE id = ?');
@@ -206,6 +216,8 @@ export function createSqliteFleetStore(d: SqliteDatabase, sink: TelemetrySink): 
         t.expiresAt,
         t.maxUses,
         d.iso(),
+        t.workload,
+        t.scope === null ? null : json(t.scope),
       );
     },
     findEnrollmentToken(tokenHash) {

@@ -1,7 +1,7 @@
 // Policy administration's REST routes: workloads, the draft's IP lists, services and policies,
 // and the draft as a whole.
 import { IpListSchema, PolicySchema, ServiceSchema, WorkloadPatchSchema } from '@bulkhead/policy';
-import type { TSchema } from '@sinclair/typebox';
+import { type TSchema, Type } from '@sinclair/typebox';
 import { type Api, etag, expectedVersion, NameParams } from '../route-support.js';
 import {
   type PolicyAdminService,
@@ -18,7 +18,12 @@ const RESOURCE_SCHEMAS: Record<ResourcePath, TSchema> = {
 
 export function registerPolicyAdminRoutes(app: Api, policy: PolicyAdminService): void {
   // --- workloads
-  app.get('/v1/workloads', async () => policy.listWorkloads());
+  app.get(
+    '/v1/workloads',
+    { schema: { querystring: Type.Object({ pending: Type.Optional(Type.Boolean()) }) } },
+    // `?pending=true`: those whose agent claims addresses that wait for an admin.
+    async (req) => policy.listWorkloads().filter((w) => !req.query.pending || w.pending !== null),
+  );
   app.get('/v1/workloads/:name', { schema: { params: NameParams } }, async (req, reply) => {
     const w = policy.getWorkload(req.params.name);
     return reply.header('etag', etag(w.version)).send(w);

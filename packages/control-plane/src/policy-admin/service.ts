@@ -8,6 +8,7 @@ import {
   diffStates,
   type Labels,
   type Policy,
+  parseCidr,
   validateIpList,
   validatePolicy,
   validateService,
@@ -22,7 +23,7 @@ import { type PolicyStates, toWorkload } from '../policy-state.js';
 import type { ImpactGate } from '../revisions/impact-gate.js';
 import type { RuleSetPublisher } from '../rulesets/publisher.js';
 import type { Transactor } from '../store/database.js';
-import type { PolicyAdminStore, ResourceKind, WorkloadRecord } from './store.js';
+import type { PolicyAdminStore, ResourceKind, WorkloadRecord, WorkloadTrust } from './store.js';
 
 export interface ResourceKindInfo {
   table: ResourceKind;
@@ -41,21 +42,32 @@ export type ResourcePath = keyof typeof RESOURCE_KINDS;
 export interface WorkloadPatch {
   labels?: Labels;
   mode?: Partial<WorkloadMode>;
+  /** CIDRs the workload's agent may move its addresses in without approval (fleet's rule). */
+  addressRanges?: string[];
 }
+
+/** The workload writes fleet makes (enrolment, an agent's addresses, approvals, release). */
+export type WorkloadWrites = Pick<
+  PolicyAdminStore,
+  'getWorkload' | 'upsertWorkload' | 'setWorkloadTrust'
+>;
 
 /** What fleet may do to workloads: enrolment and an agent's new addresses. */
 export interface WorkloadChanges {
   /** The workload, or NOT_FOUND. */
   getWorkload(name: string): WorkloadRecord;
+  listWorkloads(): WorkloadRecord[];
   /**
    * Applies a workload change in one transaction together with the recompile it causes (then
    * `after`, e.g. the audit entry), and pushes afterwards. A change that makes the provisioned
    * policy invalid is refused. Returns the RuleSets that changed.
    */
-  changeWorkloads(
-    write: (workloads: Pick<PolicyAdminStore, 'upsertWorkload'>) => void,
-    after?: () => void,
-  ): RuleSet[];
+  changeWorkloads(write: (workloads: WorkloadWrites) => void, after?: () => void): RuleSet[];
+  /**
+   * Sets trust fields (never compiled, so nothing is recompiled) with `after` (the audit
+   * entry) in one transaction.
+   */
+  updateTrust(name: string, trust: Partial<WorkloadTrust>, after: () => void): void;
 }
 
 export interface PolicyAdminService extends WorkloadChanges {
@@ -118,6 +130,21 @@ function checkVersion(what: string, current: number, expected: number | undefine
   );
 }
 
+/** Most CIDRs in a workload's address ranges (and in each list of an enrolment token's scope). */
+export const MAX_RANGES = 256;
+
+/** Problems of a list of CIDRs an admin gave (address ranges, a token's scope), with paths. */
+export function checkCidrs(value: unknown, path: string): Diagnostic[] {
+  if (!Array.isArray(value) || value.some((c) => typeof c !== 'string')) {
+    return [{ path, message: 'must be a list of CIDRs' }];
+  }
+  if (value.length > MAX_RANGES) return [{ path, message: `at most ${MAX_RANGES} entries` }];
+  return value.flatMap((c: string, i) => {
+    const r = parseCidr(c);
+    return r.ok ? [] : [{ path: `${path}[${i}]`, message: r.reason }];
+  });
+}
+
 type Reference = { kind: 'service' | 'ip-list'; name: string; path: string };
 
 /** Service and ip-list names a policy refers to, with the path of each reference. */
@@ -154,7 +181,7 @@ export function createPolicyAdminService(deps: PolicyAdminDeps): PolicyAdminServ
   }
 
   function changeWorkloads(
-    write: (workloads: Pick<PolicyAdminStore, 'upsertWorkload'>) => void,
+    write: (workloads: WorkloadWrites) => void,
     after: () => void = () => {},
   ): RuleSet[] {
     const changed = db.tx(() => {
@@ -175,9 +202,19 @@ export function createPolicyAdminService(deps: PolicyAdminDeps): PolicyAdminServ
   const service: PolicyAdminService = {
     getWorkload,
     changeWorkloads,
+    updateTrust(name, trust, after) {
+      db.tx(() => {
+        getWorkload(name);
+        store.setWorkloadTrust(name, trust);
+        after();
+      });
+    },
     listWorkloads: () => store.listWorkloads(),
-    patchWorkload(actor, name, patch, options = {}) {
-      const diags = validateWorkloadPatch(patch);
+    patchWorkload(actor, name, { addressRanges, ...patch }, options = {}) {
+      const diags = [
+        ...validateWorkloadPatch(patch),
+        ...(addressRanges === undefined ? [] : checkCidrs(addressRanges, 'addressRanges')),
+      ];
       if (diags.length > 0) throw invalid('invalid workload patch', diags);
       const before = getWorkload(name);
       const next: Workload = {
@@ -203,14 +240,19 @@ export function createPolicyAdminService(deps: PolicyAdminDeps): PolicyAdminServ
         (workloads) => {
           checkVersion(`workload/${name}`, getWorkload(name).version, options.ifMatch);
           workloads.upsertWorkload(next);
+          if (addressRanges !== undefined) workloads.setWorkloadTrust(name, { addressRanges });
         },
         () =>
           audit.appendAudit({
             actor,
             action: 'workload.patch',
             target: name,
-            before: toWorkload(before),
-            after: checked ? { ...next, ...checked } : next,
+            before: { ...toWorkload(before), addressRanges: before.addressRanges },
+            after: {
+              ...next,
+              addressRanges: addressRanges ?? before.addressRanges,
+              ...checked,
+            },
           }),
       );
       return getWorkload(name);

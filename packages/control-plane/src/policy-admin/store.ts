@@ -6,7 +6,32 @@ import { json, parse, type Row, type SqliteDatabase } from '../store/database.js
 
 export type ResourceKind = 'ip_lists' | 'services' | 'policies';
 
-export interface WorkloadRecord extends Workload {
+/** An address change an agent asked for that waits for an admin (fleet decides what waits). */
+export interface PendingAddresses {
+  addresses: string[];
+  agentId: string;
+  requestedAt: string;
+}
+
+/** An admin's release: the next enrolment under the workload's name may take it. */
+export interface WorkloadRelease {
+  at: string;
+  actor: string;
+  note: string;
+}
+
+/**
+ * What an agent may claim for its workload (docs/SECURITY.md): address ranges its claims may
+ * move in without approval, an address change waiting for approval, and a release. Stored with
+ * the workload; it never changes what the workload compiles to.
+ */
+export interface WorkloadTrust {
+  addressRanges: string[];
+  pending: PendingAddresses | null;
+  released: WorkloadRelease | null;
+}
+
+export interface WorkloadRecord extends Workload, WorkloadTrust {
   createdAt: string;
   updatedAt: string;
   /** 1 when created, +1 per write (If-Match). */
@@ -23,6 +48,8 @@ export interface PolicyAdminStore {
   getWorkload(name: string): WorkloadRecord | undefined;
   /** Creates (version 1) or replaces (version + 1). */
   upsertWorkload(w: Workload): void;
+  /** Sets the given trust fields of an existing workload (version + 1). */
+  setWorkloadTrust(name: string, trust: Partial<WorkloadTrust>): void;
   /** The row only (agents and RuleSet go by foreign key); Stores.deleteWorkload removes the rest. */
   deleteWorkload(name: string): boolean;
 
@@ -48,6 +75,9 @@ const toWorkload = (r: Row): WorkloadRecord => ({
   addresses: parse(r.addresses),
   labels: parse(r.labels),
   mode: parse(r.mode),
+  addressRanges: parse(r.address_ranges),
+  pending: r.pending_addresses === null ? null : parse(r.pending_addresses),
+  released: r.released === null ? null : parse(r.released),
   createdAt: String(r.created_at),
   updatedAt: String(r.updated_at),
   version: Number(r.version),
@@ -63,6 +93,10 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
      ON CONFLICT (name) DO UPDATE SET addresses = excluded.addresses,
        labels = excluded.labels, mode = excluded.mode, updated_at = excluded.updated_at,
        version = workloads.version + 1`,
+  );
+  const setTrust = db.prepare(
+    `UPDATE workloads SET address_ranges = ?, pending_addresses = ?, released = ?, updated_at = ?,
+       version = version + 1 WHERE name = ?`,
   );
   const deleteWorkload = db.prepare('DELETE FROM workloads WHERE name = ?');
 
@@ -94,6 +128,13 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
     upsertWorkload(w) {
       const t = d.iso();
       upsertWorkload.run(w.name, json(w.addresses), json(w.labels), json(w.mode), t, t);
+    },
+    setWorkloadTrust(name, trust) {
+      const r = workloadByName.get(name);
+      if (!r) return;
+      const t = { ...toWorkload(r), ...trust };
+      const nullable = (v: unknown) => (v === null ? null : json(v));
+      setTrust.run(json(t.addressRanges), nullable(t.pending), nullable(t.released), d.iso(), name);
     },
     deleteWorkload: (name) => deleteWorkload.run(name).changes > 0,
 

@@ -136,6 +136,16 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE services ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
   ALTER TABLE policies ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
   `,
+  // 4: trust boundary (issue 10): what an agent may claim. A workload's address ranges (claims
+  // inside them apply), its address change awaiting an admin (JSON or NULL), its release (JSON or
+  // NULL: the next enrolment may take it); an enrolment token's bound workload and scope (JSON).
+  `
+  ALTER TABLE workloads ADD COLUMN address_ranges TEXT NOT NULL DEFAULT '[]';
+  ALTER TABLE workloads ADD COLUMN pending_addresses TEXT;
+  ALTER TABLE workloads ADD COLUMN released TEXT;
+  ALTER TABLE enrollment_tokens ADD COLUMN workload TEXT;
+  ALTER TABLE enrollment_tokens ADD COLUMN scope TEXT;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

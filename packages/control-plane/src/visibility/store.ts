@@ -54,6 +54,8 @@ export interface VisibilityStore extends TelemetrySink {
   listEvents(filter?: { workload?: string; limit?: number }): AgentEventRow[];
   /** A workload's flows and events (call inside the workload delete). */
   deleteWorkload(workload: string): void;
+  /** An event the control plane itself records about a workload (call inside its transaction). */
+  recordControlPlaneEvent(workload: string, e: Omit<ReportedEvent, 'at'>): void;
 }
 
 export function createSqliteVisibilityStore(
@@ -120,6 +122,16 @@ export function createSqliteVisibilityStore(
     deleteWorkload(workload) {
       flows.deleteWorkload(workload);
       deleteEvents.run(workload);
+    },
+    recordControlPlaneEvent(workload, e) {
+      insertEvent.run(
+        CONTROL_PLANE_EVENT_SOURCE,
+        workload,
+        e.code,
+        e.message,
+        d.iso(),
+        json(e.attributes),
+      );
     },
   };
 }
