@@ -97,6 +97,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
   // Batches sealed with a seq and not yet confirmed: a stream that dies sends them again, with
   // the same seq, on the next one; the control plane counts a seq once.
   let outbox: Sealed[] = [];
+  const closed = new WeakMap<SyncStream, Promise<false>>();
   let reconnectTimer: NodeJS.Timeout | undefined;
   let telemetryTimer: NodeJS.Timeout | undefined;
   let lastSeq = 0;
@@ -160,9 +161,12 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     const stream = client.sync();
     call = stream;
     let ended = false;
+    let gone!: (sent: false) => void;
+    closed.set(stream, new Promise<false>((resolve) => (gone = resolve)));
     const onEnd = (reason: string, err?: Error) => {
       if (ended) return;
       ended = true;
+      gone(false);
       if (call === stream) call = undefined;
       if (state === 'stopped') return;
       retry(reason, err);
@@ -275,13 +279,15 @@ export function createSyncClient(options: SyncOptions): SyncClient {
   }
 
   async function send(stream: SyncStream, b: Sealed): Promise<boolean> {
-    const sent = await new Promise<boolean>((resolve) => {
+    const written = new Promise<boolean>((resolve) => {
       try {
         stream.write({ telemetry: b.telemetry }, (err: unknown) => resolve(!err));
       } catch {
         resolve(false);
       }
     });
+    // A write stuck in a dead connection never calls back: the stream's end settles it.
+    const sent = await Promise.race([written, closed.get(stream) ?? false]);
     if (!sent) {
       logger.warn({ seq: b.telemetry.seq }, 'telemetry batch not sent; kept for the next stream');
       return false;
