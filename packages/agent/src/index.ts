@@ -13,6 +13,13 @@ export {
   type DataplaneOptions,
   type RestoreOutcome,
 } from './dataplane.js';
+export {
+  createEndpoints,
+  type Endpoint,
+  type Endpoints,
+  type Lookup,
+  parseControlPlanes,
+} from './endpoints.js';
 export { DEFAULT_SERVER_NAME, type Identity, loadIdentity } from './enroll.js';
 export { AgentError, type AgentErrorCode } from './errors.js';
 export {
@@ -40,3 +47,4 @@ export {
 } from './render.js';
 export { type BackoffOptions, DEFAULT_BACKOFF } from './retry.js';
 export { STATE_FILES } from './state.js';
+export { DEFAULT_KEEPALIVE, type KeepaliveOptions } from './sync.js';
