@@ -1,18 +1,19 @@
-import { lookup } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { isIP } from 'node:net';
 import { createNftDriver, type NftDriver } from '@bulkhead/nftables';
 import type { Logger } from 'pino';
 import { createDataplane, type Dataplane } from './dataplane.js';
+import { createEndpoints, type Lookup } from './endpoints.js';
 import { ensureIdentity, loadIdentity } from './enroll.js';
 import { AgentError } from './errors.js';
 import { createAgentMetrics } from './metrics.js';
 import type { Failsafe, FlowTableOptions } from './render.js';
 import { type BackoffOptions, createBackoff, describeError } from './retry.js';
 import { secureStateDir } from './state.js';
-import { createSyncClient, type SyncClient } from './sync.js';
+import { createSyncClient, type KeepaliveOptions, type SyncClient } from './sync.js';
 import { type DriftWatch, watchDrift } from './watch.js';
+
+export { parseHostPort } from './endpoints.js';
 
 export const AGENT_VERSION: string = (
   JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
@@ -21,8 +22,15 @@ export const AGENT_VERSION: string = (
 ).version;
 
 export interface AgentOptions {
-  /** HOST:PORT of the control plane's gRPC endpoint (`[v6]:port` for IPv6 literals). */
-  controlPlane: string;
+  /**
+   * HOST:PORT of the control plane's gRPC endpoint (`[v6]:port` for IPv6 literals); several
+   * (array or comma-separated) are tried in turn. Names are resolved again on every round.
+   */
+  controlPlane: string | string[];
+  /** Tests: resolves control-plane names instead of the system resolver. */
+  lookup?: Lookup;
+  /** gRPC keepalive on the Sync stream; default 10 s ping, 10 s timeout. */
+  keepalive?: KeepaliveOptions;
   /** PEM of the CA behind the control plane's server certificate. */
   caPem: string;
   /** Needed only while the state dir holds no identity yet. */
@@ -72,27 +80,12 @@ export interface Agent {
   readonly metricsAddress: AddressInfo | undefined;
 }
 
-/** Splits HOST:PORT; throws CONFIG_INVALID. */
-export function parseHostPort(
-  value: string,
-  what: string,
-  { allowZero = false } = {},
-): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
-  const host = m?.[1] ?? m?.[2];
-  const port = Number(m?.[3]);
-  if (!host || !Number.isInteger(port) || port < (allowZero ? 0 : 1) || port > 65535) {
-    throw new AgentError(
-      'CONFIG_INVALID',
-      `${what}: expected HOST:PORT, got ${JSON.stringify(value)}`,
-    );
-  }
-  return { host, port };
-}
-
 export function createAgent(options: AgentOptions): Agent {
   const { logger } = options;
-  const cp = parseHostPort(options.controlPlane, '--control-plane');
+  const endpoints = createEndpoints([options.controlPlane].flat(), {
+    lookup: options.lookup,
+    logger,
+  });
   const driver = options.driver ?? createNftDriver({ backend: options.nftBackend });
   const metrics = createAgentMetrics();
   let dataplane: Dataplane | undefined;
@@ -102,18 +95,11 @@ export function createAgent(options: AgentOptions): Agent {
   let retryTimer: NodeJS.Timeout | undefined;
   let watch: DriftWatch | undefined;
 
+  // Resolved once at start: the failsafe rule follows the addresses the names had then.
   async function controlPlaneFailsafe(): Promise<Failsafe['controlPlane']> {
-    if (isIP(cp.host)) return [{ address: cp.host, port: cp.port }];
-    try {
-      const found = await lookup(cp.host, { all: true });
-      return found.map((a) => ({ address: a.address, port: cp.port }));
-    } catch (err) {
-      logger.warn(
-        { host: cp.host, ...describeError(err) },
-        'cannot resolve the control plane; no failsafe rule for it',
-      );
-      return [];
-    }
+    const all = await endpoints.resolveAll();
+    if (all.length === 0) logger.warn('cannot resolve the control plane; no failsafe rule for it');
+    return all.map((e) => ({ address: e.address, port: e.port }));
   }
 
   const enrolBackoff = createBackoff(options.backoff);
@@ -124,7 +110,7 @@ export function createAgent(options: AgentOptions): Agent {
     if (stopped) return;
     try {
       const identity = await ensureIdentity({
-        target: options.controlPlane,
+        target: () => endpoints.next(),
         caPem: options.caPem,
         serverName: options.serverName,
         bootstrapToken: options.bootstrapToken,
@@ -137,7 +123,8 @@ export function createAgent(options: AgentOptions): Agent {
       });
       if (stopped) return;
       sync = createSyncClient({
-        target: options.controlPlane,
+        endpoints,
+        keepalive: options.keepalive,
         serverName: options.serverName,
         identity,
         dataplane: dataplane!,

@@ -49,6 +49,8 @@ export interface Refusal {
 }
 
 export interface TestControlPlane {
+  /** Address start() listens on (127.0.0.1); change it between stop() and start() to move. */
+  host: string;
   readonly port: number;
   readonly caPem: string;
   enrolls: EnrollRequest[];
@@ -100,6 +102,7 @@ export async function startControlPlane(): Promise<TestControlPlane> {
   let server: Server | undefined;
 
   const cp: TestControlPlane = {
+    host: '127.0.0.1',
     port: 0,
     caPem: ca.toString('pem'),
     enrolls: [],
@@ -123,7 +126,7 @@ export async function startControlPlane(): Promise<TestControlPlane> {
       s.addService(AgentServiceService, impl);
       const port = await new Promise<number>((resolve, reject) =>
         s.bindAsync(
-          `127.0.0.1:${cp.port}`,
+          `${cp.host}:${cp.port}`,
           ServerCredentials.createSsl(
             null,
             [{ private_key: Buffer.from(srvKeyPem), cert_chain: Buffer.from(srv.toString('pem')) }],

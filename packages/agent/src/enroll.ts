@@ -4,6 +4,7 @@ import { AgentServiceClient, type EnrollResponse } from '@bulkhead/proto';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
 import type { Logger } from 'pino';
+import type { Endpoint } from './endpoints.js';
 import { AgentError } from './errors.js';
 import { describeError, isPermanent } from './retry.js';
 import { readFileIfExists, statePath, writeFileAtomic } from './state.js';
@@ -24,8 +25,8 @@ export interface Identity {
 }
 
 export interface EnrollOptions {
-  /** host:port of the control plane's gRPC endpoint. */
-  target: string;
+  /** The control plane address to enrol with; asked once per attempt (see Endpoints). */
+  target: () => Promise<Endpoint>;
   /** PEM of the CA that signed the control plane's server certificate. */
   caPem: string;
   serverName: string;
@@ -84,7 +85,7 @@ export async function ensureIdentity(options: EnrollOptions): Promise<Identity> 
     .export({ type: 'pkcs8', format: 'pem' })
     .toString();
 
-  const response = await callEnroll(options, csr.toString('pem'));
+  const response = await callEnroll(options, (await options.target()).target, csr.toString('pem'));
   if (!response.agentId || !response.certificatePem) {
     throw new AgentError('ENROLL_FAILED', 'control plane answered without agent id or certificate');
   }
@@ -112,12 +113,14 @@ function escapeDn(value: string): string {
   return value.replace(/[,+="\\<>;#]/g, (c) => `\\${c}`);
 }
 
-function callEnroll(options: EnrollOptions, csrPem: string): Promise<EnrollResponse> {
-  const client = new AgentServiceClient(
-    options.target,
-    credentials.createSsl(Buffer.from(options.caPem)),
-    { 'grpc.ssl_target_name_override': options.serverName },
-  );
+function callEnroll(
+  options: EnrollOptions,
+  target: string,
+  csrPem: string,
+): Promise<EnrollResponse> {
+  const client = new AgentServiceClient(target, credentials.createSsl(Buffer.from(options.caPem)), {
+    'grpc.ssl_target_name_override': options.serverName,
+  });
   return new Promise<EnrollResponse>((resolve, reject) => {
     client.enroll(
       {

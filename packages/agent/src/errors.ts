@@ -5,7 +5,8 @@ export type AgentErrorCode =
   | 'STATE_IO'
   | 'ENROLL_FAILED'
   | 'ENROLL_REFUSED'
-  | 'CONFIG_INVALID';
+  | 'CONFIG_INVALID'
+  | 'RESOLVE_FAILED';
 
 /** The one error class of @bulkhead/agent. */
 export class AgentError extends Error {

@@ -15,6 +15,13 @@ export {
   type RestoreOutcome,
 } from './dataplane.js';
 export { compareTable, type Drift, type ElementDrift } from './drift.js';
+export {
+  createEndpoints,
+  type Endpoint,
+  type Endpoints,
+  type Lookup,
+  parseControlPlanes,
+} from './endpoints.js';
 export { DEFAULT_SERVER_NAME, type Identity, loadIdentity } from './enroll.js';
 export { AgentError, type AgentErrorCode } from './errors.js';
 export {
@@ -52,4 +59,5 @@ export {
 } from './render.js';
 export { type BackoffOptions, DEFAULT_BACKOFF } from './retry.js';
 export { STATE_FILES } from './state.js';
+export { DEFAULT_KEEPALIVE, type KeepaliveOptions } from './sync.js';
 export { DEFAULT_DRIFT_CHECK_INTERVAL_MS, type DriftWatch, watchDrift } from './watch.js';

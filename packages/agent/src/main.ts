@@ -5,11 +5,13 @@ import { hostname, networkInterfaces } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
 import { AGENT_VERSION, type AgentOptions, createAgent, parseHostPort } from './agent.js';
+import { parseControlPlanes } from './endpoints.js';
 import { DEFAULT_SERVER_NAME } from './enroll.js';
 import { AgentError } from './errors.js';
 import { DEFAULT_MAX_PENDING_FLOWS } from './flow-buffer.js';
 import { DEFAULT_FLOW_TABLE, parseCidr } from './render.js';
 import { DEFAULT_BACKOFF } from './retry.js';
+import { DEFAULT_KEEPALIVE } from './sync.js';
 
 const EXIT_USAGE = 2;
 
@@ -49,7 +51,12 @@ function parse(argv: string[]): AgentOptions {
   const program = new Command('bulkhead-agent')
     .description('Bulkhead host agent: enrols, syncs rule sets, programs nftables')
     .version(AGENT_VERSION)
-    .requiredOption('--control-plane <host:port>', 'control plane gRPC endpoint')
+    .requiredOption(
+      '--control-plane <host:port>',
+      'control plane gRPC endpoint; repeatable or comma-separated, tried in turn, names resolved again on every reconnect',
+      collect,
+      [],
+    )
     .requiredOption('--ca-cert <file>', 'CA certificate (PEM) of the control plane')
     .option('--bootstrap-token <token>', 'enrolment token (first start only)')
     .option('--bootstrap-token-file <file>', 'file holding the enrolment token')
@@ -113,6 +120,18 @@ function parse(argv: string[]): AgentOptions {
       DEFAULT_BACKOFF.capMs / 1000,
     )
     .option(
+      '--keepalive-time <seconds>',
+      'gRPC keepalive ping interval on the Sync stream',
+      intIn('--keepalive-time', 1, 3600),
+      DEFAULT_KEEPALIVE.timeMs / 1000,
+    )
+    .option(
+      '--keepalive-timeout <seconds>',
+      'a ping unanswered this long closes the link (dead link noticed within time + timeout)',
+      intIn('--keepalive-timeout', 1, 3600),
+      DEFAULT_KEEPALIVE.timeoutMs / 1000,
+    )
+    .option(
       '--server-name <name>',
       'name expected in the control plane certificate',
       DEFAULT_SERVER_NAME,
@@ -134,7 +153,7 @@ function parse(argv: string[]): AgentOptions {
     throw err;
   }
   const o = program.opts<{
-    controlPlane: string;
+    controlPlane: string[];
     caCert: string;
     bootstrapToken?: string;
     bootstrapTokenFile?: string;
@@ -153,6 +172,8 @@ function parse(argv: string[]): AgentOptions {
     nftBackend: AgentOptions['nftBackend'];
     backoffBase: number;
     backoffMax: number;
+    keepaliveTime: number;
+    keepaliveTimeout: number;
     serverName: string;
     logLevel: string;
   }>();
@@ -182,7 +203,7 @@ function parse(argv: string[]): AgentOptions {
   }
   let metricsListen: AgentOptions['metricsListen'];
   try {
-    parseHostPort(o.controlPlane, '--control-plane');
+    parseControlPlanes(o.controlPlane);
     metricsListen = parseHostPort(o.metricsListen, '--metrics-listen', { allowZero: true });
   } catch (err) {
     fail((err as Error).message);
@@ -204,6 +225,7 @@ function parse(argv: string[]): AgentOptions {
     driftCheckIntervalMs: o.driftCheckInterval * 1000,
     nftBackend: o.nftBackend,
     backoff: { baseMs: o.backoffBase * 1000, capMs: o.backoffMax * 1000 },
+    keepalive: { timeMs: o.keepaliveTime * 1000, timeoutMs: o.keepaliveTimeout * 1000 },
     serverName: o.serverName,
     logger,
   };

@@ -6,18 +6,34 @@ import {
   type RuleSet,
   type SyncRequest,
   type SyncResponse,
+  type Telemetry,
 } from '@bulkhead/proto';
-import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
+import { type ChannelCredentials, type ClientDuplexStream, credentials } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { mergeCounters } from './counters.js';
 import type { Dataplane } from './dataplane.js';
+import type { Endpoint, Endpoints } from './endpoints.js';
 import type { Identity } from './enroll.js';
 import { type BackoffOptions, createBackoff, describeError, isPermanent } from './retry.js';
 import { readFileIfExists, statePath, writeFileAtomic } from './state.js';
 
+/**
+ * gRPC keepalive on the Sync stream: a ping every timeMs, and a link that does not answer
+ * one within timeoutMs is closed, so a black-holed connection is noticed within
+ * timeMs + timeoutMs. grpc-js servers (the control plane) accept pings at any rate while a
+ * call is open, and the Sync stream always is; a proxy in between may need its own setting.
+ */
+export interface KeepaliveOptions {
+  timeMs: number;
+  timeoutMs: number;
+}
+
+export const DEFAULT_KEEPALIVE: KeepaliveOptions = { timeMs: 10_000, timeoutMs: 10_000 };
+
 export interface SyncOptions {
-  /** host:port of the control plane. */
-  target: string;
+  /** Where the control plane is; asked once per connection attempt. */
+  endpoints: Endpoints;
+  keepalive?: KeepaliveOptions;
   serverName: string;
   identity: Identity;
   dataplane: Dataplane;
@@ -33,7 +49,8 @@ export interface SyncOptions {
 }
 
 /**
- * The agent's one Sync stream, reconnected with backoff (full jitter) for as long as it runs.
+ * The agent's one Sync stream, reconnected with backoff (full jitter) for as long as it runs,
+ * each attempt on a fresh channel to the next address from `endpoints`.
  * The stream counts as connected only once the control plane answered the Hello (a Welcome,
  * or a RuleSet from a control plane that predates Welcome); only then is the backoff reset
  * and telemetry sent. A stream refused for the agent's identity (UNAUTHENTICATED,
@@ -46,6 +63,14 @@ export interface SyncClient {
 }
 
 type State = 'connecting' | 'connected' | 'backoff' | 'stopped';
+type SyncStream = ClientDuplexStream<SyncRequest, SyncResponse>;
+
+/** A numbered telemetry batch and the stream that last took it, when. */
+interface Sealed {
+  telemetry: Telemetry;
+  stream?: SyncStream;
+  sentAt?: number;
+}
 
 /** Flows per Telemetry message: keeps a full buffer (50k flows) well under gRPC's 4 MB limit. */
 export const MAX_FLOWS_PER_BATCH = 10_000;
@@ -55,18 +80,24 @@ export function createSyncClient(options: SyncOptions): SyncClient {
   const backoff = createBackoff(options.backoff);
   const seqFile = statePath(options.stateDir, 'telemetrySeq');
 
-  const client = new AgentServiceClient(
-    options.target,
-    credentials.createSsl(
-      Buffer.from(options.identity.caPem),
-      Buffer.from(options.identity.keyPem),
-      Buffer.from(options.identity.certPem),
-    ),
-    { 'grpc.ssl_target_name_override': options.serverName },
+  const keepalive = options.keepalive ?? DEFAULT_KEEPALIVE;
+  const tls: ChannelCredentials = credentials.createSsl(
+    Buffer.from(options.identity.caPem),
+    Buffer.from(options.identity.keyPem),
+    Buffer.from(options.identity.certPem),
   );
+  // A batch counts as delivered once the stream it went out on answered a keepalive ping
+  // sent after it, which a stream still up this long after the write must have done.
+  const confirmMs = keepalive.timeMs + keepalive.timeoutMs;
 
   let state: State = 'stopped';
-  let call: ClientDuplexStream<SyncRequest, SyncResponse> | undefined;
+  let client: AgentServiceClient | undefined;
+  let endpoint: Endpoint | undefined;
+  let call: SyncStream | undefined;
+  // Batches sealed with a seq and not yet confirmed: a stream that dies sends them again, with
+  // the same seq, on the next one; the control plane counts a seq once.
+  let outbox: Sealed[] = [];
+  const closed = new WeakMap<SyncStream, Promise<false>>();
   let reconnectTimer: NodeJS.Timeout | undefined;
   let telemetryTimer: NodeJS.Timeout | undefined;
   let lastSeq = 0;
@@ -84,40 +115,66 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     if (state === next) return;
     const was = state;
     state = next;
-    logger[level]({ from: was, to: next, target: options.target, ...detail }, 'sync state');
+    logger[level]({ from: was, to: next, target: endpoint?.target, ...detail }, 'sync state');
     if (was === 'connected' || next === 'connected') {
       options.onConnectedChange?.(next === 'connected');
     }
   }
 
-  function connect(): void {
+  // A function, so that TypeScript does not narrow `state` across an await.
+  const stopped = () => state === 'stopped';
+
+  function retry(reason: string, err?: unknown): void {
+    const refused = isPermanent(err);
+    if (refused) backoff.toCap();
+    const retryInMs = backoff.next();
+    setState(
+      'backoff',
+      {
+        reason: refused ? 'refused by the control plane; keeping the last rule set' : reason,
+        ...(err !== undefined && describeError(err)),
+        retryInMs,
+      },
+      refused ? 'error' : 'info',
+    );
+    reconnectTimer = setTimeout(() => void connect(), retryInMs);
+  }
+
+  async function connect(): Promise<void> {
     if (state === 'stopped') return;
     setState('connecting');
+    client?.close();
+    client = undefined;
+    try {
+      endpoint = await options.endpoints.next();
+    } catch (err) {
+      if (!stopped()) retry('no address', err);
+      return;
+    }
+    if (stopped()) return;
+    const at = endpoint;
+    client = new AgentServiceClient(at.target, tls, {
+      'grpc.ssl_target_name_override': options.serverName,
+      'grpc.keepalive_time_ms': keepalive.timeMs,
+      'grpc.keepalive_timeout_ms': keepalive.timeoutMs,
+    });
     const stream = client.sync();
     call = stream;
     let ended = false;
+    let gone!: (sent: false) => void;
+    closed.set(stream, new Promise<false>((resolve) => (gone = resolve)));
     const onEnd = (reason: string, err?: Error) => {
       if (ended) return;
       ended = true;
+      gone(false);
       if (call === stream) call = undefined;
       if (state === 'stopped') return;
-      const refused = isPermanent(err);
-      if (refused) backoff.toCap();
-      const retryInMs = backoff.next();
-      setState(
-        'backoff',
-        {
-          reason: refused ? 'refused by the control plane; keeping the last rule set' : reason,
-          ...(err && describeError(err)),
-          retryInMs,
-        },
-        refused ? 'error' : 'info',
-      );
-      reconnectTimer = setTimeout(connect, retryInMs);
+      retry(reason, err);
     };
     const markConnected = (detail: Record<string, unknown>) => {
       if (state === 'connecting' && !ended) {
         backoff.reset();
+        options.endpoints.connected(at);
         setState('connected', detail);
       }
     };
@@ -146,10 +203,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     });
   }
 
-  async function applyAndAck(
-    stream: ClientDuplexStream<SyncRequest, SyncResponse>,
-    rs: RuleSet,
-  ): Promise<void> {
+  async function applyAndAck(stream: SyncStream, rs: RuleSet): Promise<void> {
     logger.info({ revision: rs.revision, hash: rs.hash }, 'rule set received');
     const result = await dataplane.apply(rs);
     const ack = {
@@ -167,8 +221,14 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     unsent = mergeCounters(unsent, await dataplane.collect());
     const stream = call;
     if (!stream || state !== 'connected') return;
+    const now = Date.now();
+    outbox = outbox.filter((b) => !(b.stream === stream && b.sentAt! <= now - confirmMs));
+    // What an earlier stream took without confirming goes first, in seq order.
+    for (const b of outbox) {
+      if (b.stream !== stream && !(await send(stream, b))) return;
+    }
     // Flows stay in the dataplane's bounded buffer until there is a stream to take them.
-    const { flows, events } = dataplane.flows.take(Date.now());
+    const { flows, events } = dataplane.flows.take(now);
     const counters = unsent;
     unsent = [];
     let first = true;
@@ -179,48 +239,62 @@ export function createSyncClient(options: SyncOptions): SyncClient {
         events: first ? events : [],
       };
       first = false;
-      if (!(await sendBatch(stream, batch))) {
-        // Keep the batch: counters are summed into the next one, flows and events go back
-        // into the bounded buffer; all go out again with the next seq.
+      const sealed = await seal(batch);
+      if (!sealed) {
+        // Not numbered: counters are summed into the next batch, flows and events go back
+        // into the bounded buffer.
         unsent = mergeCounters(batch.counters, unsent);
         dataplane.flows.putBack({ flows: [...batch.flows, ...flows], events: batch.events });
+        return;
+      }
+      outbox.push(sealed);
+      if (!(await send(stream, sealed))) {
+        dataplane.flows.putBack({ flows, events: [] });
         return;
       }
     } while (flows.length > 0);
   }
 
-  async function sendBatch(
-    stream: ClientDuplexStream<SyncRequest, SyncResponse>,
-    batch: { counters: RuleCounter[]; flows: FlowRecord[]; events: AgentEvent[] },
-  ): Promise<boolean> {
+  /** Numbers a batch; the seq is persisted first, so a restart never reuses one. */
+  async function seal(batch: {
+    counters: RuleCounter[];
+    flows: FlowRecord[];
+    events: AgentEvent[];
+  }): Promise<Sealed | undefined> {
     const seq = lastSeq + 1;
     try {
-      // Persist first: a restart must never reuse a seq the control plane may have counted.
       await writeFileAtomic(seqFile, `${seq}\n`);
     } catch (err) {
       logger.warn({ err, seq }, 'cannot persist the telemetry seq; batch kept for the next one');
-      return false;
+      return undefined;
     }
     lastSeq = seq;
-    const sent = await new Promise<boolean>((resolve) => {
+    const telemetry: Telemetry = {
+      seq,
+      timeUnixMs: Date.now(),
+      appliedHash: dataplane.applied?.hash ?? '',
+      ...batch,
+    };
+    return { telemetry };
+  }
+
+  async function send(stream: SyncStream, b: Sealed): Promise<boolean> {
+    const written = new Promise<boolean>((resolve) => {
       try {
-        stream.write(
-          {
-            telemetry: {
-              seq,
-              timeUnixMs: Date.now(),
-              appliedHash: dataplane.applied?.hash ?? '',
-              ...batch,
-            },
-          },
-          (err: unknown) => resolve(!err),
-        );
+        stream.write({ telemetry: b.telemetry }, (err: unknown) => resolve(!err));
       } catch {
         resolve(false);
       }
     });
-    if (!sent) logger.warn({ seq }, 'telemetry batch not sent; kept for the next one');
-    return sent;
+    // A write stuck in a dead connection never calls back: the stream's end settles it.
+    const sent = await Promise.race([written, closed.get(stream) ?? false]);
+    if (!sent) {
+      logger.warn({ seq: b.telemetry.seq }, 'telemetry batch not sent; kept for the next stream');
+      return false;
+    }
+    b.stream = stream;
+    b.sentAt = Date.now();
+    return true;
   }
 
   function scheduleTelemetry(): void {
@@ -239,8 +313,8 @@ export function createSyncClient(options: SyncOptions): SyncClient {
       const text = await readFileIfExists(seqFile);
       lastSeq = text ? Number(text.toString('utf8').trim()) || 0 : 0;
       state = 'connecting';
-      logger.info({ target: options.target, lastSeq }, 'sync starting');
-      connect();
+      logger.info({ lastSeq }, 'sync starting');
+      void connect();
       scheduleTelemetry();
     },
     async stop() {
@@ -254,7 +328,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
       stream?.end();
       stream?.cancel();
       await Promise.allSettled([applying, telemetryRunning]);
-      client.close();
+      client?.close();
       if (wasConnected) options.onConnectedChange?.(false);
       logger.info('sync stopped');
     },

@@ -34,7 +34,10 @@ export interface ControlPlaneOptions {
   logger?: Logger;
   /** SIEM targets (`--siem` URLs, see src/siem/README.md): every audit entry and denied/would-deny flow. */
   siem?: string[];
-  /** Exporter tuning (aggregation window, rate limit); tests turn aggregation off. */
+  /**
+   * Exporter tuning (aggregation window, rate limit, spool size); tests turn aggregation off.
+   * TCP/TLS targets spool to `<dataDir>/siem-spool/` unless `spoolDir` says otherwise.
+   */
   siemOptions?: Omit<EventExporterOptions, 'logger'>;
   /** Hourly flow buckets and flows not seen for longer are pruned. Default 35. */
   flowRetentionDays?: number;
@@ -57,6 +60,8 @@ export interface ControlPlane {
   readonly adminTokenFile: string;
   /** The admin token if this start created it (first start only), for in-process callers. */
   readonly initialAdminToken: string | undefined;
+  /** Reopens SIEM file targets (SIGHUP after log rotation). */
+  reopenFiles(): void;
 }
 
 export const DEFAULT_API_LISTEN = '127.0.0.1:8080';
@@ -135,12 +140,19 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     },
     adminTokenFile,
     stop,
+    reopenFiles() {
+      siem?.reopen();
+    },
     async start() {
       try {
         await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
         const exporter =
           options.siem && options.siem.length > 0
-            ? createEventExporter(options.siem, { ...options.siemOptions, logger: log })
+            ? createEventExporter(options.siem, {
+                spoolDir: join(options.dataDir, 'siem-spool'),
+                ...options.siemOptions,
+                logger: log,
+              })
             : undefined;
         siem = exporter;
         store = createSqliteStores({

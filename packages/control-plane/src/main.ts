@@ -35,6 +35,11 @@ const program = new Command('bulkhead-control-plane')
     [] as string[],
   )
   .option(
+    '--siem-spool-size <MiB>',
+    'on-disk spool per TCP/TLS SIEM target (<data-dir>/siem-spool); the oldest go first past it',
+    '64',
+  )
+  .option(
     '--flow-retention-days <days>',
     'keep hourly flow buckets and unseen flows this long',
     '35',
@@ -73,6 +78,7 @@ const opts = program.opts<{
   grpcListen: string;
   tlsSan: string[];
   siem: string[];
+  siemSpoolSize: string;
   flowRetentionDays: string;
   maxFlowRows: string;
   logLevel: string;
@@ -95,6 +101,7 @@ const positive = (flag: string, value: string): number => {
 };
 const flowRetentionDays = positive('--flow-retention-days', opts.flowRetentionDays);
 const maxFlowRows = positive('--max-flow-rows', opts.maxFlowRows);
+const siemSpoolMiB = positive('--siem-spool-size', opts.siemSpoolSize);
 if (opts.tlsSan.some((s) => s.trim() === '' || /[\s,]/.test(s))) {
   fail('--tls-san takes one DNS name or IP address per flag');
 }
@@ -106,6 +113,7 @@ const cp = createControlPlane({
   grpcListen: opts.grpcListen,
   tlsSans: opts.tlsSan,
   siem: opts.siem,
+  siemOptions: { spoolMaxBytes: siemSpoolMiB * 1024 * 1024 },
   flowRetentionDays,
   maxFlowRows,
   logLevel: opts.logLevel,
@@ -125,6 +133,9 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     );
   });
 }
+
+// logrotate's postrotate: the SIEM file target opens its path again.
+process.on('SIGHUP', () => cp.reopenFiles());
 
 cp.start().catch((err: unknown) => {
   process.stderr.write(

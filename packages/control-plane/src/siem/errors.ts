@@ -1,5 +1,5 @@
 /** Stable error codes of the SIEM exporter. */
-export type SiemErrorCode = 'SIEM_CONFIG_INVALID';
+export type SiemErrorCode = 'SIEM_CONFIG_INVALID' | 'SIEM_SPOOL_FAILED';
 
 export class SiemError extends Error {
   override readonly name = 'SiemError';

@@ -1,9 +1,12 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { hostname as osHostname } from 'node:os';
+import { join } from 'node:path';
 import { SiemError } from './errors.js';
 import { formatJson, formatSyslog, type Identity, octetFrame } from './format.js';
 import { FlowAggregator, TokenBucket } from './limiter.js';
+import { createMemoryQueue, createSpoolQueue } from './queue.js';
 import {
   createFileSink,
   createTcpSink,
@@ -30,6 +33,8 @@ export interface EventExporter {
   flush(): Promise<void>;
   /** flush(), then closes every connection. Later emits are counted as rejected. */
   close(): Promise<void>;
+  /** Reopens file targets (SIGHUP after log rotation; a rotated path is also noticed alone). */
+  reopen(): void;
   stats(): ExporterStats;
 }
 
@@ -43,6 +48,15 @@ export interface EventExporterOptions {
   aggregateWindowMs?: number;
   /** Messages queued per target while it is slow or down; the oldest go first. Default 1000. */
   queueSize?: number;
+  /**
+   * TCP/TLS targets spool to `<spoolDir>/<target>/` on disk instead of memory (survives a
+   * restart, bounded by spoolMaxBytes, oldest dropped first). Unset: memory, queueSize.
+   */
+  spoolDir?: string;
+  /** Bytes per target spool. Default 64 MiB. */
+  spoolMaxBytes?: number;
+  /** A syslog message counts as delivered once its connection stayed up this long. Default 10 s. */
+  confirmMs?: number;
   /** Distinct (verdict, src, dst, workload) keys held per window before an early flush. Default 1000. */
   maxAggregateKeys?: number;
 }
@@ -50,6 +64,7 @@ export interface EventExporterOptions {
 export const DEFAULT_RATE_PER_SECOND = 50;
 export const DEFAULT_BURST = 200;
 export const DEFAULT_AGGREGATE_WINDOW_MS = 10_000;
+export const DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024;
 
 const VERSION: string = createRequire(import.meta.url)('../../package.json').version;
 const silent: SiemLogger = { warn() {}, info() {} };
@@ -89,7 +104,15 @@ export function createEventExporter(
   const cas = configs.map((c) => (c.kind === 'syslog' && c.ca ? readCa(c.ca, c.url) : undefined));
   const pipelines: Pipeline[] = configs.map((config, i) => ({
     config,
-    sink: openSink(config, cas[i], { label: config.url, queueSize, logger }),
+    sink: openSink(config, cas[i], {
+      label: config.url,
+      logger,
+      queueSize,
+      confirmMs: opts.confirmMs,
+      spool: opts.spoolDir
+        ? { dir: opts.spoolDir, maxBytes: opts.spoolMaxBytes ?? DEFAULT_SPOOL_MAX_BYTES }
+        : undefined,
+    }),
     bucket: rate
       ? new TokenBucket(
           rate.perSecond ?? DEFAULT_RATE_PER_SECOND,
@@ -188,6 +211,10 @@ export function createEventExporter(
       await Promise.all(pipelines.map((p) => p.sink.close()));
     },
 
+    reopen() {
+      for (const p of pipelines) p.sink.reopen();
+    },
+
     stats() {
       return {
         received,
@@ -201,17 +228,38 @@ export function createEventExporter(
           errors: p.sink.errors,
           queued: p.sink.queued,
           connected: p.sink.connected,
+          resent: p.sink.resent,
+          spoolBytes: p.sink.spoolBytes,
         })),
       };
     },
   };
 }
 
-function openSink(c: TargetConfig, ca: string | undefined, o: SinkOptions): Sink {
-  if (c.kind === 'file') return createFileSink(c.path, o);
-  if (c.transport === 'udp') return createUdpSink(c.host, c.port, o);
-  if (c.transport === 'tcp') return createTcpSink(c.host, c.port, o);
-  return createTlsSink(c.host, c.port, ca, o);
+interface OpenOptions extends SinkOptions {
+  queueSize: number;
+  confirmMs: number | undefined;
+  spool: { dir: string; maxBytes: number } | undefined;
+}
+
+function openSink(c: TargetConfig, ca: string | undefined, o: OpenOptions): Sink {
+  if (c.kind === 'syslog' && c.transport === 'udp') return createUdpSink(c.host, c.port, o);
+  const base = { label: o.label, logger: o.logger, confirmMs: o.confirmMs };
+  if (c.kind === 'file')
+    return createFileSink(c.path, { ...base, queue: createMemoryQueue(o.queueSize) });
+  const queue = o.spool
+    ? createSpoolQueue(join(o.spool.dir, spoolName(c)), o.spool.maxBytes)
+    : createMemoryQueue(o.queueSize);
+  const so = { ...base, queue };
+  return c.transport === 'tcp'
+    ? createTcpSink(c.host, c.port, so)
+    : createTlsSink(c.host, c.port, ca, so);
+}
+
+/** One spool per target URL: readable, and distinct for URLs that differ only in parameters. */
+function spoolName(c: TargetConfig & { kind: 'syslog' }): string {
+  const hash = createHash('sha256').update(c.url).digest('hex').slice(0, 12);
+  return `${c.transport}-${c.host.replace(/[^A-Za-z0-9.-]/g, '_')}-${c.port}-${hash}`;
 }
 
 function readCa(path: string, url: string): string {

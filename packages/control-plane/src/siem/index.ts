@@ -4,6 +4,7 @@ export {
   DEFAULT_AGGREGATE_WINDOW_MS,
   DEFAULT_BURST,
   DEFAULT_RATE_PER_SECOND,
+  DEFAULT_SPOOL_MAX_BYTES,
   type EventExporter,
   type EventExporterOptions,
 } from './exporter.js';

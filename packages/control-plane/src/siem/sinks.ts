@@ -1,8 +1,9 @@
 import { createSocket } from 'node:dgram';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, fstatSync, type Stats, statSync } from 'node:fs';
 import { isIP, isIPv6, connect as netConnect } from 'node:net';
 import type { Writable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
+import type { MessageQueue } from './queue.js';
 import type { SiemLogger } from './types.js';
 
 /**
@@ -18,27 +19,55 @@ export interface Sink {
   readonly sent: number;
   readonly errors: number;
   readonly dropped: number;
+  /** Messages sent again after their connection died before they were confirmed. */
+  readonly resent: number;
+  /** Bytes in the on-disk spool (0 without one). */
+  readonly spoolBytes: number;
   /** Resolves once everything queued was handed over, or at once while the sink is down. */
   drain(): Promise<void>;
+  /** File targets: close and open the path again (log rotation); no-op elsewhere. */
+  reopen(): void;
   close(): Promise<void>;
 }
 
 export interface SinkOptions {
   label: string;
-  queueSize: number;
   logger: SiemLogger;
+}
+
+export interface StreamSinkOptions extends SinkOptions {
+  /** Holds what waits for delivery; the sink owns it from here on. */
+  queue: MessageQueue;
+  /**
+   * A message written to a connection that stays open this long after counts as delivered;
+   * one whose connection dies sooner is sent again. Default 10 s (syslog has no acks).
+   */
+  confirmMs?: number;
+  /** How often a file target checks that its path still names the file it writes. Default 1 s. */
+  rotateCheckMs?: number;
 }
 
 const MIN_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 5_000;
 const CLOSE_TIMEOUT_MS = 2_000;
+export const DEFAULT_CONFIRM_MS = 10_000;
+const DEFAULT_ROTATE_CHECK_MS = 1_000;
 
-type Opener = () => { stream: Writable; readyEvent: string };
+type Opener = () => {
+  stream: Writable;
+  readyEvent: string;
+  /** True when the stream no longer writes where it should (file rotated away). */
+  stale?: () => boolean;
+};
 
-/** TCP, TLS and file: one writable at a time, a bounded queue, reconnect with backoff. */
+/**
+ * TCP, TLS and file: one writable at a time, a bounded queue, reconnect with backoff. A
+ * message leaves the queue only once confirmed (see confirmMs); a connection that dies
+ * rewinds the queue, so delivery is at least once: the SIEM may see a message twice.
+ */
 class StreamSink implements Sink {
-  private queue: Buffer[] = [];
+  private readonly queue: MessageQueue;
   private stream: Writable | undefined;
   private state: 'idle' | 'connecting' | 'open' | 'backoff' | 'closed' = 'idle';
   private blocked = false;
@@ -46,15 +75,25 @@ class StreamSink implements Sink {
   private backoffMs = MIN_BACKOFF_MS;
   private failures = 0;
   private timer: NodeJS.Timeout | undefined;
+  private ticker: NodeJS.Timeout | undefined;
+  private stale: (() => boolean) | undefined;
+  /** Written on the current stream, not yet confirmed: id and when the write completed. */
+  private written: Array<{ id: number; at: number }> = [];
   private waiters: Array<() => void> = [];
+  private readonly confirmMs: number;
   sent = 0;
   errors = 0;
-  dropped = 0;
+  resent = 0;
 
   constructor(
     private readonly open: Opener,
-    private readonly opts: SinkOptions,
-  ) {}
+    private readonly opts: StreamSinkOptions,
+  ) {
+    this.queue = opts.queue;
+    this.confirmMs = opts.confirmMs ?? DEFAULT_CONFIRM_MS;
+    // Messages left in a spool by an earlier run go out without waiting for a new one.
+    if (this.queue.pending > 0) this.pump();
+  }
 
   get down(): boolean {
     return this.state === 'backoff';
@@ -63,15 +102,17 @@ class StreamSink implements Sink {
     return this.state === 'open';
   }
   get queued(): number {
-    return this.queue.length;
+    return this.queue.pending;
+  }
+  get dropped(): number {
+    return this.queue.dropped;
+  }
+  get spoolBytes(): number {
+    return this.queue.bytes;
   }
 
   push(data: Buffer): void {
     if (this.state === 'closed') return;
-    if (this.queue.length >= this.opts.queueSize) {
-      this.queue.shift();
-      this.dropped++;
-    }
     this.queue.push(data);
     this.pump();
   }
@@ -83,42 +124,74 @@ class StreamSink implements Sink {
     });
   }
 
+  reopen(): void {
+    const stream = this.stream;
+    if (this.state !== 'open' || !stream) return;
+    // Detach first: the old stream's close is then no failure; what it took is confirmed.
+    this.detach();
+    this.state = 'idle';
+    this.opts.logger.info({ target: this.opts.label }, 'SIEM file reopened');
+    stream.end();
+    this.pump();
+  }
+
   async close(): Promise<void> {
     await this.drain();
     this.state = 'closed';
     clearTimeout(this.timer);
-    this.dropped += this.queue.length;
-    this.queue = [];
     const stream = this.stream;
-    this.stream = undefined;
+    this.detach();
     if (stream && !stream.destroyed) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(() => stream.destroy(), CLOSE_TIMEOUT_MS);
+      const ended = await new Promise<boolean>((resolve) => {
+        const t = setTimeout(() => {
+          stream.destroy();
+          resolve(false);
+        }, CLOSE_TIMEOUT_MS);
         stream.once('close', () => {
           clearTimeout(t);
-          resolve();
+          resolve(true);
         });
         stream.end();
       });
+      // A clean close means the peer took everything; otherwise a spool keeps it for the next run.
+      if (ended) this.queue.ack(Number.MAX_SAFE_INTEGER);
     }
     this.settle();
+  }
+
+  /** Forgets the current stream; everything it took counts as delivered. */
+  private detach(): void {
+    clearInterval(this.ticker);
+    const last = this.written.at(-1);
+    if (last) this.queue.ack(last.id + 1);
+    this.written = [];
+    this.stream = undefined;
+    this.stale = undefined;
+    this.blocked = false;
   }
 
   private pump(): void {
     if (this.state === 'idle') this.connect();
     const stream = this.stream;
     if (this.state === 'open' && stream) {
-      while (this.queue.length > 0 && !this.blocked) {
+      while (!this.blocked) {
+        const next = this.queue.next();
+        if (!next) break;
         this.inflight++;
-        const ok = stream.write(this.queue.shift()!, (err) => {
+        const ok = stream.write(next.frame, (err) => {
           this.inflight--;
           if (err) this.errors++;
-          else this.sent++;
+          else {
+            this.sent++;
+            this.written.push({ id: next.id, at: Date.now() });
+            if (this.confirmMs === 0) this.confirm();
+          }
           this.settle();
         });
         if (!ok) {
           this.blocked = true;
           stream.once('drain', () => {
+            if (this.stream !== stream) return;
             this.blocked = false;
             this.pump();
           });
@@ -126,6 +199,14 @@ class StreamSink implements Sink {
       }
     }
     this.settle();
+  }
+
+  private confirm(): void {
+    const before = Date.now() - this.confirmMs;
+    let upTo = -1;
+    while (this.written.length > 0 && this.written[0]!.at <= before)
+      upTo = this.written.shift()!.id;
+    if (upTo >= 0) this.queue.ack(upTo + 1);
   }
 
   private connect(): void {
@@ -147,12 +228,19 @@ class StreamSink implements Sink {
     timeout.unref();
     stream.once(readyEvent, () => {
       clearTimeout(timeout);
+      if (this.stream !== stream) return;
       if (this.failures > 0) {
         this.opts.logger.info({ target: this.opts.label }, 'SIEM target reachable again');
       }
       this.failures = 0;
       this.backoffMs = MIN_BACKOFF_MS;
       this.state = 'open';
+      this.stale = opened.stale;
+      this.ticker = setInterval(
+        () => (this.stale?.() ? this.reopen() : this.confirm()),
+        Math.min(this.confirmMs || Infinity, this.opts.rotateCheckMs ?? DEFAULT_ROTATE_CHECK_MS),
+      );
+      this.ticker.unref();
       this.pump();
     });
     stream.on('error', (err) => {
@@ -161,9 +249,14 @@ class StreamSink implements Sink {
     stream.once('close', () => {
       clearTimeout(timeout);
       if (this.stream !== stream) return;
+      clearInterval(this.ticker);
       this.stream = undefined;
+      this.stale = undefined;
       this.blocked = false;
+      this.written = [];
       if (this.state === 'closed') return;
+      // Whatever this connection took but did not confirm goes out again on the next one.
+      this.resent += this.queue.rewind();
       this.fail(lastError ?? new Error('connection closed by peer'));
     });
   }
@@ -180,14 +273,14 @@ class StreamSink implements Sink {
     this.timer = setTimeout(() => {
       if (this.state !== 'backoff') return;
       this.state = 'idle';
-      if (this.queue.length > 0) this.pump();
+      if (this.queue.unsent > 0) this.pump();
     }, delay);
     this.timer.unref();
     this.settle();
   }
 
   private settle(): void {
-    const idle = this.queue.length === 0 && this.inflight === 0;
+    const idle = this.queue.unsent === 0 && this.inflight === 0;
     if (!idle && this.state !== 'backoff' && this.state !== 'closed') return;
     const waiters = this.waiters;
     this.waiters = [];
@@ -203,6 +296,8 @@ class UdpSink implements Sink {
   private waiters: Array<() => void> = [];
   readonly down = false;
   readonly connected = true;
+  readonly resent = 0;
+  readonly spoolBytes = 0;
   sent = 0;
   errors = 0;
   dropped = 0;
@@ -210,7 +305,7 @@ class UdpSink implements Sink {
   constructor(
     private readonly host: string,
     private readonly port: number,
-    private readonly opts: SinkOptions,
+    private readonly opts: SinkOptions & { queueSize: number },
   ) {
     this.socket = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
     this.socket.on('error', (err) => {
@@ -244,6 +339,8 @@ class UdpSink implements Sink {
     });
   }
 
+  reopen(): void {}
+
   drain(): Promise<void> {
     if (this.inflight === 0) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push(resolve));
@@ -256,11 +353,15 @@ class UdpSink implements Sink {
   }
 }
 
-export function createUdpSink(host: string, port: number, opts: SinkOptions): Sink {
+export function createUdpSink(
+  host: string,
+  port: number,
+  opts: SinkOptions & { queueSize: number },
+): Sink {
   return new UdpSink(host, port, opts);
 }
 
-export function createTcpSink(host: string, port: number, opts: SinkOptions): Sink {
+export function createTcpSink(host: string, port: number, opts: StreamSinkOptions): Sink {
   return new StreamSink(() => {
     const socket = netConnect({ host, port });
     socket.setKeepAlive(true, 30_000);
@@ -274,7 +375,7 @@ export function createTlsSink(
   host: string,
   port: number,
   ca: string | undefined,
-  opts: SinkOptions,
+  opts: StreamSinkOptions,
 ): Sink {
   return new StreamSink(() => {
     const socket = tlsConnect({
@@ -291,9 +392,27 @@ export function createTlsSink(
   }, opts);
 }
 
-export function createFileSink(path: string, opts: SinkOptions): Sink {
+/** Appends to `path`; reopens it when the path names another file (rotated) or is gone. */
+export function createFileSink(path: string, opts: StreamSinkOptions): Sink {
   return new StreamSink(
-    () => ({ stream: createWriteStream(path, { flags: 'a', mode: 0o640 }), readyEvent: 'open' }),
-    opts,
+    () => {
+      const stream = createWriteStream(path, { flags: 'a', mode: 0o640 });
+      let opened: string | undefined;
+      stream.once('open', (fd: number) => {
+        opened = fileId(fstatSync(fd));
+      });
+      const stale = () => {
+        if (opened === undefined) return false;
+        try {
+          return fileId(statSync(path)) !== opened;
+        } catch {
+          return true;
+        }
+      };
+      return { stream, readyEvent: 'open', stale };
+    },
+    { ...opts, confirmMs: 0 },
   );
 }
+
+const fileId = (s: Stats): string => `${s.dev}:${s.ino}`;

@@ -78,11 +78,17 @@ export interface TargetStats {
   /** Messages handed to the socket or file and accepted by it. */
   sent: number;
   rateLimited: number;
+  /** Dropped from a full queue or spool, oldest first. */
   queueDropped: number;
   /** Send, connect and write failures. */
   errors: number;
+  /** Messages waiting for delivery (not yet confirmed). */
   queued: number;
   connected: boolean;
+  /** Messages sent again because their connection died before they were confirmed. */
+  resent: number;
+  /** Bytes in the target's on-disk spool; 0 without one. */
+  spoolBytes: number;
 }
 
 export interface ExporterStats {

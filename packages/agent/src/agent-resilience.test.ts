@@ -1,0 +1,143 @@
+// The agent against a real gRPC server on loopback that moves, is one of several addresses,
+// or is away for a while: it finds the control plane again, and telemetry collected meanwhile
+// arrives once (counted by seq, as the control plane does).
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createFakeNft, type FakeNft } from '@bulkhead/nftables/testing';
+import { Mode, type Telemetry } from '@bulkhead/proto';
+import { pino } from 'pino';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { type Agent, type AgentOptions, createAgent } from './agent.js';
+import {
+  startControlPlane,
+  type TestControlPlane,
+  testAgentOptions,
+  until,
+} from './control-plane.test-util.js';
+import { fixtureChain, fixtureRuleSet } from './fixture.test-util.js';
+
+/** What the control plane counts: the first batch of each seq, later copies ignored. */
+function countedOnce(batches: Telemetry[]): Telemetry[] {
+  const seen = new Set<number>();
+  return batches.filter((t) => !seen.has(t.seq) && seen.add(t.seq));
+}
+
+const packetsOf = (batches: Telemetry[], ruleId: string) =>
+  batches
+    .flatMap((t) => t.counters)
+    .filter((c) => c.ruleId === ruleId)
+    .reduce((n, c) => n + c.packets, 0);
+const flowPacketsOf = (batches: Telemetry[]) =>
+  batches.flatMap((t) => t.flows).reduce((n, f) => n + f.packets, 0);
+
+async function deadPort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as { port: number };
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+describe('agent resilience', () => {
+  let cp: TestControlPlane;
+  let stateDir: string;
+  let kernel: FakeNft;
+  const agents: Agent[] = [];
+  const logger = pino({ level: process.env.AGENT_TEST_LOG ?? 'silent' });
+
+  beforeAll(async () => {
+    cp = await startControlPlane();
+    return () => cp.stop();
+  });
+  beforeEach(async () => {
+    stateDir = await mkdtemp(join(tmpdir(), 'bulkhead-resil-'));
+    kernel = createFakeNft();
+    cp.reset();
+    await cp.stop();
+    cp.host = '127.0.0.1';
+    await cp.start();
+  });
+  afterEach(async () => {
+    await Promise.all(agents.splice(0).map((a) => a.stop()));
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  function agent(overrides: Partial<AgentOptions> = {}): Agent {
+    const a = createAgent(testAgentOptions(cp, { stateDir, kernel, logger, ...overrides }));
+    agents.push(a);
+    return a;
+  }
+
+  it('resolves the name again on reconnect and follows a control plane that moved', async () => {
+    const lookups: string[] = [];
+    const a = agent({
+      controlPlane: `cp.test:${cp.port}`,
+      lookup: async (host) => {
+        lookups.push(host);
+        return [cp.host];
+      },
+    });
+    await a.start();
+    await until(() => cp.of('hello').length === 1, 'hello at 127.0.0.1');
+    const before = lookups.length;
+
+    await cp.stop();
+    cp.host = '127.0.0.2'; // same port; nothing listens on 127.0.0.1 any more
+    await cp.start();
+    await until(() => cp.of('hello').length === 2, 'hello at 127.0.0.2');
+    expect(lookups.length).toBeGreaterThan(before);
+  });
+
+  it('tries the next address when the first is down', async () => {
+    const a = agent({ controlPlane: [`127.0.0.1:${await deadPort()},127.0.0.1:${cp.port}`] });
+    await a.start();
+    await until(() => cp.of('hello').length === 1, 'hello via the second address');
+    expect(cp.enrolls).toHaveLength(1);
+  });
+
+  it('telemetry collected while the control plane is away arrives once after it is back', async () => {
+    const a = agent();
+    await a.start();
+    await until(() => cp.of('hello').length === 1, 'hello');
+    cp.streams[0]!.write({ ruleSet: fixtureRuleSet(Mode.MODE_ENFORCE, 3) });
+    await until(() => cp.of('ack').length === 1, 'ack');
+    const flow = (n: number) => ({ concat: ['10.0.0.5', '10.0.9.1', 6, 1000 + n, 1] });
+
+    kernel.setCounter(`${fixtureChain(0)}_allowed`, 2, 200);
+    kernel.packetAdd('flows_in4', flow(0), 60);
+    await until(() => packetsOf(cp.of('telemetry'), 'web/ingress/0') === 2, 'first counts');
+
+    await cp.stop();
+    // Several telemetry intervals with nobody to send to: the agent keeps collecting.
+    for (let i = 1; i <= 5; i++) {
+      kernel.setCounter(`${fixtureChain(0)}_allowed`, 2 + i * 10, 200 + i * 1000);
+      kernel.packetAdd('flows_in4', flow(i), 60);
+      await new Promise((r) => setTimeout(r, 60));
+    }
+    expect(a.dataplane.flows.size).toBeGreaterThan(0);
+    await cp.start();
+    await until(() => flowPacketsOf(countedOnce(cp.of('telemetry'))) === 6, 'all flows');
+    // What the agent read from the kernel (its metric counts every read once) is what the
+    // control plane counts: nothing lost, nothing doubled.
+    const read = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${a.metricsAddress!.port}/metrics`)).text();
+      return Number(
+        /^bulkhead_rule_packets_total\{rule_id="web\/ingress\/0".*\} (\d+)$/m.exec(text)?.[1],
+      );
+    };
+    const kernelTotal = await read();
+    expect(kernelTotal).toBeGreaterThan(2);
+    await until(
+      () => packetsOf(countedOnce(cp.of('telemetry')), 'web/ingress/0') >= kernelTotal,
+      'counts',
+    );
+    // Let a few more intervals pass: nothing is counted twice.
+    await new Promise((r) => setTimeout(r, 300));
+    const counted = countedOnce(cp.of('telemetry'));
+    expect(packetsOf(counted, 'web/ingress/0')).toBe(await read());
+    expect(flowPacketsOf(counted)).toBe(6);
+    expect(counted.map((t) => t.seq)).toEqual(counted.map((_, i) => i + 1));
+  });
+});
