@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -138,6 +138,8 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     async start() {
       try {
         await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+        // mkdir's mode is masked by the umask and leaves an existing directory alone.
+        await chmod(options.dataDir, 0o700);
         const exporter =
           options.siem && options.siem.length > 0
             ? createEventExporter(options.siem, { ...options.siemOptions, logger: log })
