@@ -92,6 +92,9 @@ export function toErrorResponse(
   return { status: HTTP_STATUS[e.code], body: { error } };
 }
 
+/** Served without a token: liveness, Prometheus, the OpenAPI page. */
+const PUBLIC_PATHS = new Set(['/healthz', '/metrics', '/docs']);
+
 export interface ApiOptions {
   domains: Domains;
   log: Logger;
@@ -145,7 +148,8 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
   app.addHook('onRequest', async (req) => {
-    if (req.url === '/healthz' || req.url === '/docs' || req.url.startsWith('/docs/')) return;
+    const path = req.url.split('?', 1)[0]!;
+    if (PUBLIC_PATHS.has(path) || path.startsWith('/docs/')) return;
     const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
     if (!m) throw new ControlPlaneError('UNAUTHENTICATED', 'missing bearer token');
     const token = domains.access.authenticate(m[1]!);
@@ -158,6 +162,11 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   });
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }));
+  // Prometheus scrapes without a token; the metrics hold counts, never names or addresses.
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+    reply.type(domains.metrics.registry.contentType);
+    return domains.metrics.registry.metrics();
+  });
 
   registerPolicyAdminRoutes(app, domains.policy);
   registerRevisionRoutes(app, domains.revisions);

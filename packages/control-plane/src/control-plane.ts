@@ -164,7 +164,14 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
         const pki = await createPki({ dir: join(options.dataDir, 'ca'), sans: options.tlsSans });
         caPem = pki.caPem;
         const streams = createStreamRegistry();
-        const domains = createDomains({ stores: store, pki, streams, log, events: exporter });
+        const domains = createDomains({
+          stores: store,
+          pki,
+          streams,
+          log,
+          events: exporter,
+          flowRetentionDays: options.flowRetentionDays,
+        });
         domains.visibility.pruneFlows();
         pruneTimer = setInterval(() => {
           try {

@@ -2,77 +2,12 @@ import { createSocket, type Socket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  AgentServiceClient,
-  Direction,
-  type EnrollResponse,
-  type RuleSet,
-  type SyncRequest,
-  type SyncResponse,
-  Verdict,
-  type Welcome,
-} from '@bulkhead/proto';
-import { type ClientDuplexStream, credentials, type ServiceError, status } from '@grpc/grpc-js';
+import { AgentServiceClient, Direction, type EnrollResponse, Verdict } from '@bulkhead/proto';
+import { credentials, type ServiceError, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ControlPlane, createControlPlane } from './control-plane.js';
 import { createPki } from './pki.js';
-import { makeCsr, silentLog } from './test-support.js';
-
-/** A Sync stream with a queue of what arrived, so a test can await the next message. */
-class SyncSession {
-  private readonly received: SyncResponse[] = [];
-  /** Welcomes, the answer to every Hello, kept apart so that next() yields RuleSets. */
-  readonly welcomes: Welcome[] = [];
-  private waiters: Array<() => void> = [];
-  readonly error: Promise<ServiceError>;
-
-  constructor(readonly stream: ClientDuplexStream<SyncRequest, SyncResponse>) {
-    stream.on('data', (msg: SyncResponse) => {
-      if (msg.welcome) this.welcomes.push(msg.welcome);
-      else this.received.push(msg);
-      this.wake();
-    });
-    this.error = new Promise((resolve) => stream.on('error', resolve));
-    stream.on('error', () => this.wake());
-  }
-
-  private wake() {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
-  async next(): Promise<RuleSet> {
-    while (this.received.length === 0) {
-      await Promise.race([
-        new Promise<void>((r) => this.waiters.push(r)),
-        this.error.then((e) => Promise.reject(e)),
-      ]);
-    }
-    return this.received.shift()!.ruleSet!;
-  }
-
-  send(msg: SyncRequest) {
-    this.stream.write(msg);
-  }
-
-  /**
-   * Messages on one stream are handled in order, so a Hello claiming nothing is applied, and the
-   * RuleSet it brings back, proves that everything sent before it was processed.
-   */
-  async barrier(): Promise<RuleSet> {
-    this.send({
-      hello: {
-        appliedRevision: 0,
-        appliedHash: '',
-        hostname: '',
-        addresses: [],
-        agentVersion: 't',
-      },
-    });
-    return this.next();
-  }
-}
+import { makeCsr, SyncSession, silentLog } from './test-support.js';
 
 /** A syslog receiver on 127.0.0.1:0 that parses RFC 5424 messages with JSON bodies. */
 class SyslogListener {
@@ -336,10 +271,12 @@ describe('gRPC agent service', () => {
     const { creds } = await enrolled();
     const s = new SyncSession(client(creds).sync());
     await s.barrier();
+    // Telemetry is refused outside [now - flow retention, now + 5 min].
+    const at = Date.now() - 60_000;
     s.send({
       telemetry: {
         seq: 1,
-        timeUnixMs: Date.UTC(2026, 0, 1),
+        timeUnixMs: at,
         appliedHash: '',
         counters: [],
         flows: [
@@ -374,8 +311,8 @@ describe('gRPC agent service', () => {
           ruleId: 'default',
           connections: 2,
           bytes: 120,
-          firstSeen: '2026-01-01T00:00:00.000Z',
-          lastSeen: '2026-01-01T00:00:00.000Z',
+          firstSeen: new Date(at).toISOString(),
+          lastSeen: new Date(at).toISOString(),
         },
       ],
     });
@@ -389,6 +326,7 @@ describe('gRPC agent service', () => {
     const { res, creds } = await enrolled();
     const s = new SyncSession(client(creds).sync());
     await s.barrier();
+    const t0 = Date.now() - 3_600_000;
     const flow = (port: number, verdict: Verdict, packets: number) => ({
       direction: Direction.DIRECTION_INGRESS,
       src: '10.0.0.7',
@@ -399,12 +337,12 @@ describe('gRPC agent service', () => {
       ruleId: 'default',
       packets,
       bytes: packets * 60,
-      firstSeenUnixMs: Date.UTC(2026, 0, 1, 9),
-      lastSeenUnixMs: Date.UTC(2026, 0, 1, 9, 30),
+      firstSeenUnixMs: t0,
+      lastSeenUnixMs: t0 + 1_800_000,
     });
     const batch = {
       seq: 1,
-      timeUnixMs: Date.UTC(2026, 0, 1, 10),
+      timeUnixMs: t0 + 3_600_000,
       appliedHash: '',
       counters: [],
       events: [],

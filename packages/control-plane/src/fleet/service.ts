@@ -12,36 +12,33 @@ import {
   type Workload,
   type WorkloadMode,
 } from '@bulkhead/policy';
-import {
-  type ApplyAck,
-  Direction,
-  type EnrollRequest,
-  type EnrollResponse,
-  type Hello,
-  type RuleSet,
-  type Telemetry,
-  Verdict,
+import type {
+  ApplyAck,
+  EnrollRequest,
+  EnrollResponse,
+  Hello,
+  RuleSet,
+  Telemetry,
 } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import { hashSecret, newSecret } from '../access/secrets.js';
 import type { AuditLog } from '../access/store.js';
 import { ControlPlaneError, invalid, notFound } from '../errors.js';
+import type { Metrics } from '../metrics.js';
 import type { Pki } from '../pki.js';
 import type { WorkloadChanges } from '../policy-admin/service.js';
 import { toWorkload } from '../policy-state.js';
 import type { RuleSetPublisher } from '../rulesets/publisher.js';
 import type { Transactor } from '../store/database.js';
+import { DEFAULT_FLOW_RETENTION_DAYS } from '../visibility/flow-store.js';
 import type { FlowDelta, ReportedEvent } from '../visibility/store.js';
-import type {
-  AgentRecord,
-  CounterRow,
-  EnrollmentTokenRecord,
-  FleetStore,
-  TelemetryBatch,
-} from './store.js';
+import { createSentRuleIds } from './sent-rules.js';
+import type { AgentRecord, CounterRow, EnrollmentTokenRecord, FleetStore } from './store.js';
 import type { StreamRegistry } from './streams.js';
+import { canonical, checkTelemetry, createRejectionReporter } from './telemetry.js';
 
 const DEFAULT_MODE: WorkloadMode = { ingress: 'monitor', egress: 'monitor' };
+const DAY_MS = 86_400_000;
 
 export interface EnrollmentTokenRequest {
   labels?: Labels;
@@ -77,12 +74,16 @@ export interface FleetDeps {
   store: FleetStore;
   db: Transactor;
   workloads: WorkloadChanges;
-  publisher: Pick<RuleSetPublisher, 'desired' | 'desiredAll'>;
+  publisher: Pick<RuleSetPublisher, 'desired' | 'desiredHash' | 'desiredAll'>;
   streams: StreamRegistry;
   pki: Pki;
   audit: AuditLog;
   /** Told of each telemetry batch once it is counted (visibility: logs and the SIEM). */
   reported(agentId: string, workload: string, flows: FlowDelta[], events: ReportedEvent[]): void;
+  /** Where dropped telemetry records are counted. */
+  metrics: Pick<Metrics, 'telemetryRejected'>;
+  /** Telemetry older than this is refused (it would be pruned at once). Default 35. */
+  flowRetentionDays?: number;
   log: Logger;
   now?: () => Date;
 }
@@ -90,6 +91,9 @@ export interface FleetDeps {
 export function createFleetService(deps: FleetDeps): FleetService {
   const { store, db, workloads, publisher, streams, pki, audit, log } = deps;
   const now = deps.now ?? (() => new Date());
+  const retentionMs = (deps.flowRetentionDays ?? DEFAULT_FLOW_RETENTION_DAYS) * DAY_MS;
+  const sentRules = createSentRuleIds(publisher);
+  const rejections = createRejectionReporter(now);
 
   function agentView(
     a: AgentRecord,
@@ -227,11 +231,24 @@ export function createFleetService(deps: FleetDeps): FleetService {
     },
 
     telemetry(agentId, t) {
-      const batch = toBatch(t);
-      const added = store.addTelemetry(agentId, t.seq, batch);
+      // Checked against what the control plane knows of the agent's workload, never against
+      // what the batch says of itself.
+      const { workload } = fleet.agentForSync(agentId);
+      const nowMs = now().getTime();
+      const addresses = workloads.getWorkload(workload).addresses.map(canonical);
+      const { batch, rejected } = checkTelemetry(t, {
+        addresses: new Set(addresses.filter((a) => a !== undefined)),
+        ruleIds: sentRules.of(workload),
+        nowMs,
+        oldestMs: nowMs - retentionMs,
+      });
+      const notice = rejections.due(agentId, rejected);
+      const added = store.addTelemetry(agentId, t.seq, { ...batch, notices: notice && [notice] });
       if (added) {
-        const agent = store.getAgent(agentId);
-        if (agent) deps.reported(agentId, agent.workload, batch.flows, batch.events);
+        rejections.counted(agentId, rejected, notice !== undefined);
+        for (const [reason, n] of rejected) deps.metrics.telemetryRejected.inc({ reason }, n);
+        if (notice) log.warn({ agentId, workload, rejected: notice.attributes }, notice.message);
+        deps.reported(agentId, workload, batch.flows, batch.events);
       }
       return added;
     },
@@ -287,57 +304,4 @@ export function createFleetService(deps: FleetDeps): FleetService {
     },
   };
   return fleet;
-}
-
-const DIRECTIONS: Partial<Record<Direction, CounterRow['direction']>> = {
-  [Direction.DIRECTION_INGRESS]: 'ingress',
-  [Direction.DIRECTION_EGRESS]: 'egress',
-};
-const VERDICTS: Partial<Record<Verdict, CounterRow['verdict']>> = {
-  [Verdict.VERDICT_ALLOWED]: 'allowed',
-  [Verdict.VERDICT_DENIED]: 'denied',
-  [Verdict.VERDICT_WOULD_DENY]: 'would-deny',
-};
-
-/** A Telemetry message as the store counts it; counters and flows of unknown enums are dropped. */
-function toBatch(t: Telemetry): Required<TelemetryBatch> {
-  const counters: TelemetryBatch['counters'] = [];
-  for (const c of t.counters) {
-    const direction = DIRECTIONS[c.direction];
-    const verdict = VERDICTS[c.verdict];
-    if (!direction || !verdict) continue;
-    counters.push({ ruleId: c.ruleId, direction, verdict, packets: c.packets, bytes: c.bytes });
-  }
-  const flows: FlowDelta[] = [];
-  for (const f of t.flows ?? []) {
-    const direction = DIRECTIONS[f.direction];
-    const verdict = VERDICTS[f.verdict];
-    if (!direction || !verdict) continue;
-    flows.push({
-      direction,
-      verdict,
-      src: f.src,
-      dst: f.dst,
-      protocol: f.protocol,
-      port: f.port,
-      ruleId: f.ruleId,
-      connections: f.packets,
-      bytes: f.bytes,
-      firstSeen: msToIso(f.firstSeenUnixMs || t.timeUnixMs),
-      lastSeen: msToIso(f.lastSeenUnixMs || t.timeUnixMs),
-    });
-  }
-  const events = (t.events ?? []).map((e) => ({
-    code: e.code,
-    message: e.message,
-    at: msToIso(e.timeUnixMs || t.timeUnixMs),
-    attributes: e.attributes,
-  }));
-  return { counters, flows, events };
-}
-
-/** Unix ms to ISO; 0 or garbage becomes the epoch rather than an exception. */
-function msToIso(ms: number): string {
-  const d = new Date(Number.isFinite(ms) ? ms : 0);
-  return Number.isNaN(d.getTime()) ? new Date(0).toISOString() : d.toISOString();
 }
