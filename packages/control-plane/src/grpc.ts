@@ -1,6 +1,8 @@
+import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
 import {
   AgentServiceService,
-  type EnrollRequest,
+  EnrollRequest,
+  EnrollRequest_LabelsEntry,
   type EnrollResponse,
   type SyncRequest,
   type SyncResponse,
@@ -15,9 +17,10 @@ import {
   status,
 } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { ControlPlaneError, type ControlPlaneErrorCode } from './errors.js';
+import { ControlPlaneError, type ControlPlaneErrorCode, invalid } from './errors.js';
 import type { FleetService } from './fleet/service.js';
 import type { StreamRegistry } from './fleet/streams.js';
+import { forbiddenKeyPath } from './forbidden-keys.js';
 import type { Pki } from './pki.js';
 
 const GRPC_STATUS: Record<ControlPlaneErrorCode, status> = {
@@ -27,6 +30,8 @@ const GRPC_STATUS: Record<ControlPlaneErrorCode, status> = {
   IMPACT_CONFIRMATION_REQUIRED: status.FAILED_PRECONDITION,
   UNAUTHENTICATED: status.UNAUTHENTICATED,
   FORBIDDEN: status.PERMISSION_DENIED,
+  PAYLOAD_TOO_LARGE: status.RESOURCE_EXHAUSTED,
+  URI_TOO_LONG: status.INVALID_ARGUMENT,
   INTERNAL: status.INTERNAL,
 };
 
@@ -42,6 +47,36 @@ function toStatus(err: unknown, log: Logger): { code: status; details: string } 
   log.error({ err }, 'internal error in gRPC handler');
   return { code: status.INTERNAL, details: 'internal error' };
 }
+
+/** Field 4 of EnrollRequest, length-delimited: one entry of the `labels` map. */
+const ENROLL_LABELS_TAG = (4 << 3) | WireType.LengthDelimited;
+
+/**
+ * EnrollRequest with `labels` rebuilt from the wire entries into a null-prototype object:
+ * ts-proto's decode assigns map keys onto a plain object, where `__proto__` vanishes silently
+ * instead of being refused, as REST refuses it.
+ */
+export function decodeEnrollRequest(buf: Uint8Array): EnrollRequest {
+  const req = EnrollRequest.decode(buf);
+  const labels: Record<string, string> = Object.create(null);
+  const reader = new BinaryReader(buf);
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    if (tag === ENROLL_LABELS_TAG) {
+      const e = EnrollRequest_LabelsEntry.decode(reader, reader.uint32());
+      labels[e.key] = e.value;
+    } else {
+      reader.skip(tag & 7, tag >>> 3);
+    }
+  }
+  return { ...req, labels };
+}
+
+/** The agent service with Enroll's request decoded by decodeEnrollRequest. */
+const AgentService = {
+  ...AgentServiceService,
+  enroll: { ...AgentServiceService.enroll, requestDeserialize: decodeEnrollRequest },
+};
 
 export interface GrpcServerOptions {
   fleet: FleetService;
@@ -60,11 +95,21 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
   const { fleet, pki, streams, log } = options;
   const server = new Server();
 
-  server.addService(AgentServiceService, {
+  server.addService(AgentService, {
     enroll(
       call: ServerUnaryCall<EnrollRequest, EnrollResponse>,
       done: sendUnaryData<EnrollResponse>,
     ) {
+      const path = forbiddenKeyPath({ labels: call.request.labels });
+      if (path !== undefined) {
+        done(
+          toStatus(
+            invalid('invalid enrollment request', [{ path, message: 'is not allowed as a key' }]),
+            log,
+          ),
+        );
+        return;
+      }
       fleet.enroll(call.request).then(
         (res) => done(null, res),
         (err: unknown) => done(toStatus(err, log)),
