@@ -7,7 +7,7 @@ import { createApi } from './api.js';
 import { createDomains } from './domains.js';
 import { ControlPlaneError } from './errors.js';
 import { createStreamRegistry } from './fleet/streams.js';
-import { type AgentGrpcServer, createGrpcServer } from './grpc.js';
+import { type AgentGrpcServer, createGrpcServer, type GrpcLimits } from './grpc.js';
 import { createPki } from './pki.js';
 import {
   createEventExporter,
@@ -42,6 +42,8 @@ export interface ControlPlaneOptions {
   maxFlowRows?: number;
   /** How often retention runs (it also runs at start). Default one hour. */
   flowPruneIntervalMs?: number;
+  /** Handshake/idle timeouts, keepalive, connections per source (DEFAULT_GRPC_LIMITS). */
+  grpcLimits?: Partial<GrpcLimits>;
 }
 
 export interface ControlPlane {
@@ -194,9 +196,14 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
         const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
         apiUrl = `http://${host}:${bound.port}`;
 
-        grpc = createGrpcServer({ fleet: domains.fleet, pki, streams, log });
-        const grpcHost = grpcAddr.host.includes(':') ? `[${grpcAddr.host}]` : grpcAddr.host;
-        grpcPort = await grpc.listen(`${grpcHost}:${grpcAddr.port}`);
+        grpc = createGrpcServer({
+          fleet: domains.fleet,
+          pki,
+          streams,
+          log,
+          limits: options.grpcLimits,
+        });
+        grpcPort = await grpc.listen(grpcAddr.host, grpcAddr.port);
         log.info({ api: apiUrl, grpcPort }, 'control plane listening');
       } catch (err) {
         await stop();

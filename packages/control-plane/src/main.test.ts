@@ -33,6 +33,7 @@ describe('bulkhead-control-plane binary', () => {
     [['--siem', 'file:///tmp/x.jsonl', '--siem', 'gopher://x'], '--siem'],
     [['--flow-retention-days', '0'], '--flow-retention-days'],
     [['--max-flow-rows', 'many'], '--max-flow-rows'],
+    [['--grpc-max-connections-per-source', '0'], '--grpc-max-connections-per-source'],
   ])('exits 2 naming the flag for %j', (args, flag) => {
     const r = run(...args);
     expect(r.status).toBe(2);
