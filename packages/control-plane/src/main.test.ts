@@ -111,7 +111,7 @@ describe('bulkhead-control-plane binary', () => {
       for (const f of ['ca.key', 'server.key'])
         expect([f, mode(join('ca', f))]).toEqual([f, '600']);
     },
-    // Two process starts under a loaded CI machine; not a timing assertion.
+    // A process start on a loaded CI machine; not a timing assertion.
     20_000,
   );
 });
