@@ -113,6 +113,9 @@ describe('visibility: flows, map, recommendations, SIEM', () => {
     );
     expect(tcpOnly.flows.length).toBeGreaterThan(0);
     expect(tcpOnly.flows.every((f) => f.protocol === 'udp')).toBe(true);
+    // Real agents speak for their own hosts only: the control plane rejected none of it.
+    const events = await bh.api<{ code: string; message: string }[]>('GET', '/v1/events');
+    expect(events.filter((e) => e.code === 'TELEMETRY_REJECTED')).toEqual([]);
   });
 
   it('draws the dependency map at label granularity', async () => {

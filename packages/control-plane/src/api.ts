@@ -1,15 +1,17 @@
 // The REST edge: the fastify app, the one place an error becomes an HTTP status and body, and
 // the one authentication hook (bearer token, roles). Each domain's routes are in its own
 // routes.ts; this file must not hold domain routes or rules.
+import AjvCompiler, { type ValidatorFactory } from '@fastify/ajv-compiler';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { registerAccessRoutes } from './access/routes.js';
 import type { Domains } from './domains.js';
 import { ControlPlaneError, type ControlPlaneErrorCode, type ErrorDetail } from './errors.js';
 import { registerFleetRoutes } from './fleet/routes.js';
+import { forbiddenKeyPath } from './forbidden-keys.js';
 import { registerPolicyAdminRoutes } from './policy-admin/routes.js';
 import { registerRevisionRoutes } from './revisions/routes.js';
 import { registerVisibilityRoutes } from './visibility/routes.js';
@@ -28,8 +30,18 @@ const HTTP_STATUS: Record<ControlPlaneErrorCode, number> = {
   NOT_FOUND: 404,
   CONFLICT: 409,
   IMPACT_CONFIRMATION_REQUIRED: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  URI_TOO_LONG: 414,
   INTERNAL: 500,
 };
+/** Fastify's own client errors (body too large, URL too long, no route) by their status. */
+const FASTIFY_STATUS: Record<number, ControlPlaneErrorCode> = {
+  404: 'NOT_FOUND',
+  413: 'PAYLOAD_TOO_LARGE',
+  414: 'URI_TOO_LONG',
+};
+/** Longest path parameter: a name (253, as DNS) with room to spare; longer is a 414. */
+const MAX_PARAM_LENGTH = 256;
 
 export interface ErrorBody {
   error: { code: ControlPlaneErrorCode; message: string; details: ErrorDetail[]; impact?: unknown };
@@ -77,8 +89,10 @@ export function toErrorResponse(
     });
   } else if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
     // Fastify's own client errors (malformed JSON, wrong content type, body too large).
-    const code = fe.statusCode === 404 ? 'NOT_FOUND' : 'VALIDATION_FAILED';
-    e = new ControlPlaneError(code, (err as Error).message);
+    e = new ControlPlaneError(
+      FASTIFY_STATUS[fe.statusCode] ?? 'VALIDATION_FAILED',
+      (err as Error).message,
+    );
   } else {
     log.error({ err }, 'internal error in API handler');
     e = new ControlPlaneError('INTERNAL', 'internal error');
@@ -92,6 +106,22 @@ export function toErrorResponse(
   return { status: HTTP_STATUS[e.code], body: { error } };
 }
 
+/** Served without a token: liveness, Prometheus, the OpenAPI page. */
+const PUBLIC_PATHS = new Set(['/healthz', '/metrics', '/docs']);
+
+/**
+ * Bodies are JSON and validated as sent: `"5"` is not a number, `"yes"` not a boolean. The query
+ * string and path parameters are text by nature, so they keep fastify's coercion.
+ */
+const strictBodyValidator: ValidatorFactory = (externalSchemas, options) => {
+  const coercing = AjvCompiler()(externalSchemas, options);
+  const strict = AjvCompiler()(externalSchemas, {
+    ...options,
+    customOptions: { ...options?.customOptions, coerceTypes: false },
+  } as typeof options);
+  return (route) => (route.httpPart === 'body' ? strict : coercing)(route);
+};
+
 export interface ApiOptions {
   domains: Domains;
   log: Logger;
@@ -102,8 +132,15 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   const { domains, log } = options;
   const app = Fastify({
     loggerInstance: log as FastifyBaseLogger,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // Unknown fields are errors, not silently dropped.
     ajv: { customOptions: { removeAdditional: false } },
+    schemaController: { compilersFactory: { buildValidator: strictBodyValidator } },
+    // What fastify answers before any route (URL too long, bad URL) in the one error shape too.
+    frameworkErrors: (err, req, reply) => {
+      const { status, body } = toErrorResponse(err, req.log);
+      (reply as FastifyReply).status(status).send(body);
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.decorateRequest('actor', '');
@@ -113,8 +150,22 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     const text = body.toString();
-    if (text === '') done(null, undefined);
-    else parseJson(req, text, done);
+    if (text === '') return done(null, undefined);
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      // Fastify's parser words the syntax error (and sets the 400) as it always did.
+      return parseJson(req, text, done);
+    }
+    const path = forbiddenKeyPath(value);
+    if (path === undefined) return done(null, value);
+    done(
+      new ControlPlaneError('VALIDATION_FAILED', 'invalid body', {
+        details: [{ path, message: 'is not allowed as a key' }],
+      }),
+      undefined,
+    );
   });
   // Fastify logs two lines per request at info; agents' and dashboards' polling would drown
   // the log, so request lines only show at debug.
@@ -145,7 +196,8 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
   app.addHook('onRequest', async (req) => {
-    if (req.url === '/healthz' || req.url === '/docs' || req.url.startsWith('/docs/')) return;
+    const path = req.url.split('?', 1)[0]!;
+    if (PUBLIC_PATHS.has(path) || path.startsWith('/docs/')) return;
     const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
     if (!m) throw new ControlPlaneError('UNAUTHENTICATED', 'missing bearer token');
     const token = domains.access.authenticate(m[1]!);
@@ -158,6 +210,11 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   });
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }));
+  // Prometheus scrapes without a token; the metrics hold counts, never names or addresses.
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+    reply.type(domains.metrics.registry.contentType);
+    return domains.metrics.registry.metrics();
+  });
 
   registerPolicyAdminRoutes(app, domains.policy);
   registerRevisionRoutes(app, domains.revisions);

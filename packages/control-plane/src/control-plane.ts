@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -7,7 +7,7 @@ import { createApi } from './api.js';
 import { createDomains } from './domains.js';
 import { ControlPlaneError } from './errors.js';
 import { createStreamRegistry } from './fleet/streams.js';
-import { type AgentGrpcServer, createGrpcServer } from './grpc.js';
+import { type AgentGrpcServer, createGrpcServer, type GrpcLimits } from './grpc.js';
 import { createPki } from './pki.js';
 import {
   createEventExporter,
@@ -45,6 +45,8 @@ export interface ControlPlaneOptions {
   maxFlowRows?: number;
   /** How often retention runs (it also runs at start). Default one hour. */
   flowPruneIntervalMs?: number;
+  /** Handshake/idle timeouts, keepalive, connections per source (DEFAULT_GRPC_LIMITS). */
+  grpcLimits?: Partial<GrpcLimits>;
 }
 
 export interface ControlPlane {
@@ -146,6 +148,8 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     async start() {
       try {
         await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+        // mkdir's mode is masked by the umask and leaves an existing directory alone.
+        await chmod(options.dataDir, 0o700);
         const exporter =
           options.siem && options.siem.length > 0
             ? createEventExporter(options.siem, {
@@ -174,7 +178,14 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
         const pki = await createPki({ dir: join(options.dataDir, 'ca'), sans: options.tlsSans });
         caPem = pki.caPem;
         const streams = createStreamRegistry();
-        const domains = createDomains({ stores: store, pki, streams, log, events: exporter });
+        const domains = createDomains({
+          stores: store,
+          pki,
+          streams,
+          log,
+          events: exporter,
+          flowRetentionDays: options.flowRetentionDays,
+        });
         domains.visibility.pruneFlows();
         pruneTimer = setInterval(() => {
           try {
@@ -197,9 +208,14 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
         const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
         apiUrl = `http://${host}:${bound.port}`;
 
-        grpc = createGrpcServer({ fleet: domains.fleet, pki, streams, log });
-        const grpcHost = grpcAddr.host.includes(':') ? `[${grpcAddr.host}]` : grpcAddr.host;
-        grpcPort = await grpc.listen(`${grpcHost}:${grpcAddr.port}`);
+        grpc = createGrpcServer({
+          fleet: domains.fleet,
+          pki,
+          streams,
+          log,
+          limits: options.grpcLimits,
+        });
+        grpcPort = await grpc.listen(grpcAddr.host, grpcAddr.port);
         log.info({ api: apiUrl, grpcPort }, 'control plane listening');
       } catch (err) {
         await stop();

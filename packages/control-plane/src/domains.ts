@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { type AccessService, createAccessService } from './access/service.js';
 import { createFleetService, type FleetService } from './fleet/service.js';
 import type { StreamRegistry } from './fleet/streams.js';
+import { createMetrics, type Metrics } from './metrics.js';
 import type { Pki } from './pki.js';
 import { createPolicyAdminService, type PolicyAdminService } from './policy-admin/service.js';
 import { createPolicyStates } from './policy-state.js';
@@ -23,6 +24,8 @@ export interface DomainDeps {
   now?: () => Date;
   /** Where denied/would-deny flows go as they are ingested (the SIEM exporter). */
   events?: { emit(e: SecurityEvent): void };
+  /** Telemetry older than this is refused by ingest (flow retention). Default 35. */
+  flowRetentionDays?: number;
 }
 
 export interface Domains {
@@ -31,10 +34,14 @@ export interface Domains {
   revisions: RevisionsService;
   fleet: FleetService;
   visibility: VisibilityService;
+  /** The Prometheus registry the domains count into (`GET /metrics`). */
+  metrics: Metrics;
 }
 
-export function createDomains({ stores, pki, streams, log, now, events }: DomainDeps): Domains {
+export function createDomains(deps: DomainDeps): Domains {
+  const { stores, pki, streams, log, now, events } = deps;
   const db = stores;
+  const metrics = createMetrics();
   const audit = stores.access;
   const states = createPolicyStates(stores.policy, stores.revisions);
   const publisher = createRuleSetPublisher({ store: stores.rulesets, streams, log });
@@ -72,9 +79,12 @@ export function createDomains({ stores, pki, streams, log, now, events }: Domain
       audit,
       reported: visibility.reported,
       recordEvent: stores.visibility.recordControlPlaneEvent,
+      metrics,
+      flowRetentionDays: deps.flowRetentionDays,
       log,
       now,
     }),
     visibility,
+    metrics,
   };
 }

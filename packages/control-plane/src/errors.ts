@@ -7,6 +7,10 @@ export type ControlPlaneErrorCode =
   | 'IMPACT_CONFIRMATION_REQUIRED'
   | 'UNAUTHENTICATED'
   | 'FORBIDDEN'
+  /** A request body or message over its size limit. */
+  | 'PAYLOAD_TOO_LARGE'
+  /** A URL (or one of its path segments) over its length limit. */
+  | 'URI_TOO_LONG'
   | 'INTERNAL';
 
 export interface ErrorDetail {

@@ -7,8 +7,7 @@ import { credentials, type ServiceError, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ControlPlane, createControlPlane } from './control-plane.js';
 import { createPki } from './pki.js';
-import { SyncSession } from './sync-session.test-util.js';
-import { makeCsr, silentLog } from './test-support.js';
+import { makeCsr, SyncSession, silentLog } from './test-support.js';
 
 /** A syslog receiver on 127.0.0.1:0 that parses RFC 5424 messages with JSON bodies. */
 class SyslogListener {
@@ -280,10 +279,12 @@ describe('gRPC agent service', () => {
     const { creds } = await enrolled();
     const s = new SyncSession(client(creds).sync());
     await s.barrier();
+    // Telemetry is refused outside [now - flow retention, now + 5 min].
+    const at = Date.now() - 60_000;
     s.send({
       telemetry: {
         seq: 1,
-        timeUnixMs: Date.UTC(2026, 0, 1),
+        timeUnixMs: at,
         appliedHash: '',
         counters: [],
         flows: [
@@ -318,8 +319,8 @@ describe('gRPC agent service', () => {
           ruleId: 'default',
           connections: 2,
           bytes: 120,
-          firstSeen: '2026-01-01T00:00:00.000Z',
-          lastSeen: '2026-01-01T00:00:00.000Z',
+          firstSeen: new Date(at).toISOString(),
+          lastSeen: new Date(at).toISOString(),
         },
       ],
     });
@@ -333,6 +334,7 @@ describe('gRPC agent service', () => {
     const { res, creds } = await enrolled();
     const s = new SyncSession(client(creds).sync());
     await s.barrier();
+    const t0 = Date.now() - 3_600_000;
     const flow = (port: number, verdict: Verdict, packets: number) => ({
       direction: Direction.DIRECTION_INGRESS,
       src: '10.0.0.7',
@@ -343,12 +345,12 @@ describe('gRPC agent service', () => {
       ruleId: 'default',
       packets,
       bytes: packets * 60,
-      firstSeenUnixMs: Date.UTC(2026, 0, 1, 9),
-      lastSeenUnixMs: Date.UTC(2026, 0, 1, 9, 30),
+      firstSeenUnixMs: t0,
+      lastSeenUnixMs: t0 + 1_800_000,
     });
     const batch = {
       seq: 1,
-      timeUnixMs: Date.UTC(2026, 0, 1, 10),
+      timeUnixMs: t0 + 3_600_000,
       appliedHash: '',
       counters: [],
       events: [],

@@ -1,23 +1,31 @@
+import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
 import {
   AgentServiceService,
-  type EnrollRequest,
+  EnrollRequest,
+  EnrollRequest_LabelsEntry,
   type EnrollResponse,
   type SyncRequest,
   type SyncResponse,
 } from '@bulkhead/proto';
 import {
-  experimental,
   Server,
-  type ServerCredentials,
+  ServerCredentials,
   type ServerDuplexStream,
   type ServerUnaryCall,
   type sendUnaryData,
   status,
 } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { ControlPlaneError, type ControlPlaneErrorCode } from './errors.js';
+import { ControlPlaneError, type ControlPlaneErrorCode, invalid } from './errors.js';
 import type { FleetService } from './fleet/service.js';
 import type { StreamRegistry } from './fleet/streams.js';
+import { forbiddenKeyPath } from './forbidden-keys.js';
+import {
+  type ConnectionLimits,
+  DEFAULT_CONNECTION_LIMITS,
+  listenTls,
+  type TlsListener,
+} from './grpc-listener.js';
 import type { Pki } from './pki.js';
 
 const GRPC_STATUS: Record<ControlPlaneErrorCode, status> = {
@@ -27,6 +35,8 @@ const GRPC_STATUS: Record<ControlPlaneErrorCode, status> = {
   IMPACT_CONFIRMATION_REQUIRED: status.FAILED_PRECONDITION,
   UNAUTHENTICATED: status.UNAUTHENTICATED,
   FORBIDDEN: status.PERMISSION_DENIED,
+  PAYLOAD_TOO_LARGE: status.RESOURCE_EXHAUSTED,
+  URI_TOO_LONG: status.INVALID_ARGUMENT,
   INTERNAL: status.INTERNAL,
 };
 
@@ -43,28 +53,92 @@ function toStatus(err: unknown, log: Logger): { code: status; details: string } 
   return { code: status.INTERNAL, details: 'internal error' };
 }
 
+/** Field 4 of EnrollRequest, length-delimited: one entry of the `labels` map. */
+const ENROLL_LABELS_TAG = (4 << 3) | WireType.LengthDelimited;
+
+/**
+ * EnrollRequest with `labels` rebuilt from the wire entries into a null-prototype object:
+ * ts-proto's decode assigns map keys onto a plain object, where `__proto__` vanishes silently
+ * instead of being refused, as REST refuses it.
+ */
+export function decodeEnrollRequest(buf: Uint8Array): EnrollRequest {
+  const req = EnrollRequest.decode(buf);
+  const labels: Record<string, string> = Object.create(null);
+  const reader = new BinaryReader(buf);
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    if (tag === ENROLL_LABELS_TAG) {
+      const e = EnrollRequest_LabelsEntry.decode(reader, reader.uint32());
+      labels[e.key] = e.value;
+    } else {
+      reader.skip(tag & 7, tag >>> 3);
+    }
+  }
+  return { ...req, labels };
+}
+
+/** The agent service with Enroll's request decoded by decodeEnrollRequest. */
+const AgentService = {
+  ...AgentServiceService,
+  enroll: { ...AgentServiceService.enroll, requestDeserialize: decodeEnrollRequest },
+};
+
 export interface GrpcServerOptions {
   fleet: FleetService;
   pki: Pki;
   streams: StreamRegistry;
   log: Logger;
+  limits?: Partial<GrpcLimits>;
 }
 
+/** What one connection may hold; see docs/SECURITY.md "Network exposure (gRPC limits)". */
+export interface GrpcLimits extends ConnectionLimits {
+  /** A connection with no open stream for this long is closed (GOAWAY). */
+  idleTimeoutMs: number;
+  /** The server pings a connection this often... */
+  keepaliveTimeMs: number;
+  /** ...and closes it when the ping is not answered within this. */
+  keepaliveTimeoutMs: number;
+}
+
+export const DEFAULT_GRPC_LIMITS: GrpcLimits = {
+  ...DEFAULT_CONNECTION_LIMITS,
+  idleTimeoutMs: 5 * 60_000,
+  keepaliveTimeMs: 60_000,
+  keepaliveTimeoutMs: 20_000,
+};
+
 export interface AgentGrpcServer {
-  /** Binds `host:port` (port 0 = any free port); returns the bound port. */
-  listen(address: string): Promise<number>;
+  /** Binds host and port (0 = any free port); returns the bound port. */
+  listen(host: string, port: number): Promise<number>;
   close(): Promise<void>;
 }
 
 export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
   const { fleet, pki, streams, log } = options;
-  const server = new Server();
+  const limits = { ...DEFAULT_GRPC_LIMITS, ...options.limits };
+  const server = new Server({
+    'grpc.max_connection_idle_ms': limits.idleTimeoutMs,
+    'grpc.keepalive_time_ms': limits.keepaliveTimeMs,
+    'grpc.keepalive_timeout_ms': limits.keepaliveTimeoutMs,
+  });
+  let listener: TlsListener | undefined;
 
-  server.addService(AgentServiceService, {
+  server.addService(AgentService, {
     enroll(
       call: ServerUnaryCall<EnrollRequest, EnrollResponse>,
       done: sendUnaryData<EnrollResponse>,
     ) {
+      const path = forbiddenKeyPath({ labels: call.request.labels });
+      if (path !== undefined) {
+        done(
+          toStatus(
+            invalid('invalid enrollment request', [{ path, message: 'is not allowed as a key' }]),
+            log,
+          ),
+        );
+        return;
+      }
       fleet.enroll(call.request).then(
         (res) => done(null, res),
         (err: unknown) => done(toStatus(err, log)),
@@ -146,46 +220,28 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
   });
 
   return {
-    listen(address) {
-      const creds = serverCredentials(pki);
-      return new Promise((resolve, reject) => {
-        server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port)));
+    async listen(host, port) {
+      // TLS is done by our listener (handshake timeout, per-source cap); grpc-js gets the
+      // decrypted connection, and still sees the TLS socket for the peer certificate.
+      const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
+      listener = await listenTls({
+        host,
+        port,
+        identity: { caPem: pki.caPem, certPem: pki.serverCertPem, keyPem: pki.serverKeyPem },
+        limits,
+        onSecure: (socket) => injector.injectConnection(socket),
+        log,
       });
+      return listener.port;
     },
-    close() {
+    async close() {
       streams.closeAll('control plane shutting down');
-      return new Promise((resolve) => {
+      await listener?.close();
+      await new Promise<void>((resolve) => {
         server.tryShutdown(() => resolve());
         // Open streams would hold tryShutdown forever.
         setTimeout(() => server.forceShutdown(), 2000).unref();
       });
     },
   };
-}
-
-/**
- * TLS that requests a client certificate but does not require one: Enroll comes without one,
- * Sync checks it itself (pki.verifyClientCert). `ServerCredentials.createSsl(ca, keys, false)`
- * does not even ask for the certificate in grpc-js 1.14 (requestCert = false), so the
- * certificate-provider credentials (requestCert on, rejectUnauthorized off) are used instead.
- */
-function serverCredentials(pki: Pki): ServerCredentials {
-  // One static provider serves both roles, which also sidesteps grpc-js 1.14 passing the two
-  // providers to the constructor in the opposite order of its declaration. Updates are
-  // delivered on the next tick: grpc-js registers its own watcher only after our listeners, and
-  // an update delivered before that is never applied to the listening socket.
-  const provider: experimental.CertificateProvider = {
-    addCaCertificateListener: (l) =>
-      setImmediate(() => l({ caCertificate: Buffer.from(pki.caPem) })),
-    removeCaCertificateListener: () => {},
-    addIdentityCertificateListener: (l) =>
-      setImmediate(() =>
-        l({
-          certificate: Buffer.from(pki.serverCertPem),
-          privateKey: Buffer.from(pki.serverKeyPem),
-        }),
-      ),
-    removeIdentityCertificateListener: () => {},
-  };
-  return experimental.createCertificateProviderServerCredentials(provider, provider, false);
 }

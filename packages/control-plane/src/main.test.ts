@@ -33,18 +33,32 @@ describe('bulkhead-control-plane binary', () => {
     [['--siem', 'file:///tmp/x.jsonl', '--siem', 'gopher://x'], '--siem'],
     [['--flow-retention-days', '0'], '--flow-retention-days'],
     [['--max-flow-rows', 'many'], '--max-flow-rows'],
+    [['--grpc-max-connections-per-source', '0'], '--grpc-max-connections-per-source'],
   ])('exits 2 naming the flag for %j', (args, flag) => {
     const r = run(...args);
     expect(r.status).toBe(2);
     expect(r.stderr).toContain(flag);
   });
 
-  it('creates the admin token file on first start without logging the token, stops on SIGTERM', async () => {
-    dir = mkdtempSync(join(tmpdir(), 'bh-main-'));
+  /** Starts the binary on a fresh data dir under `umask`; resolves once it listens. */
+  async function start(umask = '022') {
+    const home = mkdtempSync(join(tmpdir(), 'bh-main-'));
+    dir = home;
+    const args = [
+      MAIN,
+      '--data-dir',
+      home,
+      '--api-listen',
+      '127.0.0.1:0',
+      '--grpc-listen',
+      '127.0.0.1:0',
+    ];
     child = spawn(
-      process.execPath,
-      [MAIN, '--data-dir', dir, '--api-listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0'],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      '/bin/sh',
+      ['-c', `umask ${umask} && exec "$0" "$@"`, process.execPath, ...args],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
     );
     const lines: string[] = [];
     const listening = await new Promise<{ api: string; grpcPort: number }>((resolve, reject) => {
@@ -55,6 +69,11 @@ describe('bulkhead-control-plane binary', () => {
         if (msg.msg === 'control plane listening') resolve(msg);
       });
     });
+    return { ...listening, lines, dir: home };
+  }
+
+  it('creates the admin token file on first start without logging the token, stops on SIGTERM', async () => {
+    const { lines, dir, ...listening } = await start();
     expect((await fetch(`${listening.api}/healthz`)).status).toBe(200);
     const tokenFile = join(dir, 'initial-admin-token');
     expect(statSync(tokenFile).mode & 0o777).toBe(0o600);
@@ -68,9 +87,31 @@ describe('bulkhead-control-plane binary', () => {
     expect(lines.join('\n')).toContain(tokenFile);
 
     const exited = new Promise<number | null>((resolve) => child!.once('exit', resolve));
-    child.kill('SIGTERM');
+    child!.kill('SIGTERM');
     expect(await exited).toBe(0);
     // better-sqlite3 checkpoints and removes the WAL when the database is closed cleanly.
     expect(existsSync(join(dir, 'bulkhead.db-wal'))).toBe(false);
   });
+
+  it.each(['022', '000'])(
+    'keeps the data dir 0700 and its data files 0600 under umask %s',
+    async (umask) => {
+      const { dir } = await start(umask);
+      const mode = (f: string) => (statSync(join(dir, f)).mode & 0o777).toString(8);
+      expect(mode('.')).toBe('700');
+      for (const f of [
+        'bulkhead.db',
+        'bulkhead.db-wal',
+        'bulkhead.db-shm',
+        'initial-admin-token',
+      ]) {
+        expect([f, mode(f)]).toEqual([f, '600']);
+      }
+      expect(mode('ca')).toBe('700');
+      for (const f of ['ca.key', 'server.key'])
+        expect([f, mode(join('ca', f))]).toEqual([f, '600']);
+    },
+    // A process start on a loaded CI machine; not a timing assertion.
+    20_000,
+  );
 });

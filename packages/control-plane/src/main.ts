@@ -49,6 +49,11 @@ const program = new Command('bulkhead-control-plane')
     'most distinct flows kept; the least recently seen go first',
     '1000000',
   )
+  .option(
+    '--grpc-max-connections-per-source <n>',
+    'open agent connections per source address (raise for many agents behind one NAT address)',
+    '256',
+  )
   .addOption(
     new Option('--log-level <level>', 'log level')
       .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
@@ -81,6 +86,7 @@ const opts = program.opts<{
   siemSpoolSize: string;
   flowRetentionDays: string;
   maxFlowRows: string;
+  grpcMaxConnectionsPerSource: string;
   logLevel: string;
 }>();
 
@@ -102,6 +108,10 @@ const positive = (flag: string, value: string): number => {
 const flowRetentionDays = positive('--flow-retention-days', opts.flowRetentionDays);
 const maxFlowRows = positive('--max-flow-rows', opts.maxFlowRows);
 const siemSpoolMiB = positive('--siem-spool-size', opts.siemSpoolSize);
+const maxConnectionsPerSource = positive(
+  '--grpc-max-connections-per-source',
+  opts.grpcMaxConnectionsPerSource,
+);
 if (opts.tlsSan.some((s) => s.trim() === '' || /[\s,]/.test(s))) {
   fail('--tls-san takes one DNS name or IP address per flag');
 }
@@ -116,6 +126,7 @@ const cp = createControlPlane({
   siemOptions: { spoolMaxBytes: siemSpoolMiB * 1024 * 1024 },
   flowRetentionDays,
   maxFlowRows,
+  grpcLimits: { maxConnectionsPerSource },
   logLevel: opts.logLevel,
 });
 

@@ -10,7 +10,7 @@ import type {
   RawRequestDefaultExpression,
   RawServerDefault,
 } from 'fastify';
-import { ControlPlaneError } from './errors.js';
+import { ControlPlaneError, type ErrorDetail } from './errors.js';
 
 /** The API app the routes register on. */
 export type Api = FastifyInstance<
@@ -32,6 +32,21 @@ export const PartialMode = Type.Object(
 );
 
 export const Time = Type.String({ description: 'ISO 8601 time' });
+
+/** An optional boolean of a hand-checked body (`confirm`): `"yes"` or `"true"` is refused, never coerced. */
+export function booleanField(value: unknown, path: string): ErrorDetail[] {
+  return value === undefined || typeof value === 'boolean'
+    ? []
+    : [{ path, message: 'must be a boolean' }];
+}
+
+/** Fields of a hand-checked body that it does not know, each named (as the schemas do). */
+export function unknownFields(body: unknown, known: readonly string[]): ErrorDetail[] {
+  if (typeof body !== 'object' || body === null) return [];
+  return Object.keys(body)
+    .filter((k) => !known.includes(k))
+    .map((path) => ({ path, message: 'is not a known field' }));
+}
 
 /**
  * The version a write is conditional on: `If-Match: "<v>"` (what GET's ETag said), else the

@@ -1,6 +1,15 @@
 // Helpers shared by this package's tests (not part of the public API).
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
+import {
+  AgentServiceClient,
+  type EnrollResponse,
+  type RuleSet,
+  type SyncRequest,
+  type SyncResponse,
+  type Welcome,
+} from '@bulkhead/proto';
+import { type ClientDuplexStream, credentials, type ServiceError } from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
 import { pino } from 'pino';
 
@@ -20,4 +29,108 @@ export async function makeCsr(cn = 'host-1'): Promise<{ csrPem: string; keyPem: 
   const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n');
   const keyPem = `-----BEGIN PRIVATE KEY-----\n${b64.trimEnd()}\n-----END PRIVATE KEY-----\n`;
   return { csrPem: csr.toString('pem'), keyPem };
+}
+
+/** A Sync stream with a queue of what arrived, so a test can await the next message. */
+export class SyncSession {
+  private readonly received: SyncResponse[] = [];
+  /** Welcomes, the answer to every Hello, kept apart so that next() yields RuleSets. */
+  readonly welcomes: Welcome[] = [];
+  private waiters: Array<() => void> = [];
+  readonly error: Promise<ServiceError>;
+
+  constructor(readonly stream: ClientDuplexStream<SyncRequest, SyncResponse>) {
+    stream.on('data', (msg: SyncResponse) => {
+      if (msg.welcome) this.welcomes.push(msg.welcome);
+      else this.received.push(msg);
+      this.wake();
+    });
+    this.error = new Promise((resolve) => stream.on('error', resolve));
+    stream.on('error', () => this.wake());
+  }
+
+  private wake() {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  async next(): Promise<RuleSet> {
+    while (this.received.length === 0) {
+      await Promise.race([
+        new Promise<void>((r) => this.waiters.push(r)),
+        this.error.then((e) => Promise.reject(e)),
+      ]);
+    }
+    return this.received.shift()!.ruleSet!;
+  }
+
+  send(msg: SyncRequest) {
+    this.stream.write(msg);
+  }
+
+  /**
+   * Messages on one stream are handled in order, so a Hello claiming nothing is applied, and the
+   * RuleSet it brings back, proves that everything sent before it was processed.
+   */
+  async barrier(): Promise<RuleSet> {
+    this.send({
+      hello: {
+        appliedRevision: 0,
+        appliedHash: '',
+        hostname: '',
+        addresses: [],
+        agentVersion: 't',
+      },
+    });
+    return this.next();
+  }
+}
+
+/** A REST caller with the first admin token of a started control plane. */
+export function restClient(cp: { apiUrl: string; initialAdminToken: string | undefined }) {
+  return async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`${cp.apiUrl}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${cp.initialAdminToken}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    // biome-ignore lint/suspicious/noExplicitAny: JSON bodies are checked by the assertions
+    const json: any =
+      text && res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text;
+    return { status: res.status, json };
+  };
+}
+
+/**
+ * Enrols an agent the documented way (an enrolment token from REST, Enroll with a CSR) and
+ * returns a client holding its real certificate.
+ */
+export async function enrolAgent(
+  cp: { apiUrl: string; initialAdminToken: string | undefined; grpcPort: number; caPem: string },
+  hostname: string,
+  addresses: string[],
+  labels: Record<string, string> = {},
+): Promise<{ agentId: string; client: AgentServiceClient }> {
+  const { token } = (await restClient(cp)('POST', '/v1/enrollment-tokens', {})).json;
+  const { csrPem, keyPem } = await makeCsr(hostname);
+  const target = `127.0.0.1:${cp.grpcPort}`;
+  const anonymous = new AgentServiceClient(target, credentials.createSsl(Buffer.from(cp.caPem)));
+  const res = await new Promise<EnrollResponse>((resolve, reject) =>
+    anonymous.enroll(
+      { bootstrapToken: token, hostname, addresses, labels, csrPem, agentVersion: 't' },
+      (err, r) => (err ? reject(err) : resolve(r)),
+    ),
+  );
+  anonymous.close();
+  const creds = credentials.createSsl(
+    Buffer.from(cp.caPem),
+    Buffer.from(keyPem),
+    Buffer.from(res.certificatePem),
+  );
+  return { agentId: res.agentId, client: new AgentServiceClient(target, creds) };
 }

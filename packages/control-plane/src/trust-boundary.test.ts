@@ -9,8 +9,7 @@ import { type ChannelCredentials, credentials, type ServiceError, status } from 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AuditEntry } from './access/store.js';
 import { type ControlPlane, createControlPlane } from './control-plane.js';
-import { SyncSession } from './sync-session.test-util.js';
-import { makeCsr, silentLog } from './test-support.js';
+import { makeCsr, SyncSession, silentLog } from './test-support.js';
 
 describe('trust boundary: enrolment and address claims', () => {
   let dir: string;

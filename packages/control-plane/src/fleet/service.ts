@@ -4,35 +4,33 @@
 // Must not edit policy: workload changes go through policy administration (WorkloadChanges),
 // RuleSets through the publisher, flows and events to visibility.
 import type { AgentView } from '@bulkhead/api';
-import {
-  type ApplyAck,
-  Direction,
-  type EnrollRequest,
-  type EnrollResponse,
-  type Hello,
-  type RuleSet,
-  type Telemetry,
-  Verdict,
+import type {
+  ApplyAck,
+  EnrollRequest,
+  EnrollResponse,
+  Hello,
+  RuleSet,
+  Telemetry,
 } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../access/store.js';
 import { ControlPlaneError, notFound } from '../errors.js';
+import type { Metrics } from '../metrics.js';
 import type { Pki } from '../pki.js';
 import type { WorkloadChanges } from '../policy-admin/service.js';
 import type { WorkloadRecord } from '../policy-admin/store.js';
 import type { RuleSetPublisher } from '../rulesets/publisher.js';
 import type { Transactor } from '../store/database.js';
+import { DEFAULT_FLOW_RETENTION_DAYS } from '../visibility/flow-store.js';
 import type { FlowDelta, ReportedEvent } from '../visibility/store.js';
 import { createAddressClaims } from './addresses.js';
 import { createEnrolment, type EnrollmentTokenRequest } from './enrolment.js';
-import type {
-  AgentRecord,
-  CounterRow,
-  EnrollmentTokenRecord,
-  FleetStore,
-  TelemetryBatch,
-} from './store.js';
+import { createSentRuleIds } from './sent-rules.js';
+import type { AgentRecord, CounterRow, EnrollmentTokenRecord, FleetStore } from './store.js';
 import type { StreamRegistry } from './streams.js';
+import { canonical, checkTelemetry, createRejectionReporter } from './telemetry.js';
+
+const DAY_MS = 86_400_000;
 
 export type { EnrollmentTokenRequest } from './enrolment.js';
 
@@ -67,7 +65,7 @@ export interface FleetDeps {
   store: FleetStore;
   db: Transactor;
   workloads: WorkloadChanges;
-  publisher: Pick<RuleSetPublisher, 'desired' | 'desiredAll'>;
+  publisher: Pick<RuleSetPublisher, 'desired' | 'desiredHash' | 'desiredAll'>;
   streams: StreamRegistry;
   pki: Pki;
   audit: AuditLog;
@@ -75,6 +73,10 @@ export interface FleetDeps {
   reported(agentId: string, workload: string, flows: FlowDelta[], events: ReportedEvent[]): void;
   /** Records an event the control plane raises about a workload (inside the caller's transaction). */
   recordEvent(workload: string, e: Omit<ReportedEvent, 'at'>): void;
+  /** Where dropped telemetry records are counted. */
+  metrics: Pick<Metrics, 'telemetryRejected'>;
+  /** Telemetry older than this is refused (it would be pruned at once). Default 35. */
+  flowRetentionDays?: number;
   log: Logger;
   now?: () => Date;
 }
@@ -82,6 +84,9 @@ export interface FleetDeps {
 export function createFleetService(deps: FleetDeps): FleetService {
   const { store, db, workloads, publisher, streams, pki, audit, log } = deps;
   const now = deps.now ?? (() => new Date());
+  const retentionMs = (deps.flowRetentionDays ?? DEFAULT_FLOW_RETENTION_DAYS) * DAY_MS;
+  const sentRules = createSentRuleIds(publisher);
+  const rejections = createRejectionReporter(now);
   const enrolment = createEnrolment({ store, db, workloads, streams, pki, audit, log, now });
   const addresses = createAddressClaims({
     db,
@@ -159,11 +164,24 @@ export function createFleetService(deps: FleetDeps): FleetService {
     },
 
     telemetry(agentId, t) {
-      const batch = toBatch(t);
-      const added = store.addTelemetry(agentId, t.seq, batch);
+      // Checked against what the control plane knows of the agent's workload, never against
+      // what the batch says of itself.
+      const { workload } = fleet.agentForSync(agentId);
+      const nowMs = now().getTime();
+      const addresses = workloads.getWorkload(workload).addresses.map(canonical);
+      const { batch, rejected } = checkTelemetry(t, {
+        addresses: new Set(addresses.filter((a) => a !== undefined)),
+        ruleIds: sentRules.of(workload),
+        nowMs,
+        oldestMs: nowMs - retentionMs,
+      });
+      const notice = rejections.due(agentId, rejected);
+      const added = store.addTelemetry(agentId, t.seq, { ...batch, notices: notice && [notice] });
       if (added) {
-        const agent = store.getAgent(agentId);
-        if (agent) deps.reported(agentId, agent.workload, batch.flows, batch.events);
+        rejections.counted(agentId, rejected, notice !== undefined);
+        for (const [reason, n] of rejected) deps.metrics.telemetryRejected.inc({ reason }, n);
+        if (notice) log.warn({ agentId, workload, rejected: notice.attributes }, notice.message);
+        deps.reported(agentId, workload, batch.flows, batch.events);
       }
       return added;
     },
@@ -191,57 +209,4 @@ export function createFleetService(deps: FleetDeps): FleetService {
     listCounters: (filter) => store.listCounters(filter),
   };
   return fleet;
-}
-
-const DIRECTIONS: Partial<Record<Direction, CounterRow['direction']>> = {
-  [Direction.DIRECTION_INGRESS]: 'ingress',
-  [Direction.DIRECTION_EGRESS]: 'egress',
-};
-const VERDICTS: Partial<Record<Verdict, CounterRow['verdict']>> = {
-  [Verdict.VERDICT_ALLOWED]: 'allowed',
-  [Verdict.VERDICT_DENIED]: 'denied',
-  [Verdict.VERDICT_WOULD_DENY]: 'would-deny',
-};
-
-/** A Telemetry message as the store counts it; counters and flows of unknown enums are dropped. */
-function toBatch(t: Telemetry): Required<TelemetryBatch> {
-  const counters: TelemetryBatch['counters'] = [];
-  for (const c of t.counters) {
-    const direction = DIRECTIONS[c.direction];
-    const verdict = VERDICTS[c.verdict];
-    if (!direction || !verdict) continue;
-    counters.push({ ruleId: c.ruleId, direction, verdict, packets: c.packets, bytes: c.bytes });
-  }
-  const flows: FlowDelta[] = [];
-  for (const f of t.flows ?? []) {
-    const direction = DIRECTIONS[f.direction];
-    const verdict = VERDICTS[f.verdict];
-    if (!direction || !verdict) continue;
-    flows.push({
-      direction,
-      verdict,
-      src: f.src,
-      dst: f.dst,
-      protocol: f.protocol,
-      port: f.port,
-      ruleId: f.ruleId,
-      connections: f.packets,
-      bytes: f.bytes,
-      firstSeen: msToIso(f.firstSeenUnixMs || t.timeUnixMs),
-      lastSeen: msToIso(f.lastSeenUnixMs || t.timeUnixMs),
-    });
-  }
-  const events = (t.events ?? []).map((e) => ({
-    code: e.code,
-    message: e.message,
-    at: msToIso(e.timeUnixMs || t.timeUnixMs),
-    attributes: e.attributes,
-  }));
-  return { counters, flows, events };
-}
-
-/** Unix ms to ISO; 0 or garbage becomes the epoch rather than an exception. */
-function msToIso(ms: number): string {
-  const d = new Date(Number.isFinite(ms) ? ms : 0);
-  return Number.isNaN(d.getTime()) ? new Date(0).toISOString() : d.toISOString();
 }

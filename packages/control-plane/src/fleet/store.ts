@@ -3,7 +3,12 @@
 // and events go to visibility's TelemetrySink in the same transaction.
 import type { Labels, WorkloadMode } from '@bulkhead/policy';
 import { json, parse, type Row, type SqliteDatabase } from '../store/database.js';
-import type { FlowDelta, ReportedEvent, TelemetrySink } from '../visibility/store.js';
+import {
+  CONTROL_PLANE_EVENT_SOURCE,
+  type FlowDelta,
+  type ReportedEvent,
+  type TelemetrySink,
+} from '../visibility/store.js';
 import type { EnrollmentScope } from './claims.js';
 
 export type CounterDirection = 'ingress' | 'egress';
@@ -52,6 +57,8 @@ export interface TelemetryBatch {
   counters: Omit<CounterRow, 'workload'>[];
   flows?: FlowDelta[];
   events?: ReportedEvent[];
+  /** Events the control plane records about this batch (TELEMETRY_REJECTED), not the agent's. */
+  notices?: ReportedEvent[];
 }
 
 export interface FleetStore {
@@ -186,6 +193,9 @@ export function createSqliteFleetStore(d: SqliteDatabase, sink: TelemetrySink): 
           addCounter.run(workload, c.ruleId, c.direction, c.verdict, c.packets, c.bytes);
         }
         sink.recordTelemetry(agentId, workload, batch.flows ?? [], batch.events ?? []);
+        if (batch.notices?.length) {
+          sink.recordTelemetry(CONTROL_PLANE_EVENT_SOURCE, workload, [], batch.notices);
+        }
         counted.run(seq, d.iso(), agentId);
         return true;
       });

@@ -2,7 +2,8 @@
 // and the draft as a whole.
 import { IpListSchema, PolicySchema, ServiceSchema, WorkloadPatchSchema } from '@bulkhead/policy';
 import { type TSchema, Type } from '@sinclair/typebox';
-import { type Api, etag, expectedVersion, NameParams } from '../route-support.js';
+import { invalid } from '../errors.js';
+import { type Api, booleanField, etag, expectedVersion, NameParams } from '../route-support.js';
 import {
   type PolicyAdminService,
   RESOURCE_KINDS,
@@ -39,6 +40,8 @@ export function registerPolicyAdminRoutes(app: Api, policy: PolicyAdminService):
       // `confirm` (also in the query) and `version` ride along; they are not the workload's.
       const { confirm, version, ...patch } = (req.body ?? {}) as Record<string, unknown>;
       const query = req.query as { confirm?: string } | undefined;
+      const bad = booleanField(confirm, 'confirm');
+      if (bad.length > 0) throw invalid('invalid body', bad);
       const w = policy.patchWorkload(req.actor, req.params.name, patch as WorkloadPatch, {
         confirm: confirm === true || query?.confirm === 'true',
         ifMatch: expectedVersion(req.headers['if-match'], version),

@@ -3,7 +3,7 @@
 import { RuleSet } from '@bulkhead/proto';
 import { Type } from '@sinclair/typebox';
 import { ControlPlaneError, type ErrorDetail } from '../errors.js';
-import { type Api, Name, Time } from '../route-support.js';
+import { type Api, booleanField, Name, Time, unknownFields } from '../route-support.js';
 import type { RevisionsService } from './service.js';
 
 const RevisionParams = Type.Object({ n: Type.Integer({ minimum: 1 }) });
@@ -11,13 +11,11 @@ const RevisionParams = Type.Object({ n: Type.Integer({ minimum: 1 }) });
 /** `{note, confirm?}` of provision and rollback: a revision always says why it exists. */
 function provisionBody(body: unknown): { note: string; confirm: boolean } {
   const b = (body ?? {}) as { note?: unknown; confirm?: unknown };
-  const details: ErrorDetail[] = [];
+  const details: ErrorDetail[] = unknownFields(b, ['note', 'confirm']);
   if (typeof b.note !== 'string' || b.note.trim() === '') {
     details.push({ path: 'note', message: 'is required: a non-empty string saying why' });
   }
-  if (b.confirm !== undefined && typeof b.confirm !== 'boolean') {
-    details.push({ path: 'confirm', message: 'must be a boolean' });
-  }
+  details.push(...booleanField(b.confirm, 'confirm'));
   if (typeof body !== 'object' || body === null || Array.isArray(body) || details.length > 0) {
     throw new ControlPlaneError('VALIDATION_FAILED', 'invalid body', {
       details: details.length > 0 ? details : [{ path: '', message: 'must be an object' }],

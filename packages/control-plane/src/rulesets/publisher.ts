@@ -21,6 +21,8 @@ export interface RuleSetPublisher {
   push(changed: RuleSet[]): void;
   /** The workload's desired RuleSet; undefined when it has none or its hash is `except`. */
   desired(workload: string, except?: string): RuleSet | undefined;
+  /** The workload's desired RuleSet hash, without decoding it. */
+  desiredHash(workload: string): string | undefined;
   /** workload -> desired hash and the newest revision that content is current for. */
   desiredAll(): Map<string, { hash: string; revision: number }>;
 }
@@ -62,6 +64,7 @@ export function createRuleSetPublisher({ store, streams, log }: PublisherDeps): 
       const rs = store.getRuleSet(workload);
       return rs && rs.hash !== except ? RuleSet.decode(rs.body) : undefined;
     },
+    desiredHash: (workload) => store.getRuleSetHash(workload),
     desiredAll: () => store.desiredRuleSets(),
   };
 }

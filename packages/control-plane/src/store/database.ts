@@ -1,6 +1,7 @@
 // The one SQLite database every domain store shares: opening it (WAL, foreign keys), the one
 // migration list, the one transaction helper, and work deferred until a commit. It owns no
 // table and holds no query of a domain: those live in each domain's store.
+import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { ControlPlaneError } from '../errors.js';
 import { MIGRATIONS } from './migrations.js';
@@ -27,8 +28,12 @@ export interface SqliteDatabase extends Transactor {
 }
 
 export function openDatabase(path: string, now: () => Date = () => new Date()): SqliteDatabase {
+  if (path !== ':memory:') ownerOnly(path);
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
+  // SQLite creates -wal and -shm with the database file's mode; files left by an older version
+  // (0644 under umask 022) are narrowed here.
+  if (path !== ':memory:') for (const f of [`${path}-wal`, `${path}-shm`]) ownerOnly(f, false);
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
   migrate(db);
@@ -67,6 +72,15 @@ export function openDatabase(path: string, now: () => Date = () => new Date()): 
       if (db.open) db.close();
     },
   };
+}
+
+/**
+ * Policies, audit, flows and token hashes are for the control plane's user alone: 0600 whatever
+ * the umask (the file is created before SQLite opens it, then chmod, as umask applies at create).
+ */
+function ownerOnly(file: string, create = true): void {
+  if (create) closeSync(openSync(file, 'a', 0o600));
+  if (existsSync(file)) chmodSync(file, 0o600);
 }
 
 function migrate(db: Database.Database): void {

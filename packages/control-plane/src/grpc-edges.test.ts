@@ -1,0 +1,120 @@
+// The gRPC edge under hostile input: the same key rules as REST; a flood of TCP connections
+// that never start TLS is cut (per-source cap, handshake timeout) while a real agent syncs.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AgentServiceClient, type EnrollResponse } from '@bulkhead/proto';
+import { credentials, status } from '@grpc/grpc-js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type ControlPlane, createControlPlane } from './control-plane.js';
+import type { GrpcLimits } from './grpc.js';
+import { enrolAgent, makeCsr, restClient, SyncSession, silentLog } from './test-support.js';
+
+describe('gRPC edge', () => {
+  let dir: string;
+  let cp: ControlPlane;
+  const clients: AgentServiceClient[] = [];
+
+  const sockets: Socket[] = [];
+
+  async function start(grpcLimits?: Partial<GrpcLimits>) {
+    dir = mkdtempSync(join(tmpdir(), 'bh-gedge-'));
+    cp = createControlPlane({
+      dataDir: dir,
+      apiListen: '127.0.0.1:0',
+      grpcListen: '127.0.0.1:0',
+      logger: silentLog,
+      grpcLimits,
+    });
+    await cp.start();
+  }
+  beforeEach(() => start());
+  afterEach(async () => {
+    for (const s of sockets.splice(0)) s.destroy();
+    for (const c of clients.splice(0)) c.close();
+    await cp.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Raw TCP connections from `source` that never start TLS; each resolves `closed` when cut. */
+  async function flood(n: number, source: string) {
+    const opened = await Promise.all(
+      Array.from({ length: n }, async () => {
+        const s = connect({ host: '127.0.0.1', port: cp.grpcPort, localAddress: source });
+        sockets.push(s);
+        s.on('error', () => {});
+        const closed = new Promise<void>((r) => s.once('close', () => r()));
+        await new Promise<void>((r) => s.once('connect', r));
+        return { socket: s, closed };
+      }),
+    );
+    return opened;
+  }
+
+  it('closes connections over the per-source cap while a real agent syncs', async () => {
+    await cp.stop();
+    rmSync(dir, { recursive: true, force: true });
+    await start({ maxConnectionsPerSource: 10, handshakeTimeoutMs: 600_000 });
+    const conns = await flood(30, '127.0.0.2');
+    // Which ones are refused depends on accept order; that 20 are, is the cap.
+    let closed = 0;
+    await new Promise<void>((resolve) => {
+      for (const c of conns) c.closed.then(() => ++closed === 20 && resolve());
+    });
+    // A real agent from another address enrols and syncs through the flood.
+    const agent = await enrolAgent(cp, 'web-1', ['10.0.0.2']);
+    clients.push(agent.client);
+    const s = new SyncSession(agent.client.sync());
+    expect((await s.barrier()).workloadId).toBe('web-1');
+    s.stream.end();
+    expect(conns.filter((c) => !c.socket.destroyed && !c.socket.closed)).toHaveLength(10);
+  });
+
+  it('closes connections that never finish TLS after the handshake timeout', async () => {
+    await cp.stop();
+    rmSync(dir, { recursive: true, force: true });
+    await start({ handshakeTimeoutMs: 200 });
+    const conns = await flood(5, '127.0.0.3');
+    // No timing asserted: the test's own timeout is the failure if they are held.
+    await Promise.all(conns.map((c) => c.closed));
+    const agent = await enrolAgent(cp, 'web-2', ['10.0.0.3']);
+    clients.push(agent.client);
+    const s = new SyncSession(agent.client.sync());
+    expect((await s.barrier()).workloadId).toBe('web-2');
+    s.stream.end();
+  });
+
+  const enroll = async (labels: Record<string, string>) => {
+    const { token } = (await restClient(cp)('POST', '/v1/enrollment-tokens', {})).json;
+    const { csrPem } = await makeCsr('h-1');
+    const c = new AgentServiceClient(
+      `127.0.0.1:${cp.grpcPort}`,
+      credentials.createSsl(Buffer.from(cp.caPem)),
+    );
+    clients.push(c);
+    return new Promise<EnrollResponse>((resolve, reject) =>
+      c.enroll(
+        {
+          bootstrapToken: token,
+          hostname: 'h-1',
+          addresses: [],
+          labels,
+          csrPem,
+          agentVersion: 't',
+        },
+        (err, res) => (err ? reject(err) : resolve(res)),
+      ),
+    );
+  };
+
+  it.each(['__proto__', 'constructor'])('refuses an Enroll label key %s naming it', async (key) => {
+    // An own property named __proto__, as a decoder of the wire map would see it.
+    const labels = JSON.parse(`{"app":"web","${key}":"x"}`);
+    await expect(enroll(labels)).rejects.toMatchObject({
+      code: status.INVALID_ARGUMENT,
+      details: expect.stringContaining(`labels.${key}`),
+    });
+    expect((await restClient(cp)('GET', '/v1/workloads')).json).toEqual([]);
+  });
+});

@@ -1,0 +1,105 @@
+// The TCP/TLS listener in front of the agent gRPC server: it owns the socket, the TLS handshake
+// (our CA, a client certificate requested but not required), the handshake timeout and the
+// connection cap per source address, and hands each finished TLS connection to grpc-js through
+// its connection injector. Must not know gRPC services or identities: grpc.ts does.
+//
+// Why not grpc-js's own listener: in grpc-js 1.14 its TLS server takes neither a handshake
+// timeout (Node's default is 120 s, counted from the TCP accept) nor a hook on accepted sockets
+// without reaching into its private fields; `Server.createConnectionInjector` is its public way
+// to serve connections accepted elsewhere.
+import type { Socket } from 'node:net';
+import { createServer, type Server, type TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+
+export interface ConnectionLimits {
+  /** A connection that has not finished TLS by then is closed (also one that never starts it). */
+  handshakeTimeoutMs: number;
+  /** Open connections per source address; more are closed at once, before any TLS work. */
+  maxConnectionsPerSource: number;
+}
+
+export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
+  handshakeTimeoutMs: 10_000,
+  // Agents keep one connection each; a site behind one NAT address shares this.
+  maxConnectionsPerSource: 256,
+};
+
+export interface TlsIdentity {
+  caPem: string;
+  certPem: string;
+  keyPem: string;
+}
+
+export interface TlsListener {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export function listenTls(options: {
+  host: string;
+  port: number;
+  identity: TlsIdentity;
+  limits: ConnectionLimits;
+  /** Each connection whose TLS handshake finished. */
+  onSecure(socket: TLSSocket): void;
+  log: Logger;
+}): Promise<TlsListener> {
+  const { identity, limits, log } = options;
+  const perSource = new Map<string, number>();
+  const open = new Set<Socket>();
+  const server: Server = createServer({
+    ca: identity.caPem,
+    cert: identity.certPem,
+    key: identity.keyPem,
+    // Enroll comes without a client certificate; Sync checks the one it gets (pki.verifyClientCert).
+    requestCert: true,
+    rejectUnauthorized: false,
+    ALPNProtocols: ['h2'],
+    minVersion: 'TLSv1.2',
+    handshakeTimeout: limits.handshakeTimeoutMs,
+  });
+  // Before tls's own listener, so a connection over the cap costs no TLS state.
+  server.prependListener('connection', (socket: Socket) => {
+    const source = socket.remoteAddress ?? '';
+    const n = perSource.get(source) ?? 0;
+    if (n >= limits.maxConnectionsPerSource) {
+      log.debug({ source }, 'gRPC connection over the per-source cap closed');
+      socket.destroy();
+      return;
+    }
+    perSource.set(source, n + 1);
+    open.add(socket);
+    socket.once('close', () => {
+      open.delete(socket);
+      const left = (perSource.get(source) ?? 1) - 1;
+      if (left === 0) perSource.delete(source);
+      else perSource.set(source, left);
+    });
+  });
+  // Handshake timeouts and garbage end here. With a listener, closing the socket is ours to do
+  // (Node destroys it itself only when nobody listens).
+  server.on('tlsClientError', (err, socket) => {
+    log.debug({ err: err.message, source: socket.remoteAddress }, 'gRPC TLS handshake failed');
+    socket.destroy();
+  });
+  server.on('secureConnection', (socket) => {
+    socket.on('error', (err) => log.debug({ err: err.message }, 'gRPC connection error'));
+    options.onSecure(socket);
+  });
+
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      const address = server.address();
+      resolve({
+        port: typeof address === 'object' && address ? address.port : options.port,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            for (const s of open) s.destroy();
+          }),
+      });
+    });
+  });
+}
