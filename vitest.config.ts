@@ -31,6 +31,7 @@ export default defineConfig({
           include: ['test/deploy/**/*.test.ts'],
           fileParallelism: false,
           testTimeout: 120_000,
+          hookTimeout: 120_000,
         },
       },
     ],
