@@ -35,3 +35,15 @@ export function run(
   }
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+
+/** `--help` of a built program (a `packages/<pkg>/dist/main.js` path relative to the repo). */
+export function helpOf(main: string): string {
+  const r = run(process.execPath, [join(REPO, main), '--help']);
+  if (r.code !== 0) throw new Error(`${main} --help exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** The `--flag` words of an argument list that `help` does not document. */
+export function unknownFlags(args: string[], help: string): string[] {
+  return args.filter((a) => /^--[a-z-]+$/.test(a) && !help.includes(`${a} `));
+}
