@@ -8,10 +8,11 @@ if ! command -v nft >/dev/null || ! command -v ip >/dev/null || ! command -v dot
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 graphviz >/dev/null
 fi
 # The deploy/ checks run the operators' tools: systemd-analyze (units) and promtool (alert rules,
-# dashboard queries). Debian's prometheus package is the one that ships promtool.
-if ! command -v systemd-analyze >/dev/null || ! command -v promtool >/dev/null; then
+# dashboard queries); openssl makes the installer test's CA. Debian's prometheus package is the
+# one that ships promtool.
+if ! command -v systemd-analyze >/dev/null || ! command -v promtool >/dev/null || ! command -v openssl >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd prometheus openssl >/dev/null
 fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
