@@ -2,7 +2,8 @@ import { defineConfig } from 'vitest/config';
 
 // Three suites: unit (pure, fast, fake nft driver), integration (real nftables, run by
 // scripts/test.sh inside a throwaway network namespace via `unshare --net`), and e2e
-// (several namespace hosts, a real control plane, real agent processes).
+// (several namespace hosts, a real control plane, real agent processes); deploy checks deploy/
+// with the operators' own tools (systemd-analyze, promtool, the installer in a namespace).
 export default defineConfig({
   test: {
     projects: [
@@ -22,6 +23,15 @@ export default defineConfig({
           fileParallelism: false,
           testTimeout: 180_000,
           hookTimeout: 180_000,
+        },
+      },
+      {
+        test: {
+          name: 'deploy',
+          include: ['test/deploy/**/*.test.ts'],
+          fileParallelism: false,
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
         },
       },
     ],

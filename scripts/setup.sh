@@ -7,6 +7,13 @@ if ! command -v nft >/dev/null || ! command -v ip >/dev/null || ! command -v dot
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 graphviz >/dev/null
 fi
+# The deploy/ checks run the operators' tools: systemd-analyze (units) and promtool (alert rules,
+# dashboard queries); openssl makes the installer test's CA. Debian's prometheus package is the
+# one that ships promtool.
+if ! command -v systemd-analyze >/dev/null || ! command -v promtool >/dev/null || ! command -v openssl >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd prometheus openssl >/dev/null
+fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi

@@ -18,3 +18,7 @@ node bench/dist/fleet.js --short >/dev/null
 # A fresh network namespace for the whole integration run: real kernel, nothing shared.
 unshare --net -- bash -c 'ip link set lo up && npx vitest run --project integration'
 npx vitest run --project e2e
+
+# deploy/: units (systemd-analyze), alert rules and dashboard (promtool), Kubernetes manifests
+# (schema) and deploy/install-agent.sh (into a temp root, enrolling in a throwaway namespace).
+npx vitest run --project deploy
