@@ -8,11 +8,19 @@ if ! command -v nft >/dev/null || ! command -v ip >/dev/null || ! command -v dot
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 graphviz >/dev/null
 fi
 # The deploy/ checks run the operators' tools: systemd-analyze (units) and promtool (alert rules,
-# dashboard queries); openssl makes the installer test's CA. Debian's prometheus package is the
-# one that ships promtool.
-if ! command -v systemd-analyze >/dev/null || ! command -v promtool >/dev/null || ! command -v openssl >/dev/null; then
+# dashboard queries); openssl makes the installer test's CA. promtool is taken out of Debian's
+# prometheus package into .tools/ rather than installing the package, which would start a
+# Prometheus server on a host booted with systemd.
+if ! command -v systemd-analyze >/dev/null || ! command -v openssl >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd prometheus openssl >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd openssl >/dev/null
+fi
+if ! command -v promtool >/dev/null && [ ! -x .tools/promtool ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null; })
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  mkdir -p .tools && cp "$tmp/x/usr/bin/promtool" .tools/promtool
+  rm -rf "$tmp"
 fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund

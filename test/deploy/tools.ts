@@ -2,6 +2,7 @@
 // It owns process spawning for test/deploy and nothing else. A missing tool is a failure with
 // the package to install, never a skip: CI must not pass a check it did not run.
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -19,17 +20,25 @@ const PACKAGE: Record<string, string> = {
   promtool: 'prometheus',
 };
 
+/** scripts/setup.sh puts promtool here when the machine has none of its own. */
+const LOCAL_TOOLS = join(REPO, '.tools');
+
 export function run(
   cmd: string,
   args: string[],
   options: { input?: string; cwd?: string; env?: NodeJS.ProcessEnv } = {},
 ): Run {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...options });
+  const local = join(LOCAL_TOOLS, cmd);
+  const r = spawnSync(existsSync(local) ? local : cmd, args, {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+    ...options,
+  });
   if (r.error) {
     const pkg = PACKAGE[cmd];
     throw new Error(
       pkg
-        ? `${cmd} is missing: apt-get install -y ${pkg} (scripts/setup.sh does)`
+        ? `${cmd} is missing: scripts/setup.sh gets it (from Debian's ${pkg} package)`
         : `${cmd}: ${r.error.message}`,
     );
   }
