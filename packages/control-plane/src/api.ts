@@ -95,6 +95,8 @@ export function toErrorResponse(
 export interface ApiOptions {
   domains: Domains;
   log: Logger;
+  /** Largest `PUT /v1/ip-lists/:name` body (default 32 MiB); other routes keep 1 MiB. */
+  maxIpListBytes?: number;
 }
 
 /** Builds the REST API (not listening); `app.inject` serves tests without a socket. */
@@ -159,7 +161,7 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }));
 
-  registerPolicyAdminRoutes(app, domains.policy);
+  registerPolicyAdminRoutes(app, domains.policy, { maxIpListBytes: options.maxIpListBytes });
   registerRevisionRoutes(app, domains.revisions);
   registerFleetRoutes(app, domains.fleet);
   registerVisibilityRoutes(app, domains.visibility);

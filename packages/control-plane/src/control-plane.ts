@@ -42,6 +42,10 @@ export interface ControlPlaneOptions {
   maxFlowRows?: number;
   /** How often retention runs (it also runs at start). Default one hour. */
   flowPruneIntervalMs?: number;
+  /** A provision warns about a workload whose rule set passes this many entries. Default 200,000. */
+  maxRuleSetEntries?: number;
+  /** Largest `PUT /v1/ip-lists/:name` body. Default 32 MiB (other routes: 1 MiB). */
+  maxIpListBytes?: number;
 }
 
 export interface ControlPlane {
@@ -162,7 +166,14 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
         const pki = await createPki({ dir: join(options.dataDir, 'ca'), sans: options.tlsSans });
         caPem = pki.caPem;
         const streams = createStreamRegistry();
-        const domains = createDomains({ stores: store, pki, streams, log, events: exporter });
+        const domains = createDomains({
+          stores: store,
+          pki,
+          streams,
+          log,
+          events: exporter,
+          maxRuleSetEntries: options.maxRuleSetEntries,
+        });
         domains.visibility.pruneFlows();
         pruneTimer = setInterval(() => {
           try {
@@ -179,7 +190,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
           log.info({ file: adminTokenFile }, 'created the initial admin API token');
         }
 
-        api = await createApi({ domains, log });
+        api = await createApi({ domains, log, maxIpListBytes: options.maxIpListBytes });
         await api.listen({ host: apiAddr.host, port: apiAddr.port });
         const bound = api.server.address() as AddressInfo;
         const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;

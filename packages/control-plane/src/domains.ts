@@ -23,6 +23,8 @@ export interface DomainDeps {
   now?: () => Date;
   /** Where denied/would-deny flows go as they are ingested (the SIEM exporter). */
   events?: { emit(e: SecurityEvent): void };
+  /** A provision warns about rule sets larger than this (entries). */
+  maxRuleSetEntries?: number;
 }
 
 export interface Domains {
@@ -33,11 +35,19 @@ export interface Domains {
   visibility: VisibilityService;
 }
 
-export function createDomains({ stores, pki, streams, log, now, events }: DomainDeps): Domains {
+export function createDomains(deps: DomainDeps): Domains {
+  const { stores, pki, streams, log, now, events } = deps;
   const db = stores;
   const audit = stores.access;
   const states = createPolicyStates(stores.policy, stores.revisions);
-  const publisher = createRuleSetPublisher({ store: stores.rulesets, streams, log });
+  const publisher = createRuleSetPublisher({ streams, log });
+  const started = performance.now();
+  const { state, revision } = states.provisioned(states.workloads());
+  publisher.load(state, revision);
+  log.info(
+    { revision, workloads: state.workloads.length, ms: Math.round(performance.now() - started) },
+    'loaded the provisioned policy',
+  );
   const gate = createImpactGate(stores.visibility);
   const visibility = createVisibilityService({ store: stores.visibility, states, log, events });
   const policy = createPolicyAdminService({
@@ -61,6 +71,8 @@ export function createDomains({ stores, pki, streams, log, now, events }: Domain
       publisher,
       gate,
       audit,
+      log,
+      maxRuleSetEntries: deps.maxRuleSetEntries,
     }),
     fleet: createFleetService({
       store: stores.fleet,

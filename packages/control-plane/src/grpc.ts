@@ -3,7 +3,7 @@ import {
   type EnrollRequest,
   type EnrollResponse,
   type SyncRequest,
-  type SyncResponse,
+  SyncResponse,
 } from '@bulkhead/proto';
 import {
   experimental,
@@ -17,7 +17,7 @@ import {
 import type { Logger } from 'pino';
 import { ControlPlaneError, type ControlPlaneErrorCode } from './errors.js';
 import type { FleetService } from './fleet/service.js';
-import type { StreamRegistry } from './fleet/streams.js';
+import type { AgentStream, StreamRegistry } from './fleet/streams.js';
 import type { Pki } from './pki.js';
 
 const GRPC_STATUS: Record<ControlPlaneErrorCode, status> = {
@@ -43,6 +43,19 @@ function toStatus(err: unknown, log: Logger): { code: status; details: string } 
   return { code: status.INTERNAL, details: 'internal error' };
 }
 
+/**
+ * The service with Sync responses that may come pre-encoded: the publisher encodes a group
+ * update once for every agent that gets it, so those bytes go out as they are.
+ */
+const SERVICE = {
+  ...AgentServiceService,
+  sync: {
+    ...AgentServiceService.sync,
+    responseSerialize: (value: SyncResponse | Buffer): Buffer =>
+      Buffer.isBuffer(value) ? value : Buffer.from(SyncResponse.encode(value).finish()),
+  },
+};
+
 export interface GrpcServerOptions {
   fleet: FleetService;
   pki: Pki;
@@ -60,7 +73,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
   const { fleet, pki, streams, log } = options;
   const server = new Server();
 
-  server.addService(AgentServiceService, {
+  server.addService(SERVICE, {
     enroll(
       call: ServerUnaryCall<EnrollRequest, EnrollResponse>,
       done: sendUnaryData<EnrollResponse>,
@@ -71,7 +84,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
       );
     },
 
-    sync(call: ServerDuplexStream<SyncRequest, SyncResponse>) {
+    sync(call: ServerDuplexStream<SyncRequest, SyncResponse | Buffer>) {
       let ended = false;
       const fail = (err: unknown) => {
         if (ended) return;
@@ -98,17 +111,18 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
         return;
       }
 
-      const remove = streams.add({
+      const stream: AgentStream = {
         agentId,
         workload,
-        send: (ruleSet) => {
-          if (!ended) call.write({ ruleSet });
+        send: (message) => {
+          if (!ended) call.write(message);
         },
         close: (reason, kind) =>
           kind === 'denied'
             ? fail(new ControlPlaneError('UNAUTHENTICATED', reason))
             : unavailable(reason),
-      });
+      };
+      const remove = streams.add(stream);
       const log1 = log.child({ agentId, workload });
       log1.info('agent connected');
 
@@ -116,10 +130,10 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
         if (ended) return;
         try {
           if (msg.hello) {
-            const rs = fleet.hello(agentId, msg.hello);
+            const sync = fleet.hello(agentId, msg.hello, stream);
             // Always answer: the agent counts the stream as up only once it hears back.
             call.write({ welcome: { agentId, workloadId: workload } });
-            if (rs) call.write({ ruleSet: rs });
+            for (const m of sync) call.write(m);
           } else if (msg.ack) {
             fleet.ack(agentId, msg.ack);
           } else if (msg.telemetry) {

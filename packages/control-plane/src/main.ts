@@ -44,6 +44,12 @@ const program = new Command('bulkhead-control-plane')
     'most distinct flows kept; the least recently seen go first',
     '1000000',
   )
+  .option(
+    '--max-ruleset-entries <n>',
+    'a provision warns about a workload whose rule set passes this many entries',
+    '200000',
+  )
+  .option('--max-ip-list-bytes <n>', 'largest PUT /v1/ip-lists/:name body', String(32 << 20))
   .addOption(
     new Option('--log-level <level>', 'log level')
       .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
@@ -75,6 +81,8 @@ const opts = program.opts<{
   siem: string[];
   flowRetentionDays: string;
   maxFlowRows: string;
+  maxRulesetEntries: string;
+  maxIpListBytes: string;
   logLevel: string;
 }>();
 
@@ -95,6 +103,8 @@ const positive = (flag: string, value: string): number => {
 };
 const flowRetentionDays = positive('--flow-retention-days', opts.flowRetentionDays);
 const maxFlowRows = positive('--max-flow-rows', opts.maxFlowRows);
+const maxRuleSetEntries = positive('--max-ruleset-entries', opts.maxRulesetEntries);
+const maxIpListBytes = positive('--max-ip-list-bytes', opts.maxIpListBytes);
 if (opts.tlsSan.some((s) => s.trim() === '' || /[\s,]/.test(s))) {
   fail('--tls-san takes one DNS name or IP address per flag');
 }
@@ -108,6 +118,8 @@ const cp = createControlPlane({
   siem: opts.siem,
   flowRetentionDays,
   maxFlowRows,
+  maxRuleSetEntries,
+  maxIpListBytes,
   logLevel: opts.logLevel,
 });
 

@@ -174,7 +174,7 @@ describe('trust boundary: enrolment and address claims', () => {
       connected: true,
     });
     // The victim's stream is still open and answered.
-    expect((await victimStream.barrier()).workloadId).toBe('db-1');
+    expect((await victimStream.barrier()).ruleSet!.workloadId).toBe('db-1');
     // The refused attempt did not spend the token: a new host still enrols with it.
     await enroll(token, { hostname: 'web-1', addresses: ['10.0.0.4'] });
   });
