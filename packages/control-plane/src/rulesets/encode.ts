@@ -110,9 +110,29 @@ export function encodeUpdate(
     size += p.length;
   }
   return chunks.map((body, i) => {
-    const head = PolicyUpdate.encode({ ...EMPTY, ...header, last: i === chunks.length - 1 });
-    const update = Buffer.concat([head.finish(), ...body]);
-    // SyncResponse field 3 (`update`), length-delimited.
-    return Buffer.concat([Buffer.from([26, ...varint(update.length)]), update]);
+    const head = encodeHeader(header, i === chunks.length - 1);
+    const length = body.reduce((n, b) => n + b.length, head.length);
+    // SyncResponse field 3 (`update`), length-delimited, around the PolicyUpdate's fields.
+    const prefix = Buffer.from([26, ...varint(length)]);
+    return Buffer.concat([prefix, head, ...body], prefix.length + length);
   });
+}
+
+/**
+ * PolicyUpdate fields 1-5 by hand (the per-agent part of every message, so the one encoded
+ * most often); ts-proto's encoder gives the same bytes (the tests decode them with it).
+ */
+function encodeHeader(h: UpdateHeader, last: boolean): Buffer {
+  const out: number[] = [];
+  const text = (tag: number, s: string) => {
+    if (s === '') return;
+    const bytes = Buffer.from(s);
+    out.push(tag, ...varint(bytes.length), ...bytes);
+  };
+  text(10, h.baseHash);
+  text(18, h.hash);
+  if (h.revision !== 0) out.push(24, ...varint(h.revision));
+  if (h.full) out.push(32, 1);
+  if (last) out.push(40, 1);
+  return Buffer.from(out);
 }

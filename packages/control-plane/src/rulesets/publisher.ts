@@ -166,6 +166,8 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       }
       return parts;
     };
+    /** Group parts per (rules before, rules after): agents with the same rules share them. */
+    const partsMemo = new Map<readonly GroupRule[], Map<readonly GroupRule[], Uint8Array[]>>();
     const changed: string[] = [];
     for (const name of [...batch.workloads].sort()) {
       const before = published.get(name);
@@ -197,6 +199,17 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       after: GroupRuleSet,
       hashes: { baseHash: string; hash: string },
     ): Buffer[] | undefined {
+      const memo = partsMemo.get(before.rules) ?? new Map<readonly GroupRule[], Uint8Array[]>();
+      partsMemo.set(before.rules, memo);
+      const parts = memo.get(after.rules) ?? groupParts(before, after);
+      if (!parts) return undefined;
+      memo.set(after.rules, parts);
+      const rules = before.hash === after.hash ? undefined : after;
+      return encodeUpdate({ ...hashes, revision, full: false }, rules, parts);
+    }
+
+    /** The group parts from `before`'s groups to `after`'s; undefined: only a full sync will do. */
+    function groupParts(before: GroupRuleSet, after: GroupRuleSet): Uint8Array[] | undefined {
       const was = new Set(groupsOf(before));
       const now = groupsOf(after);
       const parts: Uint8Array[] = [];
@@ -207,8 +220,7 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       }
       const kept = new Set(now);
       for (const id of was) if (!kept.has(id)) parts.push(...encodeGroup({ id, deleted: true }));
-      const rules = before.hash === after.hash ? undefined : after;
-      return encodeUpdate({ ...hashes, revision, full: false }, rules, parts);
+      return parts;
     }
   }
 
