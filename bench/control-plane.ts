@@ -1,15 +1,21 @@
 // Control-plane store paths, in process and without gRPC or HTTP: enrol-like workload and agent
 // writes, one provision, then what a fleet of agents costs in steady state (hello, ack,
 // telemetry with counters and flows) and what admins read (agents, flows). Prints one JSON
-// object: ops/s and CPU ms per op of each phase. `--short` (or BENCH_SHORT=1): a small fleet,
-// for CI. Machines are noisy: compare runs on the same machine only.
+// object: ops/s and CPU ms per op of each phase. Then the incremental pipeline at fleet scale
+// (issue 8, `scale`): the policy-fleet state (10,000 workloads x 2,000 rules; 1,000 with
+// --short) loaded cold from the store, RSS after it, a Hello from every agent (full syncs), and
+// one label change end to end (validated, stored, known, encoded, sent to fake streams).
+// `--short` (or BENCH_SHORT=1): small fleets, for CI. Machines are noisy: compare runs on the
+// same machine only.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Policy, Service, Workload } from '@bulkhead/policy';
-import { Direction, type Telemetry, Verdict } from '@bulkhead/proto';
+import { Direction, SyncResponse, type Telemetry, Verdict } from '@bulkhead/proto';
 import { pino } from 'pino';
+import type { AgentStream } from '../packages/control-plane/dist/fleet/streams.js';
 import type { Pki } from '../packages/control-plane/dist/pki.js';
+import { fleet as policyFleet } from './policy-fleet.js';
 
 // Internal modules of the built package (not its public API): types from the source tree's
 // path, values from the same files relative to bench/dist at run time.
@@ -29,34 +35,52 @@ const AGENTS = short ? 200 : 2000;
 const TELEMETRY_ROUNDS = short ? 1 : 3;
 const READS = short ? 3 : 10;
 const APPS = 20;
+const SCALE_WORKLOADS = short ? 1000 : 10_000;
+const SCALE_APPS = 400;
 
 /** The control plane as the bench drives it; only this wiring knows the package's layout. */
 function open(path: string) {
   const stores = createSqliteStores({ path });
   const pki = {} as Pki; // enrolment's signing is not what this bench measures
   const log = pino({ level: 'silent' });
-  const { policy, revisions, fleet, visibility } = createDomains({
-    stores,
-    pki,
-    streams: createStreamRegistry(),
-    log,
-  });
+  const streams = createStreamRegistry();
+  const { policy, revisions, fleet, visibility } = createDomains({ stores, pki, streams, log });
   return {
+    stores,
+    streams,
+    policy,
     enrol(w: Workload, agentId: string) {
-      stores.tx(() => {
-        stores.policy.upsertWorkload(w);
-        stores.fleet.createAgent({
-          id: agentId,
-          workload: w.name,
-          hostname: w.name,
-          certSerial: agentId,
-        });
-      });
+      policy.changeWorkloads(
+        (ws) => ws.upsertWorkload(w),
+        () =>
+          stores.fleet.createAgent({
+            id: agentId,
+            workload: w.name,
+            hostname: w.name,
+            certSerial: agentId,
+          }),
+      );
     },
     putResource: (kind: 'services' | 'policies', name: string, body: unknown) =>
       policy.putResource('bench', kind, name, body),
     provision: (note: string) => revisions.provision('bench', note, { confirm: true }),
-    hello: fleet.hello,
+    /**
+     * A Hello on a new stream whose messages only count (`onBytes`); returns the hash the
+     * Hello's full sync carries.
+     */
+    hello(
+      agentId: string,
+      w: string,
+      hello: Parameters<typeof fleet.hello>[1],
+      onBytes: (n: number) => void = () => {},
+    ): string {
+      const send = (m: Buffer) => onBytes(m.length);
+      const stream: AgentStream = { agentId, workload: w, send, close() {} };
+      streams.add(stream);
+      const sent = fleet.hello(agentId, hello, stream);
+      for (const m of sent) send(m);
+      return sent.length > 0 ? SyncResponse.decode(sent[0]!).update!.hash : '';
+    },
     ack: fleet.ack,
     telemetry: fleet.telemetry,
     listAgents: fleet.listAgents,
@@ -155,14 +179,14 @@ try {
   phases.provision = measure(1, () => cp.provision('bench'));
   phases.hello = measure(AGENTS, () => {
     ids.forEach((id, i) => {
-      const rs = cp.hello(id, {
+      const hash = cp.hello(id, `host-${i}`, {
         appliedRevision: 0,
         appliedHash: '',
         hostname: `host-${i}`,
         addresses: workload(i).addresses,
         agentVersion: 'bench',
       });
-      hashes.push(rs?.hash ?? '');
+      hashes.push(hash);
     });
   });
   phases.ack = measure(AGENTS, () => {
@@ -189,6 +213,92 @@ try {
   cp.close();
   rmSync(dir, { recursive: true, force: true });
 }
+const scale = scaleBench();
 console.log(
-  JSON.stringify({ controlPlane: { agents: AGENTS, telemetryRounds: TELEMETRY_ROUNDS, phases } }),
+  JSON.stringify({
+    controlPlane: { agents: AGENTS, telemetryRounds: TELEMETRY_ROUNDS, phases, scale },
+  }),
 );
+
+/** The incremental pipeline at fleet scale (see the header). */
+function scaleBench() {
+  const scaleDir = mkdtempSync(join(tmpdir(), 'bulkhead-bench-scale-'));
+  const path = join(scaleDir, 'scale.db');
+  const state = policyFleet(SCALE_APPS, SCALE_WORKLOADS);
+  {
+    // Written straight into the store, as a control plane restarting on it finds it.
+    const stores = createSqliteStores({ path });
+    stores.tx(() => {
+      state.workloads.forEach((w, i) => {
+        stores.policy.upsertWorkload(w);
+        stores.fleet.createAgent({
+          id: `a${i}`,
+          workload: w.name,
+          hostname: w.name,
+          certSerial: `${i}`,
+        });
+      });
+      for (const s of state.services) stores.policy.putResource('services', s.name, s);
+      for (const l of state.ipLists) stores.policy.putResource('ip_lists', l.name, l);
+      for (const p of state.policies) stores.policy.putResource('policies', p.name, p);
+      stores.revisions.addRevision('bench', 'scale', { ...state, workloads: [] });
+    });
+    stores.close();
+  }
+  try {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    const t0 = performance.now();
+    const scp = open(path);
+    const coldLoadMs = Math.round(performance.now() - t0);
+    gc?.();
+    const rssAfterLoadMiB = Math.round(process.memoryUsage().rss / 2 ** 20);
+    // Every agent says Hello holding nothing: a full sync each, group parts encoded once.
+    let bytes = 0;
+    const t1 = performance.now();
+    const count = (n: number) => {
+      bytes += n;
+    };
+    state.workloads.forEach((w, i) => {
+      const hello = {
+        appliedRevision: 0,
+        appliedHash: '',
+        hostname: w.name,
+        addresses: [],
+        agentVersion: 'bench',
+      };
+      scp.hello(`a${i}`, w.name, hello, count);
+    });
+    const fullSync = { ms: Math.round(performance.now() - t1), bytes };
+    // One label change, end to end: a staging web host goes to prod and back.
+    const host = state.workloads.find((w) => w.name === 'app0-web-0')!;
+    const times: number[] = [];
+    let changeBytes = 0;
+    for (let i = 0; i < 21; i++) {
+      bytes = 0;
+      const t = performance.now();
+      scp.policy.patchWorkload('bench', host.name, {
+        labels: { ...host.labels, env: i % 2 ? 'staging' : 'prod' },
+      });
+      times.push(performance.now() - t);
+      changeBytes = bytes;
+    }
+    times.sort((a, b) => a - b);
+    const rssMiB = Math.round(process.memoryUsage().rss / 2 ** 20);
+    scp.close();
+    return {
+      workloads: SCALE_WORKLOADS,
+      rules: SCALE_APPS * 5,
+      coldLoadMs,
+      rssAfterLoadMiB,
+      fullSyncAll: fullSync,
+      labelChange: {
+        medianMs: +times[10]!.toFixed(1),
+        maxMs: +times[20]!.toFixed(1),
+        bytesToAgents: changeBytes,
+      },
+      rssMiB,
+    };
+  } finally {
+    rmSync(scaleDir, { recursive: true, force: true });
+  }
+}

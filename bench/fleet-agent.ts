@@ -9,7 +9,7 @@ import {
   AgentServiceClient,
   type EnrollResponse,
   type FlowRecord,
-  type RuleSet,
+  type PolicyUpdate,
   type SyncRequest,
   type SyncResponse,
 } from '@bulkhead/proto';
@@ -82,8 +82,11 @@ export async function enrol(req: EnrolRequest): Promise<EnrollResponse> {
 export interface SimAgentEvents {
   /** The control plane answered a Hello (Welcome). */
   onWelcome?(agent: SimAgent): void;
-  /** A RuleSet arrived and was acked; `unchanged` = its hash equals what was applied. */
-  onRuleSet?(agent: SimAgent, rs: RuleSet, unchanged: boolean): void;
+  /**
+   * An update (all its chunks) arrived and was acked; `unchanged` = its hash equals what was
+   * applied; `ranges` = group ranges it carried.
+   */
+  onUpdate?(agent: SimAgent, update: PolicyUpdate, ranges: number, unchanged: boolean): void;
 }
 
 export interface SimAgent {
@@ -173,6 +176,7 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
     agent.attempts++;
     const stream = client.sync();
     call = stream;
+    let chunks: PolicyUpdate[] = [];
     let ended = false;
     const onEnd = () => {
       if (ended) return;
@@ -190,29 +194,43 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
         ceiling = DEFAULT_BACKOFF.baseMs;
         events.onWelcome?.(agent);
       }
-      const rs = msg.ruleSet;
-      if (rs) {
-        const unchanged = rs.hash === agent.appliedHash;
-        agent.appliedHash = rs.hash;
-        appliedRevision = rs.revision;
-        stream.write({
-          ack: { revision: rs.revision, hash: rs.hash, ok: true, error: '', applyMicros: 1 },
-        });
-        events.onRuleSet?.(agent, rs, unchanged);
+      const u = msg.update;
+      if (!u) return;
+      // Chunks of one update are buffered until the last, then applied and acked once.
+      chunks.push(u);
+      if (!u.last) return;
+      const ranges = chunks.reduce(
+        (n, c) => n + c.groups.reduce((m, g) => m + g.added.length + g.removed.length, 0),
+        0,
+      );
+      chunks = [];
+      if (!u.full && u.baseHash !== agent.appliedHash) {
+        // Not built on what this agent holds: ask for a full sync (wiring contract 5).
+        stream.write({ hello: hello() });
+        return;
       }
+      const unchanged = u.hash === agent.appliedHash;
+      agent.appliedHash = u.hash;
+      appliedRevision = u.revision;
+      stream.write({
+        ack: { revision: u.revision, hash: u.hash, ok: true, error: '', applyMicros: 1 },
+      });
+      events.onUpdate?.(agent, u, ranges, unchanged);
     });
     stream.on('error', onEnd);
     stream.on('end', onEnd);
     stream.on('close', onEnd);
-    stream.write({
-      hello: {
-        appliedRevision,
-        appliedHash: agent.appliedHash,
-        hostname,
-        addresses: [address],
-        agentVersion: 'fleet-bench',
-      },
-    });
+    stream.write({ hello: hello() });
+  }
+
+  function hello() {
+    return {
+      appliedRevision,
+      appliedHash: agent.appliedHash,
+      hostname,
+      addresses: [address],
+      agentVersion: 'fleet-bench',
+    };
   }
 
   return agent;

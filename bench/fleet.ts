@@ -92,11 +92,11 @@ async function fleetRun(n: number, key: SharedKey) {
           backoffCapMs: BACKOFF_CAP_MS,
           events: {
             onWelcome: (a) => welcomed.set(a, performance.now()),
-            onRuleSet: (a, rs, unchanged) =>
+            onUpdate: (a, u, ranges, unchanged) =>
               received.set(a, {
                 at: performance.now(),
-                entries: rs.entries.length,
-                revision: rs.revision,
+                entries: ranges,
+                revision: u.revision,
                 unchanged,
               }),
           },
@@ -145,7 +145,7 @@ async function fleetRun(n: number, key: SharedKey) {
     const got = [...received.values()];
     if (got.some((r) => r.revision !== revision)) throw new Error('an agent got another revision');
     const provision = {
-      entriesPerRuleSet: got[0]?.entries,
+      rangesPerUpdate: got[0]?.entries,
       apiAnsweredSec: round(answeredSec, 2),
       ackedSec: spread(got.map((r) => (r.at - t0) / 1000)),
       cpuMs: Math.round(cp.cpuMs() - cpu0),

@@ -15,6 +15,7 @@ export type {
   ImpactRuleRef,
   ImpactView,
   ProvisionResult,
+  ProvisionWarning,
   RevisionDiff,
 } from './lifecycle.js';
 export type {

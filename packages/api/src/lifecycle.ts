@@ -43,9 +43,19 @@ export interface ImpactView {
 
 export interface ProvisionResult {
   revision: number;
+  /** Workloads whose agent state changed. */
   changed: string[];
   unchanged: number;
   impact: ImpactView;
+  /** Workloads whose rule set passes the control plane's `--max-ruleset-entries`. */
+  warnings?: ProvisionWarning[];
+}
+
+export interface ProvisionWarning {
+  workload: string;
+  /** nft rules + group ranges the rules name + service ranges. */
+  entries: number;
+  message: string;
 }
 
 export interface RevisionDiff {

@@ -1,7 +1,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { RuleSet } from '@bulkhead/proto';
+import type { Workload } from '@bulkhead/policy';
+import { type PolicyUpdate, SyncResponse } from '@bulkhead/proto';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createApi } from './api.js';
@@ -60,17 +61,25 @@ describe('REST API', () => {
       ...(body === undefined ? {} : { payload: body as object }),
     });
 
-  /** Registers a fake open stream for a workload and returns what it receives. */
-  function listen(workload: string): RuleSet[] {
-    const got: RuleSet[] = [];
+  /**
+   * Registers a fake open stream for a workload, as if its agent had said Hello holding
+   * nothing (so its first update is a full sync), and returns the updates it receives.
+   */
+  function listen(workload: string): PolicyUpdate[] {
+    const got: PolicyUpdate[] = [];
     streams.add({
       agentId: `agent-${workload}`,
       workload,
-      send: (rs) => got.push(rs),
+      synced: '',
+      send: (m) => got.push(SyncResponse.decode(m).update!),
       close: () => {},
     });
     return got;
   }
+
+  /** A workload written as enrolment writes it (validated, published). */
+  const addWorkload = (w: Workload) => domains.policy.changeWorkloads((ws) => ws.upsertWorkload(w));
+  const desiredHash = async () => (await call('GET', '/v1/agents')).json()[0].desiredHash;
 
   it('serves /healthz and the OpenAPI document without a token, everything else only with one', async () => {
     expect((await call('GET', '/healthz', undefined, '')).statusCode).toBe(200);
@@ -171,14 +180,14 @@ describe('REST API', () => {
     expect(entries[0].id).toBeGreaterThan(entries[1].id);
   });
 
-  it('provisions revisions and pushes only RuleSets whose hash changed', async () => {
-    store.policy.upsertWorkload({
+  it('provisions revisions and pushes only to agents whose state changed', async () => {
+    addWorkload({
       name: 'web',
       addresses: ['10.0.0.1'],
       labels: { app: 'web' },
       mode: monitor,
     });
-    store.policy.upsertWorkload({
+    addWorkload({
       name: 'db',
       addresses: ['10.0.0.2'],
       labels: { app: 'db' },
@@ -189,21 +198,23 @@ describe('REST API', () => {
 
     const first = await call('POST', '/v1/provision', { note: 'baseline' });
     expect(first.statusCode).toBe(200);
+    // No policy yet: the workloads' (empty) rule sets were published as they were added.
     expect(first.json()).toEqual({
       revision: 1,
-      changed: ['db', 'web'],
-      unchanged: 0,
+      changed: [],
+      unchanged: 2,
       impact: NO_IMPACT,
     });
-    expect(webGot.map((r) => r.revision)).toEqual([1]);
-    expect(dbGot.map((r) => r.revision)).toEqual([1]);
+    expect(webGot).toEqual([]);
+    expect(dbGot).toEqual([]);
 
     await call('PUT', '/v1/services/pg', pg);
     await call('PUT', '/v1/policies/db', dbPolicy);
     const second = await call('POST', '/v1/provision', { note: 'db policy' });
     expect(second.json()).toMatchObject({ revision: 2, changed: ['db'], unchanged: 1 });
-    expect(dbGot.map((r) => r.revision)).toEqual([1, 2]);
-    expect(webGot).toHaveLength(1);
+    expect(second.json().warnings).toBeUndefined();
+    expect(dbGot.map((r) => [r.revision, r.full, r.last])).toEqual([[2, true, true]]);
+    expect(webGot).toHaveLength(0);
 
     const bare = await app.inject({
       method: 'POST',
@@ -230,7 +241,7 @@ describe('REST API', () => {
 
     const again = await call('POST', '/v1/provision', { note: 'no-op' });
     expect(again.json()).toMatchObject({ revision: 3, changed: [], unchanged: 2 });
-    expect(dbGot).toHaveLength(2);
+    expect(dbGot).toHaveLength(1);
 
     const rev = (await call('GET', '/v1/revisions/2')).json();
     expect(rev).toMatchObject({ revision: 2, author: 'initial-admin', note: 'db policy' });
@@ -240,12 +251,15 @@ describe('REST API', () => {
     ).toEqual([3, 2, 1]);
 
     const rs = (await call('GET', '/v1/rulesets/db')).json();
-    expect(rs).toMatchObject({ workloadId: 'db', hash: dbGot[1]!.hash });
-    expect(rs.rules[0].id).toBe('db/ingress/0');
+    expect(rs.ruleSet).toMatchObject({ workloadId: 'db', hash: dbGot[0]!.ruleSet!.hash });
+    expect(rs.ruleSet.rules[0]).toMatchObject({ id: 'db/ingress/0', groups: [expect.any(String)] });
+    expect(rs.groups).toEqual([
+      { id: rs.ruleSet.rules[0].groups[0], ranges: [{ from: '10.0.0.1', to: '10.0.0.1' }] },
+    ]);
   });
 
   it('recompiles a workload whose mode is patched against the latest revision, not the drafts', async () => {
-    store.policy.upsertWorkload({
+    addWorkload({
       name: 'db',
       addresses: ['10.0.0.2'],
       labels: { app: 'db' },
@@ -259,8 +273,8 @@ describe('REST API', () => {
     expect(res.statusCode).toBe(200);
     expect(res.json().mode).toEqual({ ingress: 'enforce', egress: 'monitor' });
     expect(got).toHaveLength(1);
-    expect(got[0]!.ingressMode).toBe(2);
-    expect(got[0]!.rules).toEqual([]);
+    expect(got[0]!.ruleSet!.ingressMode).toBe(2);
+    expect(got[0]!.ruleSet!.rules).toEqual([]);
 
     const bad = await call('PATCH', '/v1/workloads/db', { labels: { 'not ok': 'x' } });
     expect(bad.statusCode).toBe(400);
@@ -269,13 +283,13 @@ describe('REST API', () => {
   });
 
   it('reports an in-sync agent at the newest revision that left its RuleSet unchanged', async () => {
-    store.policy.upsertWorkload({
+    addWorkload({
       name: 'web',
       addresses: ['10.0.0.1'],
       labels: { app: 'web' },
       mode: monitor,
     });
-    store.policy.upsertWorkload({
+    addWorkload({
       name: 'db',
       addresses: ['10.0.0.2'],
       labels: { app: 'db' },
@@ -284,16 +298,17 @@ describe('REST API', () => {
     store.fleet.createAgent({ id: 'a-web', workload: 'web', hostname: 'web', certSerial: '1' });
     const webGot = listen('web');
     await call('POST', '/v1/provision', { note: 'empty' });
+    const webHash = await desiredHash();
     store.fleet.recordAck('a-web', {
       revision: 1,
-      hash: webGot[0]!.hash,
+      hash: webHash,
       error: '',
       applyMicros: 1,
     });
     await call('PUT', '/v1/services/pg', pg);
     await call('PUT', '/v1/policies/db', dbPolicy);
     expect((await call('POST', '/v1/provision', { note: 'db' })).json().changed).toEqual(['db']);
-    expect(webGot).toHaveLength(1);
+    expect(webGot).toHaveLength(0);
     expect((await call('GET', '/v1/agents')).json()).toEqual([
       expect.objectContaining({
         id: 'a-web',
@@ -305,12 +320,12 @@ describe('REST API', () => {
     // A stale agent keeps the revision it reported.
     store.fleet.recordAck('a-web', { revision: 1, hash: 'old', error: '', applyMicros: 1 });
     expect((await call('GET', '/v1/agents')).json()).toEqual([
-      expect.objectContaining({ inSync: false, appliedRevision: 1, desiredHash: webGot[0]!.hash }),
+      expect.objectContaining({ inSync: false, appliedRevision: 1, desiredHash: webHash }),
     ]);
   });
 
   it('rolls back to an older revision as a new revision, pushing the old RuleSet content', async () => {
-    store.policy.upsertWorkload({
+    addWorkload({
       name: 'db',
       addresses: ['10.0.0.2'],
       labels: { app: 'db' },
@@ -327,8 +342,13 @@ describe('REST API', () => {
     const res = await call('POST', '/v1/revisions/1/rollback', { note: 'back to empty' });
     expect(res.statusCode).toBe(200);
     expect(res.json()).toEqual({ revision: 3, changed: ['db'], unchanged: 0, impact: NO_IMPACT });
-    expect(got.map((r) => r.rules.length)).toEqual([0, 1, 0]);
-    expect(got[2]!.hash).not.toBe(got[1]!.hash);
+    expect(got.map((r) => [r.full, r.ruleSet?.rules.length])).toEqual([
+      [true, 1],
+      [false, 0],
+    ]);
+    expect(got[1]!.baseHash).toBe(got[0]!.hash);
+    // The rule named a group; the agent drops it with the rule.
+    expect(got[1]!.groups).toEqual([expect.objectContaining({ deleted: true, added: [] })]);
     expect((await call('GET', '/v1/policies')).json()).toEqual([]);
     expect((await call('GET', '/v1/revisions/3')).json().note).toBe('back to empty');
     expect((await call('POST', '/v1/revisions/9/rollback', { note: 'x' })).statusCode).toBe(404);

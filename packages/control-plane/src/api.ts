@@ -125,6 +125,8 @@ const strictBodyValidator: ValidatorFactory = (externalSchemas, options) => {
 export interface ApiOptions {
   domains: Domains;
   log: Logger;
+  /** Largest `PUT /v1/ip-lists/:name` body (default 32 MiB); other routes keep 1 MiB. */
+  maxIpListBytes?: number;
 }
 
 /** Builds the REST API (not listening); `app.inject` serves tests without a socket. */
@@ -216,7 +218,7 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
     return domains.metrics.registry.metrics();
   });
 
-  registerPolicyAdminRoutes(app, domains.policy);
+  registerPolicyAdminRoutes(app, domains.policy, { maxIpListBytes: options.maxIpListBytes });
   registerRevisionRoutes(app, domains.revisions);
   registerFleetRoutes(app, domains.fleet);
   registerVisibilityRoutes(app, domains.visibility);

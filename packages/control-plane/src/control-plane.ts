@@ -47,6 +47,10 @@ export interface ControlPlaneOptions {
   flowPruneIntervalMs?: number;
   /** Handshake/idle timeouts, keepalive, connections per source (DEFAULT_GRPC_LIMITS). */
   grpcLimits?: Partial<GrpcLimits>;
+  /** A provision warns about a workload whose rule set passes this many entries. Default 200,000. */
+  maxRuleSetEntries?: number;
+  /** Largest `PUT /v1/ip-lists/:name` body. Default 32 MiB (other routes: 1 MiB). */
+  maxIpListBytes?: number;
 }
 
 export interface ControlPlane {
@@ -185,6 +189,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
           log,
           events: exporter,
           flowRetentionDays: options.flowRetentionDays,
+          maxRuleSetEntries: options.maxRuleSetEntries,
         });
         domains.visibility.pruneFlows();
         pruneTimer = setInterval(() => {
@@ -202,7 +207,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
           log.info({ file: adminTokenFile }, 'created the initial admin API token');
         }
 
-        api = await createApi({ domains, log });
+        api = await createApi({ domains, log, maxIpListBytes: options.maxIpListBytes });
         await api.listen({ host: apiAddr.host, port: apiAddr.port });
         const bound = api.server.address() as AddressInfo;
         const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;

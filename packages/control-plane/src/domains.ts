@@ -26,6 +26,8 @@ export interface DomainDeps {
   events?: { emit(e: SecurityEvent): void };
   /** Telemetry older than this is refused by ingest (flow retention). Default 35. */
   flowRetentionDays?: number;
+  /** A provision warns about rule sets larger than this (entries). */
+  maxRuleSetEntries?: number;
 }
 
 export interface Domains {
@@ -44,7 +46,14 @@ export function createDomains(deps: DomainDeps): Domains {
   const metrics = createMetrics();
   const audit = stores.access;
   const states = createPolicyStates(stores.policy, stores.revisions);
-  const publisher = createRuleSetPublisher({ store: stores.rulesets, streams, log });
+  const publisher = createRuleSetPublisher({ streams, log });
+  const started = performance.now();
+  const { state, revision } = states.provisioned(states.workloads());
+  publisher.load(state, revision);
+  log.info(
+    { revision, workloads: state.workloads.length, ms: Math.round(performance.now() - started) },
+    'loaded the provisioned policy',
+  );
   const gate = createImpactGate(stores.visibility);
   const visibility = createVisibilityService({ store: stores.visibility, states, log, events });
   const policy = createPolicyAdminService({
@@ -68,6 +77,8 @@ export function createDomains(deps: DomainDeps): Domains {
       publisher,
       gate,
       audit,
+      log,
+      maxRuleSetEntries: deps.maxRuleSetEntries,
     }),
     fleet: createFleetService({
       store: stores.fleet,

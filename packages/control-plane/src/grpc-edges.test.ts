@@ -9,7 +9,8 @@ import { credentials, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ControlPlane, createControlPlane } from './control-plane.js';
 import type { GrpcLimits } from './grpc.js';
-import { enrolAgent, makeCsr, restClient, SyncSession, silentLog } from './test-support.js';
+import { SyncSession } from './sync-session.test-util.js';
+import { enrolAgent, makeCsr, restClient, silentLog } from './test-support.js';
 
 describe('gRPC edge', () => {
   let dir: string;
@@ -66,7 +67,7 @@ describe('gRPC edge', () => {
     const agent = await enrolAgent(cp, 'web-1', ['10.0.0.2']);
     clients.push(agent.client);
     const s = new SyncSession(agent.client.sync());
-    expect((await s.barrier()).workloadId).toBe('web-1');
+    expect((await s.barrier()).ruleSet?.workloadId).toBe('web-1');
     s.stream.end();
     expect(conns.filter((c) => !c.socket.destroyed && !c.socket.closed)).toHaveLength(10);
   });
@@ -81,7 +82,7 @@ describe('gRPC edge', () => {
     const agent = await enrolAgent(cp, 'web-2', ['10.0.0.3']);
     clients.push(agent.client);
     const s = new SyncSession(agent.client.sync());
-    expect((await s.barrier()).workloadId).toBe('web-2');
+    expect((await s.barrier()).ruleSet?.workloadId).toBe('web-2');
     s.stream.end();
   });
 

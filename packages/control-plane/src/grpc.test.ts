@@ -7,7 +7,8 @@ import { credentials, type ServiceError, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ControlPlane, createControlPlane } from './control-plane.js';
 import { createPki } from './pki.js';
-import { makeCsr, SyncSession, silentLog } from './test-support.js';
+import { SyncSession } from './sync-session.test-util.js';
+import { makeCsr, silentLog } from './test-support.js';
 
 /** A syslog receiver on 127.0.0.1:0 that parses RFC 5424 messages with JSON bodies. */
 class SyslogListener {
@@ -148,7 +149,7 @@ describe('gRPC agent service', () => {
     expect(audit[0]).toMatchObject({ action: 'agent.enroll', target: res.agentId });
   });
 
-  it('syncs: sends the RuleSet on Hello, pushes a provisioned change, records acks', async () => {
+  it('syncs: a full sync on Hello, a provisioned change as a delta, records acks', async () => {
     const { res, creds } = await enrolled();
     await api('PUT', '/v1/services/pg', { ports: [{ protocol: 'tcp', port: 5432 }] });
     const s = new SyncSession(client(creds).sync());
@@ -162,8 +163,8 @@ describe('gRPC agent service', () => {
       },
     });
     const initial = await s.next();
-    expect(initial.workloadId).toBe('db-1');
-    expect(initial.rules).toEqual([]);
+    expect(initial).toMatchObject({ full: true, baseHash: '', groups: [] });
+    expect(initial.ruleSet).toMatchObject({ workloadId: 'db-1', rules: [] });
 
     await api('PUT', '/v1/policies/db', {
       scope: { matchLabels: { app: 'db' } },
@@ -172,8 +173,17 @@ describe('gRPC agent service', () => {
     const prov = (await api('POST', '/v1/provision', { note: 'db' })).json;
     expect(prov).toMatchObject({ revision: 1, changed: ['db-1'], unchanged: 0 });
     const pushed = await s.next();
-    expect(pushed.revision).toBe(1);
-    expect(pushed.rules.map((r) => r.id)).toEqual(['db/ingress/0']);
+    expect(pushed).toMatchObject({ revision: 1, full: false, baseHash: initial.hash });
+    expect(pushed.ruleSet!.rules.map((r) => r.id)).toEqual(['db/ingress/0']);
+    expect(pushed.groups).toEqual([
+      {
+        id: pushed.ruleSet!.rules[0]!.groups[0],
+        created: true,
+        deleted: false,
+        added: [{ from: '10.1.0.0', to: '10.1.255.255' }],
+        removed: [],
+      },
+    ]);
 
     s.send({ ack: { revision: 1, hash: pushed.hash, ok: true, error: '', applyMicros: 1234 } });
     await s.barrier();
@@ -199,7 +209,7 @@ describe('gRPC agent service', () => {
     const { res, creds } = await enrolled('db-1', { token: { scope: { cidrs: ['10.0.0.0/24'] } } });
     const s = new SyncSession(client(creds).sync());
     const current = await s.barrier();
-    expect(s.welcomes).toHaveLength(1); // the Welcome came before the RuleSet
+    expect(s.welcomes).toHaveLength(1); // the Welcome came before the full sync
     s.send({
       hello: {
         appliedRevision: 0,
@@ -209,7 +219,7 @@ describe('gRPC agent service', () => {
         agentVersion: 't',
       },
     });
-    // The barrier's RuleSet is the next message: the Hello above brought none.
+    // The barrier's full sync is the next message: the Hello above brought none.
     expect((await s.barrier()).hash).toBe(current.hash);
     // ...but every Hello was answered.
     expect(s.welcomes).toEqual(Array(3).fill({ agentId: res.agentId, workloadId: 'db-1' }));
@@ -230,8 +240,12 @@ describe('gRPC agent service', () => {
         agentVersion: 't',
       },
     });
+    expect(afterProvision).toMatchObject({ full: false, revision: 1 });
+    // The claim applied while the Hello was answered: one full sync, no delta before it.
     const moved = await s.next();
+    expect(moved.full).toBe(true);
     expect(moved.hash).not.toBe(afterProvision.hash);
+    expect(JSON.stringify(moved.groups)).toContain('10.0.0.9');
     expect((await api('GET', '/v1/workloads/db-1')).json.addresses).toEqual(['10.0.0.9']);
     s.stream.end();
   });

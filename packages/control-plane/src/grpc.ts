@@ -5,7 +5,7 @@ import {
   EnrollRequest_LabelsEntry,
   type EnrollResponse,
   type SyncRequest,
-  type SyncResponse,
+  SyncResponse,
 } from '@bulkhead/proto';
 import {
   Server,
@@ -18,7 +18,7 @@ import {
 import type { Logger } from 'pino';
 import { ControlPlaneError, type ControlPlaneErrorCode, invalid } from './errors.js';
 import type { FleetService } from './fleet/service.js';
-import type { StreamRegistry } from './fleet/streams.js';
+import type { AgentStream, StreamRegistry } from './fleet/streams.js';
 import { forbiddenKeyPath } from './forbidden-keys.js';
 import {
   type ConnectionLimits,
@@ -77,10 +77,19 @@ export function decodeEnrollRequest(buf: Uint8Array): EnrollRequest {
   return { ...req, labels };
 }
 
-/** The agent service with Enroll's request decoded by decodeEnrollRequest. */
+/**
+ * The agent service with Enroll's request decoded by decodeEnrollRequest, and Sync responses
+ * that may come pre-encoded: the publisher encodes a group update once for every agent that
+ * gets it, so those bytes go out as they are.
+ */
 const AgentService = {
   ...AgentServiceService,
   enroll: { ...AgentServiceService.enroll, requestDeserialize: decodeEnrollRequest },
+  sync: {
+    ...AgentServiceService.sync,
+    responseSerialize: (value: SyncResponse | Buffer): Buffer =>
+      Buffer.isBuffer(value) ? value : Buffer.from(SyncResponse.encode(value).finish()),
+  },
 };
 
 export interface GrpcServerOptions {
@@ -145,7 +154,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
       );
     },
 
-    sync(call: ServerDuplexStream<SyncRequest, SyncResponse>) {
+    sync(call: ServerDuplexStream<SyncRequest, SyncResponse | Buffer>) {
       let ended = false;
       const fail = (err: unknown) => {
         if (ended) return;
@@ -172,17 +181,18 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
         return;
       }
 
-      const remove = streams.add({
+      const stream: AgentStream = {
         agentId,
         workload,
-        send: (ruleSet) => {
-          if (!ended) call.write({ ruleSet });
+        send: (message) => {
+          if (!ended) call.write(message);
         },
         close: (reason, kind) =>
           kind === 'denied'
             ? fail(new ControlPlaneError('UNAUTHENTICATED', reason))
             : unavailable(reason),
-      });
+      };
+      const remove = streams.add(stream);
       const log1 = log.child({ agentId, workload });
       log1.info('agent connected');
 
@@ -190,10 +200,10 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
         if (ended) return;
         try {
           if (msg.hello) {
-            const rs = fleet.hello(agentId, msg.hello);
+            const sync = fleet.hello(agentId, msg.hello, stream);
             // Always answer: the agent counts the stream as up only once it hears back.
             call.write({ welcome: { agentId, workloadId: workload } });
-            if (rs) call.write({ ruleSet: rs });
+            for (const m of sync) call.write(m);
           } else if (msg.ack) {
             fleet.ack(agentId, msg.ack);
           } else if (msg.telemetry) {

@@ -54,6 +54,12 @@ const program = new Command('bulkhead-control-plane')
     'open agent connections per source address (raise for many agents behind one NAT address)',
     '256',
   )
+  .option(
+    '--max-ruleset-entries <n>',
+    'a provision warns about a workload whose rule set passes this many entries',
+    '200000',
+  )
+  .option('--max-ip-list-bytes <n>', 'largest PUT /v1/ip-lists/:name body', String(32 << 20))
   .addOption(
     new Option('--log-level <level>', 'log level')
       .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
@@ -87,6 +93,8 @@ const opts = program.opts<{
   flowRetentionDays: string;
   maxFlowRows: string;
   grpcMaxConnectionsPerSource: string;
+  maxRulesetEntries: string;
+  maxIpListBytes: string;
   logLevel: string;
 }>();
 
@@ -112,6 +120,8 @@ const maxConnectionsPerSource = positive(
   '--grpc-max-connections-per-source',
   opts.grpcMaxConnectionsPerSource,
 );
+const maxRuleSetEntries = positive('--max-ruleset-entries', opts.maxRulesetEntries);
+const maxIpListBytes = positive('--max-ip-list-bytes', opts.maxIpListBytes);
 if (opts.tlsSan.some((s) => s.trim() === '' || /[\s,]/.test(s))) {
   fail('--tls-san takes one DNS name or IP address per flag');
 }
@@ -127,6 +137,8 @@ const cp = createControlPlane({
   flowRetentionDays,
   maxFlowRows,
   grpcLimits: { maxConnectionsPerSource },
+  maxRuleSetEntries,
+  maxIpListBytes,
   logLevel: opts.logLevel,
 });
 

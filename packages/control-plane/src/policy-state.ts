@@ -63,7 +63,10 @@ export function createPolicyStates(
   };
 }
 
-/** The state's RuleSets, or a 400 `message` with the compiler's diagnostics. */
+/**
+ * The state's RuleSets, or a 400 `message` with the compiler's diagnostics. Only the revision
+ * diff's per-workload effect uses the first design's compiler; publishing uses the calculator.
+ */
 export function compileState(state: PolicyState, revision: number, message: string): RuleSet[] {
   const result = compile(state, revision);
   if (result.diagnostics.length > 0) throw invalid(message, result.diagnostics);

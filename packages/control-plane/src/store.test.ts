@@ -169,16 +169,14 @@ describe('store', () => {
     expect(store.fleet.listCounters({ workload: 'other' })).toEqual([]);
   });
 
-  it('deleting a workload removes its agents and ruleset (foreign keys on)', () => {
+  it('deleting a workload removes its agents (foreign keys on)', () => {
     store.policy.upsertWorkload({ name: 'w', addresses: [], labels: {}, mode });
     store.fleet.createAgent({ id: 'a1', workload: 'w', hostname: 'w', certSerial: '01' });
-    store.rulesets.putRuleSet({ workload: 'w', revision: 1, hash: 'h', body: Buffer.from([1]) });
     const row = { ruleId: 'default', direction: 'ingress', verdict: 'denied' } as const;
     store.fleet.addTelemetry('a1', 1, { counters: [{ ...row, packets: 1, bytes: 1 }] });
     expect(store.deleteWorkload('w')).toBe(true);
     expect(store.fleet.listCounters({ workload: 'w' })).toEqual([]);
     expect(store.fleet.getAgent('a1')).toBeUndefined();
-    expect(store.rulesets.getRuleSet('w')).toBeUndefined();
     expect(() =>
       store.fleet.createAgent({ id: 'a2', workload: 'gone', hostname: 'x', certSerial: '2' }),
     ).toThrow(/FOREIGN KEY/);

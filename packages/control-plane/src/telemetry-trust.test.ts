@@ -13,7 +13,8 @@ import {
 } from '@bulkhead/proto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ControlPlane, createControlPlane } from './control-plane.js';
-import { enrolAgent, restClient, SyncSession, silentLog } from './test-support.js';
+import { SyncSession } from './sync-session.test-util.js';
+import { enrolAgent, restClient, silentLog } from './test-support.js';
 
 describe('telemetry from a compromised agent', () => {
   let dir: string;
@@ -85,7 +86,7 @@ describe('telemetry from a compromised agent', () => {
     const agent = await enrolAgent(cp, 'web-1', ['10.0.0.2'], { app: 'web' });
     client = agent.client;
     const s = new SyncSession(client.sync());
-    expect((await s.barrier()).rules.map((r) => r.id)).toEqual(['web/ingress/0']);
+    expect((await s.barrier()).ruleSet?.rules.map((r) => r.id)).toEqual(['web/ingress/0']);
 
     const counter = (ruleId: string) => ({
       ruleId,

@@ -9,7 +9,8 @@ import { type ChannelCredentials, credentials, type ServiceError, status } from 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AuditEntry } from './access/store.js';
 import { type ControlPlane, createControlPlane } from './control-plane.js';
-import { makeCsr, SyncSession, silentLog } from './test-support.js';
+import { SyncSession } from './sync-session.test-util.js';
+import { makeCsr, silentLog } from './test-support.js';
 
 describe('trust boundary: enrolment and address claims', () => {
   let dir: string;
@@ -173,7 +174,7 @@ describe('trust boundary: enrolment and address claims', () => {
       connected: true,
     });
     // The victim's stream is still open and answered.
-    expect((await victimStream.barrier()).workloadId).toBe('db-1');
+    expect((await victimStream.barrier()).ruleSet!.workloadId).toBe('db-1');
     // The refused attempt did not spend the token: a new host still enrols with it.
     await enroll(token, { hostname: 'web-1', addresses: ['10.0.0.4'] });
   });

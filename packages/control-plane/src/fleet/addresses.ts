@@ -4,7 +4,6 @@
 // anything else is held as pending until an admin approves or denies it. Every outcome but
 // "nothing changed" is audited and refusals and pending claims are recorded as events. Must not
 // decide enrolment, nor write anything but the claiming workload.
-import type { RuleSet } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../access/store.js';
 import { ControlPlaneError, type ErrorDetail } from '../errors.js';
@@ -17,10 +16,10 @@ import { addressOwners, canonicalClaim, inRanges, MAX_ADDRESSES, sameAddresses }
 
 export interface AddressClaims {
   /**
-   * Handles the addresses of a Hello (empty: no claim). Returns the RuleSets it changed (the
-   * claim applied), or none.
+   * Handles the addresses of a Hello (empty: no claim). Returns the workloads whose agent
+   * state it changed (the claim applied), or none.
    */
-  claim(agentId: string, workload: string, addresses: readonly string[]): RuleSet[];
+  claim(agentId: string, workload: string, addresses: readonly string[]): string[];
   /** Applies the pending addresses (ownership re-checked) and recompiles. */
   approve(actor: string, name: string): WorkloadRecord;
   deny(actor: string, name: string): WorkloadRecord;

@@ -2,16 +2,9 @@
 // (hello with its address claims (addresses.ts), ack, telemetry ingest), the agents list and
 // revocation, rule counters. Identity is the certificate's agent id, never what a message says.
 // Must not edit policy: workload changes go through policy administration (WorkloadChanges),
-// RuleSets through the publisher, flows and events to visibility.
+// agent states and updates through the publisher, flows and events to visibility.
 import type { AgentView } from '@bulkhead/api';
-import type {
-  ApplyAck,
-  EnrollRequest,
-  EnrollResponse,
-  Hello,
-  RuleSet,
-  Telemetry,
-} from '@bulkhead/proto';
+import type { ApplyAck, EnrollRequest, EnrollResponse, Hello, Telemetry } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../access/store.js';
 import { ControlPlaneError, notFound } from '../errors.js';
@@ -27,7 +20,7 @@ import { createAddressClaims } from './addresses.js';
 import { createEnrolment, type EnrollmentTokenRequest } from './enrolment.js';
 import { createSentRuleIds } from './sent-rules.js';
 import type { AgentRecord, CounterRow, EnrollmentTokenRecord, FleetStore } from './store.js';
-import type { StreamRegistry } from './streams.js';
+import type { AgentStream, StreamRegistry } from './streams.js';
 import { canonical, checkTelemetry, createRejectionReporter } from './telemetry.js';
 
 const DAY_MS = 86_400_000;
@@ -39,8 +32,13 @@ export interface FleetService {
   enroll(req: EnrollRequest): Promise<EnrollResponse>;
   /** The agent of a verified certificate, if it may sync. */
   agentForSync(agentId: string): AgentRecord;
-  /** Records a Hello; returns the RuleSet to send when the agent's applied hash is stale. */
-  hello(agentId: string, hello: Hello): RuleSet | undefined;
+  /**
+   * Records a Hello on `stream`; returns the encoded full sync to send after the Welcome when
+   * the agent's applied hash is not the desired one (nothing when it is).
+   */
+  hello(agentId: string, hello: Hello, stream: AgentStream): Buffer[];
+  /** The ids of the rules the agent's workload has now (telemetry validation). */
+  ruleIdsOf(workload: string): ReadonlySet<string> | undefined;
   ack(agentId: string, ack: ApplyAck): void;
   /** Adds a telemetry batch; false when its seq was already counted (resent after reconnect). */
   telemetry(agentId: string, t: Telemetry): boolean;
@@ -65,7 +63,7 @@ export interface FleetDeps {
   store: FleetStore;
   db: Transactor;
   workloads: WorkloadChanges;
-  publisher: Pick<RuleSetPublisher, 'desired' | 'desiredHash' | 'desiredAll'>;
+  publisher: Pick<RuleSetPublisher, 'hello' | 'desiredAll' | 'ruleIdsOf'>;
   streams: StreamRegistry;
   pki: Pki;
   audit: AuditLog;
@@ -139,19 +137,19 @@ export function createFleetService(deps: FleetDeps): FleetService {
       return a;
     },
 
-    hello(agentId, hello) {
+    hello(agentId, hello, stream) {
       const agent = fleet.agentForSync(agentId);
       store.recordHello(agentId, hello.agentVersion);
-      let pushed: RuleSet[] = [];
-      try {
-        pushed = addresses.claim(agentId, agent.workload, hello.addresses);
-      } catch (err) {
-        // A claim that cannot be applied must not cut the host off: it keeps its addresses.
-        log.warn({ err, agentId }, 'ignored addresses from Hello');
-      }
-      if (pushed.some((rs) => rs.workloadId === agent.workload)) return undefined;
-      return publisher.desired(agent.workload, hello.appliedHash);
+      return publisher.hello(stream, hello.appliedHash, () => {
+        try {
+          addresses.claim(agentId, agent.workload, hello.addresses);
+        } catch (err) {
+          // A claim that cannot be applied must not cut the host off: it keeps its addresses.
+          log.warn({ err, agentId }, 'ignored addresses from Hello');
+        }
+      });
     },
+    ruleIdsOf: (workload) => publisher.ruleIdsOf(workload),
 
     ack(agentId, ack) {
       fleet.agentForSync(agentId);

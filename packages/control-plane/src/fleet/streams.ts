@@ -1,12 +1,18 @@
-// The open Sync streams of the fleet, by agent: who is connected, pushing a RuleSet to a
-// workload's agents, ending streams. Holds no state beyond the process; must not touch the store.
-import type { RuleSet } from '@bulkhead/proto';
+// The open Sync streams of the fleet, by agent and by workload: who is connected, the streams
+// of a workload (so a change reaches its agents without a scan of every stream), ending
+// streams. Holds no state beyond the process; must not touch the store or decide what to send.
 
 /** One open Sync stream, already bound to the agent id from its client certificate. */
 export interface AgentStream {
   agentId: string;
   workload: string;
-  send(ruleSet: RuleSet): void;
+  /** Writes one encoded SyncResponse. */
+  send(message: Buffer): void;
+  /**
+   * The agent state hash last sent on this stream (the publisher's bookkeeping): undefined
+   * until a Hello was answered, so updates wait for the full sync the Hello brings.
+   */
+  synced?: string;
   /**
    * Ends the stream. `denied`: the agent may no longer sync (revoked, deleted), so it must not
    * simply reconnect; `unavailable`: shutdown or superseded, reconnecting is right.
@@ -18,8 +24,8 @@ export interface StreamRegistry {
   /** Registers a stream; an older stream of the same agent is closed. Returns the remover. */
   add(stream: AgentStream): () => void;
   isConnected(agentId: string): boolean;
-  /** Sends to every open stream of the workload's agents; returns how many got it. */
-  push(ruleSet: RuleSet): number;
+  /** The open streams of the workload's agents. */
+  ofWorkload(workload: string): readonly AgentStream[];
   /** Ends the agent's stream as denied. */
   close(agentId: string, reason: string): void;
   /** Ends the streams of every agent of the workload as denied (the workload was deleted). */
@@ -30,41 +36,40 @@ export interface StreamRegistry {
 
 export function createStreamRegistry(): StreamRegistry {
   const byAgent = new Map<string, AgentStream>();
+  const byWorkload = new Map<string, Set<AgentStream>>();
+  const forget = (s: AgentStream) => {
+    if (byAgent.get(s.agentId) === s) byAgent.delete(s.agentId);
+    const set = byWorkload.get(s.workload);
+    set?.delete(s);
+    if (set?.size === 0) byWorkload.delete(s.workload);
+  };
   const close = (agentId: string, reason: string) => {
     const s = byAgent.get(agentId);
-    byAgent.delete(agentId);
-    s?.close(reason, 'denied');
+    if (!s) return;
+    forget(s);
+    s.close(reason, 'denied');
   };
   return {
     add(stream) {
       const old = byAgent.get(stream.agentId);
+      if (old) forget(old);
       byAgent.set(stream.agentId, stream);
+      const set = byWorkload.get(stream.workload) ?? new Set();
+      byWorkload.set(stream.workload, set.add(stream));
       // A reconnect can overtake the old stream's teardown; keep only the newest.
       if (old && old !== stream) old.close('superseded by a newer stream', 'unavailable');
-      return () => {
-        if (byAgent.get(stream.agentId) === stream) byAgent.delete(stream.agentId);
-      };
+      return () => forget(stream);
     },
     isConnected: (agentId) => byAgent.has(agentId),
-    push(ruleSet) {
-      let n = 0;
-      for (const s of byAgent.values()) {
-        if (s.workload === ruleSet.workloadId) {
-          s.send(ruleSet);
-          n++;
-        }
-      }
-      return n;
-    },
+    ofWorkload: (workload) => [...(byWorkload.get(workload) ?? [])],
     close,
     closeWorkload(workload, reason) {
-      for (const s of [...byAgent.values()]) {
-        if (s.workload === workload) close(s.agentId, reason);
-      }
+      for (const s of [...(byWorkload.get(workload) ?? [])]) close(s.agentId, reason);
     },
     closeAll(reason) {
       const all = [...byAgent.values()];
       byAgent.clear();
+      byWorkload.clear();
       for (const s of all) s.close(reason, 'unavailable');
     },
   };

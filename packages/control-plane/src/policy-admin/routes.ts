@@ -17,7 +17,14 @@ const RESOURCE_SCHEMAS: Record<ResourcePath, TSchema> = {
   policies: PolicySchema,
 };
 
-export function registerPolicyAdminRoutes(app: Api, policy: PolicyAdminService): void {
+/** `--max-ip-list-bytes`' default: a 100k-CIDR IP list is about 2 MB of JSON. */
+export const MAX_IP_LIST_BYTES = 32 << 20;
+
+export function registerPolicyAdminRoutes(
+  app: Api,
+  policy: PolicyAdminService,
+  options: { maxIpListBytes?: number } = {},
+): void {
   // --- workloads
   app.get(
     '/v1/workloads',
@@ -66,6 +73,7 @@ export function registerPolicyAdminRoutes(app: Api, policy: PolicyAdminService):
       {
         schema: { params: NameParams, body: RESOURCE_SCHEMAS[kind] },
         validatorCompiler: () => () => true,
+        ...(kind === 'ip-lists' ? { bodyLimit: options.maxIpListBytes ?? MAX_IP_LIST_BYTES } : {}),
       },
       async (req, reply) => {
         const r = policy.putResource(

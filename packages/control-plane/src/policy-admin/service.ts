@@ -1,5 +1,5 @@
-// Policy administration: workloads (live: a change recompiles against the latest revision and
-// is pushed at once) and the draft's IP lists, services and policies, with optimistic
+// Policy administration: workloads (live: a change is validated, committed, then fed to the
+// publisher, which sends what it changes at once) and the draft's IP lists, services and policies, with optimistic
 // concurrency and draft discard. Must not provision revisions (revisions/) or talk to agents
 // beyond closing a deleted workload's streams.
 import type { ImpactView, ObjectChange } from '@bulkhead/api';
@@ -12,11 +12,11 @@ import {
   validateIpList,
   validatePolicy,
   validateService,
+  validateWorkload,
   validateWorkloadPatch,
   type Workload,
   type WorkloadMode,
 } from '@bulkhead/policy';
-import type { RuleSet } from '@bulkhead/proto';
 import type { AuditLog } from '../access/store.js';
 import { ControlPlaneError, invalid, notFound } from '../errors.js';
 import { type PolicyStates, toWorkload } from '../policy-state.js';
@@ -58,11 +58,11 @@ export interface WorkloadChanges {
   getWorkload(name: string): WorkloadRecord;
   listWorkloads(): WorkloadRecord[];
   /**
-   * Applies a workload change in one transaction together with the recompile it causes (then
-   * `after`, e.g. the audit entry), and pushes afterwards. A change that makes the provisioned
-   * policy invalid is refused. Returns the RuleSets that changed.
+   * Applies a workload change in one transaction (then `after`, e.g. the audit entry); a
+   * written workload that is not valid policy input is refused and nothing changes. After the
+   * commit the publisher sends what it changed. Returns the workloads whose agent state changed.
    */
-  changeWorkloads(write: (workloads: WorkloadWrites) => void, after?: () => void): RuleSet[];
+  changeWorkloads(write: (workloads: WorkloadWrites) => void, after?: () => void): string[];
   /**
    * Sets trust fields (never compiled, so nothing is recompiled) with `after` (the audit
    * entry) in one transaction.
@@ -180,24 +180,36 @@ export function createPolicyAdminService(deps: PolicyAdminDeps): PolicyAdminServ
     return w;
   }
 
-  function changeWorkloads(
-    write: (workloads: WorkloadWrites) => void,
-    after: () => void = () => {},
-  ): RuleSet[] {
-    const changed = db.tx(() => {
-      write(store);
-      const { state, revision } = states.provisioned(states.workloads());
-      const ruleSets = publisher.compile(
-        state,
-        revision,
-        'the change makes the provisioned policy invalid',
-      );
+  /** Writes workloads (`touched` collects their names), validates them, then publishes. */
+  function writeWorkloads(
+    write: (workloads: WorkloadWrites, touched: Set<string>) => void,
+    after: () => void,
+  ): string[] {
+    const touched = new Set<string>();
+    const writes: WorkloadWrites = {
+      getWorkload: store.getWorkload,
+      upsertWorkload(w) {
+        touched.add(w.name);
+        return store.upsertWorkload(w);
+      },
+      setWorkloadTrust: store.setWorkloadTrust,
+    };
+    const changes = db.tx(() => {
+      write(writes, touched);
+      const changes = [...touched].map((name) => {
+        const w = store.getWorkload(name);
+        return { name, workload: w && toWorkload(w) };
+      });
+      const diags = changes.flatMap((c) => (c.workload ? validateWorkload(c.workload) : []));
+      if (diags.length > 0) throw invalid('the change makes the provisioned policy invalid', diags);
       after();
-      return publisher.save(ruleSets);
+      return changes;
     });
-    publisher.push(changed);
-    return changed;
+    return publisher.workloadsChanged(changes);
   }
+
+  const changeWorkloads = (write: (workloads: WorkloadWrites) => void, after = () => {}) =>
+    writeWorkloads(write, after);
 
   const service: PolicyAdminService = {
     getWorkload,
@@ -259,10 +271,11 @@ export function createPolicyAdminService(deps: PolicyAdminDeps): PolicyAdminServ
     },
     deleteWorkload(actor, name, ifMatch) {
       const before = getWorkload(name);
-      changeWorkloads(
-        () => {
+      writeWorkloads(
+        (_, touched) => {
           checkVersion(`workload/${name}`, getWorkload(name).version, ifMatch);
           deps.deleteWorkload(name);
+          touched.add(name);
         },
         () =>
           audit.appendAudit({

@@ -50,7 +50,7 @@ export interface PolicyAdminStore {
   upsertWorkload(w: Workload): void;
   /** Sets the given trust fields of an existing workload (version + 1). */
   setWorkloadTrust(name: string, trust: Partial<WorkloadTrust>): void;
-  /** The row only (agents and RuleSet go by foreign key); Stores.deleteWorkload removes the rest. */
+  /** The row only (agents go by foreign key); Stores.deleteWorkload removes the rest. */
   deleteWorkload(name: string): boolean;
 
   listResources<T>(kind: ResourceKind): T[];

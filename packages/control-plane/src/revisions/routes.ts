@@ -1,6 +1,6 @@
 // Revisions' REST routes: impact, provision, rollback, the revision list, one revision, diffs,
 // and the desired RuleSet of a workload.
-import { RuleSet } from '@bulkhead/proto';
+import { AddressGroup, GroupRuleSet } from '@bulkhead/proto';
 import { Type } from '@sinclair/typebox';
 import { ControlPlaneError, type ErrorDetail } from '../errors.js';
 import { type Api, booleanField, Name, Time, unknownFields } from '../route-support.js';
@@ -84,6 +84,9 @@ export function registerRevisionRoutes(app: Api, revisions: RevisionsService): v
   app.get(
     '/v1/rulesets/:workload',
     { schema: { params: Type.Object({ workload: Name }) } },
-    async (req) => RuleSet.toJSON(revisions.getRuleSet(req.params.workload)),
+    async (req) => {
+      const { ruleSet, groups } = revisions.getRuleSet(req.params.workload);
+      return { ruleSet: GroupRuleSet.toJSON(ruleSet), groups: groups.map(AddressGroup.toJSON) };
+    },
   );
 }

@@ -1,10 +1,11 @@
 // Revisions: the draft frozen into numbered, immutable revisions (provision, rollback) behind
 // the impact gate, their list, snapshots and diffs, the impact of a candidate on observed flows,
-// and the desired RuleSet each workload gets. Must not edit workloads or draft objects except
+// and the desired rule set each workload gets (group form, from the publisher). Must not edit workloads or draft objects except
 // when a rollback makes an old revision the draft again.
 import type { ImpactRequest, ImpactView, ProvisionResult, RevisionDiff } from '@bulkhead/api';
-import { diffRuleSets, diffStates, type PolicyState } from '@bulkhead/policy';
-import type { RuleSet } from '@bulkhead/proto';
+import { diffRuleSets, diffStates, type PolicyState, validateState } from '@bulkhead/policy';
+import type { AddressGroup, GroupRuleSet } from '@bulkhead/proto';
+import type { Logger } from 'pino';
 import type { AuditLog } from '../access/store.js';
 import { invalid, notFound } from '../errors.js';
 import type { PolicyAdminStore } from '../policy-admin/store.js';
@@ -42,8 +43,8 @@ export interface RevisionsService {
   ): RevisionWithSnapshot<Snapshot> & { changes: ReturnType<typeof diffStates> };
   /** Revision `from` against revision `to` or the draft, both on today's workloads. */
   revisionDiff(from: number, to: number | 'draft'): RevisionDiff;
-  /** The workload's desired RuleSet. */
-  getRuleSet(workload: string): RuleSet;
+  /** The workload's desired rule set in group form, with the groups it names. */
+  getRuleSet(workload: string): { ruleSet: GroupRuleSet; groups: AddressGroup[] };
 }
 
 export interface RevisionsDeps {
@@ -55,45 +56,64 @@ export interface RevisionsDeps {
   publisher: RuleSetPublisher;
   gate: ImpactGate;
   audit: AuditLog;
+  log: Logger;
+  /** A provision warns about each workload whose rule set passes this size (entries). */
+  maxRuleSetEntries?: number;
+}
+
+/** `--max-ruleset-entries`' default. */
+export const MAX_RULESET_ENTRIES = 200_000;
+
+/** Refuses a state that is not valid policy input (nothing is stored). */
+function checkState(state: PolicyState, message: string): void {
+  const diags = validateState(state);
+  if (diags.length > 0) throw invalid(message, diags);
 }
 
 export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
-  const { store, db, drafts, states, publisher, gate, audit } = deps;
+  const { store, db, drafts, states, publisher, gate, audit, log } = deps;
+  const maxEntries = deps.maxRuleSetEntries ?? MAX_RULESET_ENTRIES;
 
+  type Provisioned = { revision: number; state: PolicyState; impact: ImpactView };
+
+  /** Freezes the draft into a revision; call inside the write's transaction, then `publish`. */
   function provisionDraft(
     actor: string,
     note: string,
     confirmed: boolean,
     what: string,
-  ): ProvisionResult {
+  ): Provisioned {
     const state = states.draft();
-    const next = (store.latestRevision()?.revision ?? 0) + 1;
-    const ruleSets = publisher.compile(state, next, 'the policy does not compile');
+    checkState(state, 'the policy does not compile');
     const report = gate.between(states.provisioned(state.workloads).state, state);
     gate.require(report, confirmed, what);
-    // No await between compile and commit: nothing else can take revision `next` meanwhile.
-    const { revision, changed } = db.tx(() => {
-      const revision = store.addRevision(actor, note, state);
-      const changed = publisher.save(ruleSets);
-      audit.appendAudit({
-        actor,
-        action: 'revision.provision',
-        target: String(revision),
-        after: {
-          note,
-          changed: changed.map((rs) => rs.workloadId),
-          confirmed,
-          impact: report.summary,
-        },
-      });
-      return { revision, changed };
+    const revision = store.addRevision(actor, note, state);
+    audit.appendAudit({
+      actor,
+      action: 'revision.provision',
+      target: String(revision),
+      after: { note, confirmed, impact: report.summary },
     });
-    publisher.push(changed);
+    return { revision, state, impact: report };
+  }
+
+  /** After the commit: the publisher sends what the revision changed; oversized rule sets warn. */
+  function publish({ revision, state, impact }: Provisioned): ProvisionResult {
+    const changed = publisher.provisioned(state, revision);
+    const warnings = [...publisher.sizes(changed)]
+      .filter(([, entries]) => entries > maxEntries)
+      .map(([workload, entries]) => ({
+        workload,
+        entries,
+        message: `the rule set of ${workload} has ${entries} entries (more than ${maxEntries})`,
+      }));
+    for (const w of warnings) log.warn({ ...w, revision }, 'large rule set');
     return {
       revision,
-      changed: changed.map((rs) => rs.workloadId),
-      unchanged: ruleSets.length - changed.length,
-      impact: report,
+      changed,
+      unchanged: state.workloads.length - changed.length,
+      impact,
+      ...(warnings.length > 0 ? { warnings } : {}),
     };
   }
 
@@ -120,13 +140,17 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
           { path: 'target', message: "must be 'draft', {revision} or {resources}" },
         ]);
       }
-      compileState(after, 0, 'the target does not compile');
+      checkState(after, 'the target does not compile');
       return gate.between(before, after, { ...window(req), groupBy: req.groupBy });
     },
     provision: (actor, note, options = {}) =>
-      provisionDraft(actor, note, options.confirm === true, 'provisioning the draft'),
+      publish(
+        db.tx(() =>
+          provisionDraft(actor, note, options.confirm === true, 'provisioning the draft'),
+        ),
+      ),
     rollback(actor, n, note, options = {}) {
-      return db.tx(() => {
+      const provisioned = db.tx(() => {
         const r = store.getRevision<Snapshot>(n);
         if (!r) throw notFound(`revision ${n}`);
         drafts.replaceResources('ip_lists', r.snapshot.ipLists);
@@ -140,6 +164,7 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
           `rolling back to revision ${n}`,
         );
       });
+      return publish(provisioned);
     },
     listRevisions: () => store.listRevisions(),
     getRevision(n) {
@@ -154,6 +179,7 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
       const before = states.atRevision(from, workloads);
       const after = to === 'draft' ? states.draft() : states.atRevision(to, workloads);
       const next = (store.latestRevision()?.revision ?? 0) + 1;
+      // The one path still on the first design's compiler: the per-workload effect in cells.
       return {
         from,
         to,
@@ -170,9 +196,9 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
     },
     getRuleSet(workload) {
       if (!drafts.getWorkload(workload)) throw notFound(`workload ${workload}`);
-      const rs = publisher.desired(workload);
-      if (!rs) throw notFound(`RuleSet of ${workload}`);
-      return rs;
+      const form = publisher.groupForm(workload);
+      if (!form) throw notFound(`rule set of ${workload}`);
+      return form;
     },
   };
 }

@@ -1,70 +1,323 @@
-// The rule-set publisher: compiles a policy state, stores the RuleSets whose content changed
-// and pushes those to their workloads' open streams. Policy administration, revisions and
-// fleet use it through this narrow interface only, so an incremental pipeline (selector index,
-// address groups, deltas) can replace it. Must not decide *what* state to publish, nor audit.
-import type { PolicyState } from '@bulkhead/policy';
-import { RuleSet } from '@bulkhead/proto';
+// The rule-set publisher: the provisioned policy held in a calculation graph
+// (`createCalculator`), fed fine-grained changes after their transactions commit, and the
+// deltas it returns turned into one update per affected agent (wiring contract). Keeps in
+// memory what the agents list needs (each workload's agent state hash, the current revision)
+// and per stream the hash last sent; stores nothing. Policy administration, revisions and fleet
+// use it through this narrow interface. Must not validate input (callers do, before their
+// commit), decide what state to publish, nor audit.
+import {
+  type CalcResult,
+  createCalculator,
+  type IpList,
+  type IpRange,
+  type Policy,
+  type PolicyState,
+  type Service,
+  toAddressRange,
+  type Workload,
+} from '@bulkhead/policy';
+import type { AddressGroup, GroupRule, GroupRuleSet } from '@bulkhead/proto';
 import type { Logger } from 'pino';
-import { compileState } from '../policy-state.js';
-import type { RuleSetStore } from './store.js';
+import type { AgentStream } from '../fleet/streams.js';
+import { createAgentHasher, groupsOf } from './agent-hash.js';
+import { encodeGroup, encodeUpdate, type GroupParts } from './encode.js';
+
+/** A revision's policy objects (workloads are live, not part of it). */
+export type PolicyObjects = Pick<PolicyState, 'ipLists' | 'services' | 'policies'>;
+
+export interface Desired {
+  hash: string;
+  /** The newest revision this content is current for. */
+  revision: number;
+}
 
 export interface RuleSetPublisher {
-  /** The state's RuleSets for `revision`, or a 400 `message` naming what does not compile. */
-  compile(state: PolicyState, revision: number, message: string): RuleSet[];
+  /** Cold start: the latest revision's objects on the current workloads. */
+  load(state: PolicyState, revision: number): void;
   /**
-   * Stores compiled RuleSets (call inside the write's transaction); returns those that changed.
-   * The hash leaves the revision out, so equal hashes mean equal content: the stored RuleSet is
-   * only marked current for the new revision, and no agent reapplies what it already runs.
+   * Workloads written and committed (`workload` undefined: deleted); sends what changed.
+   * Returns the workloads whose agent state changed.
    */
-  save(ruleSets: RuleSet[]): RuleSet[];
-  /** Sends changed RuleSets to their workloads' open streams (after the commit). */
-  push(changed: RuleSet[]): void;
-  /** The workload's desired RuleSet; undefined when it has none or its hash is `except`. */
-  desired(workload: string, except?: string): RuleSet | undefined;
-  /** The workload's desired RuleSet hash, without decoding it. */
-  desiredHash(workload: string): string | undefined;
+  workloadsChanged(changes: ReadonlyArray<{ name: string; workload?: Workload }>): string[];
+  /** A revision committed: feeds the objects that differ from the previous one; as above. */
+  provisioned(objects: PolicyObjects, revision: number): string[];
+  desired(workload: string): Desired | undefined;
   /** workload -> desired hash and the newest revision that content is current for. */
-  desiredAll(): Map<string, { hash: string; revision: number }>;
+  desiredAll(): Map<string, Desired>;
+  /** The workload's rule set in group form with the groups it names. */
+  groupForm(workload: string): { ruleSet: GroupRuleSet; groups: AddressGroup[] } | undefined;
+  /** The ids of the workload's rules (telemetry validation). */
+  ruleIdsOf(workload: string): ReadonlySet<string> | undefined;
+  /** Rule-set size of each named workload (nft rules + group ranges + service ranges). */
+  sizes(workloads: readonly string[]): Map<string, number>;
+  /**
+   * Answers a Hello: runs `during` (the Hello's own changes) while the stream receives no
+   * update, then returns the full sync to send after the Welcome, or nothing when the agent
+   * already holds the desired state. Afterwards the stream gets every change as a delta.
+   */
+  hello(stream: AgentStream, appliedHash: string, during: () => void): Buffer[];
 }
 
 export interface PublisherDeps {
-  store: RuleSetStore;
-  /** The open streams (fleet's registry); returns how many got the RuleSet. */
-  streams: { push(ruleSet: RuleSet): number };
+  /** The open streams of a workload (fleet's registry). */
+  streams: { ofWorkload(workload: string): readonly AgentStream[] };
   log: Logger;
 }
 
-export function createRuleSetPublisher({ store, streams, log }: PublisherDeps): RuleSetPublisher {
-  return {
-    compile: compileState,
-    save(ruleSets) {
-      const changed: RuleSet[] = [];
-      for (const rs of ruleSets) {
-        if (store.getRuleSetHash(rs.workloadId) === rs.hash) {
-          store.touchRuleSet(rs.workloadId, rs.revision);
-          continue;
+const EMPTY_OBJECTS: PolicyObjects = { ipLists: [], services: [], policies: [] };
+
+interface GroupTrace {
+  /** Deleted then created again within one batch: agents holding it need a full sync. */
+  replaced: boolean;
+  deleted: boolean;
+  toggles: Map<string, { range: IpRange; net: number }>;
+}
+
+/** The deltas of one logical change (a provision feeds several), merged per group. */
+class Batch {
+  readonly groups = new Map<string, GroupTrace>();
+  readonly workloads = new Set<string>();
+
+  add(result: CalcResult): void {
+    for (const g of result.delta.groups) {
+      const t = this.groups.get(g.id) ?? { replaced: false, deleted: false, toggles: new Map() };
+      this.groups.set(g.id, t);
+      if (g.deleted) {
+        t.deleted = true;
+        continue;
+      }
+      if (g.created && t.deleted) t.replaced = true;
+      for (const [list, by] of [
+        [g.added, 1],
+        [g.removed, -1],
+      ] as const) {
+        for (const range of list) {
+          const key = `${range.family}:${range.from}-${range.to}`;
+          const e = t.toggles.get(key);
+          if (e) e.net += by;
+          else t.toggles.set(key, { range, net: by });
         }
-        store.putRuleSet({
-          workload: rs.workloadId,
-          revision: rs.revision,
-          hash: rs.hash,
-          body: Buffer.from(RuleSet.encode(rs).finish()),
-        });
-        changed.push(rs);
       }
-      return changed;
-    },
-    push(changed) {
-      for (const rs of changed) {
-        const n = streams.push(rs);
-        log.debug({ workload: rs.workloadId, hash: rs.hash, streams: n }, 'pushed RuleSet');
+      for (const w of g.workloads) this.workloads.add(w);
+    }
+    for (const w of result.delta.workloads) this.workloads.add(w.workloadId);
+  }
+
+  /** The net change of a group that existed before the batch. */
+  change(id: string): { added: IpRange[]; removed: IpRange[] } | undefined {
+    const t = this.groups.get(id);
+    if (!t) return undefined;
+    const pick = (f: (net: number) => boolean) =>
+      [...t.toggles.values()].filter((e) => f(e.net)).map((e) => e.range);
+    const change = { added: pick((n) => n > 0), removed: pick((n) => n < 0) };
+    return change.added.length + change.removed.length > 0 ? change : undefined;
+  }
+}
+
+function same(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSetPublisher {
+  const calc = createCalculator();
+  const hasher = createAgentHasher();
+  /** What each workload's agents hold once in sync: its rule set and agent state hash. */
+  const published = new Map<string, { ruleSet: GroupRuleSet; hash: string }>();
+  /** Encoded whole groups (created / full sync), dropped when the group changes. */
+  const wholeParts = new Map<string, GroupParts>();
+  const ruleIds = new WeakMap<readonly GroupRule[], ReadonlySet<string>>();
+  let objects = EMPTY_OBJECTS;
+  let revision = 0;
+
+  function whole(id: string): GroupParts {
+    let parts = wholeParts.get(id);
+    if (!parts) {
+      parts = encodeGroup({ id, created: true, added: calc.group(id) ?? [] });
+      wholeParts.set(id, parts);
+    }
+    return parts;
+  }
+
+  function fullSync(ruleSet: GroupRuleSet, hash: string): Buffer[] {
+    const parts = groupsOf(ruleSet).flatMap(whole);
+    return encodeUpdate({ baseHash: '', hash, revision, full: true }, ruleSet, parts);
+  }
+
+  /** Runs calculator inputs as one change and sends each affected agent one update. */
+  function run(inputs: (feed: (result: CalcResult) => void) => void): string[] {
+    const batch = new Batch();
+    inputs((result) => {
+      if (result.diagnostics.length > 0) {
+        // Callers validate before they commit; reaching this is a bug, not bad input.
+        log.error({ diagnostics: result.diagnostics }, 'the calculator refused a committed change');
+        return;
       }
+      hasher.apply(result.delta);
+      for (const g of result.delta.groups) wholeParts.delete(g.id);
+      batch.add(result);
+    });
+    const changes = new Map<string, GroupParts>();
+    const changeParts = (id: string) => {
+      let parts = changes.get(id);
+      if (!parts) {
+        const c = batch.change(id);
+        parts = c ? encodeGroup({ id, ...c }) : [];
+        changes.set(id, parts);
+      }
+      return parts;
+    };
+    /** Group parts per (rules before, rules after): agents with the same rules share them. */
+    const partsMemo = new Map<readonly GroupRule[], Map<readonly GroupRule[], Uint8Array[]>>();
+    const changed: string[] = [];
+    for (const name of [...batch.workloads].sort()) {
+      const before = published.get(name);
+      const ruleSet = calc.ruleSet(name);
+      if (!ruleSet) {
+        published.delete(name);
+        continue;
+      }
+      const hash = hasher.hash(ruleSet);
+      published.set(name, { ruleSet, hash });
+      if (hash === before?.hash) continue;
+      changed.push(name);
+      for (const stream of streams.ofWorkload(name)) {
+        if (stream.synced === undefined || stream.synced === hash) continue;
+        const messages =
+          before && stream.synced === before.hash
+            ? delta(before.ruleSet, ruleSet, { baseHash: before.hash, hash })
+            : undefined;
+        for (const m of messages ?? fullSync(ruleSet, hash)) stream.send(m);
+        stream.synced = hash;
+        log.debug({ workload: name, hash, full: !messages }, 'sent policy update');
+      }
+    }
+    return changed;
+
+    /** The update from `before` to `after`; undefined when only a full sync will do. */
+    function delta(
+      before: GroupRuleSet,
+      after: GroupRuleSet,
+      hashes: { baseHash: string; hash: string },
+    ): Buffer[] | undefined {
+      const memo = partsMemo.get(before.rules) ?? new Map<readonly GroupRule[], Uint8Array[]>();
+      partsMemo.set(before.rules, memo);
+      const parts = memo.get(after.rules) ?? groupParts(before, after);
+      if (!parts) return undefined;
+      memo.set(after.rules, parts);
+      const rules = before.hash === after.hash ? undefined : after;
+      return encodeUpdate({ ...hashes, revision, full: false }, rules, parts);
+    }
+
+    /** The group parts from `before`'s groups to `after`'s; undefined: only a full sync will do. */
+    function groupParts(before: GroupRuleSet, after: GroupRuleSet): Uint8Array[] | undefined {
+      const was = new Set(groupsOf(before));
+      const now = groupsOf(after);
+      const parts: Uint8Array[] = [];
+      for (const id of now) {
+        if (!was.has(id)) parts.push(...whole(id));
+        else if (batch.groups.get(id)?.replaced) return undefined;
+        else parts.push(...changeParts(id));
+      }
+      const kept = new Set(now);
+      for (const id of was) if (!kept.has(id)) parts.push(...encodeGroup({ id, deleted: true }));
+      return parts;
+    }
+  }
+
+  function diff<T extends { name: string }>(
+    before: readonly T[],
+    after: readonly T[],
+  ): { upserts: T[]; deletes: string[] } {
+    const old = new Map(before.map((o) => [o.name, o]));
+    const names = new Set(after.map((o) => o.name));
+    return {
+      upserts: after.filter((o) => !same(old.get(o.name), o)),
+      deletes: before.filter((o) => !names.has(o.name)).map((o) => o.name),
+    };
+  }
+
+  return {
+    load(state, rev) {
+      revision = rev;
+      objects = { ipLists: state.ipLists, services: state.services, policies: state.policies };
+      run((feed) => feed(calc.load(state)));
     },
-    desired(workload, except) {
-      const rs = store.getRuleSet(workload);
-      return rs && rs.hash !== except ? RuleSet.decode(rs.body) : undefined;
+    workloadsChanged: (changes) =>
+      run((feed) => {
+        for (const c of changes) {
+          feed(c.workload ? calc.upsertWorkload(c.workload) : calc.deleteWorkload(c.name));
+        }
+      }),
+    provisioned(next, rev) {
+      revision = rev;
+      const services = diff<Service>(objects.services, next.services);
+      const ipLists = diff<IpList>(objects.ipLists, next.ipLists);
+      const policies = diff<Policy>(objects.policies, next.policies);
+      objects = next;
+      // What a policy names exists before it, and stays until no policy names it: no group is
+      // dropped and made again, so agents get element changes.
+      return run((feed) => {
+        for (const s of services.upserts) feed(calc.upsertService(s));
+        for (const l of ipLists.upserts) feed(calc.upsertIpList(l));
+        for (const p of policies.upserts) feed(calc.upsertPolicy(p));
+        for (const name of policies.deletes) feed(calc.deletePolicy(name));
+        for (const name of services.deletes) feed(calc.deleteService(name));
+        for (const name of ipLists.deletes) feed(calc.deleteIpList(name));
+      });
     },
-    desiredHash: (workload) => store.getRuleSetHash(workload),
-    desiredAll: () => store.desiredRuleSets(),
+    desired(workload) {
+      const p = published.get(workload);
+      return p && { hash: p.hash, revision };
+    },
+    desiredAll: () => new Map([...published].map(([w, p]) => [w, { hash: p.hash, revision }])),
+    groupForm(workload) {
+      const ruleSet = calc.ruleSet(workload);
+      if (!ruleSet) return undefined;
+      return {
+        ruleSet: { ...ruleSet, revision },
+        groups: groupsOf(ruleSet).map((id) => ({
+          id,
+          ranges: (calc.group(id) ?? []).map(toAddressRange),
+        })),
+      };
+    },
+    ruleIdsOf(workload) {
+      const rules = calc.ruleSet(workload)?.rules;
+      if (!rules) return undefined;
+      const ids = ruleIds.get(rules) ?? new Set(rules.map((r) => r.id));
+      ruleIds.set(rules, ids);
+      return ids;
+    },
+    sizes(workloads) {
+      const byRules = new Map<readonly GroupRule[], number>();
+      // Ranges are sorted IPv4 first: one nft rule per family the group holds.
+      const families = (id: string) => {
+        const g = calc.group(id) ?? [];
+        return g.length === 0 ? 0 : g[0]!.family === g.at(-1)!.family ? 1 : 2;
+      };
+      const out = new Map<string, number>();
+      for (const name of workloads) {
+        const ruleSet = calc.ruleSet(name);
+        if (!ruleSet) continue;
+        let size = byRules.get(ruleSet.rules);
+        if (size === undefined) {
+          size = groupsOf(ruleSet).reduce((n, id) => n + (calc.group(id)?.length ?? 0), 0);
+          for (const r of ruleSet.rules) {
+            size += r.services.length + r.groups.reduce((n, id) => n + families(id), 0);
+          }
+          byRules.set(ruleSet.rules, size);
+        }
+        out.set(name, size);
+      }
+      return out;
+    },
+    hello(stream, appliedHash, during) {
+      stream.synced = undefined;
+      during();
+      const p = published.get(stream.workload);
+      stream.synced = p?.hash ?? appliedHash;
+      if (!p || p.hash === appliedHash) return [];
+      return fullSync(p.ruleSet, p.hash);
+    },
   };
 }

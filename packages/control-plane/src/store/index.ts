@@ -4,7 +4,6 @@ import { type AccessStore, type AuditEntry, createSqliteAccessStore } from '../a
 import { createSqliteFleetStore, type FleetStore } from '../fleet/store.js';
 import { createSqlitePolicyAdminStore, type PolicyAdminStore } from '../policy-admin/store.js';
 import { createSqliteRevisionStore, type RevisionStore } from '../revisions/store.js';
-import { createSqliteRuleSetStore, type RuleSetStore } from '../rulesets/store.js';
 import {
   createSqliteVisibilityStore,
   type FlowLimitOptions,
@@ -27,10 +26,9 @@ export interface Stores extends Transactor {
   access: AccessStore;
   policy: PolicyAdminStore;
   revisions: RevisionStore;
-  rulesets: RuleSetStore;
   fleet: FleetStore;
   visibility: VisibilityStore;
-  /** A workload and everything every domain keeps of it (agents, RuleSet, counters, flows, events). */
+  /** A workload and everything every domain keeps of it (agents, counters, flows, events). */
   deleteWorkload(name: string): boolean;
   schemaVersion(): number;
   close(): void;
@@ -44,7 +42,7 @@ export function createSqliteStores(options: StoreOptions): Stores {
   return {
     tx: d.tx,
     deleteWorkload(name) {
-      // Agents and the RuleSet go by foreign key; counters, flows and events hold no key.
+      // Agents go by foreign key; counters, flows and events hold no key.
       return d.tx(() => {
         fleet.deleteCounters(name);
         visibility.deleteWorkload(name);
@@ -56,7 +54,6 @@ export function createSqliteStores(options: StoreOptions): Stores {
     access: createSqliteAccessStore(d, options.onAudit),
     policy,
     revisions: createSqliteRevisionStore(d),
-    rulesets: createSqliteRuleSetStore(d),
     fleet,
     visibility,
   };

@@ -146,6 +146,11 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE enrollment_tokens ADD COLUMN workload TEXT;
   ALTER TABLE enrollment_tokens ADD COLUMN scope TEXT;
   `,
+  // 5: incremental pipeline (issue 8): desired agent states live in the control plane's memory,
+  // derived from the provisioned policy at start; encoded RuleSets are no longer stored.
+  `
+  DROP TABLE rulesets;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

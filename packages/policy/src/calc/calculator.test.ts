@@ -51,6 +51,29 @@ function base(): PolicyState {
 }
 
 describe('createCalculator', () => {
+  it('takes an IP list of 200,000 ranges (no argument-count limit on the way)', () => {
+    const calc = createCalculator();
+    const cidrs = Array.from({ length: 200_000 }, (_, i) => {
+      const n = 11 * 2 ** 24 + 2 * i;
+      return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}/32`;
+    });
+    const state: PolicyState = {
+      workloads: [workload('w', '10.0.0.1', { role: 'web' })],
+      services: [],
+      ipLists: [{ name: 'big', cidrs }],
+      policies: [
+        {
+          name: 'p',
+          scope: { matchLabels: { role: 'web' } },
+          egress: [{ action: 'allow', peers: [{ ipList: 'big' }] }],
+        },
+      ],
+    };
+    const { delta, diagnostics } = calc.load(state);
+    expect(diagnostics).toEqual([]);
+    expect(delta.groups.find((g) => g.id === 'list:big')?.added).toHaveLength(200_000);
+  });
+
   it('a cold load creates every group and every rule set', () => {
     const calc = createCalculator();
     const { delta, diagnostics } = calc.load(base());

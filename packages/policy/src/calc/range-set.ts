@@ -75,7 +75,9 @@ export class RangeSet {
     const had = new Set(this.ranges.map(rangeKey));
     for (const r of this.ranges) if (!keep.has(rangeKey(r))) this.report(r, -1);
     for (const r of next) if (!had.has(rangeKey(r))) this.report(r, 1);
-    this.ranges.splice(0, this.ranges.length, ...[...next].sort(compareRanges));
+    // No spread: an IP list of 200k ranges would pass the engine's argument limit.
+    this.ranges.length = 0;
+    for (const r of [...next].sort(compareRanges)) this.ranges.push(r);
     this.counts.clear();
   }
 }
