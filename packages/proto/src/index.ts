@@ -19,6 +19,7 @@ export {
   GroupUpdate,
   type Hello,
   Mode,
+  PolicyUpdate,
   type Rule,
   type RuleCounter,
   RuleSet,
