@@ -15,6 +15,8 @@ const T = { family: 'inet', table: 'bulkhead' };
 
 /** The IPv4 set of the fixture group holding 192.168.0.0/16. */
 const BAD4 = groupSet('cidr:bad', 4);
+/** A group set element: the address part, every protocol. */
+const el = (addr: unknown) => ({ concat: [addr, { range: [0, 255] }] });
 
 describe('drift', () => {
   let stateDir: string;
@@ -68,10 +70,14 @@ describe('drift', () => {
       (tx) =>
         tx
           .delete({
-            element: { ...T, name: BAD4, elem: [{ range: ['192.168.0.0', '192.168.255.255'] }] },
+            element: {
+              ...T,
+              name: BAD4,
+              elem: [el({ range: ['192.168.0.0', '192.168.255.255'] })],
+            },
           })
           .add({
-            element: { ...T, name: BAD4, elem: [{ prefix: { addr: '192.168.0.0', len: 17 } }] },
+            element: { ...T, name: BAD4, elem: [el({ prefix: { addr: '192.168.0.0', len: 17 } })] },
           }),
       { elements: [expect.objectContaining({ set: BAD4, missing: 1, extra: 1 })] },
     ],
@@ -97,10 +103,10 @@ describe('drift', () => {
     await kernel.apply(
       new Transaction()
         .delete({
-          element: { ...T, name: BAD4, elem: [{ range: ['192.168.0.0', '192.168.255.255'] }] },
+          element: { ...T, name: BAD4, elem: [el({ range: ['192.168.0.0', '192.168.255.255'] })] },
         })
         .add({
-          element: { ...T, name: BAD4, elem: [{ prefix: { addr: '192.168.0.0', len: 16 } }] },
+          element: { ...T, name: BAD4, elem: [el({ prefix: { addr: '192.168.0.0', len: 16 } })] },
         }),
     );
     expect(await dp.reconcile()).toBeUndefined();

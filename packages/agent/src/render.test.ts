@@ -95,21 +95,25 @@ describe('renderModel (group form)', () => {
 
   it("holds each group in one interval set per family, and each rule's ports in one set", () => {
     const sets = new Map(added(enforce, 'set').map((m) => [m.name, m]));
+    const any = { range: [0, 255] };
     expect(sets.get(groupSet('sel:web', 4))).toMatchObject({
-      type: 'ipv4_addr',
+      type: ['ipv4_addr', 'inet_proto'],
       flags: ['interval'],
-      elem: [{ range: ['10.0.0.0', '10.0.0.255'] }, '10.0.1.5'],
+      elem: [
+        { concat: [{ range: ['10.0.0.0', '10.0.0.255'] }, any] },
+        { concat: ['10.0.1.5', any] },
+      ],
     });
     expect(sets.get(groupSet('sel:web', 6))).toMatchObject({
-      type: 'ipv6_addr',
-      elem: [{ range: ['fd00::', 'fd00::ffff'] }],
+      type: ['ipv6_addr', 'inet_proto'],
+      elem: [{ concat: [{ range: ['fd00::', 'fd00::ffff'] }, any] }],
     });
     // An empty family is declared too (a later update may fill it) but has no elements.
     expect(sets.get(groupSet('list:out', 6))).toEqual({
       family: 'inet',
       table: 'bulkhead',
       name: groupSet('list:out', 6),
-      type: 'ipv6_addr',
+      type: ['ipv6_addr', 'inet_proto'],
       flags: ['interval'],
     });
     expect(groupSet('list:out', 6)).toMatch(/^g6_[0-9a-f]{16}$/);
@@ -163,7 +167,12 @@ describe('renderModel (group form)', () => {
     const addr = (family: 4 | 6, id: string, field = 'saddr') => ({
       match: {
         op: '==',
-        left: { payload: { protocol: family === 4 ? 'ip' : 'ip6', field } },
+        left: {
+          concat: [
+            { payload: { protocol: family === 4 ? 'ip' : 'ip6', field } },
+            { meta: { key: 'l4proto' } },
+          ],
+        },
         right: `@${groupSet(id, family)}`,
       },
     });

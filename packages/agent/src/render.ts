@@ -271,6 +271,13 @@ function baseChain(hook: 'input' | 'output'): ChainModel {
   return { base: { type: 'filter', hook, prio: 0, policy: 'accept' }, rules: [] };
 }
 
+// Group sets are concatenated (`addr . inet_proto`, every protocol 0-255) although only the
+// address matters: for any element command nft 1.0.6 first lists every element of every
+// non-concatenated interval set in the table (its userspace interval handling), so with a
+// plain `ipv4_addr` interval set of 100k ranges adding 50 elements took 1.3 s and deleting 50
+// took 9 s; on a concatenated set (the kernel's pipapo backend) 30-50 ms (measured with nft -f).
+const ANY_PROTOCOL = { range: [0, 255] };
+
 /**
  * A group's range as a set element (JSON text, the key of SetModel.elems) and its family.
  * Throws RULESET_INVALID for anything but two addresses of one family in order: the text
@@ -281,12 +288,13 @@ export function rangeElement(r: AddressRange): { family: Family; text: string } 
   if (family === undefined || familyOf(r.to) !== family || !ordered(family, r.from, r.to)) {
     throw invalid(`${JSON.stringify(r.from)}-${JSON.stringify(r.to)} is not an address range`);
   }
-  return { family, text: JSON.stringify(r.from === r.to ? r.from : { range: [r.from, r.to] }) };
+  const addr = r.from === r.to ? r.from : { range: [r.from, r.to] };
+  return { family, text: JSON.stringify({ concat: [addr, ANY_PROTOCOL] }) };
 }
 
 /** Inverse of rangeElement (for persisting what the model holds). */
 export function elementRange(text: string): AddressRange {
-  const v = JSON.parse(text) as string | { range: [string, string] };
+  const v = (JSON.parse(text) as { concat: [string | { range: [string, string] }] }).concat[0];
   return typeof v === 'string' ? { from: v, to: v } : { from: v.range[0], to: v.range[1] };
 }
 
@@ -313,11 +321,11 @@ function expand6(a: string): string {
   return groups.map((g) => g.padStart(4, '0')).join('');
 }
 
-/** An empty interval set of one family; `elems` is what the group holds. */
+/** The interval set of one family of a group; `elems` is what the group holds. */
 export function groupSetModel(family: Family, elems: Map<string, string>): SetModel {
   return {
     kind: 'set',
-    decl: { type: family === 4 ? 'ipv4_addr' : 'ipv6_addr', flags: ['interval'] },
+    decl: { type: [family === 4 ? 'ipv4_addr' : 'ipv6_addr', 'inet_proto'], flags: ['interval'] },
     elems,
   };
 }
@@ -416,8 +424,8 @@ const ICMP = 1;
 const ICMPV6 = 58;
 
 /**
- * The nft rules of one policy rule: per group it names and per family, `ip saddr @g4_..`
- * (ingress; daddr for egress) with the services, jumping to the rule's chain. A port match
+ * The nft rules of one policy rule: per group it names and per family, `ip saddr . meta
+ * l4proto @g4_..` (ingress; daddr for egress; see ANY_PROTOCOL) with the services, jumping to the rule's chain. A port match
  * (`meta l4proto . th dport @s_..`) and a protocol match (`meta l4proto {..}`, icmp only for
  * IPv4, icmpv6 only for IPv6) are separate rules: one nft rule cannot OR them.
  */
@@ -427,10 +435,8 @@ function policyRules(r: GroupRule, dir: Dir, svc: RuleServices): RuleModel[] {
   const l4proto = { meta: { key: 'l4proto' } };
   for (const id of r.groups) {
     for (const family of [4, 6] as const) {
-      const addr = match(
-        payload(family === 4 ? 'ip' : 'ip6', dir === 'in' ? 'saddr' : 'daddr'),
-        `@${groupSet(id, family)}`,
-      );
+      const peer = payload(family === 4 ? 'ip' : 'ip6', dir === 'in' ? 'saddr' : 'daddr');
+      const addr = match({ concat: [peer, l4proto] }, `@${groupSet(id, family)}`);
       if (svc.any) {
         out.push(rule([addr, jump]));
         continue;
