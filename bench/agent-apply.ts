@@ -64,6 +64,7 @@ const update = (u: Partial<PolicyUpdate>): PolicyUpdate => {
 };
 
 const mib = () => Math.round(process.memoryUsage().rss / 2 ** 20);
+const heapMib = () => Math.round(process.memoryUsage().heapUsed / 2 ** 20);
 const stateDir = mkdtempSync(join(tmpdir(), 'bulkhead-bench-'));
 const driver = createNftDriver({ backend: 'libnftables' });
 const dp = createDataplane({
@@ -79,7 +80,7 @@ const timed = async (u: PolicyUpdate) => {
   if (!r.ok) throw r.error;
   const ms = Math.round(performance.now() - t0);
   await dp.persisted(); // not part of the apply: it runs after it, in the background
-  return { ms, path: r.path, rssMiB: mib() };
+  return { ms, path: r.path, rssMiB: mib(), heapMiB: heapMib() };
 };
 const cold = await timed(
   update({
@@ -117,6 +118,16 @@ const check = async (elements: boolean) => {
   return Math.round(performance.now() - t0);
 };
 const structureCheckMs = await check(false);
+// What stays once the garbage of the big writes is collected (run with --expose-gc).
+const gc = (globalThis as { gc?: () => void }).gc;
+gc?.();
+await dp.collect(); // the telemetry tick, which gives freed memory back after an apply
+await new Promise((r) => setTimeout(r, 200));
+const settled = {
+  rssMiB: mib(),
+  heapMiB: heapMib(),
+  externalMiB: Math.round(process.memoryUsage().external / 2 ** 20),
+};
 const checkMs = await check(true);
 console.log(
   JSON.stringify({
@@ -127,6 +138,7 @@ console.log(
       delta100: { ...delta, next10Ms: deltas },
       ruleChange,
       structureCheckMs,
+      settled,
       elementCheckMs: checkMs,
       rssAfterCheckMiB: mib(),
     },

@@ -3,7 +3,13 @@
 // unknown), persists what it applied, checks the kernel against the model and repairs drift,
 // reads counters and drains flows. Must not know how policy becomes nftables objects
 // (render.ts), how an update patches the model (update.ts) nor how a delta is built (model.ts).
-import { type NftDriver, type NftEvent, type NftObject, Transaction } from '@bulkhead/nftables';
+import {
+  type NftDriver,
+  type NftEvent,
+  type NftObject,
+  Transaction,
+  trimHeap,
+} from '@bulkhead/nftables';
 import { PolicyUpdate, type RuleCounter } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import { mapCounters, readCounterDeltas } from './counters.js';
@@ -308,6 +314,9 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
   // costs one write of the newest state. Always written whole, never appended to.
   let persisting: Promise<void> | undefined;
   let dirty = false;
+  // A large state leaves garbage (its encoding, the batch text) that V8 frees at its next
+  // collection into malloc's arenas: the telemetry tick after an apply gives it back.
+  let trimDue = false;
   function persist(): void {
     dirty = true;
     persisting ??= (async () => {
@@ -323,6 +332,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
           // the next successful persist falls back to the older file.
           logger.error({ err }, 'applied policy not persisted');
         }
+        trimDue = true;
       }
       persisting = undefined;
     })();
@@ -463,6 +473,10 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
         const out = [...pending, ...(await readDeltas())];
         pending = [];
         await drainFlows();
+        if (trimDue && !persisting) {
+          trimDue = false;
+          trimHeap();
+        }
         return out;
       }),
     flows,
