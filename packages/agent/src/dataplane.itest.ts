@@ -158,8 +158,8 @@ describe('dataplane on real nftables', () => {
       [
         'a changed set element',
         [
-          ['delete', 'element', 'inet', 'bulkhead', OUT4, '{ 10.2.0.0/24 . 0-255 }'],
-          ['add', 'element', 'inet', 'bulkhead', OUT4, '{ 10.2.0.0/25 . 0-255 }'],
+          ['delete', 'element', 'inet', 'bulkhead', OUT4, '{ 10.2.0.0/24 . ipv4 }'],
+          ['add', 'element', 'inet', 'bulkhead', OUT4, '{ 10.2.0.0/25 . ipv4 }'],
         ],
         { elements: [expect.objectContaining({ set: OUT4, missing: 1, extra: 1 })] },
       ],

@@ -111,13 +111,12 @@ describe('update apply', () => {
     const tx = planDelta(current.model, plan.next, undefined, plan.patches);
     const name = groupSet('sel:web', 4);
     const where = { family: 'inet', table: 'bulkhead', name };
-    const any = { range: [0, 255] };
-    const host = { concat: ['10.0.1.5', any] };
+    const host = { concat: ['10.0.1.5', 'ipv4'] };
     expect(tx?.commands).toEqual([
       { delete: { element: { ...where, elem: [host] } } },
       {
         add: {
-          element: { ...where, elem: [{ concat: [{ range: ['10.0.1.4', '10.0.1.5'] }, any] }] },
+          element: { ...where, elem: [{ concat: [{ range: ['10.0.1.4', '10.0.1.5'] }, 'ipv4'] }] },
         },
       },
     ]);

@@ -95,25 +95,24 @@ describe('renderModel (group form)', () => {
 
   it("holds each group in one interval set per family, and each rule's ports in one set", () => {
     const sets = new Map(added(enforce, 'set').map((m) => [m.name, m]));
-    const any = { range: [0, 255] };
     expect(sets.get(groupSet('sel:web', 4))).toMatchObject({
-      type: ['ipv4_addr', 'inet_proto'],
+      type: ['ipv4_addr', 'nf_proto'],
       flags: ['interval'],
       elem: [
-        { concat: [{ range: ['10.0.0.0', '10.0.0.255'] }, any] },
-        { concat: ['10.0.1.5', any] },
+        { concat: [{ range: ['10.0.0.0', '10.0.0.255'] }, 'ipv4'] },
+        { concat: ['10.0.1.5', 'ipv4'] },
       ],
     });
     expect(sets.get(groupSet('sel:web', 6))).toMatchObject({
-      type: ['ipv6_addr', 'inet_proto'],
-      elem: [{ concat: [{ range: ['fd00::', 'fd00::ffff'] }, any] }],
+      type: ['ipv6_addr', 'nf_proto'],
+      elem: [{ concat: [{ range: ['fd00::', 'fd00::ffff'] }, 'ipv6'] }],
     });
     // An empty family is declared too (a later update may fill it) but has no elements.
     expect(sets.get(groupSet('list:out', 6))).toEqual({
       family: 'inet',
       table: 'bulkhead',
       name: groupSet('list:out', 6),
-      type: ['ipv6_addr', 'inet_proto'],
+      type: ['ipv6_addr', 'nf_proto'],
       flags: ['interval'],
     });
     expect(groupSet('list:out', 6)).toMatch(/^g6_[0-9a-f]{16}$/);
@@ -170,7 +169,7 @@ describe('renderModel (group form)', () => {
         left: {
           concat: [
             { payload: { protocol: family === 4 ? 'ip' : 'ip6', field } },
-            { meta: { key: 'l4proto' } },
+            { meta: { key: 'nfproto' } },
           ],
         },
         right: `@${groupSet(id, family)}`,
