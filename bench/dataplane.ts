@@ -1,19 +1,20 @@
 // Data-plane cost of enforcement: TCP connections per second between two namespace hosts with
-// no firewall, and with a Bulkhead RuleSet in enforce mode whose ingress maps hold N elements
-// (the client's own allow entry among them). Also the time to load each RuleSet. Prints JSON.
+// no firewall, and with a Bulkhead policy in enforce mode whose ingress allows an IP list of N
+// addresses (one interval set of N elements) and the client's own group. Also the time to load
+// each policy (a full sync in group form, as the agent renders it). Prints JSON.
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLab } from '@bulkhead/lab';
-import { compile, type PolicyState } from '@bulkhead/policy';
-import { RuleSet } from '@bulkhead/proto';
+import { createCalculator, type PolicyState, toAddressRange } from '@bulkhead/policy';
+import { PolicyUpdate } from '@bulkhead/proto';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const SIZES = (process.env.BENCH_SIZES ?? '1000,20000,100000').split(',').map(Number);
 
-function ruleSetFor(clientAddr: string, serverAddr: string, n: number): RuleSet {
+function updateFor(clientAddr: string, serverAddr: string, n: number): PolicyUpdate {
   // n allowed peers on distinct, non-adjacent addresses so the compiler cannot merge them.
   const cidrs: string[] = [];
   for (let i = 0; i < n; i++)
@@ -54,9 +55,26 @@ function ruleSetFor(clientAddr: string, serverAddr: string, n: number): RuleSet 
       },
     ],
   };
-  const out = compile(state, 1);
+  const calc = createCalculator();
+  const out = calc.load(state);
   if (out.diagnostics.length) throw new Error(JSON.stringify(out.diagnostics));
-  return out.ruleSets.find((r) => r.workloadId === 'server')!;
+  const ruleSet = calc.ruleSet('server')!;
+  const ids = [...new Set(ruleSet.rules.flatMap((r) => r.groups))];
+  return {
+    baseHash: '',
+    hash: 'bench',
+    revision: 1,
+    full: true,
+    last: true,
+    ruleSet,
+    groups: ids.map((id) => ({
+      id,
+      created: true,
+      deleted: false,
+      added: calc.group(id)!.map(toAddressRange),
+      removed: [],
+    })),
+  };
 }
 
 const lab = await createLab({ hosts: ['client', 'server'], ipv6: false });
@@ -81,9 +99,9 @@ try {
   await loop(); // warm-up: ARP, page cache, JIT of the client
   const results: Record<string, unknown>[] = [{ firewall: 'none', ...(await loop()) }];
   for (const n of SIZES) {
-    const rs = ruleSetFor(lab.hosts.client!.ipv4, server, n);
+    const update = updateFor(lab.hosts.client!.ipv4, server, n);
     const file = join(tmpdir(), `bulkhead-bench-${process.pid}-${n}.pb`);
-    writeFileSync(file, RuleSet.encode(rs).finish());
+    writeFileSync(file, PolicyUpdate.encode(update).finish());
     const applied = await lab.exec(
       'server',
       [process.execPath, join(HERE, 'apply-ruleset.js'), file],
@@ -98,7 +116,7 @@ try {
     };
     results.push({
       firewall: 'bulkhead-enforce',
-      mapElements: elements,
+      setElements: elements,
       applyMs,
       ...(await loop()),
     });

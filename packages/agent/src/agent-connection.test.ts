@@ -17,7 +17,7 @@ import {
   until,
 } from './control-plane.test-util.js';
 import type { AgentError } from './errors.js';
-import { fixtureRuleSet } from './fixture.test-util.js';
+import { fixtureUpdate } from './fixture.test-util.js';
 
 interface LogLine {
   level: number;
@@ -124,7 +124,7 @@ describe('agent connection', () => {
     expect(syncStates('backoff')[before]!.retryInMs).toBe(10);
   });
 
-  it('a control plane that never answers the Hello: not connected, no telemetry; an old one that sends only a RuleSet counts', async () => {
+  it('a control plane that never answers the Hello: not connected, no telemetry; an update counts as its answer', async () => {
     cp.welcome = false;
     const a = agent();
     await a.start();
@@ -135,7 +135,7 @@ describe('agent connection', () => {
     expect(cp.of('telemetry')).toHaveLength(0);
     expect(await connectedMetric(a)).toBe(0);
 
-    cp.streams[0]!.write({ ruleSet: fixtureRuleSet(Mode.MODE_MONITOR, 4) });
+    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_MONITOR, 4) });
     await until(() => cp.of('ack').length === 1 && cp.of('telemetry').length > 0, 'ack, telemetry');
     expect(syncStates('connected')).toHaveLength(1);
     expect(await connectedMetric(a)).toBe(1);
@@ -164,7 +164,7 @@ describe('agent connection', () => {
     const a = agent();
     await a.start();
     await until(() => syncStates('connected').length === 1, 'connected');
-    cp.streams[0]!.write({ ruleSet: fixtureRuleSet(Mode.MODE_ENFORCE, 5) });
+    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 5) });
     await until(() => cp.of('ack').length === 1, 'ack');
     const table = kernel.dump();
 
@@ -194,7 +194,7 @@ describe('agent connection', () => {
       const a = agent();
       await a.start();
       await until(() => syncStates('connected').length === 1, 'connected');
-      cp.streams[0]!.write({ ruleSet: fixtureRuleSet(Mode.MODE_ENFORCE, 6) });
+      cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 6) });
       await until(() => cp.of('ack').length === 1 && cp.of('telemetry').length > 0, 'ack, seq');
       await a.stop();
     } finally {
@@ -207,7 +207,7 @@ describe('agent connection', () => {
       'agent.crt',
       'agent.key',
       'ca.crt',
-      'ruleset.bin',
+      'policy.bin',
       'telemetry-seq',
     ]);
     for (const f of files) {

@@ -16,7 +16,7 @@ import {
   testAgentOptions,
   until,
 } from './control-plane.test-util.js';
-import { fixtureChain, fixtureRuleSet } from './fixture.test-util.js';
+import { fixtureChain, fixtureUpdate } from './fixture.test-util.js';
 
 /** What the control plane counts: the first batch of each seq, later copies ignored. */
 function countedOnce(batches: Telemetry[]): Telemetry[] {
@@ -101,7 +101,7 @@ describe('agent resilience', () => {
     const a = agent();
     await a.start();
     await until(() => cp.of('hello').length === 1, 'hello');
-    cp.streams[0]!.write({ ruleSet: fixtureRuleSet(Mode.MODE_ENFORCE, 3) });
+    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
     await until(() => cp.of('ack').length === 1, 'ack');
     const flow = (n: number) => ({ concat: ['10.0.0.5', '10.0.9.1', 6, 1000 + n, 1] });
 

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createFakeNft, type FakeNft } from '@bulkhead/nftables/testing';
-import { Direction, Mode, type SyncRequest, Verdict } from '@bulkhead/proto';
+import { Direction, Mode, type PolicyUpdate, type SyncRequest, Verdict } from '@bulkhead/proto';
 import { pino } from 'pino';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type Agent, createAgent } from './agent.js';
@@ -14,7 +14,8 @@ import {
   testAgentOptions,
   until,
 } from './control-plane.test-util.js';
-import { fixtureChain, fixtureRuleSet } from './fixture.test-util.js';
+import { chunked } from './delta.test-util.js';
+import { fixtureChain, fixtureUpdate, refusedUpdate } from './fixture.test-util.js';
 
 describe('agent', () => {
   let cp: TestControlPlane;
@@ -65,22 +66,21 @@ describe('agent', () => {
       hostname: 'web-1.test',
     });
 
-    const rs = fixtureRuleSet(Mode.MODE_ENFORCE, 7);
-    cp.streams[0]!.write({ ruleSet: rs });
+    const rs = fixtureUpdate(Mode.MODE_ENFORCE, 7);
+    cp.streams[0]!.write({ update: rs });
     await until(() => of('ack').length === 1, 'ack');
     expect(of('ack')[0]).toMatchObject({ revision: 7, hash: rs.hash, ok: true, error: '' });
-    expect(kernel.dump().some((o) => 'map' in o)).toBe(true);
+    expect(kernel.dump().some((o) => 'set' in o)).toBe(true);
 
     // A RuleSet nftables refuses: nack, old rules stay.
-    const bad = fixtureRuleSet(Mode.MODE_MONITOR, 8);
-    bad.entries.push({ ...bad.entries[3]!, addrFrom: '192.168.1.0', addrTo: '192.168.1.9' });
-    cp.streams[0]!.write({ ruleSet: bad });
+    const bad = refusedUpdate(Mode.MODE_MONITOR, 8);
+    cp.streams[0]!.write({ update: bad });
     await until(() => of('ack').length === 2, 'second ack');
     expect(of('ack')[1]).toMatchObject({ revision: 8, ok: false });
     expect(of('ack')[1]!.error).not.toBe('');
     expect(a.dataplane.applied?.revision).toBe(7);
 
-    kernel.setCounter(`${fixtureChain(0)}_allowed`, 3, 300);
+    kernel.setCounter(`${fixtureChain(2)}_allowed`, 3, 300);
     await until(
       () => of('telemetry').some((t) => t.counters.some((c) => c.ruleId === 'web/ingress/0')),
       'telemetry with the counter',
@@ -94,7 +94,7 @@ describe('agent', () => {
     expect(total).toBe(3);
 
     // A new connection recorded by the kernel goes out as a FlowRecord in a later batch.
-    kernel.packetAdd('flows_in4', { concat: ['10.0.0.5', '10.0.9.1', 6, 80, 1] }, 60);
+    kernel.packetAdd('flows_in4', { concat: ['10.0.0.5', '10.0.9.1', 6, 80, 3] }, 60);
     await until(() => of('telemetry').some((t) => t.flows.length > 0), 'telemetry with a flow');
     expect(of('telemetry').flatMap((t) => t.flows)).toEqual([
       expect.objectContaining({
@@ -134,12 +134,12 @@ describe('agent', () => {
     const first = agent();
     await first.start();
     await until(() => cp.streams.length === 1, 'stream');
-    cp.streams[0]!.write({ ruleSet: fixtureRuleSet(Mode.MODE_ENFORCE, 3) });
+    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
     await until(() => of('ack').length === 1 && of('telemetry').length >= 2, 'ack and telemetry');
     await first.stop();
     const lastSeq = Math.max(...of('telemetry').map((t) => t.seq));
     const table = kernel.dump();
-    expect(table.some((o) => 'map' in o)).toBe(true); // stop() flushed nothing
+    expect(table.some((o) => 'set' in o)).toBe(true); // stop() flushed nothing
 
     cp.received.length = 0;
     const second = agent(null);
@@ -152,6 +152,63 @@ describe('agent', () => {
     expect(of('hello')[0]).toMatchObject({ appliedRevision: 3 });
     expect(of('telemetry')[0]!.seq).toBe(lastSeq + 1);
     expect(cp.enrolls).toHaveLength(1);
+  });
+
+  it('updates per the wiring contract: chunks, deltas, base mismatch, refusal', async () => {
+    const a = agent();
+    await a.start();
+    await until(() => cp.streams.length === 1, 'stream');
+    const send = (u: PolicyUpdate[]) => {
+      for (const chunk of u) cp.streams[0]!.write({ update: chunk });
+    };
+    // A full sync in many chunks: applied once, when the last arrives, acked once.
+    const full = fixtureUpdate(Mode.MODE_ENFORCE, 3);
+    const parts = chunked(full, 1);
+    expect(parts.length).toBeGreaterThan(4);
+    send(parts.slice(0, -1));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(of('ack')).toHaveLength(0);
+    send(parts.slice(-1));
+    await until(() => of('ack').length === 1, 'ack of the full sync');
+    expect(of('ack')[0]).toMatchObject({ revision: 3, hash: 'hash-3', ok: true });
+    expect(kernel.lastTransaction!.commands.length).toBeGreaterThan(10);
+
+    // A delta on the current hash: one group changes.
+    const delta = (base: string, hash: string, revision: number, added: string): PolicyUpdate => ({
+      baseHash: base,
+      hash,
+      revision,
+      full: false,
+      last: true,
+      ruleSet: undefined,
+      groups: [
+        {
+          id: 'sel:web',
+          created: false,
+          deleted: false,
+          added: [{ from: added, to: added }],
+          removed: [],
+        },
+      ],
+    });
+    send([delta('hash-3', 'hash-4', 4, '10.0.7.1')]);
+    await until(() => of('ack').length === 2, 'ack of the delta');
+    expect(of('ack')[1]).toMatchObject({ revision: 4, hash: 'hash-4', ok: true });
+    expect(a.dataplane.applied?.hash).toBe('hash-4');
+
+    // A delta on another base: dropped, no ack, a new Hello with what the agent holds.
+    send([delta('hash-3', 'hash-5', 5, '10.0.7.2')]);
+    await until(() => of('hello').length === 2, 'hello after a base mismatch');
+    expect(of('hello')[1]).toMatchObject({ appliedRevision: 4, appliedHash: 'hash-4' });
+    expect(of('ack')).toHaveLength(2);
+
+    // A delta that does not fit (the range is already there): nack, then a new Hello.
+    send([delta('hash-4', 'hash-6', 6, '10.0.7.1')]);
+    await until(() => of('hello').length === 3, 'hello after a refusal');
+    expect(of('ack')[2]).toMatchObject({ revision: 6, hash: 'hash-6', ok: false });
+    expect(of('ack')[2]!.error).toContain('10.0.7.1');
+    expect(a.dataplane.applied?.hash).toBe('hash-4');
+    expect(of('hello')[2]).toMatchObject({ appliedHash: 'hash-4' });
   });
 
   it('refuses to start with neither identity nor token', async () => {

@@ -177,7 +177,7 @@ export function createAgent(options: AgentOptions): Agent {
         onCounters: (c) => metrics.observeCounters(c),
         onFlows: (read) => metrics.observeFlows(read),
         onFlowsDropped: (n) => metrics.observeFlowsDropped(n),
-        onApply: (rs, r) => metrics.observeApply(rs, r),
+        onApply: (u, r) => metrics.observeApply(u, r),
         onTamper: (d) => metrics.observeTamper(d),
       });
       // Enforce the last known rules before anything that needs the network.
@@ -205,6 +205,7 @@ export function createAgent(options: AgentOptions): Agent {
       watch?.stop();
       await sync?.stop();
       await metrics.close();
+      await dataplane?.persisted();
       // Deliberately no flush: the kernel keeps enforcing the last rule set.
       driver.close();
       logger.info('agent stopped; nftables rules left in place');

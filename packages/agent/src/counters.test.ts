@@ -13,9 +13,9 @@ describe('mapCounters', () => {
   it('maps rule and default counters back to rule ids, directions and verdicts', () => {
     const got = mapCounters(
       [
-        counter(`${fixtureChain(0)}_allowed`, 3, 180),
-        counter(`${fixtureChain(3)}_would_deny`, 1, 60),
-        counter(`${fixtureChain(1)}_denied`, 2, 120),
+        counter(`${fixtureChain(2)}_allowed`, 3, 180),
+        counter(`${fixtureChain(1)}_would_deny`, 1, 60),
+        counter(`${fixtureChain(3)}_denied`, 2, 120),
         counter('in_default_denied', 5, 300),
         counter('out_default_would_deny', 4, 240),
       ],
@@ -63,8 +63,8 @@ describe('mapCounters', () => {
   it('leaves out zeros, foreign tables, unknown names and rules the RuleSet lacks', () => {
     const got = mapCounters(
       [
-        counter(`${fixtureChain(0)}_allowed`, 0, 0),
-        counter(`${fixtureChain(0)}_allowed`, 9, 9, 'other'),
+        counter(`${fixtureChain(2)}_allowed`, 0, 0),
+        counter(`${fixtureChain(2)}_allowed`, 9, 9, 'other'),
         counter('mystery', 1, 1),
         counter('r9_allowed', 1, 1),
         { table: { family: 'inet', name: 'bulkhead' } },

@@ -1,6 +1,5 @@
 import type { NftDriver, NftObject } from '@bulkhead/nftables';
-import type { Rule } from '@bulkhead/proto';
-import { Direction, type RuleCounter, type RuleSet } from '@bulkhead/proto';
+import { Direction, type GroupRule, type GroupRuleSet, type RuleCounter } from '@bulkhead/proto';
 import { parseCounterName, ruleChain, TABLE_FAMILY, TABLE_NAME } from './render.js';
 
 /** Rule id reported for traffic that no rule matched. */
@@ -8,12 +7,12 @@ export const DEFAULT_RULE_ID = 'default';
 
 /**
  * Read every counter of the table and zero it in the same atomic command, so what comes back
- * is the delta since the previous read. Map it through `applied`, the RuleSet the kernel
- * holds: counter names carry only the rule index.
+ * is the delta since the previous read. Map it through `applied`, the rule set the kernel
+ * holds: counter names carry only a digest of the rule id.
  */
 export async function readCounterDeltas(
   driver: NftDriver,
-  applied: RuleSet,
+  applied: GroupRuleSet,
 ): Promise<RuleCounter[]> {
   const objects = await driver.list({
     reset: { counters: { family: TABLE_FAMILY, table: TABLE_NAME } },
@@ -22,7 +21,7 @@ export async function readCounterDeltas(
 }
 
 /** Pure part of readCounterDeltas: nft counter objects -> RuleCounters; zeros are left out. */
-export function mapCounters(objects: NftObject[], applied: RuleSet): RuleCounter[] {
+export function mapCounters(objects: NftObject[], applied: GroupRuleSet): RuleCounter[] {
   const out: RuleCounter[] = [];
   const byChain = rulesByChain(applied);
   for (const obj of objects) {
@@ -52,10 +51,10 @@ export function mapCounters(objects: NftObject[], applied: RuleSet): RuleCounter
   return out;
 }
 
-const chainMaps = new WeakMap<RuleSet, Map<string, Rule>>();
+const chainMaps = new WeakMap<GroupRuleSet, Map<string, GroupRule>>();
 
-/** Chain name -> rule of a RuleSet, computed once per RuleSet object. */
-function rulesByChain(rs: RuleSet): Map<string, Rule> {
+/** Chain name -> rule of a rule set, computed once per object. */
+function rulesByChain(rs: GroupRuleSet): Map<string, GroupRule> {
   let m = chainMaps.get(rs);
   if (!m) {
     m = new Map(rs.rules.map((r) => [ruleChain(r), r]));

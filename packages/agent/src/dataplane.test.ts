@@ -1,13 +1,18 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NftError } from '@bulkhead/nftables';
 import { createFakeNft, type FakeNft } from '@bulkhead/nftables/testing';
-import { Direction, Mode, RuleSet, Verdict } from '@bulkhead/proto';
+import { Direction, Mode, PolicyUpdate, Verdict } from '@bulkhead/proto';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, type MockInstance, vi } from 'vitest';
 import { createDataplane, type Dataplane, type DataplaneOptions } from './dataplane.js';
-import { fixtureChain, fixtureFailsafe, fixtureRuleSet } from './fixture.test-util.js';
+import {
+  fixtureChain,
+  fixtureFailsafe,
+  fixtureUpdate,
+  refusedUpdate,
+} from './fixture.test-util.js';
 import { createAgentMetrics } from './metrics.js';
 
 describe('dataplane', () => {
@@ -19,12 +24,7 @@ describe('dataplane', () => {
     applies = vi.spyOn(kernel, 'apply');
   };
   const table = () => kernel.dump().filter((o) => JSON.stringify(o).includes('"bulkhead"'));
-  // Overlapping intervals in one map: renders fine, the kernel refuses the whole batch.
-  const refused = (revision: number) => {
-    const rs = fixtureRuleSet(Mode.MODE_MONITOR, revision);
-    rs.entries.push({ ...rs.entries[3]!, addrFrom: '192.168.1.0', addrTo: '192.168.1.9' });
-    return rs;
-  };
+  const refused = (revision: number) => refusedUpdate(Mode.MODE_MONITOR, revision);
   const logger = pino({ level: 'silent' });
   const make = (extra: Partial<DataplaneOptions> = {}): Dataplane =>
     createDataplane({
@@ -34,7 +34,7 @@ describe('dataplane', () => {
       logger,
       ...extra,
     });
-  const persisted = async () => RuleSet.decode(await readFile(join(stateDir, 'ruleset.bin')));
+  const persisted = async () => PolicyUpdate.decode(await readFile(join(stateDir, 'policy.bin')));
 
   beforeEach(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'bulkhead-agent-'));
@@ -44,20 +44,22 @@ describe('dataplane', () => {
     await rm(stateDir, { recursive: true, force: true });
   });
 
-  it('applies, then persists the RuleSet', async () => {
+  it('applies, then persists the state as one full update', async () => {
     const dp = make();
-    const rs = fixtureRuleSet(Mode.MODE_ENFORCE, 3);
+    const rs = fixtureUpdate(Mode.MODE_ENFORCE, 3);
     const result = await dp.apply(rs);
     expect(result.ok).toBe(true);
-    expect(table().some((o) => 'map' in o)).toBe(true);
-    expect(dp.applied).toEqual(rs);
+    expect(table().some((o) => 'set' in o)).toBe(true);
+    expect(dp.applied).toMatchObject({ hash: rs.hash, revision: 3, ruleSet: rs.ruleSet });
+    await dp.persisted();
     expect(await persisted()).toEqual(rs);
+    expect((await stat(join(stateDir, 'policy.bin'))).mode & 0o777).toBe(0o600);
   });
 
   it('a refused batch keeps the previous rules and file, and reports APPLY_FAILED', async () => {
     const outcomes: boolean[] = [];
     const dp = make({ onApply: (_rs, r) => outcomes.push(r.ok) });
-    const first = fixtureRuleSet(Mode.MODE_ENFORCE, 1);
+    const first = fixtureUpdate(Mode.MODE_ENFORCE, 1);
     await dp.apply(first);
     const before = table();
     const result = await dp.apply(refused(2));
@@ -65,24 +67,27 @@ describe('dataplane', () => {
     expect(result.error?.code).toBe('APPLY_FAILED');
     expect(result.error?.cause).toBeInstanceOf(NftError);
     expect(table()).toEqual(before);
-    expect(dp.applied).toEqual(first);
+    expect(dp.applied?.hash).toBe(first.hash);
+    await dp.persisted();
     expect(await persisted()).toEqual(first);
     expect(outcomes).toEqual([true, false]);
   });
 
   it('reports an unrenderable RuleSet without touching the kernel', async () => {
     const dp = make();
-    const bad = fixtureRuleSet();
-    bad.entries[0]!.rule = 42;
+    const bad = fixtureUpdate();
+    bad.ruleSet!.rules[0]!.direction = 0;
     const result = await dp.apply(bad);
     expect(result.error?.code).toBe('RULESET_INVALID');
     expect(applies).not.toHaveBeenCalled();
-    await expect(readFile(join(stateDir, 'ruleset.bin'))).rejects.toThrow();
+    await expect(readFile(join(stateDir, 'policy.bin'))).rejects.toThrow();
   });
 
   it('a restart leaves a kernel that already holds the persisted RuleSet alone', async () => {
-    await make().apply(fixtureRuleSet(Mode.MODE_ENFORCE, 5));
-    kernel.setCounter(`${fixtureChain(0)}_allowed`, 4, 400);
+    const first = make();
+    await first.apply(fixtureUpdate(Mode.MODE_ENFORCE, 5));
+    await first.persisted();
+    kernel.setCounter(`${fixtureChain(2)}_allowed`, 4, 400);
     const restarted = make();
     expect(await restarted.restore()).toBe('unchanged');
     expect(applies).toHaveBeenCalledTimes(1);
@@ -100,7 +105,9 @@ describe('dataplane', () => {
   });
 
   it('a restart re-applies the persisted RuleSet when the kernel lost it or differs', async () => {
-    await make().apply(fixtureRuleSet(Mode.MODE_ENFORCE, 5));
+    const first = make();
+    await first.apply(fixtureUpdate(Mode.MODE_ENFORCE, 5));
+    await first.persisted();
     newKernel(); // a reboot: empty kernel, same state dir
     const restarted = make();
     expect(await restarted.restore()).toBe('applied');
@@ -110,11 +117,13 @@ describe('dataplane', () => {
     const again = make({ failsafe: { ...fixtureFailsafe, admin: undefined } });
     expect(await again.restore()).toBe('applied');
     expect(applies).toHaveBeenCalledTimes(2);
+    await again.persisted();
+    await restarted.persisted();
   });
 
   it('without state, restore does nothing; a corrupt file is ignored', async () => {
     expect(await make().restore()).toBe('none');
-    await writeFile(join(stateDir, 'ruleset.bin'), Buffer.from([0xff, 0xff, 0xff]));
+    await writeFile(join(stateDir, 'policy.bin'), Buffer.from([0xff, 0xff, 0xff]));
     expect(await make().restore()).toBe('none');
     expect(applies).not.toHaveBeenCalled();
   });
@@ -122,11 +131,11 @@ describe('dataplane', () => {
   it('reads counters before replacing the table so no delta is lost', async () => {
     const seen: number[] = [];
     const dp = make({ onCounters: (c) => seen.push(c.length) });
-    await dp.apply(fixtureRuleSet(Mode.MODE_ENFORCE, 1));
-    kernel.setCounter(`${fixtureChain(1)}_denied`, 2, 100);
+    await dp.apply(fixtureUpdate(Mode.MODE_ENFORCE, 1));
+    kernel.setCounter(`${fixtureChain(3)}_denied`, 2, 100);
     kernel.setCounter('in_default_denied', 1, 60);
-    await dp.apply(fixtureRuleSet(Mode.MODE_MONITOR, 2));
-    kernel.setCounter(`${fixtureChain(1)}_would_deny`, 7, 700);
+    await dp.apply(fixtureUpdate(Mode.MODE_MONITOR, 2));
+    kernel.setCounter(`${fixtureChain(3)}_would_deny`, 7, 700);
     const got = await dp.collect();
     expect(got.map((c) => [c.ruleId, c.verdict, c.packets])).toEqual([
       ['web/ingress/1', Verdict.VERDICT_DENIED, 2],
@@ -155,12 +164,12 @@ describe('dataplane', () => {
 
     it('drains flows at collect and before an apply, each through the RuleSet that recorded it', async () => {
       const { dp, m } = withMetrics();
-      await dp.apply(fixtureRuleSet(Mode.MODE_MONITOR, 1));
-      kernel.packetAdd('flows_in4', key('10.0.1.5', 53, 2), 60);
+      await dp.apply(fixtureUpdate(Mode.MODE_MONITOR, 1));
+      kernel.packetAdd('flows_in4', key('10.0.1.5', 53, 4), 60);
       // The replace would empty the set: the flow must be read first, as would-deny.
-      await dp.apply(fixtureRuleSet(Mode.MODE_ENFORCE, 2));
-      kernel.packetAdd('flows_in4', key('10.0.1.5', 53, 2), 60);
-      kernel.packetAdd('flows_out4', key('10.0.9.1', 5432, 3), 60);
+      await dp.apply(fixtureUpdate(Mode.MODE_ENFORCE, 2));
+      kernel.packetAdd('flows_in4', key('10.0.1.5', 53, 4), 60);
+      kernel.packetAdd('flows_out4', key('10.0.9.1', 5432, 1), 60);
       await dp.collect();
       const { flows } = dp.flows.take(50);
       expect(flows.map((f) => [f.direction, f.src, f.ruleId, f.verdict, f.packets])).toEqual([
@@ -186,9 +195,9 @@ describe('dataplane', () => {
 
     it('soak: a tiny flow table fills, is reported as FLOW_TABLE_FULL once per read, then drains', async () => {
       const { dp, m } = withMetrics({ flowTable: { size: 2, timeoutSeconds: 60 } });
-      await dp.apply(fixtureRuleSet(Mode.MODE_ENFORCE, 1));
+      await dp.apply(fixtureUpdate(Mode.MODE_ENFORCE, 1));
       const recorded = Array.from({ length: 50 }, (_, i) =>
-        kernel.packetAdd('flows_in4', key(`10.0.0.${i + 1}`, 80, 1), 60),
+        kernel.packetAdd('flows_in4', key(`10.0.0.${i + 1}`, 80, 3), 60),
       );
       expect(recorded.filter(Boolean)).toHaveLength(2);
       await dp.collect();
@@ -207,7 +216,7 @@ describe('dataplane', () => {
       expect(text).toContain('bulkhead_flow_table_entries{set="flows_in4"} 2');
       expect(text).not.toContain('bulkhead_flow_table_full_total{set="flows_out4"}');
       // Drained, so the table has room again: new flows are recorded, no new event.
-      expect(kernel.packetAdd('flows_in4', key('10.0.0.99', 80, 1), 60)).toBe(true);
+      expect(kernel.packetAdd('flows_in4', key('10.0.0.99', 80, 3), 60)).toBe(true);
       await dp.collect();
       const second = dp.flows.take(44);
       expect(second.flows.map((f) => f.src)).toEqual(['10.0.0.99']);
@@ -219,7 +228,7 @@ describe('dataplane', () => {
 
     it('caps pending flows: new keys past --max-pending-flows are dropped, counted, reported', async () => {
       const { dp, m } = withMetrics({ maxPendingFlows: 3 });
-      await dp.apply(fixtureRuleSet(Mode.MODE_ENFORCE, 1));
+      await dp.apply(fixtureUpdate(Mode.MODE_ENFORCE, 1));
       for (let i = 1; i <= 5; i++) kernel.packetAdd('flows_in4', key(`10.0.0.${i}`, 80, 0), 60);
       await dp.collect();
       // Not taken (stream down): the next read finds no room either.

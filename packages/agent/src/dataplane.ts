@@ -1,26 +1,35 @@
-// Owns `table inet bulkhead` at run time: turns each RuleSet into the desired model, brings
-// the kernel there with a delta (or a full load when the kernel state is unknown), checks the
-// kernel against the model and repairs drift, reads counters and drains flows. Must not know
-// how a RuleSet becomes nftables objects (render.ts) nor how a delta is built (model.ts).
-import { type NftDriver, type NftEvent, type NftObject, Transaction } from '@bulkhead/nftables';
-import { type RuleCounter, RuleSet } from '@bulkhead/proto';
+// Owns `table inet bulkhead` at run time: turns each PolicyUpdate into the next desired model
+// (update.ts), brings the kernel there with a delta (or a full load when the kernel state is
+// unknown), persists what it applied, checks the kernel against the model and repairs drift,
+// reads counters and drains flows. Must not know how policy becomes nftables objects
+// (render.ts), how an update patches the model (update.ts) nor how a delta is built (model.ts).
+import {
+  type NftDriver,
+  type NftEvent,
+  type NftObject,
+  Transaction,
+  trimHeap,
+} from '@bulkhead/nftables';
+import { PolicyUpdate, type RuleCounter } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import { mapCounters, readCounterDeltas } from './counters.js';
 import { compareTable, type Drift, driftAttributes } from './drift.js';
 import { AgentError } from './errors.js';
 import { createFlowBuffer, FLOW_TABLE_FULL, type FlowBuffer } from './flow-buffer.js';
 import { deleteFlows, type FlowRead, readFlows } from './flows.js';
-import { planDelta, planFull, type TableModel } from './model.js';
+import { type ElementPatch, planDelta, planFull, type TableModel } from './model.js';
 import {
   DEFAULT_FLOW_TABLE,
+  elementRange,
   type Failsafe,
   FLOW_SETS,
   type FlowTableOptions,
-  renderModel,
+  groupSet,
   TABLE_FAMILY,
   TABLE_NAME,
 } from './render.js';
 import { readFileIfExists, statePath, writeFileAtomic } from './state.js';
+import { type AppliedPolicy, planUpdate } from './update.js';
 
 /** AgentEvent code of a change to the table that the agent did not make. */
 export const DATAPLANE_TAMPERED = 'DATAPLANE_TAMPERED';
@@ -31,7 +40,10 @@ export interface ApplyResult {
   path?: 'delta' | 'full';
   /** Wall time of the nftables transaction (0 when it never reached nftables). */
   micros: number;
-  /** Set when ok is false: RULESET_INVALID or APPLY_FAILED, nft's text in `cause`. */
+  /**
+   * Set when ok is false: UPDATE_REFUSED (the update does not fit the agent's state: ask for a
+   * full sync), RULESET_INVALID or APPLY_FAILED (nft's text in `cause`).
+   */
   error?: AgentError;
 }
 
@@ -55,26 +67,30 @@ export interface DataplaneOptions {
   /** Flow keys dropped for want of room in the pending buffer (metrics hook). */
   onFlowsDropped?: (count: number) => void;
   /** Every apply attempt (metrics hook). */
-  onApply?: (rs: RuleSet, result: ApplyResult) => void;
+  onApply?: (update: { revision: number; hash: string }, result: ApplyResult) => void;
   /** Every drift found (and repaired) in the kernel (metrics hook). */
   onTamper?: (drift: Drift) => void;
 }
 
-/** Owns `table inet bulkhead`: applies RuleSets, restores the last one, reads counters. */
+/** Owns `table inet bulkhead`: applies policy updates, restores the last state, reads counters. */
 export interface Dataplane {
-  /** The RuleSet the kernel holds, as far as this agent knows. */
-  readonly applied: RuleSet | undefined;
+  /** The policy the kernel holds (hash, revision, rule set, group ids), as far as this agent knows. */
+  readonly applied: AppliedPolicy | undefined;
   /**
-   * At start: load the persisted RuleSet and apply it unless the kernel already holds
-   * exactly its rendering. Never flushes anything.
+   * At start: load the persisted state and apply it unless the kernel already holds exactly
+   * its rendering. Never flushes anything.
    */
   restore(): Promise<RestoreOutcome>;
   /**
-   * Bring the kernel to the rendering of `rs` in one atomic batch: only what changed when the
-   * kernel holds what this dataplane last wrote, the whole table otherwise. Persists the
-   * RuleSet only after success.
+   * Apply one whole update (its chunks merged, see mergeChunks) in one atomic batch: only
+   * what it changes when the kernel holds what this dataplane last wrote (a group change is
+   * element adds and deletes on that group's sets), the whole table otherwise. An update that
+   * does not fit changes nothing (UPDATE_REFUSED). The new state is persisted after success,
+   * in the background (see `persisted`).
    */
-  apply(rs: RuleSet): Promise<ApplyResult>;
+  apply(update: PolicyUpdate): Promise<ApplyResult>;
+  /** Resolves once the state of the last successful apply is on disk. */
+  persisted(): Promise<void>;
   /**
    * Compare the kernel with the desired table; on any difference report it (a
    * DATAPLANE_TAMPERED event in `flows`, onTamper) and replace the table. Returns what
@@ -113,9 +129,9 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     maxPending: options.maxPendingFlows,
     onDropped: options.onFlowsDropped,
   });
-  const file = statePath(options.stateDir, 'ruleSet');
+  const file = statePath(options.stateDir, 'policy');
   const where = { family: TABLE_FAMILY, table: TABLE_NAME };
-  let applied: RuleSet | undefined;
+  let applied: AppliedPolicy | undefined;
   // What the kernel holds as far as this dataplane knows: the model it last wrote or found.
   let model: TableModel | undefined;
   let pending: RuleCounter[] = [];
@@ -153,7 +169,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
   async function readDeltas(): Promise<RuleCounter[]> {
     if (!applied) return [];
     try {
-      const deltas = await readCounterDeltas(driver, applied);
+      const deltas = await readCounterDeltas(driver, applied.ruleSet);
       if (deltas.length > 0) options.onCounters?.(deltas);
       return deltas;
     } catch (err) {
@@ -173,7 +189,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
         logger.warn({ err, name }, 'cannot read counter');
       }
     }
-    const deltas = mapCounters(objects, applied);
+    const deltas = mapCounters(objects, applied.ruleSet);
     if (deltas.length > 0) options.onCounters?.(deltas);
     pending.push(...deltas);
   }
@@ -184,7 +200,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     const t = now();
     let read: FlowRead;
     try {
-      read = await readFlows(driver, applied, t);
+      read = await readFlows(driver, applied.ruleSet, t);
     } catch (err) {
       logger.warn({ err }, 'cannot read flows');
       return;
@@ -213,13 +229,16 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
   /**
    * Write `next` to the kernel: a delta from `model` when there is one, else (or when the
    * kernel refuses the delta) the whole table. What the table counted and recorded under the
-   * old RuleSet is read first, as far as the write will lose it or change its meaning.
+   * old rule set is read first, as far as the write will lose it or change its meaning.
    */
-  async function write(next: TableModel): Promise<'delta' | 'full'> {
+  async function write(
+    next: TableModel,
+    patches?: ReadonlyMap<string, ElementPatch>,
+  ): Promise<'delta' | 'full'> {
     // Flow codes are rule indexes of `applied`: drain before they can mean another rule.
     await drainFlows();
     const d = openWrite();
-    const delta = model && planDelta(model, next, d.tx);
+    const delta = model && planDelta(model, next, d.tx, patches);
     if (delta) {
       await readCountersNamed([...model!.counters].filter((c) => !next.counters.has(c)));
       try {
@@ -235,60 +254,111 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     return 'full';
   }
 
-  async function applyLocked(rs: RuleSet): Promise<ApplyResult> {
-    const fail = (error: AgentError, micros: number): ApplyResult => {
-      const result = { ok: false, micros, error };
-      logger.error(
-        { err: error, cause: error.cause, revision: rs.revision, hash: rs.hash },
-        'apply failed; previous rules stay in place',
-      );
-      options.onApply?.(rs, result);
-      return result;
-    };
-    let next: TableModel;
+  function fail(update: PolicyUpdate, error: AgentError, micros: number): ApplyResult {
+    const result = { ok: false, micros, error };
+    logger.error(
+      { err: error, cause: error.cause, revision: update.revision, hash: update.hash },
+      'update not applied; previous rules stay in place',
+    );
+    options.onApply?.(update, result);
+    return result;
+  }
+
+  async function applyLocked(update: PolicyUpdate): Promise<ApplyResult> {
+    let plan: ReturnType<typeof planUpdate>;
     try {
-      next = renderModel(rs, failsafe, flowTable);
+      plan = planUpdate(applied && model && { applied, model }, update, failsafe, flowTable);
     } catch (err) {
-      return fail(
+      const error =
         err instanceof AgentError
           ? err
-          : new AgentError('RULESET_INVALID', 'cannot render', { cause: err }),
-        0,
-      );
+          : new AgentError('RULESET_INVALID', 'cannot render', { cause: err });
+      return fail(update, error, 0);
     }
     const t0 = process.hrtime.bigint();
     const elapsed = () => Number((process.hrtime.bigint() - t0) / 1000n);
     let path: 'delta' | 'full';
+    // The patched element maps are shared with `model`: write them now (the full fallback
+    // reads them), undo if the kernel refuses.
+    plan.commit();
     try {
-      path = await write(next);
+      path = await write(plan.next, plan.patches);
     } catch (err) {
-      const error = new AgentError('APPLY_FAILED', `nftables refused revision ${rs.revision}`, {
+      plan.rollback();
+      const error = new AgentError('APPLY_FAILED', `nftables refused revision ${update.revision}`, {
         cause: err,
       });
-      return fail(error, elapsed());
+      return fail(update, error, elapsed());
     }
     const result: ApplyResult = { ok: true, path, micros: elapsed() };
-    applied = rs;
-    model = next;
+    applied = plan.applied;
+    model = plan.next;
     logger.info(
       {
-        revision: rs.revision,
-        hash: rs.hash,
+        revision: update.revision,
+        hash: update.hash,
         micros: result.micros,
         path,
-        entries: rs.entries.length,
+        full: update.full,
+        groups: update.groups.length,
       },
-      'rule set applied',
+      'policy update applied',
     );
-    try {
-      await writeFileAtomic(file, RuleSet.encode(rs).finish());
-    } catch (err) {
-      // The kernel holds the new rules, so the apply did succeed; only a restart before the
-      // next successful persist would fall back to the older file.
-      logger.error({ err }, 'applied rule set not persisted');
-    }
-    options.onApply?.(rs, result);
+    persist();
+    options.onApply?.(update, result);
     return result;
+  }
+
+  // Persisting the whole state costs its size (encode + fsync): it runs after the apply, and
+  // applies that come meanwhile are folded into the next write, so a burst of small deltas
+  // costs one write of the newest state. Always written whole, never appended to.
+  let persisting: Promise<void> | undefined;
+  let dirty = false;
+  // A large state leaves garbage (its encoding, the batch text) that V8 frees at its next
+  // collection into malloc's arenas: the telemetry tick after an apply gives it back.
+  let trimDue = false;
+  function persist(): void {
+    dirty = true;
+    persisting ??= (async () => {
+      while (dirty) {
+        dirty = false;
+        await new Promise((resolve) => setImmediate(resolve));
+        const bytes = encodeState();
+        if (!bytes) continue;
+        try {
+          await writeFileAtomic(file, bytes);
+        } catch (err) {
+          // The kernel holds the new rules, so the apply did succeed; only a restart before
+          // the next successful persist falls back to the older file.
+          logger.error({ err }, 'applied policy not persisted');
+        }
+        trimDue = true;
+      }
+      persisting = undefined;
+    })();
+  }
+
+  /** The applied state as one full update (what the control plane would send on a resync). */
+  function encodeState(): Uint8Array | undefined {
+    if (!applied || !model) return undefined;
+    const groups = [...applied.groups].map((id) => ({
+      id,
+      created: true,
+      deleted: false,
+      removed: [],
+      added: ([4, 6] as const).flatMap((f) =>
+        [...(model!.sets.get(groupSet(id, f))?.elems?.keys() ?? [])].map(elementRange),
+      ),
+    }));
+    return PolicyUpdate.encode({
+      baseHash: '',
+      hash: applied.hash,
+      revision: applied.revision,
+      full: true,
+      last: true,
+      ruleSet: applied.ruleSet,
+      groups,
+    }).finish();
   }
 
   /** What differs between the kernel and `want`; a table nft cannot list counts as missing. */
@@ -308,7 +378,8 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
 
   async function reconcileLocked(elements: boolean): Promise<Drift | undefined> {
     if (!model || !applied) return undefined;
-    const drift = await kernelDrift(model, elements);
+    const want = model;
+    const drift = await kernelDrift(want, elements);
     if (!drift) return undefined;
     const attributes = driftAttributes(drift);
     logger.warn({ drift: attributes, revision: applied.revision }, 'dataplane tampered; repairing');
@@ -321,8 +392,14 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     options.onTamper?.(drift);
     // Forget the kernel state: the write below replaces the whole table.
     model = undefined;
-    const result = await applyLocked(applied);
-    if (!result.ok) logger.error({ err: result.error }, 'dataplane repair failed');
+    try {
+      await write(want);
+      options.onApply?.(applied, { ok: true, path: 'full', micros: 0 });
+    } catch (err) {
+      logger.error({ err }, 'dataplane repair failed');
+    }
+    // The desired state stays what it was, whatever the kernel did.
+    model = want;
     return drift;
   }
 
@@ -334,41 +411,45 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
       serial(async (): Promise<RestoreOutcome> => {
         const bytes = await readFileIfExists(file);
         if (!bytes) {
-          logger.info('no persisted rule set; waiting for the control plane');
+          logger.info('no persisted policy; waiting for the control plane');
           return 'none';
         }
-        let rs: RuleSet;
-        try {
-          rs = RuleSet.decode(bytes);
-        } catch (err) {
-          logger.error({ err, file }, 'persisted rule set unreadable; ignoring it');
-          return 'none';
-        }
+        let update: PolicyUpdate;
         let want: TableModel | undefined;
         try {
-          want = renderModel(rs, failsafe, flowTable);
-        } catch {
-          want = undefined; // let apply report why it cannot be rendered
+          update = PolicyUpdate.decode(bytes);
+        } catch (err) {
+          logger.error({ err, file }, 'persisted policy unreadable; ignoring it');
+          return 'none';
         }
-        const drift = want && (await kernelDrift(want));
-        if (want && !drift) {
-          applied = rs;
-          model = want;
-          logger.info(
-            { revision: rs.revision, hash: rs.hash },
-            'kernel already holds the rule set',
-          );
-          return 'unchanged';
-        }
-        if (drift)
+        try {
+          const plan = planUpdate(undefined, { ...update, full: true }, failsafe, flowTable);
+          want = plan.next;
+          const drift = await kernelDrift(want);
+          if (!drift) {
+            applied = plan.applied;
+            model = want;
+            logger.info(
+              { revision: update.revision, hash: update.hash },
+              'kernel already holds the policy',
+            );
+            return 'unchanged';
+          }
           logger.info(
             { drift: driftAttributes(drift) },
-            'kernel differs from the persisted rule set',
+            'kernel differs from the persisted policy',
           );
-        const result = await applyLocked(rs);
+        } catch {
+          // let apply report why it cannot be rendered
+        }
+        const result = await applyLocked({ ...update, full: true });
         return result.ok ? 'applied' : 'failed';
       }),
-    apply: (rs) => serial(() => applyLocked(rs)),
+    apply: (update) => serial(() => applyLocked(update)),
+    persisted: async () => {
+      await queue;
+      await persisting;
+    },
     reconcile: (o) => serial(() => reconcileLocked(o?.elements ?? true)),
     get inOwnWrite() {
       if (windowSince !== undefined && now() - windowSince > WINDOW_TTL_MS) windowSince = undefined;
@@ -392,6 +473,10 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
         const out = [...pending, ...(await readDeltas())];
         pending = [];
         await drainFlows();
+        if (trimDue && !persisting) {
+          trimDue = false;
+          trimHeap();
+        }
         return out;
       }),
     flows,

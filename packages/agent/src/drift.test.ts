@@ -8,9 +8,15 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createDataplane, DATAPLANE_TAMPERED, type Dataplane } from './dataplane.js';
 import { normalTable } from './delta.test-util.js';
 import type { Drift } from './drift.js';
-import { fixtureChain, fixtureFailsafe, fixtureRuleSet } from './fixture.test-util.js';
+import { fixtureFailsafe, fixtureUpdate } from './fixture.test-util.js';
+import { groupSet } from './render.js';
 
 const T = { family: 'inet', table: 'bulkhead' };
+
+/** The IPv4 set of the fixture group holding 192.168.0.0/16. */
+const BAD4 = groupSet('cidr:bad', 4);
+/** An element of an IPv4 group set. */
+const el = (addr: unknown) => ({ concat: [addr, 'ipv4'] });
 
 describe('drift', () => {
   let stateDir: string;
@@ -30,7 +36,7 @@ describe('drift', () => {
       logger: pino({ level: 'silent' }),
       onTamper: (d) => tampers.push(d),
     });
-    await dp.apply(fixtureRuleSet());
+    await dp.apply(fixtureUpdate());
     want = normalTable(kernel.dump());
   });
   afterEach(async () => {
@@ -60,29 +66,20 @@ describe('drift', () => {
       { chains: ['input'] },
     ],
     [
-      'a changed map element',
+      'a changed set element',
       (tx) =>
         tx
           .delete({
             element: {
               ...T,
-              name: 'in4_any',
-              elem: [{ range: ['192.168.0.0', '192.168.255.255'] }],
+              name: BAD4,
+              elem: [el({ range: ['192.168.0.0', '192.168.255.255'] })],
             },
           })
           .add({
-            element: {
-              ...T,
-              name: 'in4_any',
-              elem: [
-                [
-                  { prefix: { addr: '192.168.0.0', len: 16 } },
-                  { jump: { target: fixtureChain(0) } },
-                ],
-              ],
-            },
+            element: { ...T, name: BAD4, elem: [el({ prefix: { addr: '192.168.0.0', len: 17 } })] },
           }),
-      { elements: [expect.objectContaining({ set: 'in4_any', missing: 1, extra: 1 })] },
+      { elements: [expect.objectContaining({ set: BAD4, missing: 1, extra: 1 })] },
     ],
     [
       'a foreign counter',
@@ -106,16 +103,10 @@ describe('drift', () => {
     await kernel.apply(
       new Transaction()
         .delete({
-          element: { ...T, name: 'in4_any', elem: [{ range: ['192.168.0.0', '192.168.255.255'] }] },
+          element: { ...T, name: BAD4, elem: [el({ range: ['192.168.0.0', '192.168.255.255'] })] },
         })
         .add({
-          element: {
-            ...T,
-            name: 'in4_any',
-            elem: [
-              [{ prefix: { addr: '192.168.0.0', len: 16 } }, { jump: { target: fixtureChain(1) } }],
-            ],
-          },
+          element: { ...T, name: BAD4, elem: [el({ prefix: { addr: '192.168.0.0', len: 16 } })] },
         }),
     );
     expect(await dp.reconcile()).toBeUndefined();
@@ -134,13 +125,13 @@ describe('drift', () => {
     );
     expect(dp.isForeign(ev('add', 'element', { ...T, name: 'flows_in4' }))).toBe(false);
     // A write is bracketed: its first command opens a window, its end mark closes it.
-    const next = fixtureRuleSet(undefined, 8);
-    next.entries.pop();
+    const next = fixtureUpdate(undefined, 8);
+    next.groups[0]!.added.pop();
     await dp.apply(next);
     const commands = kernel.lastTransaction!.commands;
     const open = (commands[0]!.add as { chain: { name: string } }).chain.name;
     const end = (commands.at(-3)!.add as { chain: { name: string } }).chain.name;
-    const change = ev('delete', 'element', { ...T, name: 'out4_any' });
+    const change = ev('delete', 'element', { ...T, name: 'g4_x' });
     expect(dp.isForeign(ev('add', 'chain', { ...T, name: open }))).toBe(false);
     expect(dp.isForeign(change)).toBe(false);
     expect(dp.isForeign(ev('add', 'chain', { ...T, name: end }))).toBe(false);

@@ -1,6 +1,8 @@
 /** Stable codes; callers branch on these, never on message text. */
 export type AgentErrorCode =
   | 'RULESET_INVALID'
+  /** A PolicyUpdate that does not fit the agent's state (contract): it asks for a full sync. */
+  | 'UPDATE_REFUSED'
   | 'APPLY_FAILED'
   | 'STATE_IO'
   | 'ENROLL_FAILED'

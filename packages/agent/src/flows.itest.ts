@@ -8,10 +8,18 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createNftDriver, type NftDriver, Transaction } from '@bulkhead/nftables';
-import { Action, Direction, type FlowRecord, Mode, type RuleSet, Verdict } from '@bulkhead/proto';
+import {
+  Action,
+  Direction,
+  type FlowRecord,
+  Mode,
+  type PolicyUpdate,
+  Verdict,
+} from '@bulkhead/proto';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDataplane } from './dataplane.js';
+import { fullUpdate } from './fixture.test-util.js';
 import { FLOW_TABLE_FULL } from './flow-buffer.js';
 
 const IN = Direction.DIRECTION_INGRESS;
@@ -69,42 +77,57 @@ async function tcpFromHere(address: string, port: number): Promise<void> {
   });
 }
 
-function rule(id: string, direction: Direction, action: Action) {
-  return { id, direction, action, policy: 'p' };
-}
-
-function entry(direction: Direction, addr: string, protocol: number, port: number, r: number) {
+function rule(
+  id: string,
+  direction: Direction,
+  action: Action,
+  groups: string[],
+  services: [number, number][],
+) {
   return {
+    id,
     direction,
-    addrFrom: addr,
-    addrTo: addr,
-    protocol,
-    portFrom: port,
-    portTo: port,
-    rule: r,
+    action,
+    policy: 'p',
+    groups,
+    services: services.map(([protocol, port]) => ({ protocol, portFrom: port, portTo: port })),
   };
 }
 
 /** Ingress in monitor (traffic flows), egress in enforce (denies drop). */
-function ruleSet(revision: number): RuleSet {
-  return {
-    workloadId: 'flow-host',
+function update(revision: number): PolicyUpdate {
+  const host = (a: string) => [{ from: a, to: a }];
+  return fullUpdate(
+    {
+      ruleSet: {
+        workloadId: 'flow-host',
+        revision,
+        hash: '',
+        ingressMode: Mode.MODE_MONITOR,
+        egressMode: Mode.MODE_ENFORCE,
+        rules: [
+          rule('in/allow-web', IN, Action.ACTION_ALLOW, ['peer4'], [[6, 8080]]),
+          rule(
+            'out/deny-syslog',
+            OUT,
+            Action.ACTION_DENY,
+            ['peer4', 'peer6'],
+            [
+              [17, 9999],
+              [6, 7000],
+            ],
+          ),
+          rule('in/deny-mdns', IN, Action.ACTION_DENY, ['peer6'], [[17, 5353]]),
+        ],
+      },
+      groups: new Map([
+        ['peer4', host(PEER4)],
+        ['peer6', host(PEER6)],
+      ]),
+    },
+    `flows-${revision}`,
     revision,
-    hash: `flows-${revision}`,
-    ingressMode: Mode.MODE_MONITOR,
-    egressMode: Mode.MODE_ENFORCE,
-    rules: [
-      rule('in/allow-web', IN, Action.ACTION_ALLOW),
-      rule('out/deny-syslog', OUT, Action.ACTION_DENY),
-      rule('in/deny-mdns', IN, Action.ACTION_DENY),
-    ],
-    entries: [
-      entry(IN, PEER4, 6, 8080, 0),
-      entry(OUT, PEER4, 17, 9999, 1),
-      entry(OUT, PEER6, 6, 7000, 1),
-      entry(IN, PEER6, 17, 5353, 2),
-    ],
-  };
+  );
 }
 
 type Key = [Direction, string, string, number, number, string, Verdict];
@@ -184,7 +207,7 @@ describe.each(['libnftables', 'nft'] as const)(
         failsafe: { controlPlane: [], admin: undefined },
         logger,
       });
-      expect((await dp.apply(ruleSet(1))).ok).toBe(true);
+      expect((await dp.apply(update(1))).ok).toBe(true);
 
       fromPeer('tcp', HERE4, 8080); // in4, rule 0 allow
       fromPeer('udp', HERE6, 5353); // in6, rule 2 deny -> would-deny (ingress monitor)
@@ -223,7 +246,7 @@ describe.each(['libnftables', 'nft'] as const)(
 
       // Recorded before an apply replaces the table: read first, not lost.
       fromPeer('udp', HERE4, 4001);
-      expect((await dp.apply(ruleSet(2))).ok).toBe(true);
+      expect((await dp.apply(update(2))).ok).toBe(true);
       await dp.collect();
       expect(withPeer(dp.flows.take(Date.now()).flows).map((f) => [f.port, f.ruleId])).toEqual([
         [4001, 'default'],
@@ -238,7 +261,7 @@ describe.each(['libnftables', 'nft'] as const)(
         logger,
         flowTable: { size: 2, timeoutSeconds: 60 },
       });
-      expect((await dp.apply(ruleSet(3))).ok).toBe(true);
+      expect((await dp.apply(update(3))).ok).toBe(true);
       for (const port of [5001, 5002, 5003, 5004]) fromPeer('udp', HERE4, port);
       // The verdict does not depend on room in the set: the default chain still counted all 4.
       const [counter] = await driver.list({

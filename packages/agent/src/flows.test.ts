@@ -2,9 +2,10 @@ import { Transaction } from '@bulkhead/nftables';
 import { createFakeNft, type FakeNft } from '@bulkhead/nftables/testing';
 import { Direction, Mode, Verdict } from '@bulkhead/proto';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { fixtureFailsafe, fixtureRuleSet } from './fixture.test-util.js';
+import { fixtureFailsafe, fixturePolicy, fixtureRuleSet } from './fixture.test-util.js';
 import { deleteFlows, mapFlowSets, readFlows } from './flows.js';
-import { renderRuleSet } from './render.js';
+import { planFull } from './model.js';
+import { renderModel } from './render.js';
 
 const IN = Direction.DIRECTION_INGRESS;
 const OUT = Direction.DIRECTION_EGRESS;
@@ -22,14 +23,14 @@ function set(name: string, elem: unknown[], size = 65536): Record<string, unknow
 describe('mapFlowSets', () => {
   const objects = [
     set('flows_in4', [
-      listed(['10.0.0.5', '10.0.9.1', 'tcp', 80, 1], 3, 180), // rule 0: allow
-      listed(['10.0.1.5', '10.0.9.1', 'udp', 53, 2], 1, 60), // rule 1: deny
+      listed(['10.0.0.5', '10.0.9.1', 'tcp', 80, 3], 3, 180), // rule 2: allow
+      listed(['10.0.1.5', '10.0.9.1', 'udp', 53, 4], 1, 60), // rule 3: deny
       listed(['192.0.2.1', '10.0.9.1', 'icmp', 0, 0], 2, 168), // default
       listed(['10.0.0.6', '10.0.9.1', 'tcp', 80, 9], 1, 60), // no rule 8: not attributable
     ]),
-    set('flows_out6', [listed(['fd09::1', 'fd02::7', 'ipv6-icmp', 0, 4], 1, 104)]), // rule 3
+    set('flows_out6', [listed(['fd09::1', 'fd02::7', 'ipv6-icmp', 0, 2], 1, 104)]), // rule 1
     set('flows_in6', []),
-    set('flows_out4', [listed(['10.0.9.1', '10.2.0.1', 'tcp', 5432, 2], 1, 60)]), // rule 1 is ingress
+    set('flows_out4', [listed(['10.0.9.1', '10.2.0.1', 'tcp', 5432, 4], 1, 60)]), // rule 3 is ingress
   ];
 
   it('maps elements to FlowRecords with the verdict of the rule and mode (enforce)', () => {
@@ -95,7 +96,7 @@ describe('mapFlowSets', () => {
     const read = mapFlowSets(objects, fixtureRuleSet(), 0);
     expect(read.elems.get('flows_in4')).toHaveLength(4);
     expect(read.elems.get('flows_out4')).toEqual([
-      { concat: ['10.0.9.1', '10.2.0.1', 'tcp', 5432, 2] },
+      { concat: ['10.0.9.1', '10.2.0.1', 'tcp', 5432, 4] },
     ]);
     expect(read.sets).toEqual([
       { set: 'flows_in4', entries: 4, size: 65536 },
@@ -119,12 +120,12 @@ describe('readFlows and deleteFlows on the kernel-like fake', () => {
 
   beforeEach(async () => {
     kernel = createFakeNft();
-    await kernel.apply(renderRuleSet(rs, fixtureFailsafe));
+    await kernel.apply(planFull(renderModel(fixturePolicy(Mode.MODE_ENFORCE), fixtureFailsafe)));
   });
 
   it('reads what the packet path recorded and drains exactly what it read', async () => {
-    kernel.packetAdd('flows_in4', key('10.0.0.5', 80, 1), 60);
-    kernel.packetAdd('flows_in4', key('10.0.0.5', 80, 1), 60);
+    kernel.packetAdd('flows_in4', key('10.0.0.5', 80, 3), 60);
+    kernel.packetAdd('flows_in4', key('10.0.0.5', 80, 3), 60);
     kernel.packetAdd('flows_in4', key('10.0.0.7', 81, 0), 40);
     const read = await readFlows(kernel, rs, 5);
     expect(read.records.map((r) => [r.src, r.port, r.ruleId, r.packets, r.bytes])).toEqual([
@@ -139,8 +140,8 @@ describe('readFlows and deleteFlows on the kernel-like fake', () => {
   });
 
   it('still drains the others when an element vanished before the drain', async () => {
-    kernel.packetAdd('flows_in4', key('10.0.0.5', 80, 1), 60);
-    kernel.packetAdd('flows_in4', key('10.0.0.6', 80, 1), 60);
+    kernel.packetAdd('flows_in4', key('10.0.0.5', 80, 3), 60);
+    kernel.packetAdd('flows_in4', key('10.0.0.6', 80, 3), 60);
     const read = await readFlows(kernel, rs, 5);
     // As if the kernel's timeout had removed it.
     await kernel.apply(

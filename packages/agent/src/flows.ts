@@ -1,6 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { type NftDriver, type NftObject, Transaction } from '@bulkhead/nftables';
-import { Action, Direction, type FlowRecord, Mode, type RuleSet, Verdict } from '@bulkhead/proto';
+import {
+  Action,
+  Direction,
+  type FlowRecord,
+  type GroupRuleSet,
+  Mode,
+  Verdict,
+} from '@bulkhead/proto';
 import { DEFAULT_RULE_ID } from './counters.js';
 import { DEFAULT_FLOW_CODE, FLOW_SETS, TABLE_FAMILY, TABLE_NAME } from './render.js';
 
@@ -21,12 +28,12 @@ export interface FlowRead {
 const where = (name: string) => ({ family: TABLE_FAMILY, table: TABLE_NAME, name });
 
 /**
- * Read the four flow sets and map their elements through `applied` (the RuleSet whose
+ * Read the four flow sets and map their elements through `applied` (the rule set whose
  * rendering filled them). A set that is missing (no table yet) reads as empty.
  */
 export async function readFlows(
   driver: NftDriver,
-  applied: RuleSet,
+  applied: GroupRuleSet,
   nowMs: number,
 ): Promise<FlowRead> {
   const objects: NftObject[] = [];
@@ -65,7 +72,7 @@ export async function deleteFlows(driver: NftDriver, read: FlowRead): Promise<vo
 }
 
 /** Pure part of readFlows: listed flow sets -> FlowRecords, fullness, and what to delete. */
-export function mapFlowSets(objects: NftObject[], applied: RuleSet, nowMs: number): FlowRead {
+export function mapFlowSets(objects: NftObject[], applied: GroupRuleSet, nowMs: number): FlowRead {
   const read: FlowRead = { records: [], sets: [], elems: new Map() };
   for (const obj of objects) {
     const set = obj.set as
@@ -117,9 +124,9 @@ export function mapFlowSets(objects: NftObject[], applied: RuleSet, nowMs: numbe
   return read;
 }
 
-/** Rule id and verdict behind a flow code in the applied RuleSet; undefined if unknown. */
+/** Rule id and verdict behind a flow code in the applied rule set; undefined if unknown. */
 function decisionOf(
-  rs: RuleSet,
+  rs: GroupRuleSet,
   direction: Direction,
   code: number,
 ): { ruleId: string; verdict: Verdict } | undefined {

@@ -42,6 +42,7 @@ export {
 export { type AgentMetrics, createAgentMetrics } from './metrics.js';
 export {
   type ChainModel,
+  type ElementPatch,
   planDelta,
   planFull,
   type RuleModel,
@@ -52,12 +53,15 @@ export {
   DEFAULT_FLOW_TABLE,
   type Failsafe,
   type FlowTableOptions,
-  renderCommands,
+  type GroupPolicy,
+  groupSet,
   renderModel,
-  renderRuleSet,
+  renderRules,
   ruleChain,
+  serviceSet,
 } from './render.js';
 export { type BackoffOptions, DEFAULT_BACKOFF } from './retry.js';
 export { STATE_FILES } from './state.js';
 export { DEFAULT_KEEPALIVE, type KeepaliveOptions } from './sync.js';
+export { type AppliedPolicy, mergeChunks, type PlannedUpdate, planUpdate } from './update.js';
 export { DEFAULT_DRIFT_CHECK_INTERVAL_MS, type DriftWatch, watchDrift } from './watch.js';

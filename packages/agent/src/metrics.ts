@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Direction, type RuleCounter, type RuleSet, Verdict } from '@bulkhead/proto';
+import { Direction, type RuleCounter, Verdict } from '@bulkhead/proto';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ApplyResult } from './dataplane.js';
 import type { Drift } from './drift.js';
@@ -11,7 +11,8 @@ export interface AgentMetrics {
   readonly registry: Registry;
   /** Add counter deltas read from the kernel. */
   observeCounters(counters: RuleCounter[]): void;
-  observeApply(rs: RuleSet, result: ApplyResult): void;
+  /** `update`: the revision the apply was for. */
+  observeApply(update: { revision: number }, result: ApplyResult): void;
   setConnected(connected: boolean): void;
   /** Flow records read from the kernel and how full each flow set was. */
   observeFlows(read: FlowRead): void;

@@ -1,6 +1,6 @@
 // The desired state of the agent's table, as data: chains with their rules, sets and maps
 // with their elements, named counters. Owns turning that state into nftables transactions:
-// the full (cold) load and the delta between two states. Knows nothing of RuleSets (the
+// the full (cold) load and the delta between two states. Knows nothing of policy (the
 // renderer builds a TableModel) and does no I/O.
 import { Transaction } from '@bulkhead/nftables';
 
@@ -41,6 +41,15 @@ export interface TableModel {
   chains: Map<string, ChainModel>;
 }
 
+/**
+ * Element changes of one set that the caller already knows (an update names them), so that
+ * planDelta need not compare the set's elements: keys to delete and keys to add.
+ */
+export interface ElementPatch {
+  added: string[];
+  removed: string[];
+}
+
 /** Elements per `add element` command of a delta: bounds the size of one JSON object. */
 export const ELEMENT_CHUNK = 4096;
 
@@ -52,8 +61,9 @@ function where(m: TableModel, name: string) {
   return { family: m.family, table: m.name, name };
 }
 
-function addElements(
+function elementCommands(
   tx: Transaction,
+  verb: 'add' | 'delete',
   m: TableModel,
   name: string,
   set: SetModel,
@@ -61,13 +71,13 @@ function addElements(
 ): void {
   let chunk: string[] = [];
   for (const key of keys) {
-    chunk.push(elemText(set, key, set.elems?.get(key) ?? ''));
+    chunk.push(verb === 'delete' ? key : elemText(set, key, set.elems?.get(key) ?? ''));
     if (chunk.length === ELEMENT_CHUNK) {
-      tx.elementsJson('add', where(m, name), chunk);
+      tx.elementsJson(verb, where(m, name), chunk);
       chunk = [];
     }
   }
-  if (chunk.length > 0) tx.elementsJson('add', where(m, name), chunk);
+  if (chunk.length > 0) tx.elementsJson(verb, where(m, name), chunk);
 }
 
 function addChain(tx: Transaction, m: TableModel, name: string, c: ChainModel): void {
@@ -114,12 +124,16 @@ const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringif
  * planFull is the way. Order: new objects; element deletes (before the adds, so an interval
  * that moves never overlaps itself); changed chains flushed and refilled; element adds;
  * removed objects last, once nothing refers to them. Counters of kept rules, and every set
- * the kernel fills, stay untouched.
+ * the kernel fills, stay untouched. Elements are compared only where needed: a set whose
+ * SetModel object is the same in both is unchanged, and a set named in `patches` changes
+ * by exactly that patch (its elems may already hold the result), so an update costs what it
+ * changed, not the size of the table.
  */
 export function planDelta(
   prev: TableModel,
   next: TableModel,
   tx = new Transaction(),
+  patches: ReadonlyMap<string, ElementPatch> = new Map(),
 ): Transaction | undefined {
   if (prev.family !== next.family || prev.name !== next.name) return undefined;
   for (const [name, s] of next.sets) {
@@ -143,10 +157,12 @@ export function planDelta(
   }
   for (const [name, old] of prev.sets) {
     const s = next.sets.get(name);
-    if (!s?.elems || !old.elems) continue;
-    const gone: string[] = [];
-    for (const [key, value] of old.elems) if (s.elems.get(key) !== value) gone.push(key);
-    if (gone.length > 0) tx.elementsJson('delete', where(next, name), gone);
+    if (!s?.elems || !old.elems || s === old) continue;
+    const patch = patches.get(name);
+    const gone: string[] = patch ? patch.removed : [];
+    if (!patch)
+      for (const [key, value] of old.elems) if (s.elems.get(key) !== value) gone.push(key);
+    elementCommands(tx, 'delete', next, name, old, gone);
   }
   for (const [name, c] of next.chains) {
     const old = prev.chains.get(name);
@@ -159,12 +175,17 @@ export function planDelta(
     if (!next.chains.has(name)) tx.flush({ chain: where(next, name) });
   }
   for (const [name, s] of next.sets) {
-    if (!s.elems) continue;
-    const old = prev.sets.get(name)?.elems;
-    const added = old
-      ? [...s.elems].filter(([k, v]) => old.get(k) !== v).map(([k]) => k)
-      : s.elems.keys();
-    addElements(tx, next, name, s, added);
+    const before = prev.sets.get(name);
+    if (!s.elems || s === before) continue;
+    const old = before?.elems;
+    const patch = patches.get(name);
+    const added =
+      patch && old
+        ? patch.added
+        : old
+          ? [...s.elems].filter(([k, v]) => old.get(k) !== v).map(([k]) => k)
+          : s.elems.keys();
+    elementCommands(tx, 'add', next, name, s, added);
   }
   for (const [name, s] of prev.sets)
     if (!next.sets.has(name)) tx.delete({ [s.kind]: where(next, name) });

@@ -5,13 +5,23 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createNftDriver, type NftDriver, type NftObject, Transaction } from '@bulkhead/nftables';
-import { Direction, Mode, type RuleSet, Verdict } from '@bulkhead/proto';
+import { Direction, Mode, Verdict } from '@bulkhead/proto';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readCounterDeltas } from './counters.js';
 import { createDataplane } from './dataplane.js';
-import { fixtureChain, fixtureFailsafe, fixtureRuleSet } from './fixture.test-util.js';
-import { renderRuleSet } from './render.js';
+import {
+  FIXTURE_GROUPS,
+  fixtureChain,
+  fixtureFailsafe,
+  fixturePolicy,
+  fixtureUpdate,
+  refusedUpdate,
+} from './fixture.test-util.js';
+import { planFull } from './model.js';
+import { renderModel } from './render.js';
+
+const renderRuleSet = (mode: Mode) => planFull(renderModel(fixturePolicy(mode), fixtureFailsafe));
 
 const DEV = 'bhtest0';
 
@@ -75,51 +85,40 @@ describe.each(['libnftables', 'nft'] as const)(
 
     it('accepts both modes, holds every map with its elements, and replaces cleanly', async () => {
       for (const mode of [Mode.MODE_MONITOR, Mode.MODE_ENFORCE]) {
-        const rs = fixtureRuleSet(mode);
-        await driver.apply(renderRuleSet(rs, fixtureFailsafe));
+        const rs = fixtureUpdate(mode);
+        await driver.apply(renderRuleSet(mode));
         const objects = await table(driver);
-        const maps = named(objects, 'map');
-        expect([...maps.keys()].sort()).toEqual(
-          [
-            'in4_any',
-            'in4_ports',
-            'in4_proto',
-            'in6_any',
-            'in6_ports',
-            'in6_proto',
-            'out4_any',
-            'out4_ports',
-            'out6_ports',
-            'out6_proto',
-          ].sort(),
-        );
-        const elements = [...maps.values()].reduce(
+        const sets = named(objects, 'set');
+        // Two per group, three service sets, four flow sets.
+        expect(sets.size).toBe(2 * FIXTURE_GROUPS.size + 3 + 4);
+        const elements = [...sets.values()].reduce(
           (n, m) => n + ((m.elem as unknown[] | undefined)?.length ?? 0),
           0,
         );
-        expect(elements).toBe(rs.entries.length);
+        const ranges = [...FIXTURE_GROUPS.values()].reduce((n, g) => n + g.length, 0);
+        expect(elements).toBe(ranges + 4); // + the service sets' 4 port ranges
         const counters = [...named(objects, 'counter').keys()].sort();
         const deny = mode === Mode.MODE_ENFORCE ? 'denied' : 'would_deny';
         expect(counters).toEqual(
           [
-            `${fixtureChain(0)}_allowed`,
-            `${fixtureChain(1)}_${deny}`,
             `${fixtureChain(2)}_allowed`,
             `${fixtureChain(3)}_${deny}`,
+            `${fixtureChain(0)}_allowed`,
+            `${fixtureChain(1)}_${deny}`,
             `in_default_${deny}`,
             `out_default_${deny}`,
           ].sort(),
         );
         // Replacing leaves exactly one table, not two generations side by side.
-        expect(named(objects, 'chain').size).toBe(2 + rs.rules.length + 2);
+        expect(named(objects, 'chain').size).toBe(2 + rs.ruleSet!.rules.length + 2);
       }
     });
 
     it('counts real packets per rule and resets on read', async () => {
-      const rs = fixtureRuleSet(Mode.MODE_ENFORCE);
-      await driver.apply(renderRuleSet(rs, fixtureFailsafe));
-      await sendUdp('10.2.0.7', 9999); // out4_ports: 10.2.0.0/24 . udp . 0-65535 -> deny rule 3
-      await sendUdp('10.2.0.1', 5432); // udp, not the tcp allow: still rule 3
+      const rs = fixturePolicy(Mode.MODE_ENFORCE).ruleSet;
+      await driver.apply(renderRuleSet(Mode.MODE_ENFORCE));
+      await sendUdp('10.2.0.7', 9999); // list:out, udp 0-65535 -> deny rule 1
+      await sendUdp('10.2.0.1', 5432); // udp, not the tcp allow: still rule 1
       const first = await readCounterDeltas(driver, rs);
       expect(first).toEqual([
         {
@@ -133,7 +132,7 @@ describe.each(['libnftables', 'nft'] as const)(
       expect(first[0]!.bytes).toBeGreaterThan(0);
       expect(await readCounterDeltas(driver, rs)).toEqual([]);
 
-      await driver.apply(renderRuleSet(fixtureRuleSet(Mode.MODE_MONITOR), fixtureFailsafe));
+      await driver.apply(renderRuleSet(Mode.MODE_MONITOR));
       await sendUdp('10.2.0.9', 1);
       const monitor = await readCounterDeltas(driver, rs);
       expect(monitor.map((c) => [c.ruleId, c.verdict, c.packets])).toEqual([
@@ -148,25 +147,20 @@ describe.each(['libnftables', 'nft'] as const)(
         failsafe: fixtureFailsafe,
         logger,
       });
-      const good = fixtureRuleSet(Mode.MODE_ENFORCE, 11);
+      const good = fixtureUpdate(Mode.MODE_ENFORCE, 11);
       expect((await dp.apply(good)).ok).toBe(true);
       await sendUdp('10.2.0.7', 7);
       expect((await dp.collect()).map((c) => [c.ruleId, c.packets])).toEqual([['web/egress/1', 1]]);
       expect(await dp.collect()).toEqual([]);
       const before = await table(driver);
 
-      // Overlapping intervals in one map: renders fine, the kernel refuses the whole batch.
-      const overlapping: RuleSet = fixtureRuleSet(Mode.MODE_MONITOR, 12);
-      overlapping.entries.push({
-        ...overlapping.entries[3]!,
-        addrFrom: '192.168.1.0',
-        addrTo: '192.168.1.9',
-      });
-      const result = await dp.apply(overlapping);
+      // Overlapping intervals in one set: renders fine, the kernel refuses the whole batch.
+      const result = await dp.apply(refusedUpdate(Mode.MODE_MONITOR, 12));
       expect(result.ok).toBe(false);
       expect(result.error?.code).toBe('APPLY_FAILED');
       expect(await table(driver)).toEqual(before);
       expect(dp.applied?.revision).toBe(11);
+      await dp.persisted();
 
       const restarted = createDataplane({ driver, stateDir, failsafe: fixtureFailsafe, logger });
       expect(await restarted.restore()).toBe('unchanged');

@@ -3,11 +3,26 @@ import { createFakeNft } from '@bulkhead/nftables/testing';
 import { Mode } from '@bulkhead/proto';
 import { describe, expect, it } from 'vitest';
 import { AgentError } from './errors.js';
-import { fixtureFailsafe, fixtureRuleSet } from './fixture.test-util.js';
-import { renderCommands, renderRuleSet, ruleChain } from './render.js';
+import { FIXTURE_GROUPS, fixtureFailsafe, fixturePolicy } from './fixture.test-util.js';
+import { planFull } from './model.js';
+import {
+  type Failsafe,
+  type FlowTableOptions,
+  type GroupPolicy,
+  groupSet,
+  renderModel,
+  ruleChain,
+  serviceSet,
+} from './render.js';
 
-/** The fixture's rule chains, by rule index. */
-const R = fixtureRuleSet().rules.map(ruleChain);
+/** The fixture's rule chains, by rule index (0, 1 egress allow/deny; 2, 3 ingress allow/deny). */
+const R = fixturePolicy().ruleSet.rules.map(ruleChain);
+
+const renderRuleSet = (p: GroupPolicy, f: Failsafe, flows?: FlowTableOptions) =>
+  planFull(renderModel(p, f, flows));
+const renderCommands = (p: GroupPolicy, f: Failsafe, flows?: FlowTableOptions) =>
+  renderRuleSet(p, f, flows).commands;
+const fixtureRuleSet = fixturePolicy;
 
 type Obj = Record<string, Record<string, unknown>>;
 
@@ -28,7 +43,7 @@ function verdictOf(cmds: NftCommand[], chain: string): unknown[] | undefined {
   return rulesOf(cmds, chain).at(-1);
 }
 
-describe('renderRuleSet', () => {
+describe('renderModel (group form)', () => {
   const enforce = renderCommands(fixtureRuleSet(Mode.MODE_ENFORCE), fixtureFailsafe);
   const monitor = renderCommands(fixtureRuleSet(Mode.MODE_MONITOR), fixtureFailsafe);
 
@@ -51,7 +66,8 @@ describe('renderRuleSet', () => {
     }
     const dump = fake.dump();
     expect(dump.filter((o) => 'table' in o)).toHaveLength(1);
-    expect(dump.filter((o) => 'map' in o)).toHaveLength(10);
+    // Two sets per group, one service set per rule with ports, four flow sets.
+    expect(dump.filter((o) => 'set' in o)).toHaveLength(2 * FIXTURE_GROUPS.size + 3 + 4);
     expect(
       dump.filter((o) => 'counter' in o).map((o) => (o.counter as { name: string }).name),
     ).toContain(`${R[1]}_would_deny`);
@@ -77,46 +93,57 @@ describe('renderRuleSet', () => {
     ]);
   });
 
-  it('has one verdict map per direction, family and kind', () => {
-    const maps = added(enforce, 'map');
-    expect(maps.map((m) => m.name).sort()).toEqual(
-      [
-        'in4_ports',
-        'in4_proto',
-        'in4_any',
-        'in6_ports',
-        'in6_proto',
-        'in6_any',
-        'out4_ports',
-        'out4_any',
-        'out6_ports',
-        'out6_proto',
-      ].sort(),
-    );
-    const byName = new Map(maps.map((m) => [m.name, m]));
-    expect(byName.get('in4_ports')).toMatchObject({
-      type: ['ipv4_addr', 'inet_proto', 'inet_service'],
-      map: 'verdict',
+  it("holds each group in one interval set per family, and each rule's ports in one set", () => {
+    const sets = new Map(added(enforce, 'set').map((m) => [m.name, m]));
+    expect(sets.get(groupSet('sel:web', 4))).toMatchObject({
+      type: ['ipv4_addr', 'nf_proto'],
       flags: ['interval'],
       elem: [
-        [
-          { concat: [{ range: ['10.0.0.0', '10.0.0.255'] }, 6, { range: [80, 90] }] },
-          { jump: { target: R[0] } },
-        ],
-        [{ concat: ['10.0.1.5', 17, 53] }, { jump: { target: R[1] } }],
+        { concat: [{ range: ['10.0.0.0', '10.0.0.255'] }, 'ipv4'] },
+        { concat: ['10.0.1.5', 'ipv4'] },
       ],
     });
-    expect(byName.get('in6_any')).toMatchObject({
-      type: 'ipv6_addr',
-      elem: [[{ range: ['fd01::', 'fd01::ff'] }, { jump: { target: R[1] } }]],
+    expect(sets.get(groupSet('sel:web', 6))).toMatchObject({
+      type: ['ipv6_addr', 'nf_proto'],
+      elem: [{ concat: [{ range: ['fd00::', 'fd00::ffff'] }, 'ipv6'] }],
     });
-    expect(byName.get('out6_proto')).toMatchObject({
-      type: ['ipv6_addr', 'inet_proto'],
-      elem: [[{ concat: [{ range: ['fd02::', 'fd02::ff'] }, 47] }, { jump: { target: R[3] } }]],
+    // An empty family is declared too (a later update may fill it) but has no elements.
+    expect(sets.get(groupSet('list:out', 6))).toEqual({
+      family: 'inet',
+      table: 'bulkhead',
+      name: groupSet('list:out', 6),
+      type: ['ipv6_addr', 'nf_proto'],
+      flags: ['interval'],
     });
+    expect(groupSet('list:out', 6)).toMatch(/^g6_[0-9a-f]{16}$/);
+    const rules = fixturePolicy().ruleSet.rules;
+    expect(sets.get(serviceSet(rules[0]!))).toMatchObject({
+      type: ['inet_proto', 'inet_service'],
+      flags: ['interval'],
+      elem: [{ concat: [6, 5432] }, { concat: [132, { range: [1000, 2000] }] }],
+    });
+    expect(sets.get(serviceSet(rules[1]!))).toMatchObject({
+      elem: [{ concat: [17, { range: [0, 65535] }] }],
+    });
+    // Any protocol needs no service set.
+    expect(sets.has(serviceSet(rules[3]!))).toBe(false);
   });
 
-  it('puts failsafe rules first, then lookups most specific first, then the default', () => {
+  it('merges overlapping port ranges of a protocol (an interval set refuses overlaps)', () => {
+    const p = fixturePolicy();
+    p.ruleSet.rules[0]!.services = [
+      { protocol: 6, portFrom: 10, portTo: 20 },
+      { protocol: 6, portFrom: 15, portTo: 30 },
+      { protocol: 6, portFrom: 31, portTo: 31 },
+      { protocol: 17, portFrom: 5, portTo: 5 },
+    ];
+    const set = added(renderCommands(p, fixtureFailsafe), 'set').find(
+      (x) => x.name === serviceSet(p.ruleSet.rules[0]!),
+    );
+    expect(set?.elem).toEqual([{ concat: [6, { range: [10, 31] }] }, { concat: [17, 5] }]);
+  });
+
+  it('puts failsafe rules first, then deny rules, then allow rules, then the default', () => {
     const input = rulesOf(enforce, 'input');
     expect(input[0]).toEqual([
       { match: { op: '==', left: { meta: { key: 'iif' } }, right: 'lo' } },
@@ -136,16 +163,44 @@ describe('renderRuleSet', () => {
       { accept: null },
     ]);
     expect(JSON.stringify(input[4])).toContain('fd08::');
-    const lookups = input.slice(5, -1).map((e) => (e[0] as { vmap: { data: string } }).vmap.data);
-    expect(lookups).toEqual([
-      '@in4_ports',
-      '@in4_proto',
-      '@in4_any',
-      '@in6_ports',
-      '@in6_proto',
-      '@in6_any',
+    const addr = (family: 4 | 6, id: string, field = 'saddr') => ({
+      match: {
+        op: '==',
+        left: {
+          concat: [
+            { payload: { protocol: family === 4 ? 'ip' : 'ip6', field } },
+            { meta: { key: 'nfproto' } },
+          ],
+        },
+        right: `@${groupSet(id, family)}`,
+      },
+    });
+    const l4 = (right: unknown) => ({
+      match: { op: '==', left: { meta: { key: 'l4proto' } }, right },
+    });
+    const ports = (rule: number) => ({
+      match: {
+        op: '==',
+        left: {
+          concat: [{ meta: { key: 'l4proto' } }, { payload: { protocol: 'th', field: 'dport' } }],
+        },
+        right: `@${serviceSet(fixturePolicy().ruleSet.rules[rule]!)}`,
+      },
+    });
+    const jump = (rule: number) => ({ jump: { target: R[rule] } });
+    expect(input.slice(5)).toEqual([
+      // The deny rule (any protocol), per group and family: no service match.
+      [addr(4, 'cidr:bad'), jump(3)],
+      [addr(6, 'cidr:bad'), jump(3)],
+      [addr(4, 'list:db'), jump(3)],
+      [addr(6, 'list:db'), jump(3)],
+      // Then the allow rule: ports, then icmp for IPv4 only and icmpv6 for IPv6 only.
+      [addr(4, 'sel:web'), ports(2), jump(2)],
+      [addr(4, 'sel:web'), l4(1), jump(2)],
+      [addr(6, 'sel:web'), ports(2), jump(2)],
+      [addr(6, 'sel:web'), l4(58), jump(2)],
+      [{ jump: { target: 'in_default' } }],
     ]);
-    expect(input.at(-1)).toEqual([{ jump: { target: 'in_default' } }]);
 
     const output = rulesOf(enforce, 'output');
     expect(JSON.stringify(output)).toContain('"oif"');
@@ -160,18 +215,16 @@ describe('renderRuleSet', () => {
       { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: 8443 } },
       { accept: null },
     ]);
-    const outLookups = output
-      .filter((e) => 'vmap' in (e[0] as object))
-      .map((e) => (e[0] as { vmap: { key: unknown; data: string } }).vmap);
-    expect(outLookups.map((v) => v.data)).toEqual([
-      '@out4_ports',
-      '@out4_any',
-      '@out6_ports',
-      '@out6_proto',
+    // Egress looks up the destination; the deny rule (index 1) comes before the allow (0).
+    expect(output.slice(-7)).toEqual([
+      [addr(4, 'list:out', 'daddr'), ports(1), jump(1)],
+      [addr(4, 'list:out', 'daddr'), l4(47), jump(1)],
+      [addr(6, 'list:out', 'daddr'), ports(1), jump(1)],
+      [addr(6, 'list:out', 'daddr'), l4(47), jump(1)],
+      [addr(4, 'list:db', 'daddr'), ports(0), jump(0)],
+      [addr(6, 'list:db', 'daddr'), ports(0), jump(0)],
+      [{ jump: { target: 'out_default' } }],
     ]);
-    // Egress looks up the destination.
-    expect(JSON.stringify(outLookups[0]!.key)).toContain('daddr');
-    expect(JSON.stringify(outLookups[0]!.key)).not.toContain('saddr');
   });
 
   it('counts and decides in each rule chain: enforce drops denies', () => {
@@ -221,7 +274,7 @@ describe('renderRuleSet', () => {
       enforce,
       renderCommands(fixtureRuleSet(), fixtureFailsafe, { size: 2, timeoutSeconds: 60 }),
     ]) {
-      const sets = added(cmds, 'set');
+      const sets = added(cmds, 'set').filter((x) => String(x.name).startsWith('flows_'));
       expect(sets.map((x) => x.name)).toEqual([
         'flows_in4',
         'flows_in6',
@@ -251,7 +304,10 @@ describe('renderRuleSet', () => {
       'mark',
     ]);
     const tiny = renderCommands(fixtureRuleSet(), fixtureFailsafe, { size: 2, timeoutSeconds: 60 });
-    expect(added(tiny, 'set')[0]).toMatchObject({ size: 2, timeout: 60 });
+    expect(added(tiny, 'set').find((x) => x.name === 'flows_in4')).toMatchObject({
+      size: 2,
+      timeout: 60,
+    });
   });
 
   it('records new connections in every rule and default chain, before the verdict, in both modes', () => {
@@ -294,12 +350,12 @@ describe('renderRuleSet', () => {
       ],
     ];
     for (const cmds of [enforce, monitor]) {
-      // Fixture rules: 0, 1 ingress; 2, 3 egress. Code = index + 1, default = 0.
+      // Fixture rules: 0, 1 egress; 2, 3 ingress. Code = index + 1, default = 0.
       const chains: [string, string, number][] = [
-        [R[0]!, 'in', 1],
-        [R[1]!, 'in', 2],
-        [R[2]!, 'out', 3],
-        [R[3]!, 'out', 4],
+        [R[0]!, 'out', 1],
+        [R[1]!, 'out', 2],
+        [R[2]!, 'in', 3],
+        [R[3]!, 'in', 4],
         ['in_default', 'in', 0],
         ['out_default', 'out', 0],
       ];
@@ -328,29 +384,44 @@ describe('renderRuleSet', () => {
   });
 
   it('names rule chains by rule id, so a rule added in front renames nothing', () => {
-    const rs = fixtureRuleSet();
     const shifted = fixtureRuleSet();
-    shifted.rules.unshift({ ...rs.rules[0]!, id: 'new/ingress/0' });
-    for (const e of shifted.entries) e.rule += 1;
-    const targets = (cmds: NftCommand[]) =>
-      added(cmds, 'map').flatMap((m) => (m.elem as unknown[][]).map((x) => JSON.stringify(x)));
-    expect(targets(renderCommands(shifted, fixtureFailsafe))).toEqual(targets(enforce));
+    shifted.ruleSet.rules.unshift({ ...shifted.ruleSet.rules[2]!, id: 'a/ingress/0' });
+    const chainOf = (cmds: NftCommand[], id: string) =>
+      added(cmds, 'chain').find((c) => c.name === ruleChain({ id }));
+    expect(chainOf(renderCommands(shifted, fixtureFailsafe), 'web/ingress/0')).toEqual(
+      chainOf(enforce, 'web/ingress/0'),
+    );
     const dup = fixtureRuleSet();
-    dup.rules[1]!.id = dup.rules[0]!.id;
+    dup.ruleSet.rules[1]!.id = dup.ruleSet.rules[0]!.id;
     expect(() => renderCommands(dup, fixtureFailsafe)).toThrow(
       expect.objectContaining({ code: 'RULESET_INVALID' }),
     );
   });
 
-  it('rejects a malformed RuleSet with RULESET_INVALID', () => {
+  it('rejects a malformed rule set or range with RULESET_INVALID', () => {
     const bad = fixtureRuleSet();
-    bad.entries[0]!.rule = 99;
+    bad.ruleSet.rules[0]!.groups = ['list:missing'];
     expect(() => renderCommands(bad, fixtureFailsafe)).toThrow(
       expect.objectContaining({ code: 'RULESET_INVALID' }),
     );
-    const mixed = fixtureRuleSet();
-    mixed.entries[0]!.addrTo = 'fd00::1';
-    expect(() => renderCommands(mixed, fixtureFailsafe)).toThrow(AgentError);
+    for (const range of [
+      { from: '10.0.0.1', to: 'fd00::1' },
+      { from: '10.0.0.9', to: '10.0.0.1' },
+      { from: 'fd00::2', to: 'fd00::1' },
+      { from: '10.0.0.1"}]', to: '10.0.0.1"}]' },
+    ]) {
+      const groups = new Map([...FIXTURE_GROUPS, ['sel:web', [range]]]);
+      expect(() => renderCommands({ ...fixtureRuleSet(), groups }, fixtureFailsafe)).toThrow(
+        AgentError,
+      );
+    }
+    // Group ids never reach nft syntax: any text becomes a digest.
+    const odd = '"; flush ruleset; "\u00e9';
+    const p = fixtureRuleSet();
+    p.ruleSet.rules[0]!.groups = [odd];
+    const groups = new Map([...FIXTURE_GROUPS, [odd, []]]);
+    const ok = renderCommands({ ...p, groups }, fixtureFailsafe);
+    expect(JSON.stringify(ok)).not.toContain('flush ruleset');
   });
 
   it('rejects a bad admin CIDR with CONFIG_INVALID', () => {

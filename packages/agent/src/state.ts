@@ -5,7 +5,7 @@ import { AgentError } from './errors.js';
 
 /** Names of the files in the state dir (see README). */
 export const STATE_FILES = {
-  ruleSet: 'ruleset.bin',
+  policy: 'policy.bin',
   agentId: 'agent-id',
   key: 'agent.key',
   cert: 'agent.crt',

@@ -2,8 +2,8 @@ import {
   type AgentEvent,
   AgentServiceClient,
   type FlowRecord,
+  type PolicyUpdate,
   type RuleCounter,
-  type RuleSet,
   type SyncRequest,
   type SyncResponse,
   type Telemetry,
@@ -11,11 +11,13 @@ import {
 import { type ChannelCredentials, type ClientDuplexStream, credentials } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { mergeCounters } from './counters.js';
-import type { Dataplane } from './dataplane.js';
+import type { ApplyResult, Dataplane } from './dataplane.js';
 import type { Endpoint, Endpoints } from './endpoints.js';
 import type { Identity } from './enroll.js';
+import { AgentError } from './errors.js';
 import { type BackoffOptions, createBackoff, describeError, isPermanent } from './retry.js';
 import { readFileIfExists, statePath, writeFileAtomic } from './state.js';
+import { mergeChunks } from './update.js';
 
 /**
  * gRPC keepalive on the Sync stream: a ping every timeMs, and a link that does not answer
@@ -51,9 +53,12 @@ export interface SyncOptions {
 /**
  * The agent's one Sync stream, reconnected with backoff (full jitter) for as long as it runs,
  * each attempt on a fresh channel to the next address from `endpoints`.
- * The stream counts as connected only once the control plane answered the Hello (a Welcome,
- * or a RuleSet from a control plane that predates Welcome); only then is the backoff reset
- * and telemetry sent. A stream refused for the agent's identity (UNAUTHENTICATED,
+ * The stream counts as connected only once the control plane answered the Hello (a Welcome
+ * or an update); only then is the backoff reset and telemetry sent. Policy arrives as
+ * PolicyUpdates (wiring contract): chunks are buffered until the `last` one, the update is
+ * applied in one transaction and acked once with its hash; a delta on another base, or one
+ * the agent refuses, brings a new Hello with the agent's hash (the control plane answers
+ * with a full sync). A stream refused for the agent's identity (UNAUTHENTICATED,
  * PERMISSION_DENIED: revoked or unknown certificate) or its Hello is retried at the backoff
  * cap only: an operator has to act, and until then the kernel keeps the last rule set.
  */
@@ -103,7 +108,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
   let lastSeq = 0;
   // Deltas read from the kernel but not yet handed to a live stream.
   let unsent: RuleCounter[] = [];
-  // RuleSets are applied and acked one after another, in arrival order.
+  // Updates are applied and acked one after another, in arrival order.
   let applying: Promise<void> = Promise.resolve();
   let telemetryRunning: Promise<void> = Promise.resolve();
 
@@ -178,20 +183,30 @@ export function createSyncClient(options: SyncOptions): SyncClient {
         setState('connected', detail);
       }
     };
+    // Chunks of the update in flight on this stream.
+    let chunks: PolicyUpdate[] = [];
     stream.on('data', (msg: SyncResponse) => {
       if (msg.welcome) markConnected({ ...msg.welcome });
-      if (msg.ruleSet) {
-        markConnected({ answer: 'rule set' });
-        const rs = msg.ruleSet;
-        applying = applying.then(() => applyAndAck(stream, rs));
+      if (msg.update) {
+        markConnected({ answer: 'update' });
+        chunks.push(msg.update);
+        if (!msg.update.last) return;
+        const parts = chunks;
+        chunks = [];
+        applying = applying.then(() => applyAndAck(stream, parts));
       }
     });
     stream.on('error', (err: Error) => onEnd('error', err));
     stream.on('end', () => onEnd('end'));
     stream.on('close', () => onEnd('close'));
-    const applied = dataplane.applied;
     // grpc-js buffers this write even while no connection exists, so its success says
     // nothing about the control plane: only its answer does (markConnected above).
+    hello(stream);
+  }
+
+  /** What the agent holds; on an open stream it asks for a full sync when that is stale. */
+  function hello(stream: SyncStream): void {
+    const applied = dataplane.applied;
     stream.write({
       hello: {
         appliedRevision: applied?.revision ?? 0,
@@ -203,18 +218,43 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     });
   }
 
-  async function applyAndAck(stream: SyncStream, rs: RuleSet): Promise<void> {
-    logger.info({ revision: rs.revision, hash: rs.hash }, 'rule set received');
-    const result = await dataplane.apply(rs);
-    const ack = {
-      revision: rs.revision,
-      hash: rs.hash,
-      ok: result.ok,
-      error: result.error?.message ?? '',
-      applyMicros: result.micros,
-    };
+  async function applyAndAck(stream: SyncStream, chunks: PolicyUpdate[]): Promise<void> {
     // After a reconnect the Hello already tells the control plane what the kernel holds.
-    if (call === stream) stream.write({ ack });
+    const live = () => call === stream;
+    const first = chunks[0]!;
+    const holds = dataplane.applied?.hash ?? '';
+    if (!first.full && first.baseHash !== holds) {
+      logger.warn(
+        { base: first.baseHash, hash: first.hash, holds },
+        'delta on another state dropped; asking for a full sync',
+      );
+      if (live()) hello(stream);
+      return;
+    }
+    logger.info(
+      { revision: first.revision, hash: first.hash, full: first.full, chunks: chunks.length },
+      'policy update received',
+    );
+    let result: ApplyResult;
+    try {
+      result = await dataplane.apply(mergeChunks(chunks));
+    } catch (err) {
+      // mergeChunks: the chunks disagree.
+      const error = err instanceof AgentError ? err : new AgentError('UPDATE_REFUSED', String(err));
+      logger.error({ err: error }, 'update refused');
+      result = { ok: false, micros: 0, error };
+    }
+    if (!live()) return;
+    stream.write({
+      ack: {
+        revision: first.revision,
+        hash: first.hash,
+        ok: result.ok,
+        error: result.error?.message ?? '',
+        applyMicros: result.micros,
+      },
+    });
+    if (result.error?.code === 'UPDATE_REFUSED') hello(stream);
   }
 
   async function sendTelemetry(): Promise<void> {

@@ -12,7 +12,7 @@ export { NftError } from './errors.js';
 export type { ExecNftOptions } from './exec.js';
 export { createExecNft } from './exec.js';
 export type { LibNftOptions } from './libnft.js';
-export { createLibNft } from './libnft.js';
+export { createLibNft, trimHeap } from './libnft.js';
 export type { NftEvent, NftMonitor, NftMonitorOptions } from './monitor.js';
 export { createNftMonitor, parseMonitorLine } from './monitor.js';
 export type { NftVerb } from './transaction.js';

@@ -28,6 +28,34 @@ interface Api {
   free: AsyncFn;
 }
 
+/**
+ * Batches (or read outputs) at least this long are followed by malloc_trim(0): libnftables
+ * parses a large batch into hundreds of MiB of C heap (JSON tree, expressions, netlink
+ * messages) and frees it, but glibc keeps the freed pages in its arenas, so without a trim
+ * the agent's RSS stays at the peak of its largest batch for good.
+ */
+const TRIM_AFTER_CHARS = 1 << 20;
+
+let mallocTrim: ((pad: number) => number) | null | undefined;
+
+/**
+ * glibc's malloc_trim(0): give the freed pages of every malloc arena back to the system
+ * (nothing where the libc has none, e.g. musl). Exported for callers that free large native
+ * buffers of their own (Node's Buffers are malloc'ed too).
+ */
+export function trimHeap(): void {
+  if (mallocTrim === undefined) {
+    try {
+      mallocTrim = koffi.load('libc.so.6').func('int malloc_trim(size_t pad)') as (
+        pad: number,
+      ) => number;
+    } catch {
+      mallocTrim = null;
+    }
+  }
+  mallocTrim?.(0);
+}
+
 // One binding per library path: koffi keeps a loaded library for the process lifetime anyway.
 const apis = new Map<string, Api>();
 
@@ -127,6 +155,7 @@ export function createLibNft(options: LibNftOptions = {}): NftDriver {
   async function write(tx: Transaction, dryRun: boolean): Promise<void> {
     const text = batchOf(tx);
     const { rc, err } = await exclusive(() => runBatch(ctx, text, dryRun));
+    if (text.length >= TRIM_AFTER_CHARS) trimHeap();
     if (rc !== 0) {
       const detail = errorText(err);
       throw new NftError('NFT_APPLY_FAILED', `nftables refused the batch: ${detail}`, {
@@ -142,6 +171,7 @@ export function createLibNft(options: LibNftOptions = {}): NftDriver {
     async list(command, options): Promise<NftObject[]> {
       const text = readBatchOf(command);
       const { rc, out, err } = await exclusive(() => runRead(text, options?.terse ?? false));
+      if (out.length >= TRIM_AFTER_CHARS) trimHeap();
       if (rc !== 0) {
         const detail = errorText(err);
         throw new NftError('NFT_LIST_FAILED', `nftables refused the read: ${detail}`, {
