@@ -9,6 +9,13 @@ export type {
   WorkloadEffect,
 } from '@bulkhead/policy';
 export type {
+  ExplainEnd,
+  ExplainPair,
+  ExplainRequest,
+  ExplainSide,
+  ExplainView,
+} from './explain.js';
+export type {
   AgentView,
   ImpactGroupView,
   ImpactRequest,

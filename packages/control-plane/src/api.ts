@@ -12,7 +12,7 @@ import { ControlPlaneError, type ControlPlaneErrorCode, type ErrorDetail } from 
 import { registerFleetRoutes } from './fleet/routes.js';
 import { registerPolicyAdminRoutes } from './policy-admin/routes.js';
 import { registerRevisionRoutes } from './revisions/routes.js';
-import { registerVisibilityRoutes } from './visibility/routes.js';
+import { registerQuestionRoutes, registerVisibilityRoutes } from './visibility/routes.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -163,6 +163,7 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   registerRevisionRoutes(app, domains.revisions);
   registerFleetRoutes(app, domains.fleet);
   registerVisibilityRoutes(app, domains.visibility);
+  registerQuestionRoutes(app, domains);
   registerAccessRoutes(app, domains.access);
 
   await app.ready();

@@ -13,6 +13,7 @@ import { createRevisionsService, type RevisionsService } from './revisions/servi
 import { createRuleSetPublisher } from './rulesets/publisher.js';
 import type { SecurityEvent } from './siem/index.js';
 import type { Stores } from './store/index.js';
+import { createExplainService, type ExplainService } from './visibility/explain.js';
 import { createVisibilityService, type VisibilityService } from './visibility/service.js';
 
 export interface DomainDeps {
@@ -31,6 +32,7 @@ export interface Domains {
   revisions: RevisionsService;
   fleet: FleetService;
   visibility: VisibilityService;
+  explain: ExplainService;
 }
 
 export function createDomains({ stores, pki, streams, log, now, events }: DomainDeps): Domains {
@@ -76,5 +78,6 @@ export function createDomains({ stores, pki, streams, log, now, events }: Domain
       now,
     }),
     visibility,
+    explain: createExplainService(states),
   };
 }
