@@ -1,9 +1,11 @@
-// Visibility: what the agents observed (flows), who talks to whom (map), and policies that
-// would allow it (recommend). Only reads; a recommendation is printed, never stored.
-import type { FlowView, MapView, Recommendation } from '@bulkhead/api';
+// Visibility: what the agents observed (flows), who talks to whom (map), policies that would
+// allow it (recommend), and why a connection is allowed or not (explain). Only reads; a
+// recommendation is printed, never stored.
+import type { ExplainView, FlowView, MapView, Recommendation } from '@bulkhead/api';
 import type { Selector } from '@bulkhead/policy';
 import { type Command, Option } from 'commander';
 import { CliError } from '../errors.js';
+import { formatExplain, parseService } from '../explain-text.js';
 import { table } from '../output.js';
 import {
   FLOW_VERDICTS,
@@ -158,4 +160,42 @@ export function registerVisibilityCommands(program: Command, ctx: CommandContext
       io.stderr(formatCoverage(answer.coverage));
       io.stderr(formatUncovered(answer.uncovered ?? []));
     });
+
+  program
+    .command('explain')
+    .description(
+      'why a connection is allowed or not: the verdict and deciding rule at each end, provisioned and draft side by side',
+    )
+    .argument('<from>', 'a workload, labels k=v[,k=v] or an address')
+    .argument('<to>', 'a workload, labels k=v[,k=v] or an address')
+    .argument('<service>', 'protocol/port: tcp/5432, udp/53, icmp', parseService)
+    .option('--revision <n>', 'under this revision alone', parsePositiveInt)
+    .option('--draft', 'under the draft alone')
+    .addHelpText(
+      'after',
+      examples(
+        'bulkhead explain web-1 db-1 tcp/5432',
+        'bulkhead explain app=billing 192.0.2.10 tcp/27000 --draft',
+      ),
+    )
+    .action(
+      async (
+        from: string,
+        to: string,
+        service: { protocol: string; port?: number },
+        opts: { revision?: number; draft?: boolean },
+        cmd: Command,
+      ) => {
+        if (opts.revision !== undefined && opts.draft) {
+          throw new CliError('USAGE', 'explain takes --revision or --draft, not both');
+        }
+        const body: Row = { from, to, ...service };
+        if (opts.revision !== undefined) body.revision = opts.revision;
+        if (opts.draft) body.draft = true;
+        const conn = await ctx.connect(cmd);
+        const view = await conn.client.request<ExplainView>('POST', '/v1/explain', body);
+        if (conn.format !== 'table') return conn.print(view);
+        io.stdout(formatExplain(view));
+      },
+    );
 }

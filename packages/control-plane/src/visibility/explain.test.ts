@@ -68,7 +68,7 @@ describe('POST /v1/explain', () => {
           action: 'deny',
           policies: [],
           verdict: 'not-covered',
-          reason: 'egress has no policy: default deny (monitor: let through, logged as would-deny)',
+          reason: 'no egress policy: default deny',
         },
         {
           workload: 'db',
@@ -92,9 +92,7 @@ describe('POST /v1/explain', () => {
     const [provisioned, draft] = (body as ExplainView).sides.map((s) => s.pairs[0]!);
     expect(provisioned!.verdict).toBe('denied');
     expect(provisioned!.summary).toBe("blocked at db's ingress");
-    expect(provisioned!.ends[1]!.reason).toBe(
-      'default deny: no rule of db allows it (enforce: dropped)',
-    );
+    expect(provisioned!.ends[1]!.reason).toBe('default deny: no rule of db allows it');
     expect(draft!.ends[1]!.reason).toBe('allowed by db/ingress/0');
     // Another port is denied in both.
     const other = await explain({ from: 'batch', to: 'db', protocol: 'tcp', port: 22 });

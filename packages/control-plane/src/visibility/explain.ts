@@ -74,18 +74,14 @@ function pairOf(src: Endpoint[], dst: Endpoint[]): [Endpoint, Endpoint] | undefi
   return undefined;
 }
 
+/** Why the end decides as it does; what the mode then does with a deny is the `mode` field's. */
 function reasonOf(end: FlowEnd, policies: string[]): string {
-  const { decision, mode } = end;
+  const { decision } = end;
   if (decision.action === 'allow') return `allowed by ${decision.ruleId}`;
-  const why =
-    decision.ruleId !== undefined
-      ? `denied by ${decision.ruleId}`
-      : policies.length === 0
-        ? `${end.direction} has no policy: default deny`
-        : `default deny: no rule of ${policies.join(', ')} allows it`;
-  return mode === 'enforce'
-    ? `${why} (enforce: dropped)`
-    : `${why} (monitor: let through, logged as would-deny)`;
+  if (decision.ruleId !== undefined) return `denied by ${decision.ruleId}`;
+  return policies.length === 0
+    ? `no ${end.direction} policy: default deny`
+    : `default deny: no rule of ${policies.join(', ')} allows it`;
 }
 
 function summaryOf(pair: Omit<ExplainPair, 'summary'>): string {
