@@ -15,6 +15,7 @@ export type {
   ExplainSide,
   ExplainView,
 } from './explain.js';
+export type { HygieneFinding, HygieneKind, HygieneView } from './hygiene.js';
 export type {
   AgentView,
   ImpactGroupView,

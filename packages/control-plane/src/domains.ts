@@ -14,6 +14,7 @@ import { createRuleSetPublisher } from './rulesets/publisher.js';
 import type { SecurityEvent } from './siem/index.js';
 import type { Stores } from './store/index.js';
 import { createExplainService, type ExplainService } from './visibility/explain.js';
+import { createHygieneService, type HygieneService } from './visibility/hygiene.js';
 import { createVisibilityService, type VisibilityService } from './visibility/service.js';
 
 export interface DomainDeps {
@@ -33,6 +34,7 @@ export interface Domains {
   fleet: FleetService;
   visibility: VisibilityService;
   explain: ExplainService;
+  hygiene: HygieneService;
 }
 
 export function createDomains({ stores, pki, streams, log, now, events }: DomainDeps): Domains {
@@ -79,5 +81,13 @@ export function createDomains({ stores, pki, streams, log, now, events }: Domain
     }),
     visibility,
     explain: createExplainService(states),
+    hygiene: createHygieneService({
+      states,
+      flows: stores.visibility,
+      fleet: stores.fleet,
+      workloads: stores.policy,
+      tokens: stores.access,
+      now,
+    }),
   };
 }

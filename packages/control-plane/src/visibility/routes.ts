@@ -1,7 +1,8 @@
-// Visibility's REST routes: flows, the map, recommendations and events; explain.
+// Visibility's REST routes: flows, the map, recommendations and events; explain and hygiene.
 import { Type } from '@sinclair/typebox';
 import { type Api, Name, Time } from '../route-support.js';
 import type { ExplainService } from './explain.js';
+import type { HygieneService } from './hygiene.js';
 import type { VisibilityService } from './service.js';
 
 export function registerVisibilityRoutes(app: Api, visibility: VisibilityService): void {
@@ -80,7 +81,22 @@ export function registerVisibilityRoutes(app: Api, visibility: VisibilityService
 }
 
 /** Questions about policy that store nothing, so viewers may ask them. */
-export function registerQuestionRoutes(app: Api, questions: { explain: ExplainService }): void {
+export function registerQuestionRoutes(
+  app: Api,
+  questions: { explain: ExplainService; hygiene: HygieneService },
+): void {
+  app.get(
+    '/v1/hygiene',
+    {
+      schema: {
+        querystring: Type.Object({
+          days: Type.Optional(Type.Integer({ minimum: 1, maximum: 3650 })),
+          expiringDays: Type.Optional(Type.Integer({ minimum: 0, maximum: 3650 })),
+        }),
+      },
+    },
+    async (req) => questions.hygiene.audit(req.query),
+  );
   app.post(
     '/v1/explain',
     {
