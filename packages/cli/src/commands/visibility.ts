@@ -1,12 +1,12 @@
 // Visibility: what the agents observed (flows), who talks to whom (map), policies that would
-// allow it (recommend), and why a connection is allowed or not (explain). Only reads; a
-// recommendation is printed, never stored.
-import type { ExplainView, FlowView, MapView, Recommendation } from '@bulkhead/api';
+// allow it (recommend), why a connection is allowed or not (explain), and the periodic policy
+// audit (audit-policy). Only reads; a recommendation is printed, never stored.
+import type { ExplainView, FlowView, HygieneView, MapView, Recommendation } from '@bulkhead/api';
 import type { Selector } from '@bulkhead/policy';
 import { type Command, Option } from 'commander';
 import { CliError } from '../errors.js';
-import { formatExplain, parseService } from '../explain-text.js';
 import { table } from '../output.js';
+import { formatExplain, formatHygiene, hygieneCsv, parseService } from '../questions-text.js';
 import {
   FLOW_VERDICTS,
   flowColumns,
@@ -20,6 +20,7 @@ import {
 import {
   checkWindow,
   collect,
+  parseCount,
   parseKeys,
   parsePort,
   parsePositiveInt,
@@ -198,4 +199,31 @@ export function registerVisibilityCommands(program: Command, ctx: CommandContext
         io.stdout(formatExplain(view));
       },
     );
+
+  program
+    .command('audit-policy')
+    .description(
+      'policy hygiene: unused, broad and shadowed rules, workloads long in monitor, stale tokens; each with a fix',
+    )
+    .option(
+      '--days <n>',
+      'no hits / still in monitor for this many days (default 30)',
+      parsePositiveInt,
+    )
+    .option('--expiring-days <n>', 'tokens expiring within this many days (default 7)', parseCount)
+    .option('--csv', 'CSV (kind,subject,detail,fix) instead of a table')
+    .addHelpText(
+      'after',
+      examples('bulkhead audit-policy --days 90', 'bulkhead audit-policy --csv > hygiene.csv'),
+    )
+    .action(async (opts: { days?: number; expiringDays?: number; csv?: boolean }, cmd: Command) => {
+      const query = new URLSearchParams();
+      if (opts.days !== undefined) query.set('days', String(opts.days));
+      if (opts.expiringDays !== undefined) query.set('expiringDays', String(opts.expiringDays));
+      const conn = await ctx.connect(cmd);
+      const view = await conn.client.request<HygieneView>('GET', withQuery('/v1/hygiene', query));
+      if (opts.csv) return io.stdout(hygieneCsv(view));
+      if (conn.format !== 'table') return conn.print(view);
+      io.stdout(formatHygiene(view));
+    });
 }

@@ -1,7 +1,15 @@
-// Rendering of `POST /v1/explain`'s answer and parsing of its `<proto>/<port>` argument. Pure.
-import type { ExplainEnd, ExplainPair, ExplainSide, ExplainView } from '@bulkhead/api';
+// Rendering of the policy questions' answers: `POST /v1/explain` (and parsing its
+// `<proto>/<port>` argument) and `GET /v1/hygiene` as a table or CSV. Pure.
+import type {
+  ExplainEnd,
+  ExplainPair,
+  ExplainSide,
+  ExplainView,
+  HygieneFinding,
+  HygieneView,
+} from '@bulkhead/api';
 import { InvalidArgumentError } from 'commander';
-import { align } from './output.js';
+import { align, type Column, table } from './output.js';
 
 /** `tcp/5432`, `udp/53`, `icmp`, `47` -> `{protocol, port?}`. */
 export function parseService(text: string): { protocol: string; port?: number } {
@@ -49,4 +57,27 @@ export function formatExplain(view: ExplainView): string {
   });
   const more = view.truncated ? 'more workload pairs match; name workloads to see them\n' : '';
   return blocks.join('\n') + more;
+}
+
+const FINDING_COLUMNS: Column<HygieneFinding>[] = [
+  { header: 'KIND', value: (f) => f.kind },
+  { header: 'SUBJECT', value: (f) => f.subject },
+  { header: 'DETAIL', value: (f) => f.detail },
+  { header: 'FIX', value: (f) => f.fix },
+];
+
+export function formatHygiene(view: HygieneView): string {
+  const head = `policy audit of revision ${view.revision}, flows of the last ${view.days} days: ${view.findings.length} finding(s)\n`;
+  return view.findings.length === 0 ? head : head + table(view.findings, FINDING_COLUMNS);
+}
+
+/** CSV as RFC 4180 has it (every field quoted, quotes doubled), but LF line ends: every byte
+ * the CLI writes goes through the control escape, which would show a CR as `\x0d`. */
+export function hygieneCsv(view: HygieneView): string {
+  const field = (text: string) => `"${text.replace(/"/g, '""')}"`;
+  const rows = [
+    FINDING_COLUMNS.map((c) => c.header.toLowerCase()),
+    ...view.findings.map((f) => FINDING_COLUMNS.map((c) => String(c.value(f)))),
+  ];
+  return rows.map((r) => `${r.map(field).join(',')}\n`).join('');
 }

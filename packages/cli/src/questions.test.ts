@@ -1,8 +1,8 @@
-import type { ExplainEnd, ExplainView } from '@bulkhead/api';
+import type { ExplainEnd, ExplainView, HygieneView } from '@bulkhead/api';
 import { describe, expect, it } from 'vitest';
 import { useCliFixture } from './test-util.js';
 
-const fx = useCliFixture({ prefix: 'bulkhead-explain-' });
+const fx = useCliFixture({ prefix: 'bulkhead-questions-' });
 const cli = (argv: string[]) => fx.connected(argv);
 
 const end = (
@@ -106,5 +106,54 @@ describe('explain', () => {
       2,
     );
     expect(fx.api.requests).toHaveLength(2);
+  });
+});
+
+const HYGIENE: HygieneView = {
+  days: 30,
+  at: '2026-02-10T00:00:00.000Z',
+  revision: 4,
+  findings: [
+    {
+      kind: 'broad-rule',
+      subject: 'db/ingress/0 peers[0]',
+      detail: 'wider than seen',
+      fix: 'narrow 10.0.0.0/8 to 10.0.0.8/29',
+    },
+    {
+      kind: 'unused-api-token',
+      subject: 'dashboard (t1)',
+      detail: 'never "used"',
+      fix: 'delete it, if nobody needs it',
+    },
+  ],
+};
+
+describe('audit-policy', () => {
+  it('prints findings as a table, JSON or CSV, and passes the window', async () => {
+    fx.api.override = (r) =>
+      r.url.startsWith('/v1/hygiene') ? { status: 200, body: HYGIENE } : undefined;
+    const out = await cli(['audit-policy', '--days', '90', '--expiring-days', '3']);
+    expect(out.code).toBe(0);
+    expect(fx.api.requests[0]!.url).toBe('/v1/hygiene?days=90&expiringDays=3');
+    expect(out.stdout).toBe(
+      [
+        'policy audit of revision 4, flows of the last 30 days: 2 finding(s)',
+        'KIND              SUBJECT                DETAIL           FIX',
+        'broad-rule        db/ingress/0 peers[0]  wider than seen  narrow 10.0.0.0/8 to 10.0.0.8/29',
+        'unused-api-token  dashboard (t1)         never "used"     delete it, if nobody needs it',
+        '',
+      ].join('\n'),
+    );
+    expect(JSON.parse((await cli(['-o', 'json', 'audit-policy'])).stdout)).toEqual(HYGIENE);
+    expect((await cli(['audit-policy', '--csv'])).stdout).toBe(
+      [
+        '"kind","subject","detail","fix"',
+        '"broad-rule","db/ingress/0 peers[0]","wider than seen","narrow 10.0.0.0/8 to 10.0.0.8/29"',
+        '"unused-api-token","dashboard (t1)","never ""used""","delete it, if nobody needs it"',
+        '',
+      ].join('\n'),
+    );
+    expect((await cli(['audit-policy', '--days', '0'])).code).toBe(2);
   });
 });
