@@ -56,6 +56,13 @@ describe('POST /v1/impact with deletions', () => {
       deletes: [{ kind: 'Policy', name: 'db-open' }],
     });
     expect(named.body).toEqual(pruned.body);
+    // Both at once delete it once, and nothing else (the service stays: the candidate compiles).
+    const both = await impact({
+      resources: files,
+      prune: true,
+      deletes: [{ kind: 'Policy', name: 'db-open' }],
+    });
+    expect(both.body).toEqual(pruned.body);
     const names = (await h.call('GET', '/v1/policies')).json().map((p: { name: string }) => p.name);
     expect(names).toEqual(['db-open']);
   });

@@ -65,13 +65,12 @@ export function candidateState(
       }
     }
   }
-  // withResources copied the lists, so removing from them leaves the draft as it is.
+  // withResources copied the lists, so removing from them leaves the draft as it is. prune and
+  // deletes may name the same object: it goes once.
   for (const { kind, name } of deletes) {
     const list = next[SECTIONS[kind]] as { name: string }[];
-    list.splice(
-      list.findIndex((o) => o.name === name),
-      1,
-    );
+    const i = list.findIndex((o) => o.name === name);
+    if (i >= 0) list.splice(i, 1);
   }
   return next;
 }
