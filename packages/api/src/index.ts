@@ -9,6 +9,14 @@ export type {
   WorkloadEffect,
 } from '@bulkhead/policy';
 export type {
+  ExplainEnd,
+  ExplainPair,
+  ExplainRequest,
+  ExplainSide,
+  ExplainView,
+} from './explain.js';
+export type { HygieneFinding, HygieneKind, HygieneView } from './hygiene.js';
+export type {
   AgentView,
   ImpactGroupView,
   ImpactRequest,

@@ -151,6 +151,27 @@ describe('plan', () => {
     expect(fx.api.writes()).toEqual([['POST', '/v1/impact']]);
   });
 
+  it('with --prune asks about the deletions too, and exits 4 when they newly block flows', async () => {
+    const file = await writePolicyFile();
+    // The allow-all the files no longer hold (renamed to shop-db): prune deletes it.
+    fx.api.store.set('/v1/policies/allow-all', {
+      name: 'allow-all',
+      scope: {},
+      ingress: [{ action: 'allow', peers: [{ cidr: '0.0.0.0/0' }] }],
+    });
+    route({ 'POST /v1/impact': { status: 200, body: BLOCKING } });
+    const out = await cli(['plan', '-f', file, '--prune']);
+    expect(out.stderr).toBe('');
+    expect(out.code).toBe(4);
+    expect(out.stdout).toBe(
+      `+ service/postgres\n+ policy/shop-db\n- policy/allow-all\n2 to add, 0 to change, 1 to delete, 0 unchanged\n${formatImpact(BLOCKING, NOW)}`,
+    );
+    const impact = fx.api.requests.find((r) => r.url === '/v1/impact')!;
+    expect(impact.body).toMatchObject({ target: { prune: true, resources: expect.any(Array) } });
+    expect((impact.body as { target: { resources: unknown[] } }).target.resources).toHaveLength(2);
+    expect(fx.api.writes()).toEqual([['POST', '/v1/impact']]);
+  });
+
   it('exits 0 when nothing would be newly blocked, even with changes', async () => {
     const file = await writePolicyFile();
     route({ 'POST /v1/impact': { status: 200, body: HARMLESS } });

@@ -14,7 +14,7 @@ import { registerFleetRoutes } from './fleet/routes.js';
 import { forbiddenKeyPath } from './forbidden-keys.js';
 import { registerPolicyAdminRoutes } from './policy-admin/routes.js';
 import { registerRevisionRoutes } from './revisions/routes.js';
-import { registerVisibilityRoutes } from './visibility/routes.js';
+import { registerQuestionRoutes, registerVisibilityRoutes } from './visibility/routes.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -222,6 +222,7 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   registerRevisionRoutes(app, domains.revisions);
   registerFleetRoutes(app, domains.fleet);
   registerVisibilityRoutes(app, domains.visibility);
+  registerQuestionRoutes(app, domains);
   registerAccessRoutes(app, domains.access);
 
   await app.ready();

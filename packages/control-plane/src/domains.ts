@@ -14,6 +14,8 @@ import { createRevisionsService, type RevisionsService } from './revisions/servi
 import { createRuleSetPublisher } from './rulesets/publisher.js';
 import type { SecurityEvent } from './siem/index.js';
 import type { Stores } from './store/index.js';
+import { createExplainService, type ExplainService } from './visibility/explain.js';
+import { createHygieneService, type HygieneService } from './visibility/hygiene.js';
 import { createVisibilityService, type VisibilityService } from './visibility/service.js';
 
 export interface DomainDeps {
@@ -38,6 +40,8 @@ export interface Domains {
   visibility: VisibilityService;
   /** The Prometheus registry the domains count into (`GET /metrics`). */
   metrics: Metrics;
+  explain: ExplainService;
+  hygiene: HygieneService;
 }
 
 export function createDomains(deps: DomainDeps): Domains {
@@ -97,5 +101,14 @@ export function createDomains(deps: DomainDeps): Domains {
     }),
     visibility,
     metrics,
+    explain: createExplainService(states),
+    hygiene: createHygieneService({
+      states,
+      flows: stores.visibility,
+      fleet: stores.fleet,
+      workloads: stores.policy,
+      tokens: stores.access,
+      now,
+    }),
   };
 }

@@ -207,3 +207,20 @@ export function evaluatePolicy(
   }
   return { action: 'deny' };
 }
+
+/**
+ * The policies that speak for a workload in a direction: their scope selects it and they
+ * have rules in that direction, by name. None means the default deny alone decides there.
+ */
+export function policiesFor(
+  state: PolicyState,
+  workload: string,
+  direction: DirectionName,
+): string[] {
+  const target = state.workloads.find((w) => w.name === workload);
+  if (!target) throw new PolicyError('POLICY_UNKNOWN_WORKLOAD', `unknown workload '${workload}'`);
+  return state.policies
+    .filter((p) => (p[direction]?.length ?? 0) > 0 && matchesSelector(p.scope, target.labels))
+    .map((p) => p.name)
+    .sort(compareStrings);
+}

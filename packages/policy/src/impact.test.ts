@@ -406,6 +406,27 @@ describe('impact', () => {
     ]);
   });
 
+  it('adds up the rows one end reported and counts both ends once', () => {
+    const after = structuredClone(before);
+    find(after, 'db1').mode.ingress = 'enforce';
+    // db1 saw 8 connections from bare on tcp/22: 5 would-deny under one rule, 3 allowed
+    // under another (the flow store keeps a row per verdict and rule). bare's egress saw the
+    // same 8 in one row.
+    const tuple = { src: '10.0.6.1', dst: '10.0.5.1', protocol: TCP, port: 22 };
+    const rows: ObservedFlow[] = [
+      { ...tuple, workload: 'db1', direction: 'ingress', connections: 5 },
+      { ...tuple, workload: 'db1', direction: 'ingress', connections: 3 },
+      { ...tuple, workload: 'bare', direction: 'egress', connections: 8 },
+    ];
+    const report = impact(before, after, rows);
+    expect(report.groups.map((g) => [g.change, g.connections])).toEqual([['newly-blocked', 8]]);
+    expect(report.groups[0]!.flows[0]!.connections).toBe(8);
+    // One end alone says as much; an end that saw fewer does not lower the count.
+    expect(impact(before, after, rows.slice(0, 2)).groups[0]!.connections).toBe(8);
+    const fewer = [...rows.slice(0, 2), { ...rows[2]!, connections: 6 }];
+    expect(impact(before, after, fewer).groups[0]!.connections).toBe(8);
+  });
+
   it('sorts newly-blocked first, then by connections; ports are ignored for icmp', () => {
     const after = structuredClone(before);
     find(after, 'db1').mode.ingress = 'enforce';

@@ -51,10 +51,17 @@ export function analyzeImpact(
   return out;
 }
 
-/** An observed connection; the same flow may come once from each end. */
+/**
+ * An observed connection; the same flow may come once from each end, and more than once from
+ * one end (a row per verdict and deciding rule, as the flow store keeps them).
+ */
 export interface ObservedFlow extends FlowTuple {
   /** New connections seen; absent = 1 (it was seen). */
   connections?: number;
+  /** The reporting end. Copies from one end add up; copies from different (or unnamed) ends
+   * count the same connections twice, so the larger count stands. */
+  workload?: string;
+  direction?: DirectionName;
   /** Unix ms, or a date string `Date.parse` reads; kept as given. */
   lastSeen?: number | string;
 }
@@ -77,7 +84,7 @@ export interface ImpactFlow<F extends ObservedFlow> {
   /** The first reported copy. */
   flow: F;
   change: ImpactChange;
-  /** The largest count any copy reported: both ends count the same connections. */
+  /** Per reporting end the sum of its copies; the largest of the ends (both count the same). */
   connections: number;
   lastSeen?: number | string;
   before: ImpactEnd[];
@@ -223,29 +230,36 @@ export function impact<F extends ObservedFlow>(
       src: IpAddress;
       dst: IpAddress;
       port: number;
-      connections: number;
+      /** Reporting end -> connections it reported, over all its copies. */
+      byEnd: Map<string, number>;
       lastSeen?: number | string;
     }
   >();
+  let unnamed = 0;
   for (const flow of flows) {
     const src = parse(flow.src);
     const dst = parse(flow.dst);
     const port = PORT_PROTOCOL_NUMBERS.includes(flow.protocol) ? (flow.port ?? 0) : 0;
     const key = `${canonical(src)} ${canonical(dst)} ${flow.protocol} ${port}`;
-    const seen = distinct.get(key);
-    const connections = flow.connections ?? 1;
+    let seen = distinct.get(key);
     if (!seen) {
-      distinct.set(key, { flow, src, dst, port, connections, lastSeen: flow.lastSeen });
-      continue;
+      seen = { flow, src, dst, port, byEnd: new Map(), lastSeen: flow.lastSeen };
+      distinct.set(key, seen);
+    } else {
+      seen.lastSeen = later(seen.lastSeen, flow.lastSeen);
     }
-    seen.connections = Math.max(seen.connections, connections);
-    seen.lastSeen = later(seen.lastSeen, flow.lastSeen);
+    const end =
+      flow.workload !== undefined && flow.direction !== undefined
+        ? `${flow.direction} ${flow.workload}`
+        : `unnamed ${unnamed++}`;
+    seen.byEnd.set(end, (seen.byEnd.get(end) ?? 0) + (flow.connections ?? 1));
   }
 
   const summary = { newlyBlocked: 0, newlyAllowed: 0, stillWouldDeny: 0, flows: distinct.size };
   const groups = new Map<string, ImpactGroup<F>>();
   for (const d of distinct.values()) {
     const { flow, src, dst, port } = d;
+    const connections = Math.max(...d.byEnd.values());
     const was = endsIn(before, src, dst, flow.protocol, port);
     const now = endsIn(after, src, dst, flow.protocol, port);
     const change = changeOf(was, now);
@@ -270,7 +284,7 @@ export function impact<F extends ObservedFlow>(
       };
       groups.set(key, group);
     }
-    group.connections += d.connections;
+    group.connections += connections;
     const lastSeen = later(group.lastSeen, d.lastSeen);
     if (lastSeen !== undefined) group.lastSeen = lastSeen;
     for (const e of now) {
@@ -283,7 +297,7 @@ export function impact<F extends ObservedFlow>(
     const item: ImpactFlow<F> = {
       flow,
       change,
-      connections: d.connections,
+      connections,
       before: was,
       after: now,
     };

@@ -23,7 +23,13 @@ export {
   type WorkloadEffect,
 } from './diff.js';
 export { PolicyError } from './errors.js';
-export { type Decision, type DirectionName, evaluate, evaluatePolicy } from './evaluate.js';
+export {
+  type Decision,
+  type DirectionName,
+  evaluate,
+  evaluatePolicy,
+  policiesFor,
+} from './evaluate.js';
 export {
   analyzeImpact,
   type EndOutcome,
@@ -50,7 +56,7 @@ export {
   subtractRanges,
 } from './ip.js';
 export type * from './model.js';
-export { PROTOCOLS } from './protocols.js';
+export { PORT_PROTOCOL_NUMBERS, PROTOCOLS } from './protocols.js';
 export {
   IpListSchema,
   LabelsSchema,

@@ -117,7 +117,7 @@ export function registerLifecycleCommands(program: Command, ctx: CommandContext)
       `diff, then which observed flows the files would newly block; exits 0 when none, ${EXIT_NEWLY_BLOCKED} when some`,
     )
     .option('-f, --filename <path>', 'YAML or JSON file or directory (repeatable)', collect, [])
-    .option('--prune', `also show deletions apply --prune would make`)
+    .option('--prune', 'also judge the deletions apply --prune would make')
     .addOption(sinceOption(ctx, '--since', 'judge flows seen at or after'))
     .addOption(sinceOption(ctx, '--until', 'judge flows seen at or before'))
     .option('--group-by <keys>', 'label keys that make a group (default app,role)', parseKeys)
@@ -128,15 +128,12 @@ export function registerLifecycleCommands(program: Command, ctx: CommandContext)
       const conn = await ctx.connect(cmd);
       const changes = await planChanges(conn.client, documents, opts.prune === true);
       const resources = documents.map((d) => ({ kind: d.kind, name: d.name, ...d.body }));
-      const report = await requestImpact(conn.client, { resources }, opts);
+      // With --prune the files are the whole editable state: the server deletes the rest.
+      const target = opts.prune ? { resources, prune: true } : { resources };
+      const report = await requestImpact(conn.client, target, opts);
       if (conn.format !== 'table') conn.print(report);
       else {
         printChanges(changes);
-        const pruned = changes.filter((c) => c.action === 'delete').length;
-        // The impact API takes objects to put in place, not ones to remove (api4).
-        if (pruned > 0) {
-          io.stderr(`note: the impact below does not count the ${pruned} deletion(s) of --prune\n`);
-        }
         io.stdout(formatImpact(report, ctx.now()));
       }
       if (report.summary.newlyBlocked > 0) ctx.setExitCode(EXIT_NEWLY_BLOCKED);
@@ -276,10 +273,10 @@ async function planChanges(
   return changes;
 }
 
-/** POST /v1/impact for one target (api4: 'draft', a revision, or resources). */
+/** POST /v1/impact for one target: 'draft', a revision, or resources (with prune). */
 async function requestImpact(
   client: Client,
-  target: 'draft' | { revision: number } | { resources: Row[] },
+  target: 'draft' | { revision: number } | { resources: Row[]; prune?: boolean },
   opts: ImpactOptions,
 ): Promise<ImpactView> {
   const body: Row = { target };

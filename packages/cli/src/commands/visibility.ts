@@ -1,10 +1,12 @@
-// Visibility: what the agents observed (flows), who talks to whom (map), and policies that
-// would allow it (recommend). Only reads; a recommendation is printed, never stored.
-import type { FlowView, MapView, Recommendation } from '@bulkhead/api';
+// Visibility: what the agents observed (flows), who talks to whom (map), policies that would
+// allow it (recommend), why a connection is allowed or not (explain), and the periodic policy
+// audit (audit-policy). Only reads; a recommendation is printed, never stored.
+import type { ExplainView, FlowView, HygieneView, MapView, Recommendation } from '@bulkhead/api';
 import type { Selector } from '@bulkhead/policy';
 import { type Command, Option } from 'commander';
 import { CliError } from '../errors.js';
 import { table } from '../output.js';
+import { formatExplain, formatHygiene, hygieneCsv, parseService } from '../questions-text.js';
 import {
   FLOW_VERDICTS,
   flowColumns,
@@ -18,6 +20,7 @@ import {
 import {
   checkWindow,
   collect,
+  parseCount,
   parseKeys,
   parsePort,
   parsePositiveInt,
@@ -157,5 +160,70 @@ export function registerVisibilityCommands(program: Command, ctx: CommandContext
       else io.stderr('no policies proposed\n');
       io.stderr(formatCoverage(answer.coverage));
       io.stderr(formatUncovered(answer.uncovered ?? []));
+    });
+
+  program
+    .command('explain')
+    .description(
+      'why a connection is allowed or not: the verdict and deciding rule at each end, provisioned and draft side by side',
+    )
+    .argument('<from>', 'a workload, labels k=v[,k=v] or an address')
+    .argument('<to>', 'a workload, labels k=v[,k=v] or an address')
+    .argument('<service>', 'protocol/port: tcp/5432, udp/53, icmp', parseService)
+    .option('--revision <n>', 'under this revision alone', parsePositiveInt)
+    .option('--draft', 'under the draft alone')
+    .addHelpText(
+      'after',
+      examples(
+        'bulkhead explain web-1 db-1 tcp/5432',
+        'bulkhead explain app=billing 192.0.2.10 tcp/27000 --draft',
+      ),
+    )
+    .action(
+      async (
+        from: string,
+        to: string,
+        service: { protocol: string; port?: number },
+        opts: { revision?: number; draft?: boolean },
+        cmd: Command,
+      ) => {
+        if (opts.revision !== undefined && opts.draft) {
+          throw new CliError('USAGE', 'explain takes --revision or --draft, not both');
+        }
+        const body: Row = { from, to, ...service };
+        if (opts.revision !== undefined) body.revision = opts.revision;
+        if (opts.draft) body.draft = true;
+        const conn = await ctx.connect(cmd);
+        const view = await conn.client.request<ExplainView>('POST', '/v1/explain', body);
+        if (conn.format !== 'table') return conn.print(view);
+        io.stdout(formatExplain(view));
+      },
+    );
+
+  program
+    .command('audit-policy')
+    .description(
+      'policy hygiene: unused, broad and shadowed rules, workloads long in monitor, stale tokens; each with a fix',
+    )
+    .option(
+      '--days <n>',
+      'no hits / still in monitor for this many days (default 30)',
+      parsePositiveInt,
+    )
+    .option('--expiring-days <n>', 'tokens expiring within this many days (default 7)', parseCount)
+    .option('--csv', 'CSV (kind,subject,detail,fix) instead of a table')
+    .addHelpText(
+      'after',
+      examples('bulkhead audit-policy --days 90', 'bulkhead audit-policy --csv > hygiene.csv'),
+    )
+    .action(async (opts: { days?: number; expiringDays?: number; csv?: boolean }, cmd: Command) => {
+      const query = new URLSearchParams();
+      if (opts.days !== undefined) query.set('days', String(opts.days));
+      if (opts.expiringDays !== undefined) query.set('expiringDays', String(opts.expiringDays));
+      const conn = await ctx.connect(cmd);
+      const view = await conn.client.request<HygieneView>('GET', withQuery('/v1/hygiene', query));
+      if (opts.csv) return io.stdout(hygieneCsv(view));
+      if (conn.format !== 'table') return conn.print(view);
+      io.stdout(formatHygiene(view));
     });
 }

@@ -14,7 +14,7 @@ import type { RuleSetPublisher } from '../rulesets/publisher.js';
 import type { Transactor } from '../store/database.js';
 import { window } from '../visibility/window.js';
 import type { ImpactGate } from './impact-gate.js';
-import { withResources } from './impact-view.js';
+import { candidateState } from './impact-target.js';
 import type { RevisionRecord, RevisionStore, RevisionWithSnapshot } from './store.js';
 
 export interface RevisionsService {
@@ -121,25 +121,7 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
     impact(req) {
       const workloads = states.workloads();
       const before = states.provisioned(workloads).state;
-      const target = req.target ?? 'draft';
-      let after: PolicyState;
-      const t = target as { revision?: unknown; resources?: unknown };
-      if (target === 'draft') {
-        after = states.draft();
-      } else if (typeof target === 'object' && target !== null && 'revision' in t) {
-        if (!Number.isInteger(t.revision) || (t.revision as number) < 1) {
-          throw invalid('invalid impact request', [
-            { path: 'target.revision', message: 'must be an integer >= 1' },
-          ]);
-        }
-        after = states.atRevision(t.revision as number, workloads);
-      } else if (typeof target === 'object' && target !== null && 'resources' in t) {
-        after = withResources(states.draft(), t.resources, 'target.resources');
-      } else {
-        throw invalid('invalid impact request', [
-          { path: 'target', message: "must be 'draft', {revision} or {resources}" },
-        ]);
-      }
+      const after = candidateState(states, req.target, workloads);
       checkState(after, 'the target does not compile');
       return gate.between(before, after, { ...window(req), groupBy: req.groupBy });
     },

@@ -1,6 +1,8 @@
-// Visibility's REST routes: flows, the map, recommendations and events.
+// Visibility's REST routes: flows, the map, recommendations and events; explain and hygiene.
 import { Type } from '@sinclair/typebox';
 import { type Api, Name, Time } from '../route-support.js';
+import type { ExplainService } from './explain.js';
+import type { HygieneService } from './hygiene.js';
 import type { VisibilityService } from './service.js';
 
 export function registerVisibilityRoutes(app: Api, visibility: VisibilityService): void {
@@ -75,5 +77,44 @@ export function registerVisibilityRoutes(app: Api, visibility: VisibilityService
       },
     },
     async (req) => visibility.listEvents(req.query),
+  );
+}
+
+/** Questions about policy that store nothing, so viewers may ask them. */
+export function registerQuestionRoutes(
+  app: Api,
+  questions: { explain: ExplainService; hygiene: HygieneService },
+): void {
+  app.get(
+    '/v1/hygiene',
+    {
+      schema: {
+        querystring: Type.Object({
+          days: Type.Optional(Type.Integer({ minimum: 1, maximum: 3650 })),
+          expiringDays: Type.Optional(Type.Integer({ minimum: 0, maximum: 3650 })),
+        }),
+      },
+    },
+    async (req) => questions.hygiene.audit(req.query),
+  );
+  app.post(
+    '/v1/explain',
+    {
+      config: { readOnly: true },
+      schema: {
+        body: Type.Object(
+          {
+            from: Type.String({ minLength: 1, maxLength: 1000 }),
+            to: Type.String({ minLength: 1, maxLength: 1000 }),
+            protocol: Type.String({ minLength: 1, maxLength: 10 }),
+            port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65_535 })),
+            revision: Type.Optional(Type.Integer({ minimum: 0 })),
+            draft: Type.Optional(Type.Boolean()),
+          },
+          { additionalProperties: false },
+        ),
+      },
+    },
+    async (req) => questions.explain.explain(req.body),
   );
 }
