@@ -16,7 +16,13 @@ import {
   testAgentOptions,
   until,
 } from './control-plane.test-util.js';
-import { fixtureChain, fixtureUpdate } from './fixture.test-util.js';
+import { fixtureUpdate } from './fixture.test-util.js';
+import { ruleChain } from './render.js';
+
+/** The fixture rule the tests count on. */
+const WEB_IN = 'web/ingress/0';
+/** Its flow code in the kernel's flow sets: its place among the fixture's rules, from 1. */
+const WEB_IN_CODE = 3;
 
 /** What the control plane counts: the first batch of each seq, later copies ignored. */
 function countedOnce(batches: Telemetry[]): Telemetry[] {
@@ -103,16 +109,16 @@ describe('agent resilience', () => {
     await until(() => cp.of('hello').length === 1, 'hello');
     cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
     await until(() => cp.of('ack').length === 1, 'ack');
-    const flow = (n: number) => ({ concat: ['10.0.0.5', '10.0.9.1', 6, 1000 + n, 1] });
+    const flow = (n: number) => ({ concat: ['10.0.0.5', '10.0.9.1', 6, 1000 + n, WEB_IN_CODE] });
 
-    kernel.setCounter(`${fixtureChain(0)}_allowed`, 2, 200);
+    kernel.setCounter(`${ruleChain({ id: WEB_IN })}_allowed`, 2, 200);
     kernel.packetAdd('flows_in4', flow(0), 60);
-    await until(() => packetsOf(cp.of('telemetry'), 'web/ingress/0') === 2, 'first counts');
+    await until(() => packetsOf(cp.of('telemetry'), WEB_IN) === 2, 'first counts');
 
     await cp.stop();
     // Several telemetry intervals with nobody to send to: the agent keeps collecting.
     for (let i = 1; i <= 5; i++) {
-      kernel.setCounter(`${fixtureChain(0)}_allowed`, 2 + i * 10, 200 + i * 1000);
+      kernel.setCounter(`${ruleChain({ id: WEB_IN })}_allowed`, 2 + i * 10, 200 + i * 1000);
       kernel.packetAdd('flows_in4', flow(i), 60);
       await new Promise((r) => setTimeout(r, 60));
     }
@@ -129,14 +135,11 @@ describe('agent resilience', () => {
     };
     const kernelTotal = await read();
     expect(kernelTotal).toBeGreaterThan(2);
-    await until(
-      () => packetsOf(countedOnce(cp.of('telemetry')), 'web/ingress/0') >= kernelTotal,
-      'counts',
-    );
+    await until(() => packetsOf(countedOnce(cp.of('telemetry')), WEB_IN) >= kernelTotal, 'counts');
     // Let a few more intervals pass: nothing is counted twice.
     await new Promise((r) => setTimeout(r, 300));
     const counted = countedOnce(cp.of('telemetry'));
-    expect(packetsOf(counted, 'web/ingress/0')).toBe(await read());
+    expect(packetsOf(counted, WEB_IN)).toBe(await read());
     expect(flowPacketsOf(counted)).toBe(6);
     expect(counted.map((t) => t.seq)).toEqual(counted.map((_, i) => i + 1));
   });

@@ -18,7 +18,11 @@ import {
   type TestControlPlane,
   testAgentOptions,
 } from './control-plane.test-util.js';
-import { fixtureChain, fixtureUpdate } from './fixture.test-util.js';
+import { fixtureUpdate } from './fixture.test-util.js';
+import { ruleChain } from './render.js';
+
+/** The fixture rule the tests count on. */
+const WEB_IN = 'web/ingress/0';
 
 const TABLE = `bhblackhole${process.pid}`;
 const KEEPALIVE = { timeMs: 2_000, timeoutMs: 2_000 };
@@ -42,7 +46,7 @@ function countedOnce(batches: Telemetry[]): Telemetry[] {
 const packets = (batches: Telemetry[]) =>
   batches
     .flatMap((t) => t.counters)
-    .filter((c) => c.ruleId === 'web/ingress/0')
+    .filter((c) => c.ruleId === WEB_IN)
     .reduce((n, c) => n + c.packets, 0);
 
 describe('a black-holed link to the control plane', () => {
@@ -87,7 +91,7 @@ describe('a black-holed link to the control plane', () => {
     await waitFor(() => cp.of('hello').length === 1, 10_000, 'hello');
     cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
     await waitFor(() => cp.of('ack').length === 1, 10_000, 'ack');
-    kernel.setCounter(`${fixtureChain(0)}_allowed`, 5, 500);
+    kernel.setCounter(`${ruleChain({ id: WEB_IN })}_allowed`, 5, 500);
     await waitFor(() => packets(cp.of('telemetry')) === 5, 10_000, 'first counts');
 
     // Two chains: the port (every connection to the control plane) until the drop is
@@ -106,7 +110,7 @@ describe('a black-holed link to the control plane', () => {
     }`);
     const droppedAt = Date.now();
     // Batches go into the black hole while the agent still believes the stream is up.
-    kernel.setCounter(`${fixtureChain(0)}_allowed`, 7, 700);
+    kernel.setCounter(`${ruleChain({ id: WEB_IN })}_allowed`, 7, 700);
     await waitFor(
       () => states.some((s) => s.to === 'backoff' && s.at > droppedAt),
       3 * BOUND_MS + 10_000,
@@ -116,7 +120,7 @@ describe('a black-holed link to the control plane', () => {
     console.log(`black hole noticed after ${noticedMs} ms (bound ${BOUND_MS} ms)`);
     // Keepalive, not TCP (minutes): within the bound plus one ping interval of phase.
     expect(noticedMs).toBeLessThanOrEqual(BOUND_MS + KEEPALIVE.timeMs + 1_000);
-    kernel.setCounter(`${fixtureChain(0)}_allowed`, 11, 1100);
+    kernel.setCounter(`${ruleChain({ id: WEB_IN })}_allowed`, 11, 1100);
 
     execFileSync('nft', ['delete', 'chain', 'inet', TABLE, 'port']);
     await waitFor(() => cp.of('hello').length === 2, 20_000, 'hello after the drop is gone');
