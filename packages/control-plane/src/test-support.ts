@@ -1,15 +1,8 @@
 // Helpers shared by this package's tests (not part of the public API).
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
-import {
-  AgentServiceClient,
-  type EnrollResponse,
-  type RuleSet,
-  type SyncRequest,
-  type SyncResponse,
-  type Welcome,
-} from '@bulkhead/proto';
-import { type ClientDuplexStream, credentials, type ServiceError } from '@grpc/grpc-js';
+import { AgentServiceClient, type EnrollResponse } from '@bulkhead/proto';
+import { credentials } from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
 import { pino } from 'pino';
 

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { NftCommand, NftDriver, NftObject } from './driver.js';
+import type { NftDriver, NftObject } from './driver.js';
 import { NftError } from './errors.js';
 import { batchOf, errorText, parseListOutput, readBatchOf } from './run.js';
 import type { Transaction } from './transaction.js';

@@ -1,5 +1,5 @@
 import koffi from 'koffi';
-import type { NftCommand, NftDriver, NftObject } from './driver.js';
+import type { NftDriver, NftObject } from './driver.js';
 import { NftError } from './errors.js';
 import { batchOf, errorText, parseListOutput, readBatchOf } from './run.js';
 import type { Transaction } from './transaction.js';

@@ -4,7 +4,7 @@
 // Must not edit policy: workload changes go through policy administration (WorkloadChanges),
 // agent states and updates through the publisher, flows and events to visibility.
 import type { AgentView } from '@bulkhead/api';
-import type { ApplyAck, EnrollRequest, EnrollResponse, Hello, Telemetry } from '@bulkhead/proto';
+import type { ApplyAck, Hello, Telemetry } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../access/store.js';
 import { ControlPlaneError, notFound } from '../errors.js';
@@ -17,9 +17,9 @@ import type { Transactor } from '../store/database.js';
 import { DEFAULT_FLOW_RETENTION_DAYS } from '../visibility/flow-store.js';
 import type { FlowDelta, ReportedEvent } from '../visibility/store.js';
 import { createAddressClaims } from './addresses.js';
-import { createEnrolment, type EnrollmentTokenRequest } from './enrolment.js';
+import { createEnrolment, type Enrolment } from './enrolment.js';
 import { createSentRuleIds } from './sent-rules.js';
-import type { AgentRecord, CounterRow, EnrollmentTokenRecord, FleetStore } from './store.js';
+import type { AgentRecord, CounterRow, FleetStore } from './store.js';
 import type { AgentStream, StreamRegistry } from './streams.js';
 import { canonical, checkTelemetry, createRejectionReporter } from './telemetry.js';
 
@@ -27,9 +27,9 @@ const DAY_MS = 86_400_000;
 
 export type { EnrollmentTokenRequest } from './enrolment.js';
 
-export interface FleetService {
+/** Enrolment (enrol, its tokens, release: enrolment.ts) and the rest of the fleet. */
+export interface FleetService extends Enrolment {
   // --- the agent protocol (called by the gRPC edge)
-  enroll(req: EnrollRequest): Promise<EnrollResponse>;
   /** The agent of a verified certificate, if it may sync. */
   agentForSync(agentId: string): AgentRecord;
   /**
@@ -47,14 +47,6 @@ export interface FleetService {
   listAgents(): AgentView[];
   revokeAgent(actor: string, id: string): AgentView;
   listCounters(filter: { workload?: string; ruleId?: string }): CounterRow[];
-  createEnrollmentToken(
-    actor: string,
-    req: EnrollmentTokenRequest,
-  ): { id: string; token: string; expiresAt: string };
-  listEnrollmentTokens(): EnrollmentTokenRecord[];
-  deleteEnrollmentToken(actor: string, id: string): void;
-  /** Revokes the workload's agents (streams closed); the next enrolment may take the workload. */
-  releaseWorkload(actor: string, name: string, note: string): WorkloadRecord;
   approveAddresses(actor: string, name: string): WorkloadRecord;
   denyAddresses(actor: string, name: string): WorkloadRecord;
 }
