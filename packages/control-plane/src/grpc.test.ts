@@ -367,7 +367,14 @@ describe('gRPC agent service', () => {
       timeUnixMs: t0 + 3_600_000,
       appliedHash: '',
       counters: [],
-      events: [],
+      events: [
+        {
+          code: 'DATAPLANE_TAMPERED',
+          message: 'table changed outside the agent; repaired',
+          timeUnixMs: t0 + 3_600_000,
+          attributes: { chains: 'input' },
+        },
+      ],
       flows: [flow(22, Verdict.VERDICT_DENIED, 3), flow(443, Verdict.VERDICT_ALLOWED, 5)],
     };
     s.send({ telemetry: batch });
@@ -381,6 +388,14 @@ describe('gRPC agent service', () => {
       [443, 5],
     ]);
 
+    // What the agent saw of its host (here a repaired tamper) reaches the SIEM too, once.
+    const tampered = await siem.waitFor((m) => m.msgId === 'DATAPLANE_TAMPERED');
+    expect(tampered.body).toMatchObject({
+      kind: 'agent-event',
+      workload: 'db-1',
+      code: 'DATAPLANE_TAMPERED',
+      attributes: { chains: 'input' },
+    });
     const denied = await siem.waitFor((m) => m.msgId === 'FLOW_DENIED');
     expect(denied.body).toMatchObject({
       kind: 'flow',
@@ -398,6 +413,7 @@ describe('gRPC agent service', () => {
     const audit = await siem.waitFor((m) => m.msgId === 'AUDIT' && m.body.action === 'service.put');
     expect(audit.body).toMatchObject({ actor: 'initial-admin', target: 'ssh' });
     expect(siem.messages.filter((m) => m.msgId.startsWith('FLOW_'))).toHaveLength(1);
+    expect(siem.messages.filter((m) => m.msgId === 'DATAPLANE_TAMPERED')).toHaveLength(1);
     expect(siem.messages.find((m) => m.body.action === 'agent.enroll')?.body.target).toBe(
       res.agentId,
     );

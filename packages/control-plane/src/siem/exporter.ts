@@ -184,7 +184,7 @@ export function createEventExporter(
           return;
         }
         received++;
-        if (e.kind === 'audit') {
+        if (e.kind === 'audit' || e.kind === 'agent-event') {
           dispatch(e);
         } else if (windowMs <= 0) {
           dispatch(single(e));
@@ -276,7 +276,7 @@ function readCa(path: string, url: string): string {
 
 function isEvent(e: SecurityEvent): boolean {
   if (!e || !(e.at instanceof Date) || Number.isNaN(e.at.getTime())) return false;
-  return e.kind === 'audit' || e.kind === 'flow';
+  return e.kind === 'audit' || e.kind === 'flow' || e.kind === 'agent-event';
 }
 
 function single(e: FlowEvent): AggregatedFlow {

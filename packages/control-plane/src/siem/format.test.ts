@@ -7,7 +7,7 @@ import {
   formatSyslog,
   octetFrame,
 } from './format.js';
-import type { AggregatedFlow, AuditEvent } from './types.js';
+import type { AgentEvent, AggregatedFlow, AuditEvent } from './types.js';
 
 const at = new Date('2026-03-01T12:00:00.250Z');
 const flow: AggregatedFlow = {
@@ -133,5 +133,37 @@ describe('RFC 5424', () => {
 
   it('frames by octets, not characters', () => {
     expect(octetFrame('héllo').toString()).toBe('6 héllo');
+  });
+});
+
+describe('agent events', () => {
+  const tampered: AgentEvent = {
+    kind: 'agent-event',
+    at,
+    workload: 'db-1',
+    agentId: 'a-1',
+    code: 'DATAPLANE_TAMPERED',
+    message: 'table inet bulkhead changed outside the agent; repaired',
+    attributes: { chains: 'input', what: 'rule' },
+  };
+
+  it('go out under their own code with the workload, agent and attributes', () => {
+    const line = formatSyslog(tampered, 16, 'json', id);
+    expect(line).toMatch(/^<132>1 \S+ cp-1 bulkhead 42 DATAPLANE_TAMPERED \[bulkhead@32473 /);
+    expect(line).toContain('workload="db-1" agent="a-1" code="DATAPLANE_TAMPERED"');
+    expect(line).toContain('attr.chains="input"');
+    const json = JSON.parse(line.slice(line.indexOf('] ') + 2));
+    expect(json).toMatchObject({ msgId: 'DATAPLANE_TAMPERED', workload: 'db-1', attributes: {} });
+    expect(json.attributes).toEqual({ chains: 'input', what: 'rule' });
+    const cef = formatCef(tampered, '0.1.0');
+    expect(cef).toMatch(
+      /^CEF:0\|Bulkhead\|Bulkhead\|0\.1\.0\|DATAPLANE_TAMPERED\|Agent: DATAPLANE_TAMPERED\|8\|/,
+    );
+    expect(cef).toContain('dhost=db-1');
+  });
+
+  it('cannot forge a header with the code an agent chose', () => {
+    const line = formatSyslog({ ...tampered, code: 'X Y\n<13>1 forged' }, 16, 'json', id);
+    expect(line.split(' ')[5]).toBe('X_Y_<13>1_forged');
   });
 });

@@ -1,5 +1,11 @@
 import { isIPv6 } from 'node:net';
-import type { AggregatedFlow, AuditEvent, ExportRecord, SuppressedReport } from './types.js';
+import type {
+  AgentEvent,
+  AggregatedFlow,
+  AuditEvent,
+  ExportRecord,
+  SuppressedReport,
+} from './types.js';
 
 /** Private enterprise number in our SD-ID, as the brief fixes it: `bulkhead@32473`. */
 export const SD_ID = 'bulkhead@32473';
@@ -16,6 +22,8 @@ const SEVERITY = { warning: 4, notice: 5, info: 6 } as const;
 
 export function msgId(r: ExportRecord): string {
   if (r.kind === 'flow') return r.verdict === 'denied' ? 'FLOW_DENIED' : 'FLOW_WOULD_DENY';
+  // An agent's code is its own vocabulary: bounded and made header-safe where it is printed.
+  if (r.kind === 'agent-event') return headerField(r.code, 32);
   return r.kind === 'audit' ? 'AUDIT' : 'RATE_LIMITED';
 }
 
@@ -82,6 +90,13 @@ function sdParams(r: ExportRecord): Array<[string, string]> {
         ['action', r.action],
         ['target', r.target],
       ];
+    case 'agent-event':
+      return [
+        ['workload', r.workload],
+        ['agent', r.agentId],
+        ['code', r.code],
+        ...Object.entries(r.attributes).map(([k, v]): [string, string] => [`attr.${k}`, v]),
+      ];
     case 'suppressed':
       return [
         ['suppressed', String(r.rateLimited + r.queueDropped)],
@@ -110,6 +125,8 @@ export function formatJson(r: ExportRecord, hostname: string): string {
         at: r.at.toISOString(),
         details: safeJson(r.details),
       });
+    case 'agent-event':
+      return JSON.stringify({ ...base, ...r, at: r.at.toISOString() });
     case 'suppressed':
       return JSON.stringify({ ...base, ...r, message: suppressedMessage(r) });
   }
@@ -161,6 +178,8 @@ function cefParts(r: ExportRecord): [string, string, number, Ext] {
         : ['FLOW_WOULD_DENY', 'Flow would be denied (monitor mode)', 5, flowExt(r)];
     case 'audit':
       return ['AUDIT', `Audit: ${r.action}`, 3, auditExt(r)];
+    case 'agent-event':
+      return [msgId(r), `Agent: ${r.code}`, r.code === 'DATAPLANE_TAMPERED' ? 8 : 5, agentExt(r)];
     case 'suppressed':
       return [
         'RATE_LIMITED',
@@ -215,5 +234,17 @@ function auditExt(r: AuditEvent): Ext {
     ['cs1', r.target],
     ['msg', details === undefined ? undefined : JSON.stringify(details)],
     ['rt', r.at.getTime()],
+  ];
+}
+
+function agentExt(r: AgentEvent): Ext {
+  return [
+    ['rt', r.at.getTime()],
+    ['dhost', r.workload],
+    ['cs1Label', 'agent'],
+    ['cs1', r.agentId],
+    ['msg', r.message],
+    ['cs2Label', 'attributes'],
+    ['cs2', JSON.stringify(r.attributes)],
   ];
 }

@@ -1,5 +1,5 @@
 /** What the control plane hands to the exporter. */
-export type SecurityEvent = FlowEvent | AuditEvent;
+export type SecurityEvent = FlowEvent | AuditEvent | AgentEvent;
 
 export interface FlowEvent {
   kind: 'flow';
@@ -24,6 +24,17 @@ export interface AuditEvent {
   action: string;
   target: string;
   details?: unknown;
+}
+
+/** An event an agent reported about its host (DATAPLANE_TAMPERED, FLOW_TABLE_FULL, ...). */
+export interface AgentEvent {
+  kind: 'agent-event';
+  at: Date;
+  workload: string;
+  agentId: string;
+  code: string;
+  message: string;
+  attributes: Record<string, string>;
 }
 
 /**
@@ -54,7 +65,7 @@ export interface SuppressedReport {
 }
 
 /** Everything that goes on the wire. */
-export type ExportRecord = AggregatedFlow | AuditEvent | SuppressedReport;
+export type ExportRecord = AggregatedFlow | AuditEvent | AgentEvent | SuppressedReport;
 
 export type SyslogFormat = 'cef' | 'json';
 

@@ -208,6 +208,16 @@ export function createVisibilityService(deps: VisibilityDeps): VisibilityService
     reported(agentId, workload, flows, events) {
       for (const e of events) {
         log.warn({ agentId, code: e.code, attributes: e.attributes }, e.message);
+        // Tampering, a full flow table, dropped flows: the SIEM hears what the agent saw.
+        deps.events?.emit({
+          kind: 'agent-event',
+          at: new Date(e.at),
+          workload,
+          agentId,
+          code: e.code,
+          message: e.message,
+          attributes: e.attributes,
+        });
       }
       emitFlows(workload, flows);
     },
