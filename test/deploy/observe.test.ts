@@ -74,6 +74,7 @@ describe('Prometheus alert rules', () => {
         'BulkheadDenySpike',
         'BulkheadDataplaneTampered',
         'BulkheadApplySlow',
+        'BulkheadPropagationSlow',
       ]),
     );
   });

@@ -191,10 +191,14 @@ export function createAgent(options: AgentOptions): Agent {
         monitor: options.nftMonitor ?? options.driver === undefined,
       });
       if (options.metricsListen) {
-        metricsAddress = await metrics.listen(
-          options.metricsListen.host,
-          options.metricsListen.port,
-        );
+        const { host, port } = options.metricsListen;
+        metricsAddress = await metrics.listen(host, port).catch((err: NodeJS.ErrnoException) => {
+          // A second agent on the host is the usual cause: a flag to change, not a crash.
+          const why = err.code === 'EADDRINUSE' ? 'address already in use' : err.message;
+          throw new AgentError('CONFIG_INVALID', `--metrics-listen ${host}:${port}: ${why}`, {
+            cause: err,
+          });
+        });
         logger.info({ address: metricsAddress }, 'metrics listening');
       }
       void enrolAndSync();

@@ -1,9 +1,10 @@
 // The built `bulkhead-agent` binary against the built control plane (both started as processes;
 // run `npm run build` first): a request the control plane refuses ends the agent with status 2
-// and the server's message on one line, after one attempt. Nothing reaches nftables: the agent
-// never enrols, so it never applies anything.
+// and the server's message on one line, after one attempt; so does a metrics port in use.
+// Nothing reaches nftables: the agent never enrols, so it never applies anything.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -120,4 +121,25 @@ describe('bulkhead-agent binary against a real control plane', () => {
     },
     30_000,
   );
+
+  it('exits 2 naming --metrics-listen when the metrics port is taken', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      const r = await agent(
+        'metrics-clash',
+        '--bootstrap-token',
+        token,
+        '--metrics-listen',
+        `127.0.0.1:${port}`,
+      );
+      expect(r.status).toBe(2);
+      expect(r.stderr.trimEnd().split('\n')).toEqual([
+        `bulkhead-agent: --metrics-listen 127.0.0.1:${port}: address already in use`,
+      ]);
+    } finally {
+      taken.close();
+    }
+  }, 30_000);
 });

@@ -9,7 +9,7 @@ import type {
 } from '@bulkhead/api';
 import { type Change, formatChange, toDocumentBody } from './gitops.js';
 import { align } from './output.js';
-import { formatAge, formatService } from './visibility-text.js';
+import { DEFAULT_DENY, formatAge, formatService } from './visibility-text.js';
 
 type Row = Record<string, unknown>;
 
@@ -21,6 +21,8 @@ export function formatImpactSummary(report: ImpactView): string {
   return `impact: ${s.newlyBlocked} newly blocked, ${s.newlyAllowed} newly allowed, ${s.stillWouldDeny} still would-deny (of ${s.flows} observed flows)\n`;
 }
 
+/** The rule id the server gives a default deny (JSON keeps it; the text says DEFAULT_DENY). */
+const NO_RULE = 'no rule';
 const CHANGE_WORDS: Record<ImpactChange, string> = {
   'newly-blocked': 'BLOCKED',
   'newly-allowed': 'ALLOWED',
@@ -35,7 +37,7 @@ const CHANGE_RANK: Record<ImpactChange, number> = {
 
 /**
  * The summary line, then one aligned line per group, newly blocked first:
- * `BLOCKED  app=billing,role=app -> ip-list:license-servers  tcp/27000  4 conns  last 6d ago  (no rule)`.
+ * `BLOCKED  app=billing,role=app -> ip-list:license-servers  tcp/27000  4 conns  last 6d ago  (default: no rule allows it)`.
  */
 export function formatImpact(report: ImpactView, now: Date): string {
   const groups = [...report.groups].sort((a, b) => CHANGE_RANK[a.change] - CHANGE_RANK[b.change]);
@@ -45,7 +47,7 @@ export function formatImpact(report: ImpactView, now: Date): string {
     formatService(g.protocol, g.port),
     `${g.connections} conn${g.connections === 1 ? '' : 's'}`,
     g.lastSeen ? `last ${formatAge(g.lastSeen, now)}` : 'last -',
-    `(${[...new Set((g.rules ?? []).map((r) => r.ruleId))].join(', ') || 'no rule'})`,
+    `(${[...new Set((g.rules ?? []).map((r) => (r.ruleId === NO_RULE ? DEFAULT_DENY : r.ruleId)))].join(', ') || DEFAULT_DENY})`,
   ]);
   const lines = align(rows).map((l) => `${l}\n`);
   return formatImpactSummary(report) + lines.join('');

@@ -100,9 +100,9 @@ describe('formatImpact', () => {
     expect(formatImpact(BLOCKING, NOW)).toBe(
       [
         'impact: 2 newly blocked, 1 newly allowed, 3 still would-deny (of 12 observed flows)',
-        'BLOCKED     app=billing,role=app -> ip-list:license-servers  tcp/27000  4 conns   last 6d ago   (no rule)',
+        'BLOCKED     app=billing,role=app -> ip-list:license-servers  tcp/27000  4 conns   last 6d ago   (default: no rule allows it)',
         'ALLOWED     app=shop,role=web -> app=shop,role=db            tcp/5432   40 conns  last 1h ago   (shop-db/ingress/0)',
-        'WOULD-DENY  app=shop,role=web -> 203.0.113.9                 udp/53     1 conn    last 12h ago  (no rule)',
+        'WOULD-DENY  app=shop,role=web -> 203.0.113.9                 udp/53     1 conn    last 12h ago  (default: no rule allows it)',
         '',
       ].join('\n'),
     );
@@ -111,7 +111,7 @@ describe('formatImpact', () => {
   it('prints the one example line of the brief as given', () => {
     const one = { ...BLOCKING, groups: [BLOCKING.groups[2]!] };
     expect(formatImpact(one, NOW).split('\n')[1]).toBe(
-      'BLOCKED  app=billing,role=app -> ip-list:license-servers  tcp/27000  4 conns  last 6d ago  (no rule)',
+      'BLOCKED  app=billing,role=app -> ip-list:license-servers  tcp/27000  4 conns  last 6d ago  (default: no rule allows it)',
     );
   });
 });

@@ -17,6 +17,15 @@ import { align, type Column, cell, toYamlText } from './output.js';
 
 export const FLOW_VERDICTS: readonly FlowVerdict[] = ['allowed', 'denied', 'would-deny'];
 
+/**
+ * One wording for the default deny (no rule allows the flow) in every text view: flows (verdict
+ * `would-deny`, rule `default`), map (`not-covered`) and impact (rule `no rule`). JSON output
+ * keeps the API's values.
+ */
+export const DEFAULT_DENY = 'default: no rule allows it';
+export const DEFAULT_WOULD_DENY = `would-deny (${DEFAULT_DENY})`;
+const defaultWouldDeny = (f: FlowView) => f.verdict === 'would-deny' && f.ruleId === 'default';
+
 const UNIT_MS: Record<string, number> = { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 };
 
 /**
@@ -69,8 +78,8 @@ export function flowColumns(now: Date): Column<FlowView>[] {
       header: 'SEEN BY',
       value: (f) => `${f.reportedBy} ${f.direction === 'ingress' ? 'in' : 'out'}`,
     },
-    { header: 'VERDICT', value: (f) => f.verdict },
-    { header: 'RULE', value: (f) => f.ruleId },
+    { header: 'VERDICT', value: (f) => (defaultWouldDeny(f) ? DEFAULT_WOULD_DENY : f.verdict) },
+    { header: 'RULE', value: (f) => (defaultWouldDeny(f) ? '-' : f.ruleId) },
     { header: 'CONNECTIONS', value: (f) => f.connections },
     { header: 'LAST SEEN', value: (f) => formatAge(f.lastSeen, now) },
   ];
@@ -96,7 +105,7 @@ export function formatMap(view: MapView, now: Date): string {
       formatService(e.protocol, e.port),
       `${e.connections} conn${e.connections === 1 ? '' : 's'}`,
       `last ${formatAge(e.lastSeen, now)}`,
-      `[${e.policy}]`,
+      `[${e.policy === 'not-covered' ? DEFAULT_WOULD_DENY : e.policy}]`,
     ],
     order: `${e.to}\0${e.protocol}\0${String(e.port).padStart(5, '0')}`,
   }));

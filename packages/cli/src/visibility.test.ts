@@ -93,9 +93,9 @@ describe('flows', () => {
     const r = await cli('flows');
     expect(r.stdout).toBe(
       [
-        'SRC                  DST    PROTO/PORT  SEEN BY   VERDICT     RULE               CONNECTIONS  LAST SEEN',
-        'web-1                db-1   tcp/5432    db-1 in   allowed     shop-db/ingress/0  12           2m ago',
-        '203.0.113.9[office]  web-1  icmp        web-1 in  would-deny  default            1            3h ago',
+        'SRC                  DST    PROTO/PORT  SEEN BY   VERDICT                                  RULE               CONNECTIONS  LAST SEEN',
+        'web-1                db-1   tcp/5432    db-1 in   allowed                                  shop-db/ingress/0  12           2m ago',
+        '203.0.113.9[office]  web-1  icmp        web-1 in  would-deny (default: no rule allows it)  -                  1            3h ago',
         '',
       ].join('\n'),
     );
@@ -246,7 +246,7 @@ describe('map', () => {
     expect(r.stdout).toBe(
       [
         'ip-list:office          -> db(app=shop,role=db)    tcp/5432  2 conns   last 1h ago   [denied]',
-        'ip-list:office          -> web(app=shop,role=web)  tcp/443   1 conn    last 30s ago  [not-covered]',
+        'ip-list:office          -> web(app=shop,role=web)  tcp/443   1 conn    last 30s ago  [would-deny (default: no rule allows it)]',
         '',
         'web(app=shop,role=web)  -> db(app=shop,role=db)    tcp/5432  12 conns  last 2m ago   [allowed]',
         'web(app=shop,role=web)  -> external:"x\\y           udp/53    3 conns   last 5d ago   [would-deny]',

@@ -211,6 +211,18 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
     req.actor = token.name;
   });
 
+  // The route pattern, never the raw URL: one series per route, not per workload name.
+  app.addHook('onResponse', async (req, reply) => {
+    domains.metrics.apiRequests.observe(
+      {
+        method: req.method,
+        route: req.routeOptions.url ?? 'unmatched',
+        status: String(reply.statusCode),
+      },
+      reply.elapsedTime / 1000,
+    );
+  });
+
   app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }));
   // Prometheus scrapes without a token; the metrics hold counts, never names or addresses.
   app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {

@@ -106,6 +106,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   const grpcAddr = parseListen(options.grpcListen ?? DEFAULT_GRPC_LISTEN, '--grpc-listen');
   const log = options.logger ?? pino({ level: options.logLevel ?? 'info' });
   const adminTokenFile = join(options.dataDir, 'initial-admin-token');
+  const dbPath = options.dbPath ?? join(options.dataDir, 'bulkhead.db');
   checkSiemTargets(options.siem ?? []);
 
   let store: Stores | undefined;
@@ -164,7 +165,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
             : undefined;
         siem = exporter;
         store = createSqliteStores({
-          path: options.dbPath ?? join(options.dataDir, 'bulkhead.db'),
+          path: dbPath,
           flowRetentionDays: options.flowRetentionDays,
           maxFlowRows: options.maxFlowRows,
           onAudit: exporter
@@ -190,6 +191,12 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
           events: exporter,
           flowRetentionDays: options.flowRetentionDays,
           maxRuleSetEntries: options.maxRuleSetEntries,
+        });
+        domains.metrics.watch({
+          agents: domains.fleet.listAgents,
+          flowRows: store.visibility.flowCount,
+          dbPath,
+          siem: exporter && (() => exporter.stats()),
         });
         domains.visibility.pruneFlows();
         pruneTimer = setInterval(() => {
@@ -218,6 +225,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
           pki,
           streams,
           log,
+          metrics: domains.metrics,
           limits: options.grpcLimits,
         });
         grpcPort = await grpc.listen(grpcAddr.host, grpcAddr.port);

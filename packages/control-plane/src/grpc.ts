@@ -26,6 +26,7 @@ import {
   listenTls,
   type TlsListener,
 } from './grpc-listener.js';
+import type { Metrics } from './metrics.js';
 import type { Pki } from './pki.js';
 
 const GRPC_STATUS: Record<ControlPlaneErrorCode, status> = {
@@ -97,8 +98,13 @@ export interface GrpcServerOptions {
   pki: Pki;
   streams: StreamRegistry;
   log: Logger;
+  /** Where refused enrolments and failed streams are counted. */
+  metrics: Pick<Metrics, 'enrolmentErrors' | 'syncErrors'>;
   limits?: Partial<GrpcLimits>;
 }
+
+const errorCode = (err: unknown): string =>
+  err instanceof ControlPlaneError ? err.code : 'INTERNAL';
 
 /** What one connection may hold; see docs/SECURITY.md "Network exposure (gRPC limits)". */
 export interface GrpcLimits extends ConnectionLimits {
@@ -124,7 +130,7 @@ export interface AgentGrpcServer {
 }
 
 export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
-  const { fleet, pki, streams, log } = options;
+  const { fleet, pki, streams, log, metrics } = options;
   const limits = { ...DEFAULT_GRPC_LIMITS, ...options.limits };
   const server = new Server({
     'grpc.max_connection_idle_ms': limits.idleTimeoutMs,
@@ -140,6 +146,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
     ) {
       const path = forbiddenKeyPath({ labels: call.request.labels });
       if (path !== undefined) {
+        metrics.enrolmentErrors.inc({ code: 'VALIDATION_FAILED' });
         done(
           toStatus(
             invalid('invalid enrollment request', [{ path, message: 'is not allowed as a key' }]),
@@ -150,7 +157,10 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
       }
       fleet.enroll(call.request).then(
         (res) => done(null, res),
-        (err: unknown) => done(toStatus(err, log)),
+        (err: unknown) => {
+          metrics.enrolmentErrors.inc({ code: errorCode(err) });
+          done(toStatus(err, log));
+        },
       );
     },
 
@@ -159,6 +169,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
       const fail = (err: unknown) => {
         if (ended) return;
         ended = true;
+        metrics.syncErrors.inc({ code: errorCode(err) });
         call.emit('error', toStatus(err, log));
       };
       const unavailable = (details: string) => {

@@ -24,6 +24,13 @@ describe('bulkhead-control-plane binary', () => {
     expect(existsSync(MAIN), `${MAIN} missing: run npm run build`).toBe(true);
   });
 
+  it('prints its version with --version', () => {
+    const r = run('--version');
+    expect(r.status).toBe(0);
+    const pkg = JSON.parse(readFileSync(join(dirname(MAIN), '..', 'package.json'), 'utf8'));
+    expect(r.stdout.trim()).toBe(pkg.version);
+  });
+
   it.each([
     [['--api-listen', 'nope'], '--api-listen'],
     [['--grpc-listen', '127.0.0.1:99999'], '--grpc-listen'],

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import {
@@ -11,9 +12,13 @@ import {
 import { isControlPlaneError } from './errors.js';
 
 const USAGE_ERROR = 2;
+const VERSION: string = JSON.parse(
+  readFileSync(new URL('../package.json', import.meta.url), 'utf8'),
+).version;
 
 const program = new Command('bulkhead-control-plane')
   .description('Bulkhead control plane: REST API, policy store, CA and agent gRPC service')
+  .version(VERSION)
   .option(
     '--data-dir <dir>',
     'state directory (database, CA, initial admin token)',

@@ -1,24 +1,169 @@
 // The control plane's Prometheus metrics: one registry per control plane (tests run several in
 // one process), served as text by `GET /metrics` (api.ts). Must not hold state a domain needs:
-// domains only increment what is here. Kept minimal on purpose; more metrics come with issues.
-import { Counter, Registry } from 'prom-client';
+// domains only increment what is here, and what the control plane already knows (agents,
+// store size, SIEM delivery) is read at scrape time through `watch()`, never copied.
+// Labels hold codes, routes and states, never agent names or addresses.
+import { statSync } from 'node:fs';
+import type { AgentView } from '@bulkhead/api';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { REJECT_REASONS, type RejectReason } from './fleet/telemetry.js';
+import type { ExporterStats } from './siem/index.js';
 
 export interface Metrics {
   readonly registry: Registry;
   readonly telemetryRejected: Counter<'reason'>;
+  /** Seconds from a rule set sent on a stream to the agent's ack of that hash. */
+  readonly propagation: Histogram;
+  /** Enrolments refused, by error code. */
+  readonly enrolmentErrors: Counter<'code'>;
+  /** Sync streams ended by an error, by code. */
+  readonly syncErrors: Counter<'code'>;
+  readonly apiRequests: Histogram<'method' | 'route' | 'status'>;
+  /** Flows stored by telemetry ingest. */
+  readonly flowsIngested: Counter;
+  /** Registers what is read at each scrape. */
+  watch(sources: ScrapeSources): void;
+}
+
+export interface ScrapeSources {
+  agents(): AgentView[];
+  flowRows(): number;
+  /** The database file; its -wal and -shm files count too. */
+  dbPath: string;
+  siem?: () => ExporterStats;
+}
+
+const AGENT_STATES = ['connected', 'disconnected', 'in_sync', 'out_of_sync', 'revoked'] as const;
+
+function fileBytes(path: string): number {
+  let n = 0;
+  for (const p of [path, `${path}-wal`, `${path}-shm`])
+    n += statSync(p, { throwIfNoEntry: false })?.size ?? 0;
+  return n;
 }
 
 export function createMetrics(): Metrics {
   const registry = new Registry();
+  const registers = [registry];
   const telemetryRejected = new Counter<'reason'>({
     name: 'bulkhead_telemetry_rejected_total',
     help: 'Telemetry records (counters, flows, events) agents sent that the control plane dropped, by reason.',
     labelNames: ['reason'],
-    registers: [registry],
+    registers,
   });
   // Every reason is exported from the start, so a rate() alert sees 0 before the first attack.
   for (const reason of REJECT_REASONS satisfies readonly RejectReason[])
     telemetryRejected.inc({ reason }, 0);
-  return { registry, telemetryRejected };
+  const propagation = new Histogram({
+    name: 'bulkhead_policy_propagation_seconds',
+    help: 'Time from a rule set sent to an agent to its ack of that state (earliest unacked send).',
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers,
+  });
+  const enrolmentErrors = new Counter<'code'>({
+    name: 'bulkhead_enrolment_errors_total',
+    help: 'Enrolment requests refused, by error code.',
+    labelNames: ['code'],
+    registers,
+  });
+  const syncErrors = new Counter<'code'>({
+    name: 'bulkhead_sync_errors_total',
+    help: 'Agent Sync streams ended by an error, by error code.',
+    labelNames: ['code'],
+    registers,
+  });
+  const apiRequests = new Histogram<'method' | 'route' | 'status'>({
+    name: 'bulkhead_api_request_duration_seconds',
+    help: 'REST API request latency by method, route pattern and HTTP status.',
+    labelNames: ['method', 'route', 'status'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+    registers,
+  });
+  const flowsIngested = new Counter({
+    name: 'bulkhead_flows_ingested_total',
+    help: 'Flow records from agent telemetry stored by the control plane.',
+    registers,
+  });
+
+  function watch(s: ScrapeSources): void {
+    new Gauge<'state'>({
+      name: 'bulkhead_agents',
+      help: 'Enrolled agents by state; connected/disconnected and in_sync/out_of_sync count agents not revoked.',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const n = Object.fromEntries(AGENT_STATES.map((k) => [k, 0])) as Record<string, number>;
+        for (const a of s.agents()) {
+          if (a.revoked) {
+            n.revoked! += 1;
+            continue;
+          }
+          n[a.connected ? 'connected' : 'disconnected']! += 1;
+          n[a.inSync ? 'in_sync' : 'out_of_sync']! += 1;
+        }
+        for (const state of AGENT_STATES) this.set({ state }, n[state]!);
+      },
+    });
+    new Gauge({
+      name: 'bulkhead_store_database_bytes',
+      help: 'Size of the SQLite database files (main, -wal, -shm).',
+      registers,
+      collect() {
+        this.set(fileBytes(s.dbPath));
+      },
+    });
+    new Gauge({
+      name: 'bulkhead_flow_rows',
+      help: 'Flow rows held by the store.',
+      registers,
+      collect() {
+        this.set(s.flowRows());
+      },
+    });
+    const siem = s.siem;
+    if (!siem) return;
+    // The exporter counts; these read its totals (a counter set at scrape from a monotonic source).
+    const fromStats = (
+      name: string,
+      help: string,
+      pick: (t: ExporterStats['targets'][number]) => number,
+    ) =>
+      new Counter<'target'>({
+        name,
+        help,
+        labelNames: ['target'],
+        registers,
+        collect() {
+          this.reset();
+          // The index, not the URL: a target URL may carry a host or path an operator keeps private.
+          for (const [i, t] of siem().targets.entries()) this.inc({ target: String(i) }, pick(t));
+        },
+      });
+    fromStats(
+      'bulkhead_siem_sent_total',
+      'SIEM messages delivered, by target (index of --siem).',
+      (t) => t.sent,
+    );
+    fromStats(
+      'bulkhead_siem_dropped_total',
+      'SIEM messages dropped (queue or spool full, or rate limited), by target.',
+      (t) => t.queueDropped + t.rateLimited,
+    );
+    fromStats(
+      'bulkhead_siem_errors_total',
+      'SIEM send, connect and write failures, by target.',
+      (t) => t.errors,
+    );
+  }
+
+  return {
+    registry,
+    telemetryRejected,
+    propagation,
+    enrolmentErrors,
+    syncErrors,
+    apiRequests,
+    flowsIngested,
+    watch,
+  };
 }

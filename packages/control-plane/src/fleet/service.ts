@@ -64,7 +64,7 @@ export interface FleetDeps {
   /** Records an event the control plane raises about a workload (inside the caller's transaction). */
   recordEvent(workload: string, e: Omit<ReportedEvent, 'at'>): void;
   /** Where dropped telemetry records are counted. */
-  metrics: Pick<Metrics, 'telemetryRejected'>;
+  metrics: Pick<Metrics, 'telemetryRejected' | 'propagation' | 'flowsIngested'>;
   /** Telemetry older than this is refused (it would be pruned at once). Default 35. */
   flowRetentionDays?: number;
   log: Logger;
@@ -151,6 +151,11 @@ export function createFleetService(deps: FleetDeps): FleetService {
         error: ack.ok ? '' : ack.error || 'apply failed',
         applyMicros: ack.applyMicros,
       });
+      const stream = streams.get(agentId);
+      if (ack.ok && stream?.sentAt !== undefined && stream.synced === ack.hash) {
+        deps.metrics.propagation.observe((performance.now() - stream.sentAt) / 1000);
+        stream.sentAt = undefined;
+      }
     },
 
     telemetry(agentId, t) {
@@ -170,6 +175,7 @@ export function createFleetService(deps: FleetDeps): FleetService {
       if (added) {
         rejections.counted(agentId, rejected, notice !== undefined);
         for (const [reason, n] of rejected) deps.metrics.telemetryRejected.inc({ reason }, n);
+        deps.metrics.flowsIngested.inc(batch.flows.length);
         if (notice) log.warn({ agentId, workload, rejected: notice.attributes }, notice.message);
         deps.reported(agentId, workload, batch.flows, batch.events);
       }

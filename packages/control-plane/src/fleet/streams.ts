@@ -13,6 +13,8 @@ export interface AgentStream {
    * until a Hello was answered, so updates wait for the full sync the Hello brings.
    */
   synced?: string;
+  /** performance.now() of the earliest send of a state the agent has not acked yet (metrics). */
+  sentAt?: number;
   /**
    * Ends the stream. `denied`: the agent may no longer sync (revoked, deleted), so it must not
    * simply reconnect; `unavailable`: shutdown or superseded, reconnecting is right.
@@ -24,6 +26,8 @@ export interface StreamRegistry {
   /** Registers a stream; an older stream of the same agent is closed. Returns the remover. */
   add(stream: AgentStream): () => void;
   isConnected(agentId: string): boolean;
+  /** The agent's open stream. */
+  get(agentId: string): AgentStream | undefined;
   /** The open streams of the workload's agents. */
   ofWorkload(workload: string): readonly AgentStream[];
   /** Ends the agent's stream as denied. */
@@ -61,6 +65,7 @@ export function createStreamRegistry(): StreamRegistry {
       return () => forget(stream);
     },
     isConnected: (agentId) => byAgent.has(agentId),
+    get: (agentId) => byAgent.get(agentId),
     ofWorkload: (workload) => [...(byWorkload.get(workload) ?? [])],
     close,
     closeWorkload(workload, reason) {

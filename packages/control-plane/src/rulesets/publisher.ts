@@ -188,6 +188,7 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
             : undefined;
         for (const m of messages ?? fullSync(ruleSet, hash)) stream.send(m);
         stream.synced = hash;
+        stream.sentAt ??= performance.now();
         log.debug({ workload: name, hash, full: !messages }, 'sent policy update');
       }
     }
@@ -316,7 +317,9 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       during();
       const p = published.get(stream.workload);
       stream.synced = p?.hash ?? appliedHash;
+      stream.sentAt = undefined;
       if (!p || p.hash === appliedHash) return [];
+      stream.sentAt = performance.now();
       return fullSync(p.ruleSet, p.hash);
     },
   };
