@@ -178,6 +178,7 @@ BULKHEAD_AGENT_ARGS="$args"
 EOF
 before=$changes
 put /etc/systemd/system/bulkhead-agent.service 0644 <"$root$opt/deploy/systemd/bulkhead-agent.service"
+put /etc/systemd/system/bulkhead-agent-restore.service 0644 <"$root$opt/deploy/systemd/bulkhead-agent-restore.service"
 unit_changed=$((changes - before))
 
 if [ "$start" = 0 ]; then
@@ -189,6 +190,8 @@ fi
 [ -d /run/systemd/system ] || die "systemd is not running here: use --no-start and start the agent yourself"
 [ "$unit_changed" = 0 ] || systemctl daemon-reload
 systemctl is-enabled --quiet bulkhead-agent || { systemctl enable --quiet bulkhead-agent; changes=$((changes + 1)); }
+# The boot loader runs at the next boot (the agent already holds the table now).
+systemctl is-enabled --quiet bulkhead-agent-restore || { systemctl enable --quiet bulkhead-agent-restore; changes=$((changes + 1)); }
 if [ "$changes" -gt 0 ] && systemctl is-active --quiet bulkhead-agent; then
   systemctl restart bulkhead-agent
   say "restarted bulkhead-agent"
