@@ -211,4 +211,35 @@ describe('agent resilience', () => {
     ]);
     expect(a.dataplane.applied?.revision).toBe(4);
   });
+
+  it('the failsafe rule follows a control plane that moved to a new address', async () => {
+    const a = agent({
+      controlPlane: `cp.test:${cp.port}`,
+      lookup: async () => [cp.host],
+    });
+    await a.start();
+    await until(() => cp.of('hello').length === 1, 'hello at 127.0.0.1');
+    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
+    await until(() => cp.of('ack').length === 1, 'ack');
+    /** The addresses the output chain's failsafe rules accept. */
+    const failsafe = () =>
+      kernel
+        .dump()
+        .map((o) => o.rule as { table: string; chain: string; expr: unknown } | undefined)
+        .filter((r) => r?.table === 'bulkhead' && r.chain === 'output')
+        .map((r) => JSON.stringify(r!.expr))
+        .filter((t) => t.includes('"daddr"') && t.includes(`${cp.port}`));
+    expect(failsafe().join()).toContain('"127.0.0.1"');
+
+    await cp.stop();
+    cp.host = '127.0.0.2';
+    await cp.start();
+    await until(() => cp.of('hello').length === 2, 'hello at 127.0.0.2');
+    await until(() => failsafe().join().includes('"127.0.0.2"'), 'failsafe for 127.0.0.2');
+    expect(failsafe()).toHaveLength(1);
+    expect(failsafe().join()).not.toContain('"127.0.0.1"');
+    // Only the base chain was rewritten: the policy stays as applied.
+    expect(a.dataplane.applied?.revision).toBe(3);
+    expect(JSON.stringify(kernel.dump())).toContain(ruleChain({ id: WEB_IN }));
+  });
 });
