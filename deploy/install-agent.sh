@@ -2,7 +2,7 @@
 # Installs the Bulkhead agent on a Debian/Ubuntu host, as root: nftables (apt) if missing, a
 # check for Node >= 20 at /usr/bin/node (the unit runs it), the packed agent under
 # /opt/bulkhead-agent, the CA, the bootstrap token, /etc/default/bulkhead-agent, the systemd
-# unit; then it enables and starts the agent and waits until it has enrolled. Idempotent: a
+# units (the agent and its boot loader); then it enables both and starts the agent and waits until it has enrolled. Idempotent: a
 # second run with the same inputs changes nothing and says so. It owns those paths and nothing
 # else; it never touches nftables itself (the agent does) and never removes the state dir.
 # Exit status: 0 done, 2 bad input (one line saying which), 1 a step failed.
