@@ -2,7 +2,7 @@
 # Installs the Bulkhead agent on a Debian/Ubuntu host, as root: nftables (apt) if missing, a
 # check for Node >= 20 at /usr/bin/node (the unit runs it), the packed agent under
 # /opt/bulkhead-agent, the CA, the bootstrap token, /etc/default/bulkhead-agent, the systemd
-# unit; then it enables and starts the agent and waits until it has enrolled. Idempotent: a
+# units (the agent and its boot loader); then it enables both and starts the agent and waits until it has enrolled. Idempotent: a
 # second run with the same inputs changes nothing and says so. It owns those paths and nothing
 # else; it never touches nftables itself (the agent does) and never removes the state dir.
 # Exit status: 0 done, 2 bad input (one line saying which), 1 a step failed.
@@ -178,6 +178,7 @@ BULKHEAD_AGENT_ARGS="$args"
 EOF
 before=$changes
 put /etc/systemd/system/bulkhead-agent.service 0644 <"$root$opt/deploy/systemd/bulkhead-agent.service"
+put /etc/systemd/system/bulkhead-agent-restore.service 0644 <"$root$opt/deploy/systemd/bulkhead-agent-restore.service"
 unit_changed=$((changes - before))
 
 if [ "$start" = 0 ]; then
@@ -189,6 +190,8 @@ fi
 [ -d /run/systemd/system ] || die "systemd is not running here: use --no-start and start the agent yourself"
 [ "$unit_changed" = 0 ] || systemctl daemon-reload
 systemctl is-enabled --quiet bulkhead-agent || { systemctl enable --quiet bulkhead-agent; changes=$((changes + 1)); }
+# The boot loader runs at the next boot (the agent already holds the table now).
+systemctl is-enabled --quiet bulkhead-agent-restore || { systemctl enable --quiet bulkhead-agent-restore; changes=$((changes + 1)); }
 if [ "$changes" -gt 0 ] && systemctl is-active --quiet bulkhead-agent; then
   systemctl restart bulkhead-agent
   say "restarted bulkhead-agent"

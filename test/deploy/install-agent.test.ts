@@ -91,11 +91,14 @@ describe('deploy/install-agent.sh', () => {
     const root = newRoot();
     const r = install(root);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/5 change\(s\); not started/);
+    expect(r.stdout).toMatch(/6 change\(s\); not started/);
     expect(readFileSync(join(root, 'etc/systemd/system/bulkhead-agent.service'), 'utf8')).toBe(
       readFileSync(join(DEPLOY, 'systemd/bulkhead-agent.service'), 'utf8'),
     );
     expect(mode(join(root, 'etc/systemd/system/bulkhead-agent.service'))).toBe('644');
+    expect(
+      readFileSync(join(root, 'etc/systemd/system/bulkhead-agent-restore.service'), 'utf8'),
+    ).toBe(readFileSync(join(DEPLOY, 'systemd/bulkhead-agent-restore.service'), 'utf8'));
     expect(readFileSync(join(root, 'etc/bulkhead/ca.crt'), 'utf8')).toBe(readFileSync(ca, 'utf8'));
     expect(mode(join(root, 'etc/bulkhead/ca.crt'))).toBe('644');
     expect(readFileSync(join(root, 'etc/bulkhead/bootstrap-token'), 'utf8')).toBe(

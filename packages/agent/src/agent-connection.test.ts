@@ -207,6 +207,7 @@ describe('agent connection', () => {
       'agent.crt',
       'agent.key',
       'ca.crt',
+      'dataplane.json',
       'policy.bin',
       'telemetry-seq',
     ]);

@@ -5,10 +5,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { NftError } from '@bulkhead/nftables';
 import { createFakeNft, type FakeNft } from '@bulkhead/nftables/testing';
 import { Mode, type Telemetry } from '@bulkhead/proto';
 import { pino } from 'pino';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type Agent, type AgentOptions, createAgent } from './agent.js';
 import {
   startControlPlane,
@@ -142,5 +143,103 @@ describe('agent resilience', () => {
     expect(packetsOf(counted, WEB_IN)).toBe(await read());
     expect(flowPacketsOf(counted)).toBe(6);
     expect(counted.map((t) => t.seq)).toEqual(counted.map((_, i) => i + 1));
+  });
+
+  /** Makes the fake kernel refuse every batch while `broken.on`; counts the batches tried. */
+  function breakable(): { on: boolean; tried: number } {
+    const broken = { on: false, tried: 0 };
+    const apply = kernel.apply.bind(kernel);
+    vi.spyOn(kernel, 'apply').mockImplementation(async (tx) => {
+      broken.tried++;
+      if (broken.on)
+        throw new NftError('NFT_APPLY_FAILED', 'nftables refused the batch (injected)');
+      return apply(tx);
+    });
+    return broken;
+  }
+
+  const metric = async (a: Agent, name: string) => {
+    const text = await (await fetch(`http://127.0.0.1:${a.metricsAddress!.port}/metrics`)).text();
+    return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1]);
+  };
+
+  it('an update nftables refused is retried with backoff and applied once the cause goes away', async () => {
+    const broken = breakable();
+    const a = agent();
+    await a.start();
+    await until(() => cp.of('hello').length === 1, 'hello');
+    broken.on = true;
+    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
+    await until(() => cp.of('ack').length === 1, 'ack of the failure');
+    expect(cp.of('ack')[0]).toMatchObject({ revision: 3, ok: false });
+    expect(cp.of('ack')[0]!.error).toMatch(/refused/);
+    // Retried by itself, without a word from the control plane, and each failure counted.
+    await until(() => broken.tried >= 4, 'retries');
+    expect(await metric(a, 'bulkhead_apply_failures_total')).toBeGreaterThanOrEqual(3);
+    expect(a.dataplane.applied).toBeUndefined();
+    expect(cp.of('ack')).toHaveLength(1);
+
+    broken.on = false;
+    await until(() => cp.of('ack').length === 2, 'ack after recovery');
+    expect(cp.of('ack')[1]).toMatchObject({ revision: 3, ok: true, error: '' });
+    expect(a.dataplane.applied?.revision).toBe(3);
+    expect(JSON.stringify(kernel.dump())).toContain(ruleChain({ id: WEB_IN }));
+    // Applied: no more attempts.
+    const tried = broken.tried;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(broken.tried).toBe(tried);
+    expect(cp.of('hello')).toHaveLength(1);
+  });
+
+  it('a newer update replaces the one being retried', async () => {
+    const broken = breakable();
+    const a = agent();
+    await a.start();
+    await until(() => cp.of('hello').length === 1, 'hello');
+    broken.on = true;
+    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
+    await until(() => cp.of('ack').length === 1, 'ack of revision 3');
+    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_MONITOR, 4) });
+    await until(() => cp.of('ack').length === 2, 'ack of revision 4');
+    broken.on = false;
+    await until(() => cp.of('ack').length === 3, 'ack after recovery');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(cp.of('ack').map((k) => [k.revision, k.ok])).toEqual([
+      [3, false],
+      [4, false],
+      [4, true],
+    ]);
+    expect(a.dataplane.applied?.revision).toBe(4);
+  });
+
+  it('the failsafe rule follows a control plane that moved to a new address', async () => {
+    const a = agent({
+      controlPlane: `cp.test:${cp.port}`,
+      lookup: async () => [cp.host],
+    });
+    await a.start();
+    await until(() => cp.of('hello').length === 1, 'hello at 127.0.0.1');
+    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
+    await until(() => cp.of('ack').length === 1, 'ack');
+    /** The addresses the output chain's failsafe rules accept. */
+    const failsafe = () =>
+      kernel
+        .dump()
+        .map((o) => o.rule as { table: string; chain: string; expr: unknown } | undefined)
+        .filter((r) => r?.table === 'bulkhead' && r.chain === 'output')
+        .map((r) => JSON.stringify(r!.expr))
+        .filter((t) => t.includes('"daddr"') && t.includes(`${cp.port}`));
+    expect(failsafe().join()).toContain('"127.0.0.1"');
+
+    await cp.stop();
+    cp.host = '127.0.0.2';
+    await cp.start();
+    await until(() => cp.of('hello').length === 2, 'hello at 127.0.0.2');
+    await until(() => failsafe().join().includes('"127.0.0.2"'), 'failsafe for 127.0.0.2');
+    expect(failsafe()).toHaveLength(1);
+    expect(failsafe().join()).not.toContain('"127.0.0.1"');
+    // Only the base chain was rewritten: the policy stays as applied.
+    expect(a.dataplane.applied?.revision).toBe(3);
+    expect(JSON.stringify(kernel.dump())).toContain(ruleChain({ id: WEB_IN }));
   });
 });

@@ -82,9 +82,25 @@ export interface Agent {
 
 export function createAgent(options: AgentOptions): Agent {
   const { logger } = options;
+  // The failsafe output rule follows the control plane's addresses: every resolution (each
+  // round of connection attempts) updates the entries that resolved; one that did not keeps
+  // its last addresses (a DNS hiccup must not cut the agent off).
+  const cpAddresses = new Map<string, Failsafe['controlPlane']>();
+  const failsafeAddresses = () => [...cpAddresses.values()].flat();
   const endpoints = createEndpoints([options.controlPlane].flat(), {
     lookup: options.lookup,
     logger,
+    onResolved(found) {
+      const byEntry = new Map<string, Failsafe['controlPlane']>();
+      for (const e of found) {
+        byEntry.set(e.entry, [
+          ...(byEntry.get(e.entry) ?? []),
+          { address: e.address, port: e.port },
+        ]);
+      }
+      for (const [entry, list] of byEntry) cpAddresses.set(entry, list);
+      if (byEntry.size > 0) void dataplane?.setControlPlane(failsafeAddresses());
+    },
   });
   const driver = options.driver ?? createNftDriver({ backend: options.nftBackend });
   const metrics = createAgentMetrics();
@@ -95,11 +111,12 @@ export function createAgent(options: AgentOptions): Agent {
   let retryTimer: NodeJS.Timeout | undefined;
   let watch: DriftWatch | undefined;
 
-  // Resolved once at start: the failsafe rule follows the addresses the names had then.
+  // At start; later resolutions replace it (onResolved above).
   async function controlPlaneFailsafe(): Promise<Failsafe['controlPlane']> {
-    const all = await endpoints.resolveAll();
+    await endpoints.resolveAll();
+    const all = failsafeAddresses();
     if (all.length === 0) logger.warn('cannot resolve the control plane; no failsafe rule for it');
-    return all.map((e) => ({ address: e.address, port: e.port }));
+    return all;
   }
 
   const enrolBackoff = createBackoff(options.backoff);

@@ -115,6 +115,8 @@ describe('dataplane on real nftables', () => {
       list: { counter: { family: 'inet', table: 'bulkhead', name: `${fixtureChain(1)}_denied` } },
     });
     expect(counters[0]?.counter).toMatchObject({ packets: 1 });
+    // The state is written in the background: let it land before the dir is removed.
+    await dp.persisted();
   });
 
   describe('tampering', () => {
@@ -141,7 +143,10 @@ describe('dataplane on real nftables', () => {
       });
       await dp.apply(fixtureUpdate(Mode.MODE_ENFORCE, 1));
     });
-    afterEach(() => watch?.stop());
+    afterEach(async () => {
+      watch?.stop();
+      await dp.persisted();
+    });
 
     it.each<[string, string[][], Partial<Drift>]>([
       [

@@ -73,6 +73,41 @@ describe('dataplane', () => {
     expect(outcomes).toEqual([true, false]);
   });
 
+  it('replaces the control plane failsafe addresses in one small transaction, and persists them', async () => {
+    const dp = make();
+    await dp.apply(fixtureUpdate(Mode.MODE_ENFORCE, 1));
+    kernel.setCounter(`${fixtureChain(2)}_allowed`, 5, 500);
+    const output = () =>
+      JSON.stringify(
+        kernel.dump().filter((o) => (o.rule as { chain?: string } | undefined)?.chain === 'output'),
+      );
+    expect(output()).toContain('"10.9.0.1"');
+    const moved = [
+      { address: '10.9.0.2', port: 8443 },
+      { address: 'fd00::9', port: 8443 },
+    ];
+    expect(await dp.setControlPlane(moved)).toBe(true);
+    expect(output()).toContain('"10.9.0.2"');
+    expect(output()).toContain('"fd00::9"');
+    expect(output()).not.toContain('"10.9.0.1"');
+    // One delta: the output chain refilled, no table, set or counter declared again.
+    const tx = JSON.stringify(kernel.lastTransaction!.commands);
+    expect(tx).not.toMatch(/"(table|set|counter)":\{"family"/);
+    expect(
+      kernel
+        .dump()
+        .map((o) => o.counter as { name: string } | undefined)
+        .find((c) => c?.name === `${fixtureChain(2)}_allowed`),
+    ).toMatchObject({ packets: 5 });
+    // The same addresses again: nothing written.
+    const applied = applies.mock.calls.length;
+    expect(await dp.setControlPlane([...moved].reverse())).toBe(true);
+    expect(applies.mock.calls.length).toBe(applied);
+    await dp.persisted();
+    const rendering = JSON.parse(await readFile(join(stateDir, 'dataplane.json'), 'utf8'));
+    expect(rendering.failsafe.controlPlane).toEqual(moved);
+  });
+
   it('reports an unrenderable RuleSet without touching the kernel', async () => {
     const dp = make();
     const bad = fixtureUpdate();

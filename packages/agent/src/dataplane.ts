@@ -25,6 +25,7 @@ import {
   FLOW_SETS,
   type FlowTableOptions,
   groupSet,
+  renderRules,
   TABLE_FAMILY,
   TABLE_NAME,
 } from './render.js';
@@ -48,6 +49,12 @@ export interface ApplyResult {
 }
 
 export type RestoreOutcome = 'none' | 'unchanged' | 'applied' | 'failed';
+
+/** What `policy.bin` was rendered with besides the policy (`dataplane.json`, for the boot loader). */
+export interface Rendering {
+  failsafe: Failsafe;
+  flowTable: FlowTableOptions;
+}
 
 export interface DataplaneOptions {
   driver: NftDriver;
@@ -92,6 +99,13 @@ export interface Dataplane {
   /** Resolves once the state of the last successful apply is on disk. */
   persisted(): Promise<void>;
   /**
+   * The control plane's addresses for the failsafe output rule changed: rewrite the base
+   * chains with them (one small transaction; nothing else is touched). Resolves true when the
+   * kernel holds them (or nothing is applied yet: the next apply renders them), false when
+   * nftables refused (nothing changed; the next call with them tries again).
+   */
+  setControlPlane(addresses: Failsafe['controlPlane']): Promise<boolean>;
+  /**
    * Compare the kernel with the desired table; on any difference report it (a
    * DATAPLANE_TAMPERED event in `flows`, onTamper) and replace the table. Returns what
    * differed, undefined when nothing did or nothing is applied yet. `elements: false`
@@ -122,7 +136,8 @@ const WINDOW_TTL_MS = 10_000;
 const FLOW_SET_NAMES = new Set(FLOW_SETS.map((f) => f.name));
 
 export function createDataplane(options: DataplaneOptions): Dataplane {
-  const { driver, failsafe, logger } = options;
+  const { driver, logger } = options;
+  let failsafe = options.failsafe;
   const flowTable = options.flowTable ?? DEFAULT_FLOW_TABLE;
   const now = options.now ?? Date.now;
   const flows = createFlowBuffer({
@@ -130,6 +145,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     onDropped: options.onFlowsDropped,
   });
   const file = statePath(options.stateDir, 'policy');
+  const renderingFile = statePath(options.stateDir, 'rendering');
   const where = { family: TABLE_FAMILY, table: TABLE_NAME };
   let applied: AppliedPolicy | undefined;
   // What the kernel holds as far as this dataplane knows: the model it last wrote or found.
@@ -326,6 +342,8 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
         const bytes = encodeState();
         if (!bytes) continue;
         try {
+          const rendering: Rendering = { failsafe, flowTable };
+          await writeFileAtomic(renderingFile, `${JSON.stringify(rendering)}\n`);
           await writeFileAtomic(file, bytes);
         } catch (err) {
           // The kernel holds the new rules, so the apply did succeed; only a restart before
@@ -403,10 +421,39 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     return drift;
   }
 
+  async function setControlPlaneLocked(addresses: Failsafe['controlPlane']): Promise<boolean> {
+    const key = (a: Failsafe['controlPlane']) =>
+      JSON.stringify(a.map((e) => `${e.address} ${e.port}`).sort());
+    if (key(addresses) === key(failsafe.controlPlane)) return true;
+    const previous = failsafe;
+    failsafe = { ...failsafe, controlPlane: addresses };
+    if (!applied || !model) return true;
+    const sets = model.sets;
+    const next = renderRules(
+      applied.ruleSet,
+      applied.groups,
+      (name) => sets.get(name)!,
+      failsafe,
+      flowTable,
+    );
+    try {
+      await write(next);
+    } catch (err) {
+      logger.error({ err, addresses }, 'cannot update the failsafe rule for the control plane');
+      failsafe = previous;
+      return false;
+    }
+    model = next;
+    logger.info({ addresses }, 'failsafe rule follows the control plane');
+    persist();
+    return true;
+  }
+
   return {
     get applied() {
       return applied;
     },
+    setControlPlane: (addresses) => serial(() => setControlPlaneLocked(addresses)),
     restore: () =>
       serial(async (): Promise<RestoreOutcome> => {
         const bytes = await readFileIfExists(file);

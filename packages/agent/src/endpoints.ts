@@ -64,10 +64,17 @@ export function parseControlPlanes(values: string[]): { host: string; port: numb
   return entries.map((e) => parseHostPort(e, '--control-plane'));
 }
 
-export function createEndpoints(
-  values: string[],
-  options: { lookup?: Lookup; logger?: Logger } = {},
-): Endpoints {
+export interface EndpointsOptions {
+  lookup?: Lookup;
+  logger?: Logger;
+  /**
+   * After every resolution (a round, resolveAll): every address found, by entry; entries
+   * that did not resolve are absent (the failsafe rule follows this, agent.ts).
+   */
+  onResolved?: (endpoints: Endpoint[]) => void;
+}
+
+export function createEndpoints(values: string[], options: EndpointsOptions = {}): Endpoints {
   const entries = parseControlPlanes(values);
   const labels = entries.map(
     ({ host, port }) => `${host.includes(':') ? `[${host}]` : host}:${port}`,
@@ -92,6 +99,7 @@ export function createEndpoints(
         options.logger?.warn({ host, ...describeError(err) }, 'cannot resolve the control plane');
       }
     }
+    options.onResolved?.(out.map(({ index: _, ...e }) => e));
     return out;
   }
 

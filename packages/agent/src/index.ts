@@ -5,6 +5,7 @@ export {
   createAgent,
   parseHostPort,
 } from './agent.js';
+export { type BootRestoreOptions, bootRestore } from './boot.js';
 export { DEFAULT_RULE_ID, mapCounters, readCounterDeltas } from './counters.js';
 export {
   type ApplyResult,
@@ -12,6 +13,7 @@ export {
   DATAPLANE_TAMPERED,
   type Dataplane,
   type DataplaneOptions,
+  type Rendering,
   type RestoreOutcome,
 } from './dataplane.js';
 export { compareTable, type Drift, type ElementDrift } from './drift.js';

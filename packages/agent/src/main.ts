@@ -2,9 +2,12 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname, networkInterfaces } from 'node:os';
+import { createNftDriver } from '@bulkhead/nftables';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
 import { AGENT_VERSION, type AgentOptions, createAgent, parseHostPort } from './agent.js';
+import { bootRestore } from './boot.js';
+import type { RestoreOutcome } from './dataplane.js';
 import { parseControlPlanes } from './endpoints.js';
 import { DEFAULT_SERVER_NAME } from './enroll.js';
 import { AgentError } from './errors.js';
@@ -47,6 +50,64 @@ function defaultAddresses(): string[] {
     .map((a) => a!.address);
 }
 
+// Flags the boot loader (--restore-only) shares with the agent.
+const stateDirOption = () =>
+  new Option('--state-dir <dir>', 'identity and last rule set').default('/var/lib/bulkhead-agent');
+const nftBackendOption = () =>
+  new Option('--nft-backend <backend>', 'nftables backend')
+    .choices(['auto', 'libnftables', 'nft'])
+    .default('auto');
+const logLevelOption = () =>
+  new Option('--log-level <level>', 'log level')
+    .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
+    .default('info');
+
+function parseOrExit(program: Command, argv: string[]): void {
+  program
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(`bulkhead-agent: ${s}`) });
+  try {
+    program.parse(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
+    }
+    throw err;
+  }
+}
+
+/**
+ * `bulkhead-agent --restore-only`: load the persisted last-known-good policy into nftables
+ * and exit, without any network (boot.ts). Exit 0 when loaded, already there or nothing
+ * persisted; 1 when it could not be loaded (the kernel keeps what it had).
+ */
+async function restoreOnly(argv: string[]): Promise<never> {
+  const program = new Command('bulkhead-agent')
+    .description('Load the persisted policy into nftables and exit (boot, before the network)')
+    .option('--restore-only', 'load the persisted policy and exit')
+    .addOption(stateDirOption())
+    .addOption(nftBackendOption())
+    .addOption(logLevelOption());
+  parseOrExit(program, argv);
+  const o = program.opts<{
+    stateDir: string;
+    nftBackend: AgentOptions['nftBackend'];
+    logLevel: string;
+  }>();
+  const logger = pino({ level: o.logLevel, base: { service: 'bulkhead-agent-restore' } });
+  const driver = createNftDriver({ backend: o.nftBackend });
+  let outcome: RestoreOutcome | undefined;
+  try {
+    outcome = await bootRestore({ stateDir: o.stateDir, driver, logger });
+    logger.info({ outcome }, 'boot restore done');
+  } catch (err) {
+    logger.fatal({ err }, 'boot restore failed');
+  } finally {
+    driver.close();
+  }
+  process.exit(outcome === undefined || outcome === 'failed' ? 1 : 0);
+}
+
 function parse(argv: string[]): AgentOptions {
   const program = new Command('bulkhead-agent')
     .description('Bulkhead host agent: enrols, syncs rule sets, programs nftables')
@@ -60,7 +121,11 @@ function parse(argv: string[]): AgentOptions {
     .requiredOption('--ca-cert <file>', 'CA certificate (PEM) of the control plane')
     .option('--bootstrap-token <token>', 'enrolment token (first start only)')
     .option('--bootstrap-token-file <file>', 'file holding the enrolment token')
-    .option('--state-dir <dir>', 'identity and last rule set', '/var/lib/bulkhead-agent')
+    .option(
+      '--restore-only',
+      'load the persisted policy into nftables and exit (boot, no network; only --state-dir, --nft-backend and --log-level apply)',
+    )
+    .addOption(stateDirOption())
     .option('--hostname <name>', 'hostname to report', hostname())
     .option(
       '--address <ip>',
@@ -102,11 +167,7 @@ function parse(argv: string[]): AgentOptions {
       intIn('--max-pending-flows', 1, 10_000_000),
       DEFAULT_MAX_PENDING_FLOWS,
     )
-    .addOption(
-      new Option('--nft-backend <backend>', 'nftables backend')
-        .choices(['auto', 'libnftables', 'nft'])
-        .default('auto'),
-    )
+    .addOption(nftBackendOption())
     .option(
       '--backoff-base <seconds>',
       'ceiling of the first retry delay (enrolment, Sync); doubles per failure, full jitter',
@@ -136,22 +197,8 @@ function parse(argv: string[]): AgentOptions {
       'name expected in the control plane certificate',
       DEFAULT_SERVER_NAME,
     )
-    .addOption(
-      new Option('--log-level <level>', 'log level')
-        .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
-        .default('info'),
-    )
-    .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(`bulkhead-agent: ${s}`) });
-
-  try {
-    program.parse(argv);
-  } catch (err) {
-    if (err instanceof CommanderError) {
-      process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
-    }
-    throw err;
-  }
+    .addOption(logLevelOption());
+  parseOrExit(program, argv);
   const o = program.opts<{
     controlPlane: string[];
     caCert: string;
@@ -232,6 +279,7 @@ function parse(argv: string[]): AgentOptions {
 }
 
 async function main(): Promise<void> {
+  if (process.argv.includes('--restore-only')) await restoreOnly(process.argv);
   const options = parse(process.argv);
   const { logger } = options;
   let agent: ReturnType<typeof createAgent>;

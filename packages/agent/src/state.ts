@@ -6,6 +6,7 @@ import { AgentError } from './errors.js';
 /** Names of the files in the state dir (see README). */
 export const STATE_FILES = {
   policy: 'policy.bin',
+  rendering: 'dataplane.json',
   agentId: 'agent-id',
   key: 'agent.key',
   cert: 'agent.crt',

@@ -10,6 +10,7 @@ import {
 } from '@bulkhead/proto';
 import { type ChannelCredentials, type ClientDuplexStream, credentials } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import { createApplyRetry } from './apply-retry.js';
 import { mergeCounters } from './counters.js';
 import type { ApplyResult, Dataplane } from './dataplane.js';
 import type { Endpoint, Endpoints } from './endpoints.js';
@@ -58,7 +59,9 @@ export interface SyncOptions {
  * PolicyUpdates (wiring contract): chunks are buffered until the `last` one, the update is
  * applied in one transaction and acked once with its hash; a delta on another base, or one
  * the agent refuses, brings a new Hello with the agent's hash (the control plane answers
- * with a full sync). A stream refused for the agent's identity (UNAUTHENTICATED,
+ * with a full sync). An update nftables refused (APPLY_FAILED) is acked ok=false and applied
+ * again with backoff until it applies (then acked ok=true on the stream up at that time) or a
+ * newer update replaces it. A stream refused for the agent's identity (UNAUTHENTICATED,
  * PERMISSION_DENIED: revoked or unknown certificate) or its Hello is retried at the backoff
  * cap only: an operator has to act, and until then the kernel keeps the last rule set.
  */
@@ -111,6 +114,15 @@ export function createSyncClient(options: SyncOptions): SyncClient {
   // Updates are applied and acked one after another, in arrival order.
   let applying: Promise<void> = Promise.resolve();
   let telemetryRunning: Promise<void> = Promise.resolve();
+  const applyRetry = createApplyRetry({
+    backoff: options.backoff,
+    attempt: reapply,
+    onScheduled: (u, retryInMs) =>
+      logger.warn(
+        { revision: u.revision, hash: u.hash, retryInMs },
+        'update not applied; retrying',
+      ),
+  });
 
   function setState(
     next: State,
@@ -193,6 +205,8 @@ export function createSyncClient(options: SyncOptions): SyncClient {
         if (!msg.update.last) return;
         const parts = chunks;
         chunks = [];
+        // Whatever this update is, it replaces one still waiting to be applied again.
+        applyRetry.cancel();
         applying = applying.then(() => applyAndAck(stream, parts));
       }
     });
@@ -237,24 +251,50 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     );
     let result: ApplyResult;
     try {
-      result = await dataplane.apply(mergeChunks(chunks));
+      const update = mergeChunks(chunks);
+      result = await dataplane.apply(update);
+      if (result.error?.code === 'APPLY_FAILED') applyRetry.failed(update);
     } catch (err) {
       // mergeChunks: the chunks disagree.
       const error = err instanceof AgentError ? err : new AgentError('UPDATE_REFUSED', String(err));
       logger.error({ err: error }, 'update refused');
       result = { ok: false, micros: 0, error };
     }
-    if (!live()) return;
+    if (live()) ack(stream, first, result);
+  }
+
+  function ack(stream: SyncStream, update: PolicyUpdate, result: ApplyResult): void {
     stream.write({
       ack: {
-        revision: first.revision,
-        hash: first.hash,
+        revision: update.revision,
+        hash: update.hash,
         ok: result.ok,
         error: result.error?.message ?? '',
         applyMicros: result.micros,
       },
     });
     if (result.error?.code === 'UPDATE_REFUSED') hello(stream);
+  }
+
+  /**
+   * Applies again an update nftables refused, in turn with arriving updates; true when it is
+   * done with (applied, replaced, or refused for another reason: a new Hello asks for a full
+   * sync). Acked on the stream up now; without one, the next Hello tells what is applied.
+   */
+  function reapply(update: PolicyUpdate): Promise<boolean> {
+    const run = applying.then(async () => {
+      if (!applyRetry.wants(update) || stopped()) return true;
+      const result = await dataplane.apply(update);
+      if (result.error?.code === 'APPLY_FAILED') return false;
+      if (result.ok) logger.info({ revision: update.revision }, 'update applied on retry');
+      if (call && state === 'connected') ack(call, update, result);
+      return true;
+    });
+    applying = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   }
 
   async function sendTelemetry(): Promise<void> {
@@ -363,6 +403,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
       state = 'stopped';
       clearTimeout(reconnectTimer);
       clearTimeout(telemetryTimer);
+      applyRetry.cancel();
       const stream = call;
       call = undefined;
       stream?.end();
