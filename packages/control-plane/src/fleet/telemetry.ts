@@ -4,8 +4,8 @@
 // window around now, and size bounds; what fails is dropped and counted by reason, never
 // silently (fleet turns the counts into a metric and a rate-limited TELEMETRY_REJECTED event).
 // Must not store anything or read the database: fleet hands it the workload's facts.
-import { formatAddress, parseAddress } from '@bulkhead/policy';
 import { Direction, type Telemetry, Verdict } from '@bulkhead/proto';
+import { canonicalOrUndefined } from '../visibility/flow-store.js';
 import type { FlowDelta, ReportedEvent } from '../visibility/store.js';
 import type { CounterRow, TelemetryBatch } from './store.js';
 
@@ -180,9 +180,7 @@ export function checkTelemetry(t: Telemetry, ctx: TelemetryContext): CheckedTele
 
 /** RFC 5952 / dotted quad, or undefined when `text` is not an IP address. */
 export function canonical(text: string): string | undefined {
-  if (text.length > 64) return undefined;
-  const a = parseAddress(text);
-  return a ? formatAddress(a.family, a.value) : undefined;
+  return text.length > 64 ? undefined : canonicalOrUndefined(text);
 }
 
 export const REJECTION_EVENT = 'TELEMETRY_REJECTED';

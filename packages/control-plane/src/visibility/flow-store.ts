@@ -73,10 +73,22 @@ export function hourOf(iso: string): string {
   return new Date(ms - (((ms % HOUR_MS) + HOUR_MS) % HOUR_MS)).toISOString();
 }
 
+/** A dotted quad already in canonical form (no leading zeros), the common case at ingest. */
+const CANONICAL_IPV4 =
+  /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
+/** RFC 5952 / dotted quad, or undefined when `text` is not an IP address. */
+export function canonicalOrUndefined(text: string): string | undefined {
+  // Telemetry spends more on parsing addresses than on any other check: skip the parse
+  // when the text is its own canonical form.
+  if (CANONICAL_IPV4.test(text)) return text;
+  const a = parseAddress(text);
+  return a ? formatAddress(a.family, a.value) : undefined;
+}
+
 /** RFC 5952 / dotted quad, so that SQL equality finds an address however an agent spelled it. */
 export function canonicalAddress(text: string): string {
-  const a = parseAddress(text);
-  return a ? formatAddress(a.family, a.value) : text;
+  return canonicalOrUndefined(text) ?? text;
 }
 
 type Row = Record<string, unknown>;
@@ -147,6 +159,9 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
   return {
     /** Adds flow deltas of one workload (call inside the telemetry transaction); returns rows evicted by the cap. */
     ingest(workload: string, flows: Omit<FlowRow, 'workload'>[]): number {
+      // A batch's flows mostly share their last-seen time: its hour is computed once.
+      let lastSeen = '';
+      let hour = '';
       for (const f of flows) {
         const row = { ...f, workload, src: canonicalAddress(f.src), dst: canonicalAddress(f.dst) };
         const inserted = insert.run(row);
@@ -157,7 +172,11 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
         } else {
           id = Number(update.get(row)?.id);
         }
-        addHour.run(id, hourOf(f.lastSeen), f.connections, f.bytes);
+        if (f.lastSeen !== lastSeen) {
+          lastSeen = f.lastSeen;
+          hour = hourOf(lastSeen);
+        }
+        addHour.run(id, hour, f.connections, f.bytes);
       }
       return evictOverCap();
     },
