@@ -106,6 +106,9 @@ export function createSyncClient(options: SyncOptions): SyncClient {
   // RuleSets are applied and acked one after another, in arrival order.
   let applying: Promise<void> = Promise.resolve();
   let telemetryRunning: Promise<void> = Promise.resolve();
+  // A send whose write may wait long: a busy control plane stops reading the stream and HTTP/2
+  // flow control holds the write. Meanwhile ticks only collect, into the bounded buffer.
+  let sending: Promise<void> | undefined;
 
   function setState(
     next: State,
@@ -217,8 +220,16 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     if (call === stream) stream.write({ ack });
   }
 
-  async function sendTelemetry(): Promise<void> {
+  async function collectAndSend(): Promise<void> {
     unsent = mergeCounters(unsent, await dataplane.collect());
+    sending ??= sendTelemetry()
+      .catch((err) => logger.warn({ err }, 'telemetry failed'))
+      .finally(() => {
+        sending = undefined;
+      });
+  }
+
+  async function sendTelemetry(): Promise<void> {
     const stream = call;
     if (!stream || state !== 'connected') return;
     const now = Date.now();
@@ -299,7 +310,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
 
   function scheduleTelemetry(): void {
     telemetryTimer = setTimeout(() => {
-      telemetryRunning = sendTelemetry()
+      telemetryRunning = collectAndSend()
         .catch((err) => logger.warn({ err }, 'telemetry failed'))
         .finally(() => {
           if (state !== 'stopped') scheduleTelemetry();
@@ -327,7 +338,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
       call = undefined;
       stream?.end();
       stream?.cancel();
-      await Promise.allSettled([applying, telemetryRunning]);
+      await Promise.allSettled([applying, telemetryRunning, sending]);
       client?.close();
       if (wasConnected) options.onConnectedChange?.(false);
       logger.info('sync stopped');
