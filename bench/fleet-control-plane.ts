@@ -99,6 +99,8 @@ export async function createBenchControlPlane(
       const proc = spawn(
         process.execPath,
         [
+          // e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile the control plane under load.
+          ...(process.env.BENCH_CP_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
           CP_MAIN,
           '--data-dir',
           dataDir,
