@@ -153,13 +153,13 @@ describe('agent resilience', () => {
     stream.write({ ruleSet: fixtureRuleSet(Mode.MODE_ENFORCE, 3) });
     await until(() => cp.of('ack').length === 1, 'ack');
 
-    // As the control plane's ingest does under load: stop reading, one message read ahead.
+    // As the control plane's ingest does under load: stop reading, nothing read ahead.
     const readable = (
       stream as ServerDuplexStream<SyncRequest, SyncResponse> & {
         _readableState: { highWaterMark: number };
       }
     )._readableState;
-    readable.highWaterMark = 1;
+    readable.highWaterMark = 0;
     stream.pause();
     const held = cp.received.length;
     // Unique flows, a buffer's worth per round, until the agent's buffer overflows: its

@@ -84,14 +84,14 @@ const AgentService = {
 };
 
 /**
- * A paused grpc-js stream still decodes up to its readable high-water mark, 16 messages (160k
- * flows of a real agent) per stream: 1 keeps what a stream paused by the telemetry ingest holds
- * to one message, the rest waits in the agent behind HTTP/2 flow control. Node has no public
- * setter for an existing stream's mark; this is Node 20's Readable state, checked by grpc.test.ts.
+ * A paused grpc-js stream still decodes messages up to its readable high-water mark: 16 per
+ * stream, 160k flows of a real agent. At 0 a stream paused by the telemetry ingest holds only
+ * the message it is paused for; the rest waits in the agent behind HTTP/2 flow control. Node has
+ * no public setter for an existing stream's mark: this is Node 20's Readable state.
  */
-function readOneAhead(call: ServerDuplexStream<SyncRequest, SyncResponse>): void {
+function noReadAhead(call: ServerDuplexStream<SyncRequest, SyncResponse>): void {
   const state = (call as unknown as { _readableState?: { highWaterMark: number } })._readableState;
-  if (state) state.highWaterMark = 1;
+  if (state) state.highWaterMark = 0;
 }
 
 export interface GrpcServerOptions {
@@ -209,7 +209,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
             fleet.ack(agentId, msg.ack);
           } else if (msg.telemetry) {
             // Queued for the bounded ingest, which pauses this stream until it is written.
-            readOneAhead(call);
+            noReadAhead(call);
             const { seq } = msg.telemetry;
             fleet.telemetry(agentId, msg.telemetry, call).then((added) => {
               if (!added) log1.debug({ seq }, 'dropped telemetry already counted');

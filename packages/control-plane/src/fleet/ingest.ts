@@ -42,7 +42,7 @@ export interface TelemetryIngest {
   idle(): Promise<void>;
 }
 
-export const DEFAULT_INGEST_CAPACITY = 200_000;
+export const DEFAULT_INGEST_CAPACITY = 50_000;
 export const DEFAULT_SLICE_RECORDS = 10_000;
 
 interface Entry extends IngestItem {
