@@ -100,6 +100,16 @@ export function checkTelemetry(t: Telemetry, ctx: TelemetryContext): CheckedTele
 
   const flows: FlowDelta[] = [];
   const allFlows = t.flows ?? [];
+  // Flows read in one drain share their times: each distinct time is formatted once.
+  const isoOf = new Map<number, string>();
+  const iso = (ms: number) => {
+    let text = isoOf.get(ms);
+    if (text === undefined) {
+      text = new Date(ms).toISOString();
+      isoOf.set(ms, text);
+    }
+    return text;
+  };
   reject('too-many', allFlows.length - TELEMETRY_LIMITS.flows);
   for (const f of allFlows.slice(0, TELEMETRY_LIMITS.flows)) {
     const direction = DIRECTIONS[f.direction];
@@ -138,8 +148,8 @@ export function checkTelemetry(t: Telemetry, ctx: TelemetryContext): CheckedTele
         ruleId: f.ruleId,
         connections: f.packets,
         bytes: f.bytes,
-        firstSeen: new Date(firstMs).toISOString(),
-        lastSeen: new Date(lastMs).toISOString(),
+        firstSeen: iso(firstMs),
+        lastSeen: iso(lastMs),
       });
     }
   }
