@@ -54,8 +54,8 @@ export interface FleetService {
    * counted (resent after a reconnect).
    */
   telemetry(agentId: string, t: Telemetry, source: Pausable): Promise<boolean>;
-  /** The ingest queue (tests; shutdown waits until it is idle). */
-  readonly ingest: Pick<TelemetryIngest, 'queued' | 'waiting' | 'idle'>;
+  /** The ingest queue: shutdown waits until it is idle. */
+  readonly ingest: Pick<TelemetryIngest, 'idle'>;
 
   // --- REST
   listAgents(): AgentView[];
