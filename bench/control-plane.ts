@@ -91,10 +91,10 @@ function open(path: string) {
 
 type Phase = { ops: number; wallMs: number; opsPerSec: number; cpuMsPerOp: number };
 
-function measure(ops: number, fn: () => void): Phase {
+async function measure(ops: number, fn: () => unknown): Promise<Phase> {
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
-  fn();
+  await fn();
   const wallMs = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
   return {
@@ -156,7 +156,7 @@ const cp = open(join(dir, 'bench.db'));
 const ids = Array.from({ length: AGENTS }, (_, i) => `agent-${i}`);
 const phases: Record<string, Phase> = {};
 try {
-  phases.enrol = measure(AGENTS, () => {
+  phases.enrol = await measure(AGENTS, () => {
     for (let i = 0; i < AGENTS; i++) cp.enrol(workload(i), ids[i]!);
   });
   const pg: Service = { name: 'pg', ports: [{ protocol: 'tcp', port: 5432 }] };
@@ -176,8 +176,8 @@ try {
     cp.putResource('policies', p.name, p);
   }
   const hashes: string[] = [];
-  phases.provision = measure(1, () => cp.provision('bench'));
-  phases.hello = measure(AGENTS, () => {
+  phases.provision = await measure(1, () => cp.provision('bench'));
+  phases.hello = await measure(AGENTS, () => {
     ids.forEach((id, i) => {
       const hash = cp.hello(id, `host-${i}`, {
         appliedRevision: 0,
@@ -189,24 +189,28 @@ try {
       hashes.push(hash);
     });
   });
-  phases.ack = measure(AGENTS, () => {
+  phases.ack = await measure(AGENTS, () => {
     ids.forEach((id, i) => {
       cp.ack(id, { revision: 1, hash: hashes[i]!, ok: true, error: '', applyMicros: 1000 });
     });
   });
-  phases.telemetry = measure(AGENTS * TELEMETRY_ROUNDS, () => {
+  phases.telemetry = await measure(AGENTS * TELEMETRY_ROUNDS, async () => {
+    // All batches queued at once, as from streams that never pause: the ingest's own pace.
+    const stream = { pause() {}, resume() {} };
+    const counted: Promise<boolean>[] = [];
     for (let seq = 1; seq <= TELEMETRY_ROUNDS; seq++) {
       ids.forEach((id, i) => {
-        if (!cp.telemetry(id, telemetry(i, seq))) throw new Error(`telemetry ${id} not counted`);
+        counted.push(cp.telemetry(id, telemetry(i, seq), stream));
       });
     }
+    if ((await Promise.all(counted)).includes(false)) throw new Error('telemetry not counted');
   });
-  phases.listAgents = measure(READS, () => {
+  phases.listAgents = await measure(READS, () => {
     for (let r = 0; r < READS; r++) {
       if (cp.listAgents().length !== AGENTS) throw new Error('agents missing');
     }
   });
-  phases.flows = measure(READS, () => {
+  phases.flows = await measure(READS, () => {
     for (let r = 0; r < READS; r++) cp.flows();
   });
 } finally {

@@ -10,9 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const CP_MAIN = fileURLToPath(
-  new URL('../../packages/control-plane/dist/main.js', import.meta.url),
-);
+/** `BENCH_CP_MAIN` runs another build (a baseline checkout's `main.js`) under the same load. */
+const CP_MAIN =
+  process.env.BENCH_CP_MAIN ??
+  fileURLToPath(new URL('../../packages/control-plane/dist/main.js', import.meta.url));
 /** Clock ticks per second of utime/stime in /proc/<pid>/stat (USER_HZ, 100 on Linux). */
 const CLK_TCK = 100;
 
@@ -99,6 +100,8 @@ export async function createBenchControlPlane(
       const proc = spawn(
         process.execPath,
         [
+          // e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile the control plane under load.
+          ...(process.env.BENCH_CP_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
           CP_MAIN,
           '--data-dir',
           dataDir,

@@ -101,6 +101,7 @@ export async function flowLoad(options: FlowLoadOptions) {
     // Each tick hands what is due by now to the next agents in turn, a message at most
     // MAX_FLOWS_PER_MESSAGE flows: the offered rate holds even when ticks run late.
     const t0 = performance.now();
+    const cpu0 = cp.cpuMs();
     const total = rate * seconds;
     while (offered < total) {
       await new Promise((r) => setTimeout(r, TICK_MS));
@@ -134,6 +135,7 @@ export async function flowLoad(options: FlowLoadOptions) {
     });
     const lagSec = (performance.now() - tEnd) / 1000;
     const storedTotal = stored();
+    const cpuMs = cp.cpuMs() - cpu0;
     db.close();
     return {
       offeredPerSec: rate,
@@ -146,6 +148,9 @@ export async function flowLoad(options: FlowLoadOptions) {
       drained,
       storedOfOffered: `${storedTotal}/${total}`,
       maxRssMiB: maxRss,
+      // Control-plane CPU from the start of the load until drained, per flow stored: the
+      // figure a busy shared machine disturbs least.
+      cpuUsPerFlow: round((cpuMs * 1000) / storedTotal, 2),
       healthzMs: spread(healthz, 1),
       healthzSamples: healthz.length,
     };

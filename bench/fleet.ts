@@ -17,8 +17,9 @@ import { flowLoad } from './fleet-telemetry.js';
 import { round, spread, waitUntil } from './fleet-util.js';
 
 const SHORT = process.argv.includes('--short');
+// Set but empty (`BENCH_FLEET_SIZES=`) runs none of that part.
 const list = (env: string | undefined, fallback: number[]) =>
-  env ? env.split(',').map(Number) : fallback;
+  env === undefined ? fallback : env.split(',').filter(Boolean).map(Number);
 const SIZES = list(process.env.BENCH_FLEET_SIZES, SHORT ? [50] : [100, 1000, 2000]);
 const FLOW_RATES = list(
   process.env.BENCH_FLOW_RATES,

@@ -1,13 +1,15 @@
 // The agent against a real gRPC server on loopback that moves, is one of several addresses,
-// or is away for a while: it finds the control plane again, and telemetry collected meanwhile
-// arrives once (counted by seq, as the control plane does).
+// or is away for a while, or too busy to read: it finds the control plane again, and telemetry
+// collected meanwhile arrives once (counted by seq, as the control plane does), or is counted
+// as dropped.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NftError } from '@bulkhead/nftables';
 import { createFakeNft, type FakeNft } from '@bulkhead/nftables/testing';
-import { Mode, type Telemetry } from '@bulkhead/proto';
+import { Mode, type SyncRequest, type SyncResponse, type Telemetry } from '@bulkhead/proto';
+import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type Agent, type AgentOptions, createAgent } from './agent.js';
@@ -18,6 +20,7 @@ import {
   until,
 } from './control-plane.test-util.js';
 import { fixtureUpdate } from './fixture.test-util.js';
+import { FLOWS_DROPPED } from './flow-buffer.js';
 import { ruleChain } from './render.js';
 
 /** The fixture rule the tests count on. */
@@ -242,4 +245,60 @@ describe('agent resilience', () => {
     expect(a.dataplane.applied?.revision).toBe(3);
     expect(JSON.stringify(kernel.dump())).toContain(ruleChain({ id: WEB_IN }));
   });
+
+  it('a control plane that stops reading holds the agent back; what did not fit is reported dropped', async () => {
+    const maxPendingFlows = 500;
+    const a = agent({ maxPendingFlows });
+    await a.start();
+    await until(() => cp.of('hello').length === 1, 'hello');
+    const stream = cp.streams[0]!;
+    stream.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
+    await until(() => cp.of('ack').length === 1, 'ack');
+
+    // As the control plane's ingest does under load: stop reading, nothing read ahead.
+    const readable = (
+      stream as ServerDuplexStream<SyncRequest, SyncResponse> & {
+        _readableState: { highWaterMark: number };
+      }
+    )._readableState;
+    readable.highWaterMark = 0;
+    stream.pause();
+    const held = cp.received.length;
+    // Unique flows, a buffer's worth per round, until the agent's buffer overflows: its
+    // write is held by HTTP/2 flow control, yet it keeps draining the kernel.
+    const droppedByAgent = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${a.metricsAddress!.port}/metrics`)).text();
+      return Number(/^bulkhead_flows_dropped_total (\d+)$/m.exec(text)?.[1] ?? 0);
+    };
+    let port = 0;
+    let offered = 0;
+    for (let round = 0; (await droppedByAgent()) === 0; round++) {
+      // About 1 MB of flows fill the HTTP/2 window and the socket buffers before the write waits.
+      expect(round).toBeLessThan(80);
+      for (let i = 0; i < maxPendingFlows; i++) {
+        const flow = { concat: ['10.0.0.5', '10.0.9.1', 6, ++port, WEB_IN_CODE] };
+        if (kernel.packetAdd('flows_in4', flow, 60)) offered++;
+      }
+      // Two telemetry intervals: the agent drains the kernel's set into its buffer.
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(cp.received.length).toBe(held);
+
+    stream.resume();
+    const telemetry = () => countedOnce(cp.of('telemetry'));
+    const droppedReported = () =>
+      telemetry()
+        .flatMap((t) => t.events)
+        .filter((e) => e.code === FLOWS_DROPPED)
+        .reduce((n, e) => n + Number(e.attributes.count), 0);
+    // Every flow offered arrives once or is counted in a FLOWS_DROPPED report.
+    await until(
+      () =>
+        new Set(telemetry().flatMap((t) => t.flows.map((f) => f.port))).size + droppedReported() ===
+        offered,
+      'all flows delivered or reported dropped',
+    );
+    expect(droppedReported()).toBeGreaterThan(0);
+    expect(telemetry().flatMap((t) => t.flows).length).toBe(offered - droppedReported());
+  }, 30_000);
 });

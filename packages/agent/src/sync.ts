@@ -123,6 +123,9 @@ export function createSyncClient(options: SyncOptions): SyncClient {
         'update not applied; retrying',
       ),
   });
+  // A send whose write may wait long: a busy control plane stops reading the stream and HTTP/2
+  // flow control holds the write. Meanwhile ticks only collect, into the bounded buffer.
+  let sending: Promise<void> | undefined;
 
   function setState(
     next: State,
@@ -297,8 +300,16 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     return run;
   }
 
-  async function sendTelemetry(): Promise<void> {
+  async function collectAndSend(): Promise<void> {
     unsent = mergeCounters(unsent, await dataplane.collect());
+    sending ??= sendTelemetry()
+      .catch((err) => logger.warn({ err }, 'telemetry failed'))
+      .finally(() => {
+        sending = undefined;
+      });
+  }
+
+  async function sendTelemetry(): Promise<void> {
     const stream = call;
     if (!stream || state !== 'connected') return;
     const now = Date.now();
@@ -379,7 +390,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
 
   function scheduleTelemetry(): void {
     telemetryTimer = setTimeout(() => {
-      telemetryRunning = sendTelemetry()
+      telemetryRunning = collectAndSend()
         .catch((err) => logger.warn({ err }, 'telemetry failed'))
         .finally(() => {
           if (state !== 'stopped') scheduleTelemetry();
@@ -408,7 +419,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
       call = undefined;
       stream?.end();
       stream?.cancel();
-      await Promise.allSettled([applying, telemetryRunning]);
+      await Promise.allSettled([applying, telemetryRunning, sending]);
       client?.close();
       if (wasConnected) options.onConnectedChange?.(false);
       logger.info('sync stopped');

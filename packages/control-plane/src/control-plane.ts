@@ -114,6 +114,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   let grpc: AgentGrpcServer | undefined;
   let siem: EventExporter | undefined;
   let pruneTimer: NodeJS.Timeout | undefined;
+  let telemetryWritten: (() => Promise<void>) | undefined;
   let apiUrl = '';
   let grpcPort = 0;
   let caPem = '';
@@ -122,6 +123,8 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   async function stop(): Promise<void> {
     clearInterval(pruneTimer);
     await grpc?.close();
+    // Telemetry already taken from the streams is written before the database closes.
+    await telemetryWritten?.();
     await api?.close();
     // Aggregated flows live in memory until the window ends: send them before leaving.
     await siem?.close();
@@ -220,6 +223,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
         const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
         apiUrl = `http://${host}:${bound.port}`;
 
+        telemetryWritten = () => domains.fleet.ingest.idle();
         grpc = createGrpcServer({
           fleet: domains.fleet,
           pki,

@@ -344,6 +344,56 @@ describe('gRPC agent service', () => {
     s.stream.end();
   });
 
+  it('a burst of batches on one stream, one resent: each flow counted once, the agent-side drops stored', async () => {
+    const { creds } = await enrolled();
+    const s = new SyncSession(client(creds).sync());
+    await s.barrier();
+    const at = Date.now() - 60_000;
+    const batch = (seq: number) => ({
+      seq,
+      timeUnixMs: at,
+      appliedHash: '',
+      counters: [],
+      // 900 new dependencies per batch: 10.1.<seq>.<i>:443 -> db-1.
+      flows: Array.from({ length: 900 }, (_, i) => ({
+        direction: Direction.DIRECTION_INGRESS,
+        src: `10.1.${seq}.${i >> 2}`,
+        dst: '10.0.0.2',
+        protocol: 6,
+        port: 443 + (i & 3),
+        verdict: Verdict.VERDICT_ALLOWED,
+        ruleId: 'default',
+        packets: 1,
+        bytes: 60,
+        firstSeenUnixMs: at,
+        lastSeenUnixMs: at,
+      })),
+      events:
+        seq === 10
+          ? [
+              {
+                code: 'FLOWS_DROPPED',
+                message: '1234 flows dropped',
+                timeUnixMs: at,
+                attributes: { count: '1234' },
+              },
+            ]
+          : [],
+    });
+    // Written without waiting, one seq resent as after a reconnect: the ingest takes them one
+    // at a time from the stream (it is paused until each is written), then the barrier's Hello.
+    for (let seq = 1; seq <= 10; seq++) s.send({ telemetry: batch(seq) });
+    s.send({ telemetry: batch(5) });
+    await s.barrier();
+    const { flows } = (await api('GET', '/v1/flows?workload=db-1&limit=10000')).json;
+    expect(flows).toHaveLength(9000);
+    expect(flows.every((f: { connections: number }) => f.connections === 1)).toBe(true);
+    expect((await api('GET', '/v1/events')).json).toMatchObject([
+      { code: 'FLOWS_DROPPED', workload: 'db-1', attributes: { count: '1234' } },
+    ]);
+    s.stream.end();
+  });
+
   it('ingests flows once across a duplicate seq and exports denied flows and audit entries to the SIEM', async () => {
     const { res, creds } = await enrolled();
     const s = new SyncSession(client(creds).sync());

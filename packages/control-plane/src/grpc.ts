@@ -93,6 +93,17 @@ const AgentService = {
   },
 };
 
+/**
+ * A paused grpc-js stream still decodes messages up to its readable high-water mark: 16 per
+ * stream, 160k flows of a real agent. At 0 a stream paused by the telemetry ingest holds only
+ * the message it is paused for; the rest waits in the agent behind HTTP/2 flow control. Node has
+ * no public setter for an existing stream's mark: this is Node 20's Readable state.
+ */
+function noReadAhead(call: ServerDuplexStream<SyncRequest, SyncResponse>): void {
+  const state = (call as unknown as { _readableState?: { highWaterMark: number } })._readableState;
+  if (state) state.highWaterMark = 0;
+}
+
 export interface GrpcServerOptions {
   fleet: FleetService;
   pki: Pki;
@@ -218,9 +229,12 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
           } else if (msg.ack) {
             fleet.ack(agentId, msg.ack);
           } else if (msg.telemetry) {
-            if (!fleet.telemetry(agentId, msg.telemetry)) {
-              log1.debug({ seq: msg.telemetry.seq }, 'dropped telemetry already counted');
-            }
+            // Queued for the bounded ingest, which pauses this stream until it is written.
+            noReadAhead(call);
+            const { seq } = msg.telemetry;
+            fleet.telemetry(agentId, msg.telemetry, call).then((added) => {
+              if (!added) log1.debug({ seq }, 'dropped telemetry already counted');
+            }, fail);
           }
         } catch (err) {
           fail(err);

@@ -18,6 +18,12 @@ import { DEFAULT_FLOW_RETENTION_DAYS } from '../visibility/flow-store.js';
 import type { FlowDelta, ReportedEvent } from '../visibility/store.js';
 import { createAddressClaims } from './addresses.js';
 import { createEnrolment, type Enrolment } from './enrolment.js';
+import {
+  createTelemetryIngest,
+  type Pausable,
+  type TelemetryIngest,
+  type TelemetryIngestOptions,
+} from './ingest.js';
 import { createSentRuleIds } from './sent-rules.js';
 import type { AgentRecord, CounterRow, FleetStore } from './store.js';
 import type { AgentStream, StreamRegistry } from './streams.js';
@@ -40,8 +46,14 @@ export interface FleetService extends Enrolment {
   /** The ids of the rules the agent's workload has now (telemetry validation). */
   ruleIdsOf(workload: string): ReadonlySet<string> | undefined;
   ack(agentId: string, ack: ApplyAck): void;
-  /** Adds a telemetry batch; false when its seq was already counted (resent after reconnect). */
-  telemetry(agentId: string, t: Telemetry): boolean;
+  /**
+   * Queues a telemetry batch from the agent's stream for the bounded ingest (ingest.ts), which
+   * pauses the stream until it is written. Resolves then: false when its seq was already
+   * counted (resent after a reconnect).
+   */
+  telemetry(agentId: string, t: Telemetry, source: Pausable): Promise<boolean>;
+  /** The ingest queue: shutdown waits until it is idle. */
+  readonly ingest: Pick<TelemetryIngest, 'idle'>;
 
   // --- REST
   listAgents(): AgentView[];
@@ -65,6 +77,8 @@ export interface FleetDeps {
   recordEvent(workload: string, e: Omit<ReportedEvent, 'at'>): void;
   /** Where dropped telemetry records are counted. */
   metrics: Pick<Metrics, 'telemetryRejected' | 'propagation' | 'flowsIngested'>;
+  /** Bounds of the telemetry ingest queue (ingest.ts defaults). */
+  ingest?: Pick<TelemetryIngestOptions, 'capacity' | 'sliceRecords'>;
   /** Telemetry older than this is refused (it would be pruned at once). Default 35. */
   flowRetentionDays?: number;
   log: Logger;
@@ -85,6 +99,59 @@ export function createFleetService(deps: FleetDeps): FleetService {
     recordEvent: deps.recordEvent,
     log,
     now,
+  });
+
+  /**
+   * Checks and stores one batch (inside the caller's transaction); `after` tells the metrics,
+   * the log and visibility once that transaction committed.
+   */
+  function countTelemetry(agentId: string, t: Telemetry): { added: boolean; after?: () => void } {
+    // Checked against what the control plane knows of the agent's workload, never against
+    // what the batch says of itself.
+    const { workload } = fleet.agentForSync(agentId);
+    const nowMs = now().getTime();
+    const addresses = workloads.getWorkload(workload).addresses.map(canonical);
+    const { batch, rejected } = checkTelemetry(t, {
+      addresses: new Set(addresses.filter((a) => a !== undefined)),
+      ruleIds: sentRules.of(workload),
+      nowMs,
+      oldestMs: nowMs - retentionMs,
+    });
+    const notice = rejections.due(agentId, rejected);
+    const added = store.addTelemetry(agentId, t.seq, { ...batch, notices: notice && [notice] });
+    if (!added) return { added };
+    return {
+      added,
+      after() {
+        rejections.counted(agentId, rejected, notice !== undefined);
+        for (const [reason, n] of rejected) deps.metrics.telemetryRejected.inc({ reason }, n);
+        deps.metrics.flowsIngested.inc(batch.flows.length);
+        if (notice) log.warn({ agentId, workload, rejected: notice.attributes }, notice.message);
+        deps.reported(agentId, workload, batch.flows, batch.events);
+      },
+    };
+  }
+
+  // Several agents' batches per transaction; one failing batch (a revoked agent) is rolled back
+  // to its savepoint and refused alone.
+  const ingest = createTelemetryIngest({
+    ...deps.ingest,
+    write(items) {
+      const counted = db.tx(() =>
+        items.map(({ agentId, telemetry }) => {
+          try {
+            return db.tx(() => countTelemetry(agentId, telemetry));
+          } catch (error) {
+            return { error };
+          }
+        }),
+      );
+      return counted.map((c) => {
+        if ('error' in c) return c;
+        c.after?.();
+        return { added: c.added };
+      });
+    },
   });
 
   function agentView(
@@ -158,29 +225,7 @@ export function createFleetService(deps: FleetDeps): FleetService {
       }
     },
 
-    telemetry(agentId, t) {
-      // Checked against what the control plane knows of the agent's workload, never against
-      // what the batch says of itself.
-      const { workload } = fleet.agentForSync(agentId);
-      const nowMs = now().getTime();
-      const addresses = workloads.getWorkload(workload).addresses.map(canonical);
-      const { batch, rejected } = checkTelemetry(t, {
-        addresses: new Set(addresses.filter((a) => a !== undefined)),
-        ruleIds: sentRules.of(workload),
-        nowMs,
-        oldestMs: nowMs - retentionMs,
-      });
-      const notice = rejections.due(agentId, rejected);
-      const added = store.addTelemetry(agentId, t.seq, { ...batch, notices: notice && [notice] });
-      if (added) {
-        rejections.counted(agentId, rejected, notice !== undefined);
-        for (const [reason, n] of rejected) deps.metrics.telemetryRejected.inc({ reason }, n);
-        deps.metrics.flowsIngested.inc(batch.flows.length);
-        if (notice) log.warn({ agentId, workload, rejected: notice.attributes }, notice.message);
-        deps.reported(agentId, workload, batch.flows, batch.events);
-      }
-      return added;
-    },
+    telemetry: (agentId, t, source) => ingest.offer(source, { agentId, telemetry: t }),
 
     listAgents() {
       const desired = publisher.desiredAll();
@@ -203,6 +248,7 @@ export function createFleetService(deps: FleetDeps): FleetService {
       return agentView(store.getAgent(id)!, publisher.desiredAll());
     },
     listCounters: (filter) => store.listCounters(filter),
+    ingest,
   };
   return fleet;
 }

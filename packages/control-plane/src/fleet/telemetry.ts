@@ -4,8 +4,8 @@
 // window around now, and size bounds; what fails is dropped and counted by reason, never
 // silently (fleet turns the counts into a metric and a rate-limited TELEMETRY_REJECTED event).
 // Must not store anything or read the database: fleet hands it the workload's facts.
-import { formatAddress, parseAddress } from '@bulkhead/policy';
 import { Direction, type Telemetry, Verdict } from '@bulkhead/proto';
+import { canonicalOrUndefined } from '../visibility/flow-store.js';
 import type { FlowDelta, ReportedEvent } from '../visibility/store.js';
 import type { CounterRow, TelemetryBatch } from './store.js';
 
@@ -100,6 +100,16 @@ export function checkTelemetry(t: Telemetry, ctx: TelemetryContext): CheckedTele
 
   const flows: FlowDelta[] = [];
   const allFlows = t.flows ?? [];
+  // Flows read in one drain share their times: each distinct time is formatted once.
+  const isoOf = new Map<number, string>();
+  const iso = (ms: number) => {
+    let text = isoOf.get(ms);
+    if (text === undefined) {
+      text = new Date(ms).toISOString();
+      isoOf.set(ms, text);
+    }
+    return text;
+  };
   reject('too-many', allFlows.length - TELEMETRY_LIMITS.flows);
   for (const f of allFlows.slice(0, TELEMETRY_LIMITS.flows)) {
     const direction = DIRECTIONS[f.direction];
@@ -138,8 +148,8 @@ export function checkTelemetry(t: Telemetry, ctx: TelemetryContext): CheckedTele
         ruleId: f.ruleId,
         connections: f.packets,
         bytes: f.bytes,
-        firstSeen: new Date(firstMs).toISOString(),
-        lastSeen: new Date(lastMs).toISOString(),
+        firstSeen: iso(firstMs),
+        lastSeen: iso(lastMs),
       });
     }
   }
@@ -180,9 +190,7 @@ export function checkTelemetry(t: Telemetry, ctx: TelemetryContext): CheckedTele
 
 /** RFC 5952 / dotted quad, or undefined when `text` is not an IP address. */
 export function canonical(text: string): string | undefined {
-  if (text.length > 64) return undefined;
-  const a = parseAddress(text);
-  return a ? formatAddress(a.family, a.value) : undefined;
+  return text.length > 64 ? undefined : canonicalOrUndefined(text);
 }
 
 export const REJECTION_EVENT = 'TELEMETRY_REJECTED';

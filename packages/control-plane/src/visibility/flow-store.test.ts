@@ -1,10 +1,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { formatAddress, parseAddress } from '@bulkhead/policy';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AuditEntry } from '../access/store.js';
 import { createSqliteStores, type StoreOptions, type Stores } from '../store/index.js';
-import type { FlowRow } from './flow-store.js';
+import { canonicalOrUndefined, type FlowRow } from './flow-store.js';
 
 const mode = { ingress: 'monitor', egress: 'monitor' } as const;
 const DAY = 86_400_000;
@@ -159,5 +160,33 @@ describe('flow store', () => {
     });
     expect(seen).toMatchObject([{ actor: 'a', action: 'x.put', target: 'kept', after: { v: 1 } }]);
     expect(seen[0]?.id).toBe(store.access.listAudit()[0]?.id);
+  });
+});
+
+describe('canonicalOrUndefined', () => {
+  it('answers as parsing and formatting would, with or without the dotted-quad shortcut', () => {
+    const inputs = [
+      '10.0.0.1',
+      '0.0.0.0',
+      '255.255.255.255',
+      '192.168.010.1',
+      '01.2.3.4',
+      '256.1.1.1',
+      '1.2.3',
+      '1.2.3.4.5',
+      ' 1.2.3.4',
+      '1.2.3.4\n',
+      '::ffff:10.0.0.1',
+      '2001:DB8::1',
+      '2001:db8:0:0::1',
+      'x',
+      '',
+    ];
+    for (const text of inputs) {
+      const a = parseAddress(text);
+      expect(canonicalOrUndefined(text), text).toBe(
+        a ? formatAddress(a.family, a.value) : undefined,
+      );
+    }
   });
 });
