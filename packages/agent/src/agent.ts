@@ -200,13 +200,6 @@ export function createAgent(options: AgentOptions): Agent {
       // Enforce the last known rules before anything that needs the network.
       const restored = await dataplane.restore();
       logger.info({ restored }, 'dataplane restored');
-      watch = watchDrift({
-        dataplane,
-        logger,
-        intervalMs: options.driftCheckIntervalMs,
-        // A driver given by a test is no kernel to watch.
-        monitor: options.nftMonitor ?? options.driver === undefined,
-      });
       if (options.metricsListen) {
         const { host, port } = options.metricsListen;
         metricsAddress = await metrics.listen(host, port).catch((err: NodeJS.ErrnoException) => {
@@ -218,6 +211,14 @@ export function createAgent(options: AgentOptions): Agent {
         });
         logger.info({ address: metricsAddress }, 'metrics listening');
       }
+      // Last: a start that failed above (a busy metrics port) leaves no nft monitor behind.
+      watch = watchDrift({
+        dataplane,
+        logger,
+        intervalMs: options.driftCheckIntervalMs,
+        // A driver given by a test is no kernel to watch.
+        monitor: options.nftMonitor ?? options.driver === undefined,
+      });
       void enrolAndSync();
     },
     async stop() {
