@@ -17,10 +17,10 @@ import { compareTable, type Drift, driftAttributes } from './drift.js';
 import { AgentError } from './errors.js';
 import { createFlowBuffer, FLOW_TABLE_FULL, type FlowBuffer } from './flow-buffer.js';
 import { deleteFlows, type FlowRead, readFlows } from './flows.js';
+import { elementRange } from './group-elements.js';
 import { type ElementPatch, planDelta, planFull, type TableModel } from './model.js';
 import {
   DEFAULT_FLOW_TABLE,
-  elementRange,
   type Failsafe,
   FLOW_SETS,
   type FlowTableOptions,

@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { isIPv4, isIPv6 } from 'node:net';
 // Renders a workload's policy in group form (GroupRuleSet + address groups) into the desired
 // TableModel of `table inet bulkhead`: the only module that knows how rules, groups and
 // services become chains, counters, sets and elements. Pure: the same input gives the same
@@ -16,7 +15,10 @@ import {
   Verdict,
 } from '@bulkhead/proto';
 import { AgentError } from './errors.js';
+import { type Family, familyOf, groupElements, groupSetModel } from './group-elements.js';
 import type { ChainModel, RuleModel, SetModel, TableModel } from './model.js';
+
+export type { Family } from './group-elements.js';
 
 export const TABLE_FAMILY = 'inet';
 export const TABLE_NAME = 'bulkhead';
@@ -40,7 +42,6 @@ export interface FlowTableOptions {
 export const DEFAULT_FLOW_TABLE: FlowTableOptions = { size: 65536, timeoutSeconds: 3600 };
 
 type Dir = 'in' | 'out';
-export type Family = 4 | 6;
 /** Modes of a rule set (GroupRuleSet). */
 type Modes = Pick<GroupRuleSet, 'ingressMode' | 'egressMode'>;
 const PORT_PROTOCOLS = new Set([6, 17, 132]);
@@ -205,12 +206,6 @@ function payload(protocol: string, field: string): unknown {
 const ACCEPT = { accept: null };
 const DROP = { drop: null };
 
-function familyOf(addr: string): Family | undefined {
-  if (isIPv4(addr)) return 4;
-  if (isIPv6(addr)) return 6;
-  return undefined;
-}
-
 /** Splits an IPv4/IPv6 CIDR (or bare address); throws AgentError CONFIG_INVALID. */
 export function parseCidr(cidr: string): { addr: string; len: number; family: Family } {
   const [addr = '', lenText, extra] = cidr.split('/');
@@ -269,81 +264,6 @@ function failsafeRules(failsafe: Failsafe): { input: RuleModel[]; output: RuleMo
 
 function baseChain(hook: 'input' | 'output'): ChainModel {
   return { base: { type: 'filter', hook, prio: 0, policy: 'accept' }, rules: [] };
-}
-
-// Group sets are concatenated (`addr . nf_proto`, with the family's constant `ipv4`/`ipv6`
-// matched against `meta nfproto`) although only the address matters: for any element command
-// nft 1.0.6 first lists every element of every non-concatenated interval set in the table (its
-// userspace interval handling), so with a plain `ipv4_addr` interval set of 100k ranges adding
-// 50 elements took 1.3 s and deleting 50 took 9 s; on a concatenated set (the kernel's pipapo
-// backend) 30-50 ms (measured with nft -f). A constant second field loads faster than a range
-// (100k: 1.2-1.3 s vs 1.6-2.1 s for `inet_proto` 0-255).
-const NFPROTO: Record<Family, string> = { 4: 'ipv4', 6: 'ipv6' };
-
-/**
- * A group's range as a set element (JSON text, the key of SetModel.elems) and its family.
- * Throws RULESET_INVALID for anything but two addresses of one family in order: the text
- * becomes nft input, so it is checked here, where it enters.
- */
-export function rangeElement(r: AddressRange): { family: Family; text: string } {
-  const family = familyOf(r.from);
-  if (family === undefined || familyOf(r.to) !== family || !ordered(family, r.from, r.to)) {
-    throw invalid(`${JSON.stringify(r.from)}-${JSON.stringify(r.to)} is not an address range`);
-  }
-  // Built as text (a cold load has 100k of them); the addresses are quoted by JSON.stringify.
-  const from = JSON.stringify(r.from);
-  const addr = r.from === r.to ? from : `{"range":[${from},${JSON.stringify(r.to)}]}`;
-  return { family, text: `{"concat":[${addr},"${NFPROTO[family]}"]}` };
-}
-
-/** Inverse of rangeElement (for persisting what the model holds). */
-export function elementRange(text: string): AddressRange {
-  const v = (JSON.parse(text) as { concat: [string | { range: [string, string] }] }).concat[0];
-  return typeof v === 'string' ? { from: v, to: v } : { from: v.range[0], to: v.range[1] };
-}
-
-function ordered(family: Family, from: string, to: string): boolean {
-  if (from === to) return true;
-  const value = (a: string) =>
-    family === 4
-      ? a.split('.').reduce((n, o) => n * 256n + BigInt(o), 0n)
-      : BigInt(`0x${expand6(a)}`);
-  return value(from) <= value(to);
-}
-
-function expand6(a: string): string {
-  // isIPv6 already accepted it; an embedded IPv4 tail is rewritten as two groups.
-  const v4 = a.match(/(\d+)\.(\d+)\.(\d+)\.(\d+)$/);
-  const text = v4
-    ? `${a.slice(0, -v4[0].length)}${((+v4[1]! << 8) | +v4[2]!).toString(16)}:${((+v4[3]! << 8) | +v4[4]!).toString(16)}`
-    : a;
-  const [head = '', tail] = text.split('::');
-  const parts = (x: string) => (x === '' ? [] : x.split(':'));
-  const h = parts(head);
-  const t = tail === undefined ? [] : parts(tail);
-  const groups = [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  return groups.map((g) => g.padStart(4, '0')).join('');
-}
-
-/** The interval set of one family of a group; `elems` is what the group holds. */
-export function groupSetModel(family: Family, elems: Map<string, string>): SetModel {
-  return {
-    kind: 'set',
-    decl: { type: [family === 4 ? 'ipv4_addr' : 'ipv6_addr', 'nf_proto'], flags: ['interval'] },
-    elems,
-  };
-}
-
-/** A group's ranges as the elements of its two sets; throws RULESET_INVALID. */
-export function groupElements(
-  ranges: readonly AddressRange[],
-): Record<Family, Map<string, string>> {
-  const out = { 4: new Map<string, string>(), 6: new Map<string, string>() };
-  for (const r of ranges) {
-    const { family, text } = rangeElement(r);
-    out[family].set(text, '');
-  }
-  return out;
 }
 
 /** A workload's policy in group form: its rules and the contents of the groups it holds. */

@@ -7,16 +7,9 @@
 // which writes the patches into the shared element maps. Must not talk to nftables.
 import type { GroupRuleSet, PolicyUpdate } from '@bulkhead/proto';
 import { AgentError } from './errors.js';
+import { type Family, groupSetModel, rangeElement } from './group-elements.js';
 import type { ElementPatch, SetModel, TableModel } from './model.js';
-import {
-  type Failsafe,
-  type Family,
-  type FlowTableOptions,
-  groupSet,
-  groupSetModel,
-  rangeElement,
-  renderRules,
-} from './render.js';
+import { type Failsafe, type FlowTableOptions, groupSet, renderRules } from './render.js';
 
 /** What the kernel holds, in policy terms (the table itself is the TableModel). */
 export interface AppliedPolicy {
