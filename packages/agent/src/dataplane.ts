@@ -17,19 +17,18 @@ import { compareTable, type Drift, driftAttributes } from './drift.js';
 import { AgentError } from './errors.js';
 import { createFlowBuffer, FLOW_TABLE_FULL, type FlowBuffer } from './flow-buffer.js';
 import { deleteFlows, type FlowRead, readFlows } from './flows.js';
-import { elementRange } from './group-elements.js';
 import { type ElementPatch, planDelta, planFull, type TableModel } from './model.js';
 import {
   DEFAULT_FLOW_TABLE,
   type Failsafe,
   FLOW_SETS,
   type FlowTableOptions,
-  groupSet,
   renderRules,
   TABLE_FAMILY,
   TABLE_NAME,
 } from './render.js';
-import { readFileIfExists, statePath, writeFileAtomic } from './state.js';
+import { readFileIfExists, statePath } from './state.js';
+import { createStateWriter, encodeApplied } from './state-writer.js';
 import { type AppliedPolicy, planUpdate } from './update.js';
 
 /** AgentEvent code of a change to the table that the agent did not make. */
@@ -50,11 +49,7 @@ export interface ApplyResult {
 
 export type RestoreOutcome = 'none' | 'unchanged' | 'applied' | 'failed';
 
-/** What `policy.bin` was rendered with besides the policy (`dataplane.json`, for the boot loader). */
-export interface Rendering {
-  failsafe: Failsafe;
-  flowTable: FlowTableOptions;
-}
+export type { Rendering } from './state-writer.js';
 
 export interface DataplaneOptions {
   driver: NftDriver;
@@ -320,65 +315,20 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
       },
       'policy update applied',
     );
-    persist();
+    writer.schedule();
     options.onApply?.(update, result);
     return result;
   }
 
-  // Persisting the whole state costs its size (encode + fsync): it runs after the apply, and
-  // applies that come meanwhile are folded into the next write, so a burst of small deltas
-  // costs one write of the newest state. Always written whole, never appended to.
-  let persisting: Promise<void> | undefined;
-  let dirty = false;
-  // A large state leaves garbage (its encoding, the batch text) that V8 frees at its next
-  // collection into malloc's arenas: the telemetry tick after an apply gives it back.
-  let trimDue = false;
-  function persist(): void {
-    dirty = true;
-    persisting ??= (async () => {
-      while (dirty) {
-        dirty = false;
-        await new Promise((resolve) => setImmediate(resolve));
-        const bytes = encodeState();
-        if (!bytes) continue;
-        try {
-          const rendering: Rendering = { failsafe, flowTable };
-          await writeFileAtomic(renderingFile, `${JSON.stringify(rendering)}\n`);
-          await writeFileAtomic(file, bytes);
-        } catch (err) {
-          // The kernel holds the new rules, so the apply did succeed; only a restart before
-          // the next successful persist falls back to the older file.
-          logger.error({ err }, 'applied policy not persisted');
-        }
-        trimDue = true;
-      }
-      persisting = undefined;
-    })();
-  }
-
-  /** The applied state as one full update (what the control plane would send on a resync). */
-  function encodeState(): Uint8Array | undefined {
-    if (!applied || !model) return undefined;
-    const groups = [...applied.groups].map((id) => ({
-      id,
-      created: true,
-      deleted: false,
-      removed: [],
-      added: ([4, 6] as const).flatMap((f) =>
-        [...(model!.sets.get(groupSet(id, f))?.elems?.keys() ?? [])].map(elementRange),
-      ),
-    }));
-    return PolicyUpdate.encode({
-      baseHash: '',
-      hash: applied.hash,
-      revision: applied.revision,
-      full: true,
-      last: true,
-      ruleSet: applied.ruleSet,
-      groups,
-    }).finish();
-  }
-
+  const writer = createStateWriter({
+    policyFile: file,
+    renderingFile,
+    logger,
+    snapshot: () => {
+      if (!applied || !model) return undefined;
+      return { bytes: encodeApplied(applied, model), rendering: { failsafe, flowTable } };
+    },
+  });
   /** What differs between the kernel and `want`; a table nft cannot list counts as missing. */
   async function kernelDrift(want: TableModel, elements = true): Promise<Drift | undefined> {
     let objects: NftObject[];
@@ -445,7 +395,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     }
     model = next;
     logger.info({ addresses }, 'failsafe rule follows the control plane');
-    persist();
+    writer.schedule();
     return true;
   }
 
@@ -495,7 +445,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     apply: (update) => serial(() => applyLocked(update)),
     persisted: async () => {
       await queue;
-      await persisting;
+      await writer.idle();
     },
     reconcile: (o) => serial(() => reconcileLocked(o?.elements ?? true)),
     get inOwnWrite() {
@@ -520,10 +470,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
         const out = [...pending, ...(await readDeltas())];
         pending = [];
         await drainFlows();
-        if (trimDue && !persisting) {
-          trimDue = false;
-          trimHeap();
-        }
+        if (writer.takeTrim()) trimHeap();
         return out;
       }),
     flows,
