@@ -2,38 +2,23 @@
 // the built binary) puts back the state an agent persisted, with the same failsafe, after the
 // table is gone (a reboot), and a denied datagram is denied again; nothing persisted is no
 // failure, a state it cannot read is (exit 1, the kernel left as it was).
-import { execFile, execFileSync } from 'node:child_process';
-import { createSocket } from 'node:dgram';
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createNftDriver, type NftDriver, Transaction } from '@bulkhead/nftables';
+import { type NftDriver, Transaction } from '@bulkhead/nftables';
 import { Mode } from '@bulkhead/proto';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createDataplane } from './dataplane.js';
 import { normalTable } from './delta.test-util.js';
 import { fixtureFailsafe, fixtureUpdate } from './fixture.test-util.js';
+import { sendUdp, useTestLink } from './link.test-util.js';
 
 const DEV = 'bhboot1';
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const logger = pino({ level: 'silent' });
-
-function ip(...args: string[]): void {
-  execFileSync('ip', args, { stdio: 'ignore' });
-}
-
-/** Sends one datagram; the error an output-hook drop gives (EPERM), or undefined. */
-function sendUdp(address: string, port: number): Promise<string | undefined> {
-  const sock = createSocket('udp4');
-  return new Promise((resolve) => {
-    sock.send('x', port, address, (err) => {
-      sock.close();
-      resolve((err as NodeJS.ErrnoException | null)?.code);
-    });
-  });
-}
 
 /** Runs the loader; its exit status. */
 function loader(stateDir: string): Promise<number> {
@@ -56,19 +41,9 @@ describe('boot loader (--restore-only) on real nftables', () => {
       .apply(new Transaction().delete({ table: { family: 'inet', name: 'bulkhead' } }))
       .catch(() => undefined);
 
+  const link = useTestLink(DEV);
   beforeAll(() => {
-    driver = createNftDriver({ backend: 'libnftables' });
-    ip('link', 'add', DEV, 'type', 'veth', 'peer', 'name', `${DEV}p`);
-    ip('addr', 'add', '10.2.0.100/24', 'dev', DEV);
-    ip('link', 'set', DEV, 'up');
-  });
-  afterAll(() => {
-    try {
-      ip('link', 'del', DEV);
-    } catch {
-      // gone with the namespace
-    }
-    driver.close();
+    driver = link.driver();
   });
   beforeEach(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'bulkhead-boot-itest-'));

@@ -2,18 +2,18 @@
 // checks the delta path against a fresh full load), and tampering is noticed (nft monitor and
 // the periodic compare), reported and repaired, with a denied packet denied again.
 import { execFileSync } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createNftDriver, type NftDriver, Transaction } from '@bulkhead/nftables';
+import { type NftDriver, Transaction } from '@bulkhead/nftables';
 import { Mode, type PolicyUpdate } from '@bulkhead/proto';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createDataplane, DATAPLANE_TAMPERED, type Dataplane } from './dataplane.js';
 import { normalTable } from './delta.test-util.js';
 import type { Drift } from './drift.js';
 import { fixtureChain, fixtureFailsafe, fixtureUpdate } from './fixture.test-util.js';
+import { sendUdp, useTestLink } from './link.test-util.js';
 import { createAgentMetrics } from './metrics.js';
 import { groupSet } from './render.js';
 import { type DriftWatch, watchDrift } from './watch.js';
@@ -23,23 +23,8 @@ const DEV = 'bhtest1';
 const OUT4 = groupSet('list:out', 4);
 const logger = pino({ level: process.env.H3_LOG ?? 'silent' });
 
-function ip(...args: string[]): void {
-  execFileSync('ip', args, { stdio: 'ignore' });
-}
-
 function nft(...args: string[]): void {
   execFileSync('nft', args, { stdio: 'ignore' });
-}
-
-/** Sends one datagram; the error an output-hook drop gives (EPERM), or undefined. */
-function sendUdp(address: string, port: number): Promise<string | undefined> {
-  const sock = createSocket('udp4');
-  return new Promise((resolve) => {
-    sock.send('x', port, address, (err) => {
-      sock.close();
-      resolve((err as NodeJS.ErrnoException | null)?.code);
-    });
-  });
 }
 
 async function listed(driver: NftDriver, name = 'bulkhead'): Promise<unknown> {
@@ -63,19 +48,9 @@ describe('dataplane on real nftables', () => {
   let driver: NftDriver;
   let stateDir: string;
 
+  const link = useTestLink(DEV);
   beforeAll(() => {
-    driver = createNftDriver({ backend: 'libnftables' });
-    ip('link', 'add', DEV, 'type', 'veth', 'peer', 'name', `${DEV}p`);
-    ip('addr', 'add', '10.2.0.100/24', 'dev', DEV);
-    ip('link', 'set', DEV, 'up');
-  });
-  afterAll(() => {
-    try {
-      ip('link', 'del', DEV);
-    } catch {
-      // gone with the namespace
-    }
-    driver.close();
+    driver = link.driver();
   });
   beforeEach(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'bulkhead-dp-itest-'));
