@@ -25,6 +25,10 @@ export type {
   ProvisionResult,
   ProvisionWarning,
   RevisionDiff,
+  RolloutBrokenFlow,
+  RolloutRequest,
+  RolloutStatus,
+  RolloutView,
 } from './lifecycle.js';
 export type {
   EdgePolicy,

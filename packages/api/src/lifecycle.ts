@@ -81,3 +81,57 @@ export interface AgentView {
   version: string;
   revoked: boolean;
 }
+
+/** A staged rollout's state (`GET /v1/rollouts/current`, every rollout route's answer). */
+export type RolloutStatus = 'running' | 'paused' | 'held' | 'completed' | 'aborted';
+
+/** A flow that worked before the wave and an agent on the rollout's revision now denies. */
+export interface RolloutBrokenFlow {
+  /** The workload that reported it (rolled back to the base revision). */
+  workload: string;
+  direction: 'ingress' | 'egress';
+  src: string;
+  dst: string;
+  protocol: number;
+  port: number;
+  /** The rule that denied it on the rollout's revision ('' = the default deny). */
+  ruleId: string;
+}
+
+export interface RolloutView {
+  id: number;
+  /** The revision being rolled out. */
+  revision: number;
+  /** The revision every workload had before (and returns to on abort). */
+  baseRevision: number;
+  note: string;
+  actor: string;
+  status: RolloutStatus;
+  /** Workload names per wave; wave 0 is the canary. */
+  waves: string[][];
+  /** The wave being watched (its workloads and every earlier wave's follow `revision`). */
+  wave: number;
+  waveStartedAt: string;
+  watchSeconds: number;
+  /** Workloads the guard returned to the base revision. */
+  rolledBack: string[];
+  /** Why the rollout holds (set by the guard). */
+  hold?: { at: string; message: string; flows: RolloutBrokenFlow[] };
+  /** Set when the rollout completed or was aborted (abort makes a revision of the base again). */
+  endRevision?: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** `POST /v1/rollouts`. Without canary, percent (default 10) of the workloads form the canary. */
+export interface RolloutRequest {
+  note: string;
+  confirm?: boolean;
+  /** Label selector `k=v[,k=v]` of the canary workloads. */
+  canary?: string;
+  percent?: number;
+  /** Waves after the canary (default 3). */
+  waves?: number;
+  /** Watch window per wave in seconds (default 600). */
+  watchSeconds?: number;
+}

@@ -6,6 +6,7 @@ import { registerAccessCommands } from './commands/access.js';
 import { registerFleetCommands } from './commands/fleet.js';
 import { registerLifecycleCommands } from './commands/lifecycle.js';
 import { registerPolicyCommands } from './commands/policy.js';
+import { registerRolloutCommands } from './commands/rollout.js';
 import { createCommandContext, examples, type Io } from './commands/shared.js';
 import { registerVisibilityCommands } from './commands/visibility.js';
 import { CliError, exitCodeFor } from './errors.js';
@@ -112,6 +113,7 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
   registerAccessCommands(program, ctx);
   registerPolicyCommands(program, ctx);
   registerLifecycleCommands(program, ctx);
+  registerRolloutCommands(program, ctx);
   registerFleetCommands(program, ctx);
   registerVisibilityCommands(program, ctx);
   return program;

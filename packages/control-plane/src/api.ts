@@ -13,6 +13,7 @@ import { ControlPlaneError, type ControlPlaneErrorCode, type ErrorDetail } from 
 import { registerFleetRoutes } from './fleet/routes.js';
 import { forbiddenKeyPath } from './forbidden-keys.js';
 import { registerPolicyAdminRoutes } from './policy-admin/routes.js';
+import { registerRolloutRoutes } from './revisions/rollout-routes.js';
 import { registerRevisionRoutes } from './revisions/routes.js';
 import { registerQuestionRoutes, registerVisibilityRoutes } from './visibility/routes.js';
 
@@ -232,6 +233,7 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
 
   registerPolicyAdminRoutes(app, domains.policy, { maxIpListBytes: options.maxIpListBytes });
   registerRevisionRoutes(app, domains.revisions);
+  registerRolloutRoutes(app, domains.rollouts);
   registerFleetRoutes(app, domains.fleet);
   registerVisibilityRoutes(app, domains.visibility);
   registerQuestionRoutes(app, domains);

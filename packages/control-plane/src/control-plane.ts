@@ -114,6 +114,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   let grpc: AgentGrpcServer | undefined;
   let siem: EventExporter | undefined;
   let pruneTimer: NodeJS.Timeout | undefined;
+  let rolloutTimer: NodeJS.Timeout | undefined;
   let telemetryWritten: (() => Promise<void>) | undefined;
   let apiUrl = '';
   let grpcPort = 0;
@@ -122,6 +123,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
 
   async function stop(): Promise<void> {
     clearInterval(pruneTimer);
+    clearInterval(rolloutTimer);
     await grpc?.close();
     // Telemetry already taken from the streams is written before the database closes.
     await telemetryWritten?.();
@@ -210,6 +212,15 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
           }
         }, options.flowPruneIntervalMs ?? HOUR_MS);
         pruneTimer.unref();
+        // A rollout's watch windows are seconds at the least: a one-second tick is exact enough.
+        rolloutTimer = setInterval(() => {
+          try {
+            domains.rollouts.tick();
+          } catch (err) {
+            log.error({ err }, 'rollout step failed');
+          }
+        }, 1000);
+        rolloutTimer.unref();
 
         initialAdminToken = domains.access.bootstrapAdminToken();
         if (initialAdminToken !== undefined) {

@@ -10,8 +10,9 @@ import type { Pki } from './pki.js';
 import { createPolicyAdminService, type PolicyAdminService } from './policy-admin/service.js';
 import { createPolicyStates } from './policy-state.js';
 import { createImpactGate } from './revisions/impact-gate.js';
+import { createRolloutService, type RolloutService } from './revisions/rollout.js';
 import { createRevisionsService, type RevisionsService } from './revisions/service.js';
-import { createRuleSetPublisher } from './rulesets/publisher.js';
+import { createRevisionFollower } from './rulesets/follower.js';
 import type { SecurityEvent } from './siem/index.js';
 import type { Stores } from './store/index.js';
 import { createExplainService, type ExplainService } from './visibility/explain.js';
@@ -36,6 +37,7 @@ export interface Domains {
   access: AccessService;
   policy: PolicyAdminService;
   revisions: RevisionsService;
+  rollouts: RolloutService;
   fleet: FleetService;
   visibility: VisibilityService;
   /** The Prometheus registry the domains count into (`GET /metrics`). */
@@ -50,9 +52,16 @@ export function createDomains(deps: DomainDeps): Domains {
   const metrics = createMetrics();
   const audit = stores.access;
   const states = createPolicyStates(stores.policy, stores.revisions);
-  const publisher = createRuleSetPublisher({ streams, log });
+  // During a staged rollout agents follow its base revision or its new one (the follower).
+  const publisher = createRevisionFollower({ streams, log });
   const started = performance.now();
-  const { state, revision } = states.provisioned(states.workloads());
+  const rolling = stores.rollouts.active();
+  const { state, revision } = rolling
+    ? {
+        state: states.atRevision(rolling.baseRevision, states.workloads()),
+        revision: rolling.baseRevision,
+      }
+    : states.provisioned(states.workloads());
   publisher.load(state, revision);
   log.info(
     { revision, workloads: state.workloads.length, ms: Math.round(performance.now() - started) },
@@ -60,6 +69,32 @@ export function createDomains(deps: DomainDeps): Domains {
   );
   const gate = createImpactGate(stores.visibility);
   const visibility = createVisibilityService({ store: stores.visibility, states, log, events });
+  let rollouts: RolloutService | undefined;
+  const revisions = createRevisionsService({
+    store: stores.revisions,
+    db,
+    drafts: stores.policy,
+    states,
+    publisher,
+    gate,
+    audit,
+    log,
+    maxRuleSetEntries: deps.maxRuleSetEntries,
+    busy: () => rollouts?.busy(),
+  });
+  rollouts = createRolloutService({
+    store: stores.rollouts,
+    revisionStore: stores.revisions,
+    revisions,
+    db,
+    states,
+    follower: publisher,
+    audit,
+    flows: stores.visibility,
+    log,
+    now,
+  });
+  rollouts.restore();
   const policy = createPolicyAdminService({
     store: stores.policy,
     db,
@@ -73,17 +108,8 @@ export function createDomains(deps: DomainDeps): Domains {
   return {
     access: createAccessService({ store: stores.access, db }),
     policy,
-    revisions: createRevisionsService({
-      store: stores.revisions,
-      db,
-      drafts: stores.policy,
-      states,
-      publisher,
-      gate,
-      audit,
-      log,
-      maxRuleSetEntries: deps.maxRuleSetEntries,
-    }),
+    revisions,
+    rollouts,
     fleet: createFleetService({
       store: stores.fleet,
       db,
@@ -92,7 +118,10 @@ export function createDomains(deps: DomainDeps): Domains {
       streams,
       pki,
       audit,
-      reported: visibility.reported,
+      reported(agentId, workload, flows, events) {
+        visibility.reported(agentId, workload, flows, events);
+        rollouts.observed(workload, flows);
+      },
       recordEvent: stores.visibility.recordControlPlaneEvent,
       metrics,
       flowRetentionDays: deps.flowRetentionDays,

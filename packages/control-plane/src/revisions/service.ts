@@ -7,7 +7,7 @@ import { diffRuleSets, diffStates, type PolicyState, validateState } from '@bulk
 import type { AddressGroup, GroupRuleSet } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../access/store.js';
-import { invalid, notFound } from '../errors.js';
+import { ControlPlaneError, invalid, notFound } from '../errors.js';
 import type { PolicyAdminStore } from '../policy-admin/store.js';
 import { compileState, type PolicyStates, type Snapshot } from '../policy-state.js';
 import type { RuleSetPublisher } from '../rulesets/publisher.js';
@@ -43,6 +43,11 @@ export interface RevisionsService {
   ): RevisionWithSnapshot<Snapshot> & { changes: ReturnType<typeof diffStates> };
   /** Revision `from` against revision `to` or the draft, both on today's workloads. */
   revisionDiff(from: number, to: number | 'draft'): RevisionDiff;
+  /**
+   * Freezes the draft into a revision behind the same gate as `provision`, without publishing
+   * it (a staged rollout publishes it); call inside the caller's transaction.
+   */
+  freeze(actor: string, note: string, options?: { confirm?: boolean }): Frozen;
   /** The workload's desired rule set in group form, with the groups it names. */
   getRuleSet(workload: string): { ruleSet: GroupRuleSet; groups: AddressGroup[] };
 }
@@ -59,7 +64,12 @@ export interface RevisionsDeps {
   log: Logger;
   /** A provision warns about each workload whose rule set passes this size (entries). */
   maxRuleSetEntries?: number;
+  /** Why no revision may be made now (a staged rollout runs), or undefined. */
+  busy?: () => string | undefined;
 }
+
+/** A revision frozen from the draft: its state and the impact the gate found. */
+export type Frozen = { revision: number; state: PolicyState; impact: ImpactView };
 
 /** `--max-ruleset-entries`' default. */
 export const MAX_RULESET_ENTRIES = 200_000;
@@ -74,15 +84,10 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
   const { store, db, drafts, states, publisher, gate, audit, log } = deps;
   const maxEntries = deps.maxRuleSetEntries ?? MAX_RULESET_ENTRIES;
 
-  type Provisioned = { revision: number; state: PolicyState; impact: ImpactView };
-
   /** Freezes the draft into a revision; call inside the write's transaction, then `publish`. */
-  function provisionDraft(
-    actor: string,
-    note: string,
-    confirmed: boolean,
-    what: string,
-  ): Provisioned {
+  function provisionDraft(actor: string, note: string, confirmed: boolean, what: string): Frozen {
+    const busy = deps.busy?.();
+    if (busy) throw new ControlPlaneError('CONFLICT', `${what} is refused: ${busy}`);
     const state = states.draft();
     checkState(state, 'the policy does not compile');
     const report = gate.between(states.provisioned(state.workloads).state, state);
@@ -98,7 +103,7 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
   }
 
   /** After the commit: the publisher sends what the revision changed; oversized rule sets warn. */
-  function publish({ revision, state, impact }: Provisioned): ProvisionResult {
+  function publish({ revision, state, impact }: Frozen): ProvisionResult {
     const changed = publisher.provisioned(state, revision);
     const warnings = [...publisher.sizes(changed)]
       .filter(([, entries]) => entries > maxEntries)
@@ -176,6 +181,8 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
         ),
       };
     },
+    freeze: (actor, note, options = {}) =>
+      db.tx(() => provisionDraft(actor, note, options.confirm === true, 'a staged rollout')),
     getRuleSet(workload) {
       if (!drafts.getWorkload(workload)) throw notFound(`workload ${workload}`);
       const form = publisher.groupForm(workload);

@@ -3,6 +3,7 @@
 import { type AccessStore, type AuditEntry, createSqliteAccessStore } from '../access/store.js';
 import { createSqliteFleetStore, type FleetStore } from '../fleet/store.js';
 import { createSqlitePolicyAdminStore, type PolicyAdminStore } from '../policy-admin/store.js';
+import { createSqliteRolloutStore, type RolloutStore } from '../revisions/rollout-store.js';
 import { createSqliteRevisionStore, type RevisionStore } from '../revisions/store.js';
 import {
   createSqliteVisibilityStore,
@@ -26,6 +27,7 @@ export interface Stores extends Transactor {
   access: AccessStore;
   policy: PolicyAdminStore;
   revisions: RevisionStore;
+  rollouts: RolloutStore;
   fleet: FleetStore;
   visibility: VisibilityStore;
   /** A workload and everything every domain keeps of it (agents, counters, flows, events). */
@@ -54,6 +56,7 @@ export function createSqliteStores(options: StoreOptions): Stores {
     access: createSqliteAccessStore(d, options.onAudit),
     policy,
     revisions: createSqliteRevisionStore(d),
+    rollouts: createSqliteRolloutStore(d),
     fleet,
     visibility,
   };

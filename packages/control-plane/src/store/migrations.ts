@@ -151,6 +151,21 @@ export const MIGRATIONS: readonly string[] = [
   `
   DROP TABLE rulesets;
   `,
+  // 6: staged rollouts (issue 11): one row per rollout, its waves and progress; a restarted
+  // control plane resumes the active one from here.
+  `
+  CREATE TABLE rollouts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    revision INTEGER NOT NULL,
+    base_revision INTEGER NOT NULL,
+    note TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    status TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+  );
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
