@@ -87,7 +87,7 @@ describe('rollout: a second wave that breaks a dependency is held and rolled bac
     expect(held.wave).toBe(1);
     expect(held.rolledBack).toEqual(['cache']);
     expect(held.hold?.flows).toEqual([
-      expect.objectContaining({ workload: 'cache', dst: cache4, port: 6379, ruleId: '' }),
+      expect.objectContaining({ workload: 'cache', dst: cache4, port: 6379, ruleId: 'default' }),
     ]);
     expect(held.hold?.message).toContain('default deny');
 

@@ -94,7 +94,7 @@ export interface RolloutBrokenFlow {
   dst: string;
   protocol: number;
   port: number;
-  /** The rule that denied it on the rollout's revision ('' = the default deny). */
+  /** The rule that denied it on the rollout's revision (`default`: no rule allows it). */
   ruleId: string;
 }
 

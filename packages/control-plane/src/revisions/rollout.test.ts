@@ -40,7 +40,7 @@ const cacheFlow = (verdict: FlowDelta['verdict'], at: number): FlowDelta => ({
   protocol: 6,
   port: 6379,
   verdict,
-  ruleId: '',
+  ruleId: 'default',
   connections: 1,
   bytes: 60,
   firstSeen: new Date(at).toISOString(),
@@ -206,7 +206,7 @@ describe('staged rollout (fake clock)', () => {
         src: '10.0.0.1',
         dst: '10.0.0.4',
         port: 6379,
-        ruleId: '',
+        ruleId: 'default',
       }),
     ]);
     expect(held.hold?.message).toContain('10.0.0.1 -> 10.0.0.4 6/6379');

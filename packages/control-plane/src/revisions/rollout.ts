@@ -8,6 +8,7 @@ import type { RolloutBrokenFlow, RolloutRequest, RolloutView } from '@bulkhead/a
 import type { Logger } from 'pino';
 import type { AuditLog } from '../access/store.js';
 import { ControlPlaneError, notFound } from '../errors.js';
+import { DEFAULT_RULE_ID } from '../fleet/telemetry.js';
 import type { PolicyStates, Snapshot } from '../policy-state.js';
 import type { RevisionFollower } from '../rulesets/follower.js';
 import type { Transactor } from '../store/database.js';
@@ -60,8 +61,12 @@ export interface RolloutDeps {
 const isActive = (r: RolloutView | undefined): r is RolloutView =>
   r !== undefined && (ACTIVE_STATUSES as readonly string[]).includes(r.status);
 
+/** The rule that denied a flow, in words (the default deny has the id `default`). */
+const ruleName = (id: string) =>
+  id === DEFAULT_RULE_ID || id === '' ? 'default deny' : `rule ${id}`;
+
 const describe = (f: RolloutBrokenFlow) =>
-  `${f.src} -> ${f.dst} ${f.protocol}/${f.port} (${f.direction} of ${f.workload}, rule ${f.ruleId || 'default deny'})`;
+  `${f.src} -> ${f.dst} ${f.protocol}/${f.port} (${f.direction} of ${f.workload}, ${ruleName(f.ruleId)})`;
 
 export function createRolloutService(deps: RolloutDeps): RolloutService {
   const { store, db, states, follower, audit, log } = deps;
@@ -131,7 +136,7 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
   }
 
   function hold(r: RolloutView, workload: string, broken: RolloutBrokenFlow[]): void {
-    const rules = [...new Set(broken.map((f) => f.ruleId || 'default deny'))].join(', ');
+    const rules = [...new Set(broken.map((f) => ruleName(f.ruleId)))].join(', ');
     const message = `revision ${r.revision} denied ${broken.length} flow${broken.length === 1 ? '' : 's'} that worked before wave ${r.wave}: ${broken.map(describe).join('; ')}; ${workload} returned to revision ${r.baseRevision}`;
     const at = now().toISOString();
     const event: Omit<ReportedEvent, 'at'> = {
