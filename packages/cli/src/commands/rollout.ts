@@ -34,7 +34,14 @@ export function registerRolloutCommands(program: Command, ctx: CommandContext): 
     conn.format === 'table' ? ctx.io.stdout(formatRollout(r)) : conn.print(r);
   const rollout = program
     .command('rollout')
-    .description('give the draft to a canary first, then to every workload in waves');
+    .description('give the draft to a canary first, then to every workload in waves')
+    .addHelpText(
+      'after',
+      examples(
+        'bulkhead rollout start --note "tighten billing" --canary app=billing',
+        'bulkhead rollout status',
+      ),
+    );
 
   rollout
     .command('start')
