@@ -1,6 +1,8 @@
 // Wires the domains together on one set of stores. Dependencies point one way: access and the
 // rule-set publisher at the bottom, policy administration on them, revisions and fleet on policy
 // administration; the impact gate reads the visibility store, fleet tells visibility of telemetry.
+// Staged rollouts sit on revisions and the publisher (a follower of two revisions), and judge
+// each telemetry batch fleet reports.
 import type { Logger } from 'pino';
 import { type AccessService, createAccessService } from './access/service.js';
 import { createFleetService, type FleetService } from './fleet/service.js';
