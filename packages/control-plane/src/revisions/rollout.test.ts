@@ -250,15 +250,20 @@ describe('staged rollout (fake clock)', () => {
     expect(auditActions()).toEqual(['rollout.start', 'rollout.pause', 'rollout.abort']);
   });
 
-  it('resumes after a control-plane restart from what it stored', async () => {
+  it('resumes after a control-plane restart from what it stored, watching the wave again', async () => {
     await start();
     await close();
     t += 30_000;
     await open();
     expect(followers()).toEqual({ web: 1, db1: 2, db2: 2, cache: 1 });
+    // The guard heard nothing while it was down: the wave's window starts again.
+    t += 30_000;
+    domains.rollouts.tick();
+    expect(followers()).toEqual({ web: 1, db1: 2, db2: 2, cache: 1 });
     t += 30_000;
     domains.rollouts.tick();
     expect(followers()).toEqual({ web: 2, db1: 2, db2: 2, cache: 2 });
+    expect(auditActions()).toEqual(['rollout.start', 'rollout.restore', 'rollout.wave']);
   });
 
   it('refuses bad requests, naming the field', async () => {

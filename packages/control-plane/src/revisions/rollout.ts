@@ -39,7 +39,10 @@ export interface RolloutService {
   tick(): void;
   /** A workload's counted flows (telemetry): the guard. */
   observed(workload: string, flows: readonly FlowDelta[]): void;
-  /** At start: the active rollout's workloads follow its revision again. */
+  /**
+   * At start: the active rollout's workloads follow its revision again; a running one watches
+   * its current wave again from now.
+   */
   restore(): void;
   /** Why no other revision may be made now, or undefined. */
   busy(): string | undefined;
@@ -265,6 +268,13 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
       if (!active) return;
       follower.begin(states.atRevision(active.revision, states.workloads()), active.revision);
       follower.follow(onRevision(active), 'next');
+      // The guard heard nothing while the control plane was down: the wave is watched again in
+      // full before the next one starts.
+      if (active.status === 'running') {
+        save({ ...active, waveStartedAt: now().toISOString() }, 'restore', 'system', {
+          wave: active.wave,
+        });
+      }
       log.info({ rollout: active.id, status: active.status, wave: active.wave }, 'rollout resumed');
     },
     busy: () =>
