@@ -4,6 +4,12 @@
 import type { RolloutBrokenFlow } from '@bulkhead/api';
 import type { FlowDelta, VisibilityStore } from '../visibility/store.js';
 
+/**
+ * Distinct denied flows looked up per batch at most: a deny storm (a scan) costs bounded
+ * queries, and a broken dependency keeps being reported in later batches anyway.
+ */
+export const MAX_CHECKED_PER_BATCH = 100;
+
 export function brokenFlows(
   flows: Pick<VisibilityStore, 'queryFlows'>,
   workload: string,
@@ -11,10 +17,13 @@ export function brokenFlows(
   cutoff: string,
 ): RolloutBrokenFlow[] {
   const out = new Map<string, RolloutBrokenFlow>();
+  const checked = new Set<string>();
   for (const f of reported) {
     if (f.verdict !== 'denied') continue;
     const key = `${f.direction} ${f.src} ${f.dst} ${f.protocol}/${f.port}`;
-    if (out.has(key)) continue;
+    if (checked.has(key)) continue;
+    if (checked.size >= MAX_CHECKED_PER_BATCH) break;
+    checked.add(key);
     const worked = flows
       .queryFlows({
         match: [{ workloads: [workload], addresses: [] }],
