@@ -49,9 +49,17 @@ export function createImpactGate(flows: Pick<VisibilityStore, 'queryFlows'>): Im
   }
   return {
     between(before, after, q = {}) {
-      const observed = flows
-        .queryFlows(window(q))
-        .filter((r) => parseAddress(r.src) && parseAddress(r.dst));
+      // Rows share their addresses: each text is checked once.
+      const valid = new Map<string, boolean>();
+      const ok = (text: string) => {
+        let v = valid.get(text);
+        if (v === undefined) {
+          v = parseAddress(text) !== undefined;
+          valid.set(text, v);
+        }
+        return v;
+      };
+      const observed = flows.queryFlows(window(q)).filter((r) => ok(r.src) && ok(r.dst));
       return toImpactView(
         impact(before, after, observed, {
           groupBy: q.groupBy ?? DEFAULT_GROUP_BY,
