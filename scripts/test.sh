@@ -13,6 +13,7 @@ npx vitest run --project unit
 # The benches' short runs (a small fleet, a few seconds of flows), so they keep working.
 npx tsc -p bench
 node bench/dist/control-plane.js --short >/dev/null
+node bench/dist/impact.js --short >/dev/null
 node --expose-gc bench/dist/calc.js --short >/dev/null
 node bench/dist/fleet.js --short >/dev/null
 # A fresh network namespace for the whole integration run: real kernel, nothing shared.

@@ -2,6 +2,7 @@
 // an operator sees which connections a change would cut before enforcing it. `impact` sees a
 // flow at both of its ends with their modes; `analyzeImpact` is the older per-end view.
 
+import type { Decide } from './calc/decide.js';
 import { type Decision, type DirectionName, evaluatePolicy } from './evaluate.js';
 import { type IpAddress, parseCidr } from './ip.js';
 import type { IpList, Labels, ModeName, PolicyState, Workload } from './model.js';
@@ -124,27 +125,46 @@ export interface ImpactReport<F extends ObservedFlow> {
 export interface ImpactOptions {
   /** Label keys that name a workload group; default `['app', 'role']`. */
   groupBy?: readonly string[];
+  /**
+   * How each state decides (default `evaluatePolicy` on it): `decideOn(state)` answers the
+   * same, fast enough for a fleet's flows, and can be kept for a state that does not change.
+   */
+  decide?: { before?: Decide; after?: Decide };
 }
 
 const NO_RULE = 'no rule';
 
+const byModel =
+  (state: PolicyState): Decide =>
+  (workload, direction, peer, protocol, port) =>
+    evaluatePolicy(state, workload, direction, canonical(peer), protocol, port);
+
+/** An address of the flows, parsed once per impact question, with its owners in each state. */
+interface Endpoint {
+  address: IpAddress;
+  text: string;
+  owners: [before: Workload[], after: Workload[]];
+  group?: EndpointGroup;
+}
+
 function endsIn(
-  state: PolicyState,
-  src: IpAddress,
-  dst: IpAddress,
+  side: 0 | 1,
+  decide: Decide,
+  src: Endpoint,
+  dst: Endpoint,
   protocol: number,
   port: number,
 ): ImpactEnd[] {
   const ends: ImpactEnd[] = [];
   const add = (w: Workload, direction: DirectionName, peer: IpAddress) => {
-    const decision = evaluatePolicy(state, w.name, direction, canonical(peer), protocol, port);
+    const decision = decide(w.name, direction, peer, protocol, port);
     const mode = w.mode[direction];
     const outcome: EndOutcome =
       decision.action === 'allow' ? 'allowed' : mode === 'enforce' ? 'blocked' : 'would-deny';
     ends.push({ workload: w.name, direction, mode, outcome, ruleId: decision.ruleId ?? NO_RULE });
   };
-  for (const w of ownersOf(state, src)) add(w, 'egress', dst);
-  for (const w of ownersOf(state, dst)) add(w, 'ingress', src);
+  for (const w of src.owners[side]) add(w, 'egress', dst.address);
+  for (const w of dst.owners[side]) add(w, 'ingress', src.address);
   return ends;
 }
 
@@ -223,12 +243,29 @@ export function impact<F extends ObservedFlow>(
   options: ImpactOptions = {},
 ): ImpactReport<F> {
   const groupBy = options.groupBy ?? ['app', 'role'];
+  const decideBefore = options.decide?.before ?? byModel(before);
+  const decideAfter = options.decide?.after ?? byModel(after);
+  // Flows share their addresses: each is parsed and looked up once.
+  const endpoints = new Map<string, Endpoint>();
+  const endpoint = (text: string): Endpoint => {
+    let e = endpoints.get(text);
+    if (!e) {
+      const address = parse(text);
+      e = {
+        address,
+        text: canonical(address),
+        owners: [ownersOf(before, address), ownersOf(after, address)],
+      };
+      endpoints.set(text, e);
+    }
+    return e;
+  };
   const distinct = new Map<
     string,
     {
       flow: F;
-      src: IpAddress;
-      dst: IpAddress;
+      src: Endpoint;
+      dst: Endpoint;
       port: number;
       /** Reporting end -> connections it reported, over all its copies. */
       byEnd: Map<string, number>;
@@ -237,10 +274,10 @@ export function impact<F extends ObservedFlow>(
   >();
   let unnamed = 0;
   for (const flow of flows) {
-    const src = parse(flow.src);
-    const dst = parse(flow.dst);
+    const src = endpoint(flow.src);
+    const dst = endpoint(flow.dst);
     const port = PORT_PROTOCOL_NUMBERS.includes(flow.protocol) ? (flow.port ?? 0) : 0;
-    const key = `${canonical(src)} ${canonical(dst)} ${flow.protocol} ${port}`;
+    const key = `${src.text} ${dst.text} ${flow.protocol} ${port}`;
     let seen = distinct.get(key);
     if (!seen) {
       seen = { flow, src, dst, port, byEnd: new Map(), lastSeen: flow.lastSeen };
@@ -260,15 +297,16 @@ export function impact<F extends ObservedFlow>(
   for (const d of distinct.values()) {
     const { flow, src, dst, port } = d;
     const connections = Math.max(...d.byEnd.values());
-    const was = endsIn(before, src, dst, flow.protocol, port);
-    const now = endsIn(after, src, dst, flow.protocol, port);
+    const was = endsIn(0, decideBefore, src, dst, flow.protocol, port);
+    const now = endsIn(1, decideAfter, src, dst, flow.protocol, port);
     const change = changeOf(was, now);
     if (!change) continue;
     if (change === 'newly-blocked') summary.newlyBlocked++;
     else if (change === 'newly-allowed') summary.newlyAllowed++;
     else summary.stillWouldDeny++;
-    const srcGroup = groupOf(before, after, src, groupBy);
-    const dstGroup = groupOf(before, after, dst, groupBy);
+    src.group ??= groupOf(before, after, src.address, groupBy);
+    dst.group ??= groupOf(before, after, dst.address, groupBy);
+    const [srcGroup, dstGroup] = [src.group, dst.group];
     const key = JSON.stringify([change, srcGroup.key, dstGroup.key, flow.protocol, port]);
     let group = groups.get(key);
     if (!group) {

@@ -3,6 +3,7 @@ export {
   type Calculator,
   createCalculator,
 } from './calc/calculator.js';
+export { createDecider, type Decide, decideOn } from './calc/decide.js';
 export {
   applyDelta,
   type CalcDelta,

@@ -40,12 +40,16 @@ export interface StreamRegistry {
 
 export function createStreamRegistry(): StreamRegistry {
   const byAgent = new Map<string, AgentStream>();
-  const byWorkload = new Map<string, Set<AgentStream>>();
+  /**
+   * Replaced, never edited: a change reaches every stream of the workload through the array
+   * as it is (no copy per workload), and a stream that closes meanwhile does not disturb it.
+   */
+  const byWorkload = new Map<string, readonly AgentStream[]>();
   const forget = (s: AgentStream) => {
     if (byAgent.get(s.agentId) === s) byAgent.delete(s.agentId);
-    const set = byWorkload.get(s.workload);
-    set?.delete(s);
-    if (set?.size === 0) byWorkload.delete(s.workload);
+    const left = (byWorkload.get(s.workload) ?? []).filter((x) => x !== s);
+    if (left.length > 0) byWorkload.set(s.workload, left);
+    else byWorkload.delete(s.workload);
   };
   const close = (agentId: string, reason: string) => {
     const s = byAgent.get(agentId);
@@ -58,18 +62,18 @@ export function createStreamRegistry(): StreamRegistry {
       const old = byAgent.get(stream.agentId);
       if (old) forget(old);
       byAgent.set(stream.agentId, stream);
-      const set = byWorkload.get(stream.workload) ?? new Set();
-      byWorkload.set(stream.workload, set.add(stream));
+      const list = byWorkload.get(stream.workload) ?? [];
+      if (!list.includes(stream)) byWorkload.set(stream.workload, [...list, stream]);
       // A reconnect can overtake the old stream's teardown; keep only the newest.
       if (old && old !== stream) old.close('superseded by a newer stream', 'unavailable');
       return () => forget(stream);
     },
     isConnected: (agentId) => byAgent.has(agentId),
     get: (agentId) => byAgent.get(agentId),
-    ofWorkload: (workload) => [...(byWorkload.get(workload) ?? [])],
+    ofWorkload: (workload) => byWorkload.get(workload) ?? [],
     close,
     closeWorkload(workload, reason) {
-      for (const s of [...(byWorkload.get(workload) ?? [])]) close(s.agentId, reason);
+      for (const s of byWorkload.get(workload) ?? []) close(s.agentId, reason);
     },
     closeAll(reason) {
       const all = [...byAgent.values()];

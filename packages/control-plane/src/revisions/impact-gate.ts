@@ -2,7 +2,7 @@
 // refusal of a change that newly blocks some unless the admin confirmed it. Used by provision,
 // rollback and a workload switched to enforce. Reads flows; must not write anything.
 import type { ImpactView } from '@bulkhead/api';
-import { impact, type PolicyState, parseAddress } from '@bulkhead/policy';
+import { type Decide, decideOn, impact, type PolicyState, parseAddress } from '@bulkhead/policy';
 import { ControlPlaneError } from '../errors.js';
 import type { VisibilityStore } from '../visibility/store.js';
 import { DEFAULT_GROUP_BY, window } from '../visibility/window.js';
@@ -22,14 +22,49 @@ export interface ImpactGate {
   require(report: ImpactView, confirm: boolean, what: string): void;
 }
 
+/** States whose decisions are kept: the provisioned one and a candidate. */
+const KEPT = 2;
+
 export function createImpactGate(flows: Pick<VisibilityStore, 'queryFlows'>): ImpactGate {
+  /**
+   * Decisions by what they depend on: the policy objects and the workloads' names, labels and
+   * addresses, not their modes. So the provisioned side is reused until a revision or a
+   * workload changes it, the draft's until it is edited, and a mode switch shares one for both
+   * sides. A calculator per state, so at most KEPT, least recently used dropped.
+   */
+  const kept = new Map<string, Decide>();
+  function decisions(state: PolicyState): Decide {
+    const { ipLists, services, policies, workloads } = state;
+    const key = JSON.stringify([
+      ipLists,
+      services,
+      policies,
+      workloads.map((w) => [w.name, w.labels, w.addresses]),
+    ]);
+    const decide = kept.get(key) ?? decideOn(state);
+    kept.delete(key);
+    kept.set(key, decide);
+    if (kept.size > KEPT) kept.delete(kept.keys().next().value!);
+    return decide;
+  }
   return {
     between(before, after, q = {}) {
-      const observed = flows
-        .queryFlows(window(q))
-        .filter((r) => parseAddress(r.src) && parseAddress(r.dst));
+      // Rows share their addresses: each text is checked once.
+      const valid = new Map<string, boolean>();
+      const ok = (text: string) => {
+        let v = valid.get(text);
+        if (v === undefined) {
+          v = parseAddress(text) !== undefined;
+          valid.set(text, v);
+        }
+        return v;
+      };
+      const observed = flows.queryFlows(window(q)).filter((r) => ok(r.src) && ok(r.dst));
       return toImpactView(
-        impact(before, after, observed, { groupBy: q.groupBy ?? DEFAULT_GROUP_BY }),
+        impact(before, after, observed, {
+          groupBy: q.groupBy ?? DEFAULT_GROUP_BY,
+          decide: { before: decisions(before), after: decisions(after) },
+        }),
       );
     },
     require(report, confirm, what) {

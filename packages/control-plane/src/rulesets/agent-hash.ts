@@ -3,15 +3,23 @@
 // delta adds and removes, so a change costs the ranges it moves, not the group's size. The hash
 // is derived from content only, so it is the same after a control-plane restart. Must not know
 // streams, encoding or the store.
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import type { CalcDelta, IpRange } from '@bulkhead/policy';
 import type { GroupRule, GroupRuleSet } from '@bulkhead/proto';
 
 const MOD = 1n << 256n;
 
+/**
+ * sha256 hex of a short text. One is computed per agent a change reaches: the one-shot
+ * `crypto.hash` (Node >= 20.12) costs a quarter of a Hash object; same digest either way.
+ */
+const sha256: (text: string) => string =
+  typeof crypto.hash === 'function'
+    ? (text) => crypto.hash('sha256', text, 'hex')
+    : (text) => crypto.createHash('sha256').update(text).digest('hex');
+
 function rangeHash(r: IpRange): bigint {
-  const hex = createHash('sha256').update(`${r.family}:${r.from}-${r.to}`).digest('hex');
-  return BigInt(`0x${hex}`);
+  return BigInt(`0x${sha256(`${r.family}:${r.from}-${r.to}`)}`);
 }
 
 const sum = (ranges: readonly IpRange[]) => ranges.reduce((s, r) => s + rangeHash(r), 0n) % MOD;
@@ -52,14 +60,14 @@ export function createAgentHasher(): AgentHasher {
     hash(ruleSet) {
       let part = parts.get(ruleSet.rules);
       if (part === undefined) {
-        const h = createHash('sha256');
+        const h = crypto.createHash('sha256');
         for (const id of groupsOf(ruleSet)) {
           h.update(`${id}\0${(digests.get(id) ?? 0n).toString(16)}\n`);
         }
         part = h.digest('hex');
         parts.set(ruleSet.rules, part);
       }
-      return createHash('sha256').update(`${ruleSet.hash}\n${part}`).digest('hex');
+      return sha256(`${ruleSet.hash}\n${part}`);
     },
   };
 }

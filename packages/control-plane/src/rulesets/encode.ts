@@ -1,8 +1,8 @@
 // Encoding PolicyUpdates for the Sync stream (wiring contract 3): an update is split into
 // chunks of at most MAX_MESSAGE bytes, a large group across several chunks. Group parts are
 // encoded once and shared by every agent that gets them; only the small header (hashes,
-// revision, flags) is encoded per agent. Produces encoded SyncResponse bytes; must not decide
-// what an agent gets.
+// revision, flags) is encoded per agent, straight into the message's one buffer. Produces
+// encoded SyncResponse bytes; must not decide what an agent gets.
 import { type IpRange, toAddressRange } from '@bulkhead/policy';
 import { type AddressRange, type GroupRuleSet, PolicyUpdate } from '@bulkhead/proto';
 
@@ -25,13 +25,8 @@ const EMPTY: PolicyUpdate = {
   groups: [],
 };
 
-const varintSize = (n: number) => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4);
-function varint(n: number): number[] {
-  const out: number[] = [];
-  for (; n >= 0x80; n >>>= 7) out.push((n & 0x7f) | 0x80);
-  out.push(n);
-  return out;
-}
+const varintSize = (n: number) =>
+  n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5;
 /** Bytes of a string field with a one-byte tag (ASCII text: address ranges). */
 const stringField = (s: string) => (s.length === 0 ? 0 : 1 + varintSize(s.length) + s.length);
 function rangeField(r: AddressRange): number {
@@ -90,14 +85,17 @@ export interface UpdateHeader {
   full: boolean;
 }
 
-/** Encoded SyncResponse messages (`update`) carrying one update, each <= MAX_MESSAGE. */
-export function encodeUpdate(
-  header: UpdateHeader,
+/**
+ * The bodies of an update's messages: the rule set (if any) and the group parts, packed into
+ * chunks that fit a message with its header. Shared by every agent that gets the same change.
+ */
+export function encodeBodies(
   ruleSet: GroupRuleSet | undefined,
+  revision: number,
   parts: readonly Uint8Array[],
 ): Buffer[] {
   const first = ruleSet
-    ? PolicyUpdate.encode({ ...EMPTY, ruleSet: { ...ruleSet, revision: header.revision } }).finish()
+    ? PolicyUpdate.encode({ ...EMPTY, ruleSet: { ...ruleSet, revision } }).finish()
     : undefined;
   const chunks: Uint8Array[][] = [first ? [first] : []];
   let size = first?.length ?? 0;
@@ -109,30 +107,67 @@ export function encodeUpdate(
     chunks.at(-1)!.push(p);
     size += p.length;
   }
-  return chunks.map((body, i) => {
-    const head = encodeHeader(header, i === chunks.length - 1);
-    const length = body.reduce((n, b) => n + b.length, head.length);
-    // SyncResponse field 3 (`update`), length-delimited, around the PolicyUpdate's fields.
-    const prefix = Buffer.from([26, ...varint(length)]);
-    return Buffer.concat([prefix, head, ...body], prefix.length + length);
-  });
+  return chunks.map((body) => Buffer.concat(body));
 }
 
+/** Encoded SyncResponse messages (`update`), each <= MAX_MESSAGE: `bodies` behind one agent's header. */
+export function frameUpdate(header: UpdateHeader, bodies: readonly Buffer[]): Buffer[] {
+  return bodies.map((body, i) => frame(header, i === bodies.length - 1, body));
+}
+
+/** `encodeBodies` then `frameUpdate`, for an update only one agent gets. */
+export function encodeUpdate(
+  header: UpdateHeader,
+  ruleSet: GroupRuleSet | undefined,
+  parts: readonly Uint8Array[],
+): Buffer[] {
+  return frameUpdate(header, encodeBodies(ruleSet, header.revision, parts));
+}
+
+const textSize = (s: string) => {
+  const n = Buffer.byteLength(s);
+  return n === 0 ? 0 : 1 + varintSize(n) + n;
+};
+
 /**
- * PolicyUpdate fields 1-5 by hand (the per-agent part of every message, so the one encoded
- * most often); ts-proto's encoder gives the same bytes (the tests decode them with it).
+ * SyncResponse field 3 (`update`) around PolicyUpdate fields 1-5, written by hand into one
+ * buffer (the per-agent part of every message, so the one encoded most often), then `body`.
+ * ts-proto's encoder gives the same bytes (the tests decode them with it).
  */
-function encodeHeader(h: UpdateHeader, last: boolean): Buffer {
-  const out: number[] = [];
+function frame(h: UpdateHeader, last: boolean, body: Buffer): Buffer {
+  const head =
+    textSize(h.baseHash) +
+    textSize(h.hash) +
+    (h.revision !== 0 ? 1 + varintSize(h.revision) : 0) +
+    (h.full ? 2 : 0) +
+    (last ? 2 : 0);
+  const length = head + body.length;
+  const out = Buffer.allocUnsafe(1 + varintSize(length) + length);
+  let at = 0;
+  const int = (n: number) => {
+    for (; n >= 0x80; n >>>= 7) out[at++] = (n & 0x7f) | 0x80;
+    out[at++] = n;
+  };
   const text = (tag: number, s: string) => {
     if (s === '') return;
-    const bytes = Buffer.from(s);
-    out.push(tag, ...varint(bytes.length), ...bytes);
+    out[at++] = tag;
+    int(Buffer.byteLength(s));
+    at += out.write(s, at);
   };
+  out[at++] = 26;
+  int(length);
   text(10, h.baseHash);
   text(18, h.hash);
-  if (h.revision !== 0) out.push(24, ...varint(h.revision));
-  if (h.full) out.push(32, 1);
-  if (last) out.push(40, 1);
-  return Buffer.from(out);
+  if (h.revision !== 0) {
+    out[at++] = 24;
+    int(h.revision);
+  }
+  const flag = (tag: number) => {
+    out[at++] = tag;
+    out[at++] = 1;
+  };
+  if (h.full) flag(32);
+  if (last) flag(40);
+  body.copy(out, at);
+  return out;
 }

@@ -20,7 +20,7 @@ import type { AddressGroup, GroupRule, GroupRuleSet } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import type { AgentStream } from '../fleet/streams.js';
 import { createAgentHasher, groupsOf } from './agent-hash.js';
-import { encodeGroup, encodeUpdate, type GroupParts } from './encode.js';
+import { encodeBodies, encodeGroup, encodeUpdate, frameUpdate, type GroupParts } from './encode.js';
 
 /** A revision's policy objects (workloads are live, not part of it). */
 export type PolicyObjects = Pick<PolicyState, 'ipLists' | 'services' | 'policies'>;
@@ -76,7 +76,8 @@ interface GroupTrace {
 /** The deltas of one logical change (a provision feeds several), merged per group. */
 class Batch {
   readonly groups = new Map<string, GroupTrace>();
-  readonly workloads = new Set<string>();
+  /** Sorted lists of affected workloads; most changes bring one (a group's referrers). */
+  private readonly lists: string[][] = [];
 
   add(result: CalcResult): void {
     for (const g of result.delta.groups) {
@@ -98,9 +99,16 @@ class Batch {
           else t.toggles.set(key, { range, net: by });
         }
       }
-      for (const w of g.workloads) this.workloads.add(w);
+      this.lists.push(g.workloads);
     }
-    for (const w of result.delta.workloads) this.workloads.add(w.workloadId);
+    this.lists.push(result.delta.workloads.map((w) => w.workloadId));
+  }
+
+  /** The affected workloads, sorted, each once. */
+  workloads(): string[] {
+    const lists = this.lists.filter((l) => l.length > 0);
+    if (lists.length === 1) return lists[0]!;
+    return [...new Set(lists.flat())].sort();
   }
 
   /** The net change of a group that existed before the batch. */
@@ -166,10 +174,18 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       }
       return parts;
     };
-    /** Group parts per (rules before, rules after): agents with the same rules share them. */
-    const partsMemo = new Map<readonly GroupRule[], Map<readonly GroupRule[], Uint8Array[]>>();
+    /**
+     * Per (rules before, rules after): the group parts, and the message bodies of an update
+     * that leaves the rule set as it is; agents with the same rules share both, so each of
+     * them costs its hash and header. null: only a full sync will do.
+     */
+    const memo = new Map<
+      readonly GroupRule[],
+      Map<readonly GroupRule[], { parts: Uint8Array[]; bodies?: Buffer[] } | null>
+    >();
     const changed: string[] = [];
-    for (const name of [...batch.workloads].sort()) {
+    let now: number | undefined;
+    for (const name of batch.workloads()) {
       const before = published.get(name);
       const ruleSet = calc.ruleSet(name);
       if (!ruleSet) {
@@ -188,7 +204,7 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
             : undefined;
         for (const m of messages ?? fullSync(ruleSet, hash)) stream.send(m);
         stream.synced = hash;
-        stream.sentAt ??= performance.now();
+        stream.sentAt ??= now ??= performance.now();
         log.debug({ workload: name, hash, full: !messages }, 'sent policy update');
       }
     }
@@ -200,13 +216,20 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       after: GroupRuleSet,
       hashes: { baseHash: string; hash: string },
     ): Buffer[] | undefined {
-      const memo = partsMemo.get(before.rules) ?? new Map<readonly GroupRule[], Uint8Array[]>();
-      partsMemo.set(before.rules, memo);
-      const parts = memo.get(after.rules) ?? groupParts(before, after);
-      if (!parts) return undefined;
-      memo.set(after.rules, parts);
-      const rules = before.hash === after.hash ? undefined : after;
-      return encodeUpdate({ ...hashes, revision, full: false }, rules, parts);
+      const byAfter = memo.get(before.rules) ?? new Map();
+      memo.set(before.rules, byAfter);
+      let shared = byAfter.get(after.rules);
+      if (shared === undefined) {
+        const parts = groupParts(before, after);
+        shared = parts ? { parts } : null;
+        byAfter.set(after.rules, shared);
+      }
+      if (!shared) return undefined;
+      const header = { ...hashes, revision, full: false };
+      // The rule set (modes, workload id) differs: this agent's own message.
+      if (before.hash !== after.hash) return encodeUpdate(header, after, shared.parts);
+      shared.bodies ??= encodeBodies(undefined, revision, shared.parts);
+      return frameUpdate(header, shared.bodies);
     }
 
     /** The group parts from `before`'s groups to `after`'s; undefined: only a full sync will do. */

@@ -21,7 +21,7 @@ function serviceMatches(s: ServiceRange, address: IpAddress, protocol: number, p
   return !PORT_PROTOCOL_NUMBERS.includes(protocol) || (s.portFrom <= port && port <= s.portTo);
 }
 
-function missing(ruleSet: GroupRuleSet, id: string): never {
+export function missing(ruleSet: GroupRuleSet, id: string): never {
   throw new PolicyError('POLICY_BAD_RULE', `${ruleSet.workloadId} refers to missing group ${id}`);
 }
 
@@ -39,16 +39,28 @@ export function evaluateGroups(
 ): Decision {
   checkProbe(protocol, port);
   const address = parsePeer(peer);
-  const wanted = direction === 'ingress' ? Direction.DIRECTION_INGRESS : Direction.DIRECTION_EGRESS;
   const inGroup = (id: string) =>
     (groups(id) ?? missing(ruleSet, id)).some(
       (r) => r.family === address.family && r.from <= address.value && address.value <= r.to,
     );
+  return decideGroups(ruleSet, inGroup, direction, address, protocol, port ?? 0);
+}
+
+/** `evaluateGroups` on checked input, with group membership from `inGroup`. */
+export function decideGroups(
+  ruleSet: GroupRuleSet,
+  inGroup: (id: string) => boolean,
+  direction: DirectionName,
+  address: IpAddress,
+  protocol: number,
+  port: number,
+): Decision {
+  const wanted = direction === 'ingress' ? Direction.DIRECTION_INGRESS : Direction.DIRECTION_EGRESS;
   let allow: string | undefined;
   for (const rule of ruleSet.rules) {
     if (rule.direction !== wanted) continue;
     if (rule.action === Action.ACTION_ALLOW && allow !== undefined) continue;
-    if (!rule.services.some((s) => serviceMatches(s, address, protocol, port ?? 0))) continue;
+    if (!rule.services.some((s) => serviceMatches(s, address, protocol, port))) continue;
     if (!rule.groups.some(inGroup)) continue;
     if (rule.action === Action.ACTION_DENY) return { action: 'deny', ruleId: rule.id };
     allow = rule.id;

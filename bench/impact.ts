@@ -1,0 +1,166 @@
+// Impact analysis at fleet scale (issue 8): `plan` (POST /v1/impact on the draft) and the
+// provision gate over 10,000 workloads x 2,000 rules and 1,000,000 flow rows (1,000 workloads
+// and 20,000 rows with --short), the flows written to the store as telemetry writes them (the
+// destination's ingress row, and the source's egress row when a workload owns the source).
+// The draft removes the api -> db rule of some apps (flows newly blocked) and moves ssh.
+// Reported: the first plan (both sides' decisions built), a second one (both kept), the flow
+// read alone, the provision, and the model's evaluator (`evaluatePolicy`, the path before)
+// on a sample of distinct flows, per flow, with its projection to all of them.
+// `--short` (or BENCH_SHORT=1) for CI. Machines are noisy: compare runs on the same machine.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { impact, type ObservedFlow } from '@bulkhead/policy';
+import { pino } from 'pino';
+import type { FlowDelta } from '../packages/control-plane/dist/visibility/store.js';
+import { appPolicy, fleet as policyFleet } from './policy-fleet.js';
+
+const internal = <M>(file: string): Promise<M> =>
+  import(new URL(`../../packages/control-plane/dist/${file}`, import.meta.url).href) as Promise<M>;
+const { createDomains } =
+  await internal<typeof import('../packages/control-plane/dist/domains.js')>('domains.js');
+const { createSqliteStores } =
+  await internal<typeof import('../packages/control-plane/dist/store/index.js')>('store/index.js');
+const { createStreamRegistry } =
+  await internal<typeof import('../packages/control-plane/dist/fleet/streams.js')>(
+    'fleet/streams.js',
+  );
+
+const short = process.argv.includes('--short') || process.env.BENCH_SHORT === '1';
+const WORKLOADS = short ? 1000 : 10_000;
+const APPS = 400;
+const ROWS = short ? 20_000 : 1_000_000;
+const MODEL_SAMPLE = short ? 200 : 500;
+const BATCH = 5000;
+
+type Timed<T> = { ms: number; cpuMs: number; value: T };
+function timed<T>(fn: () => T): Timed<T> {
+  const cpu = process.cpuUsage();
+  const t = performance.now();
+  const value = fn();
+  const used = process.cpuUsage(cpu);
+  return {
+    ms: Math.round(performance.now() - t),
+    cpuMs: Math.round((used.user + used.system) / 1000),
+    value,
+  };
+}
+
+const state = policyFleet(APPS, WORKLOADS);
+const byAddress = new Map(state.workloads.map((w) => [w.addresses[0]!, w]));
+const dir = mkdtempSync(join(tmpdir(), 'bulkhead-bench-impact-'));
+try {
+  const stores = createSqliteStores({ path: join(dir, 'impact.db'), maxFlowRows: 2 * ROWS });
+  stores.tx(() => {
+    for (const w of state.workloads) stores.policy.upsertWorkload(w);
+    for (const s of state.services) stores.policy.putResource('services', s.name, s);
+    for (const l of state.ipLists) stores.policy.putResource('ip_lists', l.name, l);
+    for (const p of state.policies) stores.policy.putResource('policies', p.name, p);
+    stores.revisions.addRevision('bench', 'base', { ...state, workloads: [] });
+  });
+  // Distinct connections until ROWS rows: peers of the same app and of others, the corp
+  // range, on the policies' ports and others.
+  const now = new Date().toISOString();
+  const perWorkload = new Map<string, FlowDelta[]>();
+  const report = (
+    workload: string,
+    f: Omit<FlowDelta, 'direction'>,
+    direction: 'ingress' | 'egress',
+  ) => {
+    const list = perWorkload.get(workload) ?? [];
+    perWorkload.set(workload, list);
+    list.push({ ...f, direction });
+  };
+  const PORTS = [80, 443, 5432, 22, 8080];
+  let rows = 0;
+  for (let k = 0; rows < ROWS; k++) {
+    const dst = state.workloads[k % WORKLOADS]!;
+    const round = Math.floor(k / WORKLOADS);
+    const peer = round % 5 === 4 ? undefined : state.workloads[(k * 7 + round * 131) % WORKLOADS]!;
+    const src = peer?.addresses[0] ?? `10.${2 + (round % 200)}.${(k >> 8) & 255}.${k & 255}`;
+    const flow = {
+      src,
+      dst: dst.addresses[0]!,
+      protocol: 6,
+      port: PORTS[(k + round) % PORTS.length]!,
+      verdict: 'allowed' as const,
+      ruleId: 'bench',
+      connections: 1 + (k % 7),
+      bytes: 1000,
+      firstSeen: now,
+      lastSeen: now,
+    };
+    report(dst.name, flow, 'ingress');
+    rows++;
+    const owner = byAddress.get(src);
+    if (owner && rows < ROWS) {
+      report(owner.name, flow, 'egress');
+      rows++;
+    }
+  }
+  const ingest = timed(() => {
+    const names = [...perWorkload.keys()];
+    for (let i = 0; i < names.length; i += BATCH / 100) {
+      stores.tx(() => {
+        for (const name of names.slice(i, i + BATCH / 100)) {
+          stores.visibility.recordTelemetry(`a-${name}`, name, perWorkload.get(name)!, []);
+        }
+      });
+    }
+  });
+  perWorkload.clear();
+
+  const { policy, revisions } = createDomains({
+    stores,
+    pki: {} as never,
+    streams: createStreamRegistry(),
+    log: pino({ level: 'silent' }),
+  });
+  // The draft: no api -> db access in every 10th app, ssh on another port in every 7th.
+  const draft = state.policies.map((old, a) => {
+    if (a % 10 !== 0 && a % 7 !== 0) return old;
+    const p = appPolicy(a, a % 7 === 0 ? 2222 : 22);
+    if (a % 10 === 0) p.ingress = p.ingress!.filter((_, i) => i !== 1);
+    policy.putResource('bench', 'policies', p.name, p);
+    return p;
+  });
+  const read = timed(() => stores.visibility.queryFlows({}).length);
+  const first = timed(() => revisions.impact({ target: 'draft' }));
+  const second = timed(() => revisions.impact({ target: 'draft' }));
+  const provision = timed(() => revisions.provision('bench', 'bench', { confirm: true }));
+
+  // The path before: evaluatePolicy on whole states, on a sample of distinct flows.
+  const flows: ObservedFlow[] = stores.visibility.queryFlows({ limit: MODEL_SAMPLE });
+  const model = timed(() => impact(state, { ...state, policies: draft }, flows));
+  const summary = first.value.summary;
+  if (summary.newlyBlocked === 0 || second.value.summary.newlyBlocked !== summary.newlyBlocked) {
+    throw new Error(`the plan missed the flows the draft blocks: ${JSON.stringify(summary)}`);
+  }
+  console.log(
+    JSON.stringify({
+      impact: {
+        workloads: WORKLOADS,
+        rules: APPS * 5,
+        flowRows: rows,
+        distinctFlows: summary.flows,
+        ingest: { ms: ingest.ms, rowsPerSec: Math.round((rows / ingest.ms) * 1000) },
+        readFlows: { ms: read.ms, cpuMs: read.cpuMs, rows: read.value },
+        firstPlan: { ms: first.ms, cpuMs: first.cpuMs },
+        secondPlan: { ms: second.ms, cpuMs: second.cpuMs },
+        provision: { ms: provision.ms, cpuMs: provision.cpuMs },
+        summary,
+        groups: first.value.groups.length,
+        modelEvaluator: {
+          sampleRows: flows.length,
+          cpuMs: model.cpuMs,
+          msPerFlow: +(model.cpuMs / flows.length).toFixed(2),
+          projectedPlanSec: Math.round((model.cpuMs / flows.length) * summary.flows) / 1000,
+        },
+        rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20),
+      },
+    }),
+  );
+  stores.close();
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
