@@ -16,6 +16,7 @@ node bench/dist/control-plane.js --short >/dev/null
 node bench/dist/impact.js --short >/dev/null
 node --expose-gc bench/dist/calc.js --short >/dev/null
 node bench/dist/fleet.js --short >/dev/null
+unshare --net -- node bench/dist/agent-apply.js --short >/dev/null
 # A fresh network namespace for the whole integration run: real kernel, nothing shared.
 unshare --net -- bash -c 'ip link set lo up && npx vitest run --project integration'
 npx vitest run --project e2e

@@ -3,13 +3,7 @@
 // unknown), persists what it applied, checks the kernel against the model and repairs drift,
 // reads counters and drains flows. Must not know how policy becomes nftables objects
 // (render.ts), how an update patches the model (update.ts) nor how a delta is built (model.ts).
-import {
-  type NftDriver,
-  type NftEvent,
-  type NftObject,
-  Transaction,
-  trimHeap,
-} from '@bulkhead/nftables';
+import { type NftDriver, type NftEvent, type NftObject, Transaction } from '@bulkhead/nftables';
 import { PolicyUpdate, type RuleCounter } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import { mapCounters, readCounterDeltas } from './counters.js';
@@ -17,6 +11,7 @@ import { compareTable, type Drift, driftAttributes } from './drift.js';
 import { AgentError } from './errors.js';
 import { createFlowBuffer, FLOW_TABLE_FULL, type FlowBuffer } from './flow-buffer.js';
 import { deleteFlows, type FlowRead, readFlows } from './flows.js';
+import { releaseMemory } from './heap.js';
 import { type ElementPatch, planDelta, planFull, type TableModel } from './model.js';
 import {
   DEFAULT_FLOW_TABLE,
@@ -324,6 +319,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
     policyFile: file,
     renderingFile,
     logger,
+    now,
     snapshot: () => {
       if (!applied || !model) return undefined;
       return { bytes: encodeApplied(applied, model), rendering: { failsafe, flowTable } };
@@ -470,7 +466,7 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
         const out = [...pending, ...(await readDeltas())];
         pending = [];
         await drainFlows();
-        if (writer.takeTrim()) trimHeap();
+        if (writer.takeRelease()) releaseMemory();
         return out;
       }),
     flows,

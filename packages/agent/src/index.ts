@@ -41,6 +41,7 @@ export {
   mapFlowSets,
   readFlows,
 } from './flows.js';
+export { QUIET_MS } from './heap.js';
 export { type AgentMetrics, createAgentMetrics } from './metrics.js';
 export {
   type ChainModel,

@@ -105,12 +105,14 @@ export function planFull(m: TableModel, tx = new Transaction()): Transaction {
   for (const [name, s] of m.sets) {
     const body = { ...where(m, name), ...s.decl };
     if (!s.elems?.size) tx.add({ [s.kind]: body });
-    else
-      tx.addSetJson(
-        s.kind,
-        body,
-        [...s.elems].map(([k, v]) => elemText(s, k, v)),
-      );
+    else {
+      // A set's keys are its element texts: no copy of each entry on a cold load.
+      const texts =
+        s.kind === 'set'
+          ? Array.from(s.elems.keys())
+          : Array.from(s.elems, ([k, v]) => elemText(s, k, v));
+      tx.addSetJson(s.kind, body, texts);
+    }
   }
   for (const [name, c] of m.chains) addRules(tx, m, name, c);
   return tx;

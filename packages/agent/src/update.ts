@@ -119,8 +119,12 @@ export function planUpdate(
     }
     for (const r of g.added) {
       const { family, text } = rangeElement(r);
-      if (has(edit, family, text)) refuse(`group ${g.id}: added ${r.from}-${r.to} is present`);
-      put(edit, family, text, true);
+      const fresh = edit.fresh?.[family];
+      // A new group (a cold load: 100k ranges) checks and adds with one map operation.
+      const size = fresh?.size;
+      const added = fresh ? fresh.set(text, '').size !== size : !has(edit, family, text);
+      if (!added) refuse(`group ${g.id}: added ${r.from}-${r.to} is present`);
+      if (!fresh) put(edit, family, text, true);
     }
   }
   for (const rule of ruleSet.rules) {

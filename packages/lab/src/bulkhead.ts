@@ -20,8 +20,19 @@ export interface Bulkhead {
   cpHost: string;
   dataDir: string;
   adminToken: string;
-  api<T = unknown>(method: string, path: string, body?: unknown): Promise<T>;
-  apiRaw(method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }>;
+  /** `timeoutMs` bounds the request (default 10 s, the lab's). */
+  api<T = unknown>(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts?: { timeoutMs?: number },
+  ): Promise<T>;
+  apiRaw(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts?: { timeoutMs?: number },
+  ): Promise<{ status: number; json: unknown }>;
   cli(
     args: string[],
     opts?: { input?: string },
@@ -83,15 +94,25 @@ export async function startBulkhead(
   let adminToken = '';
   let bootstrapToken = '';
 
-  const apiRaw = async (method: string, path: string, body?: unknown) => {
+  const apiRaw = async (
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: { timeoutMs?: number } = {},
+  ) => {
     fetcher ??= await lab.nsFetch(cpHost);
     const headers: Record<string, string> = { authorization: `Bearer ${adminToken}` };
     if (body !== undefined) headers['content-type'] = 'application/json';
-    const r = await fetcher.request(method, `${apiUrl}${path}`, { headers, body });
+    const r = await fetcher.request(method, `${apiUrl}${path}`, { headers, body, ...opts });
     return { status: r.status, json: r.json };
   };
-  const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-    const r = await apiRaw(method, path, body);
+  const api = async <T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts?: { timeoutMs?: number },
+  ): Promise<T> => {
+    const r = await apiRaw(method, path, body, opts);
     if (r.status >= 300)
       throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.json)}`);
     return r.json as T;

@@ -102,7 +102,7 @@ export function createLibNft(options: LibNftOptions = {}): NftDriver {
     a.bufferError(c);
     return c;
   };
-  const ctx = newContext();
+  let ctx = newContext();
 
   let closed = false;
   let tail: Promise<unknown> = Promise.resolve();
@@ -154,8 +154,20 @@ export function createLibNft(options: LibNftOptions = {}): NftDriver {
 
   async function write(tx: Transaction, dryRun: boolean): Promise<void> {
     const text = batchOf(tx);
-    const { rc, err } = await exclusive(() => runBatch(ctx, text, dryRun));
-    if (text.length >= TRIM_AFTER_CHARS) trimHeap();
+    const large = text.length >= TRIM_AFTER_CHARS;
+    const { rc, err } = await exclusive(async () => {
+      try {
+        return await runBatch(ctx, text, dryRun);
+      } finally {
+        // The context's cache keeps every set the batch declared, elements included (~90 MiB
+        // for a 100k-element set): a fresh context refetches only what a later command needs.
+        if (large) {
+          a.free(ctx);
+          ctx = newContext();
+        }
+      }
+    });
+    if (large) trimHeap();
     if (rc !== 0) {
       const detail = errorText(err);
       throw new NftError('NFT_APPLY_FAILED', `nftables refused the batch: ${detail}`, {

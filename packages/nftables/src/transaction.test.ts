@@ -206,4 +206,35 @@ describe('Transaction', () => {
     expect(tx.error?.message).toMatch(/^command 0 \(add\): table\.family/);
     expect(tx.size).toBe(3);
   });
+
+  it('takes element texts that each stay one element, and refuses any that could splice', () => {
+    const where = { family: 'inet', table: 'bulkhead', name: 's' };
+    const good = [
+      '{"concat":[{"range":["10.0.0.1","10.0.0.9"]},"ipv4"]}',
+      '"a,b:]}\\"\\\\"', // separators and brackets inside a string, escaped quote and backslash
+      '[{"concat":["::1",6]},{"jump":{"target":"r1"}}]',
+      '7',
+    ];
+    const tx = new Transaction().elementsJson('add', where, good);
+    expect(tx.error).toBeUndefined();
+    expect(tx.commands[0]).toEqual({
+      add: { element: { ...where, elem: good.map((t) => JSON.parse(t)) } },
+    });
+    const splices = [
+      '1],[2', // closes what it did not open
+      '"a"]}}},{"delete":{"table":{"family":"inet","name":"x"}}},{"add":{"element":{"elem":["b"',
+      '1,2', // two elements
+      '"a', // leaves a string open for the next text
+      '"a\\"', // the quote is escaped: still open
+      '{"a":[1}', // leaves a bracket open
+      'x:1',
+    ];
+    for (const bad of splices) {
+      const refused = new Transaction().addSetJson('set', { ...where, type: 'ipv4_addr' }, [
+        '1',
+        bad,
+      ]);
+      expect(refused.error?.message, bad).toBe('command 0 (add): element 1 is not one JSON value');
+    }
+  });
 });

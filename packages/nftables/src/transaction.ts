@@ -50,8 +50,9 @@ export class Transaction {
   /**
    * Queue one element command from elements already serialised as JSON texts (one element
    * each, e.g. `[{"concat":[...]},{"jump":{"target":"r1"}}]`): a large set need not exist
-   * twice, as objects and as text. Each text must parse as exactly one JSON value, so it
-   * cannot splice anything into the batch.
+   * twice, as objects and as text. Each text must stay inside its element (see confined), so
+   * it cannot splice anything into the batch; its JSON syntax is nft's to check (a bad one
+   * fails the whole batch, atomically).
    */
   elementsJson(
     verb: 'add' | 'delete',
@@ -80,11 +81,7 @@ export class Transaction {
     const index = this.#texts.length;
     let problem = validate(verb, { [kind]: { ...body, elem: [] } });
     for (let i = 0; problem === undefined && i < texts.length; i++) {
-      try {
-        JSON.parse(texts[i] as string);
-      } catch {
-        problem = `element ${i} is not one JSON value`;
-      }
+      if (!confined(texts[i] as string)) problem = `element ${i} is not one JSON value`;
     }
     let head = '';
     try {
@@ -137,6 +134,31 @@ export class Transaction {
     }
     return this;
   }
+}
+
+/**
+ * True when `text` cannot reach outside the element it is put in: outside its strings (a
+ * backslash escapes the next character), every bracket it closes it opened, none stays open,
+ * nor does a string, and it holds no `,` or `:` of its own outside brackets. Then, in
+ * `[t1,...,tn]`, the commas between the texts are the array's and each text is one element
+ * (or a syntax error nft refuses). A scan without allocation: 100k JSON.parse calls, the
+ * check before, cost ~0.3-0.8 s and the garbage of 100k parsed elements on a cold load.
+ */
+function confined(text: string): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) depth++;
+    else if (c === 0x7d || c === 0x5d) {
+      if (--depth < 0) return false;
+    } else if (depth === 0 && (c === 0x2c || c === 0x3a)) return false;
+  }
+  return depth === 0 && !inString;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
