@@ -45,16 +45,31 @@ export interface EnrolRequest {
   token: string;
   hostname: string;
   address: string;
-  key: SharedKey;
+  csrPem: string;
 }
 
-/** Enroll as the agent does: a fresh channel, a CSR, the token; returns the identity. */
+/** Host i's name (the CN of its CSR). */
+const hostName = (i: number) => `sim-${String(i).padStart(5, '0')}`;
+
+/**
+ * One CSR per host, made before the enrolment is timed: each host makes its own before it
+ * calls, so the bench's CPU for them is not the control plane's rate.
+ */
+export async function createCsrs(count: number, key: SharedKey): Promise<string[]> {
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: `CN=${hostName(i)}`,
+      keys: key.keys,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    });
+    out.push(csr.toString('pem'));
+  }
+  return out;
+}
+
+/** Enroll as the agent does: a fresh channel, its CSR, the token; returns the identity. */
 export async function enrol(req: EnrolRequest): Promise<EnrollResponse> {
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: `CN=${req.hostname}`,
-    keys: req.key.keys,
-    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-  });
   const client = new AgentServiceClient(
     req.target,
     credentials.createSsl(Buffer.from(req.caPem)),
@@ -68,7 +83,7 @@ export async function enrol(req: EnrolRequest): Promise<EnrollResponse> {
           hostname: req.hostname,
           addresses: [req.address],
           labels: {},
-          csrPem: csr.toString('pem'),
+          csrPem: req.csrPem,
           agentVersion: 'fleet-bench',
         },
         (err, res) => (err ? reject(err) : resolve(res)),
@@ -248,23 +263,22 @@ export function hostAddress(i: number): string {
   return `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
 }
 
-/** Enrols `count` agents, `concurrency` at a time, each on its own channel with its own CSR. */
+/** Enrols one agent per CSR (createCsrs), `concurrency` at a time, each on its own channel. */
 export async function enrolAll(options: {
   target: string;
   caPem: string;
   token: string;
-  count: number;
+  csrs: string[];
   concurrency: number;
-  key: SharedKey;
 }): Promise<Enrolled[]> {
   const out: Enrolled[] = [];
   let next = 0;
   const worker = async () => {
-    while (next < options.count) {
+    while (next < options.csrs.length) {
       const i = next++;
-      const hostname = `sim-${String(i).padStart(5, '0')}`;
+      const hostname = hostName(i);
       const address = hostAddress(i + 1);
-      const res = await enrol({ ...options, hostname, address });
+      const res = await enrol({ ...options, hostname, address, csrPem: options.csrs[i]! });
       out[i] = { hostname, address, agentId: res.agentId, certPem: res.certificatePem };
     }
   };
