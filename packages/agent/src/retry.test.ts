@@ -35,6 +35,16 @@ describe('createBackoff', () => {
     expect([b.next(), b.next()]).toEqual([40, 40]);
   });
 
+  it('after a lost connection stays at the base for quickRetries attempts, then grows', () => {
+    const b = createBackoff({ baseMs: 10, capMs: 80, quickRetries: 3, random: replay(0.5) });
+    expect([b.next(), b.next()]).toEqual([5, 10]);
+    b.lost();
+    expect(Array.from({ length: 6 }, () => b.next())).toEqual([5, 5, 5, 10, 20, 40]);
+    b.lost();
+    b.toCap();
+    expect(b.next()).toBe(40);
+  });
+
   it('defaults to 1 s base and 60 s cap', () => {
     const b = createBackoff({ random: replay(0.999999) });
     const delays = Array.from({ length: 9 }, () => b.next());
