@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { commonName, firstElement, sequence, time, tlv, unsignedInteger } from './der.js';
+import {
+  bitString,
+  commonName,
+  elements,
+  readCsr,
+  sequence,
+  time,
+  tlv,
+  unsignedInteger,
+} from './der.js';
 
 const hex = (b: Buffer) => b.toString('hex');
 
@@ -29,9 +38,19 @@ describe('der', () => {
     expect(hex(commonName('é'))).toBe('300d310b300906035504030c02c3a9');
   });
 
-  it('cuts the first element out of a SEQUENCE, and refuses truncated input', () => {
+  it('splits a SEQUENCE into its elements, and refuses truncated or trailing input', () => {
     const inner = sequence(tlv(0x04, Buffer.alloc(200)));
-    expect(firstElement(sequence(inner, tlv(0x05)))).toEqual(inner);
-    expect(() => firstElement(sequence(inner).subarray(0, 100))).toThrow(RangeError);
+    expect(elements(sequence(inner, tlv(0x05)))).toEqual([inner, tlv(0x05)]);
+    expect(() => elements(sequence(inner).subarray(0, 100))).toThrow(RangeError);
+    expect(() => elements(Buffer.concat([sequence(inner), Buffer.from([0])]))).toThrow(RangeError);
+  });
+
+  it('reads the parts of a PKCS#10 request', () => {
+    const spki = sequence(tlv(0x04, Buffer.from('key')));
+    const info = sequence(tlv(0x02, Buffer.from([0])), commonName('h'), spki, tlv(0xa0));
+    const algorithm = sequence(tlv(0x06, Buffer.from([1])));
+    const csr = sequence(info, algorithm, bitString(Buffer.from('sig')));
+    expect(readCsr(csr)).toEqual({ info, spki, algorithm, signature: Buffer.from('sig') });
+    expect(() => readCsr(sequence(info, algorithm))).toThrow(RangeError);
   });
 });

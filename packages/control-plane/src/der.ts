@@ -1,7 +1,7 @@
 // The few DER (X.690) encodings the CA needs to issue a client certificate without an ASN.1
-// library on the hot path: tag-length-value, INTEGER, times, a one-CN name, and the signed part
-// of a structure. Pure: no keys, no clock. Must not interpret anything it reads (CSRs are parsed
-// by @peculiar/x509, certificates by node:crypto).
+// library on the hot path: tag-length-value, INTEGER, times, a one-CN name, and the parts of a
+// PKCS#10 request (RFC 2986). Pure: no keys, no clock. Must not judge what it reads: the key and
+// signature are checked by node:crypto, certificates are read by node:crypto.
 
 /** One tag-length-value: definite length, short or long form. */
 export function tlv(tag: number, ...content: Uint8Array[]): Buffer {
@@ -59,9 +59,42 @@ function header(der: Uint8Array, at: number): { head: number; length: number } {
   return { head: 2 + n, length };
 }
 
-/** The first element inside the outer SEQUENCE, whole: the signed part of a CSR or certificate. */
-export function firstElement(der: Uint8Array): Buffer {
+/** The elements (each whole) inside the one TLV that `der` must be, in order. */
+export function elements(der: Uint8Array): Buffer[] {
   const outer = header(der, 0);
-  const inner = header(der, outer.head);
-  return Buffer.from(der.subarray(outer.head, outer.head + inner.head + inner.length));
+  const end = outer.head + outer.length;
+  if (end !== der.length) throw new RangeError('DER: trailing bytes');
+  const out: Buffer[] = [];
+  for (let at = outer.head; at < end; ) {
+    const h = header(der, at);
+    const next = at + h.head + h.length;
+    if (next > end) throw new RangeError('DER: element past its parent');
+    out.push(Buffer.from(der.subarray(at, next)));
+    at = next;
+  }
+  return out;
+}
+
+export interface CsrParts {
+  /** certificationRequestInfo, whole: what the signature covers. */
+  info: Buffer;
+  /** subjectPKInfo, whole. */
+  spki: Buffer;
+  /** signatureAlgorithm, whole. */
+  algorithm: Buffer;
+  /** The signature bytes (the BIT STRING's content). */
+  signature: Buffer;
+}
+
+/** Splits a DER PKCS#10 request into its parts; throws RangeError when it is not one. */
+export function readCsr(der: Uint8Array): CsrParts {
+  const [info, algorithm, bits, ...rest] = elements(der);
+  if (!info || !algorithm || !bits || rest.length > 0 || info[0] !== 0x30 || bits[0] !== 0x03) {
+    throw new RangeError('DER: not a certification request');
+  }
+  const spki = elements(info)[2];
+  const content = bits.subarray(header(bits, 0).head);
+  if (spki?.[0] !== 0x30 || content[0] !== 0)
+    throw new RangeError('DER: not a certification request');
+  return { info, spki, algorithm, signature: Buffer.from(content.subarray(1)) };
 }

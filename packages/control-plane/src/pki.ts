@@ -14,8 +14,9 @@ import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import {
   bitString,
+  type CsrParts,
   commonName,
-  firstElement,
+  readCsr,
   sequence,
   time,
   tlv,
@@ -144,9 +145,9 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
     serverCertPem,
 
     async signCsr(csrPem, agentId) {
-      let csr: x509.Pkcs10CertificateRequest;
+      let csr: CsrParts;
       try {
-        csr = new x509.Pkcs10CertificateRequest(csrPem);
+        csr = readCsr(fromPem(csrPem, CSR_LABEL));
       } catch (cause) {
         throw new ControlPlaneError('VALIDATION_FAILED', 'csr_pem is not a PKCS#10 request', {
           details: [{ path: 'csrPem', message: 'not a PEM certificate signing request' }],
@@ -154,7 +155,7 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
         });
       }
       // Proof of possession: the requester holds the key it asks us to certify.
-      if (!(await verifiesItself(csr))) {
+      if (!(await verifiesItself(csrPem, csr))) {
         throw new ControlPlaneError('VALIDATION_FAILED', 'csr signature does not verify', {
           details: [{ path: 'csrPem', message: 'signature does not verify' }],
         });
@@ -168,7 +169,7 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
         issuer,
         sequence(time(new Date(t - 60_000)), time(new Date(t + 365 * DAY_MS))),
         commonName(agentId),
-        Buffer.from(csr.publicKey.rawData),
+        csr.spki,
         CLIENT_EXTENSIONS,
       );
       const der = sequence(tbs, ECDSA_SHA256, bitString(sign('sha256', tbs, caPrivateKey)));
@@ -198,29 +199,37 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
   };
 }
 
+/** signatureAlgorithm (DER) -> hash, for the ECDSA signatures agents make. */
+const ECDSA_HASHES = new Map([
+  ['300a06082a8648ce3d040302', 'sha256'],
+  ['300a06082a8648ce3d040303', 'sha384'],
+  ['300a06082a8648ce3d040304', 'sha512'],
+]);
+
 /**
  * The CSR's signature over its own request info. ECDSA (what agents send) is checked with
- * node:crypto directly, which also refuses a malformed key; other algorithms go through WebCrypto.
+ * node:crypto directly, which also refuses a malformed key; other algorithms go through
+ * @peculiar/x509 and WebCrypto.
  */
-async function verifiesItself(csr: x509.Pkcs10CertificateRequest): Promise<boolean> {
-  const alg = csr.signatureAlgorithm as { name: string; hash?: { name: string } };
-  const hash = /^SHA-(256|384|512)$/.exec(alg.hash?.name ?? '')?.[1];
-  if (alg.name !== 'ECDSA' || hash === undefined) return csr.verify();
+async function verifiesItself(pem: string, csr: CsrParts): Promise<boolean> {
+  const hash = ECDSA_HASHES.get(csr.algorithm.toString('hex'));
   try {
-    const key = createPublicKey({
-      key: Buffer.from(csr.publicKey.rawData),
-      format: 'der',
-      type: 'spki',
-    });
-    return verify(
-      `sha${hash}`,
-      firstElement(Buffer.from(csr.rawData)),
-      { key, dsaEncoding: 'der' },
-      Buffer.from(csr.signature),
-    );
+    if (hash === undefined) return await new x509.Pkcs10CertificateRequest(pem).verify();
+    const key = createPublicKey({ key: csr.spki, format: 'der', type: 'spki' });
+    return verify(hash, csr.info, { key, dsaEncoding: 'der' }, csr.signature);
   } catch {
     return false;
   }
+}
+
+const CSR_LABEL =
+  /-----BEGIN (?:NEW )?CERTIFICATE REQUEST-----([A-Za-z0-9+/=\s]*)-----END (?:NEW )?CERTIFICATE REQUEST-----/;
+
+/** The DER inside the one PEM block `label` matches; throws RangeError when there is none. */
+function fromPem(pem: string, label: RegExp): Buffer {
+  const b64 = label.exec(pem)?.[1];
+  if (b64 === undefined) throw new RangeError('no PEM block');
+  return Buffer.from(b64.replace(/\s/g, ''), 'base64');
 }
 
 function toPem(label: string, der: Buffer): string {
