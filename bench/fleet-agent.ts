@@ -4,7 +4,7 @@
 // measures nothing itself and must not touch the control plane other than over gRPC.
 import 'reflect-metadata';
 import { KeyObject, webcrypto } from 'node:crypto';
-import { DEFAULT_BACKOFF } from '@bulkhead/agent';
+import { createBackoff } from '@bulkhead/agent';
 import {
   AgentServiceClient,
   type EnrollResponse,
@@ -132,23 +132,22 @@ export interface SimAgentOptions {
 }
 
 /**
- * One agent's Sync stream, reconnected like the real agent's (one channel for its life,
- * full-jitter exponential backoff with the agent's default bounds, reset once the control plane
- * answered a Hello). The backoff is re-stated here: the agent does not export createBackoff.
+ * One agent's Sync stream, reconnected like the real agent's (sync.ts): a fresh channel per
+ * attempt (a kept channel would add grpc-js's own reconnect backoff, up to 120 s, failing calls
+ * fast meanwhile), the agent's backoff (retry.ts: full jitter, reset once the control plane
+ * answered a Hello, quick retries after a lost stream).
  */
 export function createSimAgent(options: SimAgentOptions): SimAgent {
   const { hostname, address, events } = options;
-  const client = new AgentServiceClient(
-    options.target,
-    credentials.createSsl(
-      Buffer.from(options.identity.caPem),
-      Buffer.from(options.key.pem),
-      Buffer.from(options.identity.certPem),
-    ),
-    CHANNEL_OPTIONS,
+  const tls = credentials.createSsl(
+    Buffer.from(options.identity.caPem),
+    Buffer.from(options.key.pem),
+    Buffer.from(options.identity.certPem),
   );
+  let client: AgentServiceClient | undefined;
   let call: ClientDuplexStream<SyncRequest, SyncResponse> | undefined;
-  let ceiling: number = DEFAULT_BACKOFF.baseMs;
+  // The agent's own schedule (retry.ts): full jitter, quick retries after a lost stream.
+  const backoff = createBackoff({ capMs: options.backoffCapMs });
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   let seq = 0;
@@ -182,13 +181,15 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
       stopped = true;
       clearTimeout(timer);
       call?.cancel();
-      client.close();
+      client?.close();
     },
   };
 
   function connect(): void {
     if (stopped) return;
     agent.attempts++;
+    client?.close();
+    client = new AgentServiceClient(options.target, tls, CHANNEL_OPTIONS);
     const stream = client.sync();
     call = stream;
     let chunks: PolicyUpdate[] = [];
@@ -196,17 +197,16 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
     const onEnd = () => {
       if (ended) return;
       ended = true;
+      if (agent.connected) backoff.lost();
       agent.connected = false;
       if (call === stream) call = undefined;
       if (stopped) return;
-      const delay = Math.floor(Math.random() * ceiling);
-      ceiling = Math.min(ceiling * 2, options.backoffCapMs ?? DEFAULT_BACKOFF.capMs);
-      timer = setTimeout(connect, delay);
+      timer = setTimeout(connect, backoff.next());
     };
     stream.on('data', (msg: SyncResponse) => {
       if (msg.welcome && !agent.connected) {
         agent.connected = true;
-        ceiling = DEFAULT_BACKOFF.baseMs;
+        backoff.reset();
         events.onWelcome?.(agent);
       }
       const u = msg.update;
