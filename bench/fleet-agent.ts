@@ -4,7 +4,7 @@
 // measures nothing itself and must not touch the control plane other than over gRPC.
 import 'reflect-metadata';
 import { KeyObject, webcrypto } from 'node:crypto';
-import { DEFAULT_BACKOFF } from '@bulkhead/agent';
+import { createBackoff } from '@bulkhead/agent';
 import {
   AgentServiceClient,
   type EnrollResponse,
@@ -45,16 +45,31 @@ export interface EnrolRequest {
   token: string;
   hostname: string;
   address: string;
-  key: SharedKey;
+  csrPem: string;
 }
 
-/** Enroll as the agent does: a fresh channel, a CSR, the token; returns the identity. */
+/** Host i's name (the CN of its CSR). */
+const hostName = (i: number) => `sim-${String(i).padStart(5, '0')}`;
+
+/**
+ * One CSR per host, made before the enrolment is timed: each host makes its own before it
+ * calls, so the bench's CPU for them is not the control plane's rate.
+ */
+export async function createCsrs(count: number, key: SharedKey): Promise<string[]> {
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: `CN=${hostName(i)}`,
+      keys: key.keys,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    });
+    out.push(csr.toString('pem'));
+  }
+  return out;
+}
+
+/** Enroll as the agent does: a fresh channel, its CSR, the token; returns the identity. */
 export async function enrol(req: EnrolRequest): Promise<EnrollResponse> {
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: `CN=${req.hostname}`,
-    keys: req.key.keys,
-    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-  });
   const client = new AgentServiceClient(
     req.target,
     credentials.createSsl(Buffer.from(req.caPem)),
@@ -68,7 +83,7 @@ export async function enrol(req: EnrolRequest): Promise<EnrollResponse> {
           hostname: req.hostname,
           addresses: [req.address],
           labels: {},
-          csrPem: csr.toString('pem'),
+          csrPem: req.csrPem,
           agentVersion: 'fleet-bench',
         },
         (err, res) => (err ? reject(err) : resolve(res)),
@@ -117,23 +132,22 @@ export interface SimAgentOptions {
 }
 
 /**
- * One agent's Sync stream, reconnected like the real agent's (one channel for its life,
- * full-jitter exponential backoff with the agent's default bounds, reset once the control plane
- * answered a Hello). The backoff is re-stated here: the agent does not export createBackoff.
+ * One agent's Sync stream, reconnected like the real agent's (sync.ts): a fresh channel per
+ * attempt (a kept channel would add grpc-js's own reconnect backoff, up to 120 s, failing calls
+ * fast meanwhile), the agent's backoff (retry.ts: full jitter, reset once the control plane
+ * answered a Hello, quick retries after a lost stream).
  */
 export function createSimAgent(options: SimAgentOptions): SimAgent {
   const { hostname, address, events } = options;
-  const client = new AgentServiceClient(
-    options.target,
-    credentials.createSsl(
-      Buffer.from(options.identity.caPem),
-      Buffer.from(options.key.pem),
-      Buffer.from(options.identity.certPem),
-    ),
-    CHANNEL_OPTIONS,
+  const tls = credentials.createSsl(
+    Buffer.from(options.identity.caPem),
+    Buffer.from(options.key.pem),
+    Buffer.from(options.identity.certPem),
   );
+  let client: AgentServiceClient | undefined;
   let call: ClientDuplexStream<SyncRequest, SyncResponse> | undefined;
-  let ceiling: number = DEFAULT_BACKOFF.baseMs;
+  // The agent's own schedule (retry.ts): full jitter, quick retries after a lost stream.
+  const backoff = createBackoff({ capMs: options.backoffCapMs });
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   let seq = 0;
@@ -167,13 +181,15 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
       stopped = true;
       clearTimeout(timer);
       call?.cancel();
-      client.close();
+      client?.close();
     },
   };
 
   function connect(): void {
     if (stopped) return;
     agent.attempts++;
+    client?.close();
+    client = new AgentServiceClient(options.target, tls, CHANNEL_OPTIONS);
     const stream = client.sync();
     call = stream;
     let chunks: PolicyUpdate[] = [];
@@ -181,17 +197,16 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
     const onEnd = () => {
       if (ended) return;
       ended = true;
+      if (agent.connected) backoff.lost();
       agent.connected = false;
       if (call === stream) call = undefined;
       if (stopped) return;
-      const delay = Math.floor(Math.random() * ceiling);
-      ceiling = Math.min(ceiling * 2, options.backoffCapMs ?? DEFAULT_BACKOFF.capMs);
-      timer = setTimeout(connect, delay);
+      timer = setTimeout(connect, backoff.next());
     };
     stream.on('data', (msg: SyncResponse) => {
       if (msg.welcome && !agent.connected) {
         agent.connected = true;
-        ceiling = DEFAULT_BACKOFF.baseMs;
+        backoff.reset();
         events.onWelcome?.(agent);
       }
       const u = msg.update;
@@ -248,23 +263,22 @@ export function hostAddress(i: number): string {
   return `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
 }
 
-/** Enrols `count` agents, `concurrency` at a time, each on its own channel with its own CSR. */
+/** Enrols one agent per CSR (createCsrs), `concurrency` at a time, each on its own channel. */
 export async function enrolAll(options: {
   target: string;
   caPem: string;
   token: string;
-  count: number;
+  csrs: string[];
   concurrency: number;
-  key: SharedKey;
 }): Promise<Enrolled[]> {
   const out: Enrolled[] = [];
   let next = 0;
   const worker = async () => {
-    while (next < options.count) {
+    while (next < options.csrs.length) {
       const i = next++;
-      const hostname = `sim-${String(i).padStart(5, '0')}`;
+      const hostname = hostName(i);
       const address = hostAddress(i + 1);
-      const res = await enrol({ ...options, hostname, address });
+      const res = await enrol({ ...options, hostname, address, csrPem: options.csrs[i]! });
       out[i] = { hostname, address, agentId: res.agentId, certPem: res.certificatePem };
     }
   };

@@ -111,6 +111,9 @@ export async function createBenchControlPlane(
           `127.0.0.1:${grpcPort}`,
           '--log-level',
           'warn',
+          // The whole simulated fleet connects from 127.0.0.1: one source, unlike a real fleet.
+          '--grpc-max-connections-per-source',
+          '1000000',
           ...extraArgs,
         ],
         { stdio: ['ignore', 'ignore', 'pipe'] },

@@ -7,7 +7,13 @@ import { once } from 'node:events';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { Direction, type FlowRecord, Verdict } from '@bulkhead/proto';
-import { createSimAgent, enrolAll, type SharedKey, type SimAgent } from './fleet-agent.js';
+import {
+  createCsrs,
+  createSimAgent,
+  enrolAll,
+  type SharedKey,
+  type SimAgent,
+} from './fleet-agent.js';
 import { createBenchControlPlane } from './fleet-control-plane.js';
 import { round, spread, waitUntil } from './fleet-util.js';
 
@@ -46,9 +52,8 @@ export async function flowLoad(options: FlowLoadOptions) {
       target: cp.grpcTarget,
       caPem: cp.caPem,
       token,
-      count: options.agents,
+      csrs: await createCsrs(options.agents, options.key),
       concurrency: 16,
-      key: options.key,
     });
     for (const e of enrolled) {
       const agent = createSimAgent({

@@ -6,6 +6,7 @@
 import { loadavg } from 'node:os';
 import { DEFAULT_BACKOFF } from '@bulkhead/agent';
 import {
+  createCsrs,
   createSharedKey,
   createSimAgent,
   enrolAll,
@@ -58,15 +59,15 @@ async function fleetRun(n: number, key: SharedKey) {
     });
 
     // Enrolment.
+    const csrs = await createCsrs(n, key);
     let cpu0 = cp.cpuMs();
     let t0 = performance.now();
     const enrolled = await enrolAll({
       target: cp.grpcTarget,
       caPem: cp.caPem,
       token,
-      count: n,
+      csrs,
       concurrency: ENROL_CONCURRENCY,
-      key,
     });
     const enrolSec = (performance.now() - t0) / 1000;
     const enrolment = {

@@ -105,13 +105,13 @@ describe('agent connection', () => {
     expect(await connectedMetric(a)).toBe(1);
 
     await cp.stop();
-    await until(() => syncStates('backoff').length >= 5, '5 reconnect attempts');
-    // The first attempt after a working stream starts at the base again.
+    await until(() => syncStates('backoff').length >= 7, '7 reconnect attempts');
+    // After a working stream the first attempts stay at the base (quickRetries), then grow.
     expect(
       syncStates('backoff')
         .map((l) => l.retryInMs)
-        .slice(0, 5),
-    ).toEqual([10, 20, 40, 40, 40]);
+        .slice(0, 7),
+    ).toEqual([10, 10, 10, 10, 20, 40, 40]);
     // Attempts against a dead port never count as connected (no flapping metric).
     expect(syncStates('connected')).toHaveLength(1);
     expect(await connectedMetric(a)).toBe(0);

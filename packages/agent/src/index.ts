@@ -63,7 +63,7 @@ export {
   ruleChain,
   serviceSet,
 } from './render.js';
-export { type BackoffOptions, DEFAULT_BACKOFF } from './retry.js';
+export { type Backoff, type BackoffOptions, createBackoff, DEFAULT_BACKOFF } from './retry.js';
 export { STATE_FILES } from './state.js';
 export { DEFAULT_KEEPALIVE, type KeepaliveOptions } from './sync.js';
 export { type AppliedPolicy, mergeChunks, type PlannedUpdate, planUpdate } from './update.js';

@@ -35,6 +35,59 @@ describe('createBackoff', () => {
     expect([b.next(), b.next()]).toEqual([40, 40]);
   });
 
+  it('after a lost connection stays at the base for quickRetries attempts, then grows', () => {
+    const b = createBackoff({ baseMs: 10, capMs: 80, quickRetries: 3, random: replay(0.5) });
+    expect([b.next(), b.next()]).toEqual([5, 10]);
+    b.lost();
+    expect(Array.from({ length: 6 }, () => b.next())).toEqual([5, 5, 5, 10, 20, 40]);
+    b.lost();
+    b.toCap();
+    expect(b.next()).toBe(40);
+  });
+
+  it('a fleet that lost its control plane, on a simulated clock: spread out, then backing off', () => {
+    // mulberry32: the same "random" fleet on every run.
+    let seed = 9;
+    const random = () => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+    };
+    /** Attempt times (ms after the stream dropped) of one agent while the control plane stays down. */
+    const attempts = (downMs: number) => {
+      const b = createBackoff({ random });
+      b.lost();
+      const at: number[] = [];
+      for (let t = b.next(); t < downMs; t += b.next()) at.push(t);
+      return at;
+    };
+    const fleet = Array.from({ length: 1000 }, () => attempts(600_000));
+    // Jitter: first attempts spread over the base ceiling, no 100 ms slot holds over 15% of them.
+    const slots = new Array(10).fill(0);
+    for (const [first] of fleet) slots[Math.floor(first! / 100)]++;
+    expect(Math.max(...slots)).toBeLessThan(150);
+    // Growth: after the quick retries the gaps double up to the cap, so ten minutes down
+    // costs each agent about 4 + log2(60) + 600 s / 30 s attempts, not one a second.
+    const counts = fleet.map((a) => a.length);
+    expect(Math.max(...counts)).toBeLessThan(60);
+    const early = fleet.flat().filter((t) => t < 60_000).length;
+    const late = fleet.flat().filter((t) => t >= 540_000).length;
+    expect(late).toBeLessThan(early / 3);
+    // A restart (down 3 s): the quick retries bring most of the fleet back within 2 s of the
+    // return; growing from the first attempt, as before, brought about half.
+    const backWithin2s = (quick: boolean) =>
+      fleet.filter(() => {
+        const b = createBackoff({ random });
+        if (quick) b.lost();
+        let t = b.next();
+        while (t < 3000) t += b.next();
+        return t - 3000 < 2000;
+      }).length;
+    expect(backWithin2s(true)).toBeGreaterThan(700);
+    expect(backWithin2s(false)).toBeLessThan(600);
+  });
+
   it('defaults to 1 s base and 60 s cap', () => {
     const b = createBackoff({ random: replay(0.999999) });
     const delays = Array.from({ length: 9 }, () => b.next());

@@ -8,6 +8,11 @@ export interface BackoffOptions {
   baseMs?: number;
   /** Largest ceiling. Default 60 s. */
   capMs?: number;
+  /**
+   * Attempts after a lost connection (`lost`) that stay at the base ceiling before it grows:
+   * a control plane that restarts is back within seconds. Default 4.
+   */
+  quickRetries?: number;
   /** Uniform in [0, 1); tests inject their own. Default Math.random. */
   random?: () => number;
 }
@@ -23,26 +28,39 @@ export interface Backoff {
   toCap(): void;
   /** Back to the base, once the control plane has really answered. */
   reset(): void;
+  /**
+   * A working connection just dropped: the next `quickRetries` attempts stay at the base
+   * ceiling (still jittered), then it grows as usual.
+   */
+  lost(): void;
 }
 
-export const DEFAULT_BACKOFF = { baseMs: 1000, capMs: 60_000 } as const;
+export const DEFAULT_BACKOFF = { baseMs: 1000, capMs: 60_000, quickRetries: 4 } as const;
 
 export function createBackoff(options: BackoffOptions = {}): Backoff {
   const base = options.baseMs ?? DEFAULT_BACKOFF.baseMs;
   const cap = Math.max(options.capMs ?? DEFAULT_BACKOFF.capMs, base);
   const random = options.random ?? Math.random;
   let ceiling = base;
+  let quick = 0;
   return {
     next() {
       const delay = Math.floor(random() * ceiling);
-      ceiling = Math.min(ceiling * 2, cap);
+      if (quick > 0) quick--;
+      else ceiling = Math.min(ceiling * 2, cap);
       return delay;
     },
     toCap() {
       ceiling = cap;
+      quick = 0;
     },
     reset() {
       ceiling = base;
+      quick = 0;
+    },
+    lost() {
+      ceiling = base;
+      quick = Math.max((options.quickRetries ?? DEFAULT_BACKOFF.quickRetries) - 1, 0);
     },
   };
 }

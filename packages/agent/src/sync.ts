@@ -189,6 +189,8 @@ export function createSyncClient(options: SyncOptions): SyncClient {
       gone(false);
       if (call === stream) call = undefined;
       if (state === 'stopped') return;
+      // A control plane that answered a moment ago is most likely restarting: come back soon.
+      if (state === 'connected') backoff.lost();
       retry(reason, err);
     };
     const markConnected = (detail: Record<string, unknown>) => {

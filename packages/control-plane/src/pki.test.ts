@@ -1,7 +1,9 @@
-import { X509Certificate } from 'node:crypto';
+import 'reflect-metadata';
+import { createPrivateKey, webcrypto, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createPki } from './pki.js';
 import { makeCsr } from './test-support.js';
@@ -45,6 +47,55 @@ describe('pki', () => {
     const cert = new X509Certificate(certificatePem);
     expect(cert.subject).toBe('CN=agent-123');
     expect(pki.verifyClientCert(cert.raw)).toBe('agent-123');
+  });
+
+  it('issues a leaf for TLS clients only, for a year, under the CA, with the CSR key', async () => {
+    const t = Date.parse('2026-11-30T04:00:00Z');
+    const pki = await createPki({ dir, now: () => new Date(t) });
+    const { csrPem, keyPem } = await makeCsr();
+    const cert = new X509Certificate((await pki.signCsr(csrPem, 'agent-1')).certificatePem);
+    const ca = new X509Certificate(pki.caPem);
+    expect(cert.checkIssued(ca)).toBe(true);
+    expect(cert.verify(ca.publicKey)).toBe(true);
+    expect(cert.ca).toBe(false);
+    expect(cert.keyUsage).toEqual(['1.3.6.1.5.5.7.3.2']);
+    expect(Date.parse(cert.validFrom)).toBe(t - 60_000);
+    expect(Date.parse(cert.validTo)).toBe(t + 365 * 86_400_000);
+    expect(cert.checkPrivateKey(createPrivateKey(keyPem))).toBe(true);
+  });
+
+  it("refuses a CSR whose signature is not its key holder's", async () => {
+    const pki = await createPki({ dir });
+    const { csrPem } = await makeCsr('host-a');
+    const der = Buffer.from(csrPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+    const at = der.indexOf('host-a');
+    der[at + 5] = 'b'.charCodeAt(0); // the signed request now names host-b
+    const forged = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
+    await expect(pki.signCsr(forged, 'a')).rejects.toMatchObject({
+      code: 'VALIDATION_FAILED',
+      message: 'csr signature does not verify',
+    });
+  });
+
+  it('still signs a CSR made with another algorithm (RSA), checked through WebCrypto', async () => {
+    const pki = await createPki({ dir });
+    const alg = {
+      name: 'RSASSA-PKCS1-v1_5',
+      hash: 'SHA-256',
+      publicExponent: new Uint8Array([1, 0, 1]),
+      modulusLength: 2048,
+    };
+    const keys = (await webcrypto.subtle.generateKey(alg, true, [
+      'sign',
+      'verify',
+    ])) as webcrypto.CryptoKeyPair;
+    const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: 'CN=h',
+      keys,
+      signingAlgorithm: alg,
+    });
+    const { certificatePem } = await pki.signCsr(csr.toString('pem'), 'agent-rsa');
+    expect(new X509Certificate(certificatePem).publicKey.asymmetricKeyType).toBe('rsa');
   });
 
   it('refuses a certificate from a foreign CA with the same subject names', async () => {

@@ -1,9 +1,27 @@
 import 'reflect-metadata';
-import { randomBytes, webcrypto, X509Certificate } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  randomBytes,
+  sign,
+  verify,
+  webcrypto,
+  X509Certificate,
+} from 'node:crypto';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
+import {
+  bitString,
+  type CsrParts,
+  commonName,
+  readCsr,
+  sequence,
+  time,
+  tlv,
+  unsignedInteger,
+} from './der.js';
 import { ControlPlaneError } from './errors.js';
 
 // @peculiar/x509 signs through WebCrypto; node:crypto cannot issue certificates itself.
@@ -14,6 +32,21 @@ type CryptoKeyPair = webcrypto.CryptoKeyPair;
 
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 const DAY_MS = 86_400_000;
+/** AlgorithmIdentifier ecdsa-with-SHA256 (RFC 5758): how the P-256 CA signs. */
+const ECDSA_SHA256 = Buffer.from('300a06082a8648ce3d040302', 'hex');
+/** [0] EXPLICIT version v3. */
+const X509_V3 = Buffer.from('a003020102', 'hex');
+/** What every client certificate says of itself: not a CA, signatures, TLS client only. */
+const CLIENT_EXTENSIONS = tlv(
+  0xa3,
+  sequence(
+    ...[
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+    ].map((e) => Buffer.from(e.rawData)),
+  ),
+);
 /** SANs the server certificate always carries, so agents can dial by any of these. */
 export const DEFAULT_SANS = ['bulkhead-control-plane', 'localhost', '127.0.0.1'];
 
@@ -101,6 +134,10 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
 
   const caPem = caCert.toString('pem');
   const caNode = new X509Certificate(caPem);
+  // Node's own objects for the per-agent work: synchronous OpenSSL calls, no ASN.1 in JS.
+  const caPublicKey = caNode.publicKey;
+  const caPrivateKey = createPrivateKey(await exportPrivateKey(caKeys.privateKey));
+  const issuer = Buffer.from(caCert.subjectName.toArrayBuffer());
 
   return {
     caPem,
@@ -108,9 +145,9 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
     serverCertPem,
 
     async signCsr(csrPem, agentId) {
-      let csr: x509.Pkcs10CertificateRequest;
+      let csr: CsrParts;
       try {
-        csr = new x509.Pkcs10CertificateRequest(csrPem);
+        csr = readCsr(fromPem(csrPem, CSR_LABEL));
       } catch (cause) {
         throw new ControlPlaneError('VALIDATION_FAILED', 'csr_pem is not a PKCS#10 request', {
           details: [{ path: 'csrPem', message: 'not a PEM certificate signing request' }],
@@ -118,28 +155,25 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
         });
       }
       // Proof of possession: the requester holds the key it asks us to certify.
-      if (!(await csr.verify())) {
+      if (!(await verifiesItself(csrPem, csr))) {
         throw new ControlPlaneError('VALIDATION_FAILED', 'csr signature does not verify', {
           details: [{ path: 'csrPem', message: 'signature does not verify' }],
         });
       }
       const serialNumber = serial();
-      const cert = await x509.X509CertificateGenerator.create({
-        serialNumber,
-        subject: `CN=${agentId}`,
-        issuer: caCert.subject,
-        notBefore: new Date(now().getTime() - 60_000),
-        notAfter: new Date(now().getTime() + 365 * DAY_MS),
-        signingAlgorithm: ALG,
-        publicKey: await csr.publicKey.export(),
-        signingKey: caKeys.privateKey,
-        extensions: [
-          new x509.BasicConstraintsExtension(false, undefined, true),
-          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
-        ],
-      });
-      return { certificatePem: cert.toString('pem'), serial: serialNumber };
+      const t = now().getTime();
+      const tbs = sequence(
+        X509_V3,
+        unsignedInteger(Buffer.from(serialNumber, 'hex')),
+        ECDSA_SHA256,
+        issuer,
+        sequence(time(new Date(t - 60_000)), time(new Date(t + 365 * DAY_MS))),
+        commonName(agentId),
+        csr.spki,
+        CLIENT_EXTENSIONS,
+      );
+      const der = sequence(tbs, ECDSA_SHA256, bitString(sign('sha256', tbs, caPrivateKey)));
+      return { certificatePem: toPem('CERTIFICATE', der), serial: serialNumber };
     },
 
     verifyClientCert(der) {
@@ -151,7 +185,7 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
           cause,
         });
       }
-      if (cert.issuer !== caNode.subject || !cert.verify(caNode.publicKey)) {
+      if (cert.issuer !== caNode.subject || !cert.verify(caPublicKey)) {
         throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate not issued by this CA');
       }
       const t = now().getTime();
@@ -165,14 +199,50 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
   };
 }
 
+/** signatureAlgorithm (DER) -> hash, for the ECDSA signatures agents make. */
+const ECDSA_HASHES = new Map([
+  ['300a06082a8648ce3d040302', 'sha256'],
+  ['300a06082a8648ce3d040303', 'sha384'],
+  ['300a06082a8648ce3d040304', 'sha512'],
+]);
+
+/**
+ * The CSR's signature over its own request info. ECDSA (what agents send) is checked with
+ * node:crypto directly, which also refuses a malformed key; other algorithms go through
+ * @peculiar/x509 and WebCrypto.
+ */
+async function verifiesItself(pem: string, csr: CsrParts): Promise<boolean> {
+  const hash = ECDSA_HASHES.get(csr.algorithm.toString('hex'));
+  try {
+    if (hash === undefined) return await new x509.Pkcs10CertificateRequest(pem).verify();
+    const key = createPublicKey({ key: csr.spki, format: 'der', type: 'spki' });
+    return verify(hash, csr.info, { key, dsaEncoding: 'der' }, csr.signature);
+  } catch {
+    return false;
+  }
+}
+
+const CSR_LABEL =
+  /-----BEGIN (?:NEW )?CERTIFICATE REQUEST-----([A-Za-z0-9+/=\s]*)-----END (?:NEW )?CERTIFICATE REQUEST-----/;
+
+/** The DER inside the one PEM block `label` matches; throws RangeError when there is none. */
+function fromPem(pem: string, label: RegExp): Buffer {
+  const b64 = label.exec(pem)?.[1];
+  if (b64 === undefined) throw new RangeError('no PEM block');
+  return Buffer.from(b64.replace(/\s/g, ''), 'base64');
+}
+
+function toPem(label: string, der: Buffer): string {
+  const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n');
+  return `-----BEGIN ${label}-----\n${b64.trimEnd()}\n-----END ${label}-----\n`;
+}
+
 async function generateKeys(): Promise<CryptoKeyPair> {
   return (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
 }
 
 async function exportPrivateKey(key: CryptoKey): Promise<string> {
-  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key));
-  const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n');
-  return `-----BEGIN PRIVATE KEY-----\n${b64.trimEnd()}\n-----END PRIVATE KEY-----\n`;
+  return toPem('PRIVATE KEY', Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key)));
 }
 
 async function importPrivateKey(pem: string): Promise<CryptoKey> {

@@ -42,7 +42,7 @@ describe('store', () => {
     raw
       .prepare(
         `INSERT INTO workloads (name, addresses, labels, mode, created_at, updated_at)
-         VALUES ('old', '[]', '{}', '{"ingress":"monitor","egress":"monitor"}', 't', 't')`,
+         VALUES ('old', '["10.0.0.9"]', '{}', '{"ingress":"monitor","egress":"monitor"}', 't', 't')`,
       )
       .run();
     raw.close();
@@ -52,8 +52,35 @@ describe('store', () => {
     expect(store.visibility.queryFlows()).toEqual([]);
     // v3: objects that existed before versions start at 1 and count writes from there.
     expect(store.policy.getWorkload('old')?.version).toBe(1);
+    // v6: the address index holds the addresses that were there before it.
+    expect(store.policy.addressOwners(['10.0.0.9'], 'x')).toEqual(new Map([['10.0.0.9', 'old']]));
     store.policy.upsertWorkload({ name: 'old', addresses: [], labels: { a: 'b' }, mode });
     expect(store.policy.getWorkload('old')?.version).toBe(2);
+    // v6: the index forgets the addresses the workload no longer has.
+    expect(store.policy.addressOwners(['10.0.0.9'], 'x')).toEqual(new Map());
+  });
+
+  it('indexes workload addresses through inserts, address changes and deletes', () => {
+    const put = (name: string, addresses: string[]) =>
+      store.policy.upsertWorkload({ name, addresses, labels: {}, mode });
+    put('a', ['10.0.0.1', 'fd00::1']);
+    put('b', ['10.0.0.2']);
+    const asked = ['10.0.0.1', '10.0.0.2', '10.0.0.3', 'fd00::1'];
+    expect(store.policy.addressOwners(asked, 'b')).toEqual(
+      new Map([
+        ['10.0.0.1', 'a'],
+        ['fd00::1', 'a'],
+      ]),
+    );
+    put('a', ['10.0.0.3']);
+    expect(store.policy.addressOwners(asked, 'x')).toEqual(
+      new Map([
+        ['10.0.0.2', 'b'],
+        ['10.0.0.3', 'a'],
+      ]),
+    );
+    store.deleteWorkload('a');
+    expect(store.policy.addressOwners(asked, 'x')).toEqual(new Map([['10.0.0.2', 'b']]));
   });
 
   it('counts writes per object; a replace bumps only the objects whose body changed', () => {

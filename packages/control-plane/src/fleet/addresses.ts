@@ -12,7 +12,7 @@ import type { WorkloadRecord } from '../policy-admin/store.js';
 import { toWorkload } from '../policy-state.js';
 import type { Transactor } from '../store/database.js';
 import type { ReportedEvent } from '../visibility/store.js';
-import { addressOwners, canonicalClaim, inRanges, MAX_ADDRESSES, sameAddresses } from './claims.js';
+import { canonicalClaim, inRanges, MAX_ADDRESSES, sameAddresses } from './claims.js';
 
 export interface AddressClaims {
   /**
@@ -65,7 +65,7 @@ export function createAddressClaims(deps: AddressClaimDeps): AddressClaims {
 
   /** Other workloads' addresses among `addresses`. */
   function taken(addresses: readonly string[], self: string) {
-    const owners = addressOwners(workloads.listWorkloads(), self);
+    const owners = workloads.addressOwners(addresses, self);
     return addresses.flatMap((address, i) => {
       const owner = owners.get(address);
       return owner ? [{ address, owner, path: `addresses[${i}]` }] : [];

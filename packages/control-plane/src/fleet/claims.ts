@@ -156,16 +156,3 @@ export function sameAddresses(a: readonly string[], b: readonly string[]): boole
     [...new Set(xs.map((x) => canonicalAddress(x) ?? x))].sort().join(',');
   return canon(a) === canon(b);
 }
-
-/** Canonical address -> the workload that has it, over every workload but `self`. */
-export function addressOwners(
-  workloads: readonly { name: string; addresses: readonly string[] }[],
-  self: string,
-): Map<string, string> {
-  const owners = new Map<string, string>();
-  for (const w of workloads) {
-    if (w.name === self) continue;
-    for (const a of w.addresses) owners.set(canonicalAddress(a) ?? a, w.name);
-  }
-  return owners;
-}

@@ -14,13 +14,7 @@ import type { Pki } from '../pki.js';
 import type { WorkloadChanges } from '../policy-admin/service.js';
 import type { WorkloadRecord } from '../policy-admin/store.js';
 import type { Transactor } from '../store/database.js';
-import {
-  addressOwners,
-  canonicalClaim,
-  checkScope,
-  type EnrollmentScope,
-  scopeViolations,
-} from './claims.js';
+import { canonicalClaim, checkScope, type EnrollmentScope, scopeViolations } from './claims.js';
 import type { AgentRecord, EnrollmentTokenRecord, FleetStore } from './store.js';
 import type { StreamRegistry } from './streams.js';
 
@@ -116,7 +110,7 @@ export function createEnrolment(deps: EnrolmentDeps): Enrolment {
           addresses: claim.addresses,
         })
       : [];
-    const owners = addressOwners(workloads.listWorkloads(), name);
+    const owners = workloads.addressOwners(claim.addresses, name);
     const taken: ErrorDetail[] = claim.addresses.flatMap((a, i) =>
       owners.has(a)
         ? [{ path: `addresses[${i}]`, message: `${a} belongs to workload ${owners.get(a)}` }]

@@ -57,6 +57,8 @@ export interface WorkloadChanges {
   /** The workload, or NOT_FOUND. */
   getWorkload(name: string): WorkloadRecord;
   listWorkloads(): WorkloadRecord[];
+  /** Address -> the workload holding it, for those of `addresses` (canonical) held by a workload but `except`. */
+  addressOwners(addresses: readonly string[], except: string): Map<string, string>;
   /**
    * Applies a workload change in one transaction (then `after`, e.g. the audit entry); a
    * written workload that is not valid policy input is refused and nothing changes. After the
@@ -222,6 +224,7 @@ export function createPolicyAdminService(deps: PolicyAdminDeps): PolicyAdminServ
       });
     },
     listWorkloads: () => store.listWorkloads(),
+    addressOwners: (addresses, except) => store.addressOwners(addresses, except),
     patchWorkload(actor, name, { addressRanges, ...patch }, options = {}) {
       const diags = [
         ...validateWorkloadPatch(patch),

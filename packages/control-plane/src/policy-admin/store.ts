@@ -46,6 +46,8 @@ export interface Versioned<T> {
 export interface PolicyAdminStore {
   listWorkloads(): WorkloadRecord[];
   getWorkload(name: string): WorkloadRecord | undefined;
+  /** Address -> the workload holding it, for those of `addresses` held by a workload but `except`. */
+  addressOwners(addresses: readonly string[], except: string): Map<string, string>;
   /** Creates (version 1) or replaces (version + 1). */
   upsertWorkload(w: Workload): void;
   /** Sets the given trust fields of an existing workload (version + 1). */
@@ -99,6 +101,10 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
        version = version + 1 WHERE name = ?`,
   );
   const deleteWorkload = db.prepare('DELETE FROM workloads WHERE name = ?');
+  const owners = db.prepare<Row>(
+    `SELECT address, workload FROM workload_addresses
+     WHERE address IN (SELECT value FROM json_each(?)) AND workload <> ?`,
+  );
 
   // The table name is one of KINDS, never input.
   const resources = new Map(
@@ -124,6 +130,10 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
     getWorkload(name) {
       const r = workloadByName.get(name);
       return r && toWorkload(r);
+    },
+    addressOwners(addresses, except) {
+      const rows = owners.all(json(addresses), except);
+      return new Map(rows.map((r) => [String(r.address), String(r.workload)]));
     },
     upsertWorkload(w) {
       const t = d.iso();

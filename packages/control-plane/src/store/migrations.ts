@@ -166,6 +166,26 @@ export const MIGRATIONS: readonly string[] = [
     updated_at TEXT NOT NULL
   );
   `,
+  // 7: fleet at scale (issue 9): which workload holds an address, without reading every workload
+  // per enrolment or claim. Kept by triggers from workloads.addresses (canonical text: every
+  // writer canonicalises), so no write path can forget it.
+  `
+  CREATE TABLE workload_addresses (
+    address TEXT NOT NULL,
+    workload TEXT NOT NULL REFERENCES workloads(name) ON DELETE CASCADE,
+    PRIMARY KEY (address, workload)
+  ) WITHOUT ROWID;
+  CREATE INDEX workload_addresses_workload ON workload_addresses (workload);
+  INSERT OR IGNORE INTO workload_addresses
+    SELECT j.value, w.name FROM workloads w, json_each(w.addresses) j;
+  CREATE TRIGGER workload_addresses_insert AFTER INSERT ON workloads BEGIN
+    INSERT OR IGNORE INTO workload_addresses SELECT value, NEW.name FROM json_each(NEW.addresses);
+  END;
+  CREATE TRIGGER workload_addresses_update AFTER UPDATE OF addresses ON workloads BEGIN
+    DELETE FROM workload_addresses WHERE workload = OLD.name;
+    INSERT OR IGNORE INTO workload_addresses SELECT value, NEW.name FROM json_each(NEW.addresses);
+  END;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
