@@ -1,0 +1,6 @@
+import { render } from 'preact';
+import { createConsoleApi } from './api.js';
+import { App } from './app.js';
+import './style.css';
+
+render(<App api={createConsoleApi(sessionStorage)} />, document.getElementById('app')!);
