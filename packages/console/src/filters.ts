@@ -1,6 +1,6 @@
 // The console's filters as pure functions: time windows become the API's `since`, a label filter
 // (`app=shop,role=db`) selects map nodes and flows. No DOM and no I/O, so tests need no browser.
-import type { MapEdge, MapNode, MapView } from '@bulkhead/api';
+import type { EdgePolicy, MapEdge, MapNode, MapView } from '@bulkhead/api';
 
 export const WINDOWS = [
   { id: '1h', label: 'last hour', ms: 3_600_000 },
@@ -59,4 +59,28 @@ export function filterMap(
   const edges = view.edges.filter((e) => picked.has(e.from) || picked.has(e.to));
   const keep = new Set([...picked, ...edges.flatMap((e) => [e.from, e.to])]);
   return { nodes: view.nodes.filter((n) => keep.has(n.id)), edges };
+}
+
+/** Worst first, as the control plane merges verdicts of coarser groups. */
+const SEVERITY: readonly EdgePolicy[] = ['denied', 'would-deny', 'not-covered', 'allowed'];
+
+export interface EdgePair {
+  from: string;
+  to: string;
+  /** The worst policy of its edges: one red service makes the line red. */
+  policy: EdgePolicy;
+  edges: MapEdge[];
+}
+
+/** One line per (from, to): the map draws pairs, the table below it every service. */
+export function pairEdges(edges: MapEdge[]): EdgePair[] {
+  const pairs = new Map<string, EdgePair>();
+  for (const e of edges) {
+    const key = `${e.from}\n${e.to}`;
+    const p = pairs.get(key) ?? { from: e.from, to: e.to, policy: e.policy, edges: [] };
+    if (SEVERITY.indexOf(e.policy) < SEVERITY.indexOf(p.policy)) p.policy = e.policy;
+    p.edges.push(e);
+    pairs.set(key, p);
+  }
+  return [...pairs.values()];
 }

@@ -1,9 +1,17 @@
 // The dependency map: groups of workloads by label, IP lists and external peers, and the observed
 // connections between them, each edge coloured by what the current revision says of it.
-import type { MapEdge, MapView } from '@bulkhead/api';
+import type { MapView } from '@bulkhead/api';
 import { useState } from 'preact/hooks';
 import type { ConsoleApi } from '../api.js';
-import { filterMap, query, sinceOf, WINDOWS, type WindowId } from '../filters.js';
+import {
+  type EdgePair,
+  filterMap,
+  pairEdges,
+  query,
+  sinceOf,
+  WINDOWS,
+  type WindowId,
+} from '../filters.js';
 import { layoutMap } from '../map-layout.js';
 import { labelText, Status, useLoad } from '../ui.js';
 
@@ -14,8 +22,11 @@ const POLICY_LEGEND = [
   ['not-covered', 'not covered by policy'],
 ] as const;
 
-const edgeText = (e: MapEdge) =>
-  `${e.from} → ${e.to} ${e.protocol}/${e.port}: ${e.policy}, ${e.connections} connections`;
+const pairText = (p: EdgePair) =>
+  [
+    `${p.from} → ${p.to}`,
+    ...p.edges.map((e) => `${e.protocol}/${e.port}: ${e.policy}, ${e.connections} connections`),
+  ].join('\n');
 
 function MapGraph(props: { view: MapView; labelFilter: string }) {
   const { nodes, edges } = filterMap(props.view, props.labelFilter);
@@ -47,24 +58,24 @@ function MapGraph(props: { view: MapView; labelFilter: string }) {
           </marker>
         ))}
       </defs>
-      {edges.map((e) => {
-        const a = placed.get(e.from);
-        const b = placed.get(e.to);
+      {pairEdges(edges).map((p) => {
+        const a = placed.get(p.from);
+        const b = placed.get(p.to);
         if (!a || !b) return null;
         return (
           <line
-            key={`${e.from}|${e.to}|${e.protocol}|${e.port}`}
-            class={`edge edge-${e.policy}`}
-            data-from={e.from}
-            data-to={e.to}
-            data-policy={e.policy}
+            key={`${p.from}|${p.to}`}
+            class={`edge edge-${p.policy}`}
+            data-from={p.from}
+            data-to={p.to}
+            data-policy={p.policy}
             x1={a.x}
             y1={a.y}
             x2={b.x}
             y2={b.y}
-            marker-end={`url(#arrow-${e.policy})`}
+            marker-end={`url(#arrow-${p.policy})`}
           >
-            <title>{edgeText(e)}</title>
+            <title>{pairText(p)}</title>
           </line>
         );
       })}
