@@ -27,10 +27,11 @@ export function jsonDiff(before: unknown, after: unknown): DiffLine[] {
     if (i < a.length && j < b.length && a[i] === b[j]) {
       out.push({ op: ' ', text: a[i++]! });
       j++;
-    } else if (j < b.length && (i === a.length || lcs[i]![j + 1]! >= lcs[i + 1]![j]!)) {
-      out.push({ op: '+', text: b[j++]! });
-    } else {
+    } else if (i < a.length && (j === b.length || lcs[i + 1]![j]! >= lcs[i]![j + 1]!)) {
+      // Removals before additions, as diff(1) shows a replaced line.
       out.push({ op: '-', text: a[i++]! });
+    } else {
+      out.push({ op: '+', text: b[j++]! });
     }
   }
   return out;
