@@ -81,6 +81,10 @@ describe('web console', () => {
     base = `http://127.0.0.1:${(h.app.server.address() as AddressInfo).port}`;
     browser = await chromium.launch({ executablePath: CHROMIUM });
     page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+    // The other tests start signed in (the sign-in test has a page of its own), each on its own.
+    await page.addInitScript(
+      `sessionStorage.setItem('bulkhead.apiToken', ${JSON.stringify(h.admin)})`,
+    );
     page.on('console', (m) => {
       if (/Content.Security.Policy/i.test(m.text())) cspViolations.push(m.text());
     });
@@ -98,15 +102,19 @@ describe('web console', () => {
   const rowText = (selector: string) => page.locator(`${selector} tbody tr`).allInnerTexts();
 
   it('asks for a token, refuses a wrong one and signs in with the CLI token', async () => {
-    await page.goto(`${base}/ui`);
-    await page.locator('#login').waitFor();
-    await page.fill('input[name=token]', 'not-a-token');
-    await page.click('#login button[type=submit]');
-    await expect.poll(() => page.locator('#login .error').textContent()).toMatch(/token/i);
-    await page.fill('input[name=token]', h.admin);
-    await page.click('#login button[type=submit]');
-    await page.locator('#map').waitFor();
-    expect(await page.evaluate('sessionStorage.length')).toBe(1);
+    const fresh = await browser.newPage();
+    await fresh.goto(`${base}/ui`);
+    await fresh.locator('#login').waitFor();
+    expect(await fresh.locator('nav').count()).toBe(0);
+    await fresh.fill('input[name=token]', 'not-a-token');
+    await fresh.click('#login button[type=submit]');
+    await expect.poll(() => fresh.locator('#login .error').textContent()).toMatch(/token/i);
+    expect(await fresh.evaluate('sessionStorage.length')).toBe(0);
+    await fresh.fill('input[name=token]', h.admin);
+    await fresh.click('#login button[type=submit]');
+    await fresh.locator('#map').waitFor();
+    expect(await fresh.evaluate('sessionStorage.length')).toBe(1);
+    await fresh.close();
   });
 
   it('draws the map: groups by label, edges coloured by verdict, and keeps a screenshot', async () => {
