@@ -71,6 +71,8 @@ describe('web console', () => {
     h.observe('web-1', [
       { direction: 'egress', src: '10.0.1.1', dst: '10.0.2.1', port: 5432, verdict: 'allowed' },
       { direction: 'egress', src: '10.0.1.1', dst: '10.0.3.1', port: 22, verdict: 'would-deny' },
+      // Three days old: inside the default week, outside the last 24 hours.
+      { direction: 'egress', src: '10.0.1.1', dst: '10.0.3.1', port: 9000, daysAgo: 3 },
     ]);
     h.observe('db-1', [
       { direction: 'ingress', src: '10.0.1.1', dst: '10.0.2.1', port: 5432, verdict: 'allowed' },
@@ -140,7 +142,7 @@ describe('web console', () => {
     expect(await page.locator('#map line').count()).toBe(3);
     // The table under the map lists every service of every pair.
     const edges = await rowText('#map-edges');
-    expect(edges).toHaveLength(4);
+    expect(edges).toHaveLength(5);
     expect(
       edges.filter((r) => /ops-bastion\s+shop-db\s+tcp\/(22|80)\s+denied/.test(r)),
     ).toHaveLength(2);
@@ -149,6 +151,10 @@ describe('web console', () => {
     await page.locator('#map').screenshot({ path: shot });
     console.log(`console map screenshot: ${shot}`);
 
+    // The time filter asks the API for the last 24 hours only.
+    await page.selectOption('select[name=window]', '24h');
+    await expect.poll(async () => (await rowText('#map-edges')).length).toBe(4);
+    expect((await rowText('#map-edges')).join('\n')).not.toContain('tcp/9000');
     // The label filter keeps the edges touching the chosen groups: web's ssh in, db refusing it.
     await page.fill('input[name=labels]', 'role=bastion');
     await expect.poll(() => page.locator('#map line').count()).toBe(2);
