@@ -116,6 +116,9 @@ describe('web console', () => {
     await fresh.click('#login button[type=submit]');
     await fresh.locator('#map').waitFor();
     expect(await fresh.evaluate('sessionStorage.length')).toBe(1);
+    await fresh.click('nav button:text("Sign out")');
+    await fresh.locator('#login').waitFor();
+    expect(await fresh.evaluate('sessionStorage.length')).toBe(0);
     await fresh.close();
   });
 

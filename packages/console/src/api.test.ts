@@ -73,9 +73,11 @@ describe('console API client', () => {
       'GET /v1/map': [403, { error: { code: 'FORBIDDEN', message: 'no' } }],
     });
     const api = createConsoleApi(storage, fetchFn);
+    let signedOut = 0;
+    api.onLogout(() => signedOut++);
     await expect(api.get('/v1/map')).rejects.toMatchObject({ code: 'FORBIDDEN' });
-    expect(api.token).toBe('old');
+    expect([api.token, signedOut]).toEqual(['old', 0]);
     await expect(api.get('/v1/flows')).rejects.toMatchObject({ code: 'UNAUTHENTICATED' });
-    expect(api.token).toBeNull();
+    expect([api.token, signedOut]).toEqual([null, 1]);
   });
 });

@@ -24,6 +24,8 @@ export interface ConsoleApi {
   readonly token: string | null;
   login(token: string): Promise<void>;
   logout(): void;
+  /** Calls `fn` whenever the token is dropped (sign-out, or a 401 from the API). */
+  onLogout(fn: () => void): () => void;
   get<T>(path: string): Promise<T>;
   post<T>(path: string, body?: unknown): Promise<T>;
 }
@@ -34,6 +36,7 @@ export function createConsoleApi(
   storage: TokenStore,
   fetchFn: typeof fetch = (input, init) => fetch(input, init),
 ): ConsoleApi {
+  const listeners = new Set<() => void>();
   async function call<T>(method: string, path: string, body?: unknown, token = api.token) {
     let res: Response;
     try {
@@ -76,7 +79,14 @@ export function createConsoleApi(
       await call('GET', '/v1/agents', undefined, token);
       storage.setItem(TOKEN_KEY, token);
     },
-    logout: () => storage.removeItem(TOKEN_KEY),
+    logout() {
+      storage.removeItem(TOKEN_KEY);
+      for (const fn of listeners) fn();
+    },
+    onLogout(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
     get: (path) => call('GET', path),
     post: (path, body) => call('POST', path, body),
   };

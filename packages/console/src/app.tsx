@@ -61,8 +61,12 @@ export function App(props: { api: ConsoleApi }) {
   useEffect(() => {
     const onHash = () => setView(viewOf(location.hash));
     addEventListener('hashchange', onHash);
-    return () => removeEventListener('hashchange', onHash);
-  }, []);
+    const off = props.api.onLogout(() => setSignedIn(false));
+    return () => {
+      removeEventListener('hashchange', onHash);
+      off();
+    };
+  }, [props.api]);
   const { Page } = VIEWS[view];
   return (
     <>
@@ -75,20 +79,14 @@ export function App(props: { api: ConsoleApi }) {
                 {VIEWS[id].title}
               </a>
             ))}
-            <button
-              type="button"
-              onClick={() => {
-                props.api.logout();
-                setSignedIn(false);
-              }}
-            >
+            <button type="button" onClick={() => props.api.logout()}>
               Sign out
             </button>
           </nav>
         )}
       </header>
       <main>
-        {signedIn && props.api.token !== null ? (
+        {signedIn ? (
           <Page api={props.api} />
         ) : (
           <Login api={props.api} onLogin={() => setSignedIn(true)} />

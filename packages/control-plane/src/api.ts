@@ -204,7 +204,7 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?', 1)[0]!;
     if (PUBLIC_PATHS.has(path) || path.startsWith('/docs/')) return;
-    // The matched route, not the raw URL: `/ui/../v1/agents` must not pass as a console file.
+    // By the matched route, not the URL's text: only the console's own routes go without a token.
     if (isConsolePath(req.routeOptions.url ?? '')) return;
     const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
     if (!m) throw new ControlPlaneError('UNAUTHENTICATED', 'missing bearer token');
