@@ -83,9 +83,12 @@ describe('web console', () => {
     base = `http://127.0.0.1:${(h.app.server.address() as AddressInfo).port}`;
     browser = await chromium.launch({ executablePath: CHROMIUM });
     page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
-    // The other tests start signed in (the sign-in test has a page of its own), each on its own.
+    // The other tests start signed in (the sign-in test has a page of its own), each on its own,
+    // with a viewer token: the console only reads.
+    const viewer = await h.call('POST', '/v1/tokens', { name: 'alice', role: 'viewer' });
+    ok(viewer);
     await page.addInitScript(
-      `sessionStorage.setItem('bulkhead.apiToken', ${JSON.stringify(h.admin)})`,
+      `sessionStorage.setItem('bulkhead.apiToken', ${JSON.stringify(viewer.json().token)})`,
     );
     page.on('console', (m) => {
       if (/Content.Security.Policy/i.test(m.text())) cspViolations.push(m.text());
