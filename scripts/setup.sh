@@ -15,6 +15,11 @@ if ! command -v systemd-analyze >/dev/null || ! command -v openssl >/dev/null; t
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd openssl >/dev/null
 fi
+# The web console's e2e test drives Debian's chromium headless (playwright-core, no downloaded browser).
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 if ! command -v promtool >/dev/null && [ ! -x .tools/promtool ]; then
   tmp=$(mktemp -d)
   (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null; })

@@ -8,6 +8,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { registerAccessRoutes } from './access/routes.js';
+import { isConsolePath, registerConsole } from './console.js';
 import type { Domains } from './domains.js';
 import { ControlPlaneError, type ControlPlaneErrorCode, type ErrorDetail } from './errors.js';
 import { registerFleetRoutes } from './fleet/routes.js';
@@ -128,6 +129,8 @@ export interface ApiOptions {
   log: Logger;
   /** Largest `PUT /v1/ip-lists/:name` body (default 32 MiB); other routes keep 1 MiB. */
   maxIpListBytes?: number;
+  /** The web console's built files (default packages/console/dist), served at /ui. */
+  consoleDir?: string;
 }
 
 /** Builds the REST API (not listening); `app.inject` serves tests without a socket. */
@@ -197,10 +200,13 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
+  await registerConsole(app, options.consoleDir);
 
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?', 1)[0]!;
     if (PUBLIC_PATHS.has(path) || path.startsWith('/docs/')) return;
+    // By the matched route, not the URL's text: only the console's own routes go without a token.
+    if (isConsolePath(req.routeOptions.url ?? '')) return;
     const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
     if (!m) throw new ControlPlaneError('UNAUTHENTICATED', 'missing bearer token');
     const token = domains.access.authenticate(m[1]!);

@@ -1,0 +1,48 @@
+// Pieces every view uses: loading an API answer into state, and showing its error. Text from the
+// API is only ever rendered as JSX text or attribute values (Preact escapes both); nothing here
+// or in the views may set innerHTML.
+import type { ComponentChildren } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
+
+export interface Loaded<T> {
+  data?: T;
+  error?: Error;
+  reload(): void;
+}
+
+export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): Loaded<T> {
+  const [state, setState] = useState<{ data?: T; error?: Error }>({});
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    let live = true;
+    load().then(
+      (data) => live && setState({ data }),
+      (error: Error) => live && setState({ error }),
+    );
+    return () => {
+      live = false;
+    };
+  }, [...deps, tick]);
+  return { ...state, reload: () => setTick((t) => t + 1) };
+}
+
+export function Status<T>(props: { of: Loaded<T>; children: (data: T) => ComponentChildren }) {
+  const { data, error } = props.of;
+  if (error) {
+    return (
+      <p class="error" role="alert">
+        {error.message}
+      </p>
+    );
+  }
+  if (data === undefined) return <p class="muted">Loading…</p>;
+  return <>{props.children(data)}</>;
+}
+
+export const labelText = (labels: Record<string, string> | undefined) =>
+  Object.entries(labels ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ');
+
+export const timeText = (iso: string | null | undefined) =>
+  iso ? new Date(iso).toLocaleString() : '—';
