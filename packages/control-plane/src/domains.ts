@@ -3,12 +3,18 @@
 // administration; the impact gate reads the visibility store, fleet tells visibility of telemetry.
 import type { Logger } from 'pino';
 import { type AccessService, createAccessService } from './access/service.js';
+import {
+  createAddressWithdrawal,
+  createLiveness,
+  DEFAULT_OFFLINE_AFTER_MS,
+  type Liveness,
+} from './fleet/liveness.js';
 import { createFleetService, type FleetService } from './fleet/service.js';
 import type { StreamRegistry } from './fleet/streams.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import type { Pki } from './pki.js';
 import { createPolicyAdminService, type PolicyAdminService } from './policy-admin/service.js';
-import { createPolicyStates } from './policy-state.js';
+import { createPolicyStates, toWorkload } from './policy-state.js';
 import { createImpactGate } from './revisions/impact-gate.js';
 import { createRevisionsService, type RevisionsService } from './revisions/service.js';
 import { createRuleSetPublisher } from './rulesets/publisher.js';
@@ -30,6 +36,11 @@ export interface DomainDeps {
   flowRetentionDays?: number;
   /** A provision warns about rule sets larger than this (entries). */
   maxRuleSetEntries?: number;
+  /**
+   * An agent without a stream this long is offline (default 120 s); `withdraw`: a workload
+   * whose agents are all offline leaves its peers' rule sets until one is back (fleet/liveness.ts).
+   */
+  offline?: { afterMs?: number; withdraw?: boolean };
 }
 
 export interface Domains {
@@ -42,6 +53,8 @@ export interface Domains {
   metrics: Metrics;
   explain: ExplainService;
   hygiene: HygieneService;
+  /** Offline agents; the caller runs its sweep (start/stop). */
+  liveness: Liveness;
 }
 
 export function createDomains(deps: DomainDeps): Domains {
@@ -50,7 +63,13 @@ export function createDomains(deps: DomainDeps): Domains {
   const metrics = createMetrics();
   const audit = stores.access;
   const states = createPolicyStates(stores.policy, stores.revisions);
-  const publisher = createRuleSetPublisher({ streams, log });
+  const withdrawal = deps.offline?.withdraw
+    ? createAddressWithdrawal(createRuleSetPublisher({ streams, log }), (name) => {
+        const w = stores.policy.getWorkload(name);
+        return w && toWorkload(w);
+      })
+    : undefined;
+  const publisher = withdrawal?.publisher ?? createRuleSetPublisher({ streams, log });
   const started = performance.now();
   const { state, revision } = states.provisioned(states.workloads());
   publisher.load(state, revision);
@@ -70,6 +89,50 @@ export function createDomains(deps: DomainDeps): Domains {
     deleteWorkload: stores.deleteWorkload,
     streams,
   });
+  const fleet = createFleetService({
+    store: stores.fleet,
+    db,
+    workloads: policy,
+    publisher,
+    streams,
+    pki,
+    audit,
+    reported: visibility.reported,
+    recordEvent: stores.visibility.recordControlPlaneEvent,
+    metrics,
+    flowRetentionDays: deps.flowRetentionDays,
+    log,
+    now,
+    isOffline: (id) => liveness.isOffline(id),
+  });
+  const clock = now ?? (() => new Date());
+  const liveness = createLiveness({
+    agents: stores.fleet.listAgents,
+    isConnected: streams.isConnected,
+    offlineAfterMs: deps.offline?.afterMs ?? DEFAULT_OFFLINE_AFTER_MS,
+    addresses: withdrawal,
+    now: () => clock().getTime(),
+    changed(agent, change, sinceMs) {
+      const since = new Date(sinceMs).toISOString();
+      log.warn({ agentId: agent.id, workload: agent.workload, since }, `agent ${change}`);
+      db.tx(() => {
+        audit.appendAudit({
+          actor: 'control-plane',
+          action: `agent.${change}`,
+          target: agent.id,
+          after: { workload: agent.workload, lastContact: since },
+        });
+        stores.visibility.recordControlPlaneEvent(agent.workload, {
+          code: change === 'offline' ? 'AGENT_OFFLINE' : 'AGENT_ONLINE',
+          message:
+            change === 'offline'
+              ? `agent ${agent.id} has had no stream since ${since}`
+              : `agent ${agent.id} is connected again`,
+          attributes: { agentId: agent.id, lastContact: since },
+        });
+      });
+    },
+  });
   return {
     access: createAccessService({ store: stores.access, db }),
     policy,
@@ -84,21 +147,7 @@ export function createDomains(deps: DomainDeps): Domains {
       log,
       maxRuleSetEntries: deps.maxRuleSetEntries,
     }),
-    fleet: createFleetService({
-      store: stores.fleet,
-      db,
-      workloads: policy,
-      publisher,
-      streams,
-      pki,
-      audit,
-      reported: visibility.reported,
-      recordEvent: stores.visibility.recordControlPlaneEvent,
-      metrics,
-      flowRetentionDays: deps.flowRetentionDays,
-      log,
-      now,
-    }),
+    fleet,
     visibility,
     metrics,
     explain: createExplainService(states),
@@ -110,5 +159,6 @@ export function createDomains(deps: DomainDeps): Domains {
       tokens: stores.access,
       now,
     }),
+    liveness,
   };
 }
