@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NftError } from '@bulkhead/nftables';
+import { NftError, type Transaction } from '@bulkhead/nftables';
 import { createFakeNft, type FakeNft } from '@bulkhead/nftables/testing';
 import { Mode, type SyncRequest, type SyncResponse, type Telemetry } from '@bulkhead/proto';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
@@ -21,7 +21,7 @@ import {
 } from './control-plane.test-util.js';
 import { fixtureUpdate } from './fixture.test-util.js';
 import { FLOWS_DROPPED } from './flow-buffer.js';
-import { ruleChain } from './render.js';
+import { FLOW_GEN_SET, ruleChain } from './render.js';
 
 /** The fixture rule the tests count on. */
 const WEB_IN = 'web/ingress/0';
@@ -148,12 +148,26 @@ describe('agent resilience', () => {
     expect(counted.map((t) => t.seq)).toEqual(counted.map((_, i) => i + 1));
   });
 
-  /** Makes the fake kernel refuse every batch while `broken.on`; counts the batches tried. */
+  /** A batch of the flow drain: element deletes and generation flips only. */
+  function isFlowDrain(tx: Transaction): boolean {
+    return tx.commands.every((c) =>
+      Object.values(c).every((obj) => {
+        const [kind, body] = Object.entries(obj as object)[0] as [string, { name: string }];
+        const flowSet = body.name === FLOW_GEN_SET || body.name.startsWith('flows_');
+        return (kind === 'element' && flowSet) || (kind === 'set' && body.name === FLOW_GEN_SET);
+      }),
+    );
+  }
+
+  /**
+   * Makes the fake kernel refuse every batch while `broken.on`; counts the batches tried,
+   * except the flow drain's generation flips (they run on every collect).
+   */
   function breakable(): { on: boolean; tried: number } {
     const broken = { on: false, tried: 0 };
     const apply = kernel.apply.bind(kernel);
     vi.spyOn(kernel, 'apply').mockImplementation(async (tx) => {
-      broken.tried++;
+      if (!isFlowDrain(tx)) broken.tried++;
       if (broken.on)
         throw new NftError('NFT_APPLY_FAILED', 'nftables refused the batch (injected)');
       return apply(tx);

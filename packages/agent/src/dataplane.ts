@@ -16,6 +16,7 @@ import { type ElementPatch, planDelta, planFull, type TableModel } from './model
 import {
   DEFAULT_FLOW_TABLE,
   type Failsafe,
+  FLOW_GEN_SET,
   FLOW_SETS,
   type FlowTableOptions,
   renderRules,
@@ -123,7 +124,7 @@ const MARK_PREFIX = 'bhmark_';
 const MARK_END = '_end';
 /** Longest an open window (an own batch being reported) may last in a monitor's view. */
 const WINDOW_TTL_MS = 10_000;
-const FLOW_SET_NAMES = new Set(FLOW_SETS.map((f) => f.name));
+const FLOW_SET_NAMES = new Set([...FLOW_SETS.map((f) => f.name), FLOW_GEN_SET]);
 
 export function createDataplane(options: DataplaneOptions): Dataplane {
   const { driver, logger } = options;

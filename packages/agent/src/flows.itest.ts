@@ -1,10 +1,10 @@
 // Real nftables and real packets: run inside a throwaway network namespace (scripts/test.sh
 // uses unshare --net). A peer namespace on the far end of a veth pair sends the ingress
 // traffic; this namespace sends the egress traffic. No address outside these two is used.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createNftDriver, type NftDriver, Transaction } from '@bulkhead/nftables';
@@ -38,7 +38,21 @@ function run(cmd: string, ...args: string[]): void {
 // Sends one TCP connect or UDP datagram from wherever it runs (here: the peer namespace).
 const SENDER = `
 const [kind, host, port] = process.argv.slice(2);
-if (kind === 'tcp') {
+if (kind === 'tcpuntil') {
+  // Connections one after the other (each opened and closed) until stdin closes; then the
+  // number made goes to stdout.
+  let made = 0;
+  let stop = false;
+  process.stdin.on('data', () => undefined).on('end', () => { stop = true; });
+  const next = () => {
+    if (stop) return process.stdout.write(String(made), () => process.exit(0));
+    const s = require('node:net').connect({ host, port: Number(port) });
+    s.on('connect', () => { made++; s.end(); });
+    s.on('close', next);
+    s.on('error', () => undefined);
+  };
+  next();
+} else if (kind === 'tcp') {
   const s = require('node:net').connect({ host, port: Number(port) });
   const done = () => { s.destroy(); process.exit(0); };
   s.on('connect', done); s.on('error', done); setTimeout(done, 2000);
@@ -282,5 +296,56 @@ describe.each(['libnftables', 'nft'] as const)(
       ]);
       expect(await setElements('flows_in4')).toBe(0);
     });
+
+    it('drained 10+ times while connections keep arriving, flows and counters sum to exactly the connections made', async () => {
+      const dp = createDataplane({
+        driver,
+        stateDir,
+        failsafe: { controlPlane: [], admin: undefined },
+        logger,
+      });
+      expect((await dp.apply(update(4))).ok).toBe(true);
+      await dp.collect();
+      dp.flows.take(Date.now());
+      let accepted = 0;
+      const server = createServer((s) => {
+        accepted++;
+        s.on('error', () => undefined).end();
+      });
+      await new Promise<void>((resolve) => server.listen(8080, HERE4, resolve));
+      const child = spawn(
+        'ip',
+        ['netns', 'exec', PEER_NS, process.execPath, sender, 'tcpuntil', HERE4, '8080'],
+        { stdio: ['pipe', 'pipe', 'ignore'] },
+      );
+      let out = '';
+      child.stdout.on('data', (d) => {
+        out += d;
+      });
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      let flowPackets = 0;
+      let counterPackets = 0;
+      const drain = async () => {
+        const counters = await dp.collect();
+        for (const c of counters) if (c.ruleId === 'in/allow-web') counterPackets += c.packets;
+        for (const f of withPeer(dp.flows.take(Date.now()).flows)) {
+          if (f.ruleId === 'in/allow-web' && f.port === 8080) flowPackets += f.packets;
+        }
+      };
+      try {
+        for (let i = 0; i < 10 || accepted < 200; i++) await drain();
+        child.stdin.end();
+        expect(await exited).toBe(0);
+        await drain();
+      } finally {
+        child.kill();
+        server.close();
+      }
+      // One SYN per connection reached the rule chain; the drains raced the packet path.
+      const made = Number(out);
+      expect(made).toBeGreaterThanOrEqual(200);
+      expect(flowPackets).toBe(made);
+      expect(counterPackets).toBe(made);
+    }, 120_000);
   },
 );

@@ -9,7 +9,15 @@ import {
   Verdict,
 } from '@bulkhead/proto';
 import { DEFAULT_RULE_ID } from './counters.js';
-import { DEFAULT_FLOW_CODE, FLOW_SETS, TABLE_FAMILY, TABLE_NAME } from './render.js';
+import {
+  DEFAULT_FLOW_CODE,
+  FLOW_GEN_ELEMENTS,
+  FLOW_GEN_SET,
+  FLOW_SETS,
+  type FlowGen,
+  TABLE_FAMILY,
+  TABLE_NAME,
+} from './render.js';
 
 /** How full one kernel flow set was when it was read. */
 export interface FlowSetStats {
@@ -18,7 +26,7 @@ export interface FlowSetStats {
   size: number;
 }
 
-/** What one read of the flow sets found; `elems` (per set, as listed) is what a drain deletes. */
+/** What one read of the flow sets (one generation) found; `elems` (per set, as listed) is what a drain deletes. */
 export interface FlowRead {
   records: FlowRecord[];
   sets: FlowSetStats[];
@@ -28,16 +36,41 @@ export interface FlowRead {
 const where = (name: string) => ({ family: TABLE_FAMILY, table: TABLE_NAME, name });
 
 /**
- * Read the four flow sets and map their elements through `applied` (the rule set whose
- * rendering filled them). A set that is missing (no table yet) reads as empty.
+ * Read the flow sets, mapping their elements through `applied` (the rule set whose rendering
+ * filled them), so that nothing counted is lost or read twice: flip the packet path to
+ * generation b, read generation a (nothing adds to it any more) and delete what was read,
+ * flip back to a, read b. The returned `elems` are b's, for deleteFlows; after the second
+ * flip nothing adds to b either. A table without `flow_gen` (rendered before generations)
+ * is read in place; a set that is missing (no table yet) reads as empty.
  */
 export async function readFlows(
   driver: NftDriver,
   applied: GroupRuleSet,
   nowMs: number,
 ): Promise<FlowRead> {
+  const gen = new Transaction().add({
+    element: { ...where(FLOW_GEN_SET), elem: [...FLOW_GEN_ELEMENTS] },
+  });
+  try {
+    await driver.apply(gen);
+  } catch {
+    return readGeneration(driver, 'a', applied, nowMs);
+  }
+  const a = await readGeneration(driver, 'a', applied, nowMs);
+  await deleteFlows(driver, a);
+  await driver.apply(new Transaction().flush({ set: where(FLOW_GEN_SET) }));
+  const b = await readGeneration(driver, 'b', applied, nowMs);
+  return { records: [...a.records, ...b.records], sets: [...a.sets, ...b.sets], elems: b.elems };
+}
+
+async function readGeneration(
+  driver: NftDriver,
+  gen: FlowGen,
+  applied: GroupRuleSet,
+  nowMs: number,
+): Promise<FlowRead> {
   const objects: NftObject[] = [];
-  for (const { name } of FLOW_SETS) {
+  for (const { name } of FLOW_SETS.filter((f) => f.gen === gen)) {
     try {
       objects.push(...(await driver.list({ list: { set: where(name) } })));
     } catch {

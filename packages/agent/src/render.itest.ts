@@ -90,7 +90,7 @@ describe.each(['libnftables', 'nft'] as const)(
         const objects = await table(driver);
         const sets = named(objects, 'set');
         // Two per group, three service sets, four flow sets.
-        expect(sets.size).toBe(2 * FIXTURE_GROUPS.size + 3 + 4);
+        expect(sets.size).toBe(2 * FIXTURE_GROUPS.size + 3 + 8 + 1);
         const elements = [...sets.values()].reduce(
           (n, m) => n + ((m.elem as unknown[] | undefined)?.length ?? 0),
           0,

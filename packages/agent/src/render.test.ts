@@ -66,8 +66,8 @@ describe('renderModel (group form)', () => {
     }
     const dump = fake.dump();
     expect(dump.filter((o) => 'table' in o)).toHaveLength(1);
-    // Two sets per group, one service set per rule with ports, four flow sets.
-    expect(dump.filter((o) => 'set' in o)).toHaveLength(2 * FIXTURE_GROUPS.size + 3 + 4);
+    // Two sets per group, one service set per rule with ports, 2 x 4 flow sets, flow_gen.
+    expect(dump.filter((o) => 'set' in o)).toHaveLength(2 * FIXTURE_GROUPS.size + 3 + 8 + 1);
     expect(
       dump.filter((o) => 'counter' in o).map((o) => (o.counter as { name: string }).name),
     ).toContain(`${R[1]}_would_deny`);
@@ -269,7 +269,7 @@ describe('renderModel (group form)', () => {
     }
   });
 
-  it('declares four flow sets with per-element counters, before any rule adds to them', () => {
+  it('declares two generations of four flow sets with per-element counters, and flow_gen, before any rule adds to them', () => {
     for (const cmds of [
       enforce,
       renderCommands(fixtureRuleSet(), fixtureFailsafe, { size: 2, timeoutSeconds: 60 }),
@@ -280,7 +280,17 @@ describe('renderModel (group form)', () => {
         'flows_in6',
         'flows_out4',
         'flows_out6',
+        'flows_in4_b',
+        'flows_in6_b',
+        'flows_out4_b',
+        'flows_out6_b',
       ]);
+      expect(added(cmds, 'set').find((x) => x.name === 'flow_gen')).toEqual({
+        family: 'inet',
+        table: 'bulkhead',
+        name: 'flow_gen',
+        type: 'nf_proto',
+      });
       const firstRule = cmds.findIndex((c) => (c.add as Obj | undefined)?.rule !== undefined);
       const lastSet = cmds.findLastIndex((c) => (c.add as Obj | undefined)?.set !== undefined);
       expect(lastSet).toBeLessThan(firstRule);
@@ -327,28 +337,44 @@ describe('renderModel (group form)', () => {
       ],
     });
     const dport = { payload: { protocol: 'th', field: 'dport' } };
-    const expected = (dir: string, code: number) => [
-      [
-        nfproto('ipv4'),
-        l4('=='),
-        { set: { op: 'add', elem: key('ip', dport, code), set: `@flows_${dir}4` } },
-      ],
-      [
-        nfproto('ipv4'),
-        l4('!='),
-        { set: { op: 'add', elem: key('ip', 0, code), set: `@flows_${dir}4` } },
-      ],
-      [
-        nfproto('ipv6'),
-        l4('=='),
-        { set: { op: 'add', elem: key('ip6', dport, code), set: `@flows_${dir}6` } },
-      ],
-      [
-        nfproto('ipv6'),
-        l4('!='),
-        { set: { op: 'add', elem: key('ip6', 0, code), set: `@flows_${dir}6` } },
-      ],
-    ];
+    // Generation a while flow_gen does not hold the family, b while it does.
+    const inGen = (gen: string) => ({
+      match: {
+        op: gen === 'a' ? '!=' : '==',
+        left: { meta: { key: 'nfproto' } },
+        right: '@flow_gen',
+      },
+    });
+    const expected = (dir: string, code: number) =>
+      ['a', 'b'].flatMap((gen) => {
+        const suffix = gen === 'b' ? '_b' : '';
+        return [
+          [
+            nfproto('ipv4'),
+            inGen(gen),
+            l4('=='),
+            { set: { op: 'add', elem: key('ip', dport, code), set: `@flows_${dir}4${suffix}` } },
+          ],
+          [
+            nfproto('ipv4'),
+            inGen(gen),
+            l4('!='),
+            { set: { op: 'add', elem: key('ip', 0, code), set: `@flows_${dir}4${suffix}` } },
+          ],
+          [
+            nfproto('ipv6'),
+            inGen(gen),
+            l4('=='),
+            { set: { op: 'add', elem: key('ip6', dport, code), set: `@flows_${dir}6${suffix}` } },
+          ],
+          [
+            nfproto('ipv6'),
+            inGen(gen),
+            l4('!='),
+            { set: { op: 'add', elem: key('ip6', 0, code), set: `@flows_${dir}6${suffix}` } },
+          ],
+        ];
+      });
     for (const cmds of [enforce, monitor]) {
       // Fixture rules: 0, 1 egress; 2, 3 ingress. Code = index + 1, default = 0.
       const chains: [string, string, number][] = [
@@ -361,10 +387,10 @@ describe('renderModel (group form)', () => {
       ];
       for (const [chain, dir, code] of chains) {
         const rules = rulesOf(cmds, chain);
-        expect(rules).toHaveLength(5);
-        expect(rules.slice(0, 4)).toEqual(expected(dir, code));
+        expect(rules).toHaveLength(9);
+        expect(rules.slice(0, 8)).toEqual(expected(dir, code));
         // The verdict rule stands alone: it never depends on the set having room.
-        expect(JSON.stringify(rules[4])).not.toContain('@flows');
+        expect(JSON.stringify(rules[8])).not.toContain('@flows');
       }
     }
   });
@@ -373,7 +399,7 @@ describe('renderModel (group form)', () => {
     expect(renderCommands(fixtureRuleSet(), fixtureFailsafe)).toEqual(enforce);
     const rules = added(enforce, 'rule');
     for (const r of rules) expect(r.comment).toMatch(/^bh:[0-9a-f]{20}$/);
-    // Same expression, same comment (the five record/verdict rules differ per chain).
+    // Same expression, same comment (the nine record/verdict rules differ per chain).
     const comments = (cmds: NftCommand[]) => added(cmds, 'rule').map((r) => r.comment);
     expect(new Set(comments(enforce)).size).toBeLessThan(rules.length);
     const otherFailsafe = renderCommands(fixtureRuleSet(), {

@@ -93,16 +93,28 @@ function digest16(text: string): string {
   return createHash('sha256').update(text).digest('hex').slice(0, 16);
 }
 
-/** Name of the flow set of a direction and family, e.g. `flows_in4`. */
-export function flowSetName(dir: Dir, family: Family): string {
-  return `flows_${dir}${family}`;
+/**
+ * Flow sets come in two generations so that a drain reads a set nothing adds to any more:
+ * while the set `flow_gen` is empty (as created) the packet path records into generation
+ * `a` (`flows_in4`), while it holds both families into `b` (`flows_in4_b`). One transaction
+ * flips it; the drain then reads and deletes the other generation at leisure (flows.ts).
+ */
+export type FlowGen = 'a' | 'b';
+export const FLOW_GEN_SET = 'flow_gen';
+export const FLOW_GEN_ELEMENTS = ['ipv4', 'ipv6'] as const;
+
+/** Name of the flow set of a direction, family and generation, e.g. `flows_in4`. */
+export function flowSetName(dir: Dir, family: Family, gen: FlowGen = 'a'): string {
+  return `flows_${dir}${family}${gen === 'b' ? '_b' : ''}`;
 }
 
-/** Every flow set the rendering declares, with its direction and family. */
-export const FLOW_SETS: readonly { name: string; dir: Dir; family: Family }[] = (
-  ['in', 'out'] as const
-).flatMap((dir) =>
-  ([4, 6] as const).map((family) => ({ name: flowSetName(dir, family), dir, family })),
+/** Every flow set the rendering declares, with its direction, family and generation. */
+export const FLOW_SETS: readonly { name: string; dir: Dir; family: Family; gen: FlowGen }[] = (
+  ['a', 'b'] as const
+).flatMap((gen) =>
+  (['in', 'out'] as const).flatMap((dir) =>
+    ([4, 6] as const).map((family) => ({ name: flowSetName(dir, family, gen), dir, family, gen })),
+  ),
 );
 
 /** Rule code a flow element carries: 0 for the default chains, rule index + 1 for a rule chain. */
@@ -125,31 +137,38 @@ function flowSets(m: TableModel, flowTable: FlowTableOptions): void {
       elems: undefined, // the packet path fills them; the agent only drains them
     });
   }
+  // Flipped by the drain alone: like the flow sets, never written, compared or reset here.
+  m.sets.set(FLOW_GEN_SET, { kind: 'set', decl: { type: 'nf_proto' }, elems: undefined });
 }
 
 /**
- * Rules that record a new connection in the flow set of `dir`, one per family and port kind.
+ * Rules that record a new connection in the flow set of `dir`, one per family, port kind and
+ * generation (the lookup in `flow_gen` picks the generation; only one of each pair matches).
  * Each is a rule of its own, before the verdict: adding to a full set aborts the rule that
  * does it, and the verdict must never depend on that.
  */
 function recordRules(dir: Dir, code: number): RuleModel[] {
   const l4proto = { meta: { key: 'l4proto' } };
+  const nfprotoKey = { meta: { key: 'nfproto' } };
   const portProtocols = { set: [...PORT_PROTOCOLS] };
-  return ([4, 6] as const).flatMap((family) => {
-    const proto = family === 4 ? 'ip' : 'ip6';
-    const nfproto = match({ meta: { key: 'nfproto' } }, family === 4 ? 'ipv4' : 'ipv6');
-    const add = (port: unknown) => ({
-      set: {
-        op: 'add',
-        elem: { concat: [payload(proto, 'saddr'), payload(proto, 'daddr'), l4proto, port, code] },
-        set: `@${flowSetName(dir, family)}`,
-      },
-    });
-    return [
-      rule([nfproto, match(l4proto, portProtocols), add(payload('th', 'dport'))]),
-      rule([nfproto, match(l4proto, portProtocols, '!='), add(0)]),
-    ];
-  });
+  return (['a', 'b'] as const).flatMap((gen) =>
+    ([4, 6] as const).flatMap((family) => {
+      const proto = family === 4 ? 'ip' : 'ip6';
+      const nfproto = match(nfprotoKey, family === 4 ? 'ipv4' : 'ipv6');
+      const inGen = match(nfprotoKey, `@${FLOW_GEN_SET}`, gen === 'a' ? '!=' : '==');
+      const add = (port: unknown) => ({
+        set: {
+          op: 'add',
+          elem: { concat: [payload(proto, 'saddr'), payload(proto, 'daddr'), l4proto, port, code] },
+          set: `@${flowSetName(dir, family, gen)}`,
+        },
+      });
+      return [
+        rule([nfproto, inGen, match(l4proto, portProtocols), add(payload('th', 'dport'))]),
+        rule([nfproto, inGen, match(l4proto, portProtocols, '!='), add(0)]),
+      ];
+    }),
+  );
 }
 
 /** Name of the named counter a rule chain (`ruleChain`) or default chain counts into. */

@@ -70,6 +70,8 @@ export interface AgentView {
   workload: string;
   hostname: string;
   connected: boolean;
+  /** No stream for longer than the control plane's --offline-after. */
+  offline: boolean;
   appliedRevision: number;
   appliedHash: string;
   desiredHash: string | null;

@@ -50,6 +50,7 @@ export const AGENT_COLUMNS: Column<Row>[] = [
   col('ID', (r) => shortId(r.id)),
   col('WORKLOAD', (r) => r.workload),
   col('CONNECTED', (r) => r.connected),
+  col('OFFLINE', (r) => r.offline),
   col('APPLIED REV', (r) => r.appliedRevision),
   col('IN SYNC', (r) => r.inSync),
   col('LAST SEEN', (r) => r.lastSeen),

@@ -325,6 +325,7 @@ describe('output', () => {
                 workload: 'web-1',
                 hostname: 'web-1.example',
                 connected: true,
+                offline: false,
                 appliedRevision: 4,
                 inSync: false,
                 lastSeen: '2026-01-01T00:00:00Z',
@@ -336,10 +337,10 @@ describe('output', () => {
     const r = await connected('agents');
     const [header, row] = r.stdout.split('\n');
     expect(header).toBe(
-      'ID        WORKLOAD  CONNECTED  APPLIED REV  IN SYNC  LAST SEEN             LAST ERROR',
+      'ID        WORKLOAD  CONNECTED  OFFLINE  APPLIED REV  IN SYNC  LAST SEEN             LAST ERROR',
     );
     expect(row).toBe(
-      '3f2a9c1e  web-1     true       4            false    2026-01-01T00:00:00Z  -',
+      '3f2a9c1e  web-1     true       false    4            false    2026-01-01T00:00:00Z  -',
     );
   });
 

@@ -6,6 +6,7 @@ import { type Logger, pino } from 'pino';
 import { createApi } from './api.js';
 import { createDomains } from './domains.js';
 import { ControlPlaneError } from './errors.js';
+import { DEFAULT_OFFLINE_AFTER_MS } from './fleet/liveness.js';
 import { createStreamRegistry } from './fleet/streams.js';
 import { type AgentGrpcServer, createGrpcServer, type GrpcLimits } from './grpc.js';
 import { createPki } from './pki.js';
@@ -51,6 +52,8 @@ export interface ControlPlaneOptions {
   maxRuleSetEntries?: number;
   /** Largest `PUT /v1/ip-lists/:name` body. Default 32 MiB (other routes: 1 MiB). */
   maxIpListBytes?: number;
+  /** Offline agents (`--offline-after`, `--offline-withdraw`): see fleet/liveness.ts. */
+  offline?: { afterMs?: number; withdraw?: boolean };
 }
 
 export interface ControlPlane {
@@ -115,6 +118,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   let siem: EventExporter | undefined;
   let pruneTimer: NodeJS.Timeout | undefined;
   let rolloutTimer: NodeJS.Timeout | undefined;
+  let stopLiveness: (() => void) | undefined;
   let telemetryWritten: (() => Promise<void>) | undefined;
   let apiUrl = '';
   let grpcPort = 0;
@@ -124,6 +128,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   async function stop(): Promise<void> {
     clearInterval(pruneTimer);
     clearInterval(rolloutTimer);
+    stopLiveness?.();
     await grpc?.close();
     // Telemetry already taken from the streams is written before the database closes.
     await telemetryWritten?.();
@@ -196,7 +201,14 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
           events: exporter,
           flowRetentionDays: options.flowRetentionDays,
           maxRuleSetEntries: options.maxRuleSetEntries,
+          offline: options.offline,
         });
+        const { liveness } = domains;
+        // A tenth of the offline time, at most 5 s: the state lags the clock by that much.
+        liveness.start(
+          Math.min(5_000, (options.offline?.afterMs ?? DEFAULT_OFFLINE_AFTER_MS) / 10),
+        );
+        stopLiveness = () => liveness.stop();
         domains.metrics.watch({
           agents: domains.fleet.listAgents,
           flowRows: store.visibility.flowCount,

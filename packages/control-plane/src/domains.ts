@@ -5,12 +5,18 @@
 // each telemetry batch fleet reports.
 import type { Logger } from 'pino';
 import { type AccessService, createAccessService } from './access/service.js';
+import {
+  createAddressWithdrawal,
+  createLiveness,
+  DEFAULT_OFFLINE_AFTER_MS,
+  type Liveness,
+} from './fleet/liveness.js';
 import { createFleetService, type FleetService } from './fleet/service.js';
 import type { StreamRegistry } from './fleet/streams.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import type { Pki } from './pki.js';
 import { createPolicyAdminService, type PolicyAdminService } from './policy-admin/service.js';
-import { createPolicyStates } from './policy-state.js';
+import { createPolicyStates, toWorkload } from './policy-state.js';
 import { createImpactGate } from './revisions/impact-gate.js';
 import { createRolloutService, type RolloutService } from './revisions/rollout.js';
 import { createRevisionsService, type RevisionsService } from './revisions/service.js';
@@ -33,6 +39,11 @@ export interface DomainDeps {
   flowRetentionDays?: number;
   /** A provision warns about rule sets larger than this (entries). */
   maxRuleSetEntries?: number;
+  /**
+   * An agent without a stream this long is offline (default 120 s); `withdraw`: a workload
+   * whose agents are all offline leaves its peers' rule sets until one is back (fleet/liveness.ts).
+   */
+  offline?: { afterMs?: number; withdraw?: boolean };
 }
 
 export interface Domains {
@@ -46,6 +57,8 @@ export interface Domains {
   metrics: Metrics;
   explain: ExplainService;
   hygiene: HygieneService;
+  /** Offline agents; the caller runs its sweep (start/stop). */
+  liveness: Liveness;
 }
 
 export function createDomains(deps: DomainDeps): Domains {
@@ -54,8 +67,16 @@ export function createDomains(deps: DomainDeps): Domains {
   const metrics = createMetrics();
   const audit = stores.access;
   const states = createPolicyStates(stores.policy, stores.revisions);
-  // During a staged rollout agents follow its base revision or its new one (the follower).
-  const publisher = createRevisionFollower({ streams, log });
+  // During a staged rollout agents follow its base revision or its new one (the follower);
+  // with `offline.withdraw`, the domains see it through the address withdrawal.
+  const follower = createRevisionFollower({ streams, log });
+  const withdrawal = deps.offline?.withdraw
+    ? createAddressWithdrawal(follower, (name) => {
+        const w = stores.policy.getWorkload(name);
+        return w && toWorkload(w);
+      })
+    : undefined;
+  const publisher = withdrawal?.publisher ?? follower;
   const started = performance.now();
   const rolling = stores.rollouts.active();
   const { state, revision } = rolling
@@ -90,7 +111,7 @@ export function createDomains(deps: DomainDeps): Domains {
     revisions,
     db,
     states,
-    follower: publisher,
+    follower,
     audit,
     flows: stores.visibility,
     log,
@@ -107,29 +128,59 @@ export function createDomains(deps: DomainDeps): Domains {
     deleteWorkload: stores.deleteWorkload,
     streams,
   });
+  const fleet = createFleetService({
+    store: stores.fleet,
+    db,
+    workloads: policy,
+    publisher,
+    streams,
+    pki,
+    audit,
+    reported(agentId, workload, flows, events) {
+      visibility.reported(agentId, workload, flows, events);
+      rollouts.observed(workload, flows);
+    },
+    recordEvent: stores.visibility.recordControlPlaneEvent,
+    metrics,
+    flowRetentionDays: deps.flowRetentionDays,
+    log,
+    now,
+    isOffline: (id) => liveness.isOffline(id),
+  });
+  const clock = now ?? (() => new Date());
+  const liveness = createLiveness({
+    agents: stores.fleet.listAgents,
+    isConnected: streams.isConnected,
+    offlineAfterMs: deps.offline?.afterMs ?? DEFAULT_OFFLINE_AFTER_MS,
+    addresses: withdrawal,
+    now: () => clock().getTime(),
+    changed(agent, change, sinceMs) {
+      const since = new Date(sinceMs).toISOString();
+      log.warn({ agentId: agent.id, workload: agent.workload, since }, `agent ${change}`);
+      db.tx(() => {
+        audit.appendAudit({
+          actor: 'control-plane',
+          action: `agent.${change}`,
+          target: agent.id,
+          after: { workload: agent.workload, lastContact: since },
+        });
+        stores.visibility.recordControlPlaneEvent(agent.workload, {
+          code: change === 'offline' ? 'AGENT_OFFLINE' : 'AGENT_ONLINE',
+          message:
+            change === 'offline'
+              ? `agent ${agent.id} has had no stream since ${since}`
+              : `agent ${agent.id} is connected again`,
+          attributes: { agentId: agent.id, lastContact: since },
+        });
+      });
+    },
+  });
   return {
     access: createAccessService({ store: stores.access, db }),
     policy,
     revisions,
     rollouts,
-    fleet: createFleetService({
-      store: stores.fleet,
-      db,
-      workloads: policy,
-      publisher,
-      streams,
-      pki,
-      audit,
-      reported(agentId, workload, flows, events) {
-        visibility.reported(agentId, workload, flows, events);
-        rollouts.observed(workload, flows);
-      },
-      recordEvent: stores.visibility.recordControlPlaneEvent,
-      metrics,
-      flowRetentionDays: deps.flowRetentionDays,
-      log,
-      now,
-    }),
+    fleet,
     visibility,
     metrics,
     explain: createExplainService(states),
@@ -141,5 +192,6 @@ export function createDomains(deps: DomainDeps): Domains {
       tokens: stores.access,
       now,
     }),
+    liveness,
   };
 }

@@ -45,6 +45,16 @@ const program = new Command('bulkhead-control-plane')
     '64',
   )
   .option(
+    '--offline-after <seconds>',
+    'an agent without a stream this long is offline (event, metric, agents list)',
+    '120',
+  )
+  .option(
+    '--offline-withdraw',
+    "withdraw a workload's addresses from peers' rule sets while all its agents are offline",
+    false,
+  )
+  .option(
     '--flow-retention-days <days>',
     'keep hourly flow buckets and unseen flows this long',
     '35',
@@ -95,6 +105,8 @@ const opts = program.opts<{
   tlsSan: string[];
   siem: string[];
   siemSpoolSize: string;
+  offlineAfter: string;
+  offlineWithdraw: boolean;
   flowRetentionDays: string;
   maxFlowRows: string;
   grpcMaxConnectionsPerSource: string;
@@ -127,6 +139,7 @@ const maxConnectionsPerSource = positive(
 );
 const maxRuleSetEntries = positive('--max-ruleset-entries', opts.maxRulesetEntries);
 const maxIpListBytes = positive('--max-ip-list-bytes', opts.maxIpListBytes);
+const offlineAfterSeconds = positive('--offline-after', opts.offlineAfter);
 if (opts.tlsSan.some((s) => s.trim() === '' || /[\s,]/.test(s))) {
   fail('--tls-san takes one DNS name or IP address per flag');
 }
@@ -144,6 +157,7 @@ const cp = createControlPlane({
   grpcLimits: { maxConnectionsPerSource },
   maxRuleSetEntries,
   maxIpListBytes,
+  offline: { afterMs: offlineAfterSeconds * 1000, withdraw: opts.offlineWithdraw },
   logLevel: opts.logLevel,
 });
 

@@ -33,7 +33,14 @@ export interface ScrapeSources {
   siem?: () => ExporterStats;
 }
 
-const AGENT_STATES = ['connected', 'disconnected', 'in_sync', 'out_of_sync', 'revoked'] as const;
+const AGENT_STATES = [
+  'connected',
+  'disconnected',
+  'offline',
+  'in_sync',
+  'out_of_sync',
+  'revoked',
+] as const;
 
 function fileBytes(path: string): number {
   let n = 0;
@@ -88,7 +95,7 @@ export function createMetrics(): Metrics {
   function watch(s: ScrapeSources): void {
     new Gauge<'state'>({
       name: 'bulkhead_agents',
-      help: 'Enrolled agents by state; connected/disconnected and in_sync/out_of_sync count agents not revoked.',
+      help: 'Enrolled agents by state; connected/disconnected and in_sync/out_of_sync count agents not revoked; offline: disconnected longer than --offline-after.',
       labelNames: ['state'],
       registers,
       collect() {
@@ -100,6 +107,7 @@ export function createMetrics(): Metrics {
           }
           n[a.connected ? 'connected' : 'disconnected']! += 1;
           n[a.inSync ? 'in_sync' : 'out_of_sync']! += 1;
+          if (a.offline) n.offline! += 1;
         }
         for (const state of AGENT_STATES) this.set({ state }, n[state]!);
       },

@@ -83,6 +83,8 @@ export interface FleetDeps {
   flowRetentionDays?: number;
   log: Logger;
   now?: () => Date;
+  /** Whether the agent is offline (liveness.ts); false when not given. */
+  isOffline?: (agentId: string) => boolean;
 }
 
 export function createFleetService(deps: FleetDeps): FleetService {
@@ -165,6 +167,7 @@ export function createFleetService(deps: FleetDeps): FleetService {
       workload: a.workload,
       hostname: a.hostname,
       connected: streams.isConnected(a.id),
+      offline: deps.isOffline?.(a.id) ?? false,
       // An agent running content that a newer revision left unchanged runs that revision's
       // policy too; it is not sent anything, so it cannot report the number itself.
       appliedRevision: inSync ? Math.max(a.appliedRevision, d.revision) : a.appliedRevision,
