@@ -12,15 +12,19 @@ import { trimHeap } from '@bulkhead/nftables';
 /** Quiet time before a collection: V8 shrinks the new space only at a low allocation rate (5 s window). */
 export const QUIET_MS = 6_000;
 
-let gc: (() => void) | undefined;
+let gc: (() => void) | null | undefined;
 
-/** A full collection of V8's heap, then malloc_trim. */
+/** A full collection of V8's heap (where it can be reached), then malloc_trim. */
 export function releaseMemory(): void {
-  // Without `node --expose-gc`: the flag set at run time installs `gc` in contexts made after it.
-  if (!gc) {
-    setFlagsFromString('--expose-gc');
-    gc = runInNewContext('gc') as () => void;
+  if (gc === undefined) {
+    try {
+      // Without `node --expose-gc`: the flag set at run time installs `gc` in contexts made after it.
+      setFlagsFromString('--expose-gc');
+      gc = runInNewContext('gc') as () => void;
+    } catch {
+      gc = null; // a runtime without it: the trim alone still returns malloc's free pages
+    }
   }
-  gc();
+  gc?.();
   trimHeap();
 }

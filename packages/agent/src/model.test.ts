@@ -67,6 +67,8 @@ describe('update apply', () => {
       expect(paths.every((p) => p === 'delta')).toBe(true);
       expect(dp.applied?.hash).toBe(hash);
     },
+    // 30 changes, each checked against a fresh full load: seconds on a loaded 2-core box.
+    30_000,
   );
 
   it('the histories exercise group-only updates, created and deleted groups', () => {
