@@ -24,7 +24,8 @@ const Verdict = Type.Union([
   Type.Literal('would-deny'),
 ]);
 const EdgePolicy = Type.Union([...Verdict.anyOf, Type.Literal('not-covered')], {
-  description: "not-covered: allowed here, but the other end's direction has no policy",
+  description:
+    'not-covered: let through only by monitor mode and the default deny (no rule allows it)',
 });
 const Strings = Type.Array(Type.String());
 const Version = Type.Integer({ minimum: 1, description: 'for If-Match; +1 per write' });
@@ -229,6 +230,12 @@ const Flow = closed({
   lastSeen: Time,
   connections: Type.Integer(),
   bytes: Type.Integer(),
+  noPolicy: Opt(
+    Type.Array(closed({ workload: Type.String(), direction: Direction }), {
+      description:
+        "ends in monitor mode with no policy in that direction: web's egress has no policy",
+    }),
+  ),
 });
 export const Flows = closed({ flows: Type.Array(Flow) });
 export const FlowMap = closed({
@@ -258,6 +265,12 @@ export const FlowMap = closed({
         'would-deny': Type.Integer(),
       }),
       policy: EdgePolicy,
+      noPolicy: Opt(
+        Type.Array(Direction, {
+          description:
+            'not-covered: the directions with no policy (egress: the source, ingress: the destination)',
+        }),
+      ),
     }),
   ),
 });
