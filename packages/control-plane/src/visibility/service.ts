@@ -145,7 +145,7 @@ export function createVisibilityService(deps: VisibilityDeps): VisibilityService
       });
       const { state } = states.provisioned(workloads);
       const resolver = createResolver(state);
-      const noPolicy = createNoPolicyEnds(state);
+      const noPolicy = createNoPolicyEnds(state, resolver);
       return { flows: rows.map((r) => toFlowView(r, resolver, noPolicy)) };
     },
 

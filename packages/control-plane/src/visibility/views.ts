@@ -124,25 +124,25 @@ function canonical(text: string): string | undefined {
 /**
  * The ends of a flow that let it through only because they are in monitor mode and no policy
  * selects them in that direction ("web's egress has no policy"): once enforced, the default deny
- * drops it there, whatever the other end allows.
+ * drops it there, whatever the other end allows. No evaluation needed: with no policy, an end's
+ * decision is the default deny. Ends are the workloads the flow's addresses resolve to, as shown.
  */
-export function createNoPolicyEnds(state: PolicyState) {
+export function createNoPolicyEnds(state: PolicyState, resolver: Resolver) {
   const none = new Map<string, boolean>();
-  const hasNone = (workload: string, direction: DirectionName) => {
-    const key = `${workload}\0${direction}`;
+  const gap = (w: Workload | undefined, direction: DirectionName) => {
+    if (w === undefined || w.mode[direction] !== 'monitor') return [];
+    const key = `${w.name}\0${direction}`;
     let v = none.get(key);
     if (v === undefined) {
-      v = policiesFor(state, workload, direction).length === 0;
+      v = policiesFor(state, w.name, direction).length === 0;
       none.set(key, v);
     }
-    return v;
+    return v ? [{ workload: w.name, direction }] : [];
   };
-  return (f: Pick<FlowRow, 'src' | 'dst' | 'protocol' | 'port'>) => {
-    if (!parseAddress(f.src) || !parseAddress(f.dst)) return [];
-    return classifyFlow(state, f)
-      .ends.filter((e) => e.verdict === 'not-covered' && hasNone(e.workload, e.direction))
-      .map((e) => ({ workload: e.workload, direction: e.direction }));
-  };
+  return (f: Pick<FlowRow, 'src' | 'dst'>) => [
+    ...gap(resolver.workloadOf(f.src), 'egress'),
+    ...gap(resolver.workloadOf(f.dst), 'ingress'),
+  ];
 }
 export type NoPolicyEnds = ReturnType<typeof createNoPolicyEnds>;
 
@@ -197,7 +197,7 @@ const zero = (): Record<FlowVerdict, number> => ({ allowed: 0, denied: 0, 'would
  */
 export function buildMap(rows: FlowRow[], state: PolicyState, groupBy: string[]): MapView {
   const resolver = createResolver(state);
-  const noPolicy = createNoPolicyEnds(state);
+  const noPolicy = createNoPolicyEnds(state, resolver);
   const tuples = new Map<string, Tuple>();
   for (const r of rows) {
     const key = `${r.src}|${r.dst}|${r.protocol}|${r.port}`;
