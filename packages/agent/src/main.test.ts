@@ -3,7 +3,7 @@
 // and the server's message on one line, after one attempt; so does a metrics port in use.
 // Nothing reaches nftables: the agent never enrols, so it never applies anything.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -15,9 +15,13 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const AGENT_MAIN = join(HERE, '..', 'dist', 'main.js');
 const CP_MAIN = join(HERE, '..', '..', 'control-plane', 'dist', 'main.js');
 
-function runAgent(args: string[]): Promise<{ status: number | null; stderr: string }> {
+function runAgent(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ status: number | null; stderr: string }> {
   const child = spawn(process.execPath, [AGENT_MAIN, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...env },
   });
   let stderr = '';
   child.stderr.on('data', (b: Buffer) => {
@@ -142,4 +146,43 @@ describe('bulkhead-agent binary against a real control plane', () => {
       taken.close();
     }
   }, 30_000);
+});
+
+describe('bulkhead-agent settings from flags, environment and --config', {
+  timeout: 30_000,
+}, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bh-agent-conf-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const write = (name: string, value: object) => {
+    writeFileSync(join(dir, name), JSON.stringify(value));
+    return join(dir, name);
+  };
+
+  it.each([
+    [
+      'an unknown key',
+      { 'control-plane': ['cp:8443'], 'ca-cert': '/x', lables: [] },
+      {},
+      'unknown key "lables"',
+    ],
+    [
+      'a bad value',
+      { 'control-plane': ['cp:8443'], 'ca-cert': '/x', 'admin-port': 0 },
+      {},
+      '"admin-port": --admin-port must be',
+    ],
+    ['a missing required setting', { 'control-plane': ['cp:8443'] }, {}, '--ca-cert is required'],
+    [
+      'a bad value in the environment',
+      { 'control-plane': ['cp:8443'], 'ca-cert': '/x' },
+      { BULKHEAD_AGENT_LABEL: 'no-equals' },
+      '--label (environment BULKHEAD_AGENT_LABEL): expected key=value',
+    ],
+  ])('exits 2 naming the key and its source for %s', async (_, file, env, message) => {
+    const path = write(`${Math.random().toString(36).slice(2)}.json`, file);
+    const r = await runAgent(['--config', path], env);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain(message);
+    if (Object.keys(env).length === 0) expect(r.stderr).toContain(path);
+  });
 });

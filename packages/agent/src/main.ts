@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname, networkInterfaces } from 'node:os';
+import { ConfigError, parseSettings, settingSource } from '@bulkhead/config';
 import { createNftDriver } from '@bulkhead/nftables';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
@@ -62,16 +63,26 @@ const logLevelOption = () =>
     .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
     .default('info');
 
-function parseOrExit(program: Command, argv: string[]): void {
+/**
+ * Flags > environment (BULKHEAD_AGENT_<FLAG>) > --config file > defaults. The unit's
+ * BULKHEAD_AGENT_ARGS holds extra flags, not a setting. `--restore-only` reads the agent's file
+ * and environment too, leaving the keys it does not use to the agent.
+ */
+function parseOrExit(program: Command, argv: string[], restoreOnly = false): void {
   program
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(`bulkhead-agent: ${s}`) });
   try {
-    program.parse(argv);
+    parseSettings(program, argv, {
+      envPrefix: 'BULKHEAD_AGENT_',
+      reservedEnv: ['ARGS'],
+      ignoreUnknown: restoreOnly,
+    });
   } catch (err) {
     if (err instanceof CommanderError) {
       process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
     }
+    if (err instanceof ConfigError) fail(err.message);
     throw err;
   }
 }
@@ -88,7 +99,7 @@ async function restoreOnly(argv: string[]): Promise<never> {
     .addOption(stateDirOption())
     .addOption(nftBackendOption())
     .addOption(logLevelOption());
-  parseOrExit(program, argv);
+  parseOrExit(program, argv, true);
   const o = program.opts<{
     stateDir: string;
     nftBackend: AgentOptions['nftBackend'];
@@ -224,6 +235,7 @@ function parse(argv: string[]): AgentOptions {
     serverName: string;
     logLevel: string;
   }>();
+  const from = (attribute: string) => settingSource(program, attribute);
 
   if (o.bootstrapToken && o.bootstrapTokenFile) {
     fail('give only one of --bootstrap-token and --bootstrap-token-file');
@@ -234,19 +246,19 @@ function parse(argv: string[]): AgentOptions {
   const labels: Record<string, string> = {};
   for (const l of o.label) {
     const i = l.indexOf('=');
-    if (i <= 0) fail(`--label: expected key=value, got ${JSON.stringify(l)}`);
+    if (i <= 0) fail(`${from('label')}: expected key=value, got ${JSON.stringify(l)}`);
     labels[l.slice(0, i)] = l.slice(i + 1);
   }
   for (const cidr of o.adminCidr) {
     try {
       parseCidr(cidr);
     } catch {
-      fail(`--admin-cidr: not a CIDR: ${JSON.stringify(cidr)}`);
+      fail(`${from('adminCidr')}: not a CIDR: ${JSON.stringify(cidr)}`);
     }
   }
   if (o.backoffBase > o.backoffMax) fail('--backoff-base must not exceed --backoff-max');
   for (const a of o.address) {
-    if (!isIP(a)) fail(`--address: not an IP address: ${JSON.stringify(a)}`);
+    if (!isIP(a)) fail(`${from('address')}: not an IP address: ${JSON.stringify(a)}`);
   }
   let metricsListen: AgentOptions['metricsListen'];
   try {

@@ -24,6 +24,11 @@ export interface FlowView {
   lastSeen: string;
   connections: number;
   bytes: number;
+  /**
+   * Ends (under the provisioned policy) that let the flow through only because they are in
+   * monitor mode and no policy selects them in that direction: "web's egress has no policy".
+   */
+  noPolicy?: { workload: string; direction: 'ingress' | 'egress' }[];
 }
 
 export type EdgePolicy = FlowVerdict | 'not-covered';
@@ -47,6 +52,8 @@ export interface MapEdge {
   lastSeen: string;
   observed: Record<FlowVerdict, number>;
   policy: EdgePolicy;
+  /** A `not-covered` edge: the directions (source's egress, destination's ingress) with no policy. */
+  noPolicy?: ('ingress' | 'egress')[];
 }
 
 export interface MapView {

@@ -10,6 +10,7 @@ import type {
 } from '@bulkhead/api';
 import { InvalidArgumentError } from 'commander';
 import { align, type Column, table } from './output.js';
+import { noPolicyText, wouldDenyText } from './visibility-text.js';
 
 /** `tcp/5432`, `udp/53`, `icmp`, `47` -> `{protocol, port?}`. */
 export function parseService(text: string): { protocol: string; port?: number } {
@@ -32,6 +33,16 @@ function endText(end: ExplainEnd): string {
   return `${end.reason} (${end.mode === 'enforce' ? 'enforce: dropped' : 'monitor: let through'})`;
 }
 
+/** The pair's verdict in the words flows and map use: a default deny let through is a would-deny. */
+function verdictText(pair: ExplainPair): string {
+  if (pair.verdict !== 'not-covered') return pair.verdict;
+  if (pair.ends.length === 0) return 'no policy applies (no workload at either end)';
+  const gaps = pair.ends.filter(
+    (e) => e.action === 'deny' && e.ruleId === undefined && e.policies.length === 0,
+  );
+  return wouldDenyText(gaps.map((e) => noPolicyText(e.workload, e.direction)));
+}
+
 const endpoint = (e: ExplainPair['src']) =>
   e.workload === undefined ? e.address : `${e.workload} (${e.address})`;
 
@@ -45,7 +56,7 @@ export function formatExplain(view: ExplainView): string {
     const pairs = view.sides.map((s) => s.pairs[i]!);
     const rows: string[][] = [
       ['', ...view.sides.map((s) => sideName(s).toUpperCase())],
-      ['verdict', ...pairs.map((p) => p.verdict)],
+      ['verdict', ...pairs.map(verdictText)],
       ['why', ...pairs.map((p) => p.summary)],
     ];
     // Every side has the same ends: they are the workloads owning the two addresses.

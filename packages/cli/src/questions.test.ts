@@ -35,9 +35,10 @@ const VIEW: ExplainView = {
           src: { address: '10.0.0.11', workload: 'web' },
           dst: { address: '10.0.0.20', workload: 'db' },
           verdict: 'not-covered',
-          summary: "passes only because web's egress is in monitor mode",
+          summary:
+            "allowed at db's ingress, but web's egress has no policy (monitor mode lets it through)",
           ends: [
-            end('web', 'egress', 'no egress policy: default deny'),
+            end('web', 'egress', 'egress has no policy: default deny'),
             end('db', 'ingress', 'allowed by db/ingress/0', 'enforce'),
           ],
         },
@@ -72,11 +73,11 @@ describe('explain', () => {
     expect(out.stdout).toBe(
       [
         'web (10.0.0.11) -> db (10.0.0.20)  tcp/5432',
-        '              PROVISIONED (REVISION 3)                               DRAFT',
-        '  verdict     not-covered                                            allowed',
-        "  why         passes only because web's egress is in monitor mode    allowed at web's egress and db's ingress",
-        '  web egress  no egress policy: default deny (monitor: let through)  allowed by web-out/egress/0',
-        '  db ingress  allowed by db/ingress/0                                allowed by db/ingress/0',
+        '              PROVISIONED (REVISION 3)                                                                DRAFT',
+        "  verdict     would-deny (web's egress has no policy)                                                 allowed",
+        "  why         allowed at db's ingress, but web's egress has no policy (monitor mode lets it through)  allowed at web's egress and db's ingress",
+        '  web egress  egress has no policy: default deny (monitor: let through)                               allowed by web-out/egress/0',
+        '  db ingress  allowed by db/ingress/0                                                                 allowed by db/ingress/0',
         '',
       ].join('\n'),
     );

@@ -6,6 +6,7 @@ import type {
   Endpoint,
   FlowVerdict,
   FlowView,
+  MapEdge,
   MapNode,
   MapView,
 } from '@bulkhead/api';
@@ -25,6 +26,26 @@ export const FLOW_VERDICTS: readonly FlowVerdict[] = ['allowed', 'denied', 'woul
 export const DEFAULT_DENY = 'default: no rule allows it';
 export const DEFAULT_WOULD_DENY = `would-deny (${DEFAULT_DENY})`;
 const defaultWouldDeny = (f: FlowView) => f.verdict === 'would-deny' && f.ruleId === 'default';
+
+/**
+ * One name for one thing: an end that no policy selects in a direction, so that a flow the
+ * other end allows still passes only by monitor mode there (flows, map and explain say it so).
+ */
+export const noPolicyText = (who: string, direction: string) =>
+  `${who}'s ${direction} has no policy`;
+
+/** `would-deny (web's egress has no policy)`, or the default deny's words when every end has a policy. */
+export const wouldDenyText = (gaps: string[]) =>
+  gaps.length > 0 ? `would-deny (${gaps.join('; ')})` : DEFAULT_WOULD_DENY;
+
+/** A flow's verdict as its reporter recorded it, and the ends the provisioned policy leaves without one. */
+function flowVerdictText(f: FlowView): string {
+  const gaps = (f.noPolicy ?? []).map((e) => noPolicyText(e.workload, e.direction));
+  if (!defaultWouldDeny(f))
+    return gaps.length > 0 ? `${f.verdict} (${gaps.join('; ')})` : f.verdict;
+  const own = f.noPolicy?.some((e) => e.workload === f.reportedBy && e.direction === f.direction);
+  return own ? wouldDenyText(gaps) : [DEFAULT_WOULD_DENY, ...gaps].join('; ');
+}
 
 const UNIT_MS: Record<string, number> = { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 };
 
@@ -78,7 +99,7 @@ export function flowColumns(now: Date): Column<FlowView>[] {
       header: 'SEEN BY',
       value: (f) => `${f.reportedBy} ${f.direction === 'ingress' ? 'in' : 'out'}`,
     },
-    { header: 'VERDICT', value: (f) => (defaultWouldDeny(f) ? DEFAULT_WOULD_DENY : f.verdict) },
+    { header: 'VERDICT', value: flowVerdictText },
     { header: 'RULE', value: (f) => (defaultWouldDeny(f) ? '-' : f.ruleId) },
     { header: 'CONNECTIONS', value: (f) => f.connections },
     { header: 'LAST SEEN', value: (f) => formatAge(f.lastSeen, now) },
@@ -98,6 +119,14 @@ function nodeText(id: string, node: MapNode | undefined): string {
  */
 export function formatMap(view: MapView, now: Date): string {
   const nodes = new Map(view.nodes.map((n) => [n.id, n]));
+  // The source's egress, the destination's ingress.
+  const edgeGaps = (e: MapEdge) =>
+    (e.noPolicy ?? []).map((d) =>
+      noPolicyText(
+        nodeText(d === 'egress' ? e.from : e.to, nodes.get(d === 'egress' ? e.from : e.to)),
+        d,
+      ),
+    );
   const rows = view.edges.map((e) => ({
     from: nodeText(e.from, nodes.get(e.from)),
     cells: [
@@ -105,7 +134,7 @@ export function formatMap(view: MapView, now: Date): string {
       formatService(e.protocol, e.port),
       `${e.connections} conn${e.connections === 1 ? '' : 's'}`,
       `last ${formatAge(e.lastSeen, now)}`,
-      `[${e.policy === 'not-covered' ? DEFAULT_WOULD_DENY : e.policy}]`,
+      `[${e.policy === 'not-covered' ? wouldDenyText(edgeGaps(e)) : e.policy}]`,
     ],
     order: `${e.to}\0${e.protocol}\0${String(e.port).padStart(5, '0')}`,
   }));

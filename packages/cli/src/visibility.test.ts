@@ -102,6 +102,24 @@ describe('flows', () => {
     expect(new URL(fx.api.requests[0]!.url, 'http://x').search).toBe('');
   });
 
+  it("says which end's direction has no policy, in the words map and explain use", async () => {
+    const gap = { workload: 'web-1', direction: 'egress' as const };
+    answer('/v1/flows', {
+      flows: [
+        { ...FLOWS[0]!, noPolicy: [gap] },
+        { ...FLOWS[1]!, noPolicy: [{ workload: 'web-1', direction: 'ingress' }] },
+      ],
+    });
+    const verdicts = (await cli('flows')).stdout
+      .split('\n')
+      .slice(1, 3)
+      .map((line) => line.split(/\s{2,}/)[4]);
+    expect(verdicts).toEqual([
+      "allowed (web-1's egress has no policy)",
+      "would-deny (web-1's ingress has no policy)",
+    ]);
+  });
+
   it('-o json prints the answer unchanged', async () => {
     answer('/v1/flows', { flows: FLOWS });
     const r = await cli('-o', 'json', 'flows');
@@ -253,6 +271,16 @@ describe('map', () => {
         '',
       ].join('\n'),
     );
+  });
+
+  it('names the end whose direction has no policy on a not-covered edge', async () => {
+    const uncovered = {
+      ...edge('app=shop,role=web', 'app=shop,role=db', 'tcp', 5432, 1, 30e3, 'not-covered'),
+      noPolicy: ['egress' as const],
+    };
+    answer('/v1/map', { ...MAP, edges: [uncovered] });
+    const r = await cli('map');
+    expect(r.stdout).toContain("[would-deny (web(app=shop,role=web)'s egress has no policy)]");
   });
 
   it('--dot emits valid DOT: quoted ids, labels, shapes by kind, colours by policy', async () => {

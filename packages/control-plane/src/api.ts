@@ -13,8 +13,10 @@ import type { Domains } from './domains.js';
 import { ControlPlaneError, type ControlPlaneErrorCode, type ErrorDetail } from './errors.js';
 import { registerFleetRoutes } from './fleet/routes.js';
 import { forbiddenKeyPath } from './forbidden-keys.js';
+import { createMethodIndex } from './method-index.js';
 import { registerPolicyAdminRoutes } from './policy-admin/routes.js';
 import { registerRolloutRoutes } from './revisions/rollout-routes.js';
+import { ErrorResponse } from './responses.js';
 import { registerRevisionRoutes } from './revisions/routes.js';
 import { registerQuestionRoutes, registerVisibilityRoutes } from './visibility/routes.js';
 
@@ -30,10 +32,12 @@ const HTTP_STATUS: Record<ControlPlaneErrorCode, number> = {
   UNAUTHENTICATED: 401,
   FORBIDDEN: 403,
   NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
   CONFLICT: 409,
   IMPACT_CONFIRMATION_REQUIRED: 409,
   PAYLOAD_TOO_LARGE: 413,
   URI_TOO_LONG: 414,
+  UNSUPPORTED_MEDIA_TYPE: 415,
   INTERNAL: 500,
 };
 /** Fastify's own client errors (body too large, URL too long, no route) by their status. */
@@ -41,7 +45,10 @@ const FASTIFY_STATUS: Record<number, ControlPlaneErrorCode> = {
   404: 'NOT_FOUND',
   413: 'PAYLOAD_TOO_LARGE',
   414: 'URI_TOO_LONG',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
 };
+/** Every route's error answers in the OpenAPI document: the one shape, whatever the status. */
+const ERROR_RESPONSES = { '4xx': ErrorResponse, '5xx': ErrorResponse };
 /** Longest path parameter: a name (253, as DNS) with room to spare; longer is a 414. */
 const MAX_PARAM_LENGTH = 256;
 
@@ -153,7 +160,8 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
   // An empty JSON body means "no body" (a bare `POST /v1/provision` from curl with a JSON
   // content type); anything else goes through fastify's own hardened JSON parser.
   const parseJson = app.getDefaultJsonParser('error', 'error');
-  app.removeContentTypeParser('application/json');
+  // The API reads JSON only: any other body (text/plain included) is a 415.
+  app.removeContentTypeParser(['application/json', 'text/plain']);
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     const text = body.toString();
     if (text === '') return done(null, undefined);
@@ -184,16 +192,33 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
     const { status, body } = toErrorResponse(err, req.log);
     reply.status(status).send(body);
   });
+  // Answers are sent as they are: response schemas document them (OpenAPI) but never filter
+  // them, so a field a schema lacks is not silently dropped (the contract test finds it).
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  const methods = createMethodIndex();
+  app.addHook('onRoute', (route) => {
+    methods.add(route.method, route.url);
+    const response = route.schema?.response as object | undefined;
+    route.schema = { ...route.schema, response: { ...ERROR_RESPONSES, ...response } };
+  });
   app.setNotFoundHandler((req, reply) => {
-    const { status, body } = toErrorResponse(
-      new ControlPlaneError('NOT_FOUND', `no route ${req.method} ${req.url}`),
-      req.log,
-    );
+    const allow = methods.allowed(req.url.split('?', 1)[0]!);
+    const err =
+      allow.length > 0
+        ? new ControlPlaneError(
+            'METHOD_NOT_ALLOWED',
+            `${req.method} not allowed; allowed: ${allow.join(', ')}`,
+          )
+        : new ControlPlaneError('NOT_FOUND', `no route ${req.method} ${req.url}`);
+    if (allow.length > 0) reply.header('allow', allow.join(', '));
+    const { status, body } = toErrorResponse(err, req.log);
     reply.status(status).send(body);
   });
 
   await app.register(swagger, {
     openapi: {
+      // 3.1: JSON Schema as TypeBox writes it (`type: 'null'` for nullable fields).
+      openapi: '3.1.0',
       info: { title: 'Bulkhead control plane', version: '0.1.0' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],

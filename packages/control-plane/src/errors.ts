@@ -7,10 +7,14 @@ export type ControlPlaneErrorCode =
   | 'IMPACT_CONFIRMATION_REQUIRED'
   | 'UNAUTHENTICATED'
   | 'FORBIDDEN'
+  /** A path that exists under other methods (the answer's `Allow` header names them). */
+  | 'METHOD_NOT_ALLOWED'
   /** A request body or message over its size limit. */
   | 'PAYLOAD_TOO_LARGE'
   /** A URL (or one of its path segments) over its length limit. */
   | 'URI_TOO_LONG'
+  /** A body in a content type the API does not read (it reads JSON). */
+  | 'UNSUPPORTED_MEDIA_TYPE'
   | 'INTERNAL';
 
 export interface ErrorDetail {

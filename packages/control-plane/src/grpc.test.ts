@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ControlPlane, createControlPlane } from './control-plane.js';
 import { createPki } from './pki.js';
 import { SyncSession } from './sync-session.test-util.js';
-import { makeCsr, silentLog } from './test-support.js';
+import { makeCsr, restClient, silentLog } from './test-support.js';
 
 /** A syslog receiver on 127.0.0.1:0 that parses RFC 5424 messages with JSON bodies. */
 class SyslogListener {
@@ -67,18 +67,8 @@ describe('gRPC agent service', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function api(method: string, path: string, body?: unknown) {
-    const res = await fetch(`${cp.apiUrl}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${cp.initialAdminToken}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    // biome-ignore lint/suspicious/noExplicitAny: JSON bodies are checked by the assertions
-    return { status: res.status, json: (res.status === 204 ? undefined : await res.json()) as any };
-  }
+  // A new control plane each test: the caller is made per call.
+  const api = (method: string, path: string, body?: unknown) => restClient(cp)(method, path, body);
 
   function client(creds = credentials.createSsl(Buffer.from(cp.caPem))): AgentServiceClient {
     const c = new AgentServiceClient(`127.0.0.1:${cp.grpcPort}`, creds);
@@ -335,6 +325,8 @@ describe('gRPC agent service', () => {
           bytes: 120,
           firstSeen: new Date(at).toISOString(),
           lastSeen: new Date(at).toISOString(),
+          // No policy selects db-1's ingress yet.
+          noPolicy: [{ workload: 'db-1', direction: 'ingress' }],
         },
       ],
     });

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -9,8 +9,17 @@ import { afterEach, describe, expect, it } from 'vitest';
 // The process-level contract of the `bulkhead-control-plane` binary (run `npm run build` first).
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'main.js');
 
-const run = (...args: string[]) =>
-  spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' });
+const run = (...args: string[]) => runWith({}, ...args);
+/** The binary with `env` added to a environment cleared of the control plane's own variables. */
+const runWith = (env: Record<string, string>, ...args: string[]) => {
+  const base = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !k.startsWith('BULKHEAD_CONTROL_PLANE_')),
+  );
+  return spawnSync(process.execPath, [MAIN, ...args], {
+    encoding: 'utf8',
+    env: { ...base, ...env },
+  });
+};
 
 describe('bulkhead-control-plane binary', () => {
   let dir: string | undefined;
@@ -45,6 +54,45 @@ describe('bulkhead-control-plane binary', () => {
     const r = run(...args);
     expect(r.status).toBe(2);
     expect(r.stderr).toContain(flag);
+  });
+
+  describe('settings from flags, environment and --config', { timeout: 30_000 }, () => {
+    const conf = mkdtempSync(join(tmpdir(), 'bh-conf-'));
+    const file = join(conf, 'control-plane.json');
+    writeFileSync(file, JSON.stringify({ 'api-listen': 'nope', 'max-flow-rows': 10 }));
+    const unknown = join(conf, 'unknown.json');
+    writeFileSync(unknown, JSON.stringify({ 'max-flow-row': 10 }));
+    const E = 'BULKHEAD_CONTROL_PLANE_';
+    // Each case ends at the first bad value (listen addresses are checked before numbers), so
+    // the message shows which source won.
+    it.each([
+      ['the file over the default', {}, ['--config', file], `"api-listen" in ${file}`],
+      [
+        'the file named in the environment',
+        { [`${E}CONFIG`]: file },
+        [],
+        `"api-listen" in ${file}`,
+      ],
+      [
+        'a flag over the file',
+        {},
+        ['--config', file, '--api-listen', '127.0.0.1:0', '--max-flow-rows', 'many'],
+        '--max-flow-rows must be',
+      ],
+      [
+        'the environment over the file',
+        { [`${E}API_LISTEN`]: '127.0.0.1:0', [`${E}MAX_FLOW_ROWS`]: 'many' },
+        ['--config', file],
+        `--max-flow-rows (environment ${E}MAX_FLOW_ROWS) must be`,
+      ],
+      ['an unknown file key', {}, ['--config', unknown], `${unknown}: unknown key "max-flow-row"`],
+      ['an unknown variable', { [`${E}MAX_FLOW_ROW`]: '1' }, [], `${E}MAX_FLOW_ROW`],
+      ['a bad choice in the environment', { [`${E}LOG_LEVEL`]: 'loud' }, [], `${E}LOG_LEVEL`],
+    ])('exits 2 naming where the value came from: %s', (_, env, args, message) => {
+      const r = runWith(env, ...args);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toContain(message);
+    });
   });
 
   /** Starts the binary on a fresh data dir under `umask`; resolves once it listens. */

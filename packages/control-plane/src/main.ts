@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ConfigError, parseSettings, settingSource } from '@bulkhead/config';
 import { Command, CommanderError, Option } from 'commander';
 import {
   checkSiemTargets,
@@ -89,13 +90,21 @@ function fail(message: string): never {
 }
 
 try {
-  program.parse();
+  // Flags > environment (BULKHEAD_CONTROL_PLANE_<FLAG>) > --config file > defaults; the unit's
+  // BULKHEAD_CONTROL_PLANE_ARGS holds extra flags, not a setting.
+  parseSettings(program, process.argv, {
+    envPrefix: 'BULKHEAD_CONTROL_PLANE_',
+    reservedEnv: ['ARGS'],
+  });
 } catch (err) {
   if (err instanceof CommanderError) {
     process.exit(err.exitCode === 0 ? 0 : USAGE_ERROR);
   }
+  if (err instanceof ConfigError) fail(err.message);
   throw err;
 }
+/** The flag, variable or file key a value came from, for the message that refuses it. */
+const from = (attribute: string) => settingSource(program, attribute);
 
 const opts = program.opts<{
   dataDir: string;
@@ -116,8 +125,8 @@ const opts = program.opts<{
 }>();
 
 try {
-  parseListen(opts.apiListen, '--api-listen');
-  parseListen(opts.grpcListen, '--grpc-listen');
+  parseListen(opts.apiListen, from('apiListen'));
+  parseListen(opts.grpcListen, from('grpcListen'));
 } catch (err) {
   fail(isControlPlaneError(err) ? err.message : String(err));
 }
@@ -126,22 +135,22 @@ try {
 } catch (err) {
   fail(isControlPlaneError(err) ? err.message : String(err));
 }
-const positive = (flag: string, value: string): number => {
-  if (!/^[1-9]\d{0,9}$/.test(value)) fail(`${flag} must be a positive integer, got "${value}"`);
+const positive = (attribute: keyof typeof opts): number => {
+  const value = String(opts[attribute]);
+  if (!/^[1-9]\d{0,9}$/.test(value)) {
+    fail(`${from(attribute)} must be a positive integer, got "${value}"`);
+  }
   return Number(value);
 };
-const flowRetentionDays = positive('--flow-retention-days', opts.flowRetentionDays);
-const maxFlowRows = positive('--max-flow-rows', opts.maxFlowRows);
-const siemSpoolMiB = positive('--siem-spool-size', opts.siemSpoolSize);
-const maxConnectionsPerSource = positive(
-  '--grpc-max-connections-per-source',
-  opts.grpcMaxConnectionsPerSource,
-);
-const maxRuleSetEntries = positive('--max-ruleset-entries', opts.maxRulesetEntries);
-const maxIpListBytes = positive('--max-ip-list-bytes', opts.maxIpListBytes);
-const offlineAfterSeconds = positive('--offline-after', opts.offlineAfter);
+const flowRetentionDays = positive('flowRetentionDays');
+const maxFlowRows = positive('maxFlowRows');
+const siemSpoolMiB = positive('siemSpoolSize');
+const maxConnectionsPerSource = positive('grpcMaxConnectionsPerSource');
+const maxRuleSetEntries = positive('maxRulesetEntries');
+const maxIpListBytes = positive('maxIpListBytes');
+const offlineAfterSeconds = positive('offlineAfter');
 if (opts.tlsSan.some((s) => s.trim() === '' || /[\s,]/.test(s))) {
-  fail('--tls-san takes one DNS name or IP address per flag');
+  fail(`${from('tlsSan')} takes one DNS name or IP address per value`);
 }
 
 const cp = createControlPlane({

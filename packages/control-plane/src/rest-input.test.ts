@@ -50,6 +50,35 @@ describe('REST input edges', () => {
     ]);
   });
 
+  const shape = (code: string) => ({
+    error: { code, message: expect.any(String), details: expect.any(Array) },
+  });
+  it.each([
+    ['GET', '/v1/nothing-here', undefined, undefined, 404, 'NOT_FOUND'],
+    ['PUT', '/v1/draft', 'application/json', '{}', 405, 'METHOD_NOT_ALLOWED'],
+    ['PATCH', '/v1/revisions/1', 'application/json', '{}', 405, 'METHOD_NOT_ALLOWED'],
+    ['POST', '/v1/provision', 'text/plain', 'note', 415, 'UNSUPPORTED_MEDIA_TYPE'],
+    ['PUT', '/v1/services/s', 'application/xml', '<s/>', 415, 'UNSUPPORTED_MEDIA_TYPE'],
+    ['POST', '/v1/provision', 'application/json', '{"note": ', 400, 'VALIDATION_FAILED'],
+  ] as const)(
+    '%s %s (%s %s) is a %d in the one error shape',
+    async (method, url, type, payload, status, code) => {
+      const res = await app.inject({
+        method,
+        url,
+        payload,
+        headers: { ...auth, ...(type && { 'content-type': type }) },
+      });
+      expect(errorOf(res)).toEqual([status, shape(code)]);
+    },
+  );
+
+  it('names the allowed methods of a 405 in its Allow header', async () => {
+    const res = await app.inject({ method: 'POST', url: '/v1/workloads/w', headers: auth });
+    expect(res.statusCode).toBe(405);
+    expect(res.headers.allow).toBe('DELETE, GET, HEAD, PATCH');
+  });
+
   it('answers a body over 1 MiB with 413 PAYLOAD_TOO_LARGE', async () => {
     const res = await raw('POST', '/v1/provision', JSON.stringify({ note: 'x'.repeat(1 << 20) }));
     expect(errorOf(res)).toEqual([

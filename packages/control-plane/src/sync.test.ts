@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ControlPlane, createControlPlane } from './control-plane.js';
 import { MAX_MESSAGE } from './rulesets/encode.js';
 import { applyGroups, type ReceivedUpdate, SyncSession } from './sync-session.test-util.js';
-import { makeCsr, silentLog } from './test-support.js';
+import { makeCsr, restClient, silentLog } from './test-support.js';
 
 describe('Sync in group form', () => {
   let dir: string;
@@ -40,18 +40,9 @@ describe('Sync in group form', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function api(method: string, path: string, body?: unknown) {
-    const res = await fetch(`${cp.apiUrl}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${token}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    // biome-ignore lint/suspicious/noExplicitAny: JSON bodies are checked by the assertions
-    return { status: res.status, json: (res.status === 204 ? undefined : await res.json()) as any };
-  }
+  // A new control plane each test: the caller is made per call.
+  const api = (method: string, path: string, body?: unknown) =>
+    restClient(cp, token)(method, path, body);
 
   /** Enrols a host with `app` and returns credentials for its Sync streams. */
   async function enrolled(hostname: string, app: string, address: string) {

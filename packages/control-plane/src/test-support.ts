@@ -24,13 +24,19 @@ export async function makeCsr(cn = 'host-1'): Promise<{ csrPem: string; keyPem: 
   return { csrPem: csr.toString('pem'), keyPem };
 }
 
-/** A REST caller with the first admin token of a started control plane. */
-export function restClient(cp: { apiUrl: string; initialAdminToken: string | undefined }) {
+/**
+ * A REST caller with the first admin token of a started control plane (or `token`); `json` is
+ * the parsed JSON body, the text of any other, undefined for none (204).
+ */
+export function restClient(
+  cp: { apiUrl: string; initialAdminToken: string | undefined },
+  token = cp.initialAdminToken,
+) {
   return async (method: string, path: string, body?: unknown) => {
     const res = await fetch(`${cp.apiUrl}${path}`, {
       method,
       headers: {
-        authorization: `Bearer ${cp.initialAdminToken}`,
+        authorization: `Bearer ${token}`,
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
       },
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -38,7 +44,11 @@ export function restClient(cp: { apiUrl: string; initialAdminToken: string | und
     const text = await res.text();
     // biome-ignore lint/suspicious/noExplicitAny: JSON bodies are checked by the assertions
     const json: any =
-      text && res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text;
+      text === ''
+        ? undefined
+        : res.headers.get('content-type')?.includes('json')
+          ? JSON.parse(text)
+          : text;
     return { status: res.status, json };
   };
 }

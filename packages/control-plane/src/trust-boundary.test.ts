@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AuditEntry } from './access/store.js';
 import { type ControlPlane, createControlPlane } from './control-plane.js';
 import { SyncSession } from './sync-session.test-util.js';
-import { makeCsr, silentLog } from './test-support.js';
+import { makeCsr, restClient, silentLog } from './test-support.js';
 
 describe('trust boundary: enrolment and address claims', () => {
   let dir: string;
@@ -35,18 +35,8 @@ describe('trust boundary: enrolment and address claims', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function api(method: string, path: string, body?: unknown) {
-    const res = await fetch(`${cp.apiUrl}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${cp.initialAdminToken}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    // biome-ignore lint/suspicious/noExplicitAny: JSON bodies are checked by the assertions
-    return { status: res.status, json: (res.status === 204 ? undefined : await res.json()) as any };
-  }
+  // A new control plane each test: the caller is made per call.
+  const api = (method: string, path: string, body?: unknown) => restClient(cp)(method, path, body);
 
   function client(creds = credentials.createSsl(Buffer.from(cp.caPem))): AgentServiceClient {
     const c = new AgentServiceClient(`127.0.0.1:${cp.grpcPort}`, creds);

@@ -173,6 +173,8 @@ describe('visibility API', () => {
       lastSeen: at(45),
       connections: 6,
       bytes: 6000,
+      // Allowed when it was seen; the provisioned policy now has nothing for web-2's ingress.
+      noPolicy: [{ workload: 'web-2', direction: 'ingress' }],
     });
     expect(all.find((v) => v.port === 53)?.dst).toEqual({ address: '8.8.8.8', ipLists: [] });
   });

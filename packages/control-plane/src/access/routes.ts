@@ -1,5 +1,6 @@
 // Access's REST routes: API tokens and the audit log. Authentication itself is api.ts's hook.
 import { Type } from '@sinclair/typebox';
+import * as R from '../responses.js';
 import { type Api, IdParams } from '../route-support.js';
 import type { AccessService } from './service.js';
 
@@ -15,16 +16,23 @@ export function registerAccessRoutes(app: Api, access: AccessService): void {
           },
           { additionalProperties: false },
         ),
+        response: { 201: R.CreatedApiToken },
       },
     },
     async (req, reply) =>
       reply.status(201).send(access.createApiToken(req.actor, req.body.name, req.body.role)),
   );
-  app.get('/v1/tokens', async () => access.listApiTokens());
-  app.delete('/v1/tokens/:id', { schema: { params: IdParams } }, async (req, reply) => {
-    access.deleteApiToken(req.actor, req.params.id);
-    return reply.status(204).send();
-  });
+  app.get('/v1/tokens', { schema: { response: { 200: R.ApiTokens } } }, async () =>
+    access.listApiTokens(),
+  );
+  app.delete(
+    '/v1/tokens/:id',
+    { schema: { params: IdParams, response: { 204: R.NoContent } } },
+    async (req, reply) => {
+      access.deleteApiToken(req.actor, req.params.id);
+      return reply.status(204).send(null);
+    },
+  );
 
   // --- audit
   app.get(
@@ -37,6 +45,7 @@ export function registerAccessRoutes(app: Api, access: AccessService): void {
             Type.String({ description: 'audit id (exclusive) or ISO 8601 time' }),
           ),
         }),
+        response: { 200: R.Audit },
       },
     },
     async (req) => access.listAudit(req.query),

@@ -1,13 +1,18 @@
 // Fleet's REST routes: agents, revocation, counters, enrolment tokens, and what an admin decides
 // about a workload's identity (release) and the addresses its agent claims (approve, deny).
 import { Type } from '@sinclair/typebox';
+import * as R from '../responses.js';
 import { type Api, IdParams, Labels, Name, NameParams, PartialMode } from '../route-support.js';
 import type { FleetService } from './service.js';
 
 export function registerFleetRoutes(app: Api, fleet: FleetService): void {
-  app.get('/v1/agents', async () => fleet.listAgents());
-  app.post('/v1/agents/:id/revoke', { schema: { params: IdParams } }, async (req) =>
-    fleet.revokeAgent(req.actor, req.params.id),
+  app.get('/v1/agents', { schema: { response: { 200: Type.Array(R.Agent) } } }, async () =>
+    fleet.listAgents(),
+  );
+  app.post(
+    '/v1/agents/:id/revoke',
+    { schema: { params: IdParams, response: { 200: R.Agent } } },
+    async (req) => fleet.revokeAgent(req.actor, req.params.id),
   );
   app.get(
     '/v1/counters',
@@ -17,6 +22,7 @@ export function registerFleetRoutes(app: Api, fleet: FleetService): void {
           workload: Type.Optional(Name),
           ruleId: Type.Optional(Type.String()),
         }),
+        response: { 200: R.Counters },
       },
     },
     async (req) => fleet.listCounters(req.query),
@@ -49,15 +55,24 @@ export function registerFleetRoutes(app: Api, fleet: FleetService): void {
           },
           { additionalProperties: false },
         ),
+        response: { 201: R.CreatedEnrollmentToken },
       },
     },
     async (req, reply) => reply.status(201).send(fleet.createEnrollmentToken(req.actor, req.body)),
   );
-  app.get('/v1/enrollment-tokens', async () => fleet.listEnrollmentTokens());
-  app.delete('/v1/enrollment-tokens/:id', { schema: { params: IdParams } }, async (req, reply) => {
-    fleet.deleteEnrollmentToken(req.actor, req.params.id);
-    return reply.status(204).send();
-  });
+  app.get(
+    '/v1/enrollment-tokens',
+    { schema: { response: { 200: R.EnrollmentTokens } } },
+    async () => fleet.listEnrollmentTokens(),
+  );
+  app.delete(
+    '/v1/enrollment-tokens/:id',
+    { schema: { params: IdParams, response: { 204: R.NoContent } } },
+    async (req, reply) => {
+      fleet.deleteEnrollmentToken(req.actor, req.params.id);
+      return reply.status(204).send(null);
+    },
+  );
 
   // --- workload identity and address claims
   app.post(
@@ -69,16 +84,19 @@ export function registerFleetRoutes(app: Api, fleet: FleetService): void {
           { note: Type.String({ maxLength: 4096 }) },
           { additionalProperties: false },
         ),
+        response: { 200: R.WorkloadRecord },
       },
     },
     async (req) => fleet.releaseWorkload(req.actor, req.params.name, req.body.note),
   );
   app.post(
     '/v1/workloads/:name/addresses/approve',
-    { schema: { params: NameParams } },
+    { schema: { params: NameParams, response: { 200: R.WorkloadRecord } } },
     async (req) => fleet.approveAddresses(req.actor, req.params.name),
   );
-  app.post('/v1/workloads/:name/addresses/deny', { schema: { params: NameParams } }, async (req) =>
-    fleet.denyAddresses(req.actor, req.params.name),
+  app.post(
+    '/v1/workloads/:name/addresses/deny',
+    { schema: { params: NameParams, response: { 200: R.WorkloadRecord } } },
+    async (req) => fleet.denyAddresses(req.actor, req.params.name),
   );
 }

@@ -3,6 +3,7 @@
 import { IpListSchema, PolicySchema, ServiceSchema, WorkloadPatchSchema } from '@bulkhead/policy';
 import { type TSchema, Type } from '@sinclair/typebox';
 import { invalid } from '../errors.js';
+import * as R from '../responses.js';
 import { type Api, booleanField, etag, expectedVersion, NameParams } from '../route-support.js';
 import {
   type PolicyAdminService,
@@ -28,19 +29,32 @@ export function registerPolicyAdminRoutes(
   // --- workloads
   app.get(
     '/v1/workloads',
-    { schema: { querystring: Type.Object({ pending: Type.Optional(Type.Boolean()) }) } },
+    {
+      schema: {
+        querystring: Type.Object({ pending: Type.Optional(Type.Boolean()) }),
+        response: { 200: Type.Array(R.WorkloadRecord) },
+      },
+    },
     // `?pending=true`: those whose agent claims addresses that wait for an admin.
     async (req) => policy.listWorkloads().filter((w) => !req.query.pending || w.pending !== null),
   );
-  app.get('/v1/workloads/:name', { schema: { params: NameParams } }, async (req, reply) => {
-    const w = policy.getWorkload(req.params.name);
-    return reply.header('etag', etag(w.version)).send(w);
-  });
+  app.get(
+    '/v1/workloads/:name',
+    { schema: { params: NameParams, response: { 200: R.WorkloadRecord } } },
+    async (req, reply) => {
+      const w = policy.getWorkload(req.params.name);
+      return reply.header('etag', etag(w.version)).send(w);
+    },
+  );
   app.patch(
     '/v1/workloads/:name',
     // The schema documents the body; policy's validator checks it and names the fields.
     {
-      schema: { params: NameParams, body: WorkloadPatchSchema },
+      schema: {
+        params: NameParams,
+        body: WorkloadPatchSchema,
+        response: { 200: R.WorkloadRecord },
+      },
       validatorCompiler: () => () => true,
     },
     async (req, reply) => {
@@ -56,22 +70,37 @@ export function registerPolicyAdminRoutes(
       return reply.header('etag', etag(w.version)).send(w);
     },
   );
-  app.delete('/v1/workloads/:name', { schema: { params: NameParams } }, async (req, reply) => {
-    policy.deleteWorkload(req.actor, req.params.name, expectedVersion(req.headers['if-match']));
-    return reply.status(204).send();
-  });
+  app.delete(
+    '/v1/workloads/:name',
+    { schema: { params: NameParams, response: { 204: R.NoContent } } },
+    async (req, reply) => {
+      policy.deleteWorkload(req.actor, req.params.name, expectedVersion(req.headers['if-match']));
+      return reply.status(204).send(null);
+    },
+  );
 
   // --- ip lists, services, policies
   for (const kind of Object.keys(RESOURCE_KINDS) as ResourcePath[]) {
-    app.get(`/v1/${kind}`, async () => policy.listResources(kind));
-    app.get(`/v1/${kind}/:name`, { schema: { params: NameParams } }, async (req, reply) => {
-      const r = policy.getResource(kind, req.params.name);
-      return reply.header('etag', etag(r.version)).send(r);
-    });
+    const Resource = R.RESOURCE_RESPONSES[kind];
+    app.get(`/v1/${kind}`, { schema: { response: { 200: Type.Array(Resource) } } }, async () =>
+      policy.listResources(kind),
+    );
+    app.get(
+      `/v1/${kind}/:name`,
+      { schema: { params: NameParams, response: { 200: Resource } } },
+      async (req, reply) => {
+        const r = policy.getResource(kind, req.params.name);
+        return reply.header('etag', etag(r.version)).send(r);
+      },
+    );
     app.put(
       `/v1/${kind}/:name`,
       {
-        schema: { params: NameParams, body: RESOURCE_SCHEMAS[kind] },
+        schema: {
+          params: NameParams,
+          body: RESOURCE_SCHEMAS[kind],
+          response: { 200: Resource },
+        },
         validatorCompiler: () => () => true,
         ...(kind === 'ip-lists' ? { bodyLimit: options.maxIpListBytes ?? MAX_IP_LIST_BYTES } : {}),
       },
@@ -86,18 +115,24 @@ export function registerPolicyAdminRoutes(
         return reply.header('etag', etag(r.version)).send(r);
       },
     );
-    app.delete(`/v1/${kind}/:name`, { schema: { params: NameParams } }, async (req, reply) => {
-      policy.deleteResource(
-        req.actor,
-        kind,
-        req.params.name,
-        expectedVersion(req.headers['if-match']),
-      );
-      return reply.status(204).send();
-    });
+    app.delete(
+      `/v1/${kind}/:name`,
+      { schema: { params: NameParams, response: { 204: R.NoContent } } },
+      async (req, reply) => {
+        policy.deleteResource(
+          req.actor,
+          kind,
+          req.params.name,
+          expectedVersion(req.headers['if-match']),
+        );
+        return reply.status(204).send(null);
+      },
+    );
   }
 
   // --- the draft as a whole
-  app.get('/v1/draft', async () => policy.draft());
-  app.delete('/v1/draft', async (req) => policy.discardDraft(req.actor));
+  app.get('/v1/draft', { schema: { response: { 200: R.Draft } } }, async () => policy.draft());
+  app.delete('/v1/draft', { schema: { response: { 200: R.DiscardedDraft } } }, async (req) =>
+    policy.discardDraft(req.actor),
+  );
 }

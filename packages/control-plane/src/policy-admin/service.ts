@@ -87,7 +87,7 @@ export interface PolicyAdminService extends WorkloadChanges {
   /** Also drops what other domains keep of it (counters, flows, events) and closes its agents' streams. */
   deleteWorkload(actor: string, name: string, ifMatch?: number): void;
   /** Objects as stored, each with its `version`. */
-  listResources(kind: ResourcePath): object[];
+  listResources(kind: ResourcePath): { version: number }[];
   getResource(kind: ResourcePath, name: string): { version: number };
   /**
    * Creates or replaces a draft object. `version` in the body (what GET answered) or

@@ -3,6 +3,7 @@
 import { AddressGroup, GroupRuleSet } from '@bulkhead/proto';
 import { Type } from '@sinclair/typebox';
 import { ControlPlaneError, type ErrorDetail } from '../errors.js';
+import * as R from '../responses.js';
 import { type Api, booleanField, Name, Time, unknownFields } from '../route-support.js';
 import type { RevisionsService } from './service.js';
 
@@ -47,20 +48,27 @@ export function registerRevisionRoutes(app: Api, revisions: RevisionsService): v
             { additionalProperties: false },
           ),
         ),
+        response: { 200: R.Impact },
       },
     },
     async (req) => revisions.impact(req.body ?? {}),
   );
   // No body schema: the note's absence must be a 400 naming `note`, in one place for both routes.
-  app.post('/v1/provision', async (req) => {
+  app.post('/v1/provision', { schema: { response: { 200: R.ProvisionResult } } }, async (req) => {
     const { note, confirm } = provisionBody(req.body);
     return revisions.provision(req.actor, note, { confirm });
   });
-  app.get('/v1/revisions', async () => revisions.listRevisions());
-  app.post('/v1/revisions/:n/rollback', { schema: { params: RevisionParams } }, async (req) => {
-    const { note, confirm } = provisionBody(req.body);
-    return revisions.rollback(req.actor, req.params.n, note, { confirm });
-  });
+  app.get('/v1/revisions', { schema: { response: { 200: R.Revisions } } }, async () =>
+    revisions.listRevisions(),
+  );
+  app.post(
+    '/v1/revisions/:n/rollback',
+    { schema: { params: RevisionParams, response: { 200: R.ProvisionResult } } },
+    async (req) => {
+      const { note, confirm } = provisionBody(req.body);
+      return revisions.rollback(req.actor, req.params.n, note, { confirm });
+    },
+  );
   app.get(
     '/v1/revisions/:n/diff',
     {
@@ -71,6 +79,7 @@ export function registerRevisionRoutes(app: Api, revisions: RevisionsService): v
             Type.String({ pattern: '^(draft|[1-9][0-9]*)$', description: 'a revision or draft' }),
           ),
         }),
+        response: { 200: R.RevisionDiff },
       },
     },
     async (req) => {
@@ -78,12 +87,14 @@ export function registerRevisionRoutes(app: Api, revisions: RevisionsService): v
       return revisions.revisionDiff(req.params.n, to === 'draft' ? 'draft' : Number(to));
     },
   );
-  app.get('/v1/revisions/:n', { schema: { params: RevisionParams } }, async (req) =>
-    revisions.getRevision(req.params.n),
+  app.get(
+    '/v1/revisions/:n',
+    { schema: { params: RevisionParams, response: { 200: R.Revision } } },
+    async (req) => revisions.getRevision(req.params.n),
   );
   app.get(
     '/v1/rulesets/:workload',
-    { schema: { params: Type.Object({ workload: Name }) } },
+    { schema: { params: Type.Object({ workload: Name }), response: { 200: R.RuleSet } } },
     async (req) => {
       const { ruleSet, groups } = revisions.getRuleSet(req.params.workload);
       return { ruleSet: GroupRuleSet.toJSON(ruleSet), groups: groups.map(AddressGroup.toJSON) };

@@ -59,7 +59,8 @@ describe('POST /v1/explain', () => {
       src: { address: '10.0.0.11', workload: 'web' },
       dst: { address: '10.0.0.20', workload: 'db' },
       verdict: 'not-covered',
-      summary: "passes only because web's egress is in monitor mode",
+      summary:
+        "allowed at db's ingress, but web's egress has no policy (monitor mode lets it through)",
       ends: [
         {
           workload: 'web',
@@ -68,7 +69,7 @@ describe('POST /v1/explain', () => {
           action: 'deny',
           policies: [],
           verdict: 'not-covered',
-          reason: 'no egress policy: default deny',
+          reason: 'egress has no policy: default deny',
         },
         {
           workload: 'db',
@@ -85,6 +86,41 @@ describe('POST /v1/explain', () => {
     expect(draft!.verdict).toBe('allowed');
     expect(draft!.summary).toBe("allowed at web's egress and db's ingress");
     expect(draft!.ends.map((e) => e.ruleId)).toEqual(['web-out/egress/0', 'db/ingress/0']);
+  });
+
+  it("says where an allowed flow is not covered because the other end's egress has no policy", async () => {
+    // Revision 1: db's ingress allows web; web's egress has no policy (and is in monitor).
+    h.observe('db', [
+      {
+        direction: 'ingress',
+        src: '10.0.0.11',
+        dst: '10.0.0.20',
+        port: 5432,
+        verdict: 'allowed',
+        ruleId: 'db/ingress/0',
+      },
+    ]);
+    const [flow] = (await h.call('GET', '/v1/flows')).json().flows;
+    expect(flow).toMatchObject({
+      verdict: 'allowed',
+      noPolicy: [{ workload: 'web', direction: 'egress' }],
+    });
+    const edges = (await h.call('GET', '/v1/map?groupBy=app')).json().edges;
+    expect(edges).toEqual([
+      expect.objectContaining({
+        from: 'app=web',
+        to: 'app=db',
+        policy: 'not-covered',
+        noPolicy: ['egress'],
+      }),
+    ]);
+    // Once web's egress has a policy that allows it (the draft, provisioned), nothing is missing.
+    await h.call('POST', '/v1/provision', { note: 'web-out', confirm: true });
+    const after = (await h.call('GET', '/v1/flows')).json().flows[0];
+    expect(after.noPolicy).toBeUndefined();
+    expect((await h.call('GET', '/v1/map?groupBy=app')).json().edges[0]).toMatchObject({
+      policy: 'allowed',
+    });
   });
 
   it('names the default deny of a policy that selects the end but allows nothing here', async () => {

@@ -74,13 +74,16 @@ function pairOf(src: Endpoint[], dst: Endpoint[]): [Endpoint, Endpoint] | undefi
   return undefined;
 }
 
+/** One name for one thing: an end in a direction no policy selects. */
+const NO_POLICY = 'has no policy';
+
 /** Why the end decides as it does; what the mode then does with a deny is the `mode` field's. */
 function reasonOf(end: FlowEnd, policies: string[]): string {
   const { decision } = end;
   if (decision.action === 'allow') return `allowed by ${decision.ruleId}`;
   if (decision.ruleId !== undefined) return `denied by ${decision.ruleId}`;
   return policies.length === 0
-    ? `no ${end.direction} policy: default deny`
+    ? `${end.direction} ${NO_POLICY}: default deny`
     : `default deny: no rule of ${policies.join(', ')} allows it`;
 }
 
@@ -91,6 +94,14 @@ function summaryOf(pair: Omit<ExplainPair, 'summary'>): string {
   if (denied.length === 0) return `allowed at ${pair.ends.map(at).join(' and ')}`;
   const blocking = denied.filter((e) => e.mode === 'enforce');
   if (blocking.length > 0) return `blocked at ${blocking.map(at).join(' and ')}`;
+  // Allowed at one end, let through at the other only because nothing speaks for it there.
+  const allowed = pair.ends.filter((e) => e.action === 'allow');
+  if (
+    allowed.length > 0 &&
+    denied.every((e) => e.ruleId === undefined && e.policies.length === 0)
+  ) {
+    return `allowed at ${allowed.map(at).join(' and ')}, but ${denied.map(at).join(' and ')} ${NO_POLICY} (monitor mode lets it through)`;
+  }
   return `passes only because ${denied.map(at).join(' and ')} ${denied.length > 1 ? 'are' : 'is'} in monitor mode`;
 }
 

@@ -1,5 +1,6 @@
 // Visibility's REST routes: flows, the map, recommendations and events; explain and hygiene.
 import { Type } from '@sinclair/typebox';
+import * as R from '../responses.js';
 import { type Api, Name, Time } from '../route-support.js';
 import type { ExplainService } from './explain.js';
 import type { HygieneService } from './hygiene.js';
@@ -29,6 +30,7 @@ export function registerVisibilityRoutes(app: Api, visibility: VisibilityService
           newSince: Type.Optional(Time),
           limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
         }),
+        response: { 200: R.Flows },
       },
     },
     async (req) => visibility.flows(req.query),
@@ -42,6 +44,7 @@ export function registerVisibilityRoutes(app: Api, visibility: VisibilityService
           since: Type.Optional(Time),
           until: Type.Optional(Time),
         }),
+        response: { 200: R.FlowMap },
       },
     },
     async (req) => visibility.map(req.query),
@@ -62,6 +65,7 @@ export function registerVisibilityRoutes(app: Api, visibility: VisibilityService
           },
           { additionalProperties: false },
         ),
+        response: { 200: R.Recommendation },
       },
     },
     async (req) => visibility.recommendations(req.body),
@@ -74,6 +78,7 @@ export function registerVisibilityRoutes(app: Api, visibility: VisibilityService
           workload: Type.Optional(Name),
           limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
         }),
+        response: { 200: R.Events },
       },
     },
     async (req) => visibility.listEvents(req.query),
@@ -93,6 +98,7 @@ export function registerQuestionRoutes(
           days: Type.Optional(Type.Integer({ minimum: 1, maximum: 3650 })),
           expiringDays: Type.Optional(Type.Integer({ minimum: 0, maximum: 3650 })),
         }),
+        response: { 200: R.Hygiene },
       },
     },
     async (req) => questions.hygiene.audit(req.query),
@@ -113,6 +119,7 @@ export function registerQuestionRoutes(
           },
           { additionalProperties: false },
         ),
+        response: { 200: R.Explain },
       },
     },
     async (req) => questions.explain.explain(req.body),

@@ -22,7 +22,14 @@ import type { PolicyStates } from '../policy-state.js';
 import type { SecurityEvent } from '../siem/index.js';
 import type { FlowMatch, FlowRow, PruneResult } from './flow-store.js';
 import type { AgentEventRow, FlowDelta, ReportedEvent, VisibilityStore } from './store.js';
-import { buildMap, createResolver, protocolName, protocolNumber, toFlowView } from './views.js';
+import {
+  buildMap,
+  createNoPolicyEnds,
+  createResolver,
+  protocolName,
+  protocolNumber,
+  toFlowView,
+} from './views.js';
 import { DEFAULT_GROUP_BY, time, window } from './window.js';
 
 /** `GET /v1/flows` query, as the REST edge parsed it. */
@@ -136,8 +143,10 @@ export function createVisibilityService(deps: VisibilityDeps): VisibilityService
         newSince: time(filter.newSince, 'newSince'),
         limit: filter.limit ?? DEFAULT_FLOW_LIMIT,
       });
-      const resolver = createResolver(states.provisioned(workloads).state);
-      return { flows: rows.map((r) => toFlowView(r, resolver)) };
+      const { state } = states.provisioned(workloads);
+      const resolver = createResolver(state);
+      const noPolicy = createNoPolicyEnds(state, resolver);
+      return { flows: rows.map((r) => toFlowView(r, resolver, noPolicy)) };
     },
 
     map(q) {

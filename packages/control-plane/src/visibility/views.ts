@@ -9,12 +9,14 @@ import type {
 } from '@bulkhead/api';
 import {
   classifyFlow,
+  type DirectionName,
   type IpAddress,
   type IpRange,
   type PolicyState,
   PROTOCOLS,
   parseAddress,
   parseCidr,
+  policiesFor,
   type Workload,
 } from '@bulkhead/policy';
 import type { FlowRow } from './flow-store.js';
@@ -119,7 +121,33 @@ function canonical(text: string): string | undefined {
   return a ? `${a.family}:${a.value}` : undefined;
 }
 
-export function toFlowView(row: FlowRow, resolver: Resolver): FlowView {
+/**
+ * The ends of a flow that let it through only because they are in monitor mode and no policy
+ * selects them in that direction ("web's egress has no policy"): once enforced, the default deny
+ * drops it there, whatever the other end allows. No evaluation needed: with no policy, an end's
+ * decision is the default deny. Ends are the workloads the flow's addresses resolve to, as shown.
+ */
+export function createNoPolicyEnds(state: PolicyState, resolver: Resolver) {
+  const none = new Map<string, boolean>();
+  const gap = (w: Workload | undefined, direction: DirectionName) => {
+    if (w === undefined || w.mode[direction] !== 'monitor') return [];
+    const key = `${w.name}\0${direction}`;
+    let v = none.get(key);
+    if (v === undefined) {
+      v = policiesFor(state, w.name, direction).length === 0;
+      none.set(key, v);
+    }
+    return v ? [{ workload: w.name, direction }] : [];
+  };
+  return (f: Pick<FlowRow, 'src' | 'dst'>) => [
+    ...gap(resolver.workloadOf(f.src), 'egress'),
+    ...gap(resolver.workloadOf(f.dst), 'ingress'),
+  ];
+}
+export type NoPolicyEnds = ReturnType<typeof createNoPolicyEnds>;
+
+export function toFlowView(row: FlowRow, resolver: Resolver, noPolicy?: NoPolicyEnds): FlowView {
+  const ends = noPolicy?.(row) ?? [];
   return {
     src: resolver.endpoint(row.src),
     dst: resolver.endpoint(row.dst),
@@ -133,6 +161,7 @@ export function toFlowView(row: FlowRow, resolver: Resolver): FlowView {
     lastSeen: row.lastSeen,
     connections: row.connections,
     bytes: row.bytes,
+    ...(ends.length > 0 && { noPolicy: ends }),
   };
 }
 
@@ -168,6 +197,7 @@ const zero = (): Record<FlowVerdict, number> => ({ allowed: 0, denied: 0, 'would
  */
 export function buildMap(rows: FlowRow[], state: PolicyState, groupBy: string[]): MapView {
   const resolver = createResolver(state);
+  const noPolicy = createNoPolicyEnds(state, resolver);
   const tuples = new Map<string, Tuple>();
   for (const r of rows) {
     const key = `${r.src}|${r.dst}|${r.protocol}|${r.port}`;
@@ -230,6 +260,7 @@ export function buildMap(rows: FlowRow[], state: PolicyState, groupBy: string[])
     const protocol = protocolName(t.protocol);
     const key = `${from}\0${to}\0${protocol}\0${t.port}`;
     const policy = policyVerdict(state, t.sample);
+    const gaps = policy === 'not-covered' ? noPolicy(t.sample).map((e) => e.direction) : [];
     const edge = edges.get(key);
     const connections = observed.allowed + observed.denied + observed['would-deny'];
     if (!edge) {
@@ -244,6 +275,7 @@ export function buildMap(rows: FlowRow[], state: PolicyState, groupBy: string[])
         lastSeen: t.lastSeen,
         observed,
         policy,
+        ...(gaps.length > 0 && { noPolicy: gaps }),
       });
       continue;
     }
@@ -253,6 +285,10 @@ export function buildMap(rows: FlowRow[], state: PolicyState, groupBy: string[])
     if (t.lastSeen > edge.lastSeen) edge.lastSeen = t.lastSeen;
     for (const v of Object.keys(observed) as FlowVerdict[]) edge.observed[v] += observed[v];
     edge.policy = worse(edge.policy, policy);
+    // The directions some flow of the edge has no policy in, while the edge is not covered.
+    const union = [...new Set([...(edge.noPolicy ?? []), ...gaps])].sort();
+    if (edge.policy === 'not-covered' && union.length > 0) edge.noPolicy = union;
+    else delete edge.noPolicy;
   }
 
   const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);

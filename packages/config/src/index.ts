@@ -1,0 +1,1 @@
+export { ConfigError, type ConfigSources, parseSettings, settingSource } from './settings.js';
