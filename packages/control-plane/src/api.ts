@@ -15,8 +15,8 @@ import { registerFleetRoutes } from './fleet/routes.js';
 import { forbiddenKeyPath } from './forbidden-keys.js';
 import { createMethodIndex } from './method-index.js';
 import { registerPolicyAdminRoutes } from './policy-admin/routes.js';
-import { registerRolloutRoutes } from './revisions/rollout-routes.js';
 import { ErrorResponse } from './responses.js';
+import { registerRolloutRoutes } from './revisions/rollout-routes.js';
 import { registerRevisionRoutes } from './revisions/routes.js';
 import { registerQuestionRoutes, registerVisibilityRoutes } from './visibility/routes.js';
 
