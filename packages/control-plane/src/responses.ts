@@ -164,6 +164,9 @@ export const Agent = closed({
   workload: Type.String(),
   hostname: Type.String(),
   connected: Type.Boolean(),
+  offline: Type.Boolean({
+    description: "no stream for longer than the control plane's --offline-after",
+  }),
   appliedRevision: Type.Integer(),
   appliedHash: Type.String(),
   desiredHash: Nullable(Type.String()),
@@ -372,3 +375,37 @@ export const Audit = Type.Array(
     after: Opaque('the object after, if any'),
   }),
 );
+
+// --- staged rollouts (every rollout route answers the rollout's state)
+const RolloutBrokenFlow = closed({
+  workload: Type.String({
+    description: 'the reporting workload (rolled back to the base revision)',
+  }),
+  direction: Direction,
+  src: Type.String(),
+  dst: Type.String(),
+  protocol: Type.Integer(),
+  port: Type.Integer(),
+  ruleId: Type.String({ description: 'the rule that denied it (`default`: no rule allows it)' }),
+});
+export const Rollout = closed({
+  id: Type.Integer(),
+  revision: Type.Integer({ description: 'the revision being rolled out' }),
+  baseRevision: Type.Integer({
+    description: 'what every workload had before (abort returns to it)',
+  }),
+  note: Type.String(),
+  actor: Type.String(),
+  status: Type.Union(
+    ['running', 'paused', 'held', 'completed', 'aborted'].map((s) => Type.Literal(s)),
+  ),
+  waves: Type.Array(Strings, { description: 'workload names per wave; wave 0 is the canary' }),
+  wave: Type.Integer({ description: 'the wave being watched' }),
+  waveStartedAt: Time,
+  watchSeconds: Type.Integer(),
+  rolledBack: Strings,
+  hold: Opt(closed({ at: Time, message: Type.String(), flows: Type.Array(RolloutBrokenFlow) })),
+  endRevision: Opt(Type.Integer()),
+  createdAt: Time,
+  updatedAt: Time,
+});

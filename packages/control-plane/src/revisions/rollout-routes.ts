@@ -1,6 +1,7 @@
 // Staged rollout's REST routes: start, the current rollout (or one by id), pause, resume, abort.
 import { Type } from '@sinclair/typebox';
 import { invalid } from '../errors.js';
+import { Rollout } from '../responses.js';
 import type { Api } from '../route-support.js';
 import type { RolloutService } from './rollout.js';
 
@@ -16,22 +17,33 @@ const RolloutBody = Type.Object(
   { additionalProperties: false },
 );
 
+const answers = { schema: { response: { 200: Rollout } } };
+
 export function registerRolloutRoutes(app: Api, rollouts: RolloutService): void {
-  app.post('/v1/rollouts', { schema: { body: RolloutBody } }, async (req) => {
-    if (req.body.canary !== undefined && req.body.percent !== undefined) {
-      throw invalid('invalid body', [
-        { path: 'percent', message: 'give canary or percent, not both' },
-      ]);
-    }
-    return rollouts.start(req.actor, req.body);
-  });
-  app.get('/v1/rollouts/current', async () => rollouts.current());
+  app.post(
+    '/v1/rollouts',
+    { schema: { body: RolloutBody, response: { 200: Rollout } } },
+    async (req) => {
+      if (req.body.canary !== undefined && req.body.percent !== undefined) {
+        throw invalid('invalid body', [
+          { path: 'percent', message: 'give canary or percent, not both' },
+        ]);
+      }
+      return rollouts.start(req.actor, req.body);
+    },
+  );
+  app.get('/v1/rollouts/current', answers, async () => rollouts.current());
   app.get(
     '/v1/rollouts/:id',
-    { schema: { params: Type.Object({ id: Type.Integer({ minimum: 1 }) }) } },
+    {
+      schema: {
+        params: Type.Object({ id: Type.Integer({ minimum: 1 }) }),
+        response: { 200: Rollout },
+      },
+    },
     async (req) => rollouts.get(req.params.id),
   );
-  app.post('/v1/rollouts/current/pause', async (req) => rollouts.pause(req.actor));
-  app.post('/v1/rollouts/current/resume', async (req) => rollouts.resume(req.actor));
-  app.post('/v1/rollouts/current/abort', async (req) => rollouts.abort(req.actor));
+  app.post('/v1/rollouts/current/pause', answers, async (req) => rollouts.pause(req.actor));
+  app.post('/v1/rollouts/current/resume', answers, async (req) => rollouts.resume(req.actor));
+  app.post('/v1/rollouts/current/abort', answers, async (req) => rollouts.abort(req.actor));
 }
