@@ -90,7 +90,7 @@ describe('foundation: control plane to kernel', () => {
   });
 
   it('enforce mode: allowed TCP and UDP pass, the rest is refused, on IPv4 and IPv6', async () => {
-    await bh.api('PATCH', '/v1/workloads/db', {
+    await bh.api('PATCH', '/v1/workloads/db?provision=true', {
       mode: { ingress: 'enforce' },
       confirm: true, // batch -> db was observed: enforcing cuts it, on purpose
     });

@@ -230,7 +230,9 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
     return domains.metrics.registry.metrics();
   });
 
-  registerPolicyAdminRoutes(app, domains.policy, { maxIpListBytes: options.maxIpListBytes });
+  registerPolicyAdminRoutes(app, domains.policy, domains.revisions, {
+    maxIpListBytes: options.maxIpListBytes,
+  });
   registerRevisionRoutes(app, domains.revisions);
   registerFleetRoutes(app, domains.fleet);
   registerVisibilityRoutes(app, domains.visibility);

@@ -65,7 +65,6 @@ export function createDomains(deps: DomainDeps): Domains {
     db,
     states,
     publisher,
-    gate,
     audit,
     deleteWorkload: stores.deleteWorkload,
     streams,
@@ -76,7 +75,7 @@ export function createDomains(deps: DomainDeps): Domains {
     revisions: createRevisionsService({
       store: stores.revisions,
       db,
-      drafts: stores.policy,
+      drafts: policy,
       states,
       publisher,
       gate,

@@ -8,7 +8,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { expect } from 'vitest';
 import { createApi } from './api.js';
 import { createDomains, type Domains } from './domains.js';
-import { createStreamRegistry } from './fleet/streams.js';
+import { createStreamRegistry, type StreamRegistry } from './fleet/streams.js';
 import { createPki } from './pki.js';
 import { createSqliteStores, type Stores } from './store/index.js';
 import { silentLog } from './test-support.js';
@@ -30,6 +30,7 @@ export interface ObservedRow {
 export interface RestHarness {
   store: Stores;
   domains: Domains;
+  streams: StreamRegistry;
   app: FastifyInstance;
   admin: string;
   call(
@@ -51,10 +52,11 @@ export async function createRestHarness(
   const dir = mkdtempSync(join(tmpdir(), 'bh-rest-'));
   const store = createSqliteStores({ path: join(dir, 'bulkhead.db'), now });
   const pki = await createPki({ dir: join(dir, 'ca') });
+  const streams = createStreamRegistry();
   const domains = createDomains({
     stores: store,
     pki,
-    streams: createStreamRegistry(),
+    streams,
     log: silentLog,
     now,
   });
@@ -79,6 +81,7 @@ export async function createRestHarness(
   return {
     store,
     domains,
+    streams,
     app,
     admin,
     call: (method, url, body, headers = {}) =>
