@@ -14,6 +14,7 @@ import { createRevisionsService, type RevisionsService } from './revisions/servi
 import { createRuleSetPublisher } from './rulesets/publisher.js';
 import type { SecurityEvent } from './siem/index.js';
 import type { Stores } from './store/index.js';
+import { type AnomalyOptions, createAnomalyDetector } from './visibility/anomalies.js';
 import { createExplainService, type ExplainService } from './visibility/explain.js';
 import { createHygieneService, type HygieneService } from './visibility/hygiene.js';
 import { createVisibilityService, type VisibilityService } from './visibility/service.js';
@@ -30,6 +31,8 @@ export interface DomainDeps {
   flowRetentionDays?: number;
   /** A provision warns about rule sets larger than this (entries). */
   maxRuleSetEntries?: number;
+  /** Anomaly detection's bounds, thresholds and rate limits. */
+  anomalies?: AnomalyOptions;
 }
 
 export interface Domains {
@@ -59,7 +62,25 @@ export function createDomains(deps: DomainDeps): Domains {
     'loaded the provisioned policy',
   );
   const gate = createImpactGate(stores.visibility);
-  const visibility = createVisibilityService({ store: stores.visibility, states, log, events });
+  const anomalies = createAnomalyDetector(
+    {
+      known: (workload) =>
+        stores.visibility.queryFlows({ match: [{ workloads: [workload], addresses: [] }] }),
+      revisions: stores.revisions,
+      record: stores.visibility.recordControlPlaneEvent,
+      emit: events && ((e) => events.emit(e)),
+      now: now ?? (() => new Date()),
+      log,
+    },
+    deps.anomalies,
+  );
+  const visibility = createVisibilityService({
+    store: stores.visibility,
+    states,
+    log,
+    events,
+    anomalies,
+  });
   const policy = createPolicyAdminService({
     store: stores.policy,
     db,

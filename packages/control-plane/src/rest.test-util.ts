@@ -12,6 +12,7 @@ import { createStreamRegistry, type StreamRegistry } from './fleet/streams.js';
 import { createPki } from './pki.js';
 import { createSqliteStores, type Stores } from './store/index.js';
 import { silentLog } from './test-support.js';
+import type { ReportedEvent } from './visibility/store.js';
 
 export const DAY = 86_400_000;
 
@@ -39,8 +40,11 @@ export interface RestHarness {
     body?: unknown,
     headers?: Record<string, string>,
   ): Promise<LightMyRequestResponse>;
-  /** A batch of flows `workload`'s agent reported, ingested like real telemetry. */
-  observe(workload: string, rows: ObservedRow[]): void;
+  /**
+   * A batch of flows (and events) `workload`'s agent reported, ingested like real telemetry:
+   * written, then reported to visibility (SIEM, anomalies).
+   */
+  observe(workload: string, rows: ObservedRow[], events?: ReportedEvent[]): void;
   close(): Promise<void>;
 }
 
@@ -91,7 +95,7 @@ export async function createRestHarness(
         headers: { authorization: `Bearer ${admin}`, ...headers },
         ...(body === undefined ? {} : { payload: body as object }),
       }),
-    observe(workload, rows) {
+    observe(workload, rows, events = []) {
       const flows = rows.map((r) => {
         const at = new Date(clock().getTime() - (r.daysAgo ?? 0) * DAY).toISOString();
         return {
@@ -108,9 +112,9 @@ export async function createRestHarness(
           lastSeen: at,
         };
       });
-      expect(store.fleet.addTelemetry(`agent-${workload}`, ++seq, { counters: [], flows })).toBe(
-        true,
-      );
+      const agentId = `agent-${workload}`;
+      expect(store.fleet.addTelemetry(agentId, ++seq, { counters: [], flows, events })).toBe(true);
+      domains.visibility.reported(agentId, workload, flows, events);
     },
     async close() {
       await app.close();
