@@ -37,7 +37,7 @@ type Frozen = { revision: number; createdAt: string; state: PolicyState };
 
 export function createPolicyStates(
   policy: Pick<PolicyAdminStore, 'listWorkloads' | 'listResources' | 'getOrigin'>,
-  revisions: Pick<RevisionStore, 'getRevision' | 'latestRevision' | 'latestRevisionNumber'>,
+  revisions: Pick<RevisionStore, 'getRevision' | 'latestRevisionRecord'>,
 ): PolicyStates {
   const workloads = () => policy.listWorkloads().map(toWorkload);
   const EMPTY: Frozen = {
@@ -46,15 +46,26 @@ export function createPolicyStates(
     state: { workloads: [], ipLists: [], services: [], policies: [] },
   };
   // Revisions never change: the latest one's parsed snapshot is kept, since every workload
-  // an agent writes asks for it.
-  let latest: Frozen & { byName: Map<string, Workload> } = { ...EMPTY, byName: new Map() };
+  // an agent writes asks for it. Keyed by the whole record, not the number alone: a revision
+  // added in a transaction that rolled back leaves its number to the next one.
+  let latest: Frozen & { byName: Map<string, Workload>; key: string } = {
+    ...EMPTY,
+    byName: new Map(),
+    key: '',
+  };
 
   function frozen(n: number): Frozen & { byName: Map<string, Workload> } {
-    if (n === latest.revision) return latest;
     const r = n === 0 ? undefined : revisions.getRevision<Snapshot>(n);
     if (n !== 0 && !r) throw notFound(`revision ${n}`);
     const f = r ? { revision: n, createdAt: r.createdAt, state: r.snapshot } : EMPTY;
     return { ...f, byName: new Map(f.state.workloads.map((w) => [w.name, w])) };
+  }
+
+  function newest(): typeof latest {
+    const record = revisions.latestRevisionRecord();
+    const key = JSON.stringify(record ?? null);
+    if (key !== latest.key) latest = { ...frozen(record?.revision ?? 0), key };
+    return latest;
   }
 
   /** Revision `f` on `current`: its labels and modes where the workload existed then. */
@@ -83,11 +94,13 @@ export function createPolicyStates(
       policies: policy.listResources('policies'),
     }),
     provisioned(current) {
-      const n = revisions.latestRevisionNumber();
-      if (n !== latest.revision) latest = frozen(n);
-      return { revision: n, state: on(latest, current) };
+      const f = newest();
+      return { revision: f.revision, state: on(f, current) };
     },
-    atRevision: (n, current) => on(frozen(n), current),
+    atRevision(n, current) {
+      const f = newest();
+      return on(n === f.revision ? f : frozen(n), current);
+    },
   };
 }
 

@@ -37,15 +37,15 @@ function setup(
         return o.stored?.[w] ?? [];
       },
       revisions: {
-        latestRevisionNumber: () => (o.revisionAt === undefined ? 0 : 7),
-        getRevision: <S>(n: number) =>
-          ({
-            revision: n,
-            author: 'a',
-            note: 'n',
-            createdAt: new Date(o.revisionAt ?? 0).toISOString(),
-            snapshot: {} as S,
-          }) as never,
+        latestRevisionRecord: () =>
+          o.revisionAt === undefined
+            ? undefined
+            : {
+                revision: 7,
+                author: 'a',
+                note: 'n',
+                createdAt: new Date(o.revisionAt).toISOString(),
+              },
       },
       record: (workload, e) => recorded.push({ workload, code: e.code, attributes: e.attributes }),
       emit: (e) => emitted.push(e.kind === 'agent-event' ? e.code : e.kind),

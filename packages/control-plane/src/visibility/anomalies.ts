@@ -36,7 +36,7 @@ type Seen = Pick<FlowDelta, 'direction' | 'src' | 'dst' | 'protocol' | 'port' | 
 export interface AnomalyDeps {
   /** A workload's stored flows (what it had seen before this process tracked it). */
   known(workload: string): Seen[];
-  revisions: Pick<RevisionStore, 'latestRevisionNumber' | 'getRevision'>;
+  revisions: Pick<RevisionStore, 'latestRevisionRecord'>;
   record(workload: string, e: Omit<ReportedEvent, 'at'>): void;
   emit?(e: SecurityEvent): void;
   now(): Date;
@@ -191,9 +191,10 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
   }
 
   function afterRevision(workload: string, flows: readonly FlowDelta[], nowMs: number): void {
-    const n = deps.revisions.latestRevisionNumber();
+    const r = deps.revisions.latestRevisionRecord();
+    const n = r?.revision ?? 0;
     if (n !== latest.revision) {
-      const at = n === 0 ? 0 : Date.parse(deps.revisions.getRevision(n)?.createdAt ?? '');
+      const at = Date.parse(r?.createdAt ?? '');
       latest = { revision: n, at: Number.isNaN(at) ? 0 : at, reported: new Set() };
     }
     if (n === 0 || nowMs - latest.at > afterRevisionMs || latest.reported.has(workload)) return;
