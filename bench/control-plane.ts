@@ -4,7 +4,8 @@
 // object: ops/s and CPU ms per op of each phase. Then the incremental pipeline at fleet scale
 // (issue 8, `scale`): the policy-fleet state (10,000 workloads x 2,000 rules; 1,000 with
 // --short) loaded cold from the store, RSS after it, a Hello from every agent (full syncs), and
-// one label change end to end (validated, stored, known, encoded, sent to fake streams).
+// one label change end to end (validated, drafted, provisioned with its impact check, known,
+// encoded, sent to fake streams).
 // `--short` (or BENCH_SHORT=1): small fleets, for CI. Machines are noisy: compare runs on the
 // same machine only.
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -64,6 +65,11 @@ function open(path: string) {
     putResource: (kind: 'services' | 'policies', name: string, body: unknown) =>
       policy.putResource('bench', kind, name, body),
     provision: (note: string) => revisions.provision('bench', note, { confirm: true }),
+    /** A workload's labels, drafted and provisioned as a revision of their own. */
+    relabel: (name: string, labels: Workload['labels']) =>
+      revisions.provisionWorkload('bench', name, 'relabel', { confirm: true }, () =>
+        policy.patchWorkload('bench', name, { labels }),
+      ),
     /**
      * A Hello on a new stream whose messages only count (`onBytes`); returns the hash the
      * Hello's full sync carries.
@@ -283,9 +289,7 @@ function scaleBench() {
       bytes = 0;
       const t = performance.now();
       const cpu = process.cpuUsage();
-      scp.policy.patchWorkload('bench', host.name, {
-        labels: { ...host.labels, env: i % 2 ? 'staging' : 'prod' },
-      });
+      scp.relabel(host.name, { ...host.labels, env: i % 2 ? 'staging' : 'prod' });
       const used = process.cpuUsage(cpu);
       cpuTimes.push((used.user + used.system) / 1000);
       times.push(performance.now() - t);

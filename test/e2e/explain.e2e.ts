@@ -31,7 +31,9 @@ describe('explain agrees with the kernel', () => {
       ],
     });
     await bh.api('POST', '/v1/provision', { note: 'db from web' });
-    await bh.api('PATCH', '/v1/workloads/db?confirm=true', { mode: { ingress: 'enforce' } });
+    await bh.api('PATCH', '/v1/workloads/db?provision=true&confirm=true', {
+      mode: { ingress: 'enforce' },
+    });
     await bh.waitInSync();
   });
 

@@ -90,11 +90,18 @@ describe('foundation: control plane to kernel', () => {
   });
 
   it('enforce mode: allowed TCP and UDP pass, the rest is refused, on IPv4 and IPv6', async () => {
-    await bh.api('PATCH', '/v1/workloads/db', {
-      mode: { ingress: 'enforce' },
-      confirm: true, // batch -> db was observed: enforcing cuts it, on purpose
-    });
-    await bh.waitInSync();
+    // Provisioned as a revision of its own.
+    const enforced = await bh.api<{ provisioned: { revision: number } }>(
+      'PATCH',
+      '/v1/workloads/db?provision=true',
+      {
+        mode: { ingress: 'enforce' },
+        confirm: true, // batch -> db was observed: enforcing cuts it, on purpose
+      },
+    );
+    expect(enforced.provisioned.revision).toBe(revision + 1);
+    revision = enforced.provisioned.revision;
+    await bh.waitInSync({ revision });
     expect(await lab.connect('web', db4, 'tcp', 5432)).toBe(true);
     expect(await lab.connect('web', db6, 'tcp', 5432)).toBe(true);
     expect(await lab.connect('batch', db4, 'tcp', 5432)).toBe(false);

@@ -53,12 +53,13 @@ describe('lifecycle: plan, impact gate, provision with confirmation, rollback, a
       scope: { matchLabels: { app: 'billing', role: 'app' } },
       egress: [{ action: 'allow', peers: [{ cidr: '0.0.0.0/0' }, { cidr: '::/0' }] }],
     });
+    // Everything observed is allowed by the baseline: enforcing needs no confirmation. The mode
+    // is drafted with the policy, so the baseline revision holds both.
+    await bh.api('PATCH', '/v1/workloads/app', { mode: { egress: 'enforce' } });
     const prov = await bh.api<{ revision: number }>('POST', '/v1/provision', {
       note: 'baseline: billing app may call anything',
     });
     baseline = prov.revision;
-    // Everything observed is allowed by the baseline: enforcing needs no confirmation.
-    await bh.api('PATCH', '/v1/workloads/app', { mode: { egress: 'enforce' } });
     await bh.waitInSync();
     expect(await lab.connect('app', db4, 'tcp', 5432)).toBe(true);
     expect(await lab.connect('app', lic4, 'tcp', 27000)).toBe(true);

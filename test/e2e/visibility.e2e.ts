@@ -155,7 +155,9 @@ describe('visibility: flows, map, recommendations, SIEM', () => {
     const names = (await bh.api<{ name: string }[]>('GET', '/v1/policies')).map((p) => p.name);
     expect(names).toEqual(expect.arrayContaining(rec.policies.map((p) => p.name)));
     await bh.api('POST', '/v1/provision', { note: 'e2e: recommended policy for the database' });
-    await bh.api('PATCH', '/v1/workloads/db', { mode: { ingress: 'enforce', egress: 'enforce' } });
+    await bh.api('PATCH', '/v1/workloads/db?provision=true', {
+      mode: { ingress: 'enforce', egress: 'enforce' },
+    });
     await bh.waitInSync();
 
     expect(await lab.connect('web', db4, 'tcp', 5432)).toBe(true);

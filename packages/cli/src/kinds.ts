@@ -75,6 +75,14 @@ export const COUNTER_COLUMNS: Column<Row>[] = [
   col('BYTES', (r) => r.bytes),
 ];
 
+/** Attributes vary by code: shown by -o json|yaml. */
+export const EVENT_COLUMNS: Column<Row>[] = [
+  col('AT', (r) => r.at),
+  col('WORKLOAD', (r) => r.workload),
+  col('KIND', (r) => r.code),
+  col('MESSAGE', (r) => r.message),
+];
+
 /** `before`/`after` are whole resources: too wide for a table, shown by -o json|yaml. */
 export const AUDIT_COLUMNS: Column<Row>[] = [
   col('ID', (r) => r.id),

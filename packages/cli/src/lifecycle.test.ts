@@ -284,21 +284,27 @@ describe('provision, rollback and mode are impact-checked', () => {
     ]);
   });
 
-  it('mode enforce: refused with exit 4 and nothing changed; --confirm goes through', async () => {
+  it('mode --provision: refused with exit 4 and nothing changed; --confirm goes through', async () => {
     fx.api.store.set('/v1/workloads/db-1', { name: 'db-1', mode: { ingress: 'monitor' } });
     fx.api.override = (r) =>
       r.method === 'PATCH' && !r.url.includes('confirm=true') ? refusal(BLOCKING) : undefined;
-    const refused = await cli(['mode', 'db-1', '--ingress', 'enforce']);
+    const refused = await cli(['mode', 'db-1', '--ingress', 'enforce', '--provision']);
     expect(refused.code).toBe(4);
-    expect(refused.stderr).toContain('re-run with --confirm to enforce anyway');
+    expect(refused.stderr).toContain('re-run with --confirm to provision anyway');
     expect(fx.api.store.get('/v1/workloads/db-1')!.mode).toEqual({ ingress: 'monitor' });
-    const done = await cli(['mode', 'db-1', '--ingress', 'enforce', '--confirm']);
+    const argv = ['mode', 'db-1', '--ingress', 'enforce', '--provision', '--confirm'];
+    const done = await cli([...argv, '--note', 'db enforces']);
     expect(done.code).toBe(0);
-    expect(done.stdout).toBe('workload/db-1 mode: ingress=enforce\n');
+    expect(done.stdout).toMatch(/^workload\/db-1 mode: ingress=enforce \(provisioned as revision/);
     expect(fx.api.writes()).toEqual([
-      ['PATCH', '/v1/workloads/db-1'],
-      ['PATCH', '/v1/workloads/db-1?confirm=true'],
+      ['PATCH', '/v1/workloads/db-1?provision=true'],
+      ['PATCH', '/v1/workloads/db-1?provision=true&confirm=true'],
     ]);
+    expect(fx.api.requests.at(-1)!.body).toEqual({
+      mode: { ingress: 'enforce' },
+      note: 'db enforces',
+    });
+    expect((await cli(['mode', 'db-1', '--ingress', 'enforce', '--confirm'])).code).toBe(2);
   });
 });
 

@@ -263,7 +263,9 @@ describe('workload commands', () => {
     expect(fx.api.requests.at(-1)!.body).toEqual({
       labels: { app: 'web', env: 'prod', team: 'payments' },
     });
-    expect(r.stdout).toBe('workload/web-1 labels: app=web,env=prod,team=payments\n');
+    expect(r.stdout).toBe(
+      'workload/web-1 labels: app=web,env=prod,team=payments (draft; `bulkhead provision` applies it)\n',
+    );
   });
 
   it('label exits 2 on a malformed change and sends nothing', async () => {
@@ -278,7 +280,9 @@ describe('workload commands', () => {
     const r = await connected('mode', 'web-1', '--ingress', 'enforce');
     expect(r.code).toBe(0);
     expect(fx.api.requests.at(-1)!.body).toEqual({ mode: { ingress: 'enforce' } });
-    expect(r.stdout).toBe('workload/web-1 mode: ingress=enforce egress=monitor\n');
+    expect(r.stdout).toBe(
+      'workload/web-1 mode: ingress=enforce egress=monitor (draft; `bulkhead provision` applies it)\n',
+    );
     expect((await connected('mode', 'web-1', '--ingress', 'block')).code).toBe(2);
   });
 });

@@ -150,6 +150,22 @@ const CASES: Record<string, Case> = {
       ],
     },
   },
+  events: {
+    argv: ['events'],
+    routes: {
+      'GET /v1/events': [
+        {
+          id: 1,
+          agentId: 'a1',
+          workload: 'db-1',
+          code: 'DATAPLANE_TAMPERED',
+          message: 'table changed',
+          at: AGO,
+          attributes: {},
+        },
+      ],
+    },
+  },
   revisions: {
     argv: ['revisions'],
     routes: {

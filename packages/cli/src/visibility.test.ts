@@ -254,6 +254,48 @@ function parseDot(text: string) {
   return { nodes, edges };
 }
 
+describe('events', () => {
+  const EVENTS = [
+    {
+      id: 2,
+      agentId: 'control-plane',
+      workload: 'db-1',
+      code: 'ANOMALY_NEW_DEPENDENCY',
+      message: 'db-1: first ingress flow with 10.0.0.9 on 6/5432 (allowed)',
+      at: ago(60e3),
+      attributes: { peer: '10.0.0.9' },
+    },
+  ];
+
+  it('sends the filters, the time as now minus the duration, and prints a table', async () => {
+    answer('/v1/events', EVENTS);
+    const r = await cli(
+      'events',
+      '--kind',
+      'ANOMALY_NEW_DEPENDENCY',
+      '--workload',
+      'db-1',
+      '--since',
+      '1h',
+    );
+    expect(r.code).toBe(0);
+    expect(Object.fromEntries(query())).toEqual({
+      kind: 'ANOMALY_NEW_DEPENDENCY',
+      workload: 'db-1',
+      since: ago(3600e3),
+    });
+    expect(r.stdout.split('\n')[0]).toMatch(/^AT\s+WORKLOAD\s+KIND\s+MESSAGE$/);
+    expect(r.stdout).toContain('ANOMALY_NEW_DEPENDENCY');
+    expect(r.stdout).toContain('first ingress flow with 10.0.0.9');
+  });
+
+  it('-o json prints the answer unchanged, attributes included', async () => {
+    answer('/v1/events', EVENTS);
+    const r = await cli('events', '-o', 'json');
+    expect(JSON.parse(r.stdout)).toEqual(EVENTS);
+  });
+});
+
 describe('map', () => {
   it('prints one aligned line per edge, grouped by source', async () => {
     answer('/v1/map', MAP);

@@ -269,7 +269,9 @@ describe('REST API', () => {
     const got = listen('db');
     await call('PUT', '/v1/services/pg', pg);
     await call('PUT', '/v1/policies/db', dbPolicy); // a draft: not provisioned
-    const res = await call('PATCH', '/v1/workloads/db', { mode: { ingress: 'enforce' } });
+    const res = await call('PATCH', '/v1/workloads/db?provision=true', {
+      mode: { ingress: 'enforce' },
+    });
     expect(res.statusCode).toBe(200);
     expect(res.json().mode).toEqual({ ingress: 'enforce', egress: 'monitor' });
     expect(got).toHaveLength(1);

@@ -262,7 +262,9 @@ export async function createApi(options: ApiOptions): Promise<FastifyInstance> {
     return domains.metrics.registry.metrics();
   });
 
-  registerPolicyAdminRoutes(app, domains.policy, { maxIpListBytes: options.maxIpListBytes });
+  registerPolicyAdminRoutes(app, domains.policy, domains.revisions, {
+    maxIpListBytes: options.maxIpListBytes,
+  });
   registerRevisionRoutes(app, domains.revisions);
   registerRolloutRoutes(app, domains.rollouts);
   registerFleetRoutes(app, domains.fleet);

@@ -23,6 +23,7 @@ import { createRevisionsService, type RevisionsService } from './revisions/servi
 import { createRevisionFollower } from './rulesets/follower.js';
 import type { SecurityEvent } from './siem/index.js';
 import type { Stores } from './store/index.js';
+import { type AnomalyOptions, createAnomalyDetector } from './visibility/anomalies.js';
 import { createExplainService, type ExplainService } from './visibility/explain.js';
 import { createHygieneService, type HygieneService } from './visibility/hygiene.js';
 import { createVisibilityService, type VisibilityService } from './visibility/service.js';
@@ -44,6 +45,8 @@ export interface DomainDeps {
    * whose agents are all offline leaves its peers' rule sets until one is back (fleet/liveness.ts).
    */
   offline?: { afterMs?: number; withdraw?: boolean };
+  /** Anomaly detection's bounds, thresholds and rate limits. */
+  anomalies?: AnomalyOptions;
 }
 
 export interface Domains {
@@ -72,8 +75,9 @@ export function createDomains(deps: DomainDeps): Domains {
   const follower = createRevisionFollower({ streams, log });
   const withdrawal = deps.offline?.withdraw
     ? createAddressWithdrawal(follower, (name) => {
+        // Its provisioned labels and mode, as every workload change the agents get.
         const w = stores.policy.getWorkload(name);
-        return w && toWorkload(w);
+        return w && states.provisioned([toWorkload(w)]).state.workloads[0];
       })
     : undefined;
   const publisher = withdrawal?.publisher ?? follower;
@@ -91,12 +95,39 @@ export function createDomains(deps: DomainDeps): Domains {
     'loaded the provisioned policy',
   );
   const gate = createImpactGate(stores.visibility);
-  const visibility = createVisibilityService({ store: stores.visibility, states, log, events });
+  const anomalies = createAnomalyDetector(
+    {
+      known: (workload) =>
+        stores.visibility.queryFlows({ match: [{ workloads: [workload], addresses: [] }] }),
+      revisions: stores.revisions,
+      record: stores.visibility.recordControlPlaneEvent,
+      emit: events && ((e) => events.emit(e)),
+      now: now ?? (() => new Date()),
+      log,
+    },
+    deps.anomalies,
+  );
+  const visibility = createVisibilityService({
+    store: stores.visibility,
+    states,
+    log,
+    events,
+    anomalies,
+  });
+  const policy = createPolicyAdminService({
+    store: stores.policy,
+    db,
+    states,
+    publisher,
+    audit,
+    deleteWorkload: stores.deleteWorkload,
+    streams,
+  });
   let rollouts: RolloutService | undefined;
   const revisions = createRevisionsService({
     store: stores.revisions,
     db,
-    drafts: stores.policy,
+    drafts: policy,
     states,
     publisher,
     gate,
@@ -118,16 +149,6 @@ export function createDomains(deps: DomainDeps): Domains {
     now,
   });
   rollouts.restore();
-  const policy = createPolicyAdminService({
-    store: stores.policy,
-    db,
-    states,
-    publisher,
-    gate,
-    audit,
-    deleteWorkload: stores.deleteWorkload,
-    streams,
-  });
   const fleet = createFleetService({
     store: stores.fleet,
     db,

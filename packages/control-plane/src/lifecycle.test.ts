@@ -135,7 +135,10 @@ describe('policy lifecycle API', () => {
       flows: 1,
     });
 
-    const refused = await call('PATCH', '/v1/workloads/billing', { mode: { egress: 'enforce' } });
+    // A mode is drafted; `provision=true` provisions just that change, behind the gate.
+    const refused = await call('PATCH', '/v1/workloads/billing?provision=true', {
+      mode: { egress: 'enforce' },
+    });
     expect(refused.statusCode).toBe(409);
     const error = refused.json().error;
     expect(error.code).toBe('IMPACT_CONFIRMATION_REQUIRED');
@@ -173,16 +176,18 @@ describe('policy lifecycle API', () => {
     expect(whatIf.statusCode).toBe(200);
     expect(whatIf.json().summary).toMatchObject({ newlyBlocked: 0, newlyAllowed: 1 });
 
-    const confirmed = await call('PATCH', '/v1/workloads/billing?confirm=true', {
+    const confirmed = await call('PATCH', '/v1/workloads/billing?provision=true&confirm=true', {
       mode: { egress: 'enforce' },
     });
     expect(confirmed.statusCode).toBe(200);
     expect(confirmed.json().mode.egress).toBe('enforce');
-    const audit = await lastAudit('workload.patch');
-    expect(audit?.after).toMatchObject({
+    expect(confirmed.json().provisioned.impact.summary.newlyBlocked).toBe(1);
+    expect((await lastAudit('workload.patch'))?.after).toMatchObject({
+      mode: { egress: 'enforce' },
+    });
+    expect((await lastAudit('revision.provision'))?.after).toMatchObject({
       confirmed: true,
       impact: { newlyBlocked: 1 },
-      mode: { egress: 'enforce' },
     });
   });
 
@@ -193,8 +198,8 @@ describe('policy lifecycle API', () => {
       ingress: [{ action: 'allow', peers: apps.map(allowFrom), services: ['pg'] }],
     });
     await call('PUT', '/v1/policies/db', db(['web', 'batch']));
-    await call('POST', '/v1/provision', { note: 'db: web and batch' });
     await call('PATCH', '/v1/workloads/db', { mode: { ingress: 'enforce' } });
+    await call('POST', '/v1/provision', { note: 'db: web and batch' });
     // The month-end job, last run 20 days ago; web every day. Both ends reported the batch flow.
     observe('batch', { direction: 'egress', src: '10.0.0.30', dst: '10.0.0.20', port: 5432 }, 20);
     observe('db', { direction: 'ingress', src: '10.0.0.30', dst: '10.0.0.20', port: 5432 }, 20);

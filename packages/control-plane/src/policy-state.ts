@@ -1,23 +1,28 @@
-// The policy states the domains reason about, read-only: the draft (editable objects on the
-// live workloads), the provisioned state (the latest revision's policy on given workloads) and
-// revision n's. Must not write, compile for publishing, or know agents and flows.
+// The policy states the domains reason about, read-only: the draft (editable objects, labels and
+// modes on the live workloads), the provisioned state (the latest revision on given workloads)
+// and revision n's. Workload existence and addresses are live (agents report them); policy,
+// labels and modes belong to revisions. Must not write, compile for publishing, or know agents
+// and flows.
 import { compile, type PolicyState, type Workload } from '@bulkhead/policy';
 import type { RuleSet } from '@bulkhead/proto';
 import { invalid, notFound } from './errors.js';
 import type { PolicyAdminStore, WorkloadRecord } from './policy-admin/store.js';
 import type { RevisionStore } from './revisions/store.js';
 
-/** What a revision freezes: the whole state at provision time. */
+/** What a revision freezes: the whole state at provision time (workloads: labels and modes). */
 export type Snapshot = PolicyState;
 
 export interface PolicyStates {
-  /** The workloads as they are now. */
+  /** The workloads as they are now, with their draft labels and modes. */
   workloads(): Workload[];
-  /** The editable objects on the live workloads. */
+  /** The editable objects, labels and modes on the live workloads. */
   draft(): PolicyState;
-  /** Policy of the latest revision (drafts stay drafts) applied to `workloads`. */
+  /**
+   * The latest revision (drafts stay drafts) on `workloads`: its policy, and the labels and mode
+   * it gave each workload that existed then (one created since keeps the ones it came with).
+   */
   provisioned(workloads: Workload[]): { state: PolicyState; revision: number };
-  /** Revision n's policy (0: the empty policy before the first) applied to `workloads`. */
+  /** Revision n (0: the empty policy before the first) on `workloads`, as `provisioned`. */
   atRevision(n: number, workloads: Workload[]): PolicyState;
 }
 
@@ -28,11 +33,58 @@ export const toWorkload = (w: WorkloadRecord): Workload => ({
   mode: w.mode,
 });
 
+type Frozen = { revision: number; createdAt: string; state: PolicyState };
+
 export function createPolicyStates(
-  policy: Pick<PolicyAdminStore, 'listWorkloads' | 'listResources'>,
-  revisions: Pick<RevisionStore, 'getRevision' | 'latestRevision'>,
+  policy: Pick<PolicyAdminStore, 'listWorkloads' | 'listResources' | 'getOrigin'>,
+  revisions: Pick<RevisionStore, 'getRevision' | 'latestRevisionRecord'>,
 ): PolicyStates {
   const workloads = () => policy.listWorkloads().map(toWorkload);
+  const EMPTY: Frozen = {
+    revision: 0,
+    createdAt: '',
+    state: { workloads: [], ipLists: [], services: [], policies: [] },
+  };
+  // Revisions never change: the latest one's parsed snapshot is kept, since every workload
+  // an agent writes asks for it. Keyed by the whole record, not the number alone: a revision
+  // added in a transaction that rolled back leaves its number to the next one.
+  let latest: Frozen & { byName: Map<string, Workload>; key: string } = {
+    ...EMPTY,
+    byName: new Map(),
+    key: '',
+  };
+
+  function frozen(n: number): Frozen & { byName: Map<string, Workload> } {
+    const r = n === 0 ? undefined : revisions.getRevision<Snapshot>(n);
+    if (n !== 0 && !r) throw notFound(`revision ${n}`);
+    const f = r ? { revision: n, createdAt: r.createdAt, state: r.snapshot } : EMPTY;
+    return { ...f, byName: new Map(f.state.workloads.map((w) => [w.name, w])) };
+  }
+
+  function newest(): typeof latest {
+    const record = revisions.latestRevisionRecord();
+    const key = JSON.stringify(record ?? null);
+    if (key !== latest.key) latest = { ...frozen(record?.revision ?? 0), key };
+    return latest;
+  }
+
+  /** Revision `f` on `current`: its labels and modes where the workload existed then. */
+  function on(f: ReturnType<typeof frozen>, current: Workload[]): PolicyState {
+    const { ipLists, services, policies } = f.state;
+    return {
+      ipLists,
+      services,
+      policies,
+      workloads: current.map((w) => {
+        const origin = policy.getOrigin(w.name);
+        const then = f.byName.get(w.name);
+        // Created after the revision (or deleted and enrolled again): its own first labels.
+        const given = then && (!origin || origin.createdAt <= f.createdAt) ? then : origin;
+        return given ? { ...w, labels: given.labels, mode: given.mode } : w;
+      }),
+    };
+  }
+
   return {
     workloads,
     draft: () => ({
@@ -42,23 +94,12 @@ export function createPolicyStates(
       policies: policy.listResources('policies'),
     }),
     provisioned(current) {
-      const latest = revisions.latestRevision<Snapshot>();
-      return {
-        revision: latest?.revision ?? 0,
-        state: {
-          workloads: current,
-          ipLists: latest?.snapshot.ipLists ?? [],
-          services: latest?.snapshot.services ?? [],
-          policies: latest?.snapshot.policies ?? [],
-        },
-      };
+      const f = newest();
+      return { revision: f.revision, state: on(f, current) };
     },
     atRevision(n, current) {
-      if (n === 0) return { workloads: current, ipLists: [], services: [], policies: [] };
-      const r = revisions.getRevision<Snapshot>(n);
-      if (!r) throw notFound(`revision ${n}`);
-      const { ipLists, services, policies } = r.snapshot;
-      return { workloads: current, ipLists, services, policies };
+      const f = newest();
+      return on(n === f.revision ? f : frozen(n), current);
     },
   };
 }

@@ -135,6 +135,11 @@ export const ProvisionResult = closed({
     ),
   ),
 });
+/** `PATCH /v1/workloads/:name`: the workload; with `provision`, the revision it made. */
+export const PatchedWorkload = Type.Composite(
+  [WorkloadRecord, closed({ provisioned: Opt(ProvisionResult) })],
+  { additionalProperties: false },
+);
 const RevisionFields = {
   revision: Type.Integer(),
   author: Type.String(),

@@ -8,10 +8,11 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { expect } from 'vitest';
 import { createApi } from './api.js';
 import { createDomains, type Domains } from './domains.js';
-import { createStreamRegistry } from './fleet/streams.js';
+import { createStreamRegistry, type StreamRegistry } from './fleet/streams.js';
 import { createPki } from './pki.js';
 import { createSqliteStores, type Stores } from './store/index.js';
 import { silentLog } from './test-support.js';
+import type { ReportedEvent } from './visibility/store.js';
 
 export const DAY = 86_400_000;
 
@@ -30,6 +31,7 @@ export interface ObservedRow {
 export interface RestHarness {
   store: Stores;
   domains: Domains;
+  streams: StreamRegistry;
   app: FastifyInstance;
   admin: string;
   call(
@@ -38,8 +40,11 @@ export interface RestHarness {
     body?: unknown,
     headers?: Record<string, string>,
   ): Promise<LightMyRequestResponse>;
-  /** A batch of flows `workload`'s agent reported, ingested like real telemetry. */
-  observe(workload: string, rows: ObservedRow[]): void;
+  /**
+   * A batch of flows (and events) `workload`'s agent reported, ingested like real telemetry:
+   * written, then reported to visibility (SIEM, anomalies).
+   */
+  observe(workload: string, rows: ObservedRow[], events?: ReportedEvent[]): void;
   close(): Promise<void>;
 }
 
@@ -51,10 +56,11 @@ export async function createRestHarness(
   const dir = mkdtempSync(join(tmpdir(), 'bh-rest-'));
   const store = createSqliteStores({ path: join(dir, 'bulkhead.db'), now });
   const pki = await createPki({ dir: join(dir, 'ca') });
+  const streams = createStreamRegistry();
   const domains = createDomains({
     stores: store,
     pki,
-    streams: createStreamRegistry(),
+    streams,
     log: silentLog,
     now,
   });
@@ -79,6 +85,7 @@ export async function createRestHarness(
   return {
     store,
     domains,
+    streams,
     app,
     admin,
     call: (method, url, body, headers = {}) =>
@@ -88,7 +95,7 @@ export async function createRestHarness(
         headers: { authorization: `Bearer ${admin}`, ...headers },
         ...(body === undefined ? {} : { payload: body as object }),
       }),
-    observe(workload, rows) {
+    observe(workload, rows, events = []) {
       const flows = rows.map((r) => {
         const at = new Date(clock().getTime() - (r.daysAgo ?? 0) * DAY).toISOString();
         return {
@@ -105,9 +112,9 @@ export async function createRestHarness(
           lastSeen: at,
         };
       });
-      expect(store.fleet.addTelemetry(`agent-${workload}`, ++seq, { counters: [], flows })).toBe(
-        true,
-      );
+      const agentId = `agent-${workload}`;
+      expect(store.fleet.addTelemetry(agentId, ++seq, { counters: [], flows, events })).toBe(true);
+      domains.visibility.reported(agentId, workload, flows, events);
     },
     async close() {
       await app.close();

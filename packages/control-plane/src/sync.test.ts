@@ -129,12 +129,14 @@ describe('Sync in group form', () => {
       }),
     ]);
 
-    // mon-1 becomes a web host: it joins db's peer group and leaves the mon policy.
-    expect((await api('PATCH', '/v1/workloads/mon-1', { labels: { app: 'web' } })).status).toBe(
-      200,
-    );
+    // mon-1 becomes a web host (provisioned as revision 2, just that change): it joins db's peer
+    // group and leaves the mon policy.
+    const relabel = await api('PATCH', '/v1/workloads/mon-1?provision=true', {
+      labels: { app: 'web' },
+    });
+    expect(relabel.status).toBe(200);
     const toDb = await dbS.s.next();
-    expect(toDb).toMatchObject({ full: false, baseHash: dbS.state!.hash, revision: 1 });
+    expect(toDb).toMatchObject({ full: false, baseHash: dbS.state!.hash, revision: 2 });
     expect(toDb.ruleSet).toBeUndefined();
     expect(toDb.groups).toEqual([
       {

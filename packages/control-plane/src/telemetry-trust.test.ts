@@ -125,7 +125,9 @@ describe('telemetry from a compromised agent', () => {
       'web/ingress/0',
     ]);
     const events = (await api('GET', '/v1/events')).json;
+    // The accepted flow is also web-1's first on its (peer, port): an anomaly event.
     expect(events.map((e: { code: string }) => e.code).sort()).toEqual([
+      'ANOMALY_NEW_DEPENDENCY',
       'FLOW_TABLE_FULL',
       'TELEMETRY_REJECTED',
     ]);

@@ -114,7 +114,7 @@ describe('trust boundary: enrolment and address claims', () => {
       hostname: 'api-1',
       addresses: ['10.0.0.3'],
     });
-    await api('PATCH', '/v1/workloads/db-1', { mode: { ingress: 'enforce' } });
+    await api('PATCH', '/v1/workloads/db-1?provision=true', { mode: { ingress: 'enforce' } });
     await api('PUT', '/v1/policies/api', {
       scope: { matchLabels: { app: 'api' } },
       ingress: [
@@ -187,6 +187,21 @@ describe('trust boundary: enrolment and address claims', () => {
     // Used up: a second re-enrolment needs a new admin act.
     const twice = await refusal(enroll(token, { hostname: 'db-1', addresses: ['10.0.0.2'] }));
     expect(twice.code).toBe(status.UNAUTHENTICATED);
+  });
+
+  it('labels and mode asked at enrolment are the initial ones only: a re-enrolment changes neither', async () => {
+    await fleet();
+    const before = await workload('db-1');
+    expect(before).toMatchObject({ labels: { app: 'db' }, mode: { ingress: 'enforce' } });
+    const third = await ruleSet('api-1');
+    expect(JSON.stringify(third)).toContain('10.0.0.2');
+    const token = await newToken({ workload: 'db-1', labels: { app: 'api' }, mode: {} });
+    await enroll(token, { hostname: 'db-1', addresses: ['10.0.0.2'], labels: { app: 'api' } });
+    const after = await workload('db-1');
+    expect(after.labels).toEqual({ app: 'db' });
+    expect(after.mode).toEqual(before.mode);
+    // Nor what its peers get: api-1 still takes db-1 in as app=db.
+    expect(await ruleSet('api-1')).toEqual(third);
   });
 
   it('release revokes the agents and closes their streams; the next enrolment takes the workload', async () => {

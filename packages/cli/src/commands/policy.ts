@@ -1,6 +1,7 @@
 // Policy administration: the objects an admin edits (ip lists, services, policies, workload
-// labels and modes) and the generic get/delete of any kind. Writes go to the draft only;
-// freezing it into a revision is lifecycle.ts's, and reading the fleet is fleet.ts's.
+// labels and modes) and the generic get/delete of any kind. Writes go to the draft only (label
+// and mode may provision just their own change, `--provision`); freezing the whole draft into a
+// revision is lifecycle.ts's, and reading the fleet is fleet.ts's.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -23,7 +24,14 @@ import {
 import { findOne, itemPath, lookupKind } from '../kinds.js';
 import { validators } from '../validate.js';
 import { collect, modeOption, parseLabelChange } from './options.js';
-import { type CommandContext, examples, impactChecked, loadValid, type Row } from './shared.js';
+import {
+  type CommandContext,
+  type Connection,
+  examples,
+  impactChecked,
+  loadValid,
+  type Row,
+} from './shared.js';
 
 const OUTCOME_WORDS: Record<ChangeAction, string> = {
   create: 'created',
@@ -141,10 +149,21 @@ export function registerPolicyCommands(program: Command, ctx: CommandContext): v
     .description('set (k=v) or remove (k-) labels of a workload')
     .argument('<workload>', 'the workload (its host name)')
     .argument('<changes...>', 'k=v to set, k- to remove')
-    .addHelpText('after', examples('bulkhead label db-1 env=prod tier-'))
-    .action(async (name: string, changes: string[], _opts: unknown, cmd: Command) => {
+    .option('--provision', 'provision this change at once (impact-checked), not only the draft')
+    .option('--confirm', 'with --provision: even if observed flows would be newly blocked')
+    .option('--note <text>', 'with --provision: why (kept with the revision)')
+    .addHelpText(
+      'after',
+      examples(
+        'bulkhead label db-1 env=prod tier-',
+        'bulkhead label web-1 app=web --provision --note "web joins the shop"',
+      ),
+    )
+    .action(async (name: string, changes: string[], opts: ProvisionOptions, cmd: Command) => {
       const edits = changes.map(parseLabelChange);
-      const { client } = await ctx.connect(cmd);
+      checkProvisionOptions(opts);
+      const conn = await ctx.connect(cmd);
+      const { client } = conn;
       const path = itemPath(workloads, name);
       const current = await client.request<{ labels?: Record<string, string>; version?: unknown }>(
         'GET',
@@ -163,8 +182,8 @@ export function registerPolicyCommands(program: Command, ctx: CommandContext): v
       const problems = validators.workloadPatch({ labels }, '');
       if (problems.length > 0) throw new CliError('USAGE', 'invalid labels', { details: problems });
       // Merged from what was read, so written only if nobody changed the labels meanwhile.
-      await client.request('PATCH', path, { labels }, { ifMatch: versionOf(current) });
-      io.stdout(`workload/${name} labels: ${formatLabels(labels)}\n`);
+      const done = await patchWorkload(conn, path, { labels }, opts, versionOf(current));
+      if (done) io.stdout(`workload/${name} labels: ${formatLabels(labels)}${done.said}\n`);
     });
 
   program
@@ -173,35 +192,78 @@ export function registerPolicyCommands(program: Command, ctx: CommandContext): v
     .argument('<workload>', 'the workload (its host name)')
     .addOption(modeOption('--ingress <mode>'))
     .addOption(modeOption('--egress <mode>'))
-    .option('--confirm', 'enforce even if observed flows would be newly blocked')
+    .option('--provision', 'provision this change at once (impact-checked), not only the draft')
+    .option('--confirm', 'with --provision: even if observed flows would be newly blocked')
+    .option('--note <text>', 'with --provision: why (kept with the revision)')
     .addHelpText(
       'after',
-      examples('bulkhead mode db-1 --ingress enforce', 'bulkhead mode db-1 --egress monitor'),
+      examples(
+        'bulkhead mode db-1 --ingress enforce',
+        'bulkhead mode db-1 --ingress enforce --provision --confirm',
+      ),
     )
     .action(
       async (
         name: string,
-        opts: { ingress?: string; egress?: string; confirm?: boolean },
+        opts: { ingress?: string; egress?: string } & ProvisionOptions,
         cmd: Command,
       ) => {
         if (!opts.ingress && !opts.egress) {
           throw new CliError('USAGE', 'mode needs --ingress and/or --egress');
         }
+        checkProvisionOptions(opts);
         const conn = await ctx.connect(cmd);
         const mode: Row = {};
         if (opts.ingress) mode.ingress = opts.ingress;
         if (opts.egress) mode.egress = opts.egress;
-        const path = itemPath(workloads, name) + (opts.confirm ? '?confirm=true' : '');
-        // Wrapped, so that an empty answer does not read as a refusal.
-        const answer = await impactChecked(ctx, conn, 'enforce', async () => ({
-          updated: await conn.client.request<{ mode?: Row } | undefined>('PATCH', path, { mode }),
-        }));
-        if (!answer) return;
-        const shown = answer.updated?.mode ?? mode;
+        const done = await patchWorkload(conn, itemPath(workloads, name), { mode }, opts);
+        if (!done) return;
+        const shown = (done.workload?.mode as Row | undefined) ?? mode;
         const text = Object.entries(shown).map(([k, v]) => `${k}=${String(v)}`);
-        io.stdout(`workload/${name} mode: ${text.join(' ')}\n`);
+        io.stdout(`workload/${name} mode: ${text.join(' ')}${done.said}\n`);
       },
     );
+
+  /**
+   * PATCHes a workload: into the draft, or with `--provision` as a revision of its own behind the
+   * impact gate. Resolves to the workload and what to say after it, or undefined when refused.
+   */
+  async function patchWorkload(
+    conn: Connection,
+    path: string,
+    body: Row,
+    opts: ProvisionOptions,
+    ifMatch?: number,
+  ): Promise<{ workload?: Row; said: string } | undefined> {
+    if (!opts.provision) {
+      const workload = await conn.client.request<Row | undefined>('PATCH', path, body, { ifMatch });
+      return { workload, said: ' (draft; `bulkhead provision` applies it)' };
+    }
+    const query = `?provision=true${opts.confirm ? '&confirm=true' : ''}`;
+    const sent = { ...body, ...(opts.note === undefined ? {} : { note: opts.note }) };
+    // Wrapped, so that an empty answer does not read as a refusal.
+    const answer = await impactChecked(ctx, conn, 'provision', async () => ({
+      workload: await conn.client.request<Row | undefined>('PATCH', path + query, sent, {
+        ifMatch,
+      }),
+    }));
+    if (!answer) return undefined;
+    const revision = (answer.workload?.provisioned as { revision?: number } | undefined)?.revision;
+    return { workload: answer.workload, said: ` (provisioned as revision ${revision ?? '?'})` };
+  }
+}
+
+interface ProvisionOptions {
+  provision?: boolean;
+  confirm?: boolean;
+  note?: string;
+}
+
+function checkProvisionOptions(opts: ProvisionOptions): void {
+  if (!opts.provision && (opts.confirm || opts.note !== undefined)) {
+    throw new CliError('USAGE', '--confirm and --note go with --provision');
+  }
+  if (opts.note?.trim() === '') throw new CliError('USAGE', '--note must not be empty');
 }
 
 /** The object's `version` for If-Match; undefined (an unconditional write) when it has none. */

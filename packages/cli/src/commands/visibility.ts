@@ -5,6 +5,7 @@ import type { ExplainView, FlowView, HygieneView, MapView, Recommendation } from
 import type { Selector } from '@bulkhead/policy';
 import { type Command, Option } from 'commander';
 import { CliError } from '../errors.js';
+import { EVENT_COLUMNS } from '../kinds.js';
 import { table } from '../output.js';
 import { formatExplain, formatHygiene, hygieneCsv, parseService } from '../questions-text.js';
 import {
@@ -106,6 +107,37 @@ export function registerVisibilityCommands(program: Command, ctx: CommandContext
       const flows = answer?.flows ?? [];
       io.stdout(flows.length === 0 ? 'no flows\n' : table(flows, flowColumns(ctx.now())));
     });
+
+  program
+    .command('events')
+    .description(
+      'what agents reported (DATAPLANE_TAMPERED, ...) and the anomalies the control plane saw, newest first',
+    )
+    .option('--kind <code>', 'one event code, e.g. ANOMALY_NEW_DEPENDENCY, DATAPLANE_TAMPERED')
+    .option('--workload <name>', 'events of this workload')
+    .addOption(sinceOption(ctx, '--since', 'at or after'))
+    .option('--limit <n>', 'at most this many events (default 100)', parsePositiveInt)
+    .addHelpText(
+      'after',
+      examples(
+        'bulkhead events --since 1h',
+        'bulkhead events --kind ANOMALY_DENIES_AFTER_REVISION --workload db-1 -o json',
+      ),
+    )
+    .action(
+      async (
+        opts: { kind?: string; workload?: string; since?: string; limit?: number },
+        cmd: Command,
+      ) => {
+        const query = new URLSearchParams();
+        if (opts.kind) query.set('kind', opts.kind);
+        if (opts.workload) query.set('workload', opts.workload);
+        if (opts.since) query.set('since', opts.since);
+        if (opts.limit !== undefined) query.set('limit', String(opts.limit));
+        const conn = await ctx.connect(cmd);
+        conn.print(await conn.client.request('GET', withQuery('/v1/events', query)), EVENT_COLUMNS);
+      },
+    );
 
   program
     .command('map')

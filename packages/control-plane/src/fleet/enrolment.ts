@@ -95,11 +95,13 @@ export function createEnrolment(deps: EnrolmentDeps): Enrolment {
     }
     const claim = canonicalClaim(req.addresses);
     if (!claim.ok) throw invalid('invalid enrollment request', claim.problems);
+    // What the agent (and its token) asks for are the initial labels and mode only: once the
+    // workload exists, its draft and revisions decide them, never a re-enrolment.
     const workload: Workload = {
       name,
       addresses: claim.addresses,
-      labels: { ...req.labels, ...token.labels },
-      mode: token.mode,
+      labels: before ? before.labels : { ...req.labels, ...token.labels },
+      mode: before ? before.mode : token.mode,
     };
     const diags = validateWorkload(workload);
     if (diags.length > 0) throw invalid('invalid enrollment request', diags);

@@ -4,6 +4,7 @@ import { IpListSchema, PolicySchema, ServiceSchema, WorkloadPatchSchema } from '
 import { type TSchema, Type } from '@sinclair/typebox';
 import { invalid } from '../errors.js';
 import * as R from '../responses.js';
+import type { RevisionsService } from '../revisions/service.js';
 import { type Api, booleanField, etag, expectedVersion, NameParams } from '../route-support.js';
 import {
   type PolicyAdminService,
@@ -24,6 +25,7 @@ export const MAX_IP_LIST_BYTES = 32 << 20;
 export function registerPolicyAdminRoutes(
   app: Api,
   policy: PolicyAdminService,
+  revisions: Pick<RevisionsService, 'provisionWorkload'>,
   options: { maxIpListBytes?: number } = {},
 ): void {
   // --- workloads
@@ -53,21 +55,42 @@ export function registerPolicyAdminRoutes(
       schema: {
         params: NameParams,
         body: WorkloadPatchSchema,
-        response: { 200: R.WorkloadRecord },
+        response: { 200: R.PatchedWorkload },
       },
       validatorCompiler: () => () => true,
     },
     async (req, reply) => {
-      // `confirm` (also in the query) and `version` ride along; they are not the workload's.
-      const { confirm, version, ...patch } = (req.body ?? {}) as Record<string, unknown>;
-      const query = req.query as { confirm?: string } | undefined;
-      const bad = booleanField(confirm, 'confirm');
+      // The patch edits the draft. `provision` (also in the query) provisions just this change
+      // at once, behind the impact gate (`confirm`, `note`); `version` rides along.
+      const body = (req.body ?? {}) as Record<string, unknown>;
+      const { confirm, provision, note, version, ...patch } = body;
+      const query = (req.query ?? {}) as { confirm?: string; provision?: string };
+      const bad = [
+        ...booleanField(confirm, 'confirm'),
+        ...booleanField(provision, 'provision'),
+        ...(note === undefined || (typeof note === 'string' && note.trim() !== '')
+          ? []
+          : [{ path: 'note', message: 'must be a non-empty string' }]),
+      ];
       if (bad.length > 0) throw invalid('invalid body', bad);
-      const w = policy.patchWorkload(req.actor, req.params.name, patch as WorkloadPatch, {
-        confirm: confirm === true || query?.confirm === 'true',
-        ifMatch: expectedVersion(req.headers['if-match'], version),
-      });
-      return reply.header('etag', etag(w.version)).send(w);
+      const { name } = req.params;
+      const edit = () =>
+        policy.patchWorkload(req.actor, name, patch as WorkloadPatch, {
+          ifMatch: expectedVersion(req.headers['if-match'], version),
+        });
+      if (provision !== true && query.provision !== 'true') {
+        const w = edit();
+        return reply.header('etag', etag(w.version)).send(w);
+      }
+      const result = revisions.provisionWorkload(
+        req.actor,
+        name,
+        (note as string | undefined) ?? `workload ${name}: labels or mode changed`,
+        { confirm: confirm === true || query.confirm === 'true' },
+        edit,
+      );
+      const w = policy.getWorkload(name);
+      return reply.header('etag', etag(w.version)).send({ ...w, provisioned: result });
     },
   );
   app.delete(

@@ -1,13 +1,15 @@
-// Policy administration: workloads (live: a change is validated, committed, then fed to the
-// publisher, which sends what it changes at once) and the draft's IP lists, services and policies, with optimistic
-// concurrency and draft discard. Must not provision revisions (revisions/) or talk to agents
-// beyond closing a deleted workload's streams.
-import type { ImpactView, ObjectChange } from '@bulkhead/api';
+// Policy administration: workloads (existence and addresses are live: a change is validated,
+// committed, then fed to the publisher with its provisioned labels and mode; labels and modes
+// are drafted) and the draft's IP lists, services and policies, with optimistic concurrency and
+// draft discard. Must not provision revisions (revisions/) or talk to agents beyond closing a
+// deleted workload's streams.
+import type { ObjectChange } from '@bulkhead/api';
 import {
   type Diagnostic,
   diffStates,
   type Labels,
   type Policy,
+  type PolicyState,
   parseCidr,
   validateIpList,
   validatePolicy,
@@ -20,7 +22,6 @@ import {
 import type { AuditLog } from '../access/store.js';
 import { ControlPlaneError, invalid, notFound } from '../errors.js';
 import { type PolicyStates, toWorkload } from '../policy-state.js';
-import type { ImpactGate } from '../revisions/impact-gate.js';
 import type { RuleSetPublisher } from '../rulesets/publisher.js';
 import type { Transactor } from '../store/database.js';
 import type { PolicyAdminStore, ResourceKind, WorkloadRecord, WorkloadTrust } from './store.js';
@@ -75,14 +76,14 @@ export interface WorkloadChanges {
 export interface PolicyAdminService extends WorkloadChanges {
   listWorkloads(): WorkloadRecord[];
   /**
-   * Labels replace, modes merge. Switching a direction to enforce is impact-checked: it is
-   * refused (IMPACT_CONFIRMATION_REQUIRED) when it newly blocks observed flows, unless confirmed.
+   * Labels replace, modes merge, in the draft: nothing changes on the hosts until a provision
+   * (which checks the impact). Address ranges are trust, applied at once.
    */
   patchWorkload(
     actor: string,
     name: string,
     patch: WorkloadPatch,
-    options?: { confirm?: boolean; ifMatch?: number },
+    options?: { ifMatch?: number },
   ): WorkloadRecord;
   /** Also drops what other domains keep of it (counters, flows, events) and closes its agents' streams. */
   deleteWorkload(actor: string, name: string, ifMatch?: number): void;
@@ -101,10 +102,15 @@ export interface PolicyAdminService extends WorkloadChanges {
     ifMatch?: number,
   ): { version: number };
   deleteResource(actor: string, kind: ResourcePath, name: string, ifMatch?: number): void;
-  /** What the draft changes relative to the latest revision (workloads are live, not drafted). */
+  /** What the draft changes relative to the latest revision (objects, labels and modes). */
   draft(): { basedOn: number; changes: ObjectChange[] };
-  /** Resets the editable objects to the latest revision's snapshot. */
+  /** Resets the editable objects, labels and modes to the latest revision's. */
   discardDraft(actor: string): { discarded: ObjectChange[] };
+  /**
+   * Makes the draft hold `state`'s objects and its workloads' labels and modes (a rollback);
+   * call inside the caller's transaction. Writes only what differs.
+   */
+  restoreDraft(state: PolicyState): void;
 }
 
 export interface PolicyAdminDeps {
@@ -112,7 +118,6 @@ export interface PolicyAdminDeps {
   db: Transactor;
   states: PolicyStates;
   publisher: RuleSetPublisher;
-  gate: ImpactGate;
   audit: AuditLog;
   /** Deletes the workload and what every domain keeps of it (inside the caller's transaction). */
   deleteWorkload(name: string): void;
@@ -174,7 +179,7 @@ function references(policy: Policy): Reference[] {
 }
 
 export function createPolicyAdminService(deps: PolicyAdminDeps): PolicyAdminService {
-  const { store, db, states, publisher, gate, audit } = deps;
+  const { store, db, states, publisher, audit } = deps;
 
   function getWorkload(name: string): WorkloadRecord {
     const w = store.getWorkload(name);
@@ -198,9 +203,10 @@ export function createPolicyAdminService(deps: PolicyAdminDeps): PolicyAdminServ
     };
     const changes = db.tx(() => {
       write(writes, touched);
+      // The agents get the workload with its provisioned labels and mode, not the draft's.
       const changes = [...touched].map((name) => {
         const w = store.getWorkload(name);
-        return { name, workload: w && toWorkload(w) };
+        return { name, workload: w && states.provisioned([toWorkload(w)]).state.workloads[0] };
       });
       const diags = changes.flatMap((c) => (c.workload ? validateWorkload(c.workload) : []));
       if (diags.length > 0) throw invalid('the change makes the provisioned policy invalid', diags);
@@ -212,6 +218,21 @@ export function createPolicyAdminService(deps: PolicyAdminDeps): PolicyAdminServ
 
   const changeWorkloads = (write: (workloads: WorkloadWrites) => void, after = () => {}) =>
     writeWorkloads(write, after);
+
+  function restoreDraft(state: PolicyState): void {
+    store.replaceResources('ip_lists', state.ipLists);
+    store.replaceResources('services', state.services);
+    store.replaceResources('policies', state.policies);
+    for (const w of state.workloads) {
+      const draft = store.getWorkload(w.name);
+      if (
+        draft &&
+        JSON.stringify([draft.labels, draft.mode]) !== JSON.stringify([w.labels, w.mode])
+      ) {
+        store.upsertWorkload({ ...toWorkload(draft), labels: w.labels, mode: w.mode });
+      }
+    }
+  }
 
   const service: PolicyAdminService = {
     getWorkload,
@@ -231,45 +252,26 @@ export function createPolicyAdminService(deps: PolicyAdminDeps): PolicyAdminServ
         ...(addressRanges === undefined ? [] : checkCidrs(addressRanges, 'addressRanges')),
       ];
       if (diags.length > 0) throw invalid('invalid workload patch', diags);
-      const before = getWorkload(name);
-      const next: Workload = {
-        ...toWorkload(before),
-        labels: patch.labels ?? before.labels,
-        mode: { ...before.mode, ...patch.mode },
-      };
-      let checked: { confirmed: boolean; impact: ImpactView['summary'] } | undefined;
-      const enforcing = (['ingress', 'egress'] as const).some(
-        (d) => patch.mode?.[d] === 'enforce' && before.mode[d] !== 'enforce',
-      );
-      if (enforcing) {
-        const workloads = states.workloads();
-        const report = gate.between(
-          states.provisioned(workloads).state,
-          states.provisioned(workloads.map((w) => (w.name === name ? next : w))).state,
-        );
-        const confirmed = options.confirm === true;
-        gate.require(report, confirmed, `enforcing workload ${name}`);
-        checked = { confirmed, impact: report.summary };
-      }
-      changeWorkloads(
-        (workloads) => {
-          checkVersion(`workload/${name}`, getWorkload(name).version, options.ifMatch);
-          workloads.upsertWorkload(next);
-          if (addressRanges !== undefined) workloads.setWorkloadTrust(name, { addressRanges });
-        },
-        () =>
-          audit.appendAudit({
-            actor,
-            action: 'workload.patch',
-            target: name,
-            before: { ...toWorkload(before), addressRanges: before.addressRanges },
-            after: {
-              ...next,
-              addressRanges: addressRanges ?? before.addressRanges,
-              ...checked,
-            },
-          }),
-      );
+      db.tx(() => {
+        const before = getWorkload(name);
+        checkVersion(`workload/${name}`, before.version, options.ifMatch);
+        const next: Workload = {
+          ...toWorkload(before),
+          labels: patch.labels ?? before.labels,
+          mode: { ...before.mode, ...patch.mode },
+        };
+        const invalidNext = validateWorkload(next);
+        if (invalidNext.length > 0) throw invalid('invalid workload patch', invalidNext);
+        store.upsertWorkload(next);
+        if (addressRanges !== undefined) store.setWorkloadTrust(name, { addressRanges });
+        audit.appendAudit({
+          actor,
+          action: 'workload.patch',
+          target: name,
+          before: { ...toWorkload(before), addressRanges: before.addressRanges },
+          after: { ...next, addressRanges: addressRanges ?? before.addressRanges },
+        });
+      });
       return getWorkload(name);
     },
     deleteWorkload(actor, name, ifMatch) {
@@ -380,6 +382,7 @@ export function createPolicyAdminService(deps: PolicyAdminDeps): PolicyAdminServ
       });
     },
 
+    restoreDraft,
     draft() {
       const current = states.draft();
       const { state, revision } = states.provisioned(current.workloads);
@@ -389,10 +392,7 @@ export function createPolicyAdminService(deps: PolicyAdminDeps): PolicyAdminServ
       return db.tx(() => {
         const { basedOn, changes } = service.draft();
         if (changes.length === 0) return { discarded: [] };
-        const base = states.atRevision(basedOn, []);
-        store.replaceResources('ip_lists', base.ipLists);
-        store.replaceResources('services', base.services);
-        store.replaceResources('policies', base.policies);
+        restoreDraft(states.atRevision(basedOn, states.workloads()));
         audit.appendAudit({
           actor,
           action: 'draft.discard',

@@ -38,6 +38,8 @@ export interface WorkloadRecord extends Workload, WorkloadTrust {
   version: number;
 }
 
+export type WorkloadOrigin = Pick<Workload, 'labels' | 'mode'> & { createdAt: string };
+
 export interface Versioned<T> {
   body: T;
   version: number;
@@ -52,6 +54,11 @@ export interface PolicyAdminStore {
   upsertWorkload(w: Workload): void;
   /** Sets the given trust fields of an existing workload (version + 1). */
   setWorkloadTrust(name: string, trust: Partial<WorkloadTrust>): void;
+  /**
+   * The labels and mode the workload had when it was created (they apply in every revision that
+   * does not hold it), with its creation time.
+   */
+  getOrigin(name: string): WorkloadOrigin | undefined;
   /** The row only (agents go by foreign key); Stores.deleteWorkload removes the rest. */
   deleteWorkload(name: string): boolean;
 
@@ -90,8 +97,9 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
   const allWorkloads = db.prepare<Row>('SELECT * FROM workloads ORDER BY name');
   const workloadByName = db.prepare<Row>('SELECT * FROM workloads WHERE name = ?');
   const upsertWorkload = db.prepare(
-    `INSERT INTO workloads (name, addresses, labels, mode, created_at, updated_at)
-     VALUES (?, ?, ?, ?, ?, ?)
+    `INSERT INTO workloads (name, addresses, labels, mode, created_at, updated_at,
+       initial_labels, initial_mode)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
      ON CONFLICT (name) DO UPDATE SET addresses = excluded.addresses,
        labels = excluded.labels, mode = excluded.mode, updated_at = excluded.updated_at,
        version = workloads.version + 1`,
@@ -99,6 +107,9 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
   const setTrust = db.prepare(
     `UPDATE workloads SET address_ranges = ?, pending_addresses = ?, released = ?, updated_at = ?,
        version = version + 1 WHERE name = ?`,
+  );
+  const origin = db.prepare<Row>(
+    'SELECT initial_labels, initial_mode, created_at FROM workloads WHERE name = ?',
   );
   const deleteWorkload = db.prepare('DELETE FROM workloads WHERE name = ?');
   const owners = db.prepare<Row>(
@@ -137,7 +148,8 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
     },
     upsertWorkload(w) {
       const t = d.iso();
-      upsertWorkload.run(w.name, json(w.addresses), json(w.labels), json(w.mode), t, t);
+      const [labels, mode] = [json(w.labels), json(w.mode)];
+      upsertWorkload.run(w.name, json(w.addresses), labels, mode, t, t, labels, mode);
     },
     setWorkloadTrust(name, trust) {
       const r = workloadByName.get(name);
@@ -145,6 +157,16 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
       const t = { ...toWorkload(r), ...trust };
       const nullable = (v: unknown) => (v === null ? null : json(v));
       setTrust.run(json(t.addressRanges), nullable(t.pending), nullable(t.released), d.iso(), name);
+    },
+    getOrigin(name) {
+      const r = origin.get(name);
+      return (
+        r && {
+          labels: parse(r.initial_labels),
+          mode: parse(r.initial_mode),
+          createdAt: String(r.created_at),
+        }
+      );
     },
     deleteWorkload: (name) => deleteWorkload.run(name).changes > 0,
 

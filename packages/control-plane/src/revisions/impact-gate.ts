@@ -1,6 +1,6 @@
 // The impact gate: what a candidate policy state does to the flows observed so far, and the
 // refusal of a change that newly blocks some unless the admin confirmed it. Used by provision,
-// rollback and a workload switched to enforce. Reads flows; must not write anything.
+// rollback and the one-workload provision. Reads flows; must not write anything.
 import type { ImpactView } from '@bulkhead/api';
 import { type Decide, decideOn, impact, type PolicyState, parseAddress } from '@bulkhead/policy';
 import { ControlPlaneError } from '../errors.js';

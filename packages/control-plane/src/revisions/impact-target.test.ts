@@ -22,7 +22,9 @@ describe('POST /v1/impact with deletions', () => {
     const open = dbFrom([{ cidr: '10.0.0.0/8' }]);
     expect((await h.call('PUT', '/v1/policies/db-open', open)).statusCode).toBe(200);
     expect((await h.call('POST', '/v1/provision', { note: 'open' })).statusCode).toBe(200);
-    await h.call('PATCH', '/v1/workloads/db?confirm=true', { mode: { ingress: 'enforce' } });
+    await h.call('PATCH', '/v1/workloads/db?provision=true&confirm=true', {
+      mode: { ingress: 'enforce' },
+    });
     h.observe('db', [
       { direction: 'ingress', src: '10.0.0.30', dst: '10.0.0.20', port: 5432, verdict: 'allowed' },
       { direction: 'ingress', src: '10.0.0.11', dst: '10.0.0.20', port: 5432, verdict: 'allowed' },

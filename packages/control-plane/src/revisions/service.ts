@@ -1,14 +1,15 @@
 // Revisions: the draft frozen into numbered, immutable revisions (provision, rollback) behind
-// the impact gate, their list, snapshots and diffs, the impact of a candidate on observed flows,
-// and the desired rule set each workload gets (group form, from the publisher). Must not edit workloads or draft objects except
-// when a rollback makes an old revision the draft again.
+// the impact gate (policy, labels and modes alike), their list, snapshots and diffs, the impact of
+// a candidate on observed flows, and the desired rule set each workload gets (group form, from the
+// publisher). Must not edit workloads or draft objects except when a rollback makes an old
+// revision the draft again, or through the edit a one-workload provision is given.
 import type { ImpactRequest, ImpactView, ProvisionResult, RevisionDiff } from '@bulkhead/api';
 import { diffRuleSets, diffStates, type PolicyState, validateState } from '@bulkhead/policy';
 import type { AddressGroup, GroupRuleSet } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../access/store.js';
 import { ControlPlaneError, invalid, notFound } from '../errors.js';
-import type { PolicyAdminStore } from '../policy-admin/store.js';
+import type { PolicyAdminService } from '../policy-admin/service.js';
 import { compileState, type PolicyStates, type Snapshot } from '../policy-state.js';
 import type { RuleSetPublisher } from '../rulesets/publisher.js';
 import type { Transactor } from '../store/database.js';
@@ -26,7 +27,20 @@ export interface RevisionsService {
    */
   provision(actor: string, note: string, options?: { confirm?: boolean }): ProvisionResult;
   /**
-   * Makes revision n's policy the draft again and provisions it as a new revision, in one
+   * The shortcut for one workload: runs `edit` (its draft labels or mode), then provisions the
+   * latest revision with just that workload's draft labels and mode, behind the same gate, in
+   * one transaction (refused: nothing changes, not even the draft). Other draft edits stay.
+   */
+  provisionWorkload(
+    actor: string,
+    name: string,
+    note: string,
+    options?: { confirm?: boolean },
+    edit?: () => void,
+  ): ProvisionResult;
+  /**
+   * Makes revision n's policy, labels and modes the draft again (a workload created since n
+   * gets the labels and mode it came with) and provisions it as a new revision, in one
    * transaction: a rollback that does not compile against today's workloads, or that is
    * refused by the impact check, changes nothing.
    */
@@ -55,8 +69,8 @@ export interface RevisionsService {
 export interface RevisionsDeps {
   store: RevisionStore;
   db: Transactor;
-  /** The draft's objects (a rollback replaces them) and workloads (to name a missing one). */
-  drafts: Pick<PolicyAdminStore, 'replaceResources' | 'getWorkload'>;
+  /** The draft (a rollback replaces it) and workloads (to name a missing one). */
+  drafts: Pick<PolicyAdminService, 'restoreDraft' | 'getWorkload'>;
   states: PolicyStates;
   publisher: RuleSetPublisher;
   gate: ImpactGate;
@@ -84,11 +98,16 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
   const { store, db, drafts, states, publisher, gate, audit, log } = deps;
   const maxEntries = deps.maxRuleSetEntries ?? MAX_RULESET_ENTRIES;
 
-  /** Freezes the draft into a revision; call inside the write's transaction, then `publish`. */
-  function provisionDraft(actor: string, note: string, confirmed: boolean, what: string): Frozen {
+  /** Freezes `state` into a revision; call inside the write's transaction, then `publish`. */
+  function provisionState(
+    actor: string,
+    note: string,
+    state: PolicyState,
+    confirmed: boolean,
+    what: string,
+  ): Frozen {
     const busy = deps.busy?.();
     if (busy) throw new ControlPlaneError('CONFLICT', `${what} is refused: ${busy}`);
-    const state = states.draft();
     checkState(state, 'the policy does not compile');
     const report = gate.between(states.provisioned(state.workloads).state, state);
     gate.require(report, confirmed, what);
@@ -133,20 +152,41 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
     provision: (actor, note, options = {}) =>
       publish(
         db.tx(() =>
-          provisionDraft(actor, note, options.confirm === true, 'provisioning the draft'),
+          provisionState(
+            actor,
+            note,
+            states.draft(),
+            options.confirm === true,
+            'provisioning the draft',
+          ),
         ),
       ),
-    rollback(actor, n, note, options = {}) {
+    provisionWorkload(actor, name, note, options = {}, edit = () => {}) {
       const provisioned = db.tx(() => {
-        const r = store.getRevision<Snapshot>(n);
-        if (!r) throw notFound(`revision ${n}`);
-        drafts.replaceResources('ip_lists', r.snapshot.ipLists);
-        drafts.replaceResources('services', r.snapshot.services);
-        drafts.replaceResources('policies', r.snapshot.policies);
-        audit.appendAudit({ actor, action: 'revision.rollback', target: String(n) });
-        return provisionDraft(
+        edit();
+        const { labels, mode } = drafts.getWorkload(name);
+        const { state } = states.provisioned(states.workloads());
+        const workloads = state.workloads.map((w) =>
+          w.name === name ? { ...w, labels, mode } : w,
+        );
+        return provisionState(
           actor,
           note,
+          { ...state, workloads },
+          options.confirm === true,
+          `provisioning workload ${name}`,
+        );
+      });
+      return publish(provisioned);
+    },
+    rollback(actor, n, note, options = {}) {
+      const provisioned = db.tx(() => {
+        drafts.restoreDraft(states.atRevision(n, states.workloads()));
+        audit.appendAudit({ actor, action: 'revision.rollback', target: String(n) });
+        return provisionState(
+          actor,
+          note,
+          states.draft(),
           options.confirm === true,
           `rolling back to revision ${n}`,
         );
@@ -157,8 +197,10 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
     getRevision(n) {
       const r = store.getRevision<Snapshot>(n);
       if (!r) throw notFound(`revision ${n}`);
-      // Revision 0 is the empty state, so revision 1 lists everything it introduced.
-      const changes = diffStates(states.atRevision(n - 1, []), states.atRevision(n, []));
+      // Revision 0 is the empty state, so revision 1 lists everything it introduced; a workload
+      // shows when the revision changed its labels or mode.
+      const on = r.snapshot.workloads;
+      const changes = diffStates(states.atRevision(n - 1, on), states.atRevision(n, on));
       return { ...r, changes };
     },
     revisionDiff(from, to) {
@@ -182,7 +224,9 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
       };
     },
     freeze: (actor, note, options = {}) =>
-      db.tx(() => provisionDraft(actor, note, options.confirm === true, 'a staged rollout')),
+      db.tx(() =>
+        provisionState(actor, note, states.draft(), options.confirm === true, 'a staged rollout'),
+      ),
     getRuleSet(workload) {
       if (!drafts.getWorkload(workload)) throw notFound(`workload ${workload}`);
       const form = publisher.groupForm(workload);

@@ -18,11 +18,16 @@ export interface RevisionStore {
   listRevisions(): RevisionRecord[];
   getRevision<S>(n: number): RevisionWithSnapshot<S> | undefined;
   latestRevision<S>(): RevisionWithSnapshot<S> | undefined;
+  /** The latest revision without its snapshot (cheap: read per telemetry batch, per write). */
+  latestRevisionRecord(): RevisionRecord | undefined;
 }
 
 export function createSqliteRevisionStore(d: SqliteDatabase): RevisionStore {
   const { db } = d;
   const nextNumber = db.prepare<Row>('SELECT COALESCE(MAX(n), 0) + 1 AS n FROM revisions');
+  const latestRecord = db.prepare<Row>(
+    'SELECT n, author, note, created_at FROM revisions ORDER BY n DESC LIMIT 1',
+  );
   const insert = db.prepare(
     'INSERT INTO revisions (n, author, note, created_at, snapshot) VALUES (?, ?, ?, ?, ?)',
   );
@@ -48,5 +53,9 @@ export function createSqliteRevisionStore(d: SqliteDatabase): RevisionStore {
     listRevisions: () => list.all().map(toRecord),
     getRevision: <S>(n: number) => withSnapshot<S>(byNumber.get(n)),
     latestRevision: <S>() => withSnapshot<S>(latest.get()),
+    latestRevisionRecord() {
+      const r = latestRecord.get();
+      return r && toRecord(r);
+    },
   };
 }

@@ -22,8 +22,10 @@ import type { AgentStream } from '../fleet/streams.js';
 import { createAgentHasher, groupsOf } from './agent-hash.js';
 import { encodeBodies, encodeGroup, encodeUpdate, frameUpdate, type GroupParts } from './encode.js';
 
-/** A revision's policy objects (workloads are live, not part of it). */
-export type PolicyObjects = Pick<PolicyState, 'ipLists' | 'services' | 'policies'>;
+/** A revision's policy objects, and the labels and modes it gives the workloads it names. */
+export type PolicyObjects = Pick<PolicyState, 'ipLists' | 'services' | 'policies'> & {
+  workloads?: readonly Workload[];
+};
 
 export interface Desired {
   hash: string;
@@ -39,7 +41,10 @@ export interface RuleSetPublisher {
    * Returns the workloads whose agent state changed.
    */
   workloadsChanged(changes: ReadonlyArray<{ name: string; workload?: Workload }>): string[];
-  /** A revision committed: feeds the objects that differ from the previous one; as above. */
+  /**
+   * A revision committed: feeds the objects, labels and modes that differ from what was fed
+   * (workloads it does not name, or does not know yet, are left as they are); as above.
+   */
   provisioned(objects: PolicyObjects, revision: number): string[];
   desired(workload: string): Desired | undefined;
   /** workload -> desired hash and the newest revision that content is current for. */
@@ -136,6 +141,8 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
   const ruleIds = new WeakMap<readonly GroupRule[], ReadonlySet<string>>();
   let objects = EMPTY_OBJECTS;
   let revision = 0;
+  /** The workloads as fed to the calculator (labels and modes as provisioned). */
+  const fed = new Map<string, Workload>();
 
   function whole(id: string): GroupParts {
     let parts = wholeParts.get(id);
@@ -264,11 +271,15 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
     load(state, rev) {
       revision = rev;
       objects = { ipLists: state.ipLists, services: state.services, policies: state.policies };
+      fed.clear();
+      for (const w of state.workloads) fed.set(w.name, w);
       run((feed) => feed(calc.load(state)));
     },
     workloadsChanged: (changes) =>
       run((feed) => {
         for (const c of changes) {
+          if (c.workload) fed.set(c.name, c.workload);
+          else fed.delete(c.name);
           feed(c.workload ? calc.upsertWorkload(c.workload) : calc.deleteWorkload(c.name));
         }
       }),
@@ -277,13 +288,21 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       const services = diff<Service>(objects.services, next.services);
       const ipLists = diff<IpList>(objects.ipLists, next.ipLists);
       const policies = diff<Policy>(objects.policies, next.policies);
-      objects = next;
+      objects = { ipLists: next.ipLists, services: next.services, policies: next.policies };
+      const relabelled = (next.workloads ?? []).flatMap((w) => {
+        const was = fed.get(w.name);
+        if (!was || same([was.labels, was.mode], [w.labels, w.mode])) return [];
+        const now = { ...was, labels: w.labels, mode: w.mode };
+        fed.set(w.name, now);
+        return [now];
+      });
       // What a policy names exists before it, and stays until no policy names it: no group is
       // dropped and made again, so agents get element changes.
       return run((feed) => {
         for (const s of services.upserts) feed(calc.upsertService(s));
         for (const l of ipLists.upserts) feed(calc.upsertIpList(l));
         for (const p of policies.upserts) feed(calc.upsertPolicy(p));
+        for (const w of relabelled) feed(calc.upsertWorkload(w));
         for (const name of policies.deletes) feed(calc.deletePolicy(name));
         for (const name of services.deletes) feed(calc.deleteService(name));
         for (const name of ipLists.deletes) feed(calc.deleteIpList(name));

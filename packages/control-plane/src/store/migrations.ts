@@ -186,6 +186,14 @@ export const MIGRATIONS: readonly string[] = [
     INSERT OR IGNORE INTO workload_addresses SELECT value, NEW.name FROM json_each(NEW.addresses);
   END;
   `,
+  // 8: labels and modes are drafted and revisioned (issue 11): a workload's labels and mode
+  // columns hold the draft; what it had when it first appeared stays for the states of
+  // revisions it is not part of. Until now labels and modes were live, so they are the initial.
+  `
+  ALTER TABLE workloads ADD COLUMN initial_labels TEXT NOT NULL DEFAULT '{}';
+  ALTER TABLE workloads ADD COLUMN initial_mode TEXT NOT NULL DEFAULT '{}';
+  UPDATE workloads SET initial_labels = labels, initial_mode = mode;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

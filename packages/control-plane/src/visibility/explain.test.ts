@@ -22,8 +22,8 @@ describe('POST /v1/explain', () => {
     // Revision 1: db takes pg from web only, and enforces it.
     await ok(h.call('PUT', '/v1/services/pg', { ports: [{ protocol: 'tcp', port: 5432 }] }));
     await ok(h.call('PUT', '/v1/policies/db', dbPolicy('web')));
+    await ok(h.call('PATCH', '/v1/workloads/db', { mode: { ingress: 'enforce' } }));
     await ok(h.call('POST', '/v1/provision', { note: 'db' }));
-    await ok(h.call('PATCH', '/v1/workloads/db?confirm=true', { mode: { ingress: 'enforce' } }));
     // The draft: batch too, and web's egress gets a policy.
     await ok(h.call('PUT', '/v1/policies/db', dbPolicy('web', 'batch')));
     await ok(

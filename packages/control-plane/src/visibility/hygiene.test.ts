@@ -43,8 +43,8 @@ describe('GET /v1/hygiene', () => {
         egress: [{ action: 'allow', peers: [{ selector: {} }] }],
       }),
     );
+    await ok(h.call('PATCH', '/v1/workloads/db', { mode: { ingress: 'enforce' } }));
     await ok(h.call('POST', '/v1/provision', { note: 'baseline' }));
-    await ok(h.call('PATCH', '/v1/workloads/db?confirm=true', { mode: { ingress: 'enforce' } }));
     ids.viewer = (await ok(h.call('POST', '/v1/tokens', { name: 'dashboard', role: 'viewer' })))
       .id!;
     ids.oldToken = (await ok(h.call('POST', '/v1/enrollment-tokens', { ttlSeconds: 90 * 86_400 })))
@@ -119,7 +119,7 @@ describe('GET /v1/hygiene', () => {
       kind: 'monitor-too-long',
       subject: 'db',
       detail: 'egress still in monitor mode 40 days after enrolment',
-      fix: 'check `bulkhead impact` for it, then `bulkhead mode db --egress enforce`',
+      fix: 'check `bulkhead impact` for it, then `bulkhead mode db --egress enforce --provision`',
     });
     // Tokens made in the same instant come in no particular order.
     const tokens = view.findings

@@ -50,15 +50,18 @@ export function createHygieneService(deps: HygieneDeps): HygieneService {
         days,
       );
 
+      // The provisioned mode: one only drafted is still in monitor on the host.
+      const mode = new Map(state.workloads.map((w) => [w.name, w.mode]));
       for (const w of deps.workloads.listWorkloads()) {
-        const monitored = (['ingress', 'egress'] as const).filter((d) => w.mode[d] !== 'enforce');
+        const running = mode.get(w.name) ?? w.mode;
+        const monitored = (['ingress', 'egress'] as const).filter((d) => running[d] !== 'enforce');
         const age = ageDays(w.createdAt, at);
         if (monitored.length === 0 || age < days) continue;
         findings.push({
           kind: 'monitor-too-long',
           subject: w.name,
           detail: `${monitored.join(' and ')} still in monitor mode ${age} days after enrolment`,
-          fix: `check \`bulkhead impact\` for it, then \`bulkhead mode ${w.name} ${monitored.map((d) => `--${d} enforce`).join(' ')}\``,
+          fix: `check \`bulkhead impact\` for it, then \`bulkhead mode ${w.name} ${monitored.map((d) => `--${d} enforce`).join(' ')} --provision\``,
         });
       }
 

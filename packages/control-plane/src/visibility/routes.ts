@@ -5,6 +5,7 @@ import { type Api, Name, Time } from '../route-support.js';
 import type { ExplainService } from './explain.js';
 import type { HygieneService } from './hygiene.js';
 import type { VisibilityService } from './service.js';
+import { time } from './window.js';
 
 export function registerVisibilityRoutes(app: Api, visibility: VisibilityService): void {
   const DirectionQ = Type.Union([Type.Literal('ingress'), Type.Literal('egress')]);
@@ -76,12 +77,26 @@ export function registerVisibilityRoutes(app: Api, visibility: VisibilityService
       schema: {
         querystring: Type.Object({
           workload: Type.Optional(Name),
+          kind: Type.Optional(
+            Type.String({
+              pattern: '^[A-Za-z_]{1,64}$',
+              description: 'event code, e.g. ANOMALY_NEW_DEPENDENCY, DATAPLANE_TAMPERED',
+            }),
+          ),
+          since: Type.Optional(Time),
           limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
         }),
         response: { 200: R.Events },
       },
     },
-    async (req) => visibility.listEvents(req.query),
+    async (req) => {
+      const { kind, since, ...rest } = req.query;
+      return visibility.listEvents({
+        ...rest,
+        code: kind?.toUpperCase(),
+        since: time(since, 'since'),
+      });
+    },
   );
 }
 

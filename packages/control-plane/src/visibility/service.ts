@@ -20,8 +20,15 @@ import type { Logger } from 'pino';
 import { ControlPlaneError, invalid } from '../errors.js';
 import type { PolicyStates } from '../policy-state.js';
 import type { SecurityEvent } from '../siem/index.js';
+import type { AnomalyDetector } from './anomalies.js';
 import type { FlowMatch, FlowRow, PruneResult } from './flow-store.js';
-import type { AgentEventRow, FlowDelta, ReportedEvent, VisibilityStore } from './store.js';
+import type {
+  AgentEventRow,
+  EventFilter,
+  FlowDelta,
+  ReportedEvent,
+  VisibilityStore,
+} from './store.js';
 import {
   buildMap,
   createNoPolicyEnds,
@@ -53,7 +60,7 @@ export interface VisibilityService {
   flows(filter: FlowFilter): { flows: FlowView[] };
   map(q: { groupBy?: string; since?: string; until?: string }): MapView;
   recommendations(req: RecommendationRequest): Recommendation;
-  listEvents(filter: { workload?: string; limit?: number }): AgentEventRow[];
+  listEvents(filter: EventFilter): AgentEventRow[];
   /** Flow retention and row cap (on start and periodically). */
   pruneFlows(): PruneResult;
   /** A counted telemetry batch: agent events to the log, denied/would-deny flows to the SIEM. */
@@ -66,6 +73,8 @@ export interface VisibilityDeps {
   log: Logger;
   /** Where denied/would-deny flows go as they are ingested (the SIEM exporter). */
   events?: { emit(e: SecurityEvent): void };
+  /** Looks for anomalies in every counted batch. */
+  anomalies?: Pick<AnomalyDetector, 'observe'>;
 }
 
 export function createVisibilityService(deps: VisibilityDeps): VisibilityService {
@@ -229,6 +238,7 @@ export function createVisibilityService(deps: VisibilityDeps): VisibilityService
         });
       }
       emitFlows(workload, flows);
+      deps.anomalies?.observe(workload, flows);
     },
   };
 }

@@ -24,6 +24,14 @@ export interface AgentEventRow {
 export type FlowDelta = Omit<FlowRow, 'workload'>;
 export type ReportedEvent = Omit<AgentEventRow, 'id' | 'agentId' | 'workload'>;
 
+/** `code`: the event's code (its kind); `since`: ISO time, at or after. */
+export interface EventFilter {
+  workload?: string;
+  code?: string;
+  since?: string;
+  limit?: number;
+}
+
 /** Agent id of events the control plane records itself. */
 export const CONTROL_PLANE_EVENT_SOURCE = 'control-plane';
 
@@ -50,8 +58,8 @@ export interface VisibilityStore extends TelemetrySink {
   /** Retention and the row cap; records an event when the cap evicted rows. */
   pruneFlows(): PruneResult;
   flowCount(): number;
-  /** Events agents reported, newest first. */
-  listEvents(filter?: { workload?: string; limit?: number }): AgentEventRow[];
+  /** Events agents and the control plane reported, newest first. */
+  listEvents(filter?: EventFilter): AgentEventRow[];
   /** A workload's flows and events (call inside the workload delete). */
   deleteWorkload(workload: string): void;
   /** An event the control plane itself records about a workload (call inside its transaction). */
@@ -73,7 +81,8 @@ export function createSqliteVisibilityStore(
      VALUES (?, ?, ?, ?, ?, ?)`,
   );
   const selectEvents = db.prepare<Row>(
-    `SELECT * FROM agent_events WHERE (@w IS NULL OR workload = @w) ORDER BY id DESC LIMIT @limit`,
+    `SELECT * FROM agent_events WHERE (@w IS NULL OR workload = @w) AND (@c IS NULL OR code = @c)
+       AND (@s IS NULL OR at >= @s) ORDER BY id DESC LIMIT @limit`,
   );
   const deleteEvents = db.prepare('DELETE FROM agent_events WHERE workload = ?');
 
@@ -108,7 +117,12 @@ export function createSqliteVisibilityStore(
     flowCount: () => flows.count(),
     listEvents(filter = {}) {
       return selectEvents
-        .all({ w: filter.workload ?? null, limit: filter.limit ?? 100 })
+        .all({
+          w: filter.workload ?? null,
+          c: filter.code ?? null,
+          s: filter.since ?? null,
+          limit: filter.limit ?? 100,
+        })
         .map((r) => ({
           id: Number(r.id),
           agentId: String(r.agent_id),
