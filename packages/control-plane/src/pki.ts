@@ -1,7 +1,7 @@
-import 'reflect-metadata';
 import {
   createPrivateKey,
   createPublicKey,
+  generateKeyPairSync,
   randomBytes,
   sign,
   verify,
@@ -11,11 +11,12 @@ import {
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import * as x509 from '@peculiar/x509';
+import { parseAddress } from '@bulkhead/policy';
 import {
   bitString,
   type CsrParts,
   commonName,
+  elements,
   readCsr,
   sequence,
   time,
@@ -24,11 +25,24 @@ import {
 } from './der.js';
 import { ControlPlaneError } from './errors.js';
 
-// @peculiar/x509 signs through WebCrypto; node:crypto cannot issue certificates itself.
-x509.cryptoProvider.set(webcrypto as unknown as ReturnType<typeof x509.cryptoProvider.get>);
-
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
+type Peculiar = typeof import('@peculiar/x509');
+
+let peculiarLoaded: Promise<Peculiar> | undefined;
+/**
+ * @peculiar/x509, only where node:crypto cannot do the work (creating the CA, CSRs in other
+ * algorithms than ECDSA): loading it cost every start ~0.4 s of CPU. It signs through WebCrypto.
+ */
+function peculiar(): Promise<Peculiar> {
+  peculiarLoaded ??= (async () => {
+    await import('reflect-metadata');
+    const x509 = await import('@peculiar/x509');
+    x509.cryptoProvider.set(webcrypto as unknown as ReturnType<typeof x509.cryptoProvider.get>);
+    return x509;
+  })();
+  return peculiarLoaded;
+}
 
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 const DAY_MS = 86_400_000;
@@ -36,17 +50,36 @@ const DAY_MS = 86_400_000;
 const ECDSA_SHA256 = Buffer.from('300a06082a8648ce3d040302', 'hex');
 /** [0] EXPLICIT version v3. */
 const X509_V3 = Buffer.from('a003020102', 'hex');
+const hex = (h: string) => Buffer.from(h, 'hex');
+/** basicConstraints cA FALSE and keyUsage digitalSignature, both critical (RFC 5280 4.2.1). */
+const LEAF = [hex('300c0603551d130101ff04023000'), hex('300e0603551d0f0101ff040403020780')];
+/** extKeyUsage id-kp-clientAuth / id-kp-serverAuth. */
+const CLIENT_AUTH = hex('30130603551d25040c300a06082b06010505070302');
+const SERVER_AUTH = hex('30130603551d25040c300a06082b06010505070301');
+const extensions = (...e: Buffer[]) => tlv(0xa3, sequence(...e));
 /** What every client certificate says of itself: not a CA, signatures, TLS client only. */
-const CLIENT_EXTENSIONS = tlv(
-  0xa3,
-  sequence(
-    ...[
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
-    ].map((e) => Buffer.from(e.rawData)),
-  ),
-);
+const CLIENT_EXTENSIONS = extensions(...LEAF, CLIENT_AUTH);
+
+/** subjectAltName: dNSName [2] or iPAddress [7] (4 or 16 bytes) per name. */
+function subjectAltNames(names: readonly string[]): Buffer {
+  const general = names.map((v) => {
+    const ip = isIP(v) ? parseAddress(v) : undefined;
+    if (!ip) return tlv(0x82, Buffer.from(v, 'ascii'));
+    const bytes = Buffer.alloc(ip.family === 4 ? 4 : 16);
+    let rest = ip.value;
+    for (let i = bytes.length - 1; i >= 0; i--, rest >>= 8n) bytes[i] = Number(rest & 0xffn);
+    return tlv(0x87, bytes);
+  });
+  return sequence(hex('0603551d11'), tlv(0x04, sequence(...general)));
+}
+
+/** The subject Name of a certificate (DER), whole: the issuer of what the CA signs. */
+function subjectOf(certDer: Buffer): Buffer {
+  const fields = elements(elements(certDer)[0]!);
+  const v = fields[0]?.[0] === 0xa0 ? 1 : 0;
+  return fields[v + 4]!;
+}
+
 /** SANs the server certificate always carries, so agents can dial by any of these. */
 export const DEFAULT_SANS = ['bulkhead-control-plane', 'localhost', '127.0.0.1'];
 
@@ -76,68 +109,44 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
   const caKeyPath = join(options.dir, 'ca.key');
   const caCertPath = join(options.dir, 'ca.crt');
 
-  let caKeys: CryptoKeyPair;
-  let caCert: x509.X509Certificate;
-  if (await exists(caKeyPath)) {
-    caCert = new x509.X509Certificate(await readFile(caCertPath, 'utf8'));
-    caKeys = {
-      privateKey: await importPrivateKey(await readFile(caKeyPath, 'utf8')),
-      publicKey: await caCert.publicKey.export(ALG, ['verify']),
-    };
-  } else {
-    caKeys = await generateKeys();
-    caCert = await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber: serial(),
-      name: 'CN=Bulkhead CA',
-      notBefore: new Date(now().getTime() - 60_000),
-      notAfter: new Date(now().getTime() + 10 * 365 * DAY_MS),
-      signingAlgorithm: ALG,
-      keys: caKeys,
-      extensions: [
-        new x509.BasicConstraintsExtension(true, 0, true),
-        new x509.KeyUsagesExtension(
-          x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
-          true,
-        ),
-        await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
-      ],
-    });
-    await writeFile(caKeyPath, await exportPrivateKey(caKeys.privateKey), { mode: 0o600 });
-    await writeFile(caCertPath, caCert.toString('pem'));
+  if (!(await exists(caKeyPath))) await createCa(caKeyPath, caCertPath, now());
+  const caPem = await readFile(caCertPath, 'utf8');
+  const caNode = new X509Certificate(caPem);
+  // Node's own objects for the per-certificate work: synchronous OpenSSL calls, no ASN.1 in JS.
+  const caPublicKey = caNode.publicKey;
+  const caPrivateKey = createPrivateKey(await readFile(caKeyPath, 'utf8'));
+  const issuer = subjectOf(caNode.raw);
+
+  /** A certificate signed by the CA, valid from a minute ago for `days`. */
+  function issue(subject: Buffer, spki: Buffer, days: number, exts: Buffer) {
+    const serialNumber = serial();
+    const t = now().getTime();
+    const tbs = sequence(
+      X509_V3,
+      unsignedInteger(Buffer.from(serialNumber, 'hex')),
+      ECDSA_SHA256,
+      issuer,
+      sequence(time(new Date(t - 60_000)), time(new Date(t + days * DAY_MS))),
+      subject,
+      spki,
+      exts,
+    );
+    const der = sequence(tbs, ECDSA_SHA256, bitString(sign('sha256', tbs, caPrivateKey)));
+    return { certificatePem: toPem('CERTIFICATE', der), serial: serialNumber };
   }
 
   // Reissued on every start so --tls-san changes take effect; agents trust the CA, not this.
   const sans = [...new Set([...DEFAULT_SANS, ...(options.sans ?? [])])];
-  const serverKeys = await generateKeys();
-  const serverCert = await x509.X509CertificateGenerator.create({
-    serialNumber: serial(),
-    subject: 'CN=bulkhead-control-plane',
-    issuer: caCert.subject,
-    notBefore: new Date(now().getTime() - 60_000),
-    notAfter: new Date(now().getTime() + 365 * DAY_MS),
-    signingAlgorithm: ALG,
-    publicKey: serverKeys.publicKey,
-    signingKey: caKeys.privateKey,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension(
-        sans.map((v) => (isIP(v) ? { type: 'ip', value: v } : { type: 'dns', value: v })),
-      ),
-    ],
-  });
-  const serverKeyPem = await exportPrivateKey(serverKeys.privateKey);
-  const serverCertPem = serverCert.toString('pem');
+  const serverKeys = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const serverKeyPem = serverKeys.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  const serverCertPem = issue(
+    commonName('bulkhead-control-plane'),
+    serverKeys.publicKey.export({ type: 'spki', format: 'der' }),
+    365,
+    extensions(...LEAF, SERVER_AUTH, subjectAltNames(sans)),
+  ).certificatePem;
   await writeFile(join(options.dir, 'server.key'), serverKeyPem, { mode: 0o600 });
   await writeFile(join(options.dir, 'server.crt'), serverCertPem);
-
-  const caPem = caCert.toString('pem');
-  const caNode = new X509Certificate(caPem);
-  // Node's own objects for the per-agent work: synchronous OpenSSL calls, no ASN.1 in JS.
-  const caPublicKey = caNode.publicKey;
-  const caPrivateKey = createPrivateKey(await exportPrivateKey(caKeys.privateKey));
-  const issuer = Buffer.from(caCert.subjectName.toArrayBuffer());
 
   return {
     caPem,
@@ -160,20 +169,7 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
           details: [{ path: 'csrPem', message: 'signature does not verify' }],
         });
       }
-      const serialNumber = serial();
-      const t = now().getTime();
-      const tbs = sequence(
-        X509_V3,
-        unsignedInteger(Buffer.from(serialNumber, 'hex')),
-        ECDSA_SHA256,
-        issuer,
-        sequence(time(new Date(t - 60_000)), time(new Date(t + 365 * DAY_MS))),
-        commonName(agentId),
-        csr.spki,
-        CLIENT_EXTENSIONS,
-      );
-      const der = sequence(tbs, ECDSA_SHA256, bitString(sign('sha256', tbs, caPrivateKey)));
-      return { certificatePem: toPem('CERTIFICATE', der), serial: serialNumber };
+      return issue(commonName(agentId), csr.spki, 365, CLIENT_EXTENSIONS);
     },
 
     verifyClientCert(der) {
@@ -214,7 +210,8 @@ const ECDSA_HASHES = new Map([
 async function verifiesItself(pem: string, csr: CsrParts): Promise<boolean> {
   const hash = ECDSA_HASHES.get(csr.algorithm.toString('hex'));
   try {
-    if (hash === undefined) return await new x509.Pkcs10CertificateRequest(pem).verify();
+    if (hash === undefined)
+      return await new (await peculiar()).Pkcs10CertificateRequest(pem).verify();
     const key = createPublicKey({ key: csr.spki, format: 'der', type: 'spki' });
     return verify(hash, csr.info, { key, dsaEncoding: 'der' }, csr.signature);
   } catch {
@@ -245,9 +242,28 @@ async function exportPrivateKey(key: CryptoKey): Promise<string> {
   return toPem('PRIVATE KEY', Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key)));
 }
 
-async function importPrivateKey(pem: string): Promise<CryptoKey> {
-  const der = Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
-  return webcrypto.subtle.importKey('pkcs8', der, ALG, true, ['sign']);
+/** A new self-signed P-256 CA (10 years) in the two files, its key 0600. */
+async function createCa(keyPath: string, certPath: string, at: Date): Promise<void> {
+  const x509 = await peculiar();
+  const keys = await generateKeys();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serial(),
+    name: 'CN=Bulkhead CA',
+    notBefore: new Date(at.getTime() - 60_000),
+    notAfter: new Date(at.getTime() + 10 * 365 * DAY_MS),
+    signingAlgorithm: ALG,
+    keys,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
+        true,
+      ),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  await writeFile(keyPath, await exportPrivateKey(keys.privateKey), { mode: 0o600 });
+  await writeFile(certPath, cert.toString('pem'));
 }
 
 function serial(): string {
