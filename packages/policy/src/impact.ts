@@ -221,7 +221,7 @@ const time = (t: number | string) => (typeof t === 'number' ? t : Date.parse(t))
 
 function later(a: number | string | undefined, b: number | string | undefined) {
   if (a === undefined) return b;
-  if (b === undefined) return a;
+  if (b === undefined || b === a) return a;
   return time(b) > time(a) ? b : a;
 }
 
