@@ -221,7 +221,7 @@ const time = (t: number | string) => (typeof t === 'number' ? t : Date.parse(t))
 
 function later(a: number | string | undefined, b: number | string | undefined) {
   if (a === undefined) return b;
-  if (b === undefined) return a;
+  if (b === undefined || b === a) return a;
   return time(b) > time(a) ? b : a;
 }
 
@@ -267,12 +267,14 @@ export function impact<F extends ObservedFlow>(
       src: Endpoint;
       dst: Endpoint;
       port: number;
-      /** Reporting end -> connections it reported, over all its copies. */
-      byEnd: Map<string, number>;
+      /**
+       * Connections per reporting end over all its copies (most flows have one or two ends; a
+       * copy naming no end is an end of its own).
+       */
+      ends: Array<{ end?: string; connections: number }>;
       lastSeen?: number | string;
     }
   >();
-  let unnamed = 0;
   for (const flow of flows) {
     const src = endpoint(flow.src);
     const dst = endpoint(flow.dst);
@@ -280,23 +282,26 @@ export function impact<F extends ObservedFlow>(
     const key = `${src.text} ${dst.text} ${flow.protocol} ${port}`;
     let seen = distinct.get(key);
     if (!seen) {
-      seen = { flow, src, dst, port, byEnd: new Map(), lastSeen: flow.lastSeen };
+      seen = { flow, src, dst, port, ends: [], lastSeen: flow.lastSeen };
       distinct.set(key, seen);
     } else {
       seen.lastSeen = later(seen.lastSeen, flow.lastSeen);
     }
+    const connections = flow.connections ?? 1;
     const end =
       flow.workload !== undefined && flow.direction !== undefined
         ? `${flow.direction} ${flow.workload}`
-        : `unnamed ${unnamed++}`;
-    seen.byEnd.set(end, (seen.byEnd.get(end) ?? 0) + (flow.connections ?? 1));
+        : undefined;
+    const same = end === undefined ? undefined : seen.ends.find((e) => e.end === end);
+    if (same) same.connections += connections;
+    else seen.ends.push({ end, connections });
   }
 
   const summary = { newlyBlocked: 0, newlyAllowed: 0, stillWouldDeny: 0, flows: distinct.size };
   const groups = new Map<string, ImpactGroup<F>>();
   for (const d of distinct.values()) {
     const { flow, src, dst, port } = d;
-    const connections = Math.max(...d.byEnd.values());
+    const connections = d.ends.reduce((max, e) => Math.max(max, e.connections), 0);
     const was = endsIn(0, decideBefore, src, dst, flow.protocol, port);
     const now = endsIn(1, decideAfter, src, dst, flow.protocol, port);
     const change = changeOf(was, now);

@@ -46,6 +46,8 @@ export interface FlowQuery {
   newSince?: string;
   /** Default: no limit. */
   limit?: number;
+  /** Rows in no particular order (a question whose answer does not depend on it, over many rows). */
+  unordered?: boolean;
 }
 
 export interface FlowLimits {
@@ -92,6 +94,9 @@ export function canonicalAddress(text: string): string {
 }
 
 type Row = Record<string, unknown>;
+
+const ORDER =
+  'ORDER BY f.last_seen DESC, f.workload, f.src, f.dst, f.protocol, f.port, f.verdict, f.rule_id';
 
 const toFlow = (r: Row): FlowRow => ({
   workload: String(r.workload),
@@ -237,7 +242,7 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
         `SELECT f.workload, f.direction, f.src, f.dst, f.protocol, f.port, f.verdict, f.rule_id,
              ${counts}, f.first_seen, f.last_seen
            FROM ${from} WHERE ${where.join(' AND ')}
-           ORDER BY f.last_seen DESC, f.workload, f.src, f.dst, f.protocol, f.port, f.verdict, f.rule_id
+           ${q.unordered ? '' : ORDER}
            LIMIT @limit`,
       )
         .all(params)
