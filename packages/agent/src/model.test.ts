@@ -67,6 +67,9 @@ describe('update apply', () => {
       expect(paths.every((p) => p === 'delta')).toBe(true);
       expect(dp.applied?.hash).toBe(hash);
     },
+    // Each step compares whole dumps (rule chains hold two flow generations): seconds on a busy
+    // 2-core machine.
+    20_000,
   );
 
   it('the histories exercise group-only updates, created and deleted groups', () => {
