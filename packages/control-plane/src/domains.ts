@@ -8,6 +8,7 @@ import {
   createLiveness,
   DEFAULT_OFFLINE_AFTER_MS,
   type Liveness,
+  livenessEvents,
 } from './fleet/liveness.js';
 import { createFleetService, type FleetService } from './fleet/service.js';
 import type { StreamRegistry } from './fleet/streams.js';
@@ -89,22 +90,6 @@ export function createDomains(deps: DomainDeps): Domains {
     deleteWorkload: stores.deleteWorkload,
     streams,
   });
-  const fleet = createFleetService({
-    store: stores.fleet,
-    db,
-    workloads: policy,
-    publisher,
-    streams,
-    pki,
-    audit,
-    reported: visibility.reported,
-    recordEvent: stores.visibility.recordControlPlaneEvent,
-    metrics,
-    flowRetentionDays: deps.flowRetentionDays,
-    log,
-    now,
-    isOffline: (id) => liveness.isOffline(id),
-  });
   const clock = now ?? (() => new Date());
   const liveness = createLiveness({
     agents: stores.fleet.listAgents,
@@ -112,26 +97,12 @@ export function createDomains(deps: DomainDeps): Domains {
     offlineAfterMs: deps.offline?.afterMs ?? DEFAULT_OFFLINE_AFTER_MS,
     addresses: withdrawal,
     now: () => clock().getTime(),
-    changed(agent, change, sinceMs) {
-      const since = new Date(sinceMs).toISOString();
-      log.warn({ agentId: agent.id, workload: agent.workload, since }, `agent ${change}`);
-      db.tx(() => {
-        audit.appendAudit({
-          actor: 'control-plane',
-          action: `agent.${change}`,
-          target: agent.id,
-          after: { workload: agent.workload, lastContact: since },
-        });
-        stores.visibility.recordControlPlaneEvent(agent.workload, {
-          code: change === 'offline' ? 'AGENT_OFFLINE' : 'AGENT_ONLINE',
-          message:
-            change === 'offline'
-              ? `agent ${agent.id} has had no stream since ${since}`
-              : `agent ${agent.id} is connected again`,
-          attributes: { agentId: agent.id, lastContact: since },
-        });
-      });
-    },
+    changed: livenessEvents({
+      db,
+      audit,
+      recordEvent: stores.visibility.recordControlPlaneEvent,
+      log,
+    }),
   });
   return {
     access: createAccessService({ store: stores.access, db }),
@@ -147,7 +118,22 @@ export function createDomains(deps: DomainDeps): Domains {
       log,
       maxRuleSetEntries: deps.maxRuleSetEntries,
     }),
-    fleet,
+    fleet: createFleetService({
+      store: stores.fleet,
+      db,
+      workloads: policy,
+      publisher,
+      streams,
+      pki,
+      audit,
+      reported: visibility.reported,
+      recordEvent: stores.visibility.recordControlPlaneEvent,
+      metrics,
+      flowRetentionDays: deps.flowRetentionDays,
+      log,
+      now,
+      isOffline: (id) => liveness.isOffline(id),
+    }),
     visibility,
     metrics,
     explain: createExplainService(states),
