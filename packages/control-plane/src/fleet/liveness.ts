@@ -147,10 +147,12 @@ export function createAddressWithdrawal(
       const next = new Set(workloads);
       const flipped = [...next, ...withdrawn].filter((n) => next.has(n) !== withdrawn.has(n));
       withdrawn = next;
-      if (flipped.length === 0) return;
-      publisher.workloadsChanged(
-        flipped.map((name) => ({ name, workload: view(name, current(name)) })),
-      );
+      // A workload deleted meanwhile is gone from the publisher already.
+      const changes = flipped.flatMap((name) => {
+        const w = current(name);
+        return w ? [{ name, workload: view(name, w) }] : [];
+      });
+      if (changes.length > 0) publisher.workloadsChanged(changes);
     },
     withdrawn: () => withdrawn,
   };
