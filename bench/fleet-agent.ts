@@ -117,6 +117,8 @@ export interface SimAgent {
    * `onWritten` runs once grpc-js handed the message to the connection.
    */
   sendFlows(flows: FlowRecord[], onWritten?: () => void): boolean;
+  /** As sendFlows with the caller's seq (a resend repeats one); false without a stream. */
+  sendBatch(seq: number, flows: FlowRecord[]): boolean;
   close(): void;
 }
 
@@ -160,23 +162,9 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
     attempts: 0,
     connect,
     sendFlows(flows: FlowRecord[], onWritten?: () => void): boolean {
-      if (!call || !agent.connected) return false;
-      seq++;
-      call.write(
-        {
-          telemetry: {
-            seq,
-            timeUnixMs: Date.now(),
-            appliedHash: agent.appliedHash,
-            counters: [],
-            flows,
-            events: [],
-          },
-        },
-        () => onWritten?.(),
-      );
-      return true;
+      return send(++seq, flows, onWritten);
     },
+    sendBatch: (n: number, flows: FlowRecord[]) => send(n, flows),
     close() {
       stopped = true;
       clearTimeout(timer);
@@ -184,6 +172,24 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
       client?.close();
     },
   };
+
+  function send(n: number, flows: FlowRecord[], onWritten?: () => void): boolean {
+    if (!call || !agent.connected) return false;
+    call.write(
+      {
+        telemetry: {
+          seq: n,
+          timeUnixMs: Date.now(),
+          appliedHash: agent.appliedHash,
+          counters: [],
+          flows,
+          events: [],
+        },
+      },
+      () => onWritten?.(),
+    );
+    return true;
+  }
 
   function connect(): void {
     if (stopped) return;

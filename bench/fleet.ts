@@ -14,6 +14,7 @@ import {
   type SimAgent,
 } from './fleet-agent.js';
 import { createBenchControlPlane } from './fleet-control-plane.js';
+import { startStormTelemetry } from './fleet-storm-telemetry.js';
 import { flowLoad } from './fleet-telemetry.js';
 import { round, spread, waitUntil } from './fleet-util.js';
 
@@ -185,6 +186,24 @@ async function fleetRun(n: number, key: SharedKey) {
       cpuMsPerReconnect: round((cpuAllBack - cpuReady) / n, 2),
       rssMiB: cp.rssMiB(),
     };
+    // A second restart with telemetry flowing through it, counted on both sides
+    // (fleet-storm-telemetry.ts); apart from the first, so it does not weigh on its figures.
+    welcomed = new Map();
+    const flowing = startStormTelemetry(
+      agents.map((agent, i) => ({ agent, address: enrolled[i]!.address })),
+    );
+    await new Promise((r) => setTimeout(r, 1000));
+    t0 = performance.now();
+    await cp.stop();
+    await cp.start();
+    await waitUntil(
+      () => `${welcomed.size}/${n} agents back after the second restart`,
+      () => welcomed.size === n,
+    );
+    const stormWithTelemetry = {
+      convergedSec: round((performance.now() - t0) / 1000, 2),
+      ...(await flowing.finish(cp.dbPath)),
+    };
     return {
       agents: n,
       backoffCapMs: BACKOFF_CAP_MS ?? DEFAULT_BACKOFF.capMs,
@@ -192,6 +211,7 @@ async function fleetRun(n: number, key: SharedKey) {
       connect,
       provision,
       storm,
+      stormWithTelemetry,
     };
   } finally {
     for (const a of agents) a.close();

@@ -1,4 +1,5 @@
-// Fault injection on real agents and the real kernel (issue 12). One workload, db, enforces
+// Fault injection on real agents and the real kernel (issue 12). An nft failure is injected
+// in agent-resilience.test.ts (the kernel-like fake refusing batches). One workload, db, enforces
 // ingress: app may open tcp/5432, nothing else. Long-lived TCP connections app -> db:5432 are
 // held across every fault, and every new connection app -> db:5432 is counted here; after each
 // fault db's allow counters and its recorded flows must sum to exactly that count (nothing
@@ -183,6 +184,35 @@ describe('faults: nothing lost, nothing doubled, no held connection dropped', ()
       await bh.waitInSync({ revision });
     }
     await expectExactCounts();
+  });
+
+  it('agent link black-holed (nft drop both ways): the agent sees the dead stream by keepalive within 45 s and keeps enforcing; once the drop is gone it is back in sync, held connections survive, counts exact', async () => {
+    const cp4 = lab.hosts.cp!.ipv4;
+    const backoffs = () => (dbAgent!.log().match(/"to":"backoff"/g) ?? []).length;
+    const before = backoffs();
+    // Its own table at a priority before bulkhead's: a drop anywhere is final.
+    await lab.exec('db', ['nft', '-f', '-'], {
+      input: [
+        'table inet bhfault {',
+        `  chain out { type filter hook output priority -300; ip daddr ${cp4} tcp dport 8443 drop; }`,
+        `  chain in { type filter hook input priority -300; ip saddr ${cp4} tcp sport 8443 drop; }`,
+        '}',
+      ].join('\n'),
+      check: true,
+    });
+    try {
+      await connections(2);
+      await until('the agent to give up the black-holed stream', async () => backoffs() > before, {
+        timeoutMs: 45_000,
+      });
+      await expectEnforced();
+      await expectHeldAlive();
+    } finally {
+      await lab.exec('db', ['nft', 'delete', 'table', 'inet', 'bhfault']);
+    }
+    await bh.waitInSync();
+    await expectExactCounts();
+    await expectHeldAlive();
   });
 
   it('host reboot (agent stopped, table deleted, boot loader, agent started): policy in force before the agent runs, held connections survive, counts exact', async () => {

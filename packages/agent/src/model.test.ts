@@ -67,7 +67,8 @@ describe('update apply', () => {
       expect(paths.every((p) => p === 'delta')).toBe(true);
       expect(dp.applied?.hash).toBe(hash);
     },
-    // 30 changes, each checked against a fresh full load: seconds on a loaded 2-core box.
+    // 30 changes, each checked against a fresh full load comparing whole dumps (rule chains hold
+    // two flow generations): seconds on a loaded 2-core box.
     30_000,
   );
 

@@ -10,6 +10,7 @@ import {
   createLiveness,
   DEFAULT_OFFLINE_AFTER_MS,
   type Liveness,
+  livenessEvents,
 } from './fleet/liveness.js';
 import { createFleetService, type FleetService } from './fleet/service.js';
 import type { StreamRegistry } from './fleet/streams.js';
@@ -175,26 +176,12 @@ export function createDomains(deps: DomainDeps): Domains {
     offlineAfterMs: deps.offline?.afterMs ?? DEFAULT_OFFLINE_AFTER_MS,
     addresses: withdrawal,
     now: () => clock().getTime(),
-    changed(agent, change, sinceMs) {
-      const since = new Date(sinceMs).toISOString();
-      log.warn({ agentId: agent.id, workload: agent.workload, since }, `agent ${change}`);
-      db.tx(() => {
-        audit.appendAudit({
-          actor: 'control-plane',
-          action: `agent.${change}`,
-          target: agent.id,
-          after: { workload: agent.workload, lastContact: since },
-        });
-        stores.visibility.recordControlPlaneEvent(agent.workload, {
-          code: change === 'offline' ? 'AGENT_OFFLINE' : 'AGENT_ONLINE',
-          message:
-            change === 'offline'
-              ? `agent ${agent.id} has had no stream since ${since}`
-              : `agent ${agent.id} is connected again`,
-          attributes: { agentId: agent.id, lastContact: since },
-        });
-      });
-    },
+    changed: livenessEvents({
+      db,
+      audit,
+      recordEvent: stores.visibility.recordControlPlaneEvent,
+      log,
+    }),
   });
   return {
     access: createAccessService({ store: stores.access, db }),

@@ -5,7 +5,11 @@
 // the publisher's workload-change path, never by editing the workload. Holds its state in the
 // process only: after a restart every agent has `offlineAfterMs` to come back.
 import type { Workload } from '@bulkhead/policy';
+import type { Logger } from 'pino';
+import type { AuditLog } from '../access/store.js';
 import type { RuleSetPublisher } from '../rulesets/publisher.js';
+import type { Transactor } from '../store/database.js';
+import type { ReportedEvent } from '../visibility/store.js';
 import type { AgentRecord } from './store.js';
 
 export const DEFAULT_OFFLINE_AFTER_MS = 120_000;
@@ -80,6 +84,38 @@ export function createLiveness(deps: LivenessDeps): Liveness {
 }
 
 /**
+ * The events of a change, in one transaction: an audit entry `agent.offline|online` (so the
+ * SIEM hears it) and an AGENT_OFFLINE|AGENT_ONLINE event on the workload.
+ */
+export function livenessEvents(deps: {
+  db: Transactor;
+  audit: AuditLog;
+  recordEvent(workload: string, e: Omit<ReportedEvent, 'at'>): void;
+  log: Logger;
+}): LivenessDeps['changed'] {
+  return (agent, change, sinceMs) => {
+    const since = new Date(sinceMs).toISOString();
+    deps.log.warn({ agentId: agent.id, workload: agent.workload, since }, `agent ${change}`);
+    deps.db.tx(() => {
+      deps.audit.appendAudit({
+        actor: 'control-plane',
+        action: `agent.${change}`,
+        target: agent.id,
+        after: { workload: agent.workload, lastContact: since },
+      });
+      deps.recordEvent(agent.workload, {
+        code: change === 'offline' ? 'AGENT_OFFLINE' : 'AGENT_ONLINE',
+        message:
+          change === 'offline'
+            ? `agent ${agent.id} has had no stream since ${since}`
+            : `agent ${agent.id} is connected again`,
+        attributes: { agentId: agent.id, lastContact: since },
+      });
+    });
+  };
+}
+
+/**
  * A publisher whose workloads named by set() reach it without addresses: their peers' rule
  * sets no longer allow (or deny) them. Every workload change passes through it, so a change to
  * a withdrawn workload keeps it withdrawn; set() publishes the difference at once.
@@ -111,10 +147,12 @@ export function createAddressWithdrawal(
       const next = new Set(workloads);
       const flipped = [...next, ...withdrawn].filter((n) => next.has(n) !== withdrawn.has(n));
       withdrawn = next;
-      if (flipped.length === 0) return;
-      publisher.workloadsChanged(
-        flipped.map((name) => ({ name, workload: view(name, current(name)) })),
-      );
+      // A workload deleted meanwhile is gone from the publisher already.
+      const changes = flipped.flatMap((name) => {
+        const w = current(name);
+        return w ? [{ name, workload: view(name, w) }] : [];
+      });
+      if (changes.length > 0) publisher.workloadsChanged(changes);
     },
     withdrawn: () => withdrawn,
   };
