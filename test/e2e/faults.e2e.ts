@@ -114,9 +114,10 @@ describe('faults: nothing lost, nothing doubled, no held connection dropped', ()
         { action: 'allow', peers: [{ ipList: 'churn' }], services: [{ protocol: 'tcp', port: 9 }] },
       ],
     });
+    // The mode is drafted like the policy; one provision makes both live.
+    await bh.api('PATCH', '/v1/workloads/db', { mode: { ingress: 'enforce' } });
     revision = (await bh.api<{ revision: number }>('POST', '/v1/provision', { note: 'db' }))
       .revision;
-    await bh.api('PATCH', '/v1/workloads/db', { mode: { ingress: 'enforce' } });
     await bh.waitInSync();
     // The agent started by startBulkhead is replaced by one whose process this test holds.
     await bh.stopAgent('db');

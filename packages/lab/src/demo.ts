@@ -61,9 +61,9 @@ async function main(): Promise<void> {
     await cli('map', '--group-by', 'app,role');
 
     step('Enforcing ingress on db: the impact check names the observed flows it would cut');
-    await run(4, ['mode', 'db', '--ingress', 'enforce']);
+    await run(4, ['mode', 'db', '--ingress', 'enforce', '--provision']);
     console.log('    (exit 4: refused until confirmed — batch really talks to db)');
-    await cli('mode', 'db', '--ingress', 'enforce', '--confirm');
+    await cli('mode', 'db', '--ingress', 'enforce', '--provision', '--confirm');
     await bh.waitInSync();
     const allowed = await tryConnect('web');
     const refused = !(await tryConnect('batch'));
