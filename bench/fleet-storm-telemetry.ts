@@ -1,6 +1,6 @@
 // Telemetry across the fleet bench's reconnect storm: while the control plane is stopped and
 // started, every simulated agent seals one batch (one flow of one connection, unique to the
-// agent and seq) per tick and, like the real agent, sends again on each new stream the batches
+// agent and seq) per second and, like the real agent, sends again on each new stream the batches
 // a dead stream may have lost, with the same seq. Afterwards the flows table must hold each
 // sealed batch exactly once: rows = sealed (nothing lost) and connections = sealed (nothing
 // doubled). Owns nothing else; the storm itself is fleet.ts's.
@@ -16,7 +16,8 @@ type Sqlite = new (
 ) => { prepare(sql: string): { get(): unknown }; close(): void };
 const Database = createRequire(import.meta.url)('better-sqlite3') as Sqlite;
 
-const TICK_MS = 200;
+// Ten times the agent's default --telemetry-interval: a storm-time load without drowning the restart.
+const TICK_MS = 1000;
 
 export interface StormTelemetry {
   /** Stops sealing, resends what the last streams may have lost, waits for it to land. */

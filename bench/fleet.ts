@@ -204,6 +204,10 @@ async function fleetRun(n: number, key: SharedKey) {
       convergedSec: round((performance.now() - t0) / 1000, 2),
       ...(await flowing.finish(cp.dbPath)),
     };
+    // The one figure here that is a pass/fail: CI's short run fails on a lost or doubled batch.
+    if (stormWithTelemetry.lost !== 0 || stormWithTelemetry.doubled !== 0) {
+      throw new Error(`telemetry across the restart: ${JSON.stringify(stormWithTelemetry)}`);
+    }
     return {
       agents: n,
       backoffCapMs: BACKOFF_CAP_MS ?? DEFAULT_BACKOFF.capMs,
