@@ -8,7 +8,7 @@ describe('frameUpdate', () => {
   it('writes the same bytes as the generated encoder, header fields present or not', () => {
     const parts = encodeGroup({ id: 'sel:a', added: [range(1), range(2)], removed: [range(3)] });
     const bodies = encodeBodies(undefined, 7, parts);
-    const groups = PolicyUpdate.decode(bodies[0]!).groups;
+    const groups = PolicyUpdate.decode(Buffer.concat(bodies[0]!.parts)).groups;
     const headers = [
       { baseHash: 'b'.repeat(64), hash: 'h'.repeat(64), revision: 7, full: false },
       { baseHash: '', hash: 'h', revision: 0, full: true },

@@ -93,7 +93,7 @@ export function encodeBodies(
   ruleSet: GroupRuleSet | undefined,
   revision: number,
   parts: readonly Uint8Array[],
-): Buffer[] {
+): Body[] {
   const first = ruleSet
     ? PolicyUpdate.encode({ ...EMPTY, ruleSet: { ...ruleSet, revision } }).finish()
     : undefined;
@@ -107,11 +107,17 @@ export function encodeBodies(
     chunks.at(-1)!.push(p);
     size += p.length;
   }
-  return chunks.map((body) => Buffer.concat(body));
+  return chunks.map((body) => ({ parts: body, length: body.reduce((n, b) => n + b.length, 0) }));
+}
+
+/** One message's body: encoded fields, copied once, behind the header, into the message. */
+export interface Body {
+  parts: Uint8Array[];
+  length: number;
 }
 
 /** Encoded SyncResponse messages (`update`), each <= MAX_MESSAGE: `bodies` behind one agent's header. */
-export function frameUpdate(header: UpdateHeader, bodies: readonly Buffer[]): Buffer[] {
+export function frameUpdate(header: UpdateHeader, bodies: readonly Body[]): Buffer[] {
   return bodies.map((body, i) => frame(header, i === bodies.length - 1, body));
 }
 
@@ -134,7 +140,7 @@ const textSize = (s: string) => {
  * buffer (the per-agent part of every message, so the one encoded most often), then `body`.
  * ts-proto's encoder gives the same bytes (the tests decode them with it).
  */
-function frame(h: UpdateHeader, last: boolean, body: Buffer): Buffer {
+function frame(h: UpdateHeader, last: boolean, body: Body): Buffer {
   const head =
     textSize(h.baseHash) +
     textSize(h.hash) +
@@ -168,6 +174,9 @@ function frame(h: UpdateHeader, last: boolean, body: Buffer): Buffer {
   };
   if (h.full) flag(32);
   if (last) flag(40);
-  body.copy(out, at);
+  for (const p of body.parts) {
+    out.set(p, at);
+    at += p.length;
+  }
   return out;
 }

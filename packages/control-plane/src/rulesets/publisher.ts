@@ -20,7 +20,14 @@ import type { AddressGroup, GroupRule, GroupRuleSet } from '@bulkhead/proto';
 import type { Logger } from 'pino';
 import type { AgentStream } from '../fleet/streams.js';
 import { createAgentHasher, groupsOf } from './agent-hash.js';
-import { encodeBodies, encodeGroup, encodeUpdate, frameUpdate, type GroupParts } from './encode.js';
+import {
+  type Body,
+  encodeBodies,
+  encodeGroup,
+  encodeUpdate,
+  frameUpdate,
+  type GroupParts,
+} from './encode.js';
 
 /** A revision's policy objects, and the labels and modes it gives the workloads it names. */
 export type PolicyObjects = Pick<PolicyState, 'ipLists' | 'services' | 'policies'> & {
@@ -188,7 +195,7 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
      */
     const memo = new Map<
       readonly GroupRule[],
-      Map<readonly GroupRule[], { parts: Uint8Array[]; bodies?: Buffer[] } | null>
+      Map<readonly GroupRule[], { parts: Uint8Array[]; bodies?: Body[] } | null>
     >();
     const changed: string[] = [];
     let now: number | undefined;
