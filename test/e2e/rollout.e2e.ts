@@ -2,6 +2,7 @@
 // out with the db as canary (untouched by it), then to the rest in a second wave; the cache's
 // agent denies the connection the baseline shows working, and the rollout holds and returns the
 // cache to the previous revision by itself: the connection works again with nobody acting.
+// Then an enforce switch alone is rolled out: the canary enforces first, everyone on completion.
 import type { FlowView, RolloutView } from '@bulkhead/api';
 import { type Bulkhead, type Lab, startBulkhead, until } from '@bulkhead/lab';
 import { useLab } from '@bulkhead/lab/vitest';
@@ -113,5 +114,30 @@ describe('rollout: a second wave that breaks a dependency is held and rolled bac
     await bh.waitInSync({ revision: r.endRevision });
     expect(await lab.connect('web', cache4, 'tcp', 6379)).toBe(true);
     expect(await lab.connect('web', db4, 'tcp', 5432)).toBe(true);
+  });
+
+  it('rolls out an enforce switch: the canary enforces first, the rest on completion', async () => {
+    // The draft still holds the aborted change: only the modes (db and cache enforce) remain.
+    await bh.api('PUT', '/v1/policies/cache', allowWeb('cache', 6379));
+    const started = await bh.cli([
+      ...['rollout', 'start', '--note', 'enforce db and cache', '--canary', 'app=db'],
+      ...['--waves', '1', '--watch', '10s', '--confirm', '-o', 'json'],
+    ]);
+    expect(started.code, started.stderr).toBe(0);
+    const rollout = JSON.parse(started.stdout) as RolloutView;
+    await bh.waitInSync();
+    // The canary enforces (cache -> db is denied); web still reaches both.
+    expect(await lab.connect('cache', db4, 'tcp', 5432, { timeoutMs: 500 })).toBe(false);
+    expect(await lab.connect('web', db4, 'tcp', 5432)).toBe(true);
+
+    await until(
+      'the rollout completed',
+      async () => (await bh.api<RolloutView>('GET', '/v1/rollouts/current')).status === 'completed',
+      { timeoutMs: 60_000 },
+    );
+    await bh.waitInSync({ revision: rollout.revision });
+    // The cache enforces too, and keeps enforcing after completion.
+    expect(await lab.connect('db', cache4, 'tcp', 6379, { timeoutMs: 500 })).toBe(false);
+    expect(await lab.connect('web', cache4, 'tcp', 6379)).toBe(true);
   });
 });

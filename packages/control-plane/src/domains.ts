@@ -73,7 +73,11 @@ export function createDomains(deps: DomainDeps): Domains {
   const states = createPolicyStates(stores.policy, stores.revisions);
   // During a staged rollout agents follow its base revision or its new one (the follower);
   // with `offline.withdraw`, the domains see it through the address withdrawal.
-  const follower = createRevisionFollower({ streams, log });
+  const follower = createRevisionFollower({
+    streams,
+    asOf: (n, workloads) => states.atRevision(n, workloads).workloads,
+    log,
+  });
   const withdrawal = deps.offline?.withdraw
     ? createAddressWithdrawal(follower, (name) => {
         // Its provisioned labels and mode, as every workload change the agents get.

@@ -16,6 +16,7 @@ function setup() {
   let stored = web({ app: 'draft' });
   const origin = { labels: { app: 'first' }, mode: monitor };
   const revs = new Map<number, RevisionWithSnapshot<PolicyState>>();
+  const reads: number[] = [];
   const revision = (n: number, note: string, labels: Record<string, string>, at: string) =>
     revs.set(n, {
       revision: n,
@@ -38,7 +39,10 @@ function setup() {
       getOrigin: () => ({ ...origin, createdAt: stored.createdAt }),
     },
     {
-      getRevision: <S>(n: number) => revs.get(n) as RevisionWithSnapshot<S> | undefined,
+      getRevision: <S>(n: number) => {
+        reads.push(n);
+        return revs.get(n) as RevisionWithSnapshot<S> | undefined;
+      },
       latestRevisionRecord: () => {
         const r = [...revs.values()].at(-1);
         return (
@@ -47,7 +51,13 @@ function setup() {
       },
     },
   );
-  return { states, revs, revision, recreate: (at: string) => (stored = web({ app: 'x' }, at)) };
+  return {
+    states,
+    revs,
+    reads,
+    revision,
+    recreate: (at: string) => (stored = web({ app: 'x' }, at)),
+  };
 }
 
 describe('policy states', () => {
@@ -74,5 +84,22 @@ describe('policy states', () => {
     t.revision(1, 'kept', {}, '2026-02-01T00:00:00.001Z');
     expect(policies()).toEqual(['kept']);
     expect(t.states.atRevision(1, []).policies.map((p) => p.name)).toEqual(['kept']);
+  });
+
+  it('reads an older revision once while the latest stays the same', () => {
+    const t = setup();
+    t.revision(1, 'one', { app: 'one' }, '2026-02-01T00:00:00.000Z');
+    t.revision(2, 'two', { app: 'two' }, '2026-02-02T00:00:00.000Z');
+    const labelsAt = (n: number) =>
+      t.states.atRevision(n, t.states.workloads()).workloads[0]!.labels;
+    for (let i = 0; i < 3; i++) {
+      expect(labelsAt(1)).toEqual({ app: 'one' });
+      expect(labelsAt(2)).toEqual({ app: 'two' });
+    }
+    expect(t.reads).toEqual([2, 1]);
+    // A new latest revision: the older ones are read again.
+    t.revision(3, 'three', { app: 'three' }, '2026-02-03T00:00:00.000Z');
+    expect(labelsAt(1)).toEqual({ app: 'one' });
+    expect(t.reads).toEqual([2, 1, 3, 1]);
   });
 });

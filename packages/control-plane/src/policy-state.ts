@@ -53,6 +53,10 @@ export function createPolicyStates(
     byName: new Map(),
     key: '',
   };
+  // The last two older revisions asked for (a staged rollout's base, on every workload change),
+  // kept while the latest revision stays the same.
+  const older = new Map<number, ReturnType<typeof frozen>>();
+  const OLDER_KEPT = 2;
 
   function frozen(n: number): Frozen & { byName: Map<string, Workload> } {
     const r = n === 0 ? undefined : revisions.getRevision<Snapshot>(n);
@@ -64,7 +68,10 @@ export function createPolicyStates(
   function newest(): typeof latest {
     const record = revisions.latestRevisionRecord();
     const key = JSON.stringify(record ?? null);
-    if (key !== latest.key) latest = { ...frozen(record?.revision ?? 0), key };
+    if (key !== latest.key) {
+      latest = { ...frozen(record?.revision ?? 0), key };
+      older.clear();
+    }
     return latest;
   }
 
@@ -99,7 +106,14 @@ export function createPolicyStates(
     },
     atRevision(n, current) {
       const f = newest();
-      return on(n === f.revision ? f : frozen(n), current);
+      if (n === f.revision) return on(f, current);
+      let o = older.get(n);
+      if (!o) {
+        o = frozen(n);
+        if (older.size >= OLDER_KEPT) older.delete(older.keys().next().value!);
+        older.set(n, o);
+      }
+      return on(o, current);
     },
   };
 }

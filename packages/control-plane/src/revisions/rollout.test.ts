@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RolloutView } from '@bulkhead/api';
+import { Mode } from '@bulkhead/proto';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createApi } from '../api.js';
@@ -264,6 +265,65 @@ describe('staged rollout (fake clock)', () => {
     domains.rollouts.tick();
     expect(followers()).toEqual({ web: 2, db1: 2, db2: 2, cache: 2 });
     expect(auditActions()).toEqual(['rollout.start', 'rollout.restore', 'rollout.wave']);
+  });
+
+  describe('a draft that switches a mode and changes a label', () => {
+    /** What a workload's agents hold: revision, ingress mode, the policies that select it. */
+    const held = (w: string) => {
+      const r = domains.revisions.getRuleSet(w).ruleSet;
+      return {
+        revision: r.revision,
+        enforce: r.ingressMode === Mode.MODE_ENFORCE,
+        policies: [...new Set(r.rules.map((rule) => rule.policy))],
+      };
+    };
+    const R1 = { revision: 1, enforce: false };
+    /** An agent moves its workload to a new address (live, not drafted). */
+    const move = (name: string, address: string) =>
+      domains.policy.changeWorkloads((ws) =>
+        ws.upsertWorkload({ ...ws.getWorkload(name)!, addresses: [address] }),
+      );
+
+    beforeEach(async () => {
+      // Policies as in revision 1; the cache turns enforcing and is labelled a db (the db
+      // policy selects it instead of the cache one); web turns enforcing too.
+      expect((await call('PUT', '/v1/policies/cache', allowWeb('cache', 6379))).statusCode).toBe(
+        200,
+      );
+      const cache = { labels: { app: 'db' }, mode: { ingress: 'enforce' } };
+      expect((await call('PATCH', '/v1/workloads/cache', cache)).statusCode).toBe(200);
+      const web = { mode: { ingress: 'enforce' } };
+      expect((await call('PATCH', '/v1/workloads/web', web)).statusCode).toBe(200);
+      // The canary (draft labels app=db): db1, db2 and the cache; web in the wave after.
+      expect((await start({ note: 'enforce' })).json().waves).toEqual([
+        ['cache', 'db1', 'db2'],
+        ['web'],
+      ]);
+      expect(held('cache')).toEqual({ revision: 2, enforce: true, policies: ['db'] });
+      expect(held('web')).toEqual({ ...R1, policies: [] });
+      // Address changes during the rollout reach each side with that side's labels and modes.
+      move('web', '10.0.0.11');
+      move('cache', '10.0.0.14');
+      expect(held('web')).toEqual({ ...R1, policies: [] });
+      expect(held('cache')).toEqual({ revision: 2, enforce: true, policies: ['db'] });
+    });
+
+    it('gives it to the canary first, to everyone on completion', async () => {
+      t += 60_000;
+      domains.rollouts.tick();
+      expect(held('web')).toEqual({ revision: 2, enforce: true, policies: [] });
+      t += 60_000;
+      domains.rollouts.tick();
+      expect((await status()).status).toBe('completed');
+      expect(held('cache')).toEqual({ revision: 2, enforce: true, policies: ['db'] });
+      expect(held('web')).toEqual({ revision: 2, enforce: true, policies: [] });
+    });
+
+    it('returns everyone to the base revision on abort', async () => {
+      expect((await call('POST', '/v1/rollouts/current/abort')).statusCode).toBe(200);
+      expect(held('cache')).toEqual({ revision: 3, enforce: false, policies: ['cache'] });
+      expect(held('web')).toEqual({ revision: 3, enforce: false, policies: [] });
+    });
   });
 
   it('refuses bad requests, naming the field', async () => {

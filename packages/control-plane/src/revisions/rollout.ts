@@ -104,12 +104,10 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
       .filter((w) => !back.has(w));
   };
 
-  const objectsOf = (n: number) => {
-    const { ipLists, services, policies } = states.atRevision(n, []);
-    return { ipLists, services, policies };
-  };
-
-  /** Ends the rollout: base takes the end revision's objects and every agent follows it. */
+  /**
+   * Ends the rollout: base takes the end revision's objects, labels and modes, and every agent
+   * follows it.
+   */
   function end(
     r: RolloutView,
     action: 'complete' | 'abort',
@@ -121,7 +119,7 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
       const status = action === 'complete' ? 'completed' : 'aborted';
       return save({ ...r, status, endRevision: n }, action, actor, { endRevision: n });
     });
-    follower.end(objectsOf(saved.endRevision!), saved.endRevision!);
+    follower.end(states.atRevision(saved.endRevision!, states.workloads()), saved.endRevision!);
     return saved;
   }
 

@@ -52,6 +52,7 @@ describe('revision follower', () => {
     const streams = new Map<string, ReturnType<typeof stream>>();
     const follower = createRevisionFollower({
       streams: { ofWorkload: (w) => [streams.get(w)!].filter(Boolean) },
+      asOf: (_, ws) => ws,
       log: silentLog,
     });
     follower.load(state('a', workloads), 1);

@@ -3,10 +3,11 @@
 // `next` (the rollout's revision, on a calculator of its own), and hides each workload's streams
 // from the publisher it does not follow, so every change reaches an agent from exactly one of
 // them. Switching a workload answers its streams as a Hello would (a full sync of the other
-// publisher's state, nothing when the agent already holds it). It is a RuleSetPublisher itself,
-// so the domains use it unchanged. Must not decide who switches when (the rollout does), store
-// anything, nor read revisions (callers pass the states).
-import type { PolicyState } from '@bulkhead/policy';
+// publisher's state, nothing when the agent already holds it). A workload change reaches each
+// side with the labels and mode of that side's revision. It is a RuleSetPublisher itself, so the
+// domains use it unchanged. Must not decide who switches when (the rollout does), store
+// anything, nor read revisions (callers pass the states, and `asOf` the labels and modes).
+import type { PolicyState, Workload } from '@bulkhead/policy';
 import type { Logger } from 'pino';
 import type { AgentStream } from '../fleet/streams.js';
 import { createRuleSetPublisher, type PolicyObjects, type RuleSetPublisher } from './publisher.js';
@@ -22,7 +23,8 @@ export interface RevisionFollower extends RuleSetPublisher {
   sideOf(workload: string): Side;
   /**
    * The rollout ends: base takes `objects` as `revision` (the rollout's revision when it
-   * completed, the base's again when aborted), every workload follows base, next is dropped.
+   * completed, the base's again when aborted; with its workloads, so base relabels those whose
+   * labels or mode differ), every workload follows base, next is dropped.
    */
   end(objects: PolicyObjects, revision: number): void;
   readonly active: boolean;
@@ -30,9 +32,11 @@ export interface RevisionFollower extends RuleSetPublisher {
 
 export function createRevisionFollower(deps: {
   streams: { ofWorkload(workload: string): readonly AgentStream[] };
+  /** The workloads with the labels and mode revision `n` gives them (addresses kept). */
+  asOf(n: number, workloads: Workload[]): Workload[];
   log: Logger;
 }): RevisionFollower {
-  const { streams, log } = deps;
+  const { streams, asOf, log } = deps;
   const onNext = new Set<string>();
   const streamsOf = (side: Side) => ({
     ofWorkload: (w: string) =>
@@ -40,7 +44,15 @@ export function createRevisionFollower(deps: {
   });
   const base = createRuleSetPublisher({ streams: streamsOf('base'), log });
   let next: RuleSetPublisher | undefined;
+  /** The revision each side holds. */
+  const revisionOf = { base: 0, next: 0 };
   const of = (w: string) => (next && onNext.has(w) ? next : base);
+
+  function asOfSide(side: Side, changes: Parameters<RuleSetPublisher['workloadsChanged']>[0]) {
+    const given = changes.flatMap((c) => (c.workload ? [c.workload] : []));
+    const labelled = new Map(asOf(revisionOf[side], given).map((w) => [w.name, w]));
+    return changes.map((c) => ({ name: c.name, workload: c.workload && labelled.get(c.name) }));
+  }
 
   function resync(workload: string, to: RuleSetPublisher): void {
     for (const stream of streams.ofWorkload(workload)) {
@@ -57,6 +69,7 @@ export function createRevisionFollower(deps: {
     begin(state, revision) {
       next = createRuleSetPublisher({ streams: streamsOf('next'), log });
       next.load(state, revision);
+      revisionOf.next = revision;
     },
     follow(workloads, side) {
       const target = side === 'next' ? next : base;
@@ -72,20 +85,34 @@ export function createRevisionFollower(deps: {
     sideOf: (w) => (next && onNext.has(w) ? 'next' : 'base'),
     end(objects, revision) {
       base.provisioned(objects, revision);
+      revisionOf.base = revision;
       const moved = [...onNext];
       onNext.clear();
       next = undefined;
       // Completed: these agents already hold the same content (the hash is content-derived).
       for (const w of moved) resync(w, base);
     },
-    load: (state, revision) => base.load(state, revision),
-    workloadsChanged(changes) {
-      // Workloads are live: both sides see every change; each reports those following it.
-      const changed = base.workloadsChanged(changes).filter((w) => !onNext.has(w));
-      if (!next) return changed;
-      return [...changed, ...next.workloadsChanged(changes).filter((w) => onNext.has(w))].sort();
+    load(state, revision) {
+      base.load(state, revision);
+      revisionOf.base = revision;
     },
-    provisioned: (objects, revision) => base.provisioned(objects, revision),
+    workloadsChanged(changes) {
+      // Outside a rollout base holds the latest revision, whose labels the callers give.
+      if (!next) return base.workloadsChanged(changes);
+      // Workloads are live: both sides see every change, with their own revision's labels and
+      // modes; each reports those following it.
+      const changed = base
+        .workloadsChanged(asOfSide('base', changes))
+        .filter((w) => !onNext.has(w));
+      const nextChanged = next
+        .workloadsChanged(asOfSide('next', changes))
+        .filter((w) => onNext.has(w));
+      return [...changed, ...nextChanged].sort();
+    },
+    provisioned(objects, revision) {
+      revisionOf.base = revision;
+      return base.provisioned(objects, revision);
+    },
     desired: (w) => of(w).desired(w),
     desiredAll() {
       const all = base.desiredAll();
