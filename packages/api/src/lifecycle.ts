@@ -32,6 +32,11 @@ export interface ImpactGroupView {
   connections: number;
   lastSeen?: string;
   rules: ImpactRuleRef[];
+  /**
+   * Ends among `rules` whose default deny is there because no policy selects them in that
+   * direction after the change ("web's egress has no policy"), as `FlowView.noPolicy` says it.
+   */
+  noPolicy?: { workload: string; direction: 'ingress' | 'egress' }[];
   flows: number;
 }
 

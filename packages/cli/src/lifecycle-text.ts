@@ -2,6 +2,8 @@
 // functions: the clock comes in as an argument so that output is testable.
 import type {
   ImpactChange,
+  ImpactGroupView,
+  ImpactRuleRef,
   ImpactView,
   ObjectChange,
   RevisionDiff,
@@ -9,7 +11,7 @@ import type {
 } from '@bulkhead/api';
 import { type Change, formatChange, toDocumentBody } from './gitops.js';
 import { align } from './output.js';
-import { DEFAULT_DENY, formatAge, formatService } from './visibility-text.js';
+import { DEFAULT_DENY, formatAge, formatService, noPolicyText } from './visibility-text.js';
 
 type Row = Record<string, unknown>;
 
@@ -36,6 +38,18 @@ const CHANGE_RANK: Record<ImpactChange, number> = {
 };
 
 /**
+ * What decides a group at its explaining ends: the rules, the default deny in DEFAULT_DENY's
+ * words, or, where no policy selects the end, `web's egress has no policy` as flows and map say it.
+ */
+function decidedText(g: ImpactGroupView): string {
+  const gap = (r: ImpactRuleRef) =>
+    g.noPolicy?.some((e) => e.workload === r.workload && e.direction === r.direction);
+  const words = (r: ImpactRuleRef) =>
+    r.ruleId !== NO_RULE ? r.ruleId : gap(r) ? noPolicyText(r.workload, r.direction) : DEFAULT_DENY;
+  return [...new Set((g.rules ?? []).map(words))].join(', ') || DEFAULT_DENY;
+}
+
+/**
  * The summary line, then one aligned line per group, newly blocked first:
  * `BLOCKED  app=billing,role=app -> ip-list:license-servers  tcp/27000  4 conns  last 6d ago  (default: no rule allows it)`.
  */
@@ -47,7 +61,7 @@ export function formatImpact(report: ImpactView, now: Date): string {
     formatService(g.protocol, g.port),
     `${g.connections} conn${g.connections === 1 ? '' : 's'}`,
     g.lastSeen ? `last ${formatAge(g.lastSeen, now)}` : 'last -',
-    `(${[...new Set((g.rules ?? []).map((r) => (r.ruleId === NO_RULE ? DEFAULT_DENY : r.ruleId)))].join(', ') || DEFAULT_DENY})`,
+    `(${decidedText(g)})`,
   ]);
   const lines = align(rows).map((l) => `${l}\n`);
   return formatImpactSummary(report) + lines.join('');

@@ -114,6 +114,18 @@ describe('formatImpact', () => {
       'BLOCKED  app=billing,role=app -> ip-list:license-servers  tcp/27000  4 conns  last 6d ago  (default: no rule allows it)',
     );
   });
+
+  it("says which end has no policy, as flows and map do, instead of the default deny's words", () => {
+    const web = (n: number) => ({ workload: `web-${n}`, direction: 'egress' as const });
+    const row = {
+      ...BLOCKING.groups[0]!,
+      rules: [1, 2].map((n) => ({ ...web(n), ruleId: 'no rule' })),
+      noPolicy: [web(1)],
+    };
+    expect(formatImpact({ ...BLOCKING, groups: [row] }, NOW).split('\n')[1]).toBe(
+      "WOULD-DENY  app=shop,role=web -> 203.0.113.9  udp/53  1 conn  last 12h ago  (web-1's egress has no policy, default: no rule allows it)",
+    );
+  });
 });
 
 describe('plan', () => {

@@ -251,6 +251,7 @@ describe('policy lifecycle API', () => {
         change: 'still-would-deny',
         src: 'app=batch',
         rules: [{ workload: 'batch', direction: 'egress', ruleId: 'no rule' }],
+        noPolicy: [{ workload: 'batch', direction: 'egress' }],
       }),
     );
     // And rolling forward again is impact-checked like a provision.
@@ -259,6 +260,40 @@ describe('policy lifecycle API', () => {
     expect(forward.json().error.code).toBe('IMPACT_CONFIRMATION_REQUIRED');
     expect((await call('GET', '/v1/revisions')).json()).toHaveLength(3);
     expect((await call('GET', '/v1/policies/db')).json().ingress[0].peers).toHaveLength(2);
+  });
+
+  it('names the end whose direction has no policy, in the state the impact is judged against', async () => {
+    await call('PUT', '/v1/services/pg', pg);
+    await call('PUT', '/v1/policies/db', {
+      scope: { matchLabels: { app: 'db' } },
+      ingress: [{ action: 'allow', peers: [allowFrom('web')], services: ['pg'] }],
+    });
+    await call('POST', '/v1/provision', { note: 'db: web' });
+    observe('web', { direction: 'egress', src: '10.0.0.11', dst: '10.0.0.20', port: 5432 }, 0);
+    const impactOf = async (mode: object) =>
+      (
+        await call('POST', '/v1/impact', {
+          target: { resources: [{ kind: 'Workload', name: 'web', mode }] },
+        })
+      ).json().groups;
+    const web = [{ workload: 'web', direction: 'egress' }];
+    const rules = [{ workload: 'web', direction: 'egress', ruleId: 'no rule' }];
+    // db lets web in; web's egress passes only by monitor mode, and has no policy.
+    expect(await impactOf({})).toEqual([
+      expect.objectContaining({ change: 'still-would-deny', rules, noPolicy: web }),
+    ]);
+    // Enforced, the same gap blocks it.
+    expect(await impactOf({ egress: 'enforce' })).toEqual([
+      expect.objectContaining({ change: 'newly-blocked', rules, noPolicy: web }),
+    ]);
+    // Once web's egress has a policy (that does not allow db), the default deny is a rule gap.
+    await call('PUT', '/v1/policies/web', {
+      scope: { matchLabels: { app: 'web' } },
+      egress: [{ action: 'allow', peers: [allowFrom('batch')], services: ['pg'] }],
+    });
+    const [group] = await impactOf({});
+    expect(group).toMatchObject({ change: 'still-would-deny', rules });
+    expect(group).not.toHaveProperty('noPolicy');
   });
 
   it('shows the draft against the latest revision and discards it back to the snapshot', async () => {

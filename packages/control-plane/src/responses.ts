@@ -93,6 +93,8 @@ const WorkloadEffect = closed({
   entriesRemoved: Type.Integer(),
   modeChanged: Opt(closed({ ingress: Opt(ModeChange), egress: Opt(ModeChange) })),
 });
+const NoPolicyEnds = (description: string) =>
+  Opt(Type.Array(closed({ workload: Type.String(), direction: Direction }), { description }));
 export const Impact = closed({
   summary: closed({
     newlyBlocked: Type.Integer(),
@@ -119,6 +121,9 @@ export const Impact = closed({
           direction: Direction,
           ruleId: Type.String({ description: "the deciding rule, or 'no rule'" }),
         }),
+      ),
+      noPolicy: NoPolicyEnds(
+        "ends among rules with no policy in that direction after the change: web's egress has no policy",
       ),
       flows: Type.Integer(),
     }),
@@ -238,11 +243,8 @@ const Flow = closed({
   lastSeen: Time,
   connections: Type.Integer(),
   bytes: Type.Integer(),
-  noPolicy: Opt(
-    Type.Array(closed({ workload: Type.String(), direction: Direction }), {
-      description:
-        "ends in monitor mode with no policy in that direction: web's egress has no policy",
-    }),
+  noPolicy: NoPolicyEnds(
+    "ends in monitor mode with no policy in that direction: web's egress has no policy",
   ),
 });
 export const Flows = closed({ flows: Type.Array(Flow) });

@@ -5,6 +5,7 @@ import type { ImpactView } from '@bulkhead/api';
 import { type Decide, decideOn, impact, type PolicyState, parseAddress } from '@bulkhead/policy';
 import { ControlPlaneError } from '../errors.js';
 import type { VisibilityStore } from '../visibility/store.js';
+import { createHasNoPolicy } from '../visibility/views.js';
 import { DEFAULT_GROUP_BY, window } from '../visibility/window.js';
 import { toImpactView } from './impact-view.js';
 
@@ -68,6 +69,7 @@ export function createImpactGate(flows: Pick<VisibilityStore, 'queryFlows'>): Im
           groupBy: q.groupBy ?? DEFAULT_GROUP_BY,
           decide: { before: decisions(before), after: decisions(after) },
         }),
+        createHasNoPolicy(after),
       );
     },
     require(report, confirm, what) {

@@ -3,6 +3,7 @@
 import type { ImpactGroupView, ImpactRuleRef, ImpactView } from '@bulkhead/api';
 import {
   type Diagnostic,
+  type DirectionName,
   type EndOutcome,
   type EndpointGroup,
   type ImpactChange,
@@ -19,7 +20,7 @@ import {
   type WorkloadMode,
 } from '@bulkhead/policy';
 import { ControlPlaneError } from '../errors.js';
-import { protocolName } from '../visibility/views.js';
+import { type HasNoPolicy, protocolName } from '../visibility/views.js';
 
 // The ends that explain a group: the one that blocks, the one that only lets it pass because
 // it is in monitor mode, or (newly allowed) every end, since all of them now allow it.
@@ -39,17 +40,38 @@ function isoTime(t: number | string | undefined): string | undefined {
   return typeof t === 'number' ? new Date(t).toISOString() : t;
 }
 
-export function toImpactView<F extends ObservedFlow>(report: ImpactReport<F>): ImpactView {
+type End = { workload: string; direction: DirectionName; ruleId?: string };
+const byEnd = (a: End, b: End) =>
+  a.workload.localeCompare(b.workload) ||
+  a.direction.localeCompare(b.direction) ||
+  (a.ruleId ?? '').localeCompare(b.ruleId ?? '');
+
+/**
+ * `hasNoPolicy` answers of the state after the change (the one the groups are judged against):
+ * the explaining ends it names are the group's `noPolicy`.
+ */
+export function toImpactView<F extends ObservedFlow>(
+  report: ImpactReport<F>,
+  hasNoPolicy?: HasNoPolicy,
+): ImpactView {
   return {
     summary: report.summary,
     groups: report.groups.map((g) => {
       const wanted = EXPLAINS[g.change];
       const rules = new Map<string, ImpactRuleRef>();
+      const gaps = new Map<string, End>();
       for (const f of g.flows) {
         for (const e of f.after) {
           if (wanted !== undefined && e.outcome !== wanted) continue;
           const ref = { workload: e.workload, direction: e.direction, ruleId: e.ruleId };
           rules.set(JSON.stringify(ref), ref);
+          // With no policy an end's decision is the default deny: never an allowed end.
+          if (hasNoPolicy?.(e.workload, e.direction)) {
+            gaps.set(`${e.workload}\0${e.direction}`, {
+              workload: e.workload,
+              direction: e.direction,
+            });
+          }
         }
       }
       const view: ImpactGroupView = {
@@ -59,14 +81,10 @@ export function toImpactView<F extends ObservedFlow>(report: ImpactReport<F>): I
         protocol: protocolName(g.protocol),
         port: g.port,
         connections: g.connections,
-        rules: [...rules.values()].sort(
-          (a, b) =>
-            a.workload.localeCompare(b.workload) ||
-            a.direction.localeCompare(b.direction) ||
-            a.ruleId.localeCompare(b.ruleId),
-        ),
+        rules: [...rules.values()].sort(byEnd),
         flows: g.flows.length,
       };
+      if (gaps.size > 0) view.noPolicy = [...gaps.values()].sort(byEnd);
       const lastSeen = isoTime(g.lastSeen);
       if (lastSeen !== undefined) view.lastSeen = lastSeen;
       return view;

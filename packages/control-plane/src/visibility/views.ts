@@ -122,23 +122,35 @@ function canonical(text: string): string | undefined {
 }
 
 /**
+ * Whether no policy of `state` selects a workload in a direction, so that its decision there is
+ * the default deny; asked of the state once per (workload, direction), however many flows ask.
+ */
+export function createHasNoPolicy(state: PolicyState) {
+  const none = new Map<string, boolean>();
+  return (workload: string, direction: DirectionName) => {
+    const key = `${workload}\0${direction}`;
+    let v = none.get(key);
+    if (v === undefined) {
+      v = policiesFor(state, workload, direction).length === 0;
+      none.set(key, v);
+    }
+    return v;
+  };
+}
+export type HasNoPolicy = ReturnType<typeof createHasNoPolicy>;
+
+/**
  * The ends of a flow that let it through only because they are in monitor mode and no policy
  * selects them in that direction ("web's egress has no policy"): once enforced, the default deny
  * drops it there, whatever the other end allows. No evaluation needed: with no policy, an end's
  * decision is the default deny. Ends are the workloads the flow's addresses resolve to, as shown.
  */
 export function createNoPolicyEnds(state: PolicyState, resolver: Resolver) {
-  const none = new Map<string, boolean>();
-  const gap = (w: Workload | undefined, direction: DirectionName) => {
-    if (w === undefined || w.mode[direction] !== 'monitor') return [];
-    const key = `${w.name}\0${direction}`;
-    let v = none.get(key);
-    if (v === undefined) {
-      v = policiesFor(state, w.name, direction).length === 0;
-      none.set(key, v);
-    }
-    return v ? [{ workload: w.name, direction }] : [];
-  };
+  const hasNoPolicy = createHasNoPolicy(state);
+  const gap = (w: Workload | undefined, direction: DirectionName) =>
+    w !== undefined && w.mode[direction] === 'monitor' && hasNoPolicy(w.name, direction)
+      ? [{ workload: w.name, direction }]
+      : [];
   return (f: Pick<FlowRow, 'src' | 'dst'>) => [
     ...gap(resolver.workloadOf(f.src), 'egress'),
     ...gap(resolver.workloadOf(f.dst), 'ingress'),
