@@ -433,10 +433,15 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
             { drift: driftAttributes(drift) },
             'kernel differs from the persisted policy',
           );
+          // Counted and recorded since the last telemetry (e.g. by an agent killed after an
+          // apply, before persisting it: the kernel holds the next revision, mostly the same
+          // rules): read under the persisted rule set before the full load replaces the table.
+          if (!drift.tableMissing) applied = plan.applied;
         } catch {
           // let apply report why it cannot be rendered
         }
         const result = await applyLocked({ ...update, full: true });
+        if (!result.ok) applied = undefined;
         return result.ok ? 'applied' : 'failed';
       }),
     apply: (update) => serial(() => applyLocked(update)),

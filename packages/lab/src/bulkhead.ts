@@ -37,9 +37,14 @@ export interface Bulkhead {
     args: string[],
     opts?: { input?: string },
   ): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  /** Starts the control plane on `dataDir` (again, after a stop or kill). */
   startControlPlane(): Promise<void>;
+  /** SIGTERM (a graceful stop), SIGKILL after 2 s. */
   stopControlPlane(): Promise<void>;
-  startAgent(host: string): LabProcess;
+  /** Sends `signal` (default SIGKILL: no shutdown at all) and waits for the exit. */
+  killControlPlane(signal?: NodeJS.Signals): Promise<void>;
+  /** `args` are appended to the agent's command line, `env` to its environment. */
+  startAgent(host: string, opts?: { args?: string[]; env?: Record<string, string> }): LabProcess;
   stopAgent(host: string): Promise<void>;
   /** Resolves when every agent applied the workload's current RuleSet. */
   waitInSync(opts?: { timeoutMs?: number; revision?: number }): Promise<AgentView[]>;
@@ -165,7 +170,14 @@ export async function startBulkhead(
       await cp?.stop();
       cp = undefined;
     },
-    startAgent(host) {
+    async killControlPlane(signal = 'SIGKILL') {
+      await fetcher?.close();
+      fetcher = undefined;
+      if (cp) process.kill(-cp.pid, signal);
+      await cp?.exited;
+      cp = undefined;
+    },
+    startAgent(host, { args: extraArgs = [], env } = {}) {
       const spec = agents[host]!;
       const args = [
         process.execPath,
@@ -191,7 +203,7 @@ export async function startBulkhead(
         'debug',
       ];
       for (const [k, v] of Object.entries(spec.labels)) args.push('--label', `${k}=${v}`);
-      const p = lab.spawn(host, args);
+      const p = lab.spawn(host, [...args, ...extraArgs], { env });
       agentProcs.set(host, p);
       return p;
     },
