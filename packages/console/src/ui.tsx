@@ -3,6 +3,7 @@
 // or in the views may set innerHTML.
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
+import { WINDOWS, type WindowId } from './filters.js';
 
 export interface Loaded<T> {
   data?: T;
@@ -46,3 +47,46 @@ export const labelText = (labels: Record<string, string> | undefined) =>
 
 export const timeText = (iso: string | null | undefined) =>
   iso ? new Date(iso).toLocaleString() : '—';
+
+/** A labelled text filter; `live` follows every keystroke, otherwise it applies on change. */
+export function TextField(props: {
+  label: string;
+  name: string;
+  value: string;
+  set(value: string): void;
+  placeholder?: string;
+  live?: boolean;
+}) {
+  const set = (e: { currentTarget: HTMLInputElement }) => props.set(e.currentTarget.value);
+  return (
+    <label>
+      {props.label}{' '}
+      <input
+        name={props.name}
+        placeholder={props.placeholder}
+        value={props.value}
+        {...(props.live ? { onInput: set } : { onChange: set })}
+      />
+    </label>
+  );
+}
+
+/** The time window a view reads flows from. */
+export function WindowField(props: { label: string; value: WindowId; set(value: WindowId): void }) {
+  return (
+    <label>
+      {props.label}{' '}
+      <select
+        name="window"
+        value={props.value}
+        onChange={(e) => props.set(e.currentTarget.value as WindowId)}
+      >
+        {WINDOWS.map((w) => (
+          <option key={w.id} value={w.id}>
+            {w.label}
+          </option>
+        ))}
+      </select>
+    </label>
+  );
+}

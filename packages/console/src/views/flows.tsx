@@ -2,8 +2,8 @@
 import type { Endpoint, FlowView } from '@bulkhead/api';
 import { useState } from 'preact/hooks';
 import type { ConsoleApi } from '../api.js';
-import { query, sinceOf, WINDOWS, type WindowId } from '../filters.js';
-import { labelText, Status, timeText, useLoad } from '../ui.js';
+import { query, sinceOf, type WindowId } from '../filters.js';
+import { labelText, Status, TextField, timeText, useLoad, WindowField } from '../ui.js';
 
 const endpointText = (e: Endpoint) => (e.workload ? `${e.workload} (${e.address})` : e.address);
 
@@ -29,23 +29,8 @@ export function FlowsPage(props: { api: ConsoleApi }) {
     <section>
       <h2>Flows</h2>
       <form class="filters" onSubmit={(e) => e.preventDefault()}>
-        <label>
-          Workload{' '}
-          <input
-            name="workload"
-            value={workload}
-            onChange={(e) => setWorkload(e.currentTarget.value)}
-          />
-        </label>
-        <label>
-          Label{' '}
-          <input
-            name="label"
-            placeholder="role=db"
-            value={label}
-            onChange={(e) => setLabel(e.currentTarget.value)}
-          />
-        </label>
+        <TextField label="Workload" name="workload" value={workload} set={setWorkload} />
+        <TextField label="Label" name="label" placeholder="role=db" value={label} set={setLabel} />
         <label>
           Verdict{' '}
           <select
@@ -59,20 +44,7 @@ export function FlowsPage(props: { api: ConsoleApi }) {
             <option value="denied">denied</option>
           </select>
         </label>
-        <label>
-          Time{' '}
-          <select
-            name="window"
-            value={window}
-            onChange={(e) => setWindow(e.currentTarget.value as WindowId)}
-          >
-            {WINDOWS.map((w) => (
-              <option key={w.id} value={w.id}>
-                {w.label}
-              </option>
-            ))}
-          </select>
-        </label>
+        <WindowField label="Time" value={window} set={setWindow} />
       </form>
       <Status of={flows}>
         {({ flows: rows }) =>

@@ -4,8 +4,8 @@
 import type { ImpactView, RevisionDiff } from '@bulkhead/api';
 import { useState } from 'preact/hooks';
 import type { ConsoleApi } from '../api.js';
-import { sinceOf, WINDOWS, type WindowId } from '../filters.js';
-import { Status, timeText, useLoad } from '../ui.js';
+import { sinceOf, type WindowId } from '../filters.js';
+import { Status, timeText, useLoad, WindowField } from '../ui.js';
 import { ObjectChanges } from './revisions.js';
 
 function DraftDiff(props: { api: ConsoleApi }) {
@@ -45,20 +45,7 @@ export function ImpactPage(props: { api: ConsoleApi }) {
       <DraftDiff api={props.api} />
       <h3>Impact report</h3>
       <form class="filters" onSubmit={(e) => e.preventDefault()}>
-        <label>
-          Flows seen in the{' '}
-          <select
-            name="window"
-            value={window}
-            onChange={(e) => setWindow(e.currentTarget.value as WindowId)}
-          >
-            {WINDOWS.map((w) => (
-              <option key={w.id} value={w.id}>
-                {w.label}
-              </option>
-            ))}
-          </select>
-        </label>
+        <WindowField label="Flows seen in the" value={window} set={setWindow} />
       </form>
       <Status of={impact}>
         {(r) => (

@@ -3,17 +3,9 @@
 import type { MapView } from '@bulkhead/api';
 import { useState } from 'preact/hooks';
 import type { ConsoleApi } from '../api.js';
-import {
-  type EdgePair,
-  filterMap,
-  pairEdges,
-  query,
-  sinceOf,
-  WINDOWS,
-  type WindowId,
-} from '../filters.js';
+import { type EdgePair, filterMap, pairEdges, query, sinceOf, type WindowId } from '../filters.js';
 import { layoutMap } from '../map-layout.js';
-import { labelText, Status, useLoad } from '../ui.js';
+import { labelText, Status, TextField, useLoad, WindowField } from '../ui.js';
 
 const POLICY_LEGEND = [
   ['allowed', 'allowed'],
@@ -142,37 +134,16 @@ export function MapPage(props: { api: ConsoleApi }) {
     <section>
       <h2>Dependency map</h2>
       <form class="filters" onSubmit={(e) => e.preventDefault()}>
-        <label>
-          Group by{' '}
-          <input
-            name="groupBy"
-            value={groupBy}
-            onChange={(e) => setGroupBy(e.currentTarget.value)}
-          />
-        </label>
-        <label>
-          Time{' '}
-          <select
-            name="window"
-            value={window}
-            onChange={(e) => setWindow(e.currentTarget.value as WindowId)}
-          >
-            {WINDOWS.map((w) => (
-              <option key={w.id} value={w.id}>
-                {w.label}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Labels{' '}
-          <input
-            name="labels"
-            placeholder="app=shop,role"
-            value={labelFilter}
-            onInput={(e) => setLabelFilter(e.currentTarget.value)}
-          />
-        </label>
+        <TextField label="Group by" name="groupBy" value={groupBy} set={setGroupBy} />
+        <WindowField label="Time" value={window} set={setWindow} />
+        <TextField
+          label="Labels"
+          name="labels"
+          placeholder="app=shop,role"
+          value={labelFilter}
+          set={setLabelFilter}
+          live
+        />
       </form>
       <ul class="legend">
         {POLICY_LEGEND.map(([p, text]) => (
