@@ -16,20 +16,12 @@ import { Direction, SyncResponse, type Telemetry, Verdict } from '@bulkhead/prot
 import { pino } from 'pino';
 import type { AgentStream } from '../packages/control-plane/dist/fleet/streams.js';
 import type { Pki } from '../packages/control-plane/dist/pki.js';
+import {
+  createDomains,
+  createSqliteStores,
+  createStreamRegistry,
+} from './control-plane-internal.js';
 import { fleet as policyFleet } from './policy-fleet.js';
-
-// Internal modules of the built package (not its public API): types from the source tree's
-// path, values from the same files relative to bench/dist at run time.
-const internal = <M>(file: string): Promise<M> =>
-  import(new URL(`../../packages/control-plane/dist/${file}`, import.meta.url).href) as Promise<M>;
-const { createDomains } =
-  await internal<typeof import('../packages/control-plane/dist/domains.js')>('domains.js');
-const { createSqliteStores } =
-  await internal<typeof import('../packages/control-plane/dist/store/index.js')>('store/index.js');
-const { createStreamRegistry } =
-  await internal<typeof import('../packages/control-plane/dist/fleet/streams.js')>(
-    'fleet/streams.js',
-  );
 
 const short = process.argv.includes('--short') || process.env.BENCH_SHORT === '1';
 const AGENTS = short ? 200 : 2000;

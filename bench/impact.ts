@@ -13,18 +13,12 @@ import { join } from 'node:path';
 import { impact, type ObservedFlow } from '@bulkhead/policy';
 import { pino } from 'pino';
 import type { FlowDelta } from '../packages/control-plane/dist/visibility/store.js';
+import {
+  createDomains,
+  createSqliteStores,
+  createStreamRegistry,
+} from './control-plane-internal.js';
 import { appPolicy, fleet as policyFleet } from './policy-fleet.js';
-
-const internal = <M>(file: string): Promise<M> =>
-  import(new URL(`../../packages/control-plane/dist/${file}`, import.meta.url).href) as Promise<M>;
-const { createDomains } =
-  await internal<typeof import('../packages/control-plane/dist/domains.js')>('domains.js');
-const { createSqliteStores } =
-  await internal<typeof import('../packages/control-plane/dist/store/index.js')>('store/index.js');
-const { createStreamRegistry } =
-  await internal<typeof import('../packages/control-plane/dist/fleet/streams.js')>(
-    'fleet/streams.js',
-  );
 
 const short = process.argv.includes('--short') || process.env.BENCH_SHORT === '1';
 const WORKLOADS = short ? 1000 : 10_000;

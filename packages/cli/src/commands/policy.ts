@@ -144,14 +144,13 @@ export function registerPolicyCommands(program: Command, ctx: CommandContext): v
 
   const workloads = lookupKind('workloads');
 
-  program
-    .command('label')
-    .description('set (k=v) or remove (k-) labels of a workload')
-    .argument('<workload>', 'the workload (its host name)')
-    .argument('<changes...>', 'k=v to set, k- to remove')
-    .option('--provision', 'provision this change at once (impact-checked), not only the draft')
-    .option('--confirm', 'with --provision: even if observed flows would be newly blocked')
-    .option('--note <text>', 'with --provision: why (kept with the revision)')
+  withProvisionOptions(
+    program
+      .command('label')
+      .description('set (k=v) or remove (k-) labels of a workload')
+      .argument('<workload>', 'the workload (its host name)')
+      .argument('<changes...>', 'k=v to set, k- to remove'),
+  )
     .addHelpText(
       'after',
       examples(
@@ -186,15 +185,14 @@ export function registerPolicyCommands(program: Command, ctx: CommandContext): v
       if (done) io.stdout(`workload/${name} labels: ${formatLabels(labels)}${done.said}\n`);
     });
 
-  program
-    .command('mode')
-    .description('switch a workload between monitor and enforce, per direction')
-    .argument('<workload>', 'the workload (its host name)')
-    .addOption(modeOption('--ingress <mode>'))
-    .addOption(modeOption('--egress <mode>'))
-    .option('--provision', 'provision this change at once (impact-checked), not only the draft')
-    .option('--confirm', 'with --provision: even if observed flows would be newly blocked')
-    .option('--note <text>', 'with --provision: why (kept with the revision)')
+  withProvisionOptions(
+    program
+      .command('mode')
+      .description('switch a workload between monitor and enforce, per direction')
+      .argument('<workload>', 'the workload (its host name)')
+      .addOption(modeOption('--ingress <mode>'))
+      .addOption(modeOption('--egress <mode>')),
+  )
     .addHelpText(
       'after',
       examples(
@@ -258,6 +256,13 @@ interface ProvisionOptions {
   confirm?: boolean;
   note?: string;
 }
+
+/** `label` and `mode` provision their one change at once with these. */
+const withProvisionOptions = (cmd: Command): Command =>
+  cmd
+    .option('--provision', 'provision this change at once (impact-checked), not only the draft')
+    .option('--confirm', 'with --provision: even if observed flows would be newly blocked')
+    .option('--note <text>', 'with --provision: why (kept with the revision)');
 
 function checkProvisionOptions(opts: ProvisionOptions): void {
   if (!opts.provision && (opts.confirm || opts.note !== undefined)) {
