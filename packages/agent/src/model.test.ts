@@ -5,7 +5,7 @@ import { createFakeNft } from '@bulkhead/nftables/testing';
 import { Mode, type PolicyUpdate } from '@bulkhead/proto';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createDataplane } from './dataplane.js';
+import { createDataplane, type Dataplane } from './dataplane.js';
 import {
   chunked,
   currentPolicy,
@@ -32,10 +32,19 @@ const FLOWS = { size: 65536, timeoutSeconds: 3600 };
 
 describe('update apply', () => {
   let stateDir: string;
+  let planes: Dataplane[];
+  /** A dataplane on the fake kernel whose background state writes end before the dir goes. */
+  const open = (kernel: ReturnType<typeof createFakeNft>): Dataplane => {
+    const dp = createDataplane({ driver: kernel, stateDir, failsafe: fixtureFailsafe, logger });
+    planes.push(dp);
+    return dp;
+  };
   beforeEach(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'bulkhead-delta-'));
+    planes = [];
   });
   afterEach(async () => {
+    await Promise.all(planes.map((dp) => dp.persisted()));
     await rm(stateDir, { recursive: true, force: true });
   });
 
@@ -45,7 +54,7 @@ describe('update apply', () => {
       const rand = prng(seed);
       const calc = randomCalculator(rand);
       const kernel = createFakeNft();
-      const dp = createDataplane({ driver: kernel, stateDir, failsafe: fixtureFailsafe, logger });
+      const dp = open(kernel);
       const first = await dp.apply(fullUpdate(currentPolicy(calc), 'h0', 1));
       expect(first.error).toBeUndefined();
       let hash = 'h0';
@@ -178,7 +187,7 @@ describe('update apply', () => {
 
   it('keeps the counters of unchanged rules and every recorded flow across a revision', async () => {
     const kernel = createFakeNft();
-    const dp = createDataplane({ driver: kernel, stateDir, failsafe: fixtureFailsafe, logger });
+    const dp = open(kernel);
     await dp.apply(fixtureUpdate(Mode.MODE_ENFORCE, 1));
     kernel.setCounter(`${fixtureChain(0)}_allowed`, 4, 400);
     const handle = (name: string) =>
