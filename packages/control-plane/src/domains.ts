@@ -105,7 +105,17 @@ export function createDomains(deps: DomainDeps): Domains {
       known: (workload) =>
         stores.visibility.queryFlows({ match: [{ workloads: [workload], addresses: [] }] }),
       revisions: stores.revisions,
-      record: stores.visibility.recordControlPlaneEvent,
+      // In the events table (`bulkhead events`) and the audit log, in one transaction.
+      record: (workload, e) =>
+        db.tx(() => {
+          stores.visibility.recordControlPlaneEvent(workload, e);
+          audit.appendAudit({
+            actor: 'control-plane',
+            action: 'anomaly',
+            target: workload,
+            after: { code: e.code, message: e.message, attributes: e.attributes },
+          });
+        }),
       emit: events && ((e) => events.emit(e)),
       now: now ?? (() => new Date()),
       log,

@@ -48,6 +48,8 @@ describe('GET /v1/events', () => {
       }),
     ]);
     expect(await events('?kind=DATAPLANE_TAMPERED')).toHaveLength(1);
+    const audit = (await h.call('GET', '/v1/audit')).json() as { action: string; target: string }[];
+    expect(audit.filter((a) => a.action === 'anomaly').map((a) => a.target)).toEqual(['web', 'db']);
     const later = new Date(Date.now() + 60_000).toISOString();
     expect(await events(`?since=${later}`)).toEqual([]);
     const bad = await h.call('GET', '/v1/events?since=yesterday');
