@@ -180,14 +180,20 @@ describe('agent resilience', () => {
     return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1]);
   };
 
-  it('an update nftables refused is retried with backoff and applied once the cause goes away', async () => {
+  /** A started agent whose nftables refuses batches, sent revision 3 and acked its failure. */
+  async function refusedRevision3(): Promise<{ broken: ReturnType<typeof breakable>; a: Agent }> {
     const broken = breakable();
     const a = agent();
     await a.start();
     await until(() => cp.of('hello').length === 1, 'hello');
     broken.on = true;
     cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
-    await until(() => cp.of('ack').length === 1, 'ack of the failure');
+    await until(() => cp.of('ack').length === 1, 'ack of revision 3');
+    return { broken, a };
+  }
+
+  it('an update nftables refused is retried with backoff and applied once the cause goes away', async () => {
+    const { broken, a } = await refusedRevision3();
     expect(cp.of('ack')[0]).toMatchObject({ revision: 3, ok: false });
     expect(cp.of('ack')[0]!.error).toMatch(/refused/);
     // Retried by itself, without a word from the control plane, and each failure counted.
@@ -209,13 +215,7 @@ describe('agent resilience', () => {
   });
 
   it('a newer update replaces the one being retried', async () => {
-    const broken = breakable();
-    const a = agent();
-    await a.start();
-    await until(() => cp.of('hello').length === 1, 'hello');
-    broken.on = true;
-    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
-    await until(() => cp.of('ack').length === 1, 'ack of revision 3');
+    const { broken, a } = await refusedRevision3();
     cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_MONITOR, 4) });
     await until(() => cp.of('ack').length === 2, 'ack of revision 4');
     broken.on = false;
