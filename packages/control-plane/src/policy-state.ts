@@ -33,13 +33,33 @@ export const toWorkload = (w: WorkloadRecord): Workload => ({
   mode: w.mode,
 });
 
+/** A workload of exactly the four fields `toWorkload` makes (a snapshot's could hold more). */
+const plain = (w: Workload) => Object.keys(w).length === 4;
+
+const sameList = (a: readonly string[], b: readonly string[]) =>
+  a === b || (a.length === b.length && a.every((v, i) => v === b[i]));
+
 type Frozen = { revision: number; createdAt: string; state: PolicyState };
 
 export function createPolicyStates(
   policy: Pick<PolicyAdminStore, 'listWorkloads' | 'listResources' | 'getOrigin'>,
   revisions: Pick<RevisionStore, 'getRevision' | 'latestRevisionRecord'>,
 ): PolicyStates {
-  const workloads = () => policy.listWorkloads().map(toWorkload);
+  // Records are immutable and shared while unchanged (the store holds them): so are these, and
+  // states built on them, which lets the validation, impact and revision stages below skip
+  // what is the same object as before.
+  const asWorkload = new WeakMap<WorkloadRecord, Workload>();
+  const workloads = () =>
+    policy.listWorkloads().map((r) => {
+      let w = asWorkload.get(r);
+      if (!w) {
+        w = toWorkload(r);
+        asWorkload.set(r, w);
+      }
+      return w;
+    });
+  /** The last workload `on` made from a live one, and from what. */
+  const given = new WeakMap<Workload, { from: Pick<Workload, 'labels' | 'mode'>; w: Workload }>();
   const EMPTY: Frozen = {
     revision: 0,
     createdAt: '',
@@ -86,8 +106,17 @@ export function createPolicyStates(
         const origin = policy.getOrigin(w.name);
         const then = f.byName.get(w.name);
         // Created after the revision (or deleted and enrolled again): its own first labels.
-        const given = then && (!origin || origin.createdAt <= f.createdAt) ? then : origin;
-        return given ? { ...w, labels: given.labels, mode: given.mode } : w;
+        const from = then && (!origin || origin.createdAt <= f.createdAt) ? then : origin;
+        if (!from) return w;
+        // Unchanged since the revision: its own object, so later stages see it is the same.
+        if (from === then && sameList(then.addresses, w.addresses) && plain(then)) {
+          return then;
+        }
+        const last = given.get(w);
+        if (last?.from === from) return last.w;
+        const made = { ...w, labels: from.labels, mode: from.mode };
+        given.set(w, { from, w: made });
+        return made;
       }),
     };
   }

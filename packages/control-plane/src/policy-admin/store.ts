@@ -1,5 +1,7 @@
 // Policy administration's tables: workloads (live) and the draft's IP lists, services and
-// policies, each stored as the JSON body the admin PUT with a write counter (`version`). Must not
+// policies, each stored as the JSON body the admin PUT with a write counter (`version`). The
+// workloads are also held in memory, parsed and frozen (this store is their only writer), so
+// reading all of them costs what changed since the last read, not a parse of every row. Must not
 // know revisions, agents or flows.
 import type { Workload } from '@bulkhead/policy';
 import { json, parse, type Row, type SqliteDatabase } from '../store/database.js';
@@ -79,6 +81,9 @@ export interface PolicyAdminStore {
 
 const KINDS: readonly ResourceKind[] = ['ip_lists', 'services', 'policies'];
 
+/** A row as kept in memory: the record and its origin (frozen: readers share them). */
+type Held = { record: WorkloadRecord; origin: WorkloadOrigin };
+
 const toWorkload = (r: Row): WorkloadRecord => ({
   name: String(r.name),
   addresses: parse(r.addresses),
@@ -91,6 +96,23 @@ const toWorkload = (r: Row): WorkloadRecord => ({
   updatedAt: String(r.updated_at),
   version: Number(r.version),
 });
+
+/** SQLite's `ORDER BY name` (names are ASCII, so code units order them as bytes do). */
+const byName = (a: { name: string }, b: { name: string }) =>
+  a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+
+function held(r: Row): Held {
+  const record = toWorkload(r);
+  for (const v of [record.addresses, record.labels, record.mode, record.addressRanges]) {
+    Object.freeze(v);
+  }
+  const origin: WorkloadOrigin = {
+    labels: Object.freeze(parse<Workload['labels']>(r.initial_labels)),
+    mode: Object.freeze(parse<Workload['mode']>(r.initial_mode)),
+    createdAt: String(r.created_at),
+  };
+  return { record: Object.freeze(record), origin: Object.freeze(origin) };
+}
 
 export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStore {
   const { db } = d;
@@ -107,9 +129,6 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
   const setTrust = db.prepare(
     `UPDATE workloads SET address_ranges = ?, pending_addresses = ?, released = ?, updated_at = ?,
        version = version + 1 WHERE name = ?`,
-  );
-  const origin = db.prepare<Row>(
-    'SELECT initial_labels, initial_mode, created_at FROM workloads WHERE name = ?',
   );
   const deleteWorkload = db.prepare('DELETE FROM workloads WHERE name = ?');
   const owners = db.prepare<Row>(
@@ -136,12 +155,56 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
   );
   const statements = (kind: ResourceKind) => resources.get(kind)!;
 
+  /**
+   * The committed rows by name, and the names written since (a transaction that rolled back
+   * leaves its names here: they are read from the table until a later commit refreshes them).
+   * A write is seen at once by reads in its own transaction, through `written`.
+   */
+  let committed: Map<string, Held> | undefined;
+  let sorted: WorkloadRecord[] | undefined;
+  const written = new Set<string>();
+  function rows(): Map<string, Held> {
+    committed ??= new Map(allWorkloads.all().map((r) => [String(r.name), held(r)]));
+    return committed;
+  }
+  function fetch(name: string): Held | undefined {
+    if (!written.has(name)) return rows().get(name);
+    const r = workloadByName.get(name);
+    return r && held(r);
+  }
+  function wrote(name: string): void {
+    written.add(name);
+    d.afterCommit(() => {
+      if (!committed) return written.clear();
+      for (const n of written) {
+        const r = workloadByName.get(n);
+        if (r) committed.set(n, held(r));
+        else committed.delete(n);
+      }
+      written.clear();
+      sorted = undefined;
+    });
+  }
+  function listWorkloads(): WorkloadRecord[] {
+    sorted ??= [...rows().values()].map((h) => h.record).sort(byName);
+    if (written.size === 0) return [...sorted];
+    const now = new Map<string, WorkloadRecord>();
+    for (const name of written) {
+      const h = fetch(name);
+      if (h) now.set(name, h.record);
+    }
+    const out = sorted.flatMap((w) => {
+      const h = now.get(w.name);
+      now.delete(w.name);
+      return written.has(w.name) ? (h ? [h] : []) : [w];
+    });
+    if (now.size === 0) return out;
+    return [...out, ...now.values()].sort(byName);
+  }
+
   return {
-    listWorkloads: () => allWorkloads.all().map(toWorkload),
-    getWorkload(name) {
-      const r = workloadByName.get(name);
-      return r && toWorkload(r);
-    },
+    listWorkloads,
+    getWorkload: (name) => fetch(name)?.record,
     addressOwners(addresses, except) {
       const rows = owners.all(json(addresses), except);
       return new Map(rows.map((r) => [String(r.address), String(r.workload)]));
@@ -150,25 +213,22 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
       const t = d.iso();
       const [labels, mode] = [json(w.labels), json(w.mode)];
       upsertWorkload.run(w.name, json(w.addresses), labels, mode, t, t, labels, mode);
+      wrote(w.name);
     },
     setWorkloadTrust(name, trust) {
-      const r = workloadByName.get(name);
+      const r = fetch(name)?.record;
       if (!r) return;
-      const t = { ...toWorkload(r), ...trust };
+      const t = { ...r, ...trust };
       const nullable = (v: unknown) => (v === null ? null : json(v));
       setTrust.run(json(t.addressRanges), nullable(t.pending), nullable(t.released), d.iso(), name);
+      wrote(name);
     },
-    getOrigin(name) {
-      const r = origin.get(name);
-      return (
-        r && {
-          labels: parse(r.initial_labels),
-          mode: parse(r.initial_mode),
-          createdAt: String(r.created_at),
-        }
-      );
+    getOrigin: (name) => fetch(name)?.origin,
+    deleteWorkload(name) {
+      const deleted = deleteWorkload.run(name).changes > 0;
+      if (deleted) wrote(name);
+      return deleted;
     },
-    deleteWorkload: (name) => deleteWorkload.run(name).changes > 0,
 
     listResources: <T>(kind: ResourceKind) =>
       statements(kind)

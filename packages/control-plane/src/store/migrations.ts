@@ -194,6 +194,12 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE workloads ADD COLUMN initial_mode TEXT NOT NULL DEFAULT '{}';
   UPDATE workloads SET initial_labels = labels, initial_mode = mode;
   `,
+  // 9: a one-workload provision stores what it changes (issue 8): a revision's snapshot may be
+  // a delta against the revision before it (revisions/snapshot-delta.ts); rows stored so far
+  // are whole.
+  `
+  ALTER TABLE revisions ADD COLUMN delta INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

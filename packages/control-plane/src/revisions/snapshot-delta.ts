@@ -1,0 +1,91 @@
+// A revision snapshot as what changed since the one before it. A snapshot made of named lists
+// (an object whose every value is a list of objects with distinct string names, as a policy
+// state is) is described against its base by, per list that differs, the items that differ or
+// are new and, when the names or their order differ, the names in order. Applying it gives back
+// the snapshot exactly (as JSON): items are compared by their JSON text, so key order counts.
+// Pure: must not know the store or what the lists mean.
+import { ControlPlaneError } from '../errors.js';
+
+type Named = { name: string };
+type Lists = Record<string, readonly Named[]>;
+
+/** Per list that differs from the base: the changed or new items, and the names if reordered. */
+export type SnapshotDelta = Record<string, { names?: string[]; items: Named[] }>;
+
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function asLists(v: unknown): Lists | undefined {
+  if (!isRecord(v)) return undefined;
+  for (const items of Object.values(v)) {
+    if (!Array.isArray(items)) return undefined;
+    const names = new Set<string>();
+    for (const item of items) {
+      if (!isRecord(item) || typeof item.name !== 'string' || names.has(item.name)) {
+        return undefined;
+      }
+      names.add(item.name);
+    }
+  }
+  return v as Lists;
+}
+
+/** JSON texts of items (an item of the base is compared again by the next revision). */
+const texts = new WeakMap<object, string>();
+function text(item: Named): string {
+  let t = texts.get(item);
+  if (t === undefined) {
+    t = JSON.stringify(item);
+    texts.set(item, t);
+  }
+  return t;
+}
+
+/** `next` against `base`; undefined when either is not made of named lists of the same keys. */
+export function deltaOf(base: unknown, next: unknown): SnapshotDelta | undefined {
+  const b = asLists(base);
+  const a = asLists(next);
+  if (!a || !b || Object.keys(a).join('\0') !== Object.keys(b).join('\0')) return undefined;
+  const delta: SnapshotDelta = {};
+  for (const [key, after] of Object.entries(a)) {
+    const before = b[key]!;
+    if (after === before) continue;
+    const old = new Map(before.map((o) => [o.name, o]));
+    const items = after.filter((o) => {
+      const was = old.get(o.name);
+      return was !== o && (was === undefined || text(was) !== text(o));
+    });
+    const reordered =
+      after.length !== before.length || after.some((o, i) => o.name !== before[i]!.name);
+    if (reordered) delta[key] = { names: after.map((o) => o.name), items };
+    else if (items.length > 0) delta[key] = { items };
+  }
+  return delta;
+}
+
+/** The snapshot `delta` was made from with `base`. */
+export function applyDelta(base: unknown, delta: SnapshotDelta): Lists {
+  const b = asLists(base);
+  if (!b) throw new ControlPlaneError('INTERNAL', 'a revision delta needs the revision before it');
+  const out: Record<string, readonly Named[]> = {};
+  for (const [key, before] of Object.entries(b)) {
+    const d = delta[key];
+    if (!d) {
+      out[key] = before;
+      continue;
+    }
+    const byName = new Map(before.map((o) => [o.name, o]));
+    for (const item of d.items) byName.set(item.name, item);
+    out[key] = (d.names ?? before.map((o) => o.name)).map((name) => {
+      const item = byName.get(name);
+      if (!item) {
+        throw new ControlPlaneError(
+          'INTERNAL',
+          `a revision delta names '${name}' it does not hold`,
+        );
+      }
+      return item;
+    });
+  }
+  return out;
+}
