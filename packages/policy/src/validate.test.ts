@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { PolicyState } from './model.js';
+import { applyChange, prng, randomChange, randomState } from './random.test-util.js';
 import {
   validateIpList,
   validatePolicy,
@@ -311,5 +312,32 @@ describe('validateState', () => {
       path: 'workloads',
       message: 'must be a list',
     });
+  });
+  it('checks only new objects again, and refuses what a check of fresh copies refuses', () => {
+    // Each state builds on the one before (unchanged objects shared), as a provision does; a
+    // copy has no object validated before, so it is checked in full.
+    let refused = 0;
+    for (let seed = 1; seed <= 20; seed++) {
+      const rng = prng(seed);
+      let s = randomState(rng);
+      for (let i = 0; i < 30; i++) {
+        const got = validateState(s);
+        expect(got, `seed ${seed} step ${i}`).toEqual(validateState(structuredClone(s)));
+        if (got.length > 0) refused++;
+        s = applyChange(s, randomChange(rng, s));
+      }
+    }
+    // The sequences do reach invalid states (else this compares nothing worth comparing).
+    expect(refused).toBeGreaterThan(10);
+    // A valid object's copy made invalid is refused, with its own path.
+    const s = state();
+    expect(validateState(s)).toEqual([]);
+    const bad = { ...s.workloads[0]!, addresses: ['10.0.0.300'] };
+    expect(validateState({ ...s, workloads: [s.workloads[0]!, { ...bad, name: 'b' }] })).toEqual([
+      {
+        path: 'workloads[1].addresses[0]',
+        message: "'10.0.0.300' is not a valid IPv4 or IPv6 address (no prefix length)",
+      },
+    ]);
   });
 });

@@ -403,7 +403,35 @@ export function validatePolicyReferences(
 
 type Section = 'workloads' | 'ipLists' | 'services' | 'policies';
 
-/** Everything the compiler relies on: each object valid, names unique, references resolve. */
+/**
+ * Objects a validator found nothing wrong with, by identity. States are values: a provision
+ * builds its state from the previous one's objects, so it checks only the objects it made new
+ * (one workload for a label change), and the cross checks (names, references) over all.
+ */
+const clean = new WeakMap<(v: unknown, p: string) => Diagnostic[], WeakSet<object>>();
+function checked(
+  validator: (v: unknown, p: string) => Diagnostic[],
+  item: unknown,
+  section: Section,
+  i: number,
+): Diagnostic[] {
+  if (!isObject(item)) return validator(item, join(section, i));
+  let ok = clean.get(validator);
+  if (!ok) {
+    ok = new WeakSet();
+    clean.set(validator, ok);
+  }
+  if (ok.has(item)) return [];
+  const diagnostics = validator(item, join(section, i));
+  if (diagnostics.length === 0) ok.add(item);
+  return diagnostics;
+}
+
+/**
+ * Everything the compiler relies on: each object valid, names unique, references resolve.
+ * Objects are not to be changed in place once validated (an object found valid is not checked
+ * again).
+ */
 export function validateState(state: PolicyState): Diagnostic[] {
   const out: Diagnostic[] = [];
   if (!isObject(state)) return [{ path: '', message: 'must be an object' }];
@@ -427,8 +455,8 @@ export function validateState(state: PolicyState): Diagnostic[] {
     }
     const firstIndex = new Map<string, number>();
     items.forEach((item, i) => {
-      const at = join(section, i);
-      out.push(...validators[section](item, at));
+      const diagnostics = checked(validators[section], item, section, i);
+      if (diagnostics.length > 0) out.push(...diagnostics);
       const name = isObject(item) ? item.name : undefined;
       if (typeof name !== 'string') return;
       const first = firstIndex.get(name);
@@ -437,7 +465,7 @@ export function validateState(state: PolicyState): Diagnostic[] {
         names[section].add(name);
       } else {
         out.push({
-          path: join(at, 'name'),
+          path: join(join(section, i), 'name'),
           message: `duplicate name '${name}' (also ${section}[${first}])`,
         });
       }

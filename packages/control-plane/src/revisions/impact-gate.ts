@@ -48,6 +48,14 @@ export function createImpactGate(flows: Pick<VisibilityStore, 'queryFlows'>): Im
     if (kept.size > KEPT) kept.delete(kept.keys().next().value!);
     return decide;
   }
+  /** Decisions built on the first question: with no flows observed, none are. */
+  function lazily(state: PolicyState): Decide {
+    let decide: Decide | undefined;
+    return (...args) => {
+      decide ??= decisions(state);
+      return decide(...args);
+    };
+  }
   return {
     between(before, after, q = {}) {
       // Rows share their addresses: each text is checked once.
@@ -67,7 +75,7 @@ export function createImpactGate(flows: Pick<VisibilityStore, 'queryFlows'>): Im
       return toImpactView(
         impact(before, after, observed, {
           groupBy: q.groupBy ?? DEFAULT_GROUP_BY,
-          decide: { before: decisions(before), after: decisions(after) },
+          decide: { before: lazily(before), after: lazily(after) },
         }),
         createHasNoPolicy(after),
       );

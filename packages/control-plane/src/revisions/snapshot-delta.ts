@@ -15,18 +15,24 @@ export type SnapshotDelta = Record<string, { names?: string[]; items: Named[] }>
 const isRecord = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** Lists found to be of named items, by name (a base was the next snapshot before). */
+const named = new WeakMap<readonly unknown[], ReadonlyMap<string, Named>>();
+function byName(items: unknown): ReadonlyMap<string, Named> | undefined {
+  if (!Array.isArray(items)) return undefined;
+  const out = named.get(items);
+  if (out) return out;
+  const map = new Map<string, Named>();
+  for (const item of items) {
+    if (!isRecord(item) || typeof item.name !== 'string' || map.has(item.name)) return undefined;
+    map.set(item.name, item as Named);
+  }
+  named.set(items, map);
+  return map;
+}
+
 function asLists(v: unknown): Lists | undefined {
   if (!isRecord(v)) return undefined;
-  for (const items of Object.values(v)) {
-    if (!Array.isArray(items)) return undefined;
-    const names = new Set<string>();
-    for (const item of items) {
-      if (!isRecord(item) || typeof item.name !== 'string' || names.has(item.name)) {
-        return undefined;
-      }
-      names.add(item.name);
-    }
-  }
+  for (const items of Object.values(v)) if (!byName(items)) return undefined;
   return v as Lists;
 }
 
@@ -50,7 +56,7 @@ export function deltaOf(base: unknown, next: unknown): SnapshotDelta | undefined
   for (const [key, after] of Object.entries(a)) {
     const before = b[key]!;
     if (after === before) continue;
-    const old = new Map(before.map((o) => [o.name, o]));
+    const old = byName(before)!;
     const items = after.filter((o) => {
       const was = old.get(o.name);
       return was !== o && (was === undefined || text(was) !== text(o));

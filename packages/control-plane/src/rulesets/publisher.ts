@@ -134,8 +134,9 @@ class Batch {
   }
 }
 
+/** Equal as JSON; the same object is (states share what did not change). */
 function same(a: unknown, b: unknown): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
+  return a === b || JSON.stringify(a) === JSON.stringify(b);
 }
 
 export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSetPublisher {
@@ -298,7 +299,7 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       objects = { ipLists: next.ipLists, services: next.services, policies: next.policies };
       const relabelled = (next.workloads ?? []).flatMap((w) => {
         const was = fed.get(w.name);
-        if (!was || same([was.labels, was.mode], [w.labels, w.mode])) return [];
+        if (!was || (same(was.labels, w.labels) && same(was.mode, w.mode))) return [];
         const now = { ...was, labels: w.labels, mode: w.mode };
         fed.set(w.name, now);
         return [now];
