@@ -34,7 +34,15 @@ export const toWorkload = (w: WorkloadRecord): Workload => ({
 });
 
 /** A workload of exactly the four fields `toWorkload` makes (a snapshot's could hold more). */
-const plain = (w: Workload) => Object.keys(w).length === 4;
+const plainOnes = new WeakMap<Workload, boolean>();
+function plain(w: Workload): boolean {
+  let p = plainOnes.get(w);
+  if (p === undefined) {
+    p = Object.keys(w).length === 4;
+    plainOnes.set(w, p);
+  }
+  return p;
+}
 
 const sameList = (a: readonly string[], b: readonly string[]) =>
   a === b || (a.length === b.length && a.every((v, i) => v === b[i]));

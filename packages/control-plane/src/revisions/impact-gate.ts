@@ -2,11 +2,12 @@
 // refusal of a change that newly blocks some unless the admin confirmed it. Used by provision,
 // rollback and the one-workload provision. Reads flows; must not write anything.
 import type { ImpactView } from '@bulkhead/api';
-import { type Decide, decideOn, impact, type PolicyState, parseAddress } from '@bulkhead/policy';
+import { type Decide, impact, type PolicyState, parseAddress } from '@bulkhead/policy';
 import { ControlPlaneError } from '../errors.js';
 import type { VisibilityStore } from '../visibility/store.js';
 import { createHasNoPolicy } from '../visibility/views.js';
 import { DEFAULT_GROUP_BY, window } from '../visibility/window.js';
+import { createDecisions } from './decisions.js';
 import { toImpactView } from './impact-view.js';
 
 export interface ImpactGate {
@@ -23,38 +24,22 @@ export interface ImpactGate {
   require(report: ImpactView, confirm: boolean, what: string): void;
 }
 
-/** States whose decisions are kept: the provisioned one and a candidate. */
-const KEPT = 2;
-
 export function createImpactGate(flows: Pick<VisibilityStore, 'queryFlows'>): ImpactGate {
   /**
-   * Decisions by what they depend on: the policy objects and the workloads' names, labels and
-   * addresses, not their modes. So the provisioned side is reused until a revision or a
-   * workload changes it, the draft's until it is edited, and a mode switch shares one for both
-   * sides. A calculator per state, so at most KEPT, least recently used dropped.
+   * Decisions for the provisioned state and a candidate: the provisioned side is reused until a
+   * revision or a workload changes it, and a candidate is derived from the calculator of the one
+   * before it (revisions/decisions.ts). Built on the first flow asked about: none without flows.
    */
-  const kept = new Map<string, Decide>();
-  function decisions(state: PolicyState): Decide {
-    const { ipLists, services, policies, workloads } = state;
-    const key = JSON.stringify([
-      ipLists,
-      services,
-      policies,
-      workloads.map((w) => [w.name, w.labels, w.addresses]),
-    ]);
-    const decide = kept.get(key) ?? decideOn(state);
-    kept.delete(key);
-    kept.set(key, decide);
-    if (kept.size > KEPT) kept.delete(kept.keys().next().value!);
-    return decide;
-  }
-  /** Decisions built on the first question: with no flows observed, none are. */
-  function lazily(state: PolicyState): Decide {
-    let decide: Decide | undefined;
-    return (...args) => {
-      decide ??= decisions(state);
-      return decide(...args);
+  const decisions = createDecisions();
+  function lazily(before: PolicyState, after: PolicyState): { before: Decide; after: Decide } {
+    let sides: { before: Decide; after: Decide } | undefined;
+    const both = () => {
+      if (sides) return sides;
+      const b = decisions.of(before);
+      sides = { before: b, after: decisions.of(after, b) };
+      return sides;
     };
+    return { before: (...a) => both().before(...a), after: (...a) => both().after(...a) };
   }
   return {
     between(before, after, q = {}) {
@@ -75,7 +60,7 @@ export function createImpactGate(flows: Pick<VisibilityStore, 'queryFlows'>): Im
       return toImpactView(
         impact(before, after, observed, {
           groupBy: q.groupBy ?? DEFAULT_GROUP_BY,
-          decide: { before: lazily(before), after: lazily(after) },
+          decide: lazily(before, after),
         }),
         createHasNoPolicy(after),
       );

@@ -50,20 +50,24 @@ function text(item: Named): string {
 /** `next` against `base`; undefined when either is not made of named lists of the same keys. */
 export function deltaOf(base: unknown, next: unknown): SnapshotDelta | undefined {
   const b = asLists(base);
-  const a = asLists(next);
-  if (!a || !b || Object.keys(a).join('\0') !== Object.keys(b).join('\0')) return undefined;
+  if (!b || !isRecord(next)) return undefined;
+  if (Object.keys(next).join('\0') !== Object.keys(b).join('\0')) return undefined;
   const delta: SnapshotDelta = {};
-  for (const [key, after] of Object.entries(a)) {
+  for (const [key, after] of Object.entries(next)) {
     const before = b[key]!;
     if (after === before) continue;
+    if (!Array.isArray(after)) return undefined;
+    // The base's names in the same order: named items, distinct, as the base's are.
+    const reordered =
+      after.length !== before.length ||
+      after.some((o, i) => !isRecord(o) || o.name !== before[i]!.name);
+    if (reordered && !byName(after)) return undefined;
     const old = byName(before)!;
-    const items = after.filter((o) => {
+    const items = (after as Named[]).filter((o) => {
       const was = old.get(o.name);
       return was !== o && (was === undefined || text(was) !== text(o));
     });
-    const reordered =
-      after.length !== before.length || after.some((o, i) => o.name !== before[i]!.name);
-    if (reordered) delta[key] = { names: after.map((o) => o.name), items };
+    if (reordered) delta[key] = { names: after.map((o: Named) => o.name), items };
     else if (items.length > 0) delta[key] = { items };
   }
   return delta;

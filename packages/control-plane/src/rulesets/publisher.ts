@@ -28,6 +28,7 @@ import {
   frameUpdate,
   type GroupParts,
 } from './encode.js';
+import { diffNamed, same } from './named-diff.js';
 
 /** A revision's policy objects, and the labels and modes it gives the workloads it names. */
 export type PolicyObjects = Pick<PolicyState, 'ipLists' | 'services' | 'policies'> & {
@@ -132,11 +133,6 @@ class Batch {
     const change = { added: pick((n) => n > 0), removed: pick((n) => n < 0) };
     return change.added.length + change.removed.length > 0 ? change : undefined;
   }
-}
-
-/** Equal as JSON; the same object is (states share what did not change). */
-function same(a: unknown, b: unknown): boolean {
-  return a === b || JSON.stringify(a) === JSON.stringify(b);
 }
 
 export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSetPublisher {
@@ -263,18 +259,6 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
     }
   }
 
-  function diff<T extends { name: string }>(
-    before: readonly T[],
-    after: readonly T[],
-  ): { upserts: T[]; deletes: string[] } {
-    const old = new Map(before.map((o) => [o.name, o]));
-    const names = new Set(after.map((o) => o.name));
-    return {
-      upserts: after.filter((o) => !same(old.get(o.name), o)),
-      deletes: before.filter((o) => !names.has(o.name)).map((o) => o.name),
-    };
-  }
-
   return {
     load(state, rev) {
       revision = rev;
@@ -293,9 +277,9 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       }),
     provisioned(next, rev) {
       revision = rev;
-      const services = diff<Service>(objects.services, next.services);
-      const ipLists = diff<IpList>(objects.ipLists, next.ipLists);
-      const policies = diff<Policy>(objects.policies, next.policies);
+      const services = diffNamed<Service>(objects.services, next.services);
+      const ipLists = diffNamed<IpList>(objects.ipLists, next.ipLists);
+      const policies = diffNamed<Policy>(objects.policies, next.policies);
       objects = { ipLists: next.ipLists, services: next.services, policies: next.policies };
       const relabelled = (next.workloads ?? []).flatMap((w) => {
         const was = fed.get(w.name);
