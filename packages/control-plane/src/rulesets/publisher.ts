@@ -27,6 +27,7 @@ import {
   encodeUpdate,
   frameUpdate,
   type GroupParts,
+  type UpdateHeader,
 } from './encode.js';
 import { diffNamed, same } from './named-diff.js';
 
@@ -196,6 +197,8 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
     >();
     const changed: string[] = [];
     let now: number | undefined;
+    // Per agent, only when asked for: a change can reach every agent of the fleet.
+    const debug = log.isLevelEnabled('debug');
     for (const name of batch.workloads()) {
       const before = published.get(name);
       const ruleSet = calc.ruleSet(name);
@@ -211,12 +214,12 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
         if (stream.synced === undefined || stream.synced === hash) continue;
         const messages =
           before && stream.synced === before.hash
-            ? delta(before.ruleSet, ruleSet, { baseHash: before.hash, hash })
+            ? delta(before.ruleSet, ruleSet, { baseHash: before.hash, hash, revision, full: false })
             : undefined;
         for (const m of messages ?? fullSync(ruleSet, hash)) stream.send(m);
         stream.synced = hash;
         stream.sentAt ??= now ??= performance.now();
-        log.debug({ workload: name, hash, full: !messages }, 'sent policy update');
+        if (debug) log.debug({ workload: name, hash, full: !messages }, 'sent policy update');
       }
     }
     return changed;
@@ -225,7 +228,7 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
     function delta(
       before: GroupRuleSet,
       after: GroupRuleSet,
-      hashes: { baseHash: string; hash: string },
+      header: UpdateHeader,
     ): Buffer[] | undefined {
       const byAfter = memo.get(before.rules) ?? new Map();
       memo.set(before.rules, byAfter);
@@ -236,7 +239,6 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
         byAfter.set(after.rules, shared);
       }
       if (!shared) return undefined;
-      const header = { ...hashes, revision, full: false };
       // The rule set (modes, workload id) differs: this agent's own message.
       if (before.hash !== after.hash) return encodeUpdate(header, after, shared.parts);
       shared.bodies ??= encodeBodies(undefined, revision, shared.parts);
