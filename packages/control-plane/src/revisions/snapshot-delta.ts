@@ -15,24 +15,23 @@ export type SnapshotDelta = Record<string, { names?: string[]; items: Named[] }>
 const isRecord = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** Lists found to be of named items, by name (a base was the next snapshot before). */
-const named = new WeakMap<readonly unknown[], ReadonlyMap<string, Named>>();
-function byName(items: unknown): ReadonlyMap<string, Named> | undefined {
-  if (!Array.isArray(items)) return undefined;
-  const out = named.get(items);
-  if (out) return out;
-  const map = new Map<string, Named>();
+/** Lists known to hold distinct named items (a base was the next snapshot before). */
+const named = new WeakSet<readonly unknown[]>();
+function isNamedList(items: unknown): items is Named[] {
+  if (!Array.isArray(items)) return false;
+  if (named.has(items)) return true;
+  const names = new Set<string>();
   for (const item of items) {
-    if (!isRecord(item) || typeof item.name !== 'string' || map.has(item.name)) return undefined;
-    map.set(item.name, item as Named);
+    if (!isRecord(item) || typeof item.name !== 'string' || names.has(item.name)) return false;
+    names.add(item.name);
   }
-  named.set(items, map);
-  return map;
+  named.add(items);
+  return true;
 }
 
 function asLists(v: unknown): Lists | undefined {
   if (!isRecord(v)) return undefined;
-  for (const items of Object.values(v)) if (!byName(items)) return undefined;
+  for (const items of Object.values(v)) if (!isNamedList(items)) return undefined;
   return v as Lists;
 }
 
@@ -47,6 +46,9 @@ function text(item: Named): string {
   return t;
 }
 
+const differs = (was: Named | undefined, o: Named) =>
+  was !== o && (was === undefined || text(was) !== text(o));
+
 /** `next` against `base`; undefined when either is not made of named lists of the same keys. */
 export function deltaOf(base: unknown, next: unknown): SnapshotDelta | undefined {
   const b = asLists(base);
@@ -57,18 +59,22 @@ export function deltaOf(base: unknown, next: unknown): SnapshotDelta | undefined
     const before = b[key]!;
     if (after === before) continue;
     if (!Array.isArray(after)) return undefined;
-    // The base's names in the same order: named items, distinct, as the base's are.
-    const reordered =
-      after.length !== before.length ||
-      after.some((o, i) => !isRecord(o) || o.name !== before[i]!.name);
-    if (reordered && !byName(after)) return undefined;
-    const old = byName(before)!;
-    const items = (after as Named[]).filter((o) => {
-      const was = old.get(o.name);
-      return was !== o && (was === undefined || text(was) !== text(o));
-    });
-    if (reordered) delta[key] = { names: after.map((o: Named) => o.name), items };
-    else if (items.length > 0) delta[key] = { items };
+    // The base's names in the same order: distinct named items, as the base's are.
+    const sameNames =
+      after.length === before.length &&
+      after.every((o, i) => isRecord(o) && o.name === before[i]!.name);
+    if (sameNames) {
+      named.add(after);
+      const items = (after as Named[]).filter((o, i) => differs(before[i], o));
+      if (items.length > 0) delta[key] = { items };
+      continue;
+    }
+    if (!isNamedList(after)) return undefined;
+    const old = new Map(before.map((o) => [o.name, o]));
+    delta[key] = {
+      names: after.map((o) => o.name),
+      items: after.filter((o) => differs(old.get(o.name), o)),
+    };
   }
   return delta;
 }
