@@ -146,6 +146,9 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
   const { fleet, pki, streams, log, metrics } = options;
   const limits = { ...DEFAULT_GRPC_LIMITS, ...options.limits };
   const server = new Server({
+    // channelz (grpc-js's introspection, unused here) books every connection and call: a
+    // share of each reconnect's CPU in a storm.
+    'grpc.enable_channelz': 0,
     'grpc.max_connection_idle_ms': limits.idleTimeoutMs,
     'grpc.keepalive_time_ms': limits.keepaliveTimeMs,
     'grpc.keepalive_timeout_ms': limits.keepaliveTimeoutMs,
