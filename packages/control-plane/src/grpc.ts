@@ -16,6 +16,7 @@ import {
   status,
 } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import { createClientIdentities } from './client-identity.js';
 import { ControlPlaneError, type ControlPlaneErrorCode, invalid } from './errors.js';
 import type { FleetService } from './fleet/service.js';
 import type { AgentStream, StreamRegistry } from './fleet/streams.js';
@@ -154,6 +155,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
     'grpc.keepalive_timeout_ms': limits.keepaliveTimeoutMs,
   });
   let listener: TlsListener | undefined;
+  const identities = createClientIdentities({ verify: (der) => pki.verifyClientCert(der) });
 
   server.addService(AgentService, {
     enroll(
@@ -201,7 +203,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
         const cert = call.getAuthContext()?.sslPeerCertificate;
         if (!cert?.raw)
           throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate required');
-        agentId = pki.verifyClientCert(cert.raw);
+        agentId = identities.agentOf(cert);
         workload = fleet.agentForSync(agentId).workload;
       } catch (err) {
         fail(err);
