@@ -3,6 +3,7 @@
 // per enrolment, provision-to-all-acked of a RuleSet of ~1,000 entries on every workload, and
 // the reconnect storm after a control-plane restart; then the telemetry load generator
 // (fleet-telemetry.ts). Prints one JSON object `{fleet: ...}`. `--short` is the CI smoke run.
+import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { DEFAULT_BACKOFF } from '@bulkhead/agent';
 import {
@@ -47,6 +48,17 @@ function ipListCidrs(n: number): string[] {
     { length: n },
     (_, i) => `172.${16 + (i >> 15)}.${(i >> 7) & 255}.${(i & 127) * 2}`,
   );
+}
+
+/**
+ * SYNs the kernel dropped because a listen queue was full (TcpExt ListenOverflows), in this
+ * network namespace: run the bench in its own (`unshare --net`) for a count that is its own.
+ */
+function listenOverflows(): number {
+  const lines = readFileSync('/proc/net/netstat', 'utf8').split('\n');
+  const i = lines.findIndex((l) => l.startsWith('TcpExt:'));
+  const names = lines[i]?.split(' ') ?? [];
+  return Number(lines[i + 1]?.split(' ')[names.indexOf('ListenOverflows')] ?? Number.NaN);
 }
 
 /** This process's CPU (the simulated fleet's) since `from`, ms. */
@@ -169,6 +181,7 @@ async function fleetRun(n: number, key: SharedKey) {
     welcomed = new Map();
     const attempts0 = attempts();
     const benchCpu0 = process.cpuUsage();
+    const overflows0 = listenOverflows();
     t0 = performance.now();
     const stopMs = await cp.stop();
     const tStart = performance.now();
@@ -199,6 +212,7 @@ async function fleetRun(n: number, key: SharedKey) {
       // The simulated fleet's own CPU from SIGTERM until all back (TLS clients, channels): on
       // a 2-core machine it competes with the control plane.
       benchCpuMs,
+      listenOverflows: listenOverflows() - overflows0,
       rssMiB: cp.rssMiB(),
     };
     // A second restart with telemetry flowing through it, counted on both sides
