@@ -4,7 +4,7 @@
 // measures nothing itself and must not touch the control plane other than over gRPC.
 import 'reflect-metadata';
 import { KeyObject, webcrypto } from 'node:crypto';
-import { createBackoff } from '@bulkhead/agent';
+import { createBackoff, SYNC_CHANNEL_OPTIONS } from '@bulkhead/agent';
 import {
   AgentServiceClient,
   type EnrollResponse,
@@ -21,6 +21,8 @@ type KeyPair = Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[
 
 const SERVER_NAME = 'bulkhead-control-plane';
 const CHANNEL_OPTIONS = { 'grpc.ssl_target_name_override': SERVER_NAME };
+/** A Sync channel's options, as the agent's (sync.ts). */
+const SYNC_OPTIONS = { ...SYNC_CHANNEL_OPTIONS, ...CHANNEL_OPTIONS };
 
 /** One P-256 key for every simulated agent (saves bench CPU); each still gets its own CSR. */
 export interface SharedKey {
@@ -195,7 +197,7 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
     if (stopped) return;
     agent.attempts++;
     client?.close();
-    client = new AgentServiceClient(options.target, tls, CHANNEL_OPTIONS);
+    client = new AgentServiceClient(options.target, tls, SYNC_OPTIONS);
     const stream = client.sync();
     call = stream;
     let chunks: PolicyUpdate[] = [];

@@ -65,7 +65,7 @@ describe('agent connection', () => {
         stateDir,
         kernel,
         logger,
-        backoff: { baseMs: 20, capMs: 80, random: () => 0.5 },
+        backoff: { baseMs: 20, capMs: 80, quickWindowMs: 40, random: () => 0.5 },
         ...overrides,
       }),
     );
@@ -106,7 +106,7 @@ describe('agent connection', () => {
 
     await cp.stop();
     await until(() => syncStates('backoff').length >= 7, '7 reconnect attempts');
-    // After a working stream the first attempts stay at the base (quickRetries), then grow.
+    // After a working stream the attempts stay at the base for the quick window, then grow.
     expect(
       syncStates('backoff')
         .map((l) => l.retryInMs)

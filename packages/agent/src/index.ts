@@ -65,6 +65,6 @@ export {
 } from './render.js';
 export { type Backoff, type BackoffOptions, createBackoff, DEFAULT_BACKOFF } from './retry.js';
 export { STATE_FILES } from './state.js';
-export { DEFAULT_KEEPALIVE, type KeepaliveOptions } from './sync.js';
+export { DEFAULT_KEEPALIVE, type KeepaliveOptions, SYNC_CHANNEL_OPTIONS } from './sync.js';
 export { type AppliedPolicy, mergeChunks, type PlannedUpdate, planUpdate } from './update.js';
 export { DEFAULT_DRIFT_CHECK_INTERVAL_MS, type DriftWatch, watchDrift } from './watch.js';

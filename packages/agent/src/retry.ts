@@ -9,10 +9,12 @@ export interface BackoffOptions {
   /** Largest ceiling. Default 60 s. */
   capMs?: number;
   /**
-   * Attempts after a lost connection (`lost`) that stay at the base ceiling before it grows:
-   * a control plane that restarts is back within seconds. Default 4.
+   * After a lost connection (`lost`) the ceiling stays at the base until the delays handed out
+   * since add up to this, then grows: a control plane that restarts is back within seconds, and
+   * a restart is not a failure to back off from. Counted in delays, not on a clock, so the
+   * schedule depends on nothing but `random`. Default 10 s (about 20 attempts at a 1 s base).
    */
-  quickRetries?: number;
+  quickWindowMs?: number;
   /** Uniform in [0, 1); tests inject their own. Default Math.random. */
   random?: () => number;
 }
@@ -29,38 +31,39 @@ export interface Backoff {
   /** Back to the base, once the control plane has really answered. */
   reset(): void;
   /**
-   * A working connection just dropped: the next `quickRetries` attempts stay at the base
-   * ceiling (still jittered), then it grows as usual.
+   * A working connection just dropped: attempts stay at the base ceiling (still jittered) for
+   * `quickWindowMs` of delays, then it grows as usual.
    */
   lost(): void;
 }
 
-export const DEFAULT_BACKOFF = { baseMs: 1000, capMs: 60_000, quickRetries: 4 } as const;
+export const DEFAULT_BACKOFF = { baseMs: 1000, capMs: 60_000, quickWindowMs: 10_000 } as const;
 
 export function createBackoff(options: BackoffOptions = {}): Backoff {
   const base = options.baseMs ?? DEFAULT_BACKOFF.baseMs;
   const cap = Math.max(options.capMs ?? DEFAULT_BACKOFF.capMs, base);
   const random = options.random ?? Math.random;
   let ceiling = base;
-  let quick = 0;
+  // What is left of the quick window after a lost connection, in ms of delays.
+  let quickMs = 0;
   return {
     next() {
       const delay = Math.floor(random() * ceiling);
-      if (quick > 0) quick--;
-      else ceiling = Math.min(ceiling * 2, cap);
+      quickMs -= delay;
+      if (quickMs <= 0) ceiling = Math.min(ceiling * 2, cap);
       return delay;
     },
     toCap() {
       ceiling = cap;
-      quick = 0;
+      quickMs = 0;
     },
     reset() {
       ceiling = base;
-      quick = 0;
+      quickMs = 0;
     },
     lost() {
       ceiling = base;
-      quick = Math.max((options.quickRetries ?? DEFAULT_BACKOFF.quickRetries) - 1, 0);
+      quickMs = options.quickWindowMs ?? DEFAULT_BACKOFF.quickWindowMs;
     },
   };
 }

@@ -80,6 +80,12 @@ interface Sealed {
   sentAt?: number;
 }
 
+/**
+ * Options of every Sync channel besides the target name and keepalive. No channelz: grpc-js's
+ * introspection (unused here) books each channel, and every attempt opens a fresh one.
+ */
+export const SYNC_CHANNEL_OPTIONS = { 'grpc.enable_channelz': 0 } as const;
+
 /** Flows per Telemetry message: keeps a full buffer (50k flows) well under gRPC's 4 MB limit. */
 export const MAX_FLOWS_PER_BATCH = 10_000;
 
@@ -174,6 +180,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     if (stopped()) return;
     const at = endpoint;
     client = new AgentServiceClient(at.target, tls, {
+      ...SYNC_CHANNEL_OPTIONS,
       'grpc.ssl_target_name_override': options.serverName,
       'grpc.keepalive_time_ms': keepalive.timeMs,
       'grpc.keepalive_timeout_ms': keepalive.timeoutMs,

@@ -1,6 +1,7 @@
 // The gRPC edge under hostile input: the same key rules as REST; a flood of TCP connections
 // that never start TLS is cut (per-source cap, handshake timeout) while a real agent syncs.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,6 +53,15 @@ describe('gRPC edge', () => {
     );
     return opened;
   }
+
+  it('queues a reconnecting fleet: the listen backlog is 4096, not Node default 511', () => {
+    // ss shows a listening socket's backlog as its Send-Q.
+    const line = execFileSync('ss', ['-Hltn', `sport = :${cp.grpcPort}`], { encoding: 'utf8' });
+    const backlog = Number(line.trim().split(/\s+/)[2]);
+    expect(backlog).toBe(
+      Math.min(4096, Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8'))),
+    );
+  });
 
   it('closes connections over the per-source cap while a real agent syncs', async () => {
     await cp.stop();

@@ -24,6 +24,14 @@ export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
   maxConnectionsPerSource: 256,
 };
 
+/**
+ * Connections the kernel queues before they are accepted. After a restart the fleet arrives at
+ * once, while the event loop is busy with handshakes; past Node's default (511) the kernel drops
+ * SYNs and each such agent waits out a SYN retransmit (1 s, 3 s, 7 s). Linux caps it at
+ * net.core.somaxconn (4096 by default).
+ */
+const LISTEN_BACKLOG = 4096;
+
 export interface TlsIdentity {
   caPem: string;
   certPem: string;
@@ -89,7 +97,7 @@ export function listenTls(options: {
 
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.port, options.host, () => {
+    server.listen({ port: options.port, host: options.host, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', reject);
       const address = server.address();
       resolve({

@@ -517,6 +517,35 @@ describe('gRPC agent service', () => {
     );
   });
 
+  it("refuses another CA's certificate naming an agent whose own certificate was verified", async () => {
+    const { res, creds } = await enrolled();
+    const ok = new SyncSession(client(creds).sync());
+    await ok.barrier();
+    // The real certificate is remembered now (client-identity.ts); a forged one with the same
+    // agent id must not ride on that.
+    const foreign = await createPki({ dir: join(dir, 'foreign-ca') });
+    const { csrPem, keyPem } = await makeCsr();
+    const { certificatePem } = await foreign.signCsr(csrPem, res.agentId);
+    const forged = credentials.createSsl(
+      Buffer.from(cp.caPem),
+      Buffer.from(keyPem),
+      Buffer.from(certificatePem),
+    );
+    const s = new SyncSession(client(forged).sync());
+    s.send({
+      hello: {
+        appliedRevision: 0,
+        appliedHash: '',
+        hostname: 'x',
+        addresses: [],
+        agentVersion: 't',
+      },
+    });
+    await expect(s.next()).rejects.toSatisfy(
+      (e: ServiceError) => e.code === status.UNAUTHENTICATED || e.code === status.UNAVAILABLE,
+    );
+  });
+
   it('revoking an agent closes its stream and refuses its next Sync', async () => {
     const { res, creds } = await enrolled();
     const s = new SyncSession(client(creds).sync());
@@ -525,6 +554,7 @@ describe('gRPC agent service', () => {
     expect(revoked.json).toMatchObject({ id: res.agentId, revoked: true, connected: false });
     expect((await s.error).code).toBe(status.UNAUTHENTICATED);
 
+    // The same certificate, verified before: remembered, and refused all the same.
     const again = new SyncSession(client(creds).sync());
     again.send({
       hello: {

@@ -16,6 +16,7 @@ import {
   status,
 } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import { createClientIdentities } from './client-identity.js';
 import { ControlPlaneError, type ControlPlaneErrorCode, invalid } from './errors.js';
 import type { FleetService } from './fleet/service.js';
 import type { AgentStream, StreamRegistry } from './fleet/streams.js';
@@ -146,11 +147,15 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
   const { fleet, pki, streams, log, metrics } = options;
   const limits = { ...DEFAULT_GRPC_LIMITS, ...options.limits };
   const server = new Server({
+    // channelz (grpc-js's introspection, unused here) books every connection and call: a
+    // share of each reconnect's CPU in a storm.
+    'grpc.enable_channelz': 0,
     'grpc.max_connection_idle_ms': limits.idleTimeoutMs,
     'grpc.keepalive_time_ms': limits.keepaliveTimeMs,
     'grpc.keepalive_timeout_ms': limits.keepaliveTimeoutMs,
   });
   let listener: TlsListener | undefined;
+  const identities = createClientIdentities({ verify: (der) => pki.verifyClientCert(der) });
 
   server.addService(AgentService, {
     enroll(
@@ -198,7 +203,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
         const cert = call.getAuthContext()?.sslPeerCertificate;
         if (!cert?.raw)
           throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate required');
-        agentId = pki.verifyClientCert(cert.raw);
+        agentId = identities.agentOf(cert);
         workload = fleet.agentForSync(agentId).workload;
       } catch (err) {
         fail(err);
