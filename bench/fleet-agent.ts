@@ -13,7 +13,7 @@ import {
   type SyncRequest,
   type SyncResponse,
 } from '@bulkhead/proto';
-import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
+import { type ChannelCredentials, type ClientDuplexStream, credentials } from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[1]);
@@ -41,7 +41,8 @@ export async function createSharedKey(): Promise<SharedKey> {
 
 export interface EnrolRequest {
   target: string;
-  caPem: string;
+  /** Server-authenticated TLS trusting the control plane's CA (one for all: see enrolAll). */
+  tls: ChannelCredentials;
   token: string;
   hostname: string;
   address: string;
@@ -70,11 +71,12 @@ export async function createCsrs(count: number, key: SharedKey): Promise<string[
 
 /** Enroll as the agent does: a fresh channel, its CSR, the token; returns the identity. */
 export async function enrol(req: EnrolRequest): Promise<EnrollResponse> {
-  const client = new AgentServiceClient(
-    req.target,
-    credentials.createSsl(Buffer.from(req.caPem)),
-    CHANNEL_OPTIONS,
-  );
+  // Its own subchannel pool: channels with the same credentials would share grpc-js's global
+  // pool's connection, and the control plane would not see a fresh connection per agent.
+  const client = new AgentServiceClient(req.target, req.tls, {
+    ...CHANNEL_OPTIONS,
+    'grpc.use_local_subchannel_pool': 1,
+  });
   try {
     return await new Promise<EnrollResponse>((resolve, reject) =>
       client.enroll(
@@ -278,13 +280,17 @@ export async function enrolAll(options: {
   concurrency: number;
 }): Promise<Enrolled[]> {
   const out: Enrolled[] = [];
+  // One TLS configuration (CA parsed once) for every channel: each agent has its own, made once,
+  // so building it per call would be bench CPU a real fleet spreads over its hosts. The control
+  // plane sees the same thing: a fresh connection and full handshake per enrolment.
+  const tls = credentials.createSsl(Buffer.from(options.caPem));
   let next = 0;
   const worker = async () => {
     while (next < options.csrs.length) {
       const i = next++;
       const hostname = hostName(i);
       const address = hostAddress(i + 1);
-      const res = await enrol({ ...options, hostname, address, csrPem: options.csrs[i]! });
+      const res = await enrol({ ...options, tls, hostname, address, csrPem: options.csrs[i]! });
       out[i] = { hostname, address, agentId: res.agentId, certPem: res.certificatePem };
     }
   };
