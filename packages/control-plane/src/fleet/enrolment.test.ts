@@ -67,7 +67,11 @@ describe('enrolment: tokens and proof of possession, from the outside', () => {
 
   const api = (method: string, path: string, body?: unknown) => restClient(cp)(method, path, body);
   const newToken = async (body: Record<string, unknown>) =>
-    (await api('POST', '/v1/enrollment-tokens', body)).json as { id: string; token: string };
+    (await api('POST', '/v1/enrollment-tokens', body)).json as {
+      id: string;
+      token: string;
+      expiresAt: string;
+    };
   const enroll = (token: string, hostname: string, address: string, csrPem: string) =>
     new Promise<EnrollResponse>((resolve, reject) =>
       client.enroll(
@@ -145,10 +149,7 @@ describe('enrolment: tokens and proof of possession, from the outside', () => {
 
     const expiring = await newToken({ ttlSeconds: 1 });
     // Expiry is the control plane's clock passing expiresAt: wait until it has.
-    const [{ expiresAt }] = (await api('GET', '/v1/enrollment-tokens')).json as {
-      expiresAt: string;
-    }[];
-    await new Promise((r) => setTimeout(r, Date.parse(expiresAt) - Date.now() + 50));
+    await new Promise((r) => setTimeout(r, Date.parse(expiring.expiresAt) - Date.now() + 50));
     expect((await refusal(enroll(expiring.token, 'web-1', '10.0.0.9', 'not a csr'))).code).toBe(
       status.UNAUTHENTICATED,
     );
