@@ -9,6 +9,7 @@ import {
   createCsrs,
   createSharedKey,
   createSimAgent,
+  type EnrolClient,
   enrolAll,
   type SharedKey,
   type SimAgent,
@@ -37,6 +38,8 @@ const BACKOFF_CAP_MS = process.env.BENCH_BACKOFF_CAP_MS
     : undefined;
 /** Enrolments in flight at once: a fleet rolled out by automation, not one host at a time. */
 const ENROL_CONCURRENCY = Number(process.env.BENCH_ENROL_CONCURRENCY ?? 16);
+/** `BENCH_ENROL_CLIENT=h2`: the simulated hosts enrol over node:http2 (fleet-agent.ts). */
+const ENROL_CLIENT: EnrolClient = process.env.BENCH_ENROL_CLIENT === 'h2' ? 'h2' : 'grpc-js';
 /** `BENCH_ENROL_ONLY=1`: each fleet run stops after its enrolment phase. */
 const ENROL_ONLY = process.env.BENCH_ENROL_ONLY === '1';
 /** CIDRs of the IP list every workload is allowed from: ~1,000 RuleSet entries each. */
@@ -73,6 +76,7 @@ async function fleetRun(n: number, key: SharedKey) {
       token,
       csrs,
       concurrency: ENROL_CONCURRENCY,
+      client: ENROL_CLIENT,
     });
     const enrolSec = (performance.now() - t0) / 1000;
     const enrolment = {
@@ -82,6 +86,7 @@ async function fleetRun(n: number, key: SharedKey) {
       // The simulated agents' side (TLS client handshakes, channels), same cores as the CP.
       benchCpuMsPerEnrolment: round(cpuMsSince(benchCpu0) / n, 1),
       concurrency: ENROL_CONCURRENCY,
+      client: ENROL_CLIENT,
       loadavg1: [round(load0, 2), round(loadavg()[0]!, 2)],
     };
     if (ENROL_ONLY) return { agents: n, enrolment };
