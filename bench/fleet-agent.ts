@@ -4,9 +4,13 @@
 // measures nothing itself and must not touch the control plane other than over gRPC.
 import 'reflect-metadata';
 import { KeyObject, webcrypto } from 'node:crypto';
+import * as http2 from 'node:http2';
+import { createSecureContext } from 'node:tls';
 import { createBackoff, SYNC_CHANNEL_OPTIONS } from '@bulkhead/agent';
 import {
   AgentServiceClient,
+  AgentServiceService,
+  type EnrollRequest,
   type EnrollResponse,
   type FlowRecord,
   type PolicyUpdate,
@@ -41,15 +45,6 @@ export async function createSharedKey(): Promise<SharedKey> {
   return { keys, pem };
 }
 
-export interface EnrolRequest {
-  target: string;
-  caPem: string;
-  token: string;
-  hostname: string;
-  address: string;
-  csrPem: string;
-}
-
 /** Host i's name (the CN of its CSR). */
 const hostName = (i: number) => `sim-${String(i).padStart(5, '0')}`;
 
@@ -70,30 +65,80 @@ export async function createCsrs(count: number, key: SharedKey): Promise<string[
   return out;
 }
 
-/** Enroll as the agent does: a fresh channel, its CSR, the token; returns the identity. */
-export async function enrol(req: EnrolRequest): Promise<EnrollResponse> {
-  const client = new AgentServiceClient(
-    req.target,
-    credentials.createSsl(Buffer.from(req.caPem)),
-    CHANNEL_OPTIONS,
-  );
-  try {
-    return await new Promise<EnrollResponse>((resolve, reject) =>
-      client.enroll(
-        {
-          bootstrapToken: req.token,
-          hostname: req.hostname,
-          addresses: [req.address],
-          labels: {},
-          csrPem: req.csrPem,
-          agentVersion: 'fleet-bench',
-        },
-        (err, res) => (err ? reject(err) : resolve(res)),
-      ),
-    );
-  } finally {
-    client.close();
+/** One host's Enroll: its own fresh connection, its CSR, the token; returns its identity. */
+type Enroller = (req: EnrollRequest) => Promise<EnrollResponse>;
+
+/**
+ * Which client the simulated hosts enrol with. `grpc-js` is the agent's own (a channel per
+ * enrolment). `h2` sends the same call over node:http2 with the gRPC framing written here: the
+ * control plane sees the same thing (a new TCP connection, a full TLS handshake with ALPN h2, an
+ * HTTP/2 session, one POST of the same message, the status in trailers) while the bench spends
+ * about half the CPU: no resolver, load balancer and subchannel per channel. On 2 shared cores the
+ * bench's client competes with the control plane it measures.
+ */
+export type EnrolClient = 'grpc-js' | 'h2';
+
+function createEnroller(client: EnrolClient, target: string, caPem: string): Enroller {
+  if (client === 'grpc-js') {
+    // One TLS configuration (CA parsed once) for every channel: each agent has its own, made
+    // once, so building it per call would be bench CPU a real fleet spreads over its hosts.
+    const tls = credentials.createSsl(Buffer.from(caPem));
+    return async (req) => {
+      // Its own subchannel pool: channels with equal credentials would share grpc-js's global
+      // pool's connection, and the control plane would not see a fresh connection per agent.
+      const c = new AgentServiceClient(target, tls, {
+        ...CHANNEL_OPTIONS,
+        'grpc.use_local_subchannel_pool': 1,
+      });
+      try {
+        return await new Promise<EnrollResponse>((resolve, reject) =>
+          c.enroll(req, (err, res) => (err ? reject(err) : resolve(res))),
+        );
+      } finally {
+        c.close();
+      }
+    };
   }
+  const secureContext = createSecureContext({ ca: caPem });
+  const { path, requestSerialize, responseDeserialize } = AgentServiceService.enroll;
+  return (req) =>
+    new Promise<EnrollResponse>((resolve, reject) => {
+      const session = http2.connect(`https://${target}`, {
+        secureContext,
+        servername: SERVER_NAME,
+        ALPNProtocols: ['h2'],
+      });
+      session.on('error', reject);
+      const message = requestSerialize(req);
+      const frame = Buffer.alloc(5 + message.length); // uncompressed, 4-byte big-endian length
+      frame.writeUInt32BE(message.length, 1);
+      message.copy(frame, 5);
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': path,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      });
+      const chunks: Buffer[] = [];
+      let grpcStatus: string | undefined;
+      let grpcMessage = '';
+      const read = (h: http2.IncomingHttpHeaders) => {
+        if (h['grpc-status'] === undefined) return;
+        grpcStatus = String(h['grpc-status']);
+        grpcMessage = decodeURIComponent(String(h['grpc-message'] ?? ''));
+      };
+      stream.on('response', read); // a trailers-only answer (an error) has its status here
+      stream.on('trailers', read);
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('error', reject);
+      stream.on('end', () => {
+        session.close();
+        const body = Buffer.concat(chunks);
+        if (grpcStatus !== '0') reject(new Error(`Enroll: status ${grpcStatus} ${grpcMessage}`));
+        else resolve(responseDeserialize(body.subarray(5, 5 + body.readUInt32BE(1))));
+      });
+      stream.end(frame);
+    });
 }
 
 export interface SimAgentEvents {
@@ -278,15 +323,25 @@ export async function enrolAll(options: {
   token: string;
   csrs: string[];
   concurrency: number;
+  /** Default grpc-js, the agent's client. */
+  client?: EnrolClient;
 }): Promise<Enrolled[]> {
   const out: Enrolled[] = [];
+  const enrol = createEnroller(options.client ?? 'grpc-js', options.target, options.caPem);
   let next = 0;
   const worker = async () => {
     while (next < options.csrs.length) {
       const i = next++;
       const hostname = hostName(i);
       const address = hostAddress(i + 1);
-      const res = await enrol({ ...options, hostname, address, csrPem: options.csrs[i]! });
+      const res = await enrol({
+        bootstrapToken: options.token,
+        hostname,
+        addresses: [address],
+        labels: {},
+        csrPem: options.csrs[i]!,
+        agentVersion: 'fleet-bench',
+      });
       out[i] = { hostname, address, agentId: res.agentId, certPem: res.certificatePem };
     }
   };

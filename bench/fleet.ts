@@ -10,6 +10,7 @@ import {
   createCsrs,
   createSharedKey,
   createSimAgent,
+  type EnrolClient,
   enrolAll,
   type SharedKey,
   type SimAgent,
@@ -37,7 +38,11 @@ const BACKOFF_CAP_MS = process.env.BENCH_BACKOFF_CAP_MS
     ? 3000
     : undefined;
 /** Enrolments in flight at once: a fleet rolled out by automation, not one host at a time. */
-const ENROL_CONCURRENCY = 16;
+const ENROL_CONCURRENCY = Number(process.env.BENCH_ENROL_CONCURRENCY ?? 16);
+/** `BENCH_ENROL_CLIENT=h2`: the simulated hosts enrol over node:http2 (fleet-agent.ts). */
+const ENROL_CLIENT: EnrolClient = process.env.BENCH_ENROL_CLIENT === 'h2' ? 'h2' : 'grpc-js';
+/** `BENCH_ENROL_ONLY=1`: each fleet run stops after its enrolment phase. */
+const ENROL_ONLY = process.env.BENCH_ENROL_ONLY === '1';
 /** CIDRs of the IP list every workload is allowed from: ~1,000 RuleSet entries each. */
 const IP_LIST_SIZE = 1000;
 const FLEET_LABEL = { fleet: 'sim' };
@@ -80,6 +85,8 @@ async function fleetRun(n: number, key: SharedKey) {
     // Enrolment.
     const csrs = await createCsrs(n, key);
     let cpu0 = cp.cpuMs();
+    const benchCpu0 = process.cpuUsage();
+    const load0 = loadavg()[0]!;
     let t0 = performance.now();
     const enrolled = await enrolAll({
       target: cp.grpcTarget,
@@ -87,14 +94,20 @@ async function fleetRun(n: number, key: SharedKey) {
       token,
       csrs,
       concurrency: ENROL_CONCURRENCY,
+      client: ENROL_CLIENT,
     });
     const enrolSec = (performance.now() - t0) / 1000;
     const enrolment = {
       perSec: round(n / enrolSec, 1),
       seconds: round(enrolSec, 2),
       cpuMsPerEnrolment: round((cp.cpuMs() - cpu0) / n, 1),
+      // The simulated agents' side (TLS client handshakes, channels), same cores as the CP.
+      benchCpuMsPerEnrolment: round(cpuMsSince(benchCpu0) / n, 1),
       concurrency: ENROL_CONCURRENCY,
+      client: ENROL_CLIENT,
+      loadavg1: [round(load0, 2), round(loadavg()[0]!, 2)],
     };
+    if (ENROL_ONLY) return { agents: n, enrolment };
 
     // Every agent opens its stream and applies (acks) what it is sent.
     let received = new Map<
@@ -250,6 +263,11 @@ async function fleetRun(n: number, key: SharedKey) {
     for (const a of agents) a.close();
     await cp.close();
   }
+}
+
+function cpuMsSince(start: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(start);
+  return (d.user + d.system) / 1000;
 }
 
 // The figures are only as good as the machine was quiet: say how busy it was.

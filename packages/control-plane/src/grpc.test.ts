@@ -494,7 +494,7 @@ describe('gRPC agent service', () => {
   it('refuses Sync with a certificate from another CA', async () => {
     const foreign = await createPki({ dir: join(dir, 'foreign-ca') });
     const { csrPem, keyPem } = await makeCsr();
-    const { certificatePem } = await foreign.signCsr(csrPem, 'agent-x');
+    const { certificatePem } = foreign.issueClientCert(await foreign.checkCsr(csrPem), 'agent-x');
     const creds = credentials.createSsl(
       Buffer.from(cp.caPem),
       Buffer.from(keyPem),

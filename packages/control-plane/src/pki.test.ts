@@ -42,7 +42,7 @@ describe('pki', () => {
   it('signs a CSR into a client certificate whose CN is the agent id, and verifies it', async () => {
     const pki = await createPki({ dir });
     const { csrPem } = await makeCsr('whatever-the-host-says');
-    const { certificatePem, serial } = await pki.signCsr(csrPem, 'agent-123');
+    const { certificatePem, serial } = pki.issueClientCert(await pki.checkCsr(csrPem), 'agent-123');
     expect(serial).toMatch(/^[0-9a-f]{32}$/);
     const cert = new X509Certificate(certificatePem);
     expect(cert.subject).toBe('CN=agent-123');
@@ -53,7 +53,9 @@ describe('pki', () => {
     const t = Date.parse('2026-11-30T04:00:00Z');
     const pki = await createPki({ dir, now: () => new Date(t) });
     const { csrPem, keyPem } = await makeCsr();
-    const cert = new X509Certificate((await pki.signCsr(csrPem, 'agent-1')).certificatePem);
+    const cert = new X509Certificate(
+      pki.issueClientCert(await pki.checkCsr(csrPem), 'agent-1').certificatePem,
+    );
     const ca = new X509Certificate(pki.caPem);
     expect(cert.checkIssued(ca)).toBe(true);
     expect(cert.verify(ca.publicKey)).toBe(true);
@@ -71,7 +73,7 @@ describe('pki', () => {
     const at = der.indexOf('host-a');
     der[at + 5] = 'b'.charCodeAt(0); // the signed request now names host-b
     const forged = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
-    await expect(pki.signCsr(forged, 'a')).rejects.toMatchObject({
+    await expect(pki.checkCsr(forged)).rejects.toMatchObject({
       code: 'VALIDATION_FAILED',
       message: 'csr signature does not verify',
     });
@@ -94,7 +96,10 @@ describe('pki', () => {
       keys,
       signingAlgorithm: alg,
     });
-    const { certificatePem } = await pki.signCsr(csr.toString('pem'), 'agent-rsa');
+    const { certificatePem } = pki.issueClientCert(
+      await pki.checkCsr(csr.toString('pem')),
+      'agent-rsa',
+    );
     expect(new X509Certificate(certificatePem).publicKey.asymmetricKeyType).toBe('rsa');
   });
 
@@ -102,7 +107,7 @@ describe('pki', () => {
     const ours = await createPki({ dir: join(dir, 'ours') });
     const foreign = await createPki({ dir: join(dir, 'foreign') });
     const { csrPem } = await makeCsr();
-    const { certificatePem } = await foreign.signCsr(csrPem, 'agent-123');
+    const { certificatePem } = foreign.issueClientCert(await foreign.checkCsr(csrPem), 'agent-123');
     expect(() => ours.verifyClientCert(new X509Certificate(certificatePem).raw)).toThrow(
       expect.objectContaining({ code: 'UNAUTHENTICATED' }),
     );
@@ -112,7 +117,7 @@ describe('pki', () => {
     let t = Date.now();
     const pki = await createPki({ dir, now: () => new Date(t) });
     const { csrPem } = await makeCsr();
-    const { certificatePem } = await pki.signCsr(csrPem, 'a');
+    const { certificatePem } = pki.issueClientCert(await pki.checkCsr(csrPem), 'a');
     t += 366 * 86_400_000;
     expect(() => pki.verifyClientCert(new X509Certificate(certificatePem).raw)).toThrow(
       /not valid now/,
@@ -124,7 +129,7 @@ describe('pki', () => {
 
   it('rejects a malformed CSR as a validation error', async () => {
     const pki = await createPki({ dir });
-    await expect(pki.signCsr('not a csr', 'a')).rejects.toMatchObject({
+    await expect(pki.checkCsr('not a csr')).rejects.toMatchObject({
       code: 'VALIDATION_FAILED',
     });
   });

@@ -88,11 +88,26 @@ export interface Pki {
   /** PEM key and certificate for the gRPC server. */
   serverKeyPem: string;
   serverCertPem: string;
-  /** Issues a client certificate (CN = agent id, 1 year) for a PKCS#10 CSR in PEM. */
-  signCsr(csrPem: string, agentId: string): Promise<{ certificatePem: string; serial: string }>;
+  /**
+   * Reads a PKCS#10 CSR in PEM and checks its proof of possession (its signature verifies with
+   * the key it asks to certify); VALIDATION_FAILED otherwise.
+   */
+  checkCsr(csrPem: string): Promise<CheckedCsr>;
+  /**
+   * Issues a client certificate (CN = agent id, 1 year) for a checked CSR's key. Synchronous, so
+   * that enrolment issues it inside the transaction that admits the agent.
+   */
+  issueClientCert(csr: CheckedCsr, agentId: string): { certificatePem: string; serial: string };
   /** Returns the agent id of a certificate issued by this CA and valid now; UNAUTHENTICATED otherwise. */
   verifyClientCert(der: Buffer): string;
 }
+
+/** A CSR whose signature verified with its own key: only checkCsr makes one. */
+export interface CheckedCsr {
+  readonly spki: Buffer;
+  readonly [checked]: true;
+}
+declare const checked: unique symbol;
 
 export interface PkiOptions {
   /** Directory holding ca.key (0600), ca.crt, server.key (0600), server.crt. */
@@ -153,7 +168,7 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
     serverKeyPem,
     serverCertPem,
 
-    async signCsr(csrPem, agentId) {
+    async checkCsr(csrPem) {
       let csr: CsrParts;
       try {
         csr = readCsr(fromPem(csrPem, CSR_LABEL));
@@ -169,8 +184,10 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
           details: [{ path: 'csrPem', message: 'signature does not verify' }],
         });
       }
-      return issue(commonName(agentId), csr.spki, 365, CLIENT_EXTENSIONS);
+      return { spki: csr.spki } as CheckedCsr;
     },
+
+    issueClientCert: (csr, agentId) => issue(commonName(agentId), csr.spki, 365, CLIENT_EXTENSIONS),
 
     verifyClientCert(der) {
       let cert: X509Certificate;

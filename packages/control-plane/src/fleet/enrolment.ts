@@ -65,19 +65,16 @@ interface Admission {
 export function createEnrolment(deps: EnrolmentDeps): Enrolment {
   const { store, db, workloads, streams, pki, audit, log, now } = deps;
 
-  const findWorkload = (name: string) => {
-    try {
-      return workloads.getWorkload(name);
-    } catch (err) {
-      if (err instanceof ControlPlaneError && err.code === 'NOT_FOUND') return undefined;
-      throw err;
-    }
-  };
-
-  /** Decides whether the token may enrol the request; throws the refusal naming the field. */
-  function admit(token: EnrollmentTokenRecord, req: EnrollRequest): Admission {
-    // Workload names are lowercase DNS-like names; hostnames are case-insensitive.
-    const name = req.hostname.toLowerCase();
+  /**
+   * Decides whether the token may enrol the request as `name`, which is `before` now (call inside
+   * the enrolment's transaction); throws the refusal naming the field.
+   */
+  function admit(
+    token: EnrollmentTokenRecord,
+    req: EnrollRequest,
+    name: string,
+    before: WorkloadRecord | undefined,
+  ): Admission {
     if (token.workload !== null && token.workload !== name) {
       throw new ControlPlaneError('FORBIDDEN', 'enrolment outside the token scope', {
         details: [
@@ -85,7 +82,6 @@ export function createEnrolment(deps: EnrolmentDeps): Enrolment {
         ],
       });
     }
-    const before = findWorkload(name);
     if (before && before.released === null && token.workload !== name) {
       throw new ControlPlaneError(
         'CONFLICT',
@@ -162,21 +158,25 @@ export function createEnrolment(deps: EnrolmentDeps): Enrolment {
       };
       const token = usable();
       if (!token) throw unauthenticated();
+      // Workload names are lowercase DNS-like names; hostnames are case-insensitive.
+      const name = req.hostname.toLowerCase();
       try {
-        admit(token, req); // before the costly signature; again in the transaction
+        // Proof of possession before anything is decided or written. The only await: what may
+        // have changed meanwhile (the token's last use, the name, an address) is decided below,
+        // in the transaction, once.
+        const csr = await pki.checkCsr(req.csrPem);
         const agentId = randomUUID();
-        const cert = await pki.signCsr(req.csrPem, agentId);
         let admitted: Admission | undefined;
+        let cert: { certificatePem: string; serial: string } | undefined;
         let replaced: AgentRecord[] = [];
         workloads.changeWorkloads(
           (w) => {
-            // Re-checked after the await: a concurrent enrolment may have used the last use,
-            // taken the name or one of the addresses.
             if (!usable()) throw unauthenticated();
-            admitted = admit(token, req);
-            const { name } = admitted.workload;
-            // One agent per workload: the admin allowed a new one, so the old one goes.
-            replaced = store.listAgents(name).filter((a) => !a.revoked);
+            admitted = admit(token, req, name, w.getWorkload(name));
+            cert = pki.issueClientCert(csr, agentId);
+            // One agent per workload: the admin allowed a new one, so the old one goes. A new
+            // workload has none (agents are deleted with their workload).
+            replaced = admitted.before ? store.listAgents(name).filter((a) => !a.revoked) : [];
             for (const a of replaced) store.revokeAgent(a.id);
             w.upsertWorkload(admitted.workload);
             w.setWorkloadTrust(name, {
@@ -207,13 +207,17 @@ export function createEnrolment(deps: EnrolmentDeps): Enrolment {
               },
             }),
         );
-        const name = admitted!.workload.name;
         for (const a of replaced) streams.close(a.id, 'replaced by a new enrolment');
         log.info(
           { agentId, workload: name, replaced: replaced.map((a) => a.id) },
           'agent enrolled',
         );
-        return { agentId, workloadId: name, certificatePem: cert.certificatePem, caPem: pki.caPem };
+        return {
+          agentId,
+          workloadId: name,
+          certificatePem: cert!.certificatePem,
+          caPem: pki.caPem,
+        };
       } catch (err) {
         if (err instanceof ControlPlaneError && err.code !== 'UNAUTHENTICATED') {
           refused(token, req, err);
