@@ -12,6 +12,7 @@
 import type { Logger } from 'pino';
 import type { RevisionStore } from '../revisions/store.js';
 import type { SecurityEvent } from '../siem/index.js';
+import type { FlowDependency } from './flow-store.js';
 import { CONTROL_PLANE_EVENT_SOURCE, type FlowDelta, type ReportedEvent } from './store.js';
 
 export const ANOMALY = {
@@ -36,7 +37,7 @@ export interface AnomalyOptions {
   windowMs?: number;
 }
 
-type Seen = Pick<FlowDelta, 'direction' | 'src' | 'dst' | 'protocol' | 'port' | 'firstSeen'>;
+type Seen = FlowDependency;
 
 export interface AnomalyDeps {
   /** A workload's stored flows (what it had seen before this process tracked it). */

@@ -54,6 +54,37 @@ describe('flow store', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it("lists a workload's dependencies, and only its own", () => {
+    store.policy.upsertWorkload({ name: 'web-1', addresses: ['10.0.0.1'], labels: {}, mode });
+    store.fleet.createAgent({ id: 'a2', workload: 'web-1', hostname: 'web-1', certSerial: '02' });
+    ingest(flow({ at: T0 }), flow({ at: T0 + 60_000, port: 9100, verdict: 'denied' }));
+    store.fleet.addTelemetry('a2', 1, {
+      counters: [],
+      flows: [flow({ at: T0, direction: 'egress', port: 5432 })],
+    });
+    const deps = store.visibility.flowDependencies('db-1');
+    expect(deps.sort((a, b) => a.port - b.port)).toEqual([
+      {
+        direction: 'ingress',
+        src: '10.0.0.1',
+        dst: '10.0.0.2',
+        protocol: 6,
+        port: 5432,
+        firstSeen: at(T0),
+      },
+      {
+        direction: 'ingress',
+        src: '10.0.0.1',
+        dst: '10.0.0.2',
+        protocol: 6,
+        port: 9100,
+        firstSeen: at(T0 + 60_000),
+      },
+    ]);
+    expect(store.visibility.flowDependencies('web-1').map((d) => d.direction)).toEqual(['egress']);
+    expect(store.visibility.flowDependencies('none')).toEqual([]);
+  });
+
   it('keeps one row per dependency with lifetime totals, and hourly buckets for windows', () => {
     ingest(flow({ at: T0 + 10 * 60_000, connections: 2, bytes: 200 }));
     ingest(flow({ at: T0 + 70 * 60_000, connections: 3, bytes: 300 }));
