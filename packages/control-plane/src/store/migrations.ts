@@ -194,6 +194,12 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE workloads ADD COLUMN initial_mode TEXT NOT NULL DEFAULT '{}';
   UPDATE workloads SET initial_labels = labels, initial_mode = mode;
   `,
+  // 9: telemetry ingest at 50k flows/s (issue 9): no query can use an index on first_seen (its
+  // one filter is `@newSince IS NULL OR first_seen >= @newSince`, which the planner never takes
+  // to an index), while every new flow paid for its entry.
+  `
+  DROP INDEX IF EXISTS flows_first_seen;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

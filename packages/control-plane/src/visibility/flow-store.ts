@@ -126,13 +126,16 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
      ON CONFLICT DO NOTHING`,
   );
-  // Parameters: the counts and times, then the key in insert's order.
-  const update = db.prepare<Row>(
+  // An existing row is found, then updated by id: `UPDATE ... WHERE <key> RETURNING id` cost
+  // ~100 us a row (against ~10 us for both), and most reports are of rows that exist.
+  const idOf = db.prepare<Row>(
+    `SELECT id FROM flows WHERE workload = ? AND direction = ? AND src = ? AND dst = ?
+       AND protocol = ? AND port = ? AND verdict = ? AND rule_id = ?`,
+  );
+  const update = db.prepare(
     `UPDATE flows SET connections = connections + ?, bytes = bytes + ?,
        first_seen = MIN(first_seen, ?), last_seen = MAX(last_seen, ?)
-     WHERE workload = ? AND direction = ? AND src = ? AND dst = ?
-       AND protocol = ? AND port = ? AND verdict = ? AND rule_id = ?
-     RETURNING id`,
+     WHERE id = ?`,
   );
   const addHour = db.prepare(
     `INSERT INTO flow_hours (flow_id, hour, connections, bytes) VALUES (?, ?, ?, ?)
@@ -181,28 +184,30 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
       for (const f of flows) {
         // Positional: binding twelve named parameters cost better-sqlite3 about as much as
         // the insert itself.
-        const row = [
+        const src = canonicalAddress(f.src);
+        const dst = canonicalAddress(f.dst);
+        const { direction, protocol, port, verdict, ruleId, connections, bytes } = f;
+        const inserted = insert.run(
           workload,
-          f.direction,
-          canonicalAddress(f.src),
-          canonicalAddress(f.dst),
-          f.protocol,
-          f.port,
-          f.verdict,
-          f.ruleId,
-          f.connections,
-          f.bytes,
+          direction,
+          src,
+          dst,
+          protocol,
+          port,
+          verdict,
+          ruleId,
+          connections,
+          bytes,
           f.firstSeen,
           f.lastSeen,
-        ];
-        const inserted = insert.run(row);
+        );
         let id: number;
         if (inserted.changes > 0) {
           rows++;
           id = Number(inserted.lastInsertRowid);
         } else {
-          const key = row.slice(0, 8);
-          id = Number(update.get(f.connections, f.bytes, f.firstSeen, f.lastSeen, ...key)?.id);
+          id = Number(idOf.get(workload, direction, src, dst, protocol, port, verdict, ruleId)?.id);
+          update.run(connections, bytes, f.firstSeen, f.lastSeen, id);
         }
         if (f.lastSeen !== lastSeen) {
           lastSeen = f.lastSeen;
