@@ -131,14 +131,14 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
   function raise(
     workload: string,
     code: string,
+    nowMs: number,
     describe: () => { message: string; attributes: Record<string, string> },
   ) {
-    const at = deps.now();
-    if (at.getTime() - window.start >= windowMs) {
+    if (nowMs - window.start >= windowMs) {
       if (window.suppressed > 0) {
         deps.log.warn({ suppressed: window.suppressed }, 'anomaly events over their rate limit');
       }
-      window = { start: at.getTime(), all: 0, byKey: new Map(), suppressed: 0 };
+      window = { start: nowMs, all: 0, byKey: new Map(), suppressed: 0 };
     }
     const k = `${workload}|${code}`;
     const n = window.byKey.get(k) ?? 0;
@@ -152,7 +152,7 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
     deps.record(workload, { code, message, attributes });
     deps.emit?.({
       kind: 'agent-event',
-      at,
+      at: new Date(nowMs),
       workload,
       agentId: CONTROL_PLANE_EVENT_SOURCE,
       code,
@@ -161,14 +161,14 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
     });
   }
 
-  function newDependencies(workload: string, flows: readonly FlowDelta[]): void {
+  function newDependencies(workload: string, flows: readonly FlowDelta[], nowMs: number): void {
     const set = dependencies(workload, flows);
     for (const f of flows) {
       const k = key(f);
       if (set.has(k)) continue;
       set.add(k);
       known++;
-      raise(workload, ANOMALY.newDependency, () => {
+      raise(workload, ANOMALY.newDependency, nowMs, () => {
         const peer = f.direction === 'ingress' ? f.src : f.dst;
         return {
           message: `${workload}: first ${f.direction} flow with ${peer} on ${f.protocol}/${f.port} (${f.verdict})`,
@@ -204,7 +204,7 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
     const limit = Math.max(burstMin, burstFactor * d.baseline);
     if (before <= limit && d.count > limit) {
       const { count, baseline } = d;
-      raise(workload, ANOMALY.denyBurst, () => ({
+      raise(workload, ANOMALY.denyBurst, nowMs, () => ({
         message: `${workload}: ${count} denied connections this minute (baseline ${baseline.toFixed(1)})`,
         attributes: { count: String(count), baseline: baseline.toFixed(1) },
       }));
@@ -225,7 +225,7 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
     if (after.length === 0) return;
     latest.reported.add(workload);
     const connections = after.reduce((s, f) => s + f.connections, 0);
-    raise(workload, ANOMALY.deniesAfterRevision, () => ({
+    raise(workload, ANOMALY.deniesAfterRevision, nowMs, () => ({
       message: `${workload}: ${connections} denied connections since revision ${n}`,
       attributes: {
         revision: String(n),
@@ -242,7 +242,7 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
     observe(workload, flows) {
       if (flows.length === 0) return;
       const nowMs = deps.now().getTime();
-      newDependencies(workload, flows);
+      newDependencies(workload, flows, nowMs);
       let denied = 0;
       for (const f of flows) if (f.verdict === 'denied') denied += f.connections;
       if (denied === 0) return;

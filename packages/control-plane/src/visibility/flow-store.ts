@@ -151,8 +151,10 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
   const deleteOf = db.prepare('DELETE FROM flows WHERE workload = ?');
   // The unique key's first column: one index range, where `query`'s OR of workload and
   // addresses scans the table (a second per call at 200k rows).
-  const dependenciesOf = db.prepare<Row>(
-    `SELECT direction, src, dst, protocol, port, first_seen FROM flows WHERE workload = ?`,
+  // Rows in the answer's shape: no second object per row (a workload may hold 100k).
+  const dependenciesOf = db.prepare<FlowDependency>(
+    `SELECT direction, src, dst, protocol, port, first_seen AS firstSeen FROM flows
+     WHERE workload = ?`,
   );
   // A query's SQL depends only on how many matches it has and whether it has a window.
   const queries = new Map<string, Database.Statement<Row>>();
@@ -280,16 +282,7 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
     },
 
     /** A workload's stored dependencies, in no order (what anomaly detection learns from). */
-    dependencies(workload: string): FlowDependency[] {
-      return dependenciesOf.all(workload).map((r) => ({
-        direction: r.direction as FlowDirection,
-        src: String(r.src),
-        dst: String(r.dst),
-        protocol: Number(r.protocol),
-        port: Number(r.port),
-        firstSeen: String(r.first_seen),
-      }));
-    },
+    dependencies: (workload: string): FlowDependency[] => dependenciesOf.all(workload),
 
     count: () => rows,
   };
