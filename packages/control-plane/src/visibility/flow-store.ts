@@ -126,8 +126,9 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
      ON CONFLICT DO NOTHING`,
   );
-  // An existing row is found, then updated by id: `UPDATE ... WHERE <key> RETURNING id` cost
-  // ~100 us a row (against ~10 us for both), and most reports are of rows that exist.
+  // An existing row is found, then updated by id: no RETURNING, whose rows SQLite buffers
+  // (the flow store's path for known rows went from 18-19 to 15-16 us of CPU a flow), and most
+  // reports are of rows that exist.
   const idOf = db.prepare<Row>(
     `SELECT id FROM flows WHERE workload = ? AND direction = ? AND src = ? AND dst = ?
        AND protocol = ? AND port = ? AND verdict = ? AND rule_id = ?`,
