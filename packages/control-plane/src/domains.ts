@@ -102,8 +102,7 @@ export function createDomains(deps: DomainDeps): Domains {
   const gate = createImpactGate(stores.visibility);
   const anomalies = createAnomalyDetector(
     {
-      known: (workload) =>
-        stores.visibility.queryFlows({ match: [{ workloads: [workload], addresses: [] }] }),
+      known: stores.visibility.flowDependencies,
       revisions: stores.revisions,
       // In the events table (`bulkhead events`) and the audit log, in one transaction.
       record: (workload, e) =>

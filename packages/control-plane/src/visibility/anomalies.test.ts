@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { silentLog } from '../test-support.js';
-import { ANOMALY, type AnomalyOptions, createAnomalyDetector } from './anomalies.js';
+import { ANOMALY, type AnomalyOptions, createAnomalyDetector, dependencyKey } from './anomalies.js';
 import type { FlowDelta } from './store.js';
 
 const T0 = Date.parse('2026-11-30T10:00:00Z');
@@ -91,6 +91,44 @@ describe('anomaly detection', () => {
     // 'a' was forgotten: it learns from the store again (which here knows nothing).
     t.detector.observe('a', [flow({ port: 1000 })]);
     expect(t.queried).toEqual(['a', 'b', 'c', 'a']);
+  });
+
+  it('keys a dependency by direction, peer, protocol and port alone, without collisions', () => {
+    const base = flow();
+    // The workload's own end, the verdict, the rule and the counts are not part of it.
+    expect(
+      dependencyKey(flow({ dst: '10.9.9.9', verdict: 'denied', ruleId: 'x', connections: 9 })),
+    ).toBe(dependencyKey(base));
+    expect(dependencyKey(flow({ direction: 'egress', src: '10.0.0.2', dst: '10.0.0.1' }))).not.toBe(
+      dependencyKey(base),
+    );
+    const keys = new Set<number>();
+    let n = 0;
+    let unsafe = 0;
+    for (const direction of ['ingress', 'egress'] as const) {
+      for (let i = 0; i < 20_000; i++) {
+        const peer = i % 2 ? `10.${(i >> 8) & 255}.${i & 255}.1` : `fd00::${i.toString(16)}`;
+        for (const [protocol, port] of [
+          [6, 443],
+          [6, 444],
+          [17, 443],
+        ] as const) {
+          const k = dependencyKey({
+            direction,
+            src: peer,
+            dst: peer,
+            protocol,
+            port,
+            firstSeen: '',
+          });
+          if (!Number.isSafeInteger(k) || k < 0) unsafe++;
+          keys.add(k);
+          n++;
+        }
+      }
+    }
+    expect(unsafe).toBe(0);
+    expect(keys.size).toBe(n);
   });
 
   it('reports a burst of denies above the baseline, once per minute', () => {

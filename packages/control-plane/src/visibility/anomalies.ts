@@ -4,9 +4,15 @@
 // aggregated flow deltas, in bounded memory; events are rate limited per workload and kind and
 // overall, then recorded (the events table) and emitted (the SIEM). Must not read telemetry
 // itself, write flows, or judge policy.
+// A dependency is remembered as a 53-bit hash of its key (a number, ~47 bytes in a Set, where
+// the key's text took ~215): the default bound then covers the flow store's row cap, so a fleet
+// under it never forgets and re-reads a workload's rows per batch (which cost more than the
+// ingest itself). Two keys colliding hide a new dependency with odds ~ n / 2^53 for a workload
+// that knows n.
 import type { Logger } from 'pino';
 import type { RevisionStore } from '../revisions/store.js';
 import type { SecurityEvent } from '../siem/index.js';
+import type { FlowDependency } from './flow-store.js';
 import { CONTROL_PLANE_EVENT_SOURCE, type FlowDelta, type ReportedEvent } from './store.js';
 
 export const ANOMALY = {
@@ -17,7 +23,7 @@ export const ANOMALY = {
 
 export interface AnomalyOptions {
   /** Dependencies remembered at most; the least recently reporting workloads are forgotten
-   * first (and learn theirs again from the flow store). Default 200,000. */
+   * first (and learn theirs again from the flow store). Default 1,000,000 (the flow row cap). */
   maxKnown?: number;
   /** Denied connections in a minute that make a burst: at least `burstMin` and more than
    * `burstFactor` times the workload's baseline (a moving average per minute). 20 and 5. */
@@ -31,7 +37,7 @@ export interface AnomalyOptions {
   windowMs?: number;
 }
 
-type Seen = Pick<FlowDelta, 'direction' | 'src' | 'dst' | 'protocol' | 'port' | 'firstSeen'>;
+type Seen = FlowDependency;
 
 export interface AnomalyDeps {
   /** A workload's stored flows (what it had seen before this process tracked it). */
@@ -51,11 +57,26 @@ export interface AnomalyDetector {
 }
 
 const MINUTE = 60_000;
-const key = (f: Seen) =>
-  `${f.direction}|${f.direction === 'ingress' ? f.src : f.dst}|${f.protocol}|${f.port}`;
+
+/** (direction, peer, protocol, port) as a 53-bit number: two 32-bit FNV-1a-style hashes. */
+export function dependencyKey(f: Seen): number {
+  const ingress = f.direction === 'ingress';
+  const peer = ingress ? f.src : f.dst;
+  const salt = ((ingress ? 1 : 2) << 24) ^ (f.protocol << 16) ^ f.port;
+  let a = Math.imul(0x811c9dc5 ^ salt, 16777619);
+  let b = Math.imul(0x9747b28c ^ salt, 0x5bd1e995);
+  for (let i = 0; i < peer.length; i++) {
+    const c = peer.charCodeAt(i);
+    a = Math.imul(a ^ c, 16777619);
+    b = Math.imul(b ^ c, 0x5bd1e995);
+    b ^= b >>> 15;
+  }
+  return (a >>> 0) * 2 ** 21 + ((b ^ (b >>> 13)) >>> 11);
+}
+const key = dependencyKey;
 
 export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {}): AnomalyDetector {
-  const maxKnown = o.maxKnown ?? 200_000;
+  const maxKnown = o.maxKnown ?? 1_000_000;
   const burstMin = o.burstMin ?? 20;
   const burstFactor = o.burstFactor ?? 5;
   const afterRevisionMs = o.afterRevisionMs ?? 10 * MINUTE;
@@ -64,7 +85,7 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
   const windowMs = o.windowMs ?? 10 * MINUTE;
 
   /** workload -> dependencies seen; Map order is the recency of the workload's reports. */
-  const seen = new Map<string, Set<string>>();
+  const seen = new Map<string, Set<number>>();
   let known = 0;
   /** workload -> denied connections this minute and the per-minute baseline. */
   const denies = new Map<string, { minute: number; count: number; baseline: number }>();
@@ -72,14 +93,14 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
   let latest = { revision: -1, at: 0, reported: new Set<string>() };
   let window = { start: 0, all: 0, byKey: new Map<string, number>(), suppressed: 0 };
 
-  function dependencies(workload: string, batch: readonly FlowDelta[]): Set<string> {
+  function dependencies(workload: string, batch: readonly FlowDelta[]): Set<number> {
     let set = seen.get(workload);
     if (set) {
       seen.delete(workload);
     } else {
       // Learnt from the store, which already holds this batch: a row counts as seen before
       // when it was first seen earlier than the batch's own first sighting of it.
-      const first = new Map<string, string>();
+      const first = new Map<number, string>();
       for (const f of batch) {
         const k = key(f);
         const t = first.get(k);
@@ -106,18 +127,18 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
     }
   }
 
+  /** `describe` runs only for an event within the rate limit: a flood costs no text. */
   function raise(
     workload: string,
     code: string,
-    message: string,
-    attributes: Record<string, string>,
+    nowMs: number,
+    describe: () => { message: string; attributes: Record<string, string> },
   ) {
-    const at = deps.now();
-    if (at.getTime() - window.start >= windowMs) {
+    if (nowMs - window.start >= windowMs) {
       if (window.suppressed > 0) {
         deps.log.warn({ suppressed: window.suppressed }, 'anomaly events over their rate limit');
       }
-      window = { start: at.getTime(), all: 0, byKey: new Map(), suppressed: 0 };
+      window = { start: nowMs, all: 0, byKey: new Map(), suppressed: 0 };
     }
     const k = `${workload}|${code}`;
     const n = window.byKey.get(k) ?? 0;
@@ -127,10 +148,11 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
     }
     window.byKey.set(k, n + 1);
     window.all++;
+    const { message, attributes } = describe();
     deps.record(workload, { code, message, attributes });
     deps.emit?.({
       kind: 'agent-event',
-      at,
+      at: new Date(nowMs),
       workload,
       agentId: CONTROL_PLANE_EVENT_SOURCE,
       code,
@@ -139,27 +161,27 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
     });
   }
 
-  function newDependencies(workload: string, flows: readonly FlowDelta[]): void {
+  function newDependencies(workload: string, flows: readonly FlowDelta[], nowMs: number): void {
     const set = dependencies(workload, flows);
     for (const f of flows) {
       const k = key(f);
       if (set.has(k)) continue;
       set.add(k);
       known++;
-      const peer = f.direction === 'ingress' ? f.src : f.dst;
-      raise(
-        workload,
-        ANOMALY.newDependency,
-        `${workload}: first ${f.direction} flow with ${peer} on ${f.protocol}/${f.port} (${f.verdict})`,
-        {
-          direction: f.direction,
-          peer,
-          protocol: String(f.protocol),
-          port: String(f.port),
-          verdict: f.verdict,
-          ruleId: f.ruleId,
-        },
-      );
+      raise(workload, ANOMALY.newDependency, nowMs, () => {
+        const peer = f.direction === 'ingress' ? f.src : f.dst;
+        return {
+          message: `${workload}: first ${f.direction} flow with ${peer} on ${f.protocol}/${f.port} (${f.verdict})`,
+          attributes: {
+            direction: f.direction,
+            peer,
+            protocol: String(f.protocol),
+            port: String(f.port),
+            verdict: f.verdict,
+            ruleId: f.ruleId,
+          },
+        };
+      });
     }
     bound(workload);
   }
@@ -181,12 +203,11 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
     d.count += denied;
     const limit = Math.max(burstMin, burstFactor * d.baseline);
     if (before <= limit && d.count > limit) {
-      raise(
-        workload,
-        ANOMALY.denyBurst,
-        `${workload}: ${d.count} denied connections this minute (baseline ${d.baseline.toFixed(1)})`,
-        { count: String(d.count), baseline: d.baseline.toFixed(1) },
-      );
+      const { count, baseline } = d;
+      raise(workload, ANOMALY.denyBurst, nowMs, () => ({
+        message: `${workload}: ${count} denied connections this minute (baseline ${baseline.toFixed(1)})`,
+        attributes: { count: String(count), baseline: baseline.toFixed(1) },
+      }));
     }
   }
 
@@ -204,11 +225,9 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
     if (after.length === 0) return;
     latest.reported.add(workload);
     const connections = after.reduce((s, f) => s + f.connections, 0);
-    raise(
-      workload,
-      ANOMALY.deniesAfterRevision,
-      `${workload}: ${connections} denied connections since revision ${n}`,
-      {
+    raise(workload, ANOMALY.deniesAfterRevision, nowMs, () => ({
+      message: `${workload}: ${connections} denied connections since revision ${n}`,
+      attributes: {
         revision: String(n),
         connections: String(connections),
         flows: after
@@ -216,14 +235,14 @@ export function createAnomalyDetector(deps: AnomalyDeps, o: AnomalyOptions = {})
           .map((f) => `${f.src} -> ${f.dst} ${f.protocol}/${f.port} (${f.ruleId || 'no rule'})`)
           .join(', '),
       },
-    );
+    }));
   }
 
   return {
     observe(workload, flows) {
       if (flows.length === 0) return;
       const nowMs = deps.now().getTime();
-      newDependencies(workload, flows);
+      newDependencies(workload, flows, nowMs);
       let denied = 0;
       for (const f of flows) if (f.verdict === 'denied') denied += f.connections;
       if (denied === 0) return;

@@ -54,6 +54,37 @@ describe('flow store', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it("lists a workload's dependencies, and only its own", () => {
+    store.policy.upsertWorkload({ name: 'web-1', addresses: ['10.0.0.1'], labels: {}, mode });
+    store.fleet.createAgent({ id: 'a2', workload: 'web-1', hostname: 'web-1', certSerial: '02' });
+    ingest(flow({ at: T0 }), flow({ at: T0 + 60_000, port: 9100, verdict: 'denied' }));
+    store.fleet.addTelemetry('a2', 1, {
+      counters: [],
+      flows: [flow({ at: T0, direction: 'egress', port: 5432 })],
+    });
+    const deps = store.visibility.flowDependencies('db-1');
+    expect(deps.sort((a, b) => a.port - b.port)).toEqual([
+      {
+        direction: 'ingress',
+        src: '10.0.0.1',
+        dst: '10.0.0.2',
+        protocol: 6,
+        port: 5432,
+        firstSeen: at(T0),
+      },
+      {
+        direction: 'ingress',
+        src: '10.0.0.1',
+        dst: '10.0.0.2',
+        protocol: 6,
+        port: 9100,
+        firstSeen: at(T0 + 60_000),
+      },
+    ]);
+    expect(store.visibility.flowDependencies('web-1').map((d) => d.direction)).toEqual(['egress']);
+    expect(store.visibility.flowDependencies('none')).toEqual([]);
+  });
+
   it('keeps one row per dependency with lifetime totals, and hourly buckets for windows', () => {
     ingest(flow({ at: T0 + 10 * 60_000, connections: 2, bytes: 200 }));
     ingest(flow({ at: T0 + 70 * 60_000, connections: 3, bytes: 300 }));
@@ -87,6 +118,64 @@ describe('flow store', () => {
     expect(store.visibility.queryFlows({ newSince: at(T0 + 15 * 60_000) })).toMatchObject([
       { verdict: 'would-deny' },
     ]);
+  });
+
+  it('stores random batches (new rows, existing rows, repeats, late reports) as a model sums them', () => {
+    // A seeded generator: a failure replays the same batches.
+    let x = 12345;
+    const rand = (n: number) => {
+      x = (Math.imul(x, 1103515245) + 12345) & 0x7fffffff;
+      return x % n;
+    };
+    const model = new Map<string, { c: number; b: number; first: string; last: string }>();
+    const hours = new Map<string, number>();
+    for (let batch = 0; batch < 40; batch++) {
+      const flows = Array.from({ length: 1 + rand(60) }, () => {
+        const first = T0 + rand(6) * 3_600_000 + rand(3_600_000);
+        const d = flow({
+          at: first + rand(2) * rand(7_200_000),
+          src: `10.0.${rand(3)}.${1 + rand(4)}`,
+          port: 5000 + rand(3),
+          verdict: rand(4) === 0 ? 'denied' : 'allowed',
+          connections: 1 + rand(9),
+          bytes: rand(1000),
+        });
+        return { ...d, firstSeen: at(first) };
+      });
+      ingest(...flows);
+      for (const f of flows) {
+        const k = `${f.src}|${f.port}|${f.verdict}`;
+        const m = model.get(k);
+        model.set(k, {
+          c: (m?.c ?? 0) + f.connections,
+          b: (m?.b ?? 0) + f.bytes,
+          first: m && m.first < f.firstSeen ? m.first : f.firstSeen,
+          last: m && m.last > f.lastSeen ? m.last : f.lastSeen,
+        });
+        const h = Math.floor(Date.parse(f.lastSeen) / 3_600_000);
+        hours.set(`${k}|${h}`, (hours.get(`${k}|${h}`) ?? 0) + f.connections);
+      }
+    }
+    const stored = store.visibility.queryFlows();
+    expect(
+      new Map(
+        stored.map((r) => [
+          `${r.src}|${r.port}|${r.verdict}`,
+          { c: r.connections, b: r.bytes, first: r.firstSeen, last: r.lastSeen },
+        ]),
+      ),
+    ).toEqual(model);
+    // Each hour's bucket: a window of that hour alone sums the deltas last seen in it.
+    for (let h = T0 / 3_600_000; h < T0 / 3_600_000 + 8; h++) {
+      const window = store.visibility.queryFlows({
+        since: at(h * 3_600_000),
+        until: at(h * 3_600_000),
+      });
+      const want = [...hours].filter(([k]) => k.endsWith(`|${h}`));
+      expect(
+        window.map((r) => [`${r.src}|${r.port}|${r.verdict}|${h}`, r.connections]).sort(),
+      ).toEqual(want.sort());
+    }
   });
 
   it('counts a batch resent with the same seq once, in totals and buckets', () => {

@@ -6,6 +6,7 @@ import {
   createFlowStore,
   DEFAULT_FLOW_RETENTION_DAYS,
   DEFAULT_MAX_FLOW_ROWS,
+  type FlowDependency,
   type FlowQuery,
   type FlowRow,
   type PruneResult,
@@ -55,6 +56,8 @@ export interface TelemetrySink {
 export interface VisibilityStore extends TelemetrySink {
   /** Discovered flows, most recently seen first. */
   queryFlows(q?: FlowQuery): FlowRow[];
+  /** A workload's stored dependencies, in no order (one index range: cheap at any table size). */
+  flowDependencies(workload: string): FlowDependency[];
   /** Retention and the row cap; records an event when the cap evicted rows. */
   pruneFlows(): PruneResult;
   flowCount(): number;
@@ -107,6 +110,7 @@ export function createSqliteVisibilityStore(
       evicted(evictedRows);
     },
     queryFlows: (q) => flows.query(q),
+    flowDependencies: (workload) => flows.dependencies(workload),
     pruneFlows() {
       return d.tx(() => {
         const result = flows.prune();
