@@ -193,7 +193,7 @@ async function fleetRun(n: number, key: SharedKey) {
     received = new Map();
     welcomed = new Map();
     const attempts0 = attempts();
-    const benchCpu0 = process.cpuUsage();
+    const stormBenchCpu0 = process.cpuUsage();
     const overflows0 = listenOverflows();
     t0 = performance.now();
     const stopMs = await cp.stop();
@@ -206,7 +206,7 @@ async function fleetRun(n: number, key: SharedKey) {
       () => welcomed.size === n,
     );
     const cpuAllBack = cp.cpuMs();
-    const benchCpuMs = cpuMsSince(benchCpu0);
+    const benchCpuMs = cpuMsSince(stormBenchCpu0);
     // Whatever a Hello brings back is written right behind its Welcome: give it time to land.
     await new Promise((r) => setTimeout(r, 500));
     const last = Math.max(...welcomed.values(), ...[...received.values()].map((r) => r.at));
@@ -263,11 +263,6 @@ async function fleetRun(n: number, key: SharedKey) {
     for (const a of agents) a.close();
     await cp.close();
   }
-}
-
-function cpuMsSince(start: NodeJS.CpuUsage): number {
-  const d = process.cpuUsage(start);
-  return (d.user + d.system) / 1000;
 }
 
 // The figures are only as good as the machine was quiet: say how busy it was.

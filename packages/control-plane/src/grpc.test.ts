@@ -525,7 +525,7 @@ describe('gRPC agent service', () => {
     // agent id must not ride on that.
     const foreign = await createPki({ dir: join(dir, 'foreign-ca') });
     const { csrPem, keyPem } = await makeCsr();
-    const { certificatePem } = await foreign.signCsr(csrPem, res.agentId);
+    const { certificatePem } = foreign.issueClientCert(await foreign.checkCsr(csrPem), res.agentId);
     const forged = credentials.createSsl(
       Buffer.from(cp.caPem),
       Buffer.from(keyPem),
