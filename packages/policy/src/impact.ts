@@ -4,10 +4,10 @@
 
 import type { Decide } from './calc/decide.js';
 import { type Decision, type DirectionName, evaluatePolicy } from './evaluate.js';
-import { type IpAddress, parseCidr } from './ip.js';
+import { type IpAddress, parseAddress, parseCidr } from './ip.js';
 import type { IpList, Labels, ModeName, PolicyState, Workload } from './model.js';
 import { compareStrings, PORT_PROTOCOL_NUMBERS } from './protocols.js';
-import { canonical, type FlowTuple, ownersOf, parse } from './visibility.js';
+import { canonical, type FlowTuple, ownersOf, ownersOfText, parse } from './visibility.js';
 
 /** One observed connection of a workload (peer = source for ingress, destination for egress). */
 export interface Flow {
@@ -130,6 +130,11 @@ export interface ImpactOptions {
    * same, fast enough for a fleet's flows, and can be kept for a state that does not change.
    */
   decide?: { before?: Decide; after?: Decide };
+  /**
+   * Leave out flows whose source or destination is not an IP address (stored telemetry may
+   * hold some) instead of refusing them with POLICY_BAD_ARGUMENT.
+   */
+  skipUnparsable?: boolean;
 }
 
 const NO_RULE = 'no rule';
@@ -141,10 +146,40 @@ const byModel =
 
 /** An address of the flows, parsed once per impact question, with its owners in each state. */
 interface Endpoint {
+  /** Numbers the endpoint within one question: part of its flows' keys. */
+  id: number;
   address: IpAddress;
   text: string;
   owners: [before: Workload[], after: Workload[]];
   group?: EndpointGroup;
+  /** Its distinct flows as the source, by destination, protocol and port (`flowKey`). */
+  out: Map<number | string, Distinct<ObservedFlow>>;
+}
+
+/** The copies of one (src, dst, protocol, port). */
+interface Distinct<F extends ObservedFlow> {
+  /** The first reported copy. */
+  flow: F;
+  src: Endpoint;
+  dst: Endpoint;
+  port: number;
+  /**
+   * Connections per reporting end over all its copies (most flows have one or two ends; a copy
+   * naming no end is an end of its own).
+   */
+  ends: Array<{ workload?: string; direction?: DirectionName; connections: number }>;
+  lastSeen?: number | string;
+}
+
+/** One number for the common case (a protocol byte and a port), text otherwise. */
+function flowKey(dst: number, protocol: number, port: number): number | string {
+  return protocol >>> 0 === protocol && protocol < 256 && port >>> 0 === port && port < 65536
+    ? dst * 16_777_216 + protocol * 65_536 + port
+    : `${dst} ${protocol} ${port}`;
+}
+
+function outcomeOf(decision: Decision, mode: ModeName): EndOutcome {
+  return decision.action === 'allow' ? 'allowed' : mode === 'enforce' ? 'blocked' : 'would-deny';
 }
 
 function endsIn(
@@ -159,8 +194,7 @@ function endsIn(
   const add = (w: Workload, direction: DirectionName, peer: IpAddress) => {
     const decision = decide(w.name, direction, peer, protocol, port);
     const mode = w.mode[direction];
-    const outcome: EndOutcome =
-      decision.action === 'allow' ? 'allowed' : mode === 'enforce' ? 'blocked' : 'would-deny';
+    const outcome = outcomeOf(decision, mode);
     ends.push({ workload: w.name, direction, mode, outcome, ruleId: decision.ruleId ?? NO_RULE });
   };
   for (const w of src.owners[side]) add(w, 'egress', dst.address);
@@ -168,14 +202,47 @@ function endsIn(
   return ends;
 }
 
-function changeOf(before: ImpactEnd[], after: ImpactEnd[]): ImpactChange | undefined {
-  const passes = (ends: ImpactEnd[]) => ends.every((e) => e.outcome !== 'blocked');
+// What `changeOf` reads of one side's ends, as bits: most flows change nothing, and this
+// answers that without building the ends.
+const SOME_END = 1;
+const SOME_NOT_ALLOWED = 2;
+const SOME_BLOCKED = 4;
+const SOME_WOULD_DENY = 8;
+const OUTCOME_BITS: Record<EndOutcome, number> = {
+  allowed: SOME_END,
+  blocked: SOME_END | SOME_NOT_ALLOWED | SOME_BLOCKED,
+  'would-deny': SOME_END | SOME_NOT_ALLOWED | SOME_WOULD_DENY,
+};
+
+function outcomesIn(
+  side: 0 | 1,
+  decide: Decide,
+  src: Endpoint,
+  dst: Endpoint,
+  protocol: number,
+  port: number,
+): number {
+  let bits = 0;
+  for (const w of src.owners[side]) {
+    bits |=
+      OUTCOME_BITS[outcomeOf(decide(w.name, 'egress', dst.address, protocol, port), w.mode.egress)];
+  }
+  for (const w of dst.owners[side]) {
+    bits |=
+      OUTCOME_BITS[
+        outcomeOf(decide(w.name, 'ingress', src.address, protocol, port), w.mode.ingress)
+      ];
+  }
+  return bits;
+}
+
+function changeOf(before: number, after: number): ImpactChange | undefined {
+  const passes = (ends: number) => (ends & SOME_BLOCKED) === 0;
   // With no workload end no policy speaks for the flow: it is not "allowed".
-  const allowed = (ends: ImpactEnd[]) =>
-    ends.length > 0 && ends.every((e) => e.outcome === 'allowed');
+  const allowed = (ends: number) => (ends & (SOME_END | SOME_NOT_ALLOWED)) === SOME_END;
   if (passes(before) && !passes(after)) return 'newly-blocked';
   if (!allowed(before) && allowed(after)) return 'newly-allowed';
-  if (passes(after) && after.some((e) => e.outcome === 'would-deny')) return 'still-would-deny';
+  if (passes(after) && (after & SOME_WOULD_DENY) !== 0) return 'still-would-deny';
   return undefined;
 }
 
@@ -239,73 +306,81 @@ const DIRECTION_ORDER: Record<DirectionName, number> = { egress: 0, ingress: 1 }
 export function impact<F extends ObservedFlow>(
   before: PolicyState,
   after: PolicyState,
-  flows: readonly F[],
+  flows: Iterable<F>,
   options: ImpactOptions = {},
 ): ImpactReport<F> {
   const groupBy = options.groupBy ?? ['app', 'role'];
   const decideBefore = options.decide?.before ?? byModel(before);
   const decideAfter = options.decide?.after ?? byModel(after);
-  // Flows share their addresses: each is parsed and looked up once.
-  const endpoints = new Map<string, Endpoint>();
-  const endpoint = (text: string): Endpoint => {
-    let e = endpoints.get(text);
+  // Flows share their addresses: each text is parsed and looked up once, and every spelling
+  // of one address is the same endpoint (null: not an address, skipped).
+  const byCanonical = new Map<string, Endpoint>();
+  const resolve = (text: string): Endpoint | null => {
+    const address = options.skipUnparsable ? parseAddress(text) : parse(text);
+    if (!address) return null;
+    // A dotted quad that parses is canonical already (no leading zeros).
+    const canon = address.family === 4 ? text : canonical(address);
+    let e = byCanonical.get(canon);
     if (!e) {
-      const address = parse(text);
       e = {
+        id: byCanonical.size,
         address,
-        text: canonical(address),
-        owners: [ownersOf(before, address), ownersOf(after, address)],
+        text: canon,
+        owners: [ownersOfText(before, canon), ownersOfText(after, canon)],
+        out: new Map(),
       };
+      byCanonical.set(canon, e);
+    }
+    return e;
+  };
+  const endpoints = new Map<string, Endpoint | null>();
+  const endpoint = (text: string): Endpoint | null => {
+    let e = endpoints.get(text);
+    if (e === undefined) {
+      e = resolve(text);
       endpoints.set(text, e);
     }
     return e;
   };
-  const distinct = new Map<
-    string,
-    {
-      flow: F;
-      src: Endpoint;
-      dst: Endpoint;
-      port: number;
-      /**
-       * Connections per reporting end over all its copies (most flows have one or two ends; a
-       * copy naming no end is an end of its own).
-       */
-      ends: Array<{ end?: string; connections: number }>;
-      lastSeen?: number | string;
-    }
-  >();
+  // In the order first seen: ties between equal times keep the first one's spelling.
+  const distinct: Distinct<F>[] = [];
   for (const flow of flows) {
     const src = endpoint(flow.src);
+    if (src === null) continue;
     const dst = endpoint(flow.dst);
+    if (dst === null) continue;
     const port = PORT_PROTOCOL_NUMBERS.includes(flow.protocol) ? (flow.port ?? 0) : 0;
-    const key = `${src.text} ${dst.text} ${flow.protocol} ${port}`;
-    let seen = distinct.get(key);
+    const key = flowKey(dst.id, flow.protocol, port);
+    let seen = src.out.get(key) as Distinct<F> | undefined;
     if (!seen) {
       seen = { flow, src, dst, port, ends: [], lastSeen: flow.lastSeen };
-      distinct.set(key, seen);
+      src.out.set(key, seen);
+      distinct.push(seen);
     } else {
       seen.lastSeen = later(seen.lastSeen, flow.lastSeen);
     }
     const connections = flow.connections ?? 1;
-    const end =
-      flow.workload !== undefined && flow.direction !== undefined
-        ? `${flow.direction} ${flow.workload}`
-        : undefined;
-    const same = end === undefined ? undefined : seen.ends.find((e) => e.end === end);
+    const { workload, direction } = flow;
+    const named = workload !== undefined && direction !== undefined;
+    const same = named
+      ? seen.ends.find((e) => e.workload === workload && e.direction === direction)
+      : undefined;
     if (same) same.connections += connections;
-    else seen.ends.push({ end, connections });
+    else seen.ends.push(named ? { workload, direction, connections } : { connections });
   }
 
-  const summary = { newlyBlocked: 0, newlyAllowed: 0, stillWouldDeny: 0, flows: distinct.size };
+  const summary = { newlyBlocked: 0, newlyAllowed: 0, stillWouldDeny: 0, flows: distinct.length };
   const groups = new Map<string, ImpactGroup<F>>();
-  for (const d of distinct.values()) {
+  for (const d of distinct) {
     const { flow, src, dst, port } = d;
-    const connections = d.ends.reduce((max, e) => Math.max(max, e.connections), 0);
+    const change = changeOf(
+      outcomesIn(0, decideBefore, src, dst, flow.protocol, port),
+      outcomesIn(1, decideAfter, src, dst, flow.protocol, port),
+    );
+    if (!change) continue;
     const was = endsIn(0, decideBefore, src, dst, flow.protocol, port);
     const now = endsIn(1, decideAfter, src, dst, flow.protocol, port);
-    const change = changeOf(was, now);
-    if (!change) continue;
+    const connections = d.ends.reduce((max, e) => Math.max(max, e.connections), 0);
     if (change === 'newly-blocked') summary.newlyBlocked++;
     else if (change === 'newly-allowed') summary.newlyAllowed++;
     else summary.stillWouldDeny++;

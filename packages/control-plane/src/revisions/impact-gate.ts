@@ -2,7 +2,7 @@
 // refusal of a change that newly blocks some unless the admin confirmed it. Used by provision,
 // rollback and the one-workload provision. Reads flows; must not write anything.
 import type { ImpactView } from '@bulkhead/api';
-import { type Decide, decideOn, impact, type PolicyState, parseAddress } from '@bulkhead/policy';
+import { type Decide, decideOn, impact, type PolicyState } from '@bulkhead/policy';
 import { ControlPlaneError } from '../errors.js';
 import type { VisibilityStore } from '../visibility/store.js';
 import { createHasNoPolicy } from '../visibility/views.js';
@@ -26,7 +26,7 @@ export interface ImpactGate {
 /** States whose decisions are kept: the provisioned one and a candidate. */
 const KEPT = 2;
 
-export function createImpactGate(flows: Pick<VisibilityStore, 'queryFlows'>): ImpactGate {
+export function createImpactGate(flows: Pick<VisibilityStore, 'observedFlows'>): ImpactGate {
   /**
    * Decisions by what they depend on: the policy objects and the workloads' names, labels and
    * addresses, not their modes. So the provisioned side is reused until a revision or a
@@ -50,24 +50,14 @@ export function createImpactGate(flows: Pick<VisibilityStore, 'queryFlows'>): Im
   }
   return {
     between(before, after, q = {}) {
-      // Rows share their addresses: each text is checked once.
-      const valid = new Map<string, boolean>();
-      const ok = (text: string) => {
-        let v = valid.get(text);
-        if (v === undefined) {
-          v = parseAddress(text) !== undefined;
-          valid.set(text, v);
-        }
-        return v;
-      };
-      // The report does not depend on the rows' order: SQLite need not sort them.
-      const observed = flows
-        .queryFlows({ ...window(q), unordered: true })
-        .filter((r) => ok(r.src) && ok(r.dst));
+      // Decisions first: the database is busy while the rows stream in.
+      const decide = { before: decisions(before), after: decisions(after) };
       return toImpactView(
-        impact(before, after, observed, {
+        impact(before, after, flows.observedFlows(window(q)), {
           groupBy: q.groupBy ?? DEFAULT_GROUP_BY,
-          decide: { before: decisions(before), after: decisions(after) },
+          decide,
+          // Telemetry is stored as agents sent it: a row may hold something else.
+          skipUnparsable: true,
         }),
         createHasNoPolicy(after),
       );

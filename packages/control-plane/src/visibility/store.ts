@@ -8,6 +8,8 @@ import {
   DEFAULT_MAX_FLOW_ROWS,
   type FlowQuery,
   type FlowRow,
+  type FlowWindow,
+  type ObservedRow,
   type PruneResult,
 } from './flow-store.js';
 
@@ -55,6 +57,11 @@ export interface TelemetrySink {
 export interface VisibilityStore extends TelemetrySink {
   /** Discovered flows, most recently seen first. */
   queryFlows(q?: FlowQuery): FlowRow[];
+  /**
+   * Every flow row (in the window) with what impact analysis reads, unordered, one at a time;
+   * the database is busy until the iteration ends.
+   */
+  observedFlows(q?: FlowWindow): IterableIterator<ObservedRow>;
   /** Retention and the row cap; records an event when the cap evicted rows. */
   pruneFlows(): PruneResult;
   flowCount(): number;
@@ -107,6 +114,7 @@ export function createSqliteVisibilityStore(
       evicted(evictedRows);
     },
     queryFlows: (q) => flows.query(q),
+    observedFlows: (q) => flows.observed(q),
     pruneFlows() {
       return d.tx(() => {
         const result = flows.prune();
