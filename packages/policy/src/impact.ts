@@ -152,17 +152,21 @@ interface Endpoint {
   text: string;
   owners: [before: Workload[], after: Workload[]];
   group?: EndpointGroup;
-  /** Its distinct flows as the source, by destination, protocol and port (`flowKey`). */
-  out: Map<number | string, Distinct<ObservedFlow>>;
+  /**
+   * Its distinct flows as the source, by destination, protocol and port (`flowKey`); null for
+   * one the change does not move.
+   */
+  out: Map<number | string, Distinct<ObservedFlow> | null>;
 }
 
-/** The copies of one (src, dst, protocol, port). */
+/** The copies of one (src, dst, protocol, port) that the change moves. */
 interface Distinct<F extends ObservedFlow> {
   /** The first reported copy. */
   flow: F;
   src: Endpoint;
   dst: Endpoint;
   port: number;
+  change: ImpactChange;
   /**
    * Connections per reporting end over all its copies (most flows have one or two ends; a copy
    * naming no end is an end of its own).
@@ -342,8 +346,11 @@ export function impact<F extends ObservedFlow>(
     }
     return e;
   };
-  // In the order first seen: ties between equal times keep the first one's spelling.
-  const distinct: Distinct<F>[] = [];
+  // Each distinct flow is judged when first seen, so that only the few the change moves keep
+  // their copies (a plan reads a million rows). In the order first seen: ties between equal
+  // times keep the first one's spelling.
+  const moved: Distinct<F>[] = [];
+  let count = 0;
   for (const flow of flows) {
     const src = endpoint(flow.src);
     if (src === null) continue;
@@ -351,14 +358,20 @@ export function impact<F extends ObservedFlow>(
     if (dst === null) continue;
     const port = PORT_PROTOCOL_NUMBERS.includes(flow.protocol) ? (flow.port ?? 0) : 0;
     const key = flowKey(dst.id, flow.protocol, port);
-    let seen = src.out.get(key) as Distinct<F> | undefined;
-    if (!seen) {
-      seen = { flow, src, dst, port, ends: [], lastSeen: flow.lastSeen };
+    let seen = src.out.get(key) as Distinct<F> | null | undefined;
+    if (seen === undefined) {
+      count++;
+      const change = changeOf(
+        outcomesIn(0, decideBefore, src, dst, flow.protocol, port),
+        outcomesIn(1, decideAfter, src, dst, flow.protocol, port),
+      );
+      seen = change ? { flow, src, dst, port, change, ends: [], lastSeen: flow.lastSeen } : null;
       src.out.set(key, seen);
-      distinct.push(seen);
-    } else {
+      if (seen) moved.push(seen);
+    } else if (seen) {
       seen.lastSeen = later(seen.lastSeen, flow.lastSeen);
     }
+    if (seen === null) continue;
     const connections = flow.connections ?? 1;
     const { workload, direction } = flow;
     const named = workload !== undefined && direction !== undefined;
@@ -369,15 +382,10 @@ export function impact<F extends ObservedFlow>(
     else seen.ends.push(named ? { workload, direction, connections } : { connections });
   }
 
-  const summary = { newlyBlocked: 0, newlyAllowed: 0, stillWouldDeny: 0, flows: distinct.length };
+  const summary = { newlyBlocked: 0, newlyAllowed: 0, stillWouldDeny: 0, flows: count };
   const groups = new Map<string, ImpactGroup<F>>();
-  for (const d of distinct) {
-    const { flow, src, dst, port } = d;
-    const change = changeOf(
-      outcomesIn(0, decideBefore, src, dst, flow.protocol, port),
-      outcomesIn(1, decideAfter, src, dst, flow.protocol, port),
-    );
-    if (!change) continue;
+  for (const d of moved) {
+    const { flow, src, dst, port, change } = d;
     const was = endsIn(0, decideBefore, src, dst, flow.protocol, port);
     const now = endsIn(1, decideAfter, src, dst, flow.protocol, port);
     const connections = d.ends.reduce((max, e) => Math.max(max, e.connections), 0);
