@@ -2,7 +2,7 @@
 // an operator sees which connections a change would cut before enforcing it. `impact` sees a
 // flow at both of its ends with their modes; `analyzeImpact` is the older per-end view.
 
-import type { Decide } from './calc/decide.js';
+import { alikeFor, type Decide } from './calc/decide.js';
 import { type Decision, type DirectionName, evaluatePolicy } from './evaluate.js';
 import { type IpAddress, parseAddress, parseCidr } from './ip.js';
 import type { IpList, Labels, ModeName, PolicyState, Workload } from './model.js';
@@ -218,26 +218,41 @@ const OUTCOME_BITS: Record<EndOutcome, number> = {
   'would-deny': SOME_END | SOME_NOT_ALLOWED | SOME_WOULD_DENY,
 };
 
-function outcomesIn(
-  side: 0 | 1,
-  decide: Decide,
-  src: Endpoint,
-  dst: Endpoint,
+/** How both states decide, and for which workloads they decide alike (asked once). */
+interface Deciders {
+  before: Decide;
+  after: Decide;
+  alike?: (workload: string) => boolean;
+}
+
+/** Outcome bits of one direction's ends: before in the low four bits, after in the next four. */
+function endBits(
+  q: Deciders,
+  [was, now]: [Workload[], Workload[]],
+  direction: DirectionName,
+  peer: IpAddress,
   protocol: number,
   port: number,
 ): number {
-  let bits = 0;
-  for (const w of src.owners[side]) {
-    bits |=
-      OUTCOME_BITS[outcomeOf(decide(w.name, 'egress', dst.address, protocol, port), w.mode.egress)];
+  const bits = (decision: Decision, w: Workload) =>
+    OUTCOME_BITS[outcomeOf(decision, w.mode[direction])];
+  const one = was[0];
+  if (was.length === 1 && now.length === 1 && one!.name === now[0]!.name && q.alike?.(one!.name)) {
+    const decision = q.before(one!.name, direction, peer, protocol, port);
+    return bits(decision, one!) | (bits(decision, now[0]!) << 4);
   }
-  for (const w of dst.owners[side]) {
-    bits |=
-      OUTCOME_BITS[
-        outcomeOf(decide(w.name, 'ingress', src.address, protocol, port), w.mode.ingress)
-      ];
-  }
-  return bits;
+  let out = 0;
+  for (const w of was) out |= bits(q.before(w.name, direction, peer, protocol, port), w);
+  for (const w of now) out |= bits(q.after(w.name, direction, peer, protocol, port), w) << 4;
+  return out;
+}
+
+/** What the change does to a flow, without building its ends. */
+function judge(q: Deciders, src: Endpoint, dst: Endpoint, protocol: number, port: number) {
+  const bits =
+    endBits(q, src.owners, 'egress', dst.address, protocol, port) |
+    endBits(q, dst.owners, 'ingress', src.address, protocol, port);
+  return changeOf(bits & 15, bits >> 4);
 }
 
 function changeOf(before: number, after: number): ImpactChange | undefined {
@@ -316,6 +331,11 @@ export function impact<F extends ObservedFlow>(
   const groupBy = options.groupBy ?? ['app', 'role'];
   const decideBefore = options.decide?.before ?? byModel(before);
   const decideAfter = options.decide?.after ?? byModel(after);
+  const deciders = {
+    before: decideBefore,
+    after: decideAfter,
+    alike: alikeFor(decideBefore, decideAfter),
+  };
   // Flows share their addresses: each text is parsed and looked up once, and every spelling
   // of one address is the same endpoint (null: not an address, skipped).
   const byCanonical = new Map<string, Endpoint>();
@@ -361,10 +381,7 @@ export function impact<F extends ObservedFlow>(
     let seen = src.out.get(key) as Distinct<F> | null | undefined;
     if (seen === undefined) {
       count++;
-      const change = changeOf(
-        outcomesIn(0, decideBefore, src, dst, flow.protocol, port),
-        outcomesIn(1, decideAfter, src, dst, flow.protocol, port),
-      );
+      const change = judge(deciders, src, dst, flow.protocol, port);
       seen = change ? { flow, src, dst, port, change, ends: [], lastSeen: flow.lastSeen } : null;
       src.out.set(key, seen);
       if (seen) moved.push(seen);
