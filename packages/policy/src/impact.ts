@@ -212,11 +212,12 @@ const SOME_END = 1;
 const SOME_NOT_ALLOWED = 2;
 const SOME_BLOCKED = 4;
 const SOME_WOULD_DENY = 8;
-const OUTCOME_BITS: Record<EndOutcome, number> = {
-  allowed: SOME_END,
-  blocked: SOME_END | SOME_NOT_ALLOWED | SOME_BLOCKED,
-  'would-deny': SOME_END | SOME_NOT_ALLOWED | SOME_WOULD_DENY,
-};
+
+/** `outcomeOf` as bits. */
+function bitsOf(decision: Decision, mode: ModeName): number {
+  if (decision.action === 'allow') return SOME_END;
+  return SOME_END | SOME_NOT_ALLOWED | (mode === 'enforce' ? SOME_BLOCKED : SOME_WOULD_DENY);
+}
 
 /** How both states decide, and for which workloads they decide alike (asked once). */
 interface Deciders {
@@ -234,8 +235,7 @@ function endBits(
   protocol: number,
   port: number,
 ): number {
-  const bits = (decision: Decision, w: Workload) =>
-    OUTCOME_BITS[outcomeOf(decision, w.mode[direction])];
+  const bits = (decision: Decision, w: Workload) => bitsOf(decision, w.mode[direction]);
   const one = was[0];
   if (was.length === 1 && now.length === 1 && one!.name === now[0]!.name && q.alike?.(one!.name)) {
     const decision = q.before(one!.name, direction, peer, protocol, port);
