@@ -154,9 +154,9 @@ interface Endpoint {
   group?: EndpointGroup;
   /**
    * Its distinct flows as the source, by destination, protocol and port (`flowKey`); null for
-   * one the change does not move.
+   * one the change does not move. Made when it is first a source.
    */
-  out: Map<number | string, Distinct<ObservedFlow> | null>;
+  out?: Map<number | string, Distinct<ObservedFlow> | null>;
 }
 
 /** The copies of one (src, dst, protocol, port) that the change moves. */
@@ -351,7 +351,6 @@ export function impact<F extends ObservedFlow>(
         address,
         text: canon,
         owners: [ownersOfText(before, canon), ownersOfText(after, canon)],
-        out: new Map(),
       };
       byCanonical.set(canon, e);
     }
@@ -366,18 +365,33 @@ export function impact<F extends ObservedFlow>(
     }
     return e;
   };
+  // Stored rows come in telemetry batches, one workload's at a time: the row before often has
+  // the same source or destination, and a string compare is cheaper than a lookup.
+  const lastOf = (): ((text: string) => Endpoint | null) => {
+    let text: string | undefined;
+    let e: Endpoint | null = null;
+    return (t) => {
+      if (t !== text) {
+        text = t;
+        e = endpoint(t);
+      }
+      return e;
+    };
+  };
+  const [srcOf, dstOf] = [lastOf(), lastOf()];
   // Each distinct flow is judged when first seen, so that only the few the change moves keep
   // their copies (a plan reads a million rows). In the order first seen: ties between equal
   // times keep the first one's spelling.
   const moved: Distinct<F>[] = [];
   let count = 0;
   for (const flow of flows) {
-    const src = endpoint(flow.src);
+    const src = srcOf(flow.src);
     if (src === null) continue;
-    const dst = endpoint(flow.dst);
+    const dst = dstOf(flow.dst);
     if (dst === null) continue;
     const port = PORT_PROTOCOL_NUMBERS.includes(flow.protocol) ? (flow.port ?? 0) : 0;
     const key = flowKey(dst.id, flow.protocol, port);
+    src.out ??= new Map();
     let seen = src.out.get(key) as Distinct<F> | null | undefined;
     if (seen === undefined) {
       count++;
