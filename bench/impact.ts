@@ -4,9 +4,10 @@
 // destination's ingress row, and the source's egress row when a workload owns the source).
 // The draft removes the api -> db rule of some apps (flows newly blocked) and moves ssh.
 // Reported: the first plan (both sides' decisions built), a second one (both kept), the flow
-// read alone, the provision, and the model's evaluator (`evaluatePolicy`, the path before)
+// read alone (as the flows view reads them, and as the plan does), the provision, and the model's evaluator (`evaluatePolicy`, the path before)
 // on a sample of distinct flows, per flow, with its projection to all of them.
-// `--short` (or BENCH_SHORT=1) for CI. Machines are noisy: compare runs on the same machine.
+// `--short` (or BENCH_SHORT=1) for CI; BENCH_WORKLOADS, BENCH_ROWS and BENCH_MODEL_SAMPLE set the
+// sizes (a sample of 0 skips the model). Machines are noisy: compare runs on the same machine.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,10 +22,10 @@ import {
 import { appPolicy, fleet as policyFleet } from './policy-fleet.js';
 
 const short = process.argv.includes('--short') || process.env.BENCH_SHORT === '1';
-const WORKLOADS = short ? 1000 : 10_000;
+const WORKLOADS = Number(process.env.BENCH_WORKLOADS ?? (short ? 1000 : 10_000));
 const APPS = 400;
-const ROWS = short ? 20_000 : 1_000_000;
-const MODEL_SAMPLE = short ? 200 : 500;
+const ROWS = Number(process.env.BENCH_ROWS ?? (short ? 20_000 : 1_000_000));
+const MODEL_SAMPLE = Number(process.env.BENCH_MODEL_SAMPLE ?? (short ? 200 : 500));
 const BATCH = 5000;
 
 type Timed<T> = { ms: number; cpuMs: number; value: T };
@@ -119,6 +120,11 @@ try {
     return p;
   });
   const read = timed(() => stores.visibility.queryFlows({}).length);
+  const readLean = timed(() => {
+    let n = 0;
+    for (const _ of stores.visibility.observedFlows()) n++;
+    return n;
+  });
   const first = timed(() => revisions.impact({ target: 'draft' }));
   const second = timed(() => revisions.impact({ target: 'draft' }));
   const provision = timed(() => revisions.provision('bench', 'bench', { confirm: true }));
@@ -139,6 +145,7 @@ try {
         distinctFlows: summary.flows,
         ingest: { ms: ingest.ms, rowsPerSec: Math.round((rows / ingest.ms) * 1000) },
         readFlows: { ms: read.ms, cpuMs: read.cpuMs, rows: read.value },
+        readObserved: { ms: readLean.ms, cpuMs: readLean.cpuMs, rows: readLean.value },
         firstPlan: { ms: first.ms, cpuMs: first.cpuMs },
         secondPlan: { ms: second.ms, cpuMs: second.cpuMs },
         provision: { ms: provision.ms, cpuMs: provision.cpuMs },

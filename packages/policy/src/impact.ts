@@ -2,12 +2,12 @@
 // an operator sees which connections a change would cut before enforcing it. `impact` sees a
 // flow at both of its ends with their modes; `analyzeImpact` is the older per-end view.
 
-import type { Decide } from './calc/decide.js';
+import { alikeFor, type Decide } from './calc/decide.js';
 import { type Decision, type DirectionName, evaluatePolicy } from './evaluate.js';
-import { type IpAddress, parseCidr } from './ip.js';
+import { type IpAddress, parseAddress, parseCidr } from './ip.js';
 import type { IpList, Labels, ModeName, PolicyState, Workload } from './model.js';
 import { compareStrings, PORT_PROTOCOL_NUMBERS } from './protocols.js';
-import { canonical, type FlowTuple, ownersOf, parse } from './visibility.js';
+import { canonical, type FlowTuple, ownersOf, ownersOfText, parse } from './visibility.js';
 
 /** One observed connection of a workload (peer = source for ingress, destination for egress). */
 export interface Flow {
@@ -130,6 +130,11 @@ export interface ImpactOptions {
    * same, fast enough for a fleet's flows, and can be kept for a state that does not change.
    */
   decide?: { before?: Decide; after?: Decide };
+  /**
+   * Leave out flows whose source or destination is not an IP address (stored telemetry may
+   * hold some) instead of refusing them with POLICY_BAD_ARGUMENT.
+   */
+  skipUnparsable?: boolean;
 }
 
 const NO_RULE = 'no rule';
@@ -141,10 +146,44 @@ const byModel =
 
 /** An address of the flows, parsed once per impact question, with its owners in each state. */
 interface Endpoint {
+  /** Numbers the endpoint within one question: part of its flows' keys. */
+  id: number;
   address: IpAddress;
   text: string;
   owners: [before: Workload[], after: Workload[]];
   group?: EndpointGroup;
+  /**
+   * Its distinct flows as the source, by destination, protocol and port (`flowKey`); null for
+   * one the change does not move. Made when it is first a source.
+   */
+  out?: Map<number | string, Distinct<ObservedFlow> | null>;
+}
+
+/** The copies of one (src, dst, protocol, port) that the change moves. */
+interface Distinct<F extends ObservedFlow> {
+  /** The first reported copy. */
+  flow: F;
+  src: Endpoint;
+  dst: Endpoint;
+  port: number;
+  change: ImpactChange;
+  /**
+   * Connections per reporting end over all its copies (most flows have one or two ends; a copy
+   * naming no end is an end of its own).
+   */
+  ends: Array<{ workload?: string; direction?: DirectionName; connections: number }>;
+  lastSeen?: number | string;
+}
+
+/** One number for the common case (a protocol byte and a port), text otherwise. */
+function flowKey(dst: number, protocol: number, port: number): number | string {
+  return protocol >>> 0 === protocol && protocol < 256 && port >>> 0 === port && port < 65536
+    ? dst * 16_777_216 + protocol * 65_536 + port
+    : `${dst} ${protocol} ${port}`;
+}
+
+function outcomeOf(decision: Decision, mode: ModeName): EndOutcome {
+  return decision.action === 'allow' ? 'allowed' : mode === 'enforce' ? 'blocked' : 'would-deny';
 }
 
 function endsIn(
@@ -159,8 +198,7 @@ function endsIn(
   const add = (w: Workload, direction: DirectionName, peer: IpAddress) => {
     const decision = decide(w.name, direction, peer, protocol, port);
     const mode = w.mode[direction];
-    const outcome: EndOutcome =
-      decision.action === 'allow' ? 'allowed' : mode === 'enforce' ? 'blocked' : 'would-deny';
+    const outcome = outcomeOf(decision, mode);
     ends.push({ workload: w.name, direction, mode, outcome, ruleId: decision.ruleId ?? NO_RULE });
   };
   for (const w of src.owners[side]) add(w, 'egress', dst.address);
@@ -168,14 +206,62 @@ function endsIn(
   return ends;
 }
 
-function changeOf(before: ImpactEnd[], after: ImpactEnd[]): ImpactChange | undefined {
-  const passes = (ends: ImpactEnd[]) => ends.every((e) => e.outcome !== 'blocked');
+// What `changeOf` reads of one side's ends, as bits: most flows change nothing, and this
+// answers that without building the ends.
+const SOME_END = 1;
+const SOME_NOT_ALLOWED = 2;
+const SOME_BLOCKED = 4;
+const SOME_WOULD_DENY = 8;
+
+/** `outcomeOf` as bits. */
+function bitsOf(decision: Decision, mode: ModeName): number {
+  if (decision.action === 'allow') return SOME_END;
+  return SOME_END | SOME_NOT_ALLOWED | (mode === 'enforce' ? SOME_BLOCKED : SOME_WOULD_DENY);
+}
+
+/** How both states decide, and for which workloads they decide alike (asked once). */
+interface Deciders {
+  before: Decide;
+  after: Decide;
+  alike?: (workload: string) => boolean;
+}
+
+/** Outcome bits of one direction's ends: before in the low four bits, after in the next four. */
+function endBits(
+  q: Deciders,
+  [was, now]: [Workload[], Workload[]],
+  direction: DirectionName,
+  peer: IpAddress,
+  protocol: number,
+  port: number,
+): number {
+  const bits = (decision: Decision, w: Workload) => bitsOf(decision, w.mode[direction]);
+  const one = was[0];
+  if (was.length === 1 && now.length === 1 && one!.name === now[0]!.name && q.alike?.(one!.name)) {
+    const decision = q.before(one!.name, direction, peer, protocol, port);
+    return bits(decision, one!) | (bits(decision, now[0]!) << 4);
+  }
+  let out = 0;
+  for (const w of was) out |= bits(q.before(w.name, direction, peer, protocol, port), w);
+  for (const w of now) out |= bits(q.after(w.name, direction, peer, protocol, port), w) << 4;
+  return out;
+}
+
+/** What the change does to a flow, without building its ends. */
+function judge(q: Deciders, src: Endpoint, dst: Endpoint, protocol: number, port: number) {
+  const bits =
+    endBits(q, src.owners, 'egress', dst.address, protocol, port) |
+    endBits(q, dst.owners, 'ingress', src.address, protocol, port);
+  return changeOf(bits & 15, bits >> 4);
+}
+
+function changeOf(before: number, after: number): ImpactChange | undefined {
+  const passes = (ends: number) => (ends & SOME_BLOCKED) === 0;
   // With no workload end no policy speaks for the flow: it is not "allowed".
-  const allowed = (ends: ImpactEnd[]) =>
-    ends.length > 0 && ends.every((e) => e.outcome === 'allowed');
+  const allowed = (ends: number) => (ends & (SOME_END | SOME_NOT_ALLOWED)) === SOME_END;
   if (passes(before) && !passes(after)) return 'newly-blocked';
   if (!allowed(before) && allowed(after)) return 'newly-allowed';
-  if (passes(after) && after.some((e) => e.outcome === 'would-deny')) return 'still-would-deny';
+  if (passes(after) && (after & SOME_WOULD_DENY) !== 0) return 'still-would-deny';
   return undefined;
 }
 
@@ -239,73 +325,101 @@ const DIRECTION_ORDER: Record<DirectionName, number> = { egress: 0, ingress: 1 }
 export function impact<F extends ObservedFlow>(
   before: PolicyState,
   after: PolicyState,
-  flows: readonly F[],
+  flows: Iterable<F>,
   options: ImpactOptions = {},
 ): ImpactReport<F> {
   const groupBy = options.groupBy ?? ['app', 'role'];
   const decideBefore = options.decide?.before ?? byModel(before);
   const decideAfter = options.decide?.after ?? byModel(after);
-  // Flows share their addresses: each is parsed and looked up once.
-  const endpoints = new Map<string, Endpoint>();
-  const endpoint = (text: string): Endpoint => {
-    let e = endpoints.get(text);
+  const deciders = {
+    before: decideBefore,
+    after: decideAfter,
+    alike: alikeFor(decideBefore, decideAfter),
+  };
+  // Flows share their addresses: each text is parsed and looked up once, and every spelling
+  // of one address is the same endpoint (null: not an address, skipped).
+  const byCanonical = new Map<string, Endpoint>();
+  const resolve = (text: string): Endpoint | null => {
+    const address = options.skipUnparsable ? parseAddress(text) : parse(text);
+    if (!address) return null;
+    // A dotted quad that parses is canonical already (no leading zeros).
+    const canon = address.family === 4 ? text : canonical(address);
+    let e = byCanonical.get(canon);
     if (!e) {
-      const address = parse(text);
       e = {
+        id: byCanonical.size,
         address,
-        text: canonical(address),
-        owners: [ownersOf(before, address), ownersOf(after, address)],
+        text: canon,
+        owners: [ownersOfText(before, canon), ownersOfText(after, canon)],
       };
+      byCanonical.set(canon, e);
+    }
+    return e;
+  };
+  const endpoints = new Map<string, Endpoint | null>();
+  const endpoint = (text: string): Endpoint | null => {
+    let e = endpoints.get(text);
+    if (e === undefined) {
+      e = resolve(text);
       endpoints.set(text, e);
     }
     return e;
   };
-  const distinct = new Map<
-    string,
-    {
-      flow: F;
-      src: Endpoint;
-      dst: Endpoint;
-      port: number;
-      /**
-       * Connections per reporting end over all its copies (most flows have one or two ends; a
-       * copy naming no end is an end of its own).
-       */
-      ends: Array<{ end?: string; connections: number }>;
-      lastSeen?: number | string;
-    }
-  >();
+  // Stored rows come in telemetry batches, one workload's at a time: the row before often has
+  // the same source or destination, and a string compare is cheaper than a lookup.
+  const lastOf = (): ((text: string) => Endpoint | null) => {
+    let text: string | undefined;
+    let e: Endpoint | null = null;
+    return (t) => {
+      if (t !== text) {
+        text = t;
+        e = endpoint(t);
+      }
+      return e;
+    };
+  };
+  const [srcOf, dstOf] = [lastOf(), lastOf()];
+  // Each distinct flow is judged when first seen, so that only the few the change moves keep
+  // their copies (a plan reads a million rows). In the order first seen: ties between equal
+  // times keep the first one's spelling.
+  const moved: Distinct<F>[] = [];
+  let count = 0;
   for (const flow of flows) {
-    const src = endpoint(flow.src);
-    const dst = endpoint(flow.dst);
+    const src = srcOf(flow.src);
+    if (src === null) continue;
+    const dst = dstOf(flow.dst);
+    if (dst === null) continue;
     const port = PORT_PROTOCOL_NUMBERS.includes(flow.protocol) ? (flow.port ?? 0) : 0;
-    const key = `${src.text} ${dst.text} ${flow.protocol} ${port}`;
-    let seen = distinct.get(key);
-    if (!seen) {
-      seen = { flow, src, dst, port, ends: [], lastSeen: flow.lastSeen };
-      distinct.set(key, seen);
-    } else {
+    const key = flowKey(dst.id, flow.protocol, port);
+    src.out ??= new Map();
+    let seen = src.out.get(key) as Distinct<F> | null | undefined;
+    if (seen === undefined) {
+      count++;
+      const change = judge(deciders, src, dst, flow.protocol, port);
+      seen = change ? { flow, src, dst, port, change, ends: [], lastSeen: flow.lastSeen } : null;
+      src.out.set(key, seen);
+      if (seen) moved.push(seen);
+    } else if (seen) {
       seen.lastSeen = later(seen.lastSeen, flow.lastSeen);
     }
+    if (seen === null) continue;
     const connections = flow.connections ?? 1;
-    const end =
-      flow.workload !== undefined && flow.direction !== undefined
-        ? `${flow.direction} ${flow.workload}`
-        : undefined;
-    const same = end === undefined ? undefined : seen.ends.find((e) => e.end === end);
+    const { workload, direction } = flow;
+    const named = workload !== undefined && direction !== undefined;
+    const same = named
+      ? seen.ends.find((e) => e.workload === workload && e.direction === direction)
+      : undefined;
     if (same) same.connections += connections;
-    else seen.ends.push({ end, connections });
+    else seen.ends.push(named ? { workload, direction, connections } : { connections });
   }
 
-  const summary = { newlyBlocked: 0, newlyAllowed: 0, stillWouldDeny: 0, flows: distinct.size };
+  const summary = { newlyBlocked: 0, newlyAllowed: 0, stillWouldDeny: 0, flows: count };
   const groups = new Map<string, ImpactGroup<F>>();
-  for (const d of distinct.values()) {
-    const { flow, src, dst, port } = d;
-    const connections = d.ends.reduce((max, e) => Math.max(max, e.connections), 0);
+  for (const d of moved) {
+    const { flow, src, dst, port, change } = d;
     const was = endsIn(0, decideBefore, src, dst, flow.protocol, port);
     const now = endsIn(1, decideAfter, src, dst, flow.protocol, port);
-    const change = changeOf(was, now);
-    if (!change) continue;
+    const connections = d.ends.reduce((max, e) => Math.max(max, e.connections), 0);
     if (change === 'newly-blocked') summary.newlyBlocked++;
     else if (change === 'newly-allowed') summary.newlyAllowed++;
     else summary.stillWouldDeny++;

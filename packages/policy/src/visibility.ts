@@ -60,6 +60,11 @@ const owners = new WeakMap<readonly Workload[], Map<string, Workload[]>>();
 
 /** Workloads owning an address, by name. */
 export function ownersOf(state: PolicyState, address: IpAddress): Workload[] {
+  return ownersOfText(state, canonical(address));
+}
+
+/** `ownersOf` an address given in its canonical text. */
+export function ownersOfText(state: PolicyState, text: string): Workload[] {
   let index = owners.get(state.workloads);
   if (!index) {
     index = new Map();
@@ -75,7 +80,7 @@ export function ownersOf(state: PolicyState, address: IpAddress): Workload[] {
     }
     owners.set(state.workloads, index);
   }
-  return index.get(canonical(address)) ?? [];
+  return index.get(text) ?? [];
 }
 
 function endVerdict(mode: ModeName, decision: Decision): FlowVerdict {

@@ -45,7 +45,7 @@ const flow: FlowRow = {
 describe('impact gate', () => {
   it('builds no decisions while no flow asks for one', () => {
     let rows: FlowRow[] = [];
-    const gate = createImpactGate({ queryFlows: () => rows });
+    const gate = createImpactGate({ observedFlows: () => rows.values() });
     // A state no calculator loads (an unknown service): building its decisions throws.
     const broken = state(true);
     broken.policies[0]!.ingress![0]!.services = ['nope'];

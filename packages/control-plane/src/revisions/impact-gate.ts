@@ -2,7 +2,7 @@
 // refusal of a change that newly blocks some unless the admin confirmed it. Used by provision,
 // rollback and the one-workload provision. Reads flows; must not write anything.
 import type { ImpactView } from '@bulkhead/api';
-import { type Decide, impact, type PolicyState, parseAddress } from '@bulkhead/policy';
+import { type Decide, impact, type PolicyState } from '@bulkhead/policy';
 import { ControlPlaneError } from '../errors.js';
 import type { VisibilityStore } from '../visibility/store.js';
 import { createHasNoPolicy } from '../visibility/views.js';
@@ -24,46 +24,41 @@ export interface ImpactGate {
   require(report: ImpactView, confirm: boolean, what: string): void;
 }
 
-export function createImpactGate(flows: Pick<VisibilityStore, 'queryFlows'>): ImpactGate {
+export function createImpactGate(flows: Pick<VisibilityStore, 'observedFlows'>): ImpactGate {
   /**
    * Decisions for the provisioned state and a candidate: the provisioned side is reused until a
    * revision or a workload changes it, and a candidate is derived from the calculator of the one
-   * before it (revisions/decisions.ts). Built on the first flow asked about: none without flows.
+   * before it (revisions/decisions.ts). None is built when no flow was observed.
    */
   const decisions = createDecisions();
-  function lazily(before: PolicyState, after: PolicyState): { before: Decide; after: Decide } {
-    let sides: { before: Decide; after: Decide } | undefined;
-    const both = () => {
-      if (sides) return sides;
-      const b = decisions.of(before);
-      sides = { before: b, after: decisions.of(after, b) };
-      return sides;
-    };
-    return { before: (...a) => both().before(...a), after: (...a) => both().after(...a) };
-  }
+  /** A report with no flows asks nothing: no calculator is built for it. */
+  const unasked: Decide = () => {
+    throw new Error('no flow to decide');
+  };
   return {
     between(before, after, q = {}) {
-      // Rows share their addresses: each text is checked once.
-      const valid = new Map<string, boolean>();
-      const ok = (text: string) => {
-        let v = valid.get(text);
-        if (v === undefined) {
-          v = parseAddress(text) !== undefined;
-          valid.set(text, v);
+      const rows = flows.observedFlows(window(q));
+      try {
+        const first = rows.next();
+        let decide = { before: unasked, after: unasked };
+        if (!first.done) {
+          // Built in memory (revisions/decisions.ts reads nothing) while the rows wait.
+          const b = decisions.of(before);
+          decide = { before: b, after: decisions.of(after, b) };
         }
-        return v;
-      };
-      // The report does not depend on the rows' order: SQLite need not sort them.
-      const observed = flows
-        .queryFlows({ ...window(q), unordered: true })
-        .filter((r) => ok(r.src) && ok(r.dst));
-      return toImpactView(
-        impact(before, after, observed, {
-          groupBy: q.groupBy ?? DEFAULT_GROUP_BY,
-          decide: lazily(before, after),
-        }),
-        createHasNoPolicy(after),
-      );
+        return toImpactView(
+          impact(before, after, first.done ? [] : prepend(first.value, rows), {
+            groupBy: q.groupBy ?? DEFAULT_GROUP_BY,
+            decide,
+            // Telemetry is stored as agents sent it: a row may hold something else.
+            skipUnparsable: true,
+          }),
+          createHasNoPolicy(after),
+        );
+      } finally {
+        // The database is busy until the read ends, also when a state does not load.
+        rows.return?.();
+      }
     },
     require(report, confirm, what) {
       const n = report.summary.newlyBlocked;
@@ -85,4 +80,9 @@ export function createImpactGate(flows: Pick<VisibilityStore, 'queryFlows'>): Im
       );
     },
   };
+}
+
+function* prepend<T>(first: T, rest: Iterator<T>): Generator<T> {
+  yield first;
+  for (let r = rest.next(); !r.done; r = rest.next()) yield r.value;
 }

@@ -10,6 +10,7 @@ declare module 'better-sqlite3' {
       run(...params: unknown[]): RunResult;
       get(...params: unknown[]): R | undefined;
       all(...params: unknown[]): R[];
+      iterate(...params: unknown[]): IterableIterator<R>;
     }
     interface Database {
       prepare<R = unknown>(sql: string): Statement<R>;

@@ -178,6 +178,55 @@ describe('flow store', () => {
     }
   });
 
+  it('reads for impact analysis the rows and counts the flows view reads, in any window', () => {
+    // Rows over three hours and both directions, an address that is no address among them.
+    for (let i = 0; i < 40; i++) {
+      ingest(
+        flow({
+          at: T0 + ((i * 37) % 180) * 60_000,
+          direction: i % 3 ? 'ingress' : 'egress',
+          src: i % 11 ? `10.0.${i % 5}.${i % 7}` : 'not-an-address',
+          port: 5430 + (i % 4),
+          verdict: i % 2 ? 'allowed' : 'would-deny',
+          connections: 1 + (i % 6),
+        }),
+      );
+    }
+    const lean = ({
+      src,
+      dst,
+      protocol,
+      port,
+      workload,
+      direction,
+      connections,
+      lastSeen,
+    }: FlowRow) => ({
+      src,
+      dst,
+      protocol,
+      port,
+      workload,
+      direction,
+      connections,
+      lastSeen,
+    });
+    const sorted = <T>(rows: T[]) => rows.map((r) => JSON.stringify(r)).sort();
+    for (const window of [
+      {},
+      { since: at(T0 + 30 * 60_000) },
+      { until: at(T0 + 90 * 60_000) },
+      { since: at(T0 + 61 * 60_000), until: at(T0 + 61 * 60_000) },
+    ]) {
+      const expected = store.visibility.queryFlows(window);
+      expect(expected.length).toBeGreaterThan(0);
+      expect(sorted([...store.visibility.observedFlows(window)])).toEqual(
+        sorted(expected.map(lean)),
+      );
+    }
+    expect([...store.visibility.observedFlows({ until: at(T0 - 1) })]).toEqual([]);
+  });
+
   it('counts a batch resent with the same seq once, in totals and buckets', () => {
     const batch = { counters: [], flows: [flow({ at: T0, connections: 5 })] };
     expect(store.fleet.addTelemetry('a1', 1, batch)).toBe(true);

@@ -52,9 +52,16 @@ export interface FlowQuery {
   newSince?: string;
   /** Default: no limit. */
   limit?: number;
-  /** Rows in no particular order (a question whose answer does not depend on it, over many rows). */
-  unordered?: boolean;
 }
+
+/** A time window of flow questions (FlowQuery's). */
+export type FlowWindow = Pick<FlowQuery, 'since' | 'until'>;
+
+/** A flow row as impact analysis reads it (`ObservedFlow` of @bulkhead/policy). */
+export type ObservedRow = Pick<
+  FlowRow,
+  'src' | 'dst' | 'protocol' | 'port' | 'workload' | 'direction' | 'connections' | 'lastSeen'
+>;
 
 export interface FlowLimits {
   retentionDays: number;
@@ -118,6 +125,26 @@ const toFlow = (r: Row): FlowRow => ({
   firstSeen: String(r.first_seen),
   lastSeen: String(r.last_seen),
 });
+
+/**
+ * The rows' source and their counts: lifetime totals, or with a window the sums of the hourly
+ * buckets overlapping it (the rows without one are left out). Sets the window's parameters.
+ */
+function windowed(q: FlowWindow, params: Record<string, unknown>) {
+  if (q.since === undefined && q.until === undefined) {
+    return { from: 'flows f', connections: 'f.connections', bytes: 'f.bytes' };
+  }
+  // A bucket covers [hour, hour + 1h): it overlaps the window when it starts at or before
+  // `until` and at or after the hour holding `since`.
+  params.since = q.since === undefined ? '' : hourOf(q.since);
+  params.until = q.until ?? '9999';
+  return {
+    from: `flows f JOIN (SELECT flow_id, SUM(connections) AS c, SUM(bytes) AS b FROM flow_hours
+      WHERE hour >= @since AND hour <= @until GROUP BY flow_id) h ON h.flow_id = f.id`,
+    connections: 'h.c',
+    bytes: 'h.b',
+  };
+}
 
 export function createFlowStore(db: Database.Database, now: () => Date, limits: FlowLimits) {
   const insert = db.prepare(
@@ -246,26 +273,32 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
             OR f.dst IN (SELECT value FROM json_each(@a${i})))`,
         );
       });
-      let from = 'flows f';
-      let counts = 'f.connections, f.bytes';
-      if (q.since !== undefined || q.until !== undefined) {
-        // A bucket covers [hour, hour + 1h): it overlaps the window when it starts at or
-        // before `until` and at or after the hour holding `since`.
-        params.since = q.since === undefined ? '' : hourOf(q.since);
-        params.until = q.until ?? '9999';
-        from = `flows f JOIN (SELECT flow_id, SUM(connections) AS c, SUM(bytes) AS b FROM flow_hours
-          WHERE hour >= @since AND hour <= @until GROUP BY flow_id) h ON h.flow_id = f.id`;
-        counts = 'h.c AS connections, h.b AS bytes';
-      }
+      const { from, connections, bytes } = windowed(q, params);
       return prepared(
         `SELECT f.workload, f.direction, f.src, f.dst, f.protocol, f.port, f.verdict, f.rule_id,
-             ${counts}, f.first_seen, f.last_seen
+             ${connections} AS connections, ${bytes} AS bytes, f.first_seen, f.last_seen
            FROM ${from} WHERE ${where.join(' AND ')}
-           ${q.unordered ? '' : ORDER}
+           ${ORDER}
            LIMIT @limit`,
       )
         .all(params)
         .map(toFlow);
+    },
+
+    /**
+     * Every flow row with only what impact analysis reads, in no particular order, one at a
+     * time: a million rows are never held at once. The database is busy until the iteration
+     * ends; ask nothing else of it meanwhile.
+     */
+    observed(q: FlowWindow = {}): IterableIterator<ObservedRow> {
+      const params: Record<string, unknown> = {};
+      const { from, connections } = windowed(q, params);
+      return prepared(
+        `SELECT f.src, f.dst, f.protocol, f.port, f.workload, f.direction,
+             ${connections} AS connections,
+             f.last_seen AS lastSeen
+           FROM ${from}`,
+      ).iterate(params) as IterableIterator<ObservedRow>;
     },
 
     /** Drops buckets and rows older than the retention, then enforces the row cap. */

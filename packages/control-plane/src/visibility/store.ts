@@ -9,6 +9,8 @@ import {
   type FlowDependency,
   type FlowQuery,
   type FlowRow,
+  type FlowWindow,
+  type ObservedRow,
   type PruneResult,
 } from './flow-store.js';
 
@@ -58,6 +60,11 @@ export interface VisibilityStore extends TelemetrySink {
   queryFlows(q?: FlowQuery): FlowRow[];
   /** A workload's stored dependencies, in no order (one index range: cheap at any table size). */
   flowDependencies(workload: string): FlowDependency[];
+  /**
+   * Every flow row (in the window) with what impact analysis reads, unordered, one at a time;
+   * the database is busy until the iteration ends.
+   */
+  observedFlows(q?: FlowWindow): IterableIterator<ObservedRow>;
   /** Retention and the row cap; records an event when the cap evicted rows. */
   pruneFlows(): PruneResult;
   flowCount(): number;
@@ -111,6 +118,7 @@ export function createSqliteVisibilityStore(
     },
     queryFlows: (q) => flows.query(q),
     flowDependencies: (workload) => flows.dependencies(workload),
+    observedFlows: (q) => flows.observed(q),
     pruneFlows() {
       return d.tx(() => {
         const result = flows.prune();

@@ -34,18 +34,65 @@ function holds(ranges: readonly IpRange[], a: IpAddress): boolean {
   return r !== undefined && r.family === a.family && r.from <= a.value;
 }
 
+type Source = Pick<Calculator, 'ruleSet' | 'group'>;
+
+/** The calculator behind each decider `createDecider` made. */
+const sources = new WeakMap<Decide, Source>();
+
 /**
  * Decisions on what `calc` holds now; ask them before it changes again (the answers read its
  * current groups).
  */
-export function createDecider(calc: Pick<Calculator, 'ruleSet' | 'group'>): Decide {
-  return (workload, direction, peer, protocol, port) => {
+export function createDecider(calc: Source): Decide {
+  const decide: Decide = (workload, direction, peer, protocol, port) => {
     const ruleSet = calc.ruleSet(workload);
     if (!ruleSet) {
       throw new PolicyError('POLICY_UNKNOWN_WORKLOAD', `unknown workload '${workload}'`);
     }
     const inGroup = (id: string) => holds(calc.group(id) ?? missing(ruleSet, id), peer);
     return decideGroups(ruleSet, inGroup, direction, peer, protocol, port);
+  };
+  sources.set(decide, calc);
+  return decide;
+}
+
+const sameRanges = (a: readonly IpRange[] | undefined, b: readonly IpRange[] | undefined) =>
+  a === b ||
+  (a !== undefined &&
+    b !== undefined &&
+    a.length === b.length &&
+    a.every((r, i) => r.family === b[i]!.family && r.from === b[i]!.from && r.to === b[i]!.to));
+
+/**
+ * For two deciders of `createDecider`, the workloads both decide alike for: the same rule set
+ * (by hash) over groups of the same contents. A change touches few workloads, so impact
+ * analysis asks the others once for both states. Undefined for other deciders.
+ */
+export function alikeFor(a: Decide, b: Decide): ((workload: string) => boolean) | undefined {
+  const [x, y] = [sources.get(a), sources.get(b)];
+  if (x === undefined || y === undefined) return undefined;
+  const groups = new Map<string, boolean>();
+  const sameGroup = (id: string) => {
+    let same = groups.get(id);
+    if (same === undefined) {
+      same = sameRanges(x.group(id), y.group(id));
+      groups.set(id, same);
+    }
+    return same;
+  };
+  const workloads = new Map<string, boolean>();
+  return (workload) => {
+    let alike = workloads.get(workload);
+    if (alike === undefined) {
+      const [r, s] = [x.ruleSet(workload), y.ruleSet(workload)];
+      alike =
+        r !== undefined &&
+        s !== undefined &&
+        r.hash === s.hash &&
+        r.rules.every((rule) => rule.groups.every(sameGroup));
+      workloads.set(workload, alike);
+    }
+    return alike;
   };
 }
 
