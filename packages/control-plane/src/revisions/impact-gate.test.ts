@@ -58,4 +58,25 @@ describe('impact gate', () => {
       newlyBlocked: 1,
     });
   });
+
+  it('ends its read of the flows when a state does not load (the database stays usable)', () => {
+    let ended = false;
+    const rows = [flow].values();
+    const gate = createImpactGate({
+      observedFlows: () => ({
+        next: () => rows.next(),
+        return: (v?: unknown) => {
+          ended = true;
+          return { done: true as const, value: v };
+        },
+        [Symbol.iterator]() {
+          return this;
+        },
+      }),
+    });
+    const broken = state(true);
+    broken.policies[0]!.ingress![0]!.services = ['nope'];
+    expect(() => gate.between(state(true), broken)).toThrow(/not valid/);
+    expect(ended).toBe(true);
+  });
 });
