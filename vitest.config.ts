@@ -20,7 +20,10 @@ export default defineConfig({
         test: {
           name: 'e2e',
           include: ['test/**/*.e2e.ts'],
-          fileParallelism: false,
+          // Two files at a time: each builds its own lab (namespaces named by the worker's pid,
+          // data dirs from mkdtemp, ports inside its namespaces), so files never share a thing.
+          // Most of an e2e file is waiting (agents syncing, timeouts of refused connections).
+          maxWorkers: 2,
           testTimeout: 180_000,
           hookTimeout: 180_000,
         },
