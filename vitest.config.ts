@@ -7,7 +7,17 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     projects: [
-      { test: { name: 'unit', include: ['packages/*/src/**/*.test.ts'] } },
+      {
+        test: {
+          name: 'unit',
+          include: ['packages/*/src/**/*.test.ts'],
+          // A bound on a hung test, not a speed check: vitest's 5 s default fails heavy tests
+          // (150k-range encodes, real agent processes) on a loaded 2-core machine, and the suite
+          // shares the machine with the e2e lane (scripts/test.sh).
+          testTimeout: 30_000,
+          hookTimeout: 30_000,
+        },
+      },
       {
         test: {
           name: 'integration',

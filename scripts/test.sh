@@ -13,20 +13,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cpu_now() { # CPU seconds of this shell's finished children (`times`, second line)
-  local f
-  f=$(mktemp)
-  times >"$f"
-  awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$f"
-  rm -f "$f"
-}
-step() { # NAME COMMAND...: runs it, then prints its wall and CPU time
-  local name=$1 t0=$EPOCHREALTIME c0
+step() { # NAME COMMAND...: runs it, then prints its wall time and CPU time (user + sys)
+  local name=$1 t0=$EPOCHREALTIME before after
   shift
-  c0=$(cpu_now)
+  before=$(mktemp)
+  after=$(mktemp)
+  # `times` (its second line: this shell's finished children) in this shell, not in a $(...)
+  # subshell, which has children of its own.
+  times >"$before"
   "$@" || { echo "== $name FAILED" | tee -a "$times" >&2; return 1; }
-  awk -v n="$name" -v t0="$t0" -v t1="$EPOCHREALTIME" -v c0="$c0" -v c1="$(cpu_now)" \
-    'BEGIN { printf "== %-12s %6.1f s wall %6.1f s CPU\n", n, t1 - t0, c1 - c0 }' | tee -a "$times" >&2
+  times >"$after"
+  awk -v n="$name" -v wall="$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')" '
+    FNR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); c[NR == FNR] = u[1] * 60 + u[2] + s[1] * 60 + s[2] }
+    END { printf "== %-12s %6.1f s wall %6.1f s CPU\n", n, wall, c[0] - c[1] }' "$before" "$after" |
+    tee -a "$times" >&2
+  rm -f "$before" "$after"
 }
 
 times=$(mktemp)
