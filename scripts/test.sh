@@ -21,18 +21,18 @@ step() { # NAME COMMAND...: runs it, then prints its wall time and CPU time (use
   # `times` (its second line: this shell's finished children) in this shell, not in a $(...)
   # subshell, which has children of its own.
   times >"$before"
-  "$@" || { echo "== $name FAILED" | tee -a "$times" >&2; return 1; }
+  "$@" || { echo "== $name FAILED" | tee -a "$summary" >&2; return 1; }
   times >"$after"
   awk -v n="$name" -v wall="$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')" '
     FNR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); c[NR == FNR] = u[1] * 60 + u[2] + s[1] * 60 + s[2] }
     END { printf "== %-12s %6.1f s wall %6.1f s CPU\n", n, wall, c[0] - c[1] }' "$before" "$after" |
-    tee -a "$times" >&2
+    tee -a "$summary" >&2
   rm -f "$before" "$after"
 }
 
-times=$(mktemp)
+summary=$(mktemp)
 checks_log=$(mktemp)
-trap 'rm -f "$times" "$checks_log"' EXIT
+trap 'rm -f "$summary" "$checks_log"' EXIT
 # Background lanes ignore SIGINT in a script: take them down with us.
 trap 'trap - INT TERM; kill 0' INT TERM
 t_start=$EPOCHREALTIME
@@ -75,7 +75,7 @@ wait "$checks" || failed+=(checks-lane)
 echo "---- checks lane (install-bin, lint, unit, benches, integration)"
 cat "$checks_log"
 echo "---- times"
-cat "$times"
+cat "$summary"
 awk -v t0="$t_start" -v t1="$EPOCHREALTIME" 'BEGIN { printf "== total        %6.1f s wall\n", t1 - t0 }'
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]} (see above)" >&2
