@@ -253,6 +253,8 @@ export function createDataplane(options: DataplaneOptions): Dataplane {
         return 'delta';
       } catch (err) {
         logger.warn({ err }, 'nftables refused the delta; replacing the whole table');
+        // The replacement loses what was recorded while the delta was tried: drain it first.
+        await drainFlows();
       }
     }
     pending.push(...(await readDeltas()));
