@@ -1,23 +1,25 @@
 // impact() as it was before issue 8's rewrite (71bd725), kept as the oracle the rewrite is
 // compared with (impact.reference.test.ts): the straightforward form, one string key per flow
-// and every end built. Test code only; never imported by the package.
+// and every end built to find the flows a change moves. The report on those is impact()'s own
+// (reportMoved: unchanged by the rewrite). Test code only; never imported by the package.
 
 import type { Decide } from './calc/decide.js';
 import { type DirectionName, evaluatePolicy } from './evaluate.js';
-import type {
-  EndOutcome,
-  EndpointGroup,
-  ImpactChange,
-  ImpactEnd,
-  ImpactFlow,
-  ImpactGroup,
-  ImpactOptions,
-  ImpactReport,
-  ObservedFlow,
+import {
+  type EndOutcome,
+  type EndpointGroup,
+  type ImpactChange,
+  type ImpactEnd,
+  type ImpactOptions,
+  type ImpactReport,
+  later,
+  type MovedFlow,
+  type ObservedFlow,
+  reportMoved,
 } from './impact.js';
-import { type IpAddress, parseCidr } from './ip.js';
-import type { IpList, PolicyState, Workload } from './model.js';
-import { compareStrings, PORT_PROTOCOL_NUMBERS } from './protocols.js';
+import type { IpAddress } from './ip.js';
+import type { PolicyState, Workload } from './model.js';
+import { PORT_PROTOCOL_NUMBERS } from './protocols.js';
 import { canonical, ownersOf, parse } from './visibility.js';
 
 const NO_RULE = 'no rule';
@@ -66,54 +68,6 @@ function changeOf(before: ImpactEnd[], after: ImpactEnd[]): ImpactChange | undef
   if (passes(after) && after.some((e) => e.outcome === 'would-deny')) return 'still-would-deny';
   return undefined;
 }
-
-function inList(list: IpList, address: IpAddress): boolean {
-  const within = (text: string) => {
-    const parsed = parseCidr(text);
-    return (
-      parsed.ok &&
-      parsed.range.family === address.family &&
-      parsed.range.from <= address.value &&
-      address.value <= parsed.range.to
-    );
-  };
-  return list.cidrs.some(within) && !(list.except ?? []).some(within);
-}
-
-function groupOf(
-  before: PolicyState,
-  after: PolicyState,
-  address: IpAddress,
-  groupBy: readonly string[],
-): EndpointGroup {
-  // Named as the change leaves it; a workload or list the change removes, as it was.
-  for (const state of [after, before]) {
-    const owner = ownersOf(state, address)[0];
-    if (!owner) continue;
-    const keys = [...new Set(groupBy)].filter((k) => owner.labels[k] !== undefined);
-    if (keys.length === 0) return { key: `workload:${owner.name}`, workload: owner.name };
-    const labels = Object.fromEntries(keys.sort(compareStrings).map((k) => [k, owner.labels[k]!]));
-    return { key: keys.map((k) => `${k}=${labels[k]}`).join(','), labels };
-  }
-  for (const state of [after, before]) {
-    const names = state.ipLists
-      .filter((l) => inList(l, address))
-      .map((l) => l.name)
-      .sort(compareStrings);
-    if (names.length > 0) return { key: `ipList:${names.join(',')}`, ipLists: names };
-  }
-  return { key: canonical(address), address: canonical(address) };
-}
-
-const time = (t: number | string) => (typeof t === 'number' ? t : Date.parse(t));
-
-function later(a: number | string | undefined, b: number | string | undefined) {
-  if (a === undefined) return b;
-  if (b === undefined || b === a) return a;
-  return time(b) > time(a) ? b : a;
-}
-
-const DIRECTION_ORDER: Record<DirectionName, number> = { egress: 0, ingress: 1 };
 
 /**
  * Replays observed flows against the state before and after a change, at every workload end
@@ -185,81 +139,19 @@ export function referenceImpact<F extends ObservedFlow>(
     else seen.ends.push({ end, connections });
   }
 
-  const summary = { newlyBlocked: 0, newlyAllowed: 0, stillWouldDeny: 0, flows: distinct.size };
-  const groups = new Map<string, ImpactGroup<F>>();
+  // What it finds moved is reported as impact() reports it (reportMoved).
+  const moved: Array<MovedFlow<F>> = [];
   for (const d of distinct.values()) {
     const { flow, src, dst, port } = d;
-    const connections = d.ends.reduce((max, e) => Math.max(max, e.connections), 0);
-    const was = endsIn(0, decideBefore, src, dst, flow.protocol, port);
-    const now = endsIn(1, decideAfter, src, dst, flow.protocol, port);
-    const change = changeOf(was, now);
-    if (!change) continue;
-    if (change === 'newly-blocked') summary.newlyBlocked++;
-    else if (change === 'newly-allowed') summary.newlyAllowed++;
-    else summary.stillWouldDeny++;
-    src.group ??= groupOf(before, after, src.address, groupBy);
-    dst.group ??= groupOf(before, after, dst.address, groupBy);
-    const [srcGroup, dstGroup] = [src.group, dst.group];
-    const key = JSON.stringify([change, srcGroup.key, dstGroup.key, flow.protocol, port]);
-    let group = groups.get(key);
-    if (!group) {
-      group = {
-        change,
-        src: srcGroup,
-        dst: dstGroup,
-        protocol: flow.protocol,
-        port,
-        connections: 0,
-        decidedBy: [],
-        flows: [],
-      };
-      groups.set(key, group);
-    }
-    group.connections += connections;
-    const lastSeen = later(group.lastSeen, d.lastSeen);
-    if (lastSeen !== undefined) group.lastSeen = lastSeen;
-    for (const e of now) {
-      const known = group.decidedBy.some(
-        (x) => x.direction === e.direction && x.ruleId === e.ruleId && x.outcome === e.outcome,
-      );
-      if (!known)
-        group.decidedBy.push({ direction: e.direction, ruleId: e.ruleId, outcome: e.outcome });
-    }
-    const item: ImpactFlow<F> = {
-      flow,
-      change,
-      connections,
-      before: was,
-      after: now,
-    };
-    if (d.lastSeen !== undefined) item.lastSeen = d.lastSeen;
-    group.flows.push(item);
-  }
-
-  for (const group of groups.values()) {
-    group.decidedBy.sort(
-      (a, b) =>
-        DIRECTION_ORDER[a.direction] - DIRECTION_ORDER[b.direction] ||
-        compareStrings(a.ruleId, b.ruleId) ||
-        compareStrings(a.outcome, b.outcome),
+    const change = changeOf(
+      endsIn(0, decideBefore, src, dst, flow.protocol, port),
+      endsIn(1, decideAfter, src, dst, flow.protocol, port),
     );
-    group.flows.sort(
-      (a, b) =>
-        b.connections - a.connections ||
-        compareStrings(a.flow.src, b.flow.src) ||
-        compareStrings(a.flow.dst, b.flow.dst),
-    );
+    if (change) moved.push({ ...d, change });
   }
-  const blockedFirst = (g: ImpactGroup<F>) => (g.change === 'newly-blocked' ? 0 : 1);
-  const sorted = [...groups.values()].sort(
-    (a, b) =>
-      blockedFirst(a) - blockedFirst(b) ||
-      b.connections - a.connections ||
-      compareStrings(a.change, b.change) ||
-      compareStrings(a.src.key, b.src.key) ||
-      compareStrings(a.dst.key, b.dst.key) ||
-      a.protocol - b.protocol ||
-      a.port - b.port,
-  );
-  return { summary, groups: sorted };
+  return reportMoved(before, after, moved, distinct.size, {
+    before: decideBefore,
+    after: decideAfter,
+    groupBy,
+  });
 }

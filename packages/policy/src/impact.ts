@@ -189,8 +189,8 @@ function outcomeOf(decision: Decision, mode: ModeName): EndOutcome {
 function endsIn(
   side: 0 | 1,
   decide: Decide,
-  src: Endpoint,
-  dst: Endpoint,
+  src: ReportEnd,
+  dst: ReportEnd,
   protocol: number,
   port: number,
 ): ImpactEnd[] {
@@ -305,7 +305,7 @@ function groupOf(
 
 const time = (t: number | string) => (typeof t === 'number' ? t : Date.parse(t));
 
-function later(a: number | string | undefined, b: number | string | undefined) {
+export function later(a: number | string | undefined, b: number | string | undefined) {
   if (a === undefined) return b;
   if (b === undefined || b === a) return a;
   return time(b) > time(a) ? b : a;
@@ -413,6 +413,40 @@ export function impact<F extends ObservedFlow>(
     else seen.ends.push(named ? { workload, direction, connections } : { connections });
   }
 
+  return reportMoved(before, after, moved, count, {
+    before: decideBefore,
+    after: decideAfter,
+    groupBy,
+  });
+}
+
+/** What the report reads of a flow's endpoint (its group is named once, when first needed). */
+type ReportEnd = Pick<Endpoint, 'address' | 'owners' | 'group'>;
+
+/** A distinct flow the change moves, as the report reads it. */
+export interface MovedFlow<F extends ObservedFlow> {
+  flow: F;
+  src: ReportEnd;
+  dst: ReportEnd;
+  port: number;
+  change: ImpactChange;
+  ends: ReadonlyArray<{ connections: number }>;
+  lastSeen?: number | string;
+}
+
+/**
+ * The report on the moved flows (in the order first seen) out of `count` distinct ones: their
+ * ends in both states, grouped by what their endpoints are, sorted. Also the reference test's
+ * (impact.reference.test-util.ts), whose oracle finds the moved flows its own way.
+ */
+export function reportMoved<F extends ObservedFlow>(
+  before: PolicyState,
+  after: PolicyState,
+  moved: Iterable<MovedFlow<F>>,
+  count: number,
+  q: { before: Decide; after: Decide; groupBy: readonly string[] },
+): ImpactReport<F> {
+  const { before: decideBefore, after: decideAfter, groupBy } = q;
   const summary = { newlyBlocked: 0, newlyAllowed: 0, stillWouldDeny: 0, flows: count };
   const groups = new Map<string, ImpactGroup<F>>();
   for (const d of moved) {
