@@ -8,10 +8,10 @@ import { join } from 'node:path';
 import { AgentServiceClient, type EnrollResponse } from '@bulkhead/proto';
 import { credentials, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type ControlPlane, createControlPlane } from './control-plane.js';
+import type { ControlPlane } from './control-plane.js';
 import type { GrpcLimits } from './grpc.js';
 import { SyncSession } from './sync-session.test-util.js';
-import { enrolAgent, makeCsr, restClient, silentLog } from './test-support.js';
+import { enrolAgent, makeCsr, restClient, startTestControlPlane } from './test-support.js';
 
 describe('gRPC edge', () => {
   let dir: string;
@@ -22,14 +22,9 @@ describe('gRPC edge', () => {
 
   async function start(grpcLimits?: Partial<GrpcLimits>) {
     dir = mkdtempSync(join(tmpdir(), 'bh-gedge-'));
-    cp = createControlPlane({
-      dataDir: dir,
-      apiListen: '127.0.0.1:0',
-      grpcListen: '127.0.0.1:0',
-      logger: silentLog,
+    cp = await startTestControlPlane(dir, {
       grpcLimits,
     });
-    await cp.start();
   }
   beforeEach(() => start());
   afterEach(async () => {

@@ -5,10 +5,10 @@ import { join } from 'node:path';
 import { AgentServiceClient, Direction, type EnrollResponse, Verdict } from '@bulkhead/proto';
 import { credentials, type ServiceError, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type ControlPlane, createControlPlane } from './control-plane.js';
+import type { ControlPlane } from './control-plane.js';
 import { createPki } from './pki.js';
 import { SyncSession } from './sync-session.test-util.js';
-import { makeCsr, restClient, silentLog } from './test-support.js';
+import { makeCsr, restClient, startTestControlPlane } from './test-support.js';
 
 /** A syslog receiver on 127.0.0.1:0 that parses RFC 5424 messages with JSON bodies. */
 class SyslogListener {
@@ -50,15 +50,10 @@ describe('gRPC agent service', () => {
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'bh-grpc-'));
     siem = await SyslogListener.open();
-    cp = createControlPlane({
-      dataDir: dir,
-      apiListen: '127.0.0.1:0',
-      grpcListen: '127.0.0.1:0',
-      logger: silentLog,
+    cp = await startTestControlPlane(dir, {
       siem: [`syslog+udp://127.0.0.1:${siem.port}?format=json`],
       siemOptions: { aggregateWindowMs: 0, rateLimit: false },
     });
-    await cp.start();
   });
   afterEach(async () => {
     for (const c of clients.splice(0)) c.close();

@@ -9,9 +9,9 @@ import { fileURLToPath } from 'node:url';
 import { AgentServiceClient, Direction, Verdict } from '@bulkhead/proto';
 import { credentials } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ControlPlane, createControlPlane } from './control-plane.js';
+import type { ControlPlane } from './control-plane.js';
 import { SyncSession } from './sync-session.test-util.js';
-import { enrolAgent, makeCsr, restClient, silentLog } from './test-support.js';
+import { enrolAgent, makeCsr, restClient, startTestControlPlane } from './test-support.js';
 
 // Found as the deploy checks find it (test/deploy/tools.ts): scripts/setup.sh puts it in .tools/
 // when the machine has none; missing, the test fails (Debian's prometheus package has it).
@@ -32,13 +32,7 @@ describe('control-plane metrics', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'bh-metrics-'));
-    cp = createControlPlane({
-      dataDir: dir,
-      apiListen: '127.0.0.1:0',
-      grpcListen: '127.0.0.1:0',
-      logger: silentLog,
-    });
-    await cp.start();
+    cp = await startTestControlPlane(dir);
     scrape = async () => (await fetch(`${cp.apiUrl}/metrics`)).text();
   });
   afterAll(async () => {

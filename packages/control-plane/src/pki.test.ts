@@ -1,12 +1,11 @@
 import 'reflect-metadata';
-import { createPrivateKey, webcrypto, X509Certificate } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as x509 from '@peculiar/x509';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createPki } from './pki.js';
-import { makeCsr } from './test-support.js';
+import { makeCsr, makeRsaCsrs } from './test-support.js';
 
 describe('pki', () => {
   let dir: string;
@@ -81,25 +80,8 @@ describe('pki', () => {
 
   it('still signs a CSR made with another algorithm (RSA), checked through WebCrypto', async () => {
     const pki = await createPki({ dir });
-    const alg = {
-      name: 'RSASSA-PKCS1-v1_5',
-      hash: 'SHA-256',
-      publicExponent: new Uint8Array([1, 0, 1]),
-      modulusLength: 2048,
-    };
-    const keys = (await webcrypto.subtle.generateKey(alg, true, [
-      'sign',
-      'verify',
-    ])) as webcrypto.CryptoKeyPair;
-    const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-      name: 'CN=h',
-      keys,
-      signingAlgorithm: alg,
-    });
-    const { certificatePem } = pki.issueClientCert(
-      await pki.checkCsr(csr.toString('pem')),
-      'agent-rsa',
-    );
+    const [csr] = await makeRsaCsrs(['h']);
+    const { certificatePem } = pki.issueClientCert(await pki.checkCsr(csr!), 'agent-rsa');
     expect(new X509Certificate(certificatePem).publicKey.asymmetricKeyType).toBe('rsa');
   });
 

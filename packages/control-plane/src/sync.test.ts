@@ -7,10 +7,10 @@ import { join } from 'node:path';
 import { AgentServiceClient } from '@bulkhead/proto';
 import { type ChannelCredentials, credentials } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type ControlPlane, createControlPlane } from './control-plane.js';
+import type { ControlPlane } from './control-plane.js';
 import { MAX_MESSAGE } from './rulesets/encode.js';
 import { applyGroups, type ReceivedUpdate, SyncSession } from './sync-session.test-util.js';
-import { makeCsr, restClient, silentLog } from './test-support.js';
+import { makeCsr, restClient, silentLog, startTestControlPlane } from './test-support.js';
 
 describe('Sync in group form', () => {
   let dir: string;
@@ -19,14 +19,10 @@ describe('Sync in group form', () => {
   const clients: AgentServiceClient[] = [];
 
   const start = async () => {
-    cp = createControlPlane({
-      dataDir: dir,
-      apiListen: '127.0.0.1:0',
-      grpcListen: '127.0.0.1:0',
+    cp = await startTestControlPlane(dir, {
       logger: process.env.DEBUG_SYNC ? (await import('pino')).pino({ level: 'error' }) : silentLog,
       maxRuleSetEntries: 100_000,
     });
-    await cp.start();
     token = token ?? cp.initialAdminToken!;
   };
   beforeEach(async () => {

@@ -12,9 +12,9 @@ import {
   Verdict,
 } from '@bulkhead/proto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type ControlPlane, createControlPlane } from './control-plane.js';
+import type { ControlPlane } from './control-plane.js';
 import { SyncSession } from './sync-session.test-util.js';
-import { enrolAgent, restClient, silentLog } from './test-support.js';
+import { enrolAgent, restClient, startTestControlPlane } from './test-support.js';
 
 describe('telemetry from a compromised agent', () => {
   let dir: string;
@@ -24,13 +24,7 @@ describe('telemetry from a compromised agent', () => {
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'bh-forge-'));
-    cp = createControlPlane({
-      dataDir: dir,
-      apiListen: '127.0.0.1:0',
-      grpcListen: '127.0.0.1:0',
-      logger: silentLog,
-    });
-    await cp.start();
+    cp = await startTestControlPlane(dir);
     api = restClient(cp);
   });
   afterEach(async () => {

@@ -5,10 +5,56 @@ import { AgentServiceClient, type EnrollResponse } from '@bulkhead/proto';
 import { credentials } from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
 import { pino } from 'pino';
+import {
+  type ControlPlane,
+  type ControlPlaneOptions,
+  createControlPlane,
+} from './control-plane.js';
 
 const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 
 export const silentLog = pino({ level: 'silent' });
+
+/** A started control plane on `dir`: ports the kernel picks, a silent log, then `options`. */
+export async function startTestControlPlane(
+  dir: string,
+  options: Partial<ControlPlaneOptions> = {},
+): Promise<ControlPlane> {
+  const cp = createControlPlane({
+    dataDir: dir,
+    apiListen: '127.0.0.1:0',
+    grpcListen: '127.0.0.1:0',
+    logger: silentLog,
+    ...options,
+  });
+  await cp.start();
+  return cp;
+}
+
+/**
+ * PEM CSRs naming `names`, for one RSA key (each host's own in real life; one key keeps tests
+ * quick): checked through WebCrypto, so their verification really awaits.
+ */
+export async function makeRsaCsrs(names: string[]): Promise<string[]> {
+  const rsa = {
+    name: 'RSASSA-PKCS1-v1_5',
+    hash: 'SHA-256',
+    publicExponent: new Uint8Array([1, 0, 1]),
+    modulusLength: 2048,
+  };
+  const keys = (await webcrypto.subtle.generateKey(rsa, true, [
+    'sign',
+    'verify',
+  ])) as webcrypto.CryptoKeyPair;
+  const csrs = names.map((cn) =>
+    x509.Pkcs10CertificateRequestGenerator.create({
+      name: `CN=${cn}`,
+      keys,
+      signingAlgorithm: rsa,
+    }),
+  );
+  return (await Promise.all(csrs)).map((csr) => csr.toString('pem'));
+}
 
 /** A fresh key pair and a PEM CSR for it, as an agent makes before enrolling. */
 export async function makeCsr(cn = 'host-1'): Promise<{ csrPem: string; keyPem: string }> {

@@ -8,9 +8,9 @@ import { AgentServiceClient, type EnrollRequest, type EnrollResponse } from '@bu
 import { type ChannelCredentials, credentials, type ServiceError, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AuditEntry } from './access/store.js';
-import { type ControlPlane, createControlPlane } from './control-plane.js';
+import type { ControlPlane } from './control-plane.js';
 import { SyncSession } from './sync-session.test-util.js';
-import { makeCsr, restClient, silentLog } from './test-support.js';
+import { makeCsr, restClient, startTestControlPlane } from './test-support.js';
 
 describe('trust boundary: enrolment and address claims', () => {
   let dir: string;
@@ -20,13 +20,7 @@ describe('trust boundary: enrolment and address claims', () => {
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'bh-trust-'));
-    cp = createControlPlane({
-      dataDir: dir,
-      apiListen: '127.0.0.1:0',
-      grpcListen: '127.0.0.1:0',
-      logger: silentLog,
-    });
-    await cp.start();
+    cp = await startTestControlPlane(dir);
   });
   afterEach(async () => {
     for (const s of sessions.splice(0)) s.stream.cancel();

@@ -3,42 +3,15 @@
 // enrolment path is ordered (issue 9 moved the CSR check first and admits once, in the
 // transaction that issues the certificate).
 import 'reflect-metadata';
-import { webcrypto } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentServiceClient, type EnrollResponse } from '@bulkhead/proto';
 import { credentials, type ServiceError, status } from '@grpc/grpc-js';
-import * as x509 from '@peculiar/x509';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AuditEntry } from '../access/store.js';
-import { type ControlPlane, createControlPlane } from '../control-plane.js';
-import { makeCsr, restClient, silentLog } from '../test-support.js';
-
-/**
- * CSRs for one RSA key (each host's own in real life; one key keeps the test quick): checked
- * through WebCrypto, so their verification really awaits and concurrent enrolments interleave.
- */
-async function rsaCsrs(names: string[]): Promise<string[]> {
-  const alg = {
-    name: 'RSASSA-PKCS1-v1_5',
-    hash: 'SHA-256',
-    publicExponent: new Uint8Array([1, 0, 1]),
-    modulusLength: 2048,
-  };
-  const keys = (await webcrypto.subtle.generateKey(alg, true, [
-    'sign',
-    'verify',
-  ])) as webcrypto.CryptoKeyPair;
-  const csrs = names.map((cn) =>
-    x509.Pkcs10CertificateRequestGenerator.create({
-      name: `CN=${cn}`,
-      keys,
-      signingAlgorithm: alg,
-    }),
-  );
-  return (await Promise.all(csrs)).map((csr) => csr.toString('pem'));
-}
+import type { ControlPlane } from '../control-plane.js';
+import { makeCsr, makeRsaCsrs, restClient, startTestControlPlane } from '../test-support.js';
 
 describe('enrolment: tokens and proof of possession, from the outside', () => {
   let dir: string;
@@ -47,13 +20,7 @@ describe('enrolment: tokens and proof of possession, from the outside', () => {
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'bh-enrol-'));
-    cp = createControlPlane({
-      dataDir: dir,
-      apiListen: '127.0.0.1:0',
-      grpcListen: '127.0.0.1:0',
-      logger: silentLog,
-    });
-    await cp.start();
+    cp = await startTestControlPlane(dir);
     client = new AgentServiceClient(
       `127.0.0.1:${cp.grpcPort}`,
       credentials.createSsl(Buffer.from(cp.caPem)),
@@ -102,7 +69,7 @@ describe('enrolment: tokens and proof of possession, from the outside', () => {
 
   it('concurrent enrolments never pass the token use count, even while their CSRs are checked', async () => {
     const { token } = await newToken({ maxUses: 2 });
-    const csrs = await rsaCsrs(Array.from({ length: 6 }, (_, i) => `h-${i}`));
+    const csrs = await makeRsaCsrs(Array.from({ length: 6 }, (_, i) => `h-${i}`));
     const results = await Promise.allSettled(
       csrs.map((csr, i) => enroll(token, `h-${i}`, `10.0.0.${i + 1}`, csr)),
     );
