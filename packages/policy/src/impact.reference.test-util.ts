@@ -3,11 +3,10 @@
 // and every end built to find the flows a change moves. The report on those is impact()'s own
 // (reportMoved: unchanged by the rewrite). Test code only; never imported by the package.
 
-import type { Decide } from './calc/decide.js';
-import { type DirectionName, evaluatePolicy } from './evaluate.js';
 import {
-  type EndOutcome,
+  byModel,
   type EndpointGroup,
+  endsIn,
   type ImpactChange,
   type ImpactEnd,
   type ImpactOptions,
@@ -22,40 +21,12 @@ import type { PolicyState, Workload } from './model.js';
 import { PORT_PROTOCOL_NUMBERS } from './protocols.js';
 import { canonical, ownersOf, parse } from './visibility.js';
 
-const NO_RULE = 'no rule';
-
-const byModel =
-  (state: PolicyState): Decide =>
-  (workload, direction, peer, protocol, port) =>
-    evaluatePolicy(state, workload, direction, canonical(peer), protocol, port);
-
 /** An address of the flows, parsed once per impact question, with its owners in each state. */
 interface Endpoint {
   address: IpAddress;
   text: string;
   owners: [before: Workload[], after: Workload[]];
   group?: EndpointGroup;
-}
-
-function endsIn(
-  side: 0 | 1,
-  decide: Decide,
-  src: Endpoint,
-  dst: Endpoint,
-  protocol: number,
-  port: number,
-): ImpactEnd[] {
-  const ends: ImpactEnd[] = [];
-  const add = (w: Workload, direction: DirectionName, peer: IpAddress) => {
-    const decision = decide(w.name, direction, peer, protocol, port);
-    const mode = w.mode[direction];
-    const outcome: EndOutcome =
-      decision.action === 'allow' ? 'allowed' : mode === 'enforce' ? 'blocked' : 'would-deny';
-    ends.push({ workload: w.name, direction, mode, outcome, ruleId: decision.ruleId ?? NO_RULE });
-  };
-  for (const w of src.owners[side]) add(w, 'egress', dst.address);
-  for (const w of dst.owners[side]) add(w, 'ingress', src.address);
-  return ends;
 }
 
 function changeOf(before: ImpactEnd[], after: ImpactEnd[]): ImpactChange | undefined {

@@ -139,7 +139,8 @@ export interface ImpactOptions {
 
 const NO_RULE = 'no rule';
 
-const byModel =
+/** The model's own evaluator as a decider (the default, and the reference test's). */
+export const byModel =
   (state: PolicyState): Decide =>
   (workload, direction, peer, protocol, port) =>
     evaluatePolicy(state, workload, direction, canonical(peer), protocol, port);
@@ -186,7 +187,8 @@ function outcomeOf(decision: Decision, mode: ModeName): EndOutcome {
   return decision.action === 'allow' ? 'allowed' : mode === 'enforce' ? 'blocked' : 'would-deny';
 }
 
-function endsIn(
+/** The flow's ends in one side's state: each workload at either end, decided with its mode. */
+export function endsIn(
   side: 0 | 1,
   decide: Decide,
   src: ReportEnd,
