@@ -7,21 +7,8 @@ import {
   type Workload,
 } from '@bulkhead/policy';
 import { describe, expect, it } from 'vitest';
+import { prng, type Rng } from '../random.test-util.js';
 import { createDecisions } from './decisions.js';
-
-/** mulberry32, so a failing sequence can be replayed from its seed. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  return { int, pick: <T>(xs: readonly T[]) => xs[int(xs.length)]! };
-}
-type Rng = ReturnType<typeof prng>;
 
 const APPS = ['web', 'db', 'batch'];
 const PORTS = [22, 80, 5432];
