@@ -1,6 +1,24 @@
 import type { NftCommand, NftDriver, NftObject } from './driver.js';
 import { keyParts, type Part, PROTO_NAMES } from './elements.js';
 import { NftError } from './errors.js';
+import { read } from './fake-read.js';
+import {
+  type Body,
+  type Counter,
+  EBUSY,
+  EEXIST,
+  EINVAL,
+  ENFILE,
+  ENOENT,
+  EOPNOTSUPP,
+  isRecord,
+  type NamedSet,
+  Refusal,
+  refuse,
+  type State,
+  type Table,
+  tableKey,
+} from './fake-state.js';
 import { readCommandOf } from './run.js';
 import type { Transaction } from './transaction.js';
 
@@ -25,56 +43,6 @@ export interface FakeNft extends NftDriver {
    * false comes back), and counts the packet in the element's counter when the set has one.
    */
   packetAdd(set: string, key: unknown, bytes: number, table?: string): boolean;
-}
-
-type Body = Record<string, unknown>;
-
-interface Rule {
-  handle: number;
-  body: Body;
-}
-interface Chain {
-  handle: number;
-  body: Body;
-  rules: Rule[];
-}
-interface NamedSet {
-  kind: 'set' | 'map';
-  handle: number;
-  body: Body;
-  elems: unknown[];
-}
-interface Counter {
-  handle: number;
-  body: Body;
-  packets: number;
-  bytes: number;
-}
-interface Table {
-  handle: number;
-  body: Body;
-  nextHandle: number;
-  chains: Map<string, Chain>;
-  // Sets and maps share one namespace in the kernel: both are sets.
-  sets: Map<string, NamedSet>;
-  counters: Map<string, Counter>;
-}
-interface State {
-  nextHandle: number;
-  tables: Map<string, Table>;
-}
-
-const ENOENT = 'No such file or directory';
-const EEXIST = 'File exists';
-const EBUSY = 'Device or resource busy';
-const EOPNOTSUPP = 'Operation not supported';
-const EINVAL = 'Invalid argument';
-const ENFILE = 'Too many open files in system';
-
-class Refusal extends Error {}
-
-function refuse(errno: string, why: string): never {
-  throw new Refusal(`${errno} (${why})`);
 }
 
 const PRIORITIES: Record<string, number> = {
@@ -199,10 +167,6 @@ function execute(s: State, verb: string, kind: string, body: Body): void {
   else if (kind === 'element') elementOp(t, verb, body);
   else if (kind === 'counter') counterOp(t, verb, body);
   else refuse(EINVAL, `unknown object ${kind}`);
-}
-
-function tableKey(family: unknown, name: unknown): string {
-  return `${family} ${name}`;
 }
 
 function byNameOrHandle<T extends { handle: number }>(
@@ -520,120 +484,4 @@ function overlaps(a: Part[], b: Part[]): boolean {
       return p.lo <= q.hi && q.lo <= p.hi;
     })
   );
-}
-
-function isRecord(v: unknown): v is Body {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-// ---- reads ----
-
-function read(s: State, verb: string, what: string, arg: Body | null): NftObject[] {
-  const tables = [...s.tables.values()].filter(
-    (t) =>
-      (arg?.family === undefined || t.body.family === arg.family) &&
-      (arg?.table === undefined || t.body.name === arg.table),
-  );
-  const one = (): Table => {
-    const t = s.tables.get(tableKey(arg?.family, arg?.table ?? arg?.name));
-    if (t === undefined)
-      refuse(ENOENT, `table ${arg?.family} ${arg?.table ?? arg?.name} does not exist`);
-    return t;
-  };
-  if (verb === 'reset') {
-    if (what !== 'counters' && what !== 'counter') refuse(EINVAL, `cannot reset ${what}`);
-    const counters = what === 'counter' ? [namedCounter(one(), arg)] : tables.flatMap(countersOf);
-    const out = counters.map(([t, c]) => counterObj(t, c));
-    for (const [, c] of counters) {
-      c.packets = 0;
-      c.bytes = 0;
-    }
-    return out;
-  }
-  switch (what) {
-    case 'ruleset':
-      return [...s.tables.values()].flatMap(tableObjs);
-    case 'table':
-      return tableObjs(one());
-    case 'tables':
-      return tables.map(tableObj);
-    case 'counters':
-      return tables.flatMap(countersOf).map(([t, c]) => counterObj(t, c));
-    case 'counter': {
-      const [t, c] = namedCounter(one(), arg);
-      return [counterObj(t, c)];
-    }
-    case 'sets':
-    case 'maps':
-      return tables.flatMap((t) =>
-        [...t.sets.values()].filter((x) => `${x.kind}s` === what).map((x) => setObj(t, x, false)),
-      );
-    case 'set':
-    case 'map': {
-      const t = one();
-      const x = t.sets.get(arg?.name as string);
-      if (x === undefined || x.kind !== what) refuse(ENOENT, `${what} ${arg?.name} does not exist`);
-      return [setObj(t, x, true)];
-    }
-    case 'chains':
-      return tables.flatMap((t) => [...t.chains.values()].map((c) => chainObj(t, c)));
-    case 'chain': {
-      const t = one();
-      const c = t.chains.get(arg?.name as string);
-      if (c === undefined) refuse(ENOENT, `chain ${arg?.name} does not exist`);
-      return [chainObj(t, c), ...c.rules.map((r) => ruleObj(t, c, r))];
-    }
-    default:
-      refuse(EINVAL, `cannot list ${what}`);
-  }
-}
-
-function countersOf(t: Table): [Table, Counter][] {
-  return [...t.counters.values()].map((c) => [t, c]);
-}
-
-function namedCounter(t: Table, arg: Body | null): [Table, Counter] {
-  const c = t.counters.get(arg?.name as string);
-  if (c === undefined) refuse(ENOENT, `counter ${arg?.name} does not exist`);
-  return [t, c];
-}
-
-function ids(t: Table): Body {
-  return { family: t.body.family, table: t.body.name };
-}
-
-function tableObj(t: Table): NftObject {
-  return { table: { ...t.body, handle: t.handle } };
-}
-
-function counterObj(t: Table, c: Counter): NftObject {
-  return {
-    counter: { ...ids(t), ...c.body, handle: c.handle, packets: c.packets, bytes: c.bytes },
-  };
-}
-
-function setObj(t: Table, x: NamedSet, withElems: boolean): NftObject {
-  const body: Body = { ...ids(t), ...x.body, handle: x.handle };
-  if (withElems && x.elems.length > 0) body.elem = x.elems;
-  return { [x.kind]: body };
-}
-
-function chainObj(t: Table, c: Chain): NftObject {
-  return { chain: { ...ids(t), ...c.body, handle: c.handle } };
-}
-
-function ruleObj(t: Table, c: Chain, r: Rule): NftObject {
-  return { rule: { ...ids(t), chain: c.body.name, ...r.body, handle: r.handle } };
-}
-
-/** One table as `nft -j list table` orders it: counters, sets and maps, chains, then rules. */
-function tableObjs(t: Table): NftObject[] {
-  const chains = [...t.chains.values()];
-  return [
-    tableObj(t),
-    ...[...t.counters.values()].map((c) => counterObj(t, c)),
-    ...[...t.sets.values()].map((x) => setObj(t, x, true)),
-    ...chains.map((c) => chainObj(t, c)),
-    ...chains.flatMap((c) => c.rules.map((r) => ruleObj(t, c, r))),
-  ];
 }
