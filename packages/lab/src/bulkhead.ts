@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Lab, LabProcess, NsFetch } from './lab.js';
+import type { Lab, LabProcess, NsFetch } from './types.js';
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 const CP_MAIN = join(REPO_ROOT, 'packages/control-plane/dist/main.js');

@@ -3,7 +3,8 @@
 // with the CLI, a connection allowed and one refused by the kernel, the counters that say so,
 // and the nftables the agent programmed. Everything is removed at the end, also on failure.
 import { EXAMPLES, startBulkhead } from './bulkhead.js';
-import { createLab, type Lab } from './lab.js';
+import { createLab } from './lab.js';
+import type { Lab } from './types.js';
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const step = (s: string) => console.log(`\n${bold(`==> ${s}`)}`);

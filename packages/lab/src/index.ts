@@ -7,16 +7,15 @@ export {
   startBulkhead,
   until,
 } from './bulkhead.js';
+export { createLab, LAB_SCRIPTS } from './lab.js';
+export { cleanupStaleLabs } from './netns.js';
 export {
-  cleanupStaleLabs,
-  createLab,
   type ExecOptions,
   type ExecResult,
   type ExitInfo,
   type FetchResponse,
   type HeldConnection,
   type L4,
-  LAB_SCRIPTS,
   type Lab,
   LabError,
   type LabErrorCode,
@@ -25,4 +24,4 @@ export {
   type LabProcess,
   type Listener,
   type NsFetch,
-} from './lab.js';
+} from './types.js';

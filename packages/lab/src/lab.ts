@@ -1,271 +1,41 @@
 // The e2e lab: Linux network namespaces as hosts on one machine, joined by a bridge that lives
 // in its own "switch" namespace. Nothing is ever created in the root namespace (no address,
-// no route, no interface), so lab traffic cannot leave the lab. See test/README.md.
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+// no route, no interface), so lab traffic cannot leave the lab. See test/README.md. Namespace
+// administration is in netns.ts, child processes in process.ts, the types in types.ts.
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import {
+  checkPrerequisites,
+  cleanupStaleLabs,
+  deleteNetns,
+  freeIndex,
+  must,
+  PREFIX,
+} from './netns.js';
+import { firstLine, LineWaiter, parse, sleep, stopGroup, type Tracked, tail } from './process.js';
+import {
+  type ExecOptions,
+  type ExecResult,
+  type ExitInfo,
+  type HeldConnection,
+  type L4,
+  type Lab,
+  LabError,
+  type LabHost,
+  type LabOptions,
+  type LabProcess,
+  type Listener,
+  type NsFetch,
+} from './types.js';
 
-export type LabErrorCode =
-  | 'LAB_PREREQUISITE' // not root, or `ip` / `nft` missing
-  | 'LAB_INVALID' // bad createLab options or unknown host
-  | 'LAB_SETUP_FAILED' // a command building the topology failed
-  | 'LAB_EXEC_FAILED' // exec with check: true exited non-zero
-  | 'LAB_TIMEOUT' // a process did not answer in time
-  | 'LAB_PROCESS_FAILED' // a helper process (listener, client, fetch) failed or died
-  | 'LAB_DESTROYED'; // the lab was used after destroy()
-
-export class LabError extends Error {
-  override readonly name = 'LabError';
-  constructor(
-    readonly code: LabErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
-
-export interface LabOptions {
-  hosts: string[];
-  /** Give every host an IPv6 address too (default true). */
-  ipv6?: boolean;
-}
-
-export interface LabHost {
-  name: string;
-  netns: string;
-  ipv4: string;
-  /** Undefined when the lab was created with ipv6: false. */
-  ipv6: string | undefined;
-}
-
-export interface ExecOptions {
-  /** Written to the process's stdin, which is then closed. */
-  input?: string;
-  env?: Record<string, string>;
-  /** Kill the process (group) and reject with LAB_TIMEOUT after this long. Default 30 s. */
-  timeoutMs?: number;
-  /** Reject with LAB_EXEC_FAILED (stderr in the message) when the exit code is not 0. */
-  check?: boolean;
-}
-
-export interface ExecResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-export interface ExitInfo {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-export interface LabProcess {
-  host: string;
-  pid: number;
-  /** stdout and stderr of the process. */
-  logFile: string;
-  child: ChildProcess;
-  exited: Promise<ExitInfo>;
-  /** The log so far. */
-  log(): string;
-  /** Resolve with the first match of pattern in the log; reject if the process exits first. */
-  waitForLog(pattern: RegExp, opts?: { timeoutMs?: number }): Promise<RegExpMatchArray>;
-  /** SIGTERM the process group, SIGKILL after graceMs (default 2000). */
-  stop(graceMs?: number): Promise<ExitInfo>;
-}
-
-export type L4 = 'tcp' | 'udp';
-
-export interface Listener {
-  host: string;
-  proto: L4;
-  /** The bound port (useful with port 0). */
-  port: number;
-  address: string;
-  process: LabProcess;
-  close(): Promise<void>;
-}
-
-export interface HeldConnection {
-  /** Send a line over the open connection; true iff it is echoed back within timeoutMs. */
-  ping(opts?: { timeoutMs?: number }): Promise<boolean>;
-  close(): Promise<void>;
-}
-
-export interface FetchResponse {
-  status: number;
-  headers: Record<string, string>;
-  text: string;
-  /** The body parsed as JSON, or undefined when it is not JSON. */
-  json: unknown;
-}
-
-export interface NsFetch {
-  request(
-    method: string,
-    url: string,
-    opts?: { headers?: Record<string, string>; body?: unknown; timeoutMs?: number },
-  ): Promise<FetchResponse>;
-  close(): Promise<void>;
-}
-
-export interface Lab {
-  /** Namespace prefix of this lab, e.g. `bhlab-4242-0`. */
-  name: string;
-  index: number;
-  hosts: Record<string, LabHost>;
-  /** The lab subnets, e.g. 10.231.0.0/24 and fd00:b1c::/64. */
-  cidr4: string;
-  cidr6: string | undefined;
-  /** Directory with one log file per spawned process. */
-  logDir: string;
-  exec(host: string, argv: string[], opts?: ExecOptions): Promise<ExecResult>;
-  spawn(
-    host: string,
-    argv: string[],
-    opts?: { env?: Record<string, string>; logFile?: string },
-  ): LabProcess;
-  listen(host: string, proto: L4, port: number, opts?: { address?: string }): Promise<Listener>;
-  connect(
-    from: string,
-    toAddr: string,
-    proto: L4,
-    port: number,
-    opts?: { timeoutMs?: number },
-  ): Promise<boolean>;
-  openTcp(
-    from: string,
-    toAddr: string,
-    port: number,
-    opts?: { timeoutMs?: number },
-  ): Promise<HeldConnection>;
-  nsFetch(host: string, opts?: { env?: Record<string, string> }): Promise<NsFetch>;
-  /** Kill every process, delete every namespace; idempotent. Logs are removed unless keepLogs. */
-  destroy(opts?: { keepLogs?: boolean }): Promise<void>;
-}
-
-// Namespace names carry the creating pid, so a later run can tell a crashed lab (pid gone)
-// from one that a concurrent run is still using. Interface names never need to be unique
-// machine-wide: every interface lives in a lab namespace (`eth0` in each host, `p<i>` + `br0`
-// in the switch), which keeps them far below the 15-character limit.
-const PREFIX = 'bhlab-';
-const NAME_RE = /^bhlab-(\d+)-(\d+)[-_]/;
 const HOST_RE = /^[a-z][a-z0-9-]{0,30}$/;
 const MAX_HOSTS = 240;
 // The helper scripts run as plain node processes inside the namespaces, so they stay JavaScript.
 export const LAB_SCRIPTS = fileURLToPath(new URL('../scripts/', import.meta.url));
-
-/** A command in the root namespace (only `ip`/`nft` administration, never traffic). */
-function run(argv: string[]): Promise<ExecResult> {
-  return new Promise((resolve, reject) => {
-    execFile(argv[0]!, argv.slice(1), (err, stdout, stderr) => {
-      if (err && typeof err.code !== 'number') reject(err);
-      else resolve({ code: typeof err?.code === 'number' ? err.code : 0, stdout, stderr });
-    });
-  });
-}
-
-async function must(argv: string[]): Promise<string> {
-  const r = await run(argv).catch((cause) => {
-    throw new LabError('LAB_SETUP_FAILED', `${argv.join(' ')}: ${cause}`, { cause });
-  });
-  if (r.code !== 0) {
-    throw new LabError(
-      'LAB_SETUP_FAILED',
-      `${argv.join(' ')} exited ${r.code}: ${r.stderr.trim()}`,
-    );
-  }
-  return r.stdout;
-}
-
-function listNetns(): string[] {
-  try {
-    return readdirSync('/run/netns');
-  } catch {
-    return [];
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-async function killNetnsPids(netns: string): Promise<void> {
-  const r = await run(['ip', 'netns', 'pids', netns]).catch(() => undefined);
-  for (const pid of (r?.stdout ?? '').split(/\s+/).filter(Boolean)) {
-    try {
-      process.kill(Number(pid), 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-}
-
-async function deleteNetns(names: string[]): Promise<void> {
-  // A namespace outlives its name while a process is still inside, so empty it first.
-  await Promise.all(names.map(killNetnsPids));
-  await Promise.all(names.map((n) => run(['ip', 'netns', 'del', n]).catch(() => undefined)));
-}
-
-/** Delete the namespaces of labs whose creating process no longer exists. */
-export async function cleanupStaleLabs(): Promise<string[]> {
-  const stale = listNetns().filter((n) => {
-    const m = NAME_RE.exec(n);
-    return m !== null && !alive(Number(m[1]));
-  });
-  await deleteNetns(stale);
-  return stale;
-}
-
-async function checkPrerequisites(): Promise<void> {
-  if (process.getuid?.() !== 0) {
-    throw new LabError('LAB_PREREQUISITE', 'the e2e lab needs root (network namespaces)');
-  }
-  for (const tool of [
-    ['ip', '-V'],
-    ['nft', '--version'],
-  ]) {
-    const ok = await run(tool).then(
-      (r) => r.code === 0,
-      () => false,
-    );
-    if (!ok) {
-      throw new LabError(
-        'LAB_PREREQUISITE',
-        `\`${tool[0]}\` is missing: apt-get install -y iproute2 nftables`,
-      );
-    }
-  }
-}
-
-function freeIndex(): number {
-  const used = new Set(
-    listNetns()
-      .map((n) => NAME_RE.exec(n))
-      .filter((m) => m !== null)
-      .map((m) => Number(m[2])),
-  );
-  for (let i = 0; i < 256; i++) if (!used.has(i)) return i;
-  throw new LabError('LAB_SETUP_FAILED', 'all 256 lab indexes are in use; run cleanupStaleLabs()');
-}
 
 function v6Prefix(index: number): string {
   return index === 0 ? 'fd00:b1c:' : `fd00:b1c:${index}:`;
@@ -306,11 +76,6 @@ export async function createLab(options: LabOptions): Promise<Lab> {
     throw err;
   }
   return lab;
-}
-
-interface Tracked {
-  child: ChildProcess;
-  exited: Promise<ExitInfo>;
 }
 
 class LabImpl implements Lab {
@@ -728,103 +493,4 @@ class LabImpl implements Lab {
     await deleteNetns(this.createdNetns.splice(0));
     if (!opts.keepLogs) rmSync(this.logDir, { recursive: true, force: true });
   }
-}
-
-async function stopGroup(t: Tracked, graceMs: number): Promise<ExitInfo> {
-  const pid = t.child.pid;
-  const signal = (sig: NodeJS.Signals) => {
-    if (pid === undefined) return;
-    try {
-      process.kill(-pid, sig);
-    } catch {
-      // group already gone
-    }
-  };
-  if (t.child.exitCode === null && t.child.signalCode === null) {
-    signal(graceMs > 0 ? 'SIGTERM' : 'SIGKILL');
-    if (graceMs > 0) {
-      const timer = setTimeout(() => signal('SIGKILL'), graceMs);
-      await t.exited;
-      clearTimeout(timer);
-    }
-  }
-  // The leader may be gone while children it forked linger in the group.
-  signal('SIGKILL');
-  return t.exited;
-}
-
-/** Reads a child's stdout as lines; waitFor() resolves with the first matching line. */
-class LineWaiter {
-  private readonly buffered: string[] = [];
-  private readonly waiters = new Set<{
-    match: (l: string) => boolean;
-    resolve: (l: string | undefined) => void;
-  }>();
-  private closed = false;
-
-  constructor(child: ChildProcess) {
-    if (!child.stdout) throw new LabError('LAB_PROCESS_FAILED', 'child has no stdout pipe');
-    const rl = createInterface({ input: child.stdout });
-    rl.on('line', (line) => {
-      for (const w of this.waiters) {
-        if (w.match(line)) {
-          this.waiters.delete(w);
-          w.resolve(line);
-          return;
-        }
-      }
-      this.buffered.push(line);
-    });
-    rl.on('close', () => {
-      this.closed = true;
-      for (const w of this.waiters) w.resolve(undefined);
-      this.waiters.clear();
-    });
-  }
-
-  next(timeoutMs: number): Promise<string | undefined> {
-    return this.waitFor(() => true, timeoutMs);
-  }
-
-  /** The matching line, or undefined on timeout or when stdout closes. */
-  waitFor(match: (l: string) => boolean, timeoutMs: number): Promise<string | undefined> {
-    const i = this.buffered.findIndex(match);
-    if (i >= 0) return Promise.resolve(this.buffered.splice(i, 1)[0]);
-    if (this.closed) return Promise.resolve(undefined);
-    return new Promise((resolve) => {
-      const w = {
-        match,
-        resolve: (l: string | undefined) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.waiters.delete(w);
-        resolve(undefined);
-      }, timeoutMs);
-      this.waiters.add(w);
-    });
-  }
-}
-
-function firstLine(t: Tracked, timeoutMs: number): Promise<string | undefined> {
-  return new LineWaiter(t.child).next(timeoutMs);
-}
-
-function parse(text: string | undefined): unknown {
-  if (text === undefined) return undefined;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
-
-function tail(text: string, lines = 30): string {
-  return text.split('\n').slice(-lines).join('\n');
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

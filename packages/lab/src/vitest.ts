@@ -3,7 +3,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll } from 'vitest';
-import { createLab, type Lab, type LabOptions } from './lab.js';
+import { createLab } from './lab.js';
+import type { Lab, LabOptions } from './types.js';
 
 /** Registers beforeAll/afterAll hooks; call the returned function inside tests. */
 export function useLab(options: LabOptions): () => Lab {
