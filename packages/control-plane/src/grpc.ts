@@ -5,7 +5,7 @@ import {
   EnrollRequest_LabelsEntry,
   type EnrollResponse,
   type SyncRequest,
-  SyncResponse,
+  type SyncResponse,
 } from '@bulkhead/proto';
 import {
   Server,
@@ -29,6 +29,7 @@ import {
 } from './grpc-listener.js';
 import type { Metrics } from './metrics.js';
 import type { Pki } from './pki.js';
+import { serializeSyncResponse, writePreFramed } from './sync-write.js';
 
 const GRPC_STATUS: Record<ControlPlaneErrorCode, status> = {
   VALIDATION_FAILED: status.INVALID_ARGUMENT,
@@ -89,11 +90,7 @@ export function decodeEnrollRequest(buf: Uint8Array): EnrollRequest {
 const AgentService = {
   ...AgentServiceService,
   enroll: { ...AgentServiceService.enroll, requestDeserialize: decodeEnrollRequest },
-  sync: {
-    ...AgentServiceService.sync,
-    responseSerialize: (value: SyncResponse | Buffer): Buffer =>
-      Buffer.isBuffer(value) ? value : Buffer.from(SyncResponse.encode(value).finish()),
-  },
+  sync: { ...AgentServiceService.sync, responseSerialize: serializeSyncResponse },
 };
 
 /**
@@ -196,6 +193,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
         call.emit('error', { code: status.UNAVAILABLE, details });
       };
 
+      writePreFramed(call);
       let agentId: string;
       let workload: string;
       try {

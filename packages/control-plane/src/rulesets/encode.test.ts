@@ -1,13 +1,38 @@
-import { PolicyUpdate, SyncResponse } from '@bulkhead/proto';
+import { Action, Direction, type GroupRuleSet, PolicyUpdate, SyncResponse } from '@bulkhead/proto';
 import { describe, expect, it } from 'vitest';
-import { encodeBodies, encodeGroup, frameUpdate, MAX_MESSAGE } from './encode.js';
+import {
+  encodeBodies,
+  encodeGroup,
+  encodeUpdate,
+  frameUpdate,
+  grpcFrameOf,
+  MAX_MESSAGE,
+} from './encode.js';
 
 const range = (i: number) => ({ family: 4 as const, from: BigInt(i * 4), to: BigInt(i * 4 + 1) });
+
+const ruleSet = (workloadId: string, ingressMode: number): GroupRuleSet => ({
+  workloadId,
+  revision: 0,
+  hash: `rs-${workloadId}`,
+  ingressMode,
+  egressMode: 0,
+  rules: [
+    {
+      id: 'p/ingress/0',
+      direction: Direction.DIRECTION_INGRESS,
+      action: Action.ACTION_ALLOW,
+      policy: 'p',
+      groups: ['sel:a'],
+      services: [{ protocol: 6, portFrom: 443, portTo: 443 }],
+    },
+  ],
+});
 
 describe('frameUpdate', () => {
   it('writes the same bytes as the generated encoder, header fields present or not', () => {
     const parts = encodeGroup({ id: 'sel:a', added: [range(1), range(2)], removed: [range(3)] });
-    const bodies = encodeBodies(undefined, 7, parts);
+    const bodies = encodeBodies(undefined, parts);
     const groups = PolicyUpdate.decode(Buffer.concat(bodies[0]!.parts)).groups;
     const headers = [
       { baseHash: 'b'.repeat(64), hash: 'h'.repeat(64), revision: 7, full: false },
@@ -24,13 +49,58 @@ describe('frameUpdate', () => {
     }
   });
 
+  it('writes each agent its own rule set fields around rules encoded once', () => {
+    const parts = encodeGroup({ id: 'sel:a', added: [range(1)] });
+    const shared = ruleSet('w', 0);
+    const bodies = encodeBodies(shared.rules, parts);
+    for (const [i, own] of [
+      { ...shared },
+      { ...ruleSet('other-host', 2), rules: shared.rules },
+    ].entries()) {
+      const header = { baseHash: 'b', hash: `h${i}`, revision: 12, full: i === 0 };
+      const [message] = frameUpdate(header, bodies, own);
+      const expected = SyncResponse.encode({
+        update: {
+          ...header,
+          last: true,
+          ruleSet: { ...own, revision: 12 },
+          groups: PolicyUpdate.decode(parts[0]!).groups,
+        },
+      }).finish();
+      expect(Buffer.from(message!).equals(Buffer.from(expected))).toBe(true);
+    }
+  });
+
+  it('keeps the gRPC frame of each message in front of it, in the same memory', () => {
+    const [message] = encodeUpdate(
+      { baseHash: '', hash: 'h', revision: 3, full: true },
+      ruleSet('w', 1),
+      encodeGroup({ id: 'sel:a', created: true, added: [range(1)] }),
+    );
+    const frame = grpcFrameOf(message!)!;
+    expect(frame.buffer).toBe(message!.buffer);
+    expect(frame.byteOffset + 5).toBe(message!.byteOffset);
+    expect(frame[0]).toBe(0);
+    expect(frame.readUInt32BE(1)).toBe(message!.length);
+    expect(frame.length).toBe(message!.length + 5);
+    expect(grpcFrameOf(Buffer.from(message!))).toBeUndefined();
+  });
+
   it('marks only the last of several chunks, each within the message limit', () => {
     const big = Array.from({ length: 150_000 }, (_, i) => range(i));
-    const bodies = encodeBodies(undefined, 1, encodeGroup({ id: 'list:big', added: big }));
+    const rs = ruleSet('w', 1);
+    const bodies = encodeBodies(rs.rules, encodeGroup({ id: 'list:big', added: big }));
     expect(bodies.length).toBeGreaterThan(1);
-    const messages = frameUpdate({ baseHash: 'a', hash: 'b', revision: 1, full: false }, bodies);
+    const messages = frameUpdate(
+      { baseHash: 'a', hash: 'b', revision: 1, full: false },
+      bodies,
+      rs,
+    );
     const updates = messages.map((m) => SyncResponse.decode(m).update!);
     expect(updates.map((u) => u.last)).toEqual(bodies.map((_, i) => i === bodies.length - 1));
+    expect(updates.map((u) => u.ruleSet?.workloadId)).toEqual(
+      bodies.map((_, i) => (i === 0 ? 'w' : undefined)),
+    );
     expect(updates.every((u) => u.hash === 'b' && u.baseHash === 'a')).toBe(true);
     expect(messages.every((m) => m.length <= MAX_MESSAGE)).toBe(true);
     expect(updates.flatMap((u) => u.groups.flatMap((g) => g.added)).length).toBe(big.length);

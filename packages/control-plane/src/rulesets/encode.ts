@@ -1,14 +1,19 @@
 // Encoding PolicyUpdates for the Sync stream (wiring contract 3): an update is split into
-// chunks of at most MAX_MESSAGE bytes, a large group across several chunks. Group parts are
-// encoded once and shared by every agent that gets them; only the small header (hashes,
-// revision, flags) is encoded per agent, straight into the message's one buffer. Produces
-// encoded SyncResponse bytes; must not decide what an agent gets.
+// chunks of at most MAX_MESSAGE bytes, a large group across several chunks. Group parts, and a
+// rule set's rules, are encoded once and shared by every agent that gets them; only the small
+// header (hashes, revision, flags; the rule set's workload, hash and modes) is encoded per agent,
+// straight into the message's one buffer, which also holds the gRPC frame prefix so that the
+// message is copied once on its way to the socket. Produces encoded SyncResponse bytes; must not
+// decide what an agent gets.
 import { type IpRange, toAddressRange } from '@bulkhead/policy';
-import { type AddressRange, type GroupRuleSet, PolicyUpdate } from '@bulkhead/proto';
+import { type AddressRange, type GroupRule, GroupRuleSet, PolicyUpdate } from '@bulkhead/proto';
 
 /** No message on the stream is larger (the contract's 1 MiB). */
 export const MAX_MESSAGE = 1 << 20;
-/** Room in every chunk for the per-agent header and the SyncResponse wrapper. */
+/**
+ * Room in every chunk for the per-agent header, the SyncResponse wrapper and the rule set's own
+ * fields (workload name <= 253 bytes, hash, revision, modes): ~500 bytes at most.
+ */
 const HEADER_ROOM = 1024;
 /** Most bytes of group parts (and the rule set) in one chunk. */
 const CHUNK_BODY = MAX_MESSAGE - HEADER_ROOM;
@@ -86,39 +91,72 @@ export interface UpdateHeader {
 }
 
 /**
- * The bodies of an update's messages: the rule set (if any) and the group parts, packed into
- * chunks that fit a message with its header. Shared by every agent that gets the same change.
+ * The `rules` fields of a GroupRuleSet, encoded once per rules array: rules arrays are shared
+ * by the workloads whose rules are the same, and frozen.
  */
-export function encodeBodies(
-  ruleSet: GroupRuleSet | undefined,
-  revision: number,
-  parts: readonly Uint8Array[],
-): Body[] {
-  const first = ruleSet
-    ? PolicyUpdate.encode({ ...EMPTY, ruleSet: { ...ruleSet, revision } }).finish()
-    : undefined;
-  const chunks: Uint8Array[][] = [first ? [first] : []];
-  let size = first?.length ?? 0;
-  for (const p of parts) {
-    if (size > 0 && size + p.length > CHUNK_BODY) {
-      chunks.push([]);
-      size = 0;
-    }
-    chunks.at(-1)!.push(p);
-    size += p.length;
+const encodedRules = new WeakMap<readonly GroupRule[], Uint8Array>();
+function rulesOf(rules: readonly GroupRule[]): Uint8Array {
+  let bytes = encodedRules.get(rules);
+  if (!bytes) {
+    bytes = GroupRuleSet.encode({ ...EMPTY_RULE_SET, rules: rules as GroupRule[] }).finish();
+    encodedRules.set(rules, bytes);
   }
-  return chunks.map((body) => ({ parts: body, length: body.reduce((n, b) => n + b.length, 0) }));
+  return bytes;
 }
 
-/** One message's body: encoded fields, copied once, behind the header, into the message. */
+const EMPTY_RULE_SET: GroupRuleSet = {
+  workloadId: '',
+  revision: 0,
+  hash: '',
+  ingressMode: 0,
+  egressMode: 0,
+  rules: [],
+};
+
+/**
+ * The bodies of an update's messages: the rule set's rules (if any, in the first) and the group
+ * parts, packed into chunks that fit a message with its header. Shared by every agent that gets
+ * the same change; each agent's own fields (header, the rule set's workload, hash and modes) are
+ * written by `frameUpdate`.
+ */
+export function encodeBodies(
+  rules: readonly GroupRule[] | undefined,
+  parts: readonly Uint8Array[],
+): Body[] {
+  const first = rules && rulesOf(rules);
+  const bodies: Body[] = [{ rules: first, parts: [], length: first?.length ?? 0 }];
+  for (const p of parts) {
+    let body = bodies.at(-1)!;
+    if (body.length > 0 && body.length + p.length > CHUNK_BODY) {
+      body = { parts: [], length: 0 };
+      bodies.push(body);
+    }
+    body.parts.push(p);
+    body.length += p.length;
+  }
+  return bodies;
+}
+
+/**
+ * One message's body: encoded fields, copied once, behind the header, into the message. `rules`:
+ * the rule set's encoded rules (first chunk of an update that carries the rule set).
+ */
 export interface Body {
+  rules?: Uint8Array;
   parts: Uint8Array[];
   length: number;
 }
 
-/** Encoded SyncResponse messages (`update`), each <= MAX_MESSAGE: `bodies` behind one agent's header. */
-export function frameUpdate(header: UpdateHeader, bodies: readonly Body[]): Buffer[] {
-  return bodies.map((body, i) => frame(header, i === bodies.length - 1, body));
+/**
+ * Encoded SyncResponse messages (`update`), each <= MAX_MESSAGE: `bodies` behind one agent's
+ * header; `ruleSet` (required when the first body has rules) gives the rule set's own fields.
+ */
+export function frameUpdate(
+  header: UpdateHeader,
+  bodies: readonly Body[],
+  ruleSet?: GroupRuleSet,
+): Buffer[] {
+  return bodies.map((body, i) => frame(header, i === bodies.length - 1, body, ruleSet));
 }
 
 /** `encodeBodies` then `frameUpdate`, for an update only one agent gets. */
@@ -127,29 +165,61 @@ export function encodeUpdate(
   ruleSet: GroupRuleSet | undefined,
   parts: readonly Uint8Array[],
 ): Buffer[] {
-  return frameUpdate(header, encodeBodies(ruleSet, header.revision, parts));
+  return frameUpdate(header, encodeBodies(ruleSet?.rules, parts), ruleSet);
+}
+
+/**
+ * gRPC's length prefix of a message (compressed flag, 4-byte big-endian length): every message
+ * here is written behind one, in the same allocation, so the Sync call's write path can hand
+ * grpc-js the framed bytes and nothing is copied again.
+ */
+const GRPC_PREFIX = 5;
+const framed = new WeakMap<Uint8Array, Buffer>();
+
+/** The gRPC frame (prefix + message, one allocation) of a message `frameUpdate` made, else undefined. */
+export function grpcFrameOf(message: Uint8Array): Buffer | undefined {
+  return framed.get(message);
 }
 
 const textSize = (s: string) => {
   const n = Buffer.byteLength(s);
   return n === 0 ? 0 : 1 + varintSize(n) + n;
 };
+const intSize = (n: number) => (n !== 0 ? 1 + varintSize(n) : 0);
 
 /**
- * SyncResponse field 3 (`update`) around PolicyUpdate fields 1-5, written by hand into one
- * buffer (the per-agent part of every message, so the one encoded most often), then `body`.
- * ts-proto's encoder gives the same bytes (the tests decode them with it).
+ * SyncResponse field 3 (`update`) around PolicyUpdate fields 1-5 (and field 6, the rule set:
+ * its workload, revision, hash and modes, then its shared encoded rules), written by hand into
+ * one buffer behind the gRPC prefix (the per-agent part of every message, so the one encoded
+ * most often), then `body`. ts-proto's encoder gives the same bytes (the tests decode them with
+ * it). Revisions and modes are below 2^31.
  */
-function frame(h: UpdateHeader, last: boolean, body: Body): Buffer {
+function frame(h: UpdateHeader, last: boolean, body: Body, ruleSet?: GroupRuleSet): Buffer {
   const head =
     textSize(h.baseHash) +
     textSize(h.hash) +
-    (h.revision !== 0 ? 1 + varintSize(h.revision) : 0) +
+    intSize(h.revision) +
     (h.full ? 2 : 0) +
     (last ? 2 : 0);
-  const length = head + body.length;
-  const out = Buffer.allocUnsafe(1 + varintSize(length) + length);
-  let at = 0;
+  let ruleSetLength = 0;
+  if (body.rules) {
+    if (!ruleSet) throw new Error('frameUpdate: a body with rules needs its rule set');
+    ruleSetLength =
+      textSize(ruleSet.workloadId) +
+      intSize(h.revision) +
+      textSize(ruleSet.hash) +
+      intSize(ruleSet.ingressMode) +
+      intSize(ruleSet.egressMode) +
+      body.rules.length;
+  }
+  // body.length counts the rules, which the rule set field holds.
+  const ruleSetField = body.rules ? 1 + varintSize(ruleSetLength) + ruleSetLength : 0;
+  const update = head + ruleSetField + body.length - (body.rules?.length ?? 0);
+  const size = 1 + varintSize(update) + update;
+  const out = Buffer.allocUnsafe(GRPC_PREFIX + size);
+  out[0] = 0;
+  out.writeUInt32BE(size, 1);
+  let at = GRPC_PREFIX;
   const int = (n: number) => {
     for (; n >= 0x80; n >>>= 7) out[at++] = (n & 0x7f) | 0x80;
     out[at++] = n;
@@ -160,23 +230,34 @@ function frame(h: UpdateHeader, last: boolean, body: Body): Buffer {
     int(Buffer.byteLength(s));
     at += out.write(s, at);
   };
+  const number = (tag: number, n: number) => {
+    if (n === 0) return;
+    out[at++] = tag;
+    int(n);
+  };
+  const bytes = (b: Uint8Array) => {
+    out.set(b, at);
+    at += b.length;
+  };
   out[at++] = 26;
-  int(length);
+  int(update);
   text(10, h.baseHash);
   text(18, h.hash);
-  if (h.revision !== 0) {
-    out[at++] = 24;
-    int(h.revision);
+  number(24, h.revision);
+  if (h.full) number(32, 1);
+  if (last) number(40, 1);
+  if (body.rules && ruleSet) {
+    out[at++] = 50;
+    int(ruleSetLength);
+    text(10, ruleSet.workloadId);
+    number(16, h.revision);
+    text(26, ruleSet.hash);
+    number(32, ruleSet.ingressMode);
+    number(40, ruleSet.egressMode);
+    bytes(body.rules);
   }
-  const flag = (tag: number) => {
-    out[at++] = tag;
-    out[at++] = 1;
-  };
-  if (h.full) flag(32);
-  if (last) flag(40);
-  for (const p of body.parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  for (const p of body.parts) bytes(p);
+  const message = out.subarray(GRPC_PREFIX);
+  framed.set(message, out);
+  return message;
 }

@@ -193,28 +193,34 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
      */
     const memo = new Map<
       readonly GroupRule[],
-      Map<readonly GroupRule[], { parts: Uint8Array[]; bodies?: Body[] } | null>
+      Map<readonly GroupRule[], { parts: Uint8Array[]; bare?: Body[]; ruled?: Body[] } | null>
     >();
     const changed: string[] = [];
     let now: number | undefined;
     // Per agent, only when asked for: a change can reach every agent of the fleet.
     const debug = log.isLevelEnabled('debug');
     for (const name of batch.workloads()) {
-      const before = published.get(name);
       const ruleSet = calc.ruleSet(name);
       if (!ruleSet) {
         published.delete(name);
         continue;
       }
       const hash = hasher.hash(ruleSet);
-      published.set(name, { ruleSet, hash });
-      if (hash === before?.hash) continue;
+      // Updated in place: one lookup and no allocation per agent.
+      const entry = published.get(name);
+      const before = entry?.ruleSet;
+      const beforeHash = entry?.hash;
+      if (entry) {
+        entry.ruleSet = ruleSet;
+        entry.hash = hash;
+      } else published.set(name, { ruleSet, hash });
+      if (hash === beforeHash) continue;
       changed.push(name);
       for (const stream of streams.ofWorkload(name)) {
         if (stream.synced === undefined || stream.synced === hash) continue;
         const messages =
-          before && stream.synced === before.hash
-            ? delta(before.ruleSet, ruleSet, { baseHash: before.hash, hash, revision, full: false })
+          before && stream.synced === beforeHash
+            ? delta(before, ruleSet, { baseHash: beforeHash, hash, revision, full: false })
             : undefined;
         for (const m of messages ?? fullSync(ruleSet, hash)) stream.send(m);
         stream.synced = hash;
@@ -239,10 +245,13 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
         byAfter.set(after.rules, shared);
       }
       if (!shared) return undefined;
-      // The rule set (modes, workload id) differs: this agent's own message.
-      if (before.hash !== after.hash) return encodeUpdate(header, after, shared.parts);
-      shared.bodies ??= encodeBodies(undefined, revision, shared.parts);
-      return frameUpdate(header, shared.bodies);
+      // The rule set (rules or modes) changed: it goes along, its rules encoded once.
+      if (before.hash !== after.hash) {
+        shared.ruled ??= encodeBodies(after.rules, shared.parts);
+        return frameUpdate(header, shared.ruled, after);
+      }
+      shared.bare ??= encodeBodies(undefined, shared.parts);
+      return frameUpdate(header, shared.bare);
     }
 
     /** The group parts from `before`'s groups to `after`'s; undefined: only a full sync will do. */
