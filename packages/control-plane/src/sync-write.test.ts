@@ -6,7 +6,7 @@ import {
 } from '@bulkhead/proto';
 import { credentials, Server, ServerCredentials, type ServerDuplexStream } from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeGroup, encodeUpdate, grpcFrameOf } from './rulesets/encode.js';
+import { encodeBodies, encodeGroup, frameUpdate, grpcFrameOf } from './rulesets/encode.js';
 import { serializeSyncResponse, writePreFramed } from './sync-write.js';
 
 const range = (i: number) => ({ family: 4 as const, from: BigInt(i * 4), to: BigInt(i * 4 + 1) });
@@ -23,14 +23,16 @@ describe('the Sync write path (pins grpc-js 1.14 internals)', () => {
 
   it('hands grpc-js the frame in front of a pre-framed message, and objects still encode', async () => {
     // Large enough that grpc-js's own copy would be a fresh allocation.
-    const update = encodeUpdate(
+    const update = frameUpdate(
       { baseHash: '', hash: 'h', revision: 2, full: true },
-      undefined,
-      encodeGroup({
-        id: 'list:a',
-        created: true,
-        added: Array.from({ length: 500 }, (_, i) => range(i)),
-      }),
+      encodeBodies(
+        undefined,
+        encodeGroup({
+          id: 'list:a',
+          created: true,
+          added: Array.from({ length: 500 }, (_, i) => range(i)),
+        }),
+      ),
     );
     const serialized: Buffer[] = [];
     let installed: boolean | undefined;

@@ -1,13 +1,6 @@
 import { Action, Direction, type GroupRuleSet, PolicyUpdate, SyncResponse } from '@bulkhead/proto';
 import { describe, expect, it } from 'vitest';
-import {
-  encodeBodies,
-  encodeGroup,
-  encodeUpdate,
-  frameUpdate,
-  grpcFrameOf,
-  MAX_MESSAGE,
-} from './encode.js';
+import { encodeBodies, encodeGroup, frameUpdate, grpcFrameOf, MAX_MESSAGE } from './encode.js';
 
 const range = (i: number) => ({ family: 4 as const, from: BigInt(i * 4), to: BigInt(i * 4 + 1) });
 
@@ -72,10 +65,11 @@ describe('frameUpdate', () => {
   });
 
   it('keeps the gRPC frame of each message in front of it, in the same memory', () => {
-    const [message] = encodeUpdate(
+    const rs = ruleSet('w', 1);
+    const [message] = frameUpdate(
       { baseHash: '', hash: 'h', revision: 3, full: true },
-      ruleSet('w', 1),
-      encodeGroup({ id: 'sel:a', created: true, added: [range(1)] }),
+      encodeBodies(rs.rules, encodeGroup({ id: 'sel:a', created: true, added: [range(1)] })),
+      rs,
     );
     const frame = grpcFrameOf(message!)!;
     expect(frame.buffer).toBe(message!.buffer);

@@ -159,15 +159,6 @@ export function frameUpdate(
   return bodies.map((body, i) => frame(header, i === bodies.length - 1, body, ruleSet));
 }
 
-/** `encodeBodies` then `frameUpdate`, for an update only one agent gets. */
-export function encodeUpdate(
-  header: UpdateHeader,
-  ruleSet: GroupRuleSet | undefined,
-  parts: readonly Uint8Array[],
-): Buffer[] {
-  return frameUpdate(header, encodeBodies(ruleSet?.rules, parts), ruleSet);
-}
-
 /**
  * gRPC's length prefix of a message (compressed flag, 4-byte big-endian length): every message
  * here is written behind one, in the same allocation, so the Sync call's write path can hand

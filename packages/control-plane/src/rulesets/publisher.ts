@@ -24,7 +24,6 @@ import {
   type Body,
   encodeBodies,
   encodeGroup,
-  encodeUpdate,
   frameUpdate,
   type GroupParts,
   type UpdateHeader,
@@ -158,9 +157,16 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
     return parts;
   }
 
+  /** Full-sync bodies per rules array, shared by the agents that get one; dropped as wholeParts. */
+  let fullBodies = new WeakMap<readonly GroupRule[], Body[]>();
+
   function fullSync(ruleSet: GroupRuleSet, hash: string): Buffer[] {
-    const parts = groupsOf(ruleSet).flatMap(whole);
-    return encodeUpdate({ baseHash: '', hash, revision, full: true }, ruleSet, parts);
+    let bodies = fullBodies.get(ruleSet.rules);
+    if (!bodies) {
+      bodies = encodeBodies(ruleSet.rules, groupsOf(ruleSet).flatMap(whole));
+      fullBodies.set(ruleSet.rules, bodies);
+    }
+    return frameUpdate({ baseHash: '', hash, revision, full: true }, bodies, ruleSet);
   }
 
   /** Runs calculator inputs as one change and sends each affected agent one update. */
@@ -174,6 +180,7 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       }
       hasher.apply(result.delta);
       for (const g of result.delta.groups) wholeParts.delete(g.id);
+      if (result.delta.groups.length > 0) fullBodies = new WeakMap();
       batch.add(result);
     });
     const changes = new Map<string, GroupParts>();
