@@ -3,7 +3,7 @@
 // allowing a 1,000-CIDR IP list to all of them, as bench/fleet.ts provisions), then its removal,
 // repeated. Each fake stream does with a message what the Sync call's write path hands grpc-js:
 // its gRPC frame when the message carries one (rulesets/encode.ts), else a prefixed copy, as
-// grpc-js makes. Prints CPU and wall per provision (median of the rounds). `BENCH_FANOUT_AGENTS`
+// grpc-js makes. Prints CPU and wall per provision, median of each kind of round. `BENCH_FANOUT_AGENTS`
 // (1,000), `BENCH_FANOUT_ROUNDS` (10). Run a baseline build's copy of bench/dist to compare.
 import type { Policy, PolicyState, Workload } from '@bulkhead/policy';
 import { pino } from 'pino';
@@ -81,8 +81,9 @@ for (const w of workloads) {
   for (const m of publisher.hello(stream, '', () => {})) stream.send(m);
 }
 
-const cpu: number[] = [];
-const wall: number[] = [];
+/** Per kind of round: the list added (bench/fleet.ts's change) and removed again. */
+const cpu = { add: [] as number[], remove: [] as number[] };
+const wall = { add: [] as number[], remove: [] as number[] };
 let perRound = 0;
 for (let r = 0; r < ROUNDS * 2; r++) {
   held = [];
@@ -90,9 +91,10 @@ for (let r = 0; r < ROUNDS * 2; r++) {
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   const changed = publisher.provisioned(r % 2 === 0 ? withList : empty, r + 2);
-  wall.push(performance.now() - t0);
+  const kind = r % 2 === 0 ? 'add' : 'remove';
+  wall[kind].push(performance.now() - t0);
   const c = process.cpuUsage(c0);
-  cpu.push((c.user + c.system) / 1000);
+  cpu[kind].push((c.user + c.system) / 1000);
   if (changed.length !== AGENTS) throw new Error(`changed ${changed.length}, not ${AGENTS}`);
   if (r === 0) perRound = bytes;
 }
@@ -104,8 +106,10 @@ console.log(
       rounds: ROUNDS * 2,
       preFramed: grpcFrameOf !== undefined,
       bytesPerAddRound: perRound,
-      cpuMedianMs: median(cpu),
-      wallMedianMs: median(wall),
+      addCpuMedianMs: median(cpu.add),
+      addWallMedianMs: median(wall.add),
+      removeCpuMedianMs: median(cpu.remove),
+      removeWallMedianMs: median(wall.remove),
     },
   }),
 );
