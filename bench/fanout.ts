@@ -1,7 +1,7 @@
 // The publisher's fan-out alone, in process (issue 9's propagation change without sockets): N
 // workloads with one agent stream each, then a provision that every rule set uses (a policy
 // allowing a 1,000-CIDR IP list to all of them, as bench/fleet.ts provisions), then its removal,
-// repeated. Each fake stream does with a message what the Sync call's write path hands grpc-js:
+// repeated; then one workload moved in and out of a group every rule set names, repeated. Each fake stream does with a message what the Sync call's write path hands grpc-js:
 // its gRPC frame when the message carries one (rulesets/encode.ts), else a prefixed copy, as
 // grpc-js makes. Prints CPU and wall per provision, median of each kind of round. `BENCH_FANOUT_AGENTS`
 // (1,000), `BENCH_FANOUT_ROUNDS` (10). Run a baseline build's copy of bench/dist to compare.
@@ -45,8 +45,18 @@ const policy: Policy = {
     },
   ],
 } as Policy;
-const empty: PolicyState = { workloads, ipLists: [], services: [], policies: [] };
-const withList = { ...empty, ipLists: [{ name: 'bench-peers', cidrs }], policies: [policy] };
+/** Every rule set also names the `app=db` group, so moving host-0 in or out of it reaches all. */
+const fromDb = {
+  ...policy,
+  name: 'from-db',
+  ingress: [{ ...policy.ingress![0]!, peers: [{ selector: { matchLabels: { app: 'db' } } }] }],
+} as Policy;
+const empty: PolicyState = { workloads, ipLists: [], services: [], policies: [fromDb] };
+const withList = {
+  ...empty,
+  ipLists: [{ name: 'bench-peers', cidrs }],
+  policies: [fromDb, policy],
+};
 
 /** What the write path hands grpc-js, held until the round ends as sockets would hold it. */
 let held: Buffer[] = [];
@@ -81,9 +91,13 @@ for (const w of workloads) {
   for (const m of publisher.hello(stream, '', () => {})) stream.send(m);
 }
 
-/** Per kind of round: the list added (bench/fleet.ts's change) and removed again. */
-const cpu = { add: [] as number[], remove: [] as number[] };
-const wall = { add: [] as number[], remove: [] as number[] };
+/**
+ * Per kind of round: the list added (bench/fleet.ts's change) and removed again; host-0's label
+ * moved into or out of `app=db` (one range in a group every agent holds, as the scale bench's
+ * label change).
+ */
+const cpu = { add: [] as number[], remove: [] as number[], label: [] as number[] };
+const wall = { add: [] as number[], remove: [] as number[], label: [] as number[] };
 let perRound = 0;
 for (let r = 0; r < ROUNDS * 2; r++) {
   held = [];
@@ -98,6 +112,17 @@ for (let r = 0; r < ROUNDS * 2; r++) {
   if (changed.length !== AGENTS) throw new Error(`changed ${changed.length}, not ${AGENTS}`);
   if (r === 0) perRound = bytes;
 }
+for (let r = 0; r < ROUNDS * 2; r++) {
+  held = [];
+  const host = { ...workloads[0]!, labels: { fleet: 'sim', app: r % 2 === 0 ? 'db' : 'web' } };
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const changed = publisher.workloadsChanged([{ name: host.name, workload: host }]);
+  wall.label.push(performance.now() - t0);
+  const c = process.cpuUsage(c0);
+  cpu.label.push((c.user + c.system) / 1000);
+  if (changed.length !== AGENTS) throw new Error(`label: changed ${changed.length}, not ${AGENTS}`);
+}
 const median = (xs: number[]) => +[...xs].sort((a, b) => a - b)[xs.length >> 1]!.toFixed(1);
 console.log(
   JSON.stringify({
@@ -110,6 +135,8 @@ console.log(
       addWallMedianMs: median(wall.add),
       removeCpuMedianMs: median(cpu.remove),
       removeWallMedianMs: median(wall.remove),
+      labelCpuMedianMs: median(cpu.label),
+      labelWallMedianMs: median(wall.label),
     },
   }),
 );
