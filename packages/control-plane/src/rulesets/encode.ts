@@ -12,7 +12,7 @@ import { type AddressRange, type GroupRule, GroupRuleSet, PolicyUpdate } from '@
 export const MAX_MESSAGE = 1 << 20;
 /**
  * Room in every chunk for the per-agent header, the SyncResponse wrapper and the rule set's own
- * fields (workload name <= 253 bytes, hash, revision, modes): ~500 bytes at most.
+ * fields (workload name <= 63 bytes, hash, revision, modes): ~300 bytes at most.
  */
 const HEADER_ROOM = 1024;
 /** Most bytes of group parts (and the rule set) in one chunk. */
