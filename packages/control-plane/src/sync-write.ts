@@ -1,8 +1,8 @@
 // The Sync call's write path: how a SyncResponse becomes bytes for grpc-js. Messages the
 // publisher encoded (rulesets/encode.ts) go out as they are, and with their gRPC frame, which
 // encode.ts writes in front of each message in the same allocation, so grpc-js does not copy
-// every message again into a prefixed buffer of its own (at 1,000 agents x a 1,000-range update
-// that copy was a large share of the fan-out). Owns only that; must not decide what is sent.
+// every message again into a prefixed buffer of its own (a 1,000-range change to 1,000 agents:
+// 29 MB more of fresh memory written, for nothing). Owns only that; must not decide what is sent.
 import { type SyncRequest, SyncResponse } from '@bulkhead/proto';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { grpcFrameOf } from './rulesets/encode.js';
