@@ -178,16 +178,42 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
       if (!committed) return written.clear();
       for (const n of written) {
         const r = workloadByName.get(n);
-        if (r) committed.set(n, held(r));
+        const h = r && held(r);
+        if (h) committed.set(n, h);
         else committed.delete(n);
+        // A rewrite keeps its place in the sorted list; a new or deleted name sorts it again.
+        const at = sorted && h ? placeOf(sorted, n) : -1;
+        if (at >= 0) sorted![at] = h!.record;
+        else sorted = undefined;
       }
       written.clear();
-      sorted = undefined;
     });
+  }
+  /** Where `name` is in `list` (sorted by name), or -1. */
+  function placeOf(list: readonly WorkloadRecord[], name: string): number {
+    let [lo, hi] = [0, list.length - 1];
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const n = list[mid]!.name;
+      if (n === name) return mid;
+      if (n < name) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
   }
   function listWorkloads(): WorkloadRecord[] {
     sorted ??= [...rows().values()].map((h) => h.record).sort(byName);
-    if (written.size === 0) return [...sorted];
+    const list = [...sorted];
+    // Usually the names written are rewritten, not created or deleted: replaced in place.
+    let replaced = 0;
+    for (const name of written) {
+      const at = placeOf(list, name);
+      const h = at < 0 ? undefined : fetch(name);
+      if (!h) break;
+      list[at] = h.record;
+      replaced++;
+    }
+    if (replaced === written.size) return list;
     const now = new Map<string, WorkloadRecord>();
     for (const name of written) {
       const h = fetch(name);

@@ -88,9 +88,9 @@ export type Frozen = { revision: number; state: PolicyState; impact: ImpactView 
 /** `--max-ruleset-entries`' default. */
 export const MAX_RULESET_ENTRIES = 200_000;
 
-/** Refuses a state that is not valid policy input (nothing is stored). */
-function checkState(state: PolicyState, message: string): void {
-  const diags = validateState(state);
+/** Refuses a state that is not valid policy input (nothing is stored); `base` as validateState's. */
+function checkState(state: PolicyState, message: string, base?: PolicyState): void {
+  const diags = validateState(state, base);
   if (diags.length > 0) throw invalid(message, diags);
 }
 
@@ -98,18 +98,24 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
   const { store, db, drafts, states, publisher, gate, audit, log } = deps;
   const maxEntries = deps.maxRuleSetEntries ?? MAX_RULESET_ENTRIES;
 
-  /** Freezes `state` into a revision; call inside the write's transaction, then `publish`. */
+  /**
+   * Freezes `state` into a revision; call inside the write's transaction, then `publish`.
+   * `provisioned`: the provisioned state on `state`'s workloads, when the caller made `state`
+   * from it (validation then checks what differs).
+   */
   function provisionState(
     actor: string,
     note: string,
     state: PolicyState,
     confirmed: boolean,
     what: string,
+    provisioned?: PolicyState,
   ): Frozen {
     const busy = deps.busy?.();
     if (busy) throw new ControlPlaneError('CONFLICT', `${what} is refused: ${busy}`);
-    checkState(state, 'the policy does not compile');
-    const report = gate.between(states.provisioned(state.workloads).state, state);
+    checkState(state, 'the policy does not compile', provisioned);
+    const before = provisioned ?? states.provisioned(state.workloads).state;
+    const report = gate.between(before, state);
     gate.require(report, confirmed, what);
     const revision = store.addRevision(actor, note, state);
     audit.appendAudit({
@@ -166,15 +172,18 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
         edit();
         const { labels, mode } = drafts.getWorkload(name);
         const { state } = states.provisioned(states.workloads());
-        const workloads = state.workloads.map((w) =>
-          w.name === name ? { ...w, labels, mode } : w,
-        );
+        // Labels and modes are not addresses: on these workloads the provisioned state is
+        // `state` itself, and the candidate differs from it in this one place.
+        const workloads = state.workloads.slice();
+        const at = workloads.findIndex((w) => w.name === name);
+        workloads[at] = { ...workloads[at]!, labels, mode };
         return provisionState(
           actor,
           note,
           { ...state, workloads },
           options.confirm === true,
           `provisioning workload ${name}`,
+          state,
         );
       });
       return publish(provisioned);
