@@ -118,7 +118,10 @@ describe('policy states on a store', () => {
     try {
       for (let seed = 1; seed <= 6; seed++) {
         let clock = Date.parse('2026-01-01T00:00:00.000Z');
-        const now = () => new Date((clock += 1000));
+        const now = () => {
+          clock += 1000;
+          return new Date(clock);
+        };
         const stores = createSqliteStores({ path: join(dir, `s${seed}.db`), now });
         const states = createPolicyStates(stores.policy, stores.revisions);
         const rng = prng(seed);
