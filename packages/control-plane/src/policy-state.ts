@@ -50,15 +50,21 @@ const sameList = (a: readonly string[], b: readonly string[]) =>
 /** Lists shorter than this are computed item by item and not remembered (cheaper than a memo). */
 const REMEMBERED = 32;
 
-/** `made` at each place where `from` holds another object than `was`; `out` elsewhere. */
+/**
+ * `make` at each place where `from` holds another object than `was` (or `keep` refuses the
+ * answer there); `out`'s answer elsewhere.
+ */
 function patched<A, B>(
   from: readonly A[],
   was: readonly A[],
   out: readonly B[],
   make: (a: A, i: number) => B,
+  keep?: (b: B, i: number) => boolean,
 ): B[] {
   const next = out.slice();
-  for (let i = 0; i < from.length; i++) if (from[i] !== was[i]) next[i] = make(from[i]!, i);
+  for (let i = 0; i < from.length; i++) {
+    if (from[i] !== was[i] || (keep && !keep(next[i]!, i))) next[i] = make(from[i]!, i);
+  }
   return next;
 }
 
@@ -74,11 +80,14 @@ type Frozen = { revision: number; createdAt: string; state: PolicyState };
  */
 type Held = Frozen & {
   byName?: Map<string, Workload>;
-  last?: { current: readonly Workload[]; out: readonly Workload[] };
+  last?: Kept;
+  /** The previous latest revision's last list and answers, until this one has its own. */
+  seed?: Kept;
 };
+type Kept = { current: readonly Workload[]; out: readonly Workload[] };
 
 export function createPolicyStates(
-  policy: Pick<PolicyAdminStore, 'listWorkloads' | 'listResources' | 'getOrigin'>,
+  policy: Pick<PolicyAdminStore, 'listWorkloads' | 'listResources' | 'getOrigin' | 'createdUpTo'>,
   revisions: Pick<RevisionStore, 'getRevision' | 'latestRevisionRecord'>,
 ): PolicyStates {
   // Records are immutable and shared while unchanged (the store holds them): so are these, and
@@ -133,7 +142,7 @@ export function createPolicyStates(
     const record = revisions.latestRevisionRecord();
     const key = JSON.stringify(record ?? null);
     if (key !== latest.key) {
-      latest = { ...frozen(record?.revision ?? 0), key };
+      latest = { ...frozen(record?.revision ?? 0), key, seed: latest.last ?? latest.seed };
       older.clear();
     }
     return latest;
@@ -169,15 +178,24 @@ export function createPolicyStates(
    */
   function on(f: Held, current: Workload[]): PolicyState {
     const { ipLists, services, policies } = f.state;
+    const snapshot = f.state.workloads;
     const make = (w: Workload, i: number) => one(f, w, i);
     const last = f.last;
-    const out =
-      last && last.current.length === current.length
-        ? patched(current, last.current, last.out, make)
-        : current.map(make);
-    const snapshot = f.state.workloads;
+    let out: Workload[];
+    if (last && last.current.length === current.length) {
+      out = patched(current, last.current, last.out, make);
+    } else if (f.seed?.current.length === current.length && policy.createdUpTo() <= f.createdAt) {
+      // A new revision made from the previous one holds the very object that one gave a
+      // workload where it did not change it. Where so (and every workload existed then),
+      // `one` would give that object again: its place, name and addresses match, it is plain.
+      const seed = f.seed;
+      out = patched(current, seed.current, seed.out, make, (o, i) => o === snapshot[i] && plain(o));
+    } else out = current.map(make);
     const workloads = sameItems(out, snapshot) ? snapshot : out;
-    if (current.length >= REMEMBERED) f.last = { current: current.slice(), out: out.slice() };
+    if (current.length >= REMEMBERED) {
+      f.last = { current: current.slice(), out: out.slice() };
+      f.seed = undefined;
+    }
     return { ipLists, services, policies, workloads };
   }
 

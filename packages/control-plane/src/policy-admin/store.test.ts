@@ -108,6 +108,8 @@ describe('policy-admin store: workloads held in memory', () => {
       if (commit) model = inside;
       expect(listed(), `step ${i}`).toEqual(expected(model));
       if (i % 50 === 0) expect(held()).toEqual(fresh());
+      const newest = held().origins.reduce((t, o) => (o!.createdAt > t ? o!.createdAt : t), '');
+      expect(store.policy.createdUpTo() >= newest).toBe(true);
     }
     expect(held()).toEqual(fresh());
   });

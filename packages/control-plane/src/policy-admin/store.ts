@@ -61,6 +61,8 @@ export interface PolicyAdminStore {
    * does not hold it), with its creation time.
    */
   getOrigin(name: string): WorkloadOrigin | undefined;
+  /** No workload was created after this time (a deleted one may have been the last). */
+  createdUpTo(): string;
   /** The row only (agents go by foreign key); Stores.deleteWorkload removes the rest. */
   deleteWorkload(name: string): boolean;
 
@@ -162,9 +164,17 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
    */
   let committed: Map<string, Held> | undefined;
   let sorted: WorkloadRecord[] | undefined;
+  /** The latest creation time among the committed rows since they were read. */
+  let createdUpTo = '';
+  const later = (h: Held) => {
+    if (h.origin.createdAt > createdUpTo) createdUpTo = h.origin.createdAt;
+  };
   const written = new Set<string>();
   function rows(): Map<string, Held> {
-    committed ??= new Map(allWorkloads.all().map((r) => [String(r.name), held(r)]));
+    if (!committed) {
+      committed = new Map(allWorkloads.all().map((r) => [String(r.name), held(r)]));
+      committed.forEach(later);
+    }
     return committed;
   }
   function fetch(name: string): Held | undefined {
@@ -179,8 +189,10 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
       for (const n of written) {
         const r = workloadByName.get(n);
         const h = r && held(r);
-        if (h) committed.set(n, h);
-        else committed.delete(n);
+        if (h) {
+          committed.set(n, h);
+          later(h);
+        } else committed.delete(n);
         // A rewrite keeps its place in the sorted list; a new or deleted name sorts it again.
         const at = sorted && h ? placeOf(sorted, n) : -1;
         if (at >= 0) sorted![at] = h!.record;
@@ -250,6 +262,15 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
       wrote(name);
     },
     getOrigin: (name) => fetch(name)?.origin,
+    createdUpTo() {
+      rows();
+      let upTo = createdUpTo;
+      for (const name of written) {
+        const at = fetch(name)?.origin.createdAt;
+        if (at !== undefined && at > upTo) upTo = at;
+      }
+      return upTo;
+    },
     deleteWorkload(name) {
       const deleted = deleteWorkload.run(name).changes > 0;
       if (deleted) wrote(name);
