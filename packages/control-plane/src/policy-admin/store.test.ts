@@ -108,7 +108,11 @@ describe('policy-admin store: workloads held in memory', () => {
       if (commit) model = inside;
       expect(listed(), `step ${i}`).toEqual(expected(model));
       if (i % 50 === 0) expect(held()).toEqual(fresh());
-      const newest = held().origins.reduce((t, o) => (o!.createdAt > t ? o!.createdAt : t), '');
+      const newest =
+        held()
+          .origins.map((o) => o!.createdAt)
+          .sort()
+          .at(-1) ?? '';
       expect(store.policy.createdUpTo() >= newest).toBe(true);
     }
     expect(held()).toEqual(fresh());
