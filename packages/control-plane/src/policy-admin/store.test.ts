@@ -118,6 +118,35 @@ describe('policy-admin store: workloads held in memory', () => {
     expect(held()).toEqual(fresh());
   });
 
+  it('lists each unchanged body as the same frozen object, a changed one afresh', () => {
+    const put = (name: string, port: number) =>
+      store.policy.putResource('services', name, { name, ports: [{ protocol: 'tcp', port }] });
+    put('a', 1);
+    put('b', 2);
+    const list = () =>
+      store.policy.listResources<{ name: string; ports: { port: number }[] }>('services');
+    const [a, b] = list();
+    expect(list()[0]).toBe(a);
+    expect(() => {
+      a!.ports[0]!.port = 9;
+    }).toThrow(TypeError);
+    put('b', 3);
+    expect(list()[0]).toBe(a);
+    expect(list()[1]).not.toBe(b);
+    expect(list()[1]!.ports[0]!.port).toBe(3);
+    // Written and listed in a transaction that rolled back: the table's body again.
+    expect(() =>
+      store.tx(() => {
+        put('a', 4);
+        expect(list()[0]!.ports[0]!.port).toBe(4);
+        throw new Error('rolled back');
+      }),
+    ).toThrow('rolled back');
+    expect(list()[0]!.ports[0]!.port).toBe(1);
+    store.policy.deleteResource('services', 'a');
+    expect(list().map((x) => x.name)).toEqual(['b']);
+  });
+
   it('hands out frozen records: a reader cannot change what others read', () => {
     store.policy.upsertWorkload(w('a', 'one'));
     const [r] = store.policy.listWorkloads();

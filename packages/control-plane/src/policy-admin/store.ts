@@ -66,6 +66,7 @@ export interface PolicyAdminStore {
   /** The row only (agents go by foreign key); Stores.deleteWorkload removes the rest. */
   deleteWorkload(name: string): boolean;
 
+  /** Bodies in name order, frozen and shared by listings while unchanged. */
   listResources<T>(kind: ResourceKind): T[];
   getResource<T>(kind: ResourceKind, name: string): T | undefined;
   /** Every object of a kind with its version, by name. */
@@ -102,6 +103,15 @@ const toWorkload = (r: Row): WorkloadRecord => ({
 /** SQLite's `ORDER BY name` (names are ASCII, so code units order them as bytes do). */
 const byName = (a: { name: string }, b: { name: string }) =>
   a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+
+/** `v` and everything in it frozen (a parsed JSON value). */
+function frozen<T>(v: T): T {
+  if (typeof v === 'object' && v !== null) {
+    for (const x of Object.values(v)) frozen(x);
+    Object.freeze(v);
+  }
+  return v;
+}
 
 function held(r: Row): Held {
   const record = toWorkload(r);
@@ -156,6 +166,28 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
     ]),
   );
   const statements = (kind: ResourceKind) => resources.get(kind)!;
+  /**
+   * Each listed body parsed once while its text stays the same (frozen: listings share it), so
+   * a draft made from an unchanged row holds the same object as the one before: the stages
+   * after it (validation, the revision delta, the publisher) pass over it by identity.
+   */
+  const parsed = new Map(
+    KINDS.map((kind) => [kind, new Map<string, { text: string; body: unknown }>()]),
+  );
+  function listed<T>(kind: ResourceKind): T[] {
+    const rows = statements(kind).list.all();
+    const held = parsed.get(kind)!;
+    if (held.size > rows.length) held.clear(); // names deleted since
+    return rows.map((r) => {
+      const [name, text] = [String(r.name), String(r.body)];
+      let h = held.get(name);
+      if (h?.text !== text) {
+        h = { text, body: frozen(parse(text)) };
+        held.set(name, h);
+      }
+      return h.body as T;
+    });
+  }
 
   /**
    * The committed rows by name, and the names written since (a transaction that rolled back
@@ -277,10 +309,7 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
       return deleted;
     },
 
-    listResources: <T>(kind: ResourceKind) =>
-      statements(kind)
-        .list.all()
-        .map((r) => parse<T>(r.body)),
+    listResources: listed,
     getResource<T>(kind: ResourceKind, name: string) {
       const r = statements(kind).get.get(name);
       return r && parse<T>(r.body);
