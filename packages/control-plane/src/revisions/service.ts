@@ -130,13 +130,12 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
   /** After the commit: the publisher sends what the revision changed; oversized rule sets warn. */
   function publish({ revision, state, impact }: Frozen): ProvisionResult {
     const changed = publisher.provisioned(state, revision);
-    const warnings = [...publisher.sizes(changed)]
-      .filter(([, entries]) => entries > maxEntries)
-      .map(([workload, entries]) => ({
-        workload,
-        entries,
-        message: `the rule set of ${workload} has ${entries} entries (more than ${maxEntries})`,
-      }));
+    const warnings: NonNullable<ProvisionResult['warnings']> = [];
+    for (const [workload, entries] of publisher.sizes(changed)) {
+      if (entries <= maxEntries) continue;
+      const message = `the rule set of ${workload} has ${entries} entries (more than ${maxEntries})`;
+      warnings.push({ workload, entries, message });
+    }
     for (const w of warnings) log.warn({ ...w, revision }, 'large rule set');
     return {
       revision,
