@@ -100,8 +100,8 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
 
   /**
    * Freezes `state` into a revision; call inside the write's transaction, then `publish`.
-   * `provisioned`: the provisioned state on `state`'s workloads, when the caller made `state`
-   * from it (validation then checks what differs).
+   * `provisioned`: the provisioned state on `state`'s workloads, if the caller has it. It is the
+   * gate's before and validation's base (which then checks where `state` holds other objects).
    */
   function provisionState(
     actor: string,
@@ -113,8 +113,8 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
   ): Frozen {
     const busy = deps.busy?.();
     if (busy) throw new ControlPlaneError('CONFLICT', `${what} is refused: ${busy}`);
-    checkState(state, 'the policy does not compile', provisioned);
     const before = provisioned ?? states.provisioned(state.workloads).state;
+    checkState(state, 'the policy does not compile', before);
     const report = gate.between(before, state);
     gate.require(report, confirmed, what);
     const revision = store.addRevision(actor, note, state);
