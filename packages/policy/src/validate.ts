@@ -430,7 +430,7 @@ function checked(
 /**
  * Lists found clean by a whole check, by identity (section lists: objects valid, names
  * distinct; a policies list: its references resolve in the services and IP lists it was
- * checked with). A state made from a clean one is checked against it (`changedFrom`).
+ * checked with). A state made from a clean one is checked against it (`cleanAgainst`).
  */
 const cleanLists = new WeakSet<readonly unknown[]>();
 const resolvedIn = new WeakMap<
