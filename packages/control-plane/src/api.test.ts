@@ -379,6 +379,25 @@ describe('REST API', () => {
     expect(store.revisions.listRevisions()).toEqual([]);
   });
 
+  it('refuses a draft that breaks after a valid revision with what the whole check finds', async () => {
+    // Validation checks a provision against the provisioned state where it differs: a policy
+    // broken since is still found, with the whole check's diagnostics.
+    await call('PUT', '/v1/services/pg', pg);
+    await call('PUT', '/v1/policies/db', dbPolicy);
+    expect((await call('POST', '/v1/provision', { note: 'ok' })).statusCode).toBe(200);
+    store.policy.putResource('policies', 'db', {
+      ...dbPolicy,
+      name: 'db',
+      ingress: [{ ...dbPolicy.ingress[0], services: ['pg', 'gone'] }],
+    });
+    const res = await call('POST', '/v1/provision', { note: 'broken' });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.details).toEqual([
+      { path: 'policies[0].ingress[0].services[1]', message: "unknown service 'gone'" },
+    ]);
+    expect(store.revisions.listRevisions().map((r) => r.revision)).toEqual([1]);
+  });
+
   it('shows enrollment tokens once and never lists the secret', async () => {
     const res = await call('POST', '/v1/enrollment-tokens', {
       labels: { env: 'prod' },

@@ -1,7 +1,12 @@
-import type { PolicyState } from '@bulkhead/policy';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { PolicyState, Workload } from '@bulkhead/policy';
 import { describe, expect, it } from 'vitest';
 import { createPolicyStates } from './policy-state.js';
+import { prng } from './random.test-util.js';
 import type { RevisionWithSnapshot } from './revisions/store.js';
+import { createSqliteStores } from './store/index.js';
 
 const monitor = { ingress: 'monitor', egress: 'monitor' } as const;
 const web = (labels: Record<string, string>, createdAt = '2026-01-01T00:00:00.000Z') => ({
@@ -37,6 +42,7 @@ function setup() {
       ],
       listResources: () => [],
       getOrigin: () => ({ ...origin, createdAt: stored.createdAt }),
+      createdUpTo: () => stored.createdAt,
     },
     {
       getRevision: <S>(n: number) => {
@@ -101,5 +107,85 @@ describe('policy states', () => {
     t.revision(3, 'three', { app: 'three' }, '2026-02-03T00:00:00.000Z');
     expect(labelsAt(1)).toEqual({ app: 'one' });
     expect(t.reads).toEqual([2, 1, 3, 1]);
+  });
+});
+
+describe('policy states on a store', () => {
+  it('answer from what they keep as fresh ones do, over random edits, enrolments and revisions', () => {
+    // Kept answers (per revision, the last list and its result; the last listed records) must
+    // equal those of a PolicyStates made afresh on the same store at every step, also inside a
+    // transaction and after one rolled back. More workloads than a list needs to be kept.
+    const dir = mkdtempSync(join(tmpdir(), 'bh-policy-states-'));
+    try {
+      for (let seed = 1; seed <= 6; seed++) {
+        let clock = Date.parse('2026-01-01T00:00:00.000Z');
+        const now = () => {
+          clock += 1000;
+          return new Date(clock);
+        };
+        const stores = createSqliteStores({ path: join(dir, `s${seed}.db`), now });
+        const states = createPolicyStates(stores.policy, stores.revisions);
+        const rng = prng(seed);
+        const names = Array.from({ length: 45 }, (_, i) => `w${String(i).padStart(2, '0')}`);
+        const workload = (name: string): Workload => ({
+          name,
+          addresses: [`10.0.${rng.int(4)}.${names.indexOf(name) + 1}`],
+          labels: { app: rng.pick(['a', 'b', 'c']) },
+          mode: { ingress: rng.pick(['monitor', 'enforce']), egress: 'monitor' },
+        });
+        for (const n of names.slice(0, 40)) stores.policy.upsertWorkload(workload(n));
+        const check = (step: string) => {
+          const fresh = createPolicyStates(stores.policy, stores.revisions);
+          const current = states.workloads();
+          expect(current, step).toEqual(fresh.workloads());
+          expect(states.provisioned(current), step).toEqual(fresh.provisioned(fresh.workloads()));
+          const latest = states.provisioned([]).revision;
+          const n = rng.int(latest + 1);
+          expect(states.atRevision(n, current), step).toEqual(
+            fresh.atRevision(n, fresh.workloads()),
+          );
+        };
+        /** A one-workload provision as the revisions service makes it. */
+        const provisionOne = () => {
+          const { state } = states.provisioned(states.workloads());
+          if (state.workloads.length === 0) return;
+          const at = rng.int(state.workloads.length);
+          const workloads = state.workloads.slice();
+          workloads[at] = { ...workloads[at]!, labels: { app: rng.pick(['a', 'b', 'd']) } };
+          stores.revisions.addRevision('t', 'one', { ...state, workloads });
+        };
+        for (let i = 0; i < 80; i++) {
+          const step = `seed ${seed} step ${i}`;
+          // Now and then the clock goes back: a workload may be newer than a later revision.
+          if (rng.chance(0.1)) clock -= 5000;
+          const name = rng.pick(names);
+          const op = rng.int(7);
+          if (op === 0) stores.policy.upsertWorkload(workload(name));
+          else if (op === 1) stores.deleteWorkload(name);
+          else if (op === 2) stores.tx(provisionOne);
+          else if (op === 3) stores.revisions.addRevision('t', 'draft', states.draft());
+          else if (op === 4) {
+            expect(() =>
+              stores.tx(() => {
+                stores.policy.upsertWorkload(workload(name));
+                provisionOne();
+                check(`${step} inside`);
+                throw new Error('rolled back');
+              }),
+            ).toThrow('rolled back');
+          } else {
+            stores.tx(() => {
+              stores.policy.upsertWorkload(workload(name));
+              check(`${step} inside`);
+              provisionOne();
+            });
+          }
+          check(step);
+        }
+        stores.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -313,6 +313,49 @@ describe('validateState', () => {
       message: 'must be a list',
     });
   });
+  it('checks a state against the one it was made from as a whole check would', () => {
+    // Each state is checked against the one before it (as a provision passes its base); the
+    // oracle is a whole check of a fresh copy. Some bases were refused, some states are too.
+    let refused = 0;
+    for (let seed = 1; seed <= 30; seed++) {
+      const rng = prng(seed);
+      let base = randomState(rng);
+      validateState(base);
+      for (let i = 0; i < 40; i++) {
+        const s = applyChange(base, randomChange(rng, base));
+        const whole = validateState(structuredClone(s));
+        const got = validateState(s, base);
+        expect(got, `seed ${seed} step ${i}`).toEqual(whole);
+        if (got.length > 0) refused++;
+        base = s;
+      }
+    }
+    expect(refused).toBeGreaterThan(10);
+    // A clean base and one changed object: what the change breaks is found.
+    const s = state();
+    expect(validateState(s)).toEqual([]);
+    const w = s.workloads[0]!;
+    const relabelled = { ...s, workloads: [{ ...w, labels: { 'bad key!': 'x' } }] };
+    expect(validateState(relabelled, s)).toEqual(validateState(structuredClone(relabelled)));
+    expect(validateState(relabelled, s)).not.toEqual([]);
+    const renamed = { ...s, workloads: [w, { ...w }] };
+    expect(validateState(renamed, s)).toEqual([
+      { path: 'workloads[1].name', message: "duplicate name 'web' (also workloads[0])" },
+    ]);
+    const dangling = { ...s, services: [{ ...s.services[0]!, name: 'pg2' }] };
+    expect(validateState(dangling, s)).toEqual([
+      { path: 'policies[0].ingress[0].services[0]', message: "unknown service 'pg'" },
+    ]);
+    const policy = s.policies[0]!;
+    const badRef = {
+      ...s,
+      policies: [{ ...policy, ingress: [{ ...policy.ingress![0]!, services: ['nope'] }] }],
+    };
+    expect(validateState(badRef, s)).toEqual([
+      { path: 'policies[0].ingress[0].services[0]', message: "unknown service 'nope'" },
+    ]);
+  });
+
   it('checks only new objects again, and refuses what a check of fresh copies refuses', () => {
     // Each state builds on the one before (unchanged objects shared), as a provision does; a
     // copy has no object validated before, so it is checked in full.

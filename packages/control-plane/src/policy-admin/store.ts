@@ -61,9 +61,12 @@ export interface PolicyAdminStore {
    * does not hold it), with its creation time.
    */
   getOrigin(name: string): WorkloadOrigin | undefined;
+  /** No workload was created after this time (a deleted one may have been the last). */
+  createdUpTo(): string;
   /** The row only (agents go by foreign key); Stores.deleteWorkload removes the rest. */
   deleteWorkload(name: string): boolean;
 
+  /** Bodies in name order, frozen and shared by listings while unchanged. */
   listResources<T>(kind: ResourceKind): T[];
   getResource<T>(kind: ResourceKind, name: string): T | undefined;
   /** Every object of a kind with its version, by name. */
@@ -100,6 +103,15 @@ const toWorkload = (r: Row): WorkloadRecord => ({
 /** SQLite's `ORDER BY name` (names are ASCII, so code units order them as bytes do). */
 const byName = (a: { name: string }, b: { name: string }) =>
   a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+
+/** `v` and everything in it frozen (a parsed JSON value). */
+function frozen<T>(v: T): T {
+  if (typeof v === 'object' && v !== null) {
+    for (const x of Object.values(v)) frozen(x);
+    Object.freeze(v);
+  }
+  return v;
+}
 
 function held(r: Row): Held {
   const record = toWorkload(r);
@@ -154,6 +166,28 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
     ]),
   );
   const statements = (kind: ResourceKind) => resources.get(kind)!;
+  /**
+   * Each listed body parsed once while its text stays the same (frozen: listings share it), so
+   * a draft made from an unchanged row holds the same object as the one before: the stages
+   * after it (validation, the revision delta, the publisher) pass over it by identity.
+   */
+  const parsed = new Map(
+    KINDS.map((kind) => [kind, new Map<string, { text: string; body: unknown }>()]),
+  );
+  function listed<T>(kind: ResourceKind): T[] {
+    const rows = statements(kind).list.all();
+    const held = parsed.get(kind)!;
+    if (held.size > rows.length) held.clear(); // names deleted since
+    return rows.map((r) => {
+      const [name, text] = [String(r.name), String(r.body)];
+      let h = held.get(name);
+      if (h?.text !== text) {
+        h = { text, body: frozen(parse(text)) };
+        held.set(name, h);
+      }
+      return h.body as T;
+    });
+  }
 
   /**
    * The committed rows by name, and the names written since (a transaction that rolled back
@@ -162,9 +196,17 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
    */
   let committed: Map<string, Held> | undefined;
   let sorted: WorkloadRecord[] | undefined;
+  /** The latest creation time among the committed rows since they were read. */
+  let createdUpTo = '';
+  const later = (h: Held) => {
+    if (h.origin.createdAt > createdUpTo) createdUpTo = h.origin.createdAt;
+  };
   const written = new Set<string>();
   function rows(): Map<string, Held> {
-    committed ??= new Map(allWorkloads.all().map((r) => [String(r.name), held(r)]));
+    if (!committed) {
+      committed = new Map(allWorkloads.all().map((r) => [String(r.name), held(r)]));
+      committed.forEach(later);
+    }
     return committed;
   }
   function fetch(name: string): Held | undefined {
@@ -178,16 +220,44 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
       if (!committed) return written.clear();
       for (const n of written) {
         const r = workloadByName.get(n);
-        if (r) committed.set(n, held(r));
-        else committed.delete(n);
+        const h = r && held(r);
+        if (h) {
+          committed.set(n, h);
+          later(h);
+        } else committed.delete(n);
+        // A rewrite keeps its place in the sorted list; a new or deleted name sorts it again.
+        const at = sorted && h ? placeOf(sorted, n) : -1;
+        if (at >= 0) sorted![at] = h!.record;
+        else sorted = undefined;
       }
       written.clear();
-      sorted = undefined;
     });
+  }
+  /** Where `name` is in `list` (sorted by name), or -1. */
+  function placeOf(list: readonly WorkloadRecord[], name: string): number {
+    let [lo, hi] = [0, list.length - 1];
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const n = list[mid]!.name;
+      if (n === name) return mid;
+      if (n < name) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
   }
   function listWorkloads(): WorkloadRecord[] {
     sorted ??= [...rows().values()].map((h) => h.record).sort(byName);
-    if (written.size === 0) return [...sorted];
+    const list = [...sorted];
+    // Usually the names written are rewritten, not created or deleted: replaced in place.
+    let replaced = 0;
+    for (const name of written) {
+      const at = placeOf(list, name);
+      const h = at < 0 ? undefined : fetch(name);
+      if (!h) break;
+      list[at] = h.record;
+      replaced++;
+    }
+    if (replaced === written.size) return list;
     const now = new Map<string, WorkloadRecord>();
     for (const name of written) {
       const h = fetch(name);
@@ -224,16 +294,22 @@ export function createSqlitePolicyAdminStore(d: SqliteDatabase): PolicyAdminStor
       wrote(name);
     },
     getOrigin: (name) => fetch(name)?.origin,
+    createdUpTo() {
+      rows();
+      let upTo = createdUpTo;
+      for (const name of written) {
+        const at = fetch(name)?.origin.createdAt;
+        if (at !== undefined && at > upTo) upTo = at;
+      }
+      return upTo;
+    },
     deleteWorkload(name) {
       const deleted = deleteWorkload.run(name).changes > 0;
       if (deleted) wrote(name);
       return deleted;
     },
 
-    listResources: <T>(kind: ResourceKind) =>
-      statements(kind)
-        .list.all()
-        .map((r) => parse<T>(r.body)),
+    listResources: listed,
     getResource<T>(kind: ResourceKind, name: string) {
       const r = statements(kind).get.get(name);
       return r && parse<T>(r.body);

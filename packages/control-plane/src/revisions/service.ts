@@ -88,9 +88,9 @@ export type Frozen = { revision: number; state: PolicyState; impact: ImpactView 
 /** `--max-ruleset-entries`' default. */
 export const MAX_RULESET_ENTRIES = 200_000;
 
-/** Refuses a state that is not valid policy input (nothing is stored). */
-function checkState(state: PolicyState, message: string): void {
-  const diags = validateState(state);
+/** Refuses a state that is not valid policy input (nothing is stored); `base` as validateState's. */
+function checkState(state: PolicyState, message: string, base?: PolicyState): void {
+  const diags = validateState(state, base);
   if (diags.length > 0) throw invalid(message, diags);
 }
 
@@ -98,18 +98,24 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
   const { store, db, drafts, states, publisher, gate, audit, log } = deps;
   const maxEntries = deps.maxRuleSetEntries ?? MAX_RULESET_ENTRIES;
 
-  /** Freezes `state` into a revision; call inside the write's transaction, then `publish`. */
+  /**
+   * Freezes `state` into a revision; call inside the write's transaction, then `publish`.
+   * `provisioned`: the provisioned state on `state`'s workloads, if the caller has it. It is the
+   * gate's before and validation's base (which then checks where `state` holds other objects).
+   */
   function provisionState(
     actor: string,
     note: string,
     state: PolicyState,
     confirmed: boolean,
     what: string,
+    provisioned?: PolicyState,
   ): Frozen {
     const busy = deps.busy?.();
     if (busy) throw new ControlPlaneError('CONFLICT', `${what} is refused: ${busy}`);
-    checkState(state, 'the policy does not compile');
-    const report = gate.between(states.provisioned(state.workloads).state, state);
+    const before = provisioned ?? states.provisioned(state.workloads).state;
+    checkState(state, 'the policy does not compile', before);
+    const report = gate.between(before, state);
     gate.require(report, confirmed, what);
     const revision = store.addRevision(actor, note, state);
     audit.appendAudit({
@@ -124,13 +130,12 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
   /** After the commit: the publisher sends what the revision changed; oversized rule sets warn. */
   function publish({ revision, state, impact }: Frozen): ProvisionResult {
     const changed = publisher.provisioned(state, revision);
-    const warnings = [...publisher.sizes(changed)]
-      .filter(([, entries]) => entries > maxEntries)
-      .map(([workload, entries]) => ({
-        workload,
-        entries,
-        message: `the rule set of ${workload} has ${entries} entries (more than ${maxEntries})`,
-      }));
+    const warnings: NonNullable<ProvisionResult['warnings']> = [];
+    for (const [workload, entries] of publisher.sizes(changed)) {
+      if (entries <= maxEntries) continue;
+      const message = `the rule set of ${workload} has ${entries} entries (more than ${maxEntries})`;
+      warnings.push({ workload, entries, message });
+    }
     for (const w of warnings) log.warn({ ...w, revision }, 'large rule set');
     return {
       revision,
@@ -166,15 +171,18 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
         edit();
         const { labels, mode } = drafts.getWorkload(name);
         const { state } = states.provisioned(states.workloads());
-        const workloads = state.workloads.map((w) =>
-          w.name === name ? { ...w, labels, mode } : w,
-        );
+        // Labels and modes are not addresses: on these workloads the provisioned state is
+        // `state` itself, and the candidate differs from it in this one place.
+        const workloads = state.workloads.slice();
+        const at = workloads.findIndex((w) => w.name === name);
+        workloads[at] = { ...workloads[at]!, labels, mode };
         return provisionState(
           actor,
           note,
           { ...state, workloads },
           options.confirm === true,
           `provisioning workload ${name}`,
+          state,
         );
       });
       return publish(provisioned);

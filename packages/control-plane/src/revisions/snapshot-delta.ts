@@ -49,6 +49,23 @@ function text(item: Named): string {
 const differs = (was: Named | undefined, o: Named) =>
   was !== o && (was === undefined || text(was) !== text(o));
 
+/** `after`'s items that differ from `before`'s in the same place, or undefined if a name does. */
+function sameNamesChanged(
+  before: readonly Named[],
+  after: readonly unknown[],
+): Named[] | undefined {
+  if (after.length !== before.length) return undefined;
+  const items: Named[] = [];
+  for (let i = 0; i < after.length; i++) {
+    const o = after[i];
+    const was = before[i]!;
+    if (o === was) continue;
+    if (!isRecord(o) || o.name !== was.name) return undefined;
+    if (differs(was, o as Named)) items.push(o as Named);
+  }
+  return items;
+}
+
 /** `next` against `base`; undefined when either is not made of named lists of the same keys. */
 export function deltaOf(base: unknown, next: unknown): SnapshotDelta | undefined {
   const b = asLists(base);
@@ -59,13 +76,11 @@ export function deltaOf(base: unknown, next: unknown): SnapshotDelta | undefined
     const before = b[key]!;
     if (after === before) continue;
     if (!Array.isArray(after)) return undefined;
-    // The base's names in the same order: distinct named items, as the base's are.
-    const sameNames =
-      after.length === before.length &&
-      after.every((o, i) => isRecord(o) && o.name === before[i]!.name);
-    if (sameNames) {
+    // The base's names in the same order: distinct named items, as the base's are. One pass:
+    // an item that is the base's own object there is neither checked nor compared.
+    const items = sameNamesChanged(before, after);
+    if (items) {
       named.add(after);
-      const items = (after as Named[]).filter((o, i) => differs(before[i], o));
       if (items.length > 0) delta[key] = { items };
       continue;
     }
