@@ -4,10 +4,11 @@
 
 import { alikeFor, type Decide } from './calc/decide.js';
 import { type Decision, type DirectionName, evaluatePolicy } from './evaluate.js';
-import { type IpAddress, parseAddress, parseCidr } from './ip.js';
+import { createFlowFold, type FlowFold, later, type ObservedFlow } from './impact-flows.js';
+import { type IpAddress, parseCidr } from './ip.js';
 import type { IpList, Labels, ModeName, PolicyState, Workload } from './model.js';
-import { compareStrings, PORT_PROTOCOL_NUMBERS } from './protocols.js';
-import { canonical, type FlowTuple, ownersOf, ownersOfText, parse } from './visibility.js';
+import { compareStrings } from './protocols.js';
+import { canonical, ownersOf, ownersOfText } from './visibility.js';
 
 /** One observed connection of a workload (peer = source for ingress, destination for egress). */
 export interface Flow {
@@ -50,21 +51,6 @@ export function analyzeImpact(
     out.push({ flow, change, before: was, after: now });
   }
   return out;
-}
-
-/**
- * An observed connection; the same flow may come once from each end, and more than once from
- * one end (a row per verdict and deciding rule, as the flow store keeps them).
- */
-export interface ObservedFlow extends FlowTuple {
-  /** New connections seen; absent = 1 (it was seen). */
-  connections?: number;
-  /** The reporting end. Copies from one end add up; copies from different (or unnamed) ends
-   * count the same connections twice, so the larger count stands. */
-  workload?: string;
-  direction?: DirectionName;
-  /** Unix ms, or a date string `Date.parse` reads; kept as given. */
-  lastSeen?: number | string;
 }
 
 /** At one end: a rule allows; denied but the end is in monitor mode (passes); denied in enforce. */
@@ -145,44 +131,6 @@ export const byModel =
   (workload, direction, peer, protocol, port) =>
     evaluatePolicy(state, workload, direction, canonical(peer), protocol, port);
 
-/** An address of the flows, parsed once per impact question, with its owners in each state. */
-interface Endpoint {
-  /** Numbers the endpoint within one question: part of its flows' keys. */
-  id: number;
-  address: IpAddress;
-  text: string;
-  owners: [before: Workload[], after: Workload[]];
-  group?: EndpointGroup;
-  /**
-   * Its distinct flows as the source, by destination, protocol and port (`flowKey`); null for
-   * one the change does not move. Made when it is first a source.
-   */
-  out?: Map<number | string, Distinct<ObservedFlow> | null>;
-}
-
-/** The copies of one (src, dst, protocol, port) that the change moves. */
-interface Distinct<F extends ObservedFlow> {
-  /** The first reported copy. */
-  flow: F;
-  src: Endpoint;
-  dst: Endpoint;
-  port: number;
-  change: ImpactChange;
-  /**
-   * Connections per reporting end over all its copies (most flows have one or two ends; a copy
-   * naming no end is an end of its own).
-   */
-  ends: Array<{ workload?: string; direction?: DirectionName; connections: number }>;
-  lastSeen?: number | string;
-}
-
-/** One number for the common case (a protocol byte and a port), text otherwise. */
-function flowKey(dst: number, protocol: number, port: number): number | string {
-  return protocol >>> 0 === protocol && protocol < 256 && port >>> 0 === port && port < 65536
-    ? dst * 16_777_216 + protocol * 65_536 + port
-    : `${dst} ${protocol} ${port}`;
-}
-
 function outcomeOf(decision: Decision, mode: ModeName): EndOutcome {
   return decision.action === 'allow' ? 'allowed' : mode === 'enforce' ? 'blocked' : 'would-deny';
 }
@@ -250,7 +198,7 @@ function endBits(
 }
 
 /** What the change does to a flow, without building its ends. */
-function judge(q: Deciders, src: Endpoint, dst: Endpoint, protocol: number, port: number) {
+function judge(q: Deciders, src: ReportEnd, dst: ReportEnd, protocol: number, port: number) {
   const bits =
     endBits(q, src.owners, 'egress', dst.address, protocol, port) |
     endBits(q, dst.owners, 'ingress', src.address, protocol, port);
@@ -305,14 +253,6 @@ function groupOf(
   return { key: canonical(address), address: canonical(address) };
 }
 
-const time = (t: number | string) => (typeof t === 'number' ? t : Date.parse(t));
-
-export function later(a: number | string | undefined, b: number | string | undefined) {
-  if (a === undefined) return b;
-  if (b === undefined || b === a) return a;
-  return time(b) > time(a) ? b : a;
-}
-
 const DIRECTION_ORDER: Record<DirectionName, number> = { egress: 0, ingress: 1 };
 
 /**
@@ -330,6 +270,21 @@ export function impact<F extends ObservedFlow>(
   flows: Iterable<F>,
   options: ImpactOptions = {},
 ): ImpactReport<F> {
+  const fold = createFlowFold<F>({ skipUnparsable: options.skipUnparsable });
+  for (const flow of flows) fold.add(flow);
+  return impactOn(before, after, fold, options);
+}
+
+/**
+ * `impact` on flows folded already (impact-flows.ts), which may be kept between questions: a
+ * fold without copies reports each flow as its (src, dst, protocol, port).
+ */
+export function impactOn<F extends ObservedFlow>(
+  before: PolicyState,
+  after: PolicyState,
+  fold: Pick<FlowFold<F>, 'flows' | 'endpoints'>,
+  options: Pick<ImpactOptions, 'groupBy' | 'decide'> = {},
+): ImpactReport<F> {
   const groupBy = options.groupBy ?? ['app', 'role'];
   const decideBefore = options.decide?.before ?? byModel(before);
   const decideAfter = options.decide?.after ?? byModel(after);
@@ -338,84 +293,22 @@ export function impact<F extends ObservedFlow>(
     after: decideAfter,
     alike: alikeFor(decideBefore, decideAfter),
   };
-  // Flows share their addresses: each text is parsed and looked up once, and every spelling
-  // of one address is the same endpoint (null: not an address, skipped).
-  const byCanonical = new Map<string, Endpoint>();
-  const resolve = (text: string): Endpoint | null => {
-    const address = options.skipUnparsable ? parseAddress(text) : parse(text);
-    if (!address) return null;
-    // A dotted quad that parses is canonical already (no leading zeros).
-    const canon = address.family === 4 ? text : canonical(address);
-    let e = byCanonical.get(canon);
-    if (!e) {
-      e = {
-        id: byCanonical.size,
-        address,
-        text: canon,
-        owners: [ownersOfText(before, canon), ownersOfText(after, canon)],
-      };
-      byCanonical.set(canon, e);
-    }
-    return e;
-  };
-  const endpoints = new Map<string, Endpoint | null>();
-  const endpoint = (text: string): Endpoint | null => {
-    let e = endpoints.get(text);
-    if (e === undefined) {
-      e = resolve(text);
-      endpoints.set(text, e);
-    }
-    return e;
-  };
-  // Stored rows come in telemetry batches, one workload's at a time: the row before often has
-  // the same source or destination, and a string compare is cheaper than a lookup.
-  const lastOf = (): ((text: string) => Endpoint | null) => {
-    let text: string | undefined;
-    let e: Endpoint | null = null;
-    return (t) => {
-      if (t !== text) {
-        text = t;
-        e = endpoint(t);
-      }
-      return e;
-    };
-  };
-  const [srcOf, dstOf] = [lastOf(), lastOf()];
-  // Each distinct flow is judged when first seen, so that only the few the change moves keep
-  // their copies (a plan reads a million rows). In the order first seen: ties between equal
-  // times keep the first one's spelling.
-  const moved: Distinct<F>[] = [];
-  let count = 0;
-  for (const flow of flows) {
-    const src = srcOf(flow.src);
-    if (src === null) continue;
-    const dst = dstOf(flow.dst);
-    if (dst === null) continue;
-    const port = PORT_PROTOCOL_NUMBERS.includes(flow.protocol) ? (flow.port ?? 0) : 0;
-    const key = flowKey(dst.id, flow.protocol, port);
-    src.out ??= new Map();
-    let seen = src.out.get(key) as Distinct<F> | null | undefined;
-    if (seen === undefined) {
-      count++;
-      const change = judge(deciders, src, dst, flow.protocol, port);
-      seen = change ? { flow, src, dst, port, change, ends: [], lastSeen: flow.lastSeen } : null;
-      src.out.set(key, seen);
-      if (seen) moved.push(seen);
-    } else if (seen) {
-      seen.lastSeen = later(seen.lastSeen, flow.lastSeen);
-    }
-    if (seen === null) continue;
-    const connections = flow.connections ?? 1;
-    const { workload, direction } = flow;
-    const named = workload !== undefined && direction !== undefined;
-    const same = named
-      ? seen.ends.find((e) => e.workload === workload && e.direction === direction)
-      : undefined;
-    if (same) same.connections += connections;
-    else seen.ends.push(named ? { workload, direction, connections } : { connections });
+  // The endpoints' owners in both states, looked up once per question.
+  const ends: ReportEnd[] = fold.endpoints.map((e) => ({
+    address: e.address,
+    owners: [ownersOfText(before, e.text), ownersOfText(after, e.text)],
+  }));
+  const moved: MovedFlow<F>[] = [];
+  for (const d of fold.flows) {
+    const [src, dst] = [ends[d.src.id]!, ends[d.dst.id]!];
+    const change = judge(deciders, src, dst, d.protocol, d.port);
+    if (change === undefined) continue;
+    const flow =
+      d.flow ??
+      ({ src: d.src.text, dst: d.dst.text, protocol: d.protocol, port: d.port } as unknown as F);
+    moved.push({ flow, src, dst, port: d.port, change, ends: d.ends, lastSeen: d.lastSeen });
   }
-
-  return reportMoved(before, after, moved, count, {
+  return reportMoved(before, after, moved, fold.flows.length, {
     before: decideBefore,
     after: decideAfter,
     groupBy,
@@ -423,7 +316,11 @@ export function impact<F extends ObservedFlow>(
 }
 
 /** What the report reads of a flow's endpoint (its group is named once, when first needed). */
-type ReportEnd = Pick<Endpoint, 'address' | 'owners' | 'group'>;
+interface ReportEnd {
+  address: IpAddress;
+  owners: [before: Workload[], after: Workload[]];
+  group?: EndpointGroup;
+}
 
 /** A distinct flow the change moves, as the report reads it. */
 export interface MovedFlow<F extends ObservedFlow> {

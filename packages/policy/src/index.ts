@@ -44,8 +44,14 @@ export {
   type ImpactOptions,
   type ImpactReport,
   impact,
-  type ObservedFlow,
+  impactOn,
 } from './impact.js';
+export {
+  createFlowFold,
+  type DistinctFlow,
+  type FlowFold,
+  type ObservedFlow,
+} from './impact-flows.js';
 export {
   type Family,
   formatAddress,
