@@ -163,45 +163,90 @@ const SOME_NOT_ALLOWED = 2;
 const SOME_BLOCKED = 4;
 const SOME_WOULD_DENY = 8;
 
-/** `outcomeOf` as bits. */
-function bitsOf(decision: Decision, mode: ModeName): number {
-  if (decision.action === 'allow') return SOME_END;
+/** `outcomeOf` as bits, of an answer's `allow`. */
+function bitsOf(allowed: boolean, mode: ModeName): number {
+  if (allowed) return SOME_END;
   return SOME_END | SOME_NOT_ALLOWED | (mode === 'enforce' ? SOME_BLOCKED : SOME_WOULD_DENY);
 }
+
+/**
+ * The before state's answers kept between questions, per distinct flow of one fold: the state
+ * before a change is the provisioned one, the same plan after plan, so a later question asks
+ * only the state after, and only for the workloads the change touches. Kept for one fold and
+ * one `before` decider, which must answer for one state only (a new state, a new decider).
+ */
+export interface ImpactMemo {
+  flows?: readonly unknown[];
+  before?: Decide;
+  /** Per distinct flow, per direction (egress in bits 0-1, ingress in 2-3): known, allowed. */
+  answers: Uint8Array;
+}
+
+export const createImpactMemo = (): ImpactMemo => ({ answers: new Uint8Array(0) });
+
+const KNOWN = 1;
+const ALLOWED = 2;
 
 /** How both states decide, and for which workloads they decide alike (asked once). */
 interface Deciders {
   before: Decide;
   after: Decide;
   alike?: (workload: string) => boolean;
+  memo: ImpactMemo;
 }
 
-/** Outcome bits of one direction's ends: before in the low four bits, after in the next four. */
+/**
+ * Outcome bits of one direction's ends of distinct flow `i`: before in the low four bits, after
+ * in the next four. The answer of a lone end before is kept (`shift`: its place in the memo).
+ */
 function endBits(
   q: Deciders,
+  i: number,
+  shift: number,
   [was, now]: [Workload[], Workload[]],
   direction: DirectionName,
   peer: IpAddress,
   protocol: number,
   port: number,
 ): number {
-  const bits = (decision: Decision, w: Workload) => bitsOf(decision, w.mode[direction]);
-  const one = was[0];
-  if (was.length === 1 && now.length === 1 && one!.name === now[0]!.name && q.alike?.(one!.name)) {
-    const decision = q.before(one!.name, direction, peer, protocol, port);
-    return bits(decision, one!) | (bits(decision, now[0]!) << 4);
-  }
   let out = 0;
-  for (const w of was) out |= bits(q.before(w.name, direction, peer, protocol, port), w);
-  for (const w of now) out |= bits(q.after(w.name, direction, peer, protocol, port), w) << 4;
+  const one = was.length === 1 ? was[0]! : undefined;
+  if (one) {
+    const kept = (q.memo.answers[i]! >> shift) & 3;
+    let allowed = (kept & ALLOWED) !== 0;
+    if (kept === 0) {
+      allowed = q.before(one.name, direction, peer, protocol, port).action === 'allow';
+      q.memo.answers[i]! |= (KNOWN | (allowed ? ALLOWED : 0)) << shift;
+    }
+    out = bitsOf(allowed, one.mode[direction]);
+    if (now.length === 1 && one.name === now[0]!.name && q.alike?.(one.name)) {
+      return out | (bitsOf(allowed, now[0]!.mode[direction]) << 4);
+    }
+  } else {
+    for (const w of was) {
+      const allowed = q.before(w.name, direction, peer, protocol, port).action === 'allow';
+      out |= bitsOf(allowed, w.mode[direction]);
+    }
+  }
+  for (const w of now) {
+    const allowed = q.after(w.name, direction, peer, protocol, port).action === 'allow';
+    out |= bitsOf(allowed, w.mode[direction]) << 4;
+  }
   return out;
 }
 
-/** What the change does to a flow, without building its ends. */
-function judge(q: Deciders, src: ReportEnd, dst: ReportEnd, protocol: number, port: number) {
+/** What the change does to distinct flow `i`, without building its ends. */
+function judge(
+  q: Deciders,
+  i: number,
+  src: ReportEnd,
+  dst: ReportEnd,
+  protocol: number,
+  port: number,
+) {
   const bits =
-    endBits(q, src.owners, 'egress', dst.address, protocol, port) |
-    endBits(q, dst.owners, 'ingress', src.address, protocol, port);
+    endBits(q, i, 0, src.owners, 'egress', dst.address, protocol, port) |
+    endBits(q, i, 2, dst.owners, 'ingress', src.address, protocol, port);
   return changeOf(bits & 15, bits >> 4);
 }
 
@@ -283,15 +328,26 @@ export function impactOn<F extends ObservedFlow>(
   before: PolicyState,
   after: PolicyState,
   fold: Pick<FlowFold<F>, 'flows' | 'endpoints'>,
-  options: Pick<ImpactOptions, 'groupBy' | 'decide'> = {},
+  options: Pick<ImpactOptions, 'groupBy' | 'decide'> & { memo?: ImpactMemo } = {},
 ): ImpactReport<F> {
   const groupBy = options.groupBy ?? ['app', 'role'];
   const decideBefore = options.decide?.before ?? byModel(before);
   const decideAfter = options.decide?.after ?? byModel(after);
-  const deciders = {
+  const memo = options.memo ?? createImpactMemo();
+  if (memo.flows !== fold.flows || memo.before !== decideBefore) {
+    Object.assign(memo, { flows: fold.flows, before: decideBefore, answers: new Uint8Array(0) });
+  }
+  if (memo.answers.length < fold.flows.length) {
+    // Flows added since are asked; the ones before keep their answers.
+    const answers = new Uint8Array(fold.flows.length);
+    answers.set(memo.answers);
+    memo.answers = answers;
+  }
+  const deciders: Deciders = {
     before: decideBefore,
     after: decideAfter,
     alike: alikeFor(decideBefore, decideAfter),
+    memo,
   };
   // The endpoints' owners in both states, looked up once per question.
   const ends: ReportEnd[] = fold.endpoints.map((e) => ({
@@ -299,9 +355,9 @@ export function impactOn<F extends ObservedFlow>(
     owners: [ownersOfText(before, e.text), ownersOfText(after, e.text)],
   }));
   const moved: MovedFlow<F>[] = [];
-  for (const d of fold.flows) {
+  for (const [i, d] of fold.flows.entries()) {
     const [src, dst] = [ends[d.src.id]!, ends[d.dst.id]!];
-    const change = judge(deciders, src, dst, d.protocol, d.port);
+    const change = judge(deciders, i, src, dst, d.protocol, d.port);
     if (change === undefined) continue;
     const flow =
       d.flow ??

@@ -33,6 +33,7 @@ export {
 } from './evaluate.js';
 export {
   analyzeImpact,
+  createImpactMemo,
   type EndOutcome,
   type EndpointGroup,
   type Flow,
@@ -41,6 +42,7 @@ export {
   type ImpactEnd,
   type ImpactFlow,
   type ImpactGroup,
+  type ImpactMemo,
   type ImpactOptions,
   type ImpactReport,
   impact,

@@ -44,4 +44,24 @@ describe('impact decisions', () => {
     }
     expect(derived).toBeGreaterThan(30);
   });
+
+  it('gives a state derived from a kept calculator a decider of its own', () => {
+    // Impact keeps the state before's answers by decider (policy's ImpactMemo): a decider
+    // that went on answering for another state would serve stale answers.
+    const rng = prng(7);
+    const decisions = createDecisions(1);
+    let state: PolicyState = {
+      workloads: Array.from({ length: 5 }, (_, i) => workload(rng, i)),
+      ipLists: [],
+      services: [],
+      policies: Array.from({ length: 3 }, (_, i) => policy(rng, i)),
+    };
+    const seen = new Set([decisions.of(state)]);
+    for (let step = 0; step < 5; step++) {
+      state = change(rng, { ...state, policies: [...state.policies, policy(rng, 3 + step)] });
+      const decide = decisions.of(state);
+      expect(seen.has(decide)).toBe(false);
+      seen.add(decide);
+    }
+  });
 });

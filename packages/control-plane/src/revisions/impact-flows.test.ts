@@ -50,6 +50,7 @@ describe('impact flows kept between plans', () => {
         ipLists: [],
       };
       let draft = provisioned;
+      const drafts = [draft];
       for (let step = 0; step < 25; step++) {
         const roll = rng.int(12);
         if (roll < 7) {
@@ -62,8 +63,11 @@ describe('impact flows kept between plans', () => {
           stores.visibility.pruneFlows();
         } else if (roll === 9) {
           provisioned = draft; // a revision
+        } else if (roll === 10) {
+          provisioned = rng.pick(drafts); // a rollback
         } else {
           draft = change(rng, draft);
+          drafts.push(draft);
         }
         const groupBy = rng.pick([undefined, ['app'], ['env', 'app']]);
         const fresh = createImpactGate(stores.visibility);

@@ -4,7 +4,13 @@
 // state a question compares. It is read again whole after rows were removed (retention, the
 // row cap, a deleted workload), since a removal can lower totals and times. Reads flows; must
 // not write anything.
-import { createFlowFold, type FlowFold, type ObservedFlow } from '@bulkhead/policy';
+import {
+  createFlowFold,
+  createImpactMemo,
+  type FlowFold,
+  type ImpactMemo,
+  type ObservedFlow,
+} from '@bulkhead/policy';
 import type { FlowChanges, FlowWindow } from '../visibility/flow-store.js';
 import type { VisibilityStore } from '../visibility/store.js';
 
@@ -13,12 +19,18 @@ export type ImpactFlowSource = Pick<
   'observedFlows' | 'flowChanges' | 'changedFlows'
 >;
 
+/** A fold and the before state's answers on it that impact keeps (policy's `ImpactMemo`). */
+export interface KeptFold {
+  fold: FlowFold<ObservedFlow>;
+  memo?: ImpactMemo;
+}
+
 export interface ImpactFlows {
   /**
    * The rows in the window, folded; without a window the kept fold of every row, brought up
-   * to date. Read it before the next call.
+   * to date, with its memo. Read it before the next call.
    */
-  of(window: FlowWindow): FlowFold<ObservedFlow>;
+  of(window: FlowWindow): KeptFold;
 }
 
 /** Telemetry is stored as agents sent it: a row may hold something else than an address. */
@@ -29,11 +41,11 @@ const fold = (rows: Iterable<ObservedFlow>) => {
 };
 
 export function createImpactFlows(store: ImpactFlowSource): ImpactFlows {
-  let kept: { fold: FlowFold<ObservedFlow>; at: FlowChanges } | undefined;
+  let kept: (Required<KeptFold> & { at: FlowChanges }) | undefined;
   return {
     of(window) {
       if (window.since !== undefined || window.until !== undefined) {
-        return fold(store.observedFlows(window));
+        return { fold: fold(store.observedFlows(window)) };
       }
       const now = store.flowChanges();
       if (kept?.at.removals === now.removals) {
@@ -42,11 +54,11 @@ export function createImpactFlows(store: ImpactFlowSource): ImpactFlows {
           for (const row of store.changedFlows(kept.at.seq)) kept.fold.set(row);
           kept.at = now;
         }
-        return kept.fold;
+        return kept;
       }
       kept = undefined;
-      kept = { fold: fold(store.observedFlows()), at: now };
-      return kept.fold;
+      kept = { fold: fold(store.observedFlows()), memo: createImpactMemo(), at: now };
+      return kept;
     },
   };
 }

@@ -39,14 +39,15 @@ export function createImpactGate(store: ImpactFlowSource): ImpactGate {
   };
   return {
     between(before, after, q = {}) {
-      const fold = flows.of(window(q));
+      const { fold, memo } = flows.of(window(q));
       let decide = { before: unasked, after: unasked };
       if (fold.flows.length > 0) {
         const b = decisions.of(before);
         decide = { before: b, after: decisions.of(after, b) };
       }
+      const groupBy = q.groupBy ?? DEFAULT_GROUP_BY;
       return toImpactView(
-        impactOn(before, after, fold, { groupBy: q.groupBy ?? DEFAULT_GROUP_BY, decide }),
+        impactOn(before, after, fold, { groupBy, decide, memo }),
         createHasNoPolicy(after),
       );
     },

@@ -1,6 +1,6 @@
 // Random policy states for this directory's property tests: a few workloads on 10.0.0.0-9,
 // policies on three apps, and `change`, what a provision does to a state.
-import type { Policy, PolicyState, Workload } from '@bulkhead/policy';
+import type { Policy, PolicyRule, PolicyState, Workload } from '@bulkhead/policy';
 import type { Rng } from '../random.test-util.js';
 
 const APPS = ['web', 'db', 'batch'];
@@ -12,20 +12,24 @@ export const workload = (rng: Rng, i: number): Workload => ({
   labels: { app: rng.pick(APPS), env: rng.pick(['prod', 'staging']) },
   mode,
 });
+const rule = (rng: Rng): PolicyRule => ({
+  action: rng.pick(['allow', 'allow', 'deny'] as const),
+  peers: [
+    rng.pick([
+      { selector: { matchLabels: { env: rng.pick(['prod', 'staging']) } } },
+      { cidr: `10.0.0.${2 * rng.int(4)}/31` },
+      { cidr: '10.0.0.0/28' },
+    ]),
+  ],
+  services: [{ protocol: 'tcp', port: rng.pick(PORTS) }],
+});
+
+/** Rules both ways, so that flows are allowed and denied at both of their ends. */
 export const policy = (rng: Rng, i: number): Policy => ({
   name: `p${i}`,
   scope: { matchLabels: { app: rng.pick(APPS) } },
-  ingress: [
-    {
-      action: rng.pick(['allow', 'allow', 'deny'] as const),
-      peers: [
-        rng.int(2)
-          ? { selector: { matchLabels: { env: rng.pick(['prod', 'staging']) } } }
-          : { cidr: `10.0.0.${2 * rng.int(4)}/31` },
-      ],
-      services: [{ protocol: 'tcp', port: rng.pick(PORTS) }],
-    },
-  ],
+  ingress: [rule(rng), rule(rng)],
+  egress: [rule(rng)],
 });
 
 /** A few labels, addresses, policies changed, added or removed; the rest shared, as a provision does. */
