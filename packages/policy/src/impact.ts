@@ -187,11 +187,10 @@ export const createImpactMemo = (): ImpactMemo => ({ answers: new Uint8Array(0) 
 const KNOWN = 1;
 const ALLOWED = 2;
 
-/** How both states decide, and for which workloads they decide alike (asked once). */
+/** How both states decide, and the answers kept of the one before. */
 interface Deciders {
   before: Decide;
   after: Decide;
-  alike?: (workload: string) => boolean;
   memo: ImpactMemo;
 }
 
@@ -203,12 +202,13 @@ function endBits(
   q: Deciders,
   i: number,
   shift: number,
-  [was, now]: [Workload[], Workload[]],
+  end: ReportEnd,
   direction: DirectionName,
   peer: IpAddress,
   protocol: number,
   port: number,
 ): number {
+  const [was, now] = end.owners;
   let out = 0;
   const one = was.length === 1 ? was[0]! : undefined;
   if (one) {
@@ -219,7 +219,7 @@ function endBits(
       q.memo.answers[i]! |= (KNOWN | (allowed ? ALLOWED : 0)) << shift;
     }
     out = bitsOf(allowed, one.mode[direction]);
-    if (now.length === 1 && one.name === now[0]!.name && q.alike?.(one.name)) {
+    if (end.alike) {
       return out | (bitsOf(allowed, now[0]!.mode[direction]) << 4);
     }
   } else {
@@ -245,8 +245,8 @@ function judge(
   port: number,
 ) {
   const bits =
-    endBits(q, i, 0, src.owners, 'egress', dst.address, protocol, port) |
-    endBits(q, i, 2, dst.owners, 'ingress', src.address, protocol, port);
+    endBits(q, i, 0, src, 'egress', dst.address, protocol, port) |
+    endBits(q, i, 2, dst, 'ingress', src.address, protocol, port);
   return changeOf(bits & 15, bits >> 4);
 }
 
@@ -343,19 +343,19 @@ export function impactOn<F extends ObservedFlow>(
     answers.set(memo.answers);
     memo.answers = answers;
   }
-  const deciders: Deciders = {
-    before: decideBefore,
-    after: decideAfter,
-    alike: alikeFor(decideBefore, decideAfter),
-    memo,
-  };
+  const deciders: Deciders = { before: decideBefore, after: decideAfter, memo };
   // The endpoints' owners in both states, looked up once per question.
-  const ends: ReportEnd[] = fold.endpoints.map((e) => ({
-    address: e.address,
-    owners: [ownersOfText(before, e.text), ownersOfText(after, e.text)],
-  }));
+  const alike = alikeFor(decideBefore, decideAfter);
+  const ends = fold.endpoints.map((e): ReportEnd => {
+    const owners: ReportEnd['owners'] = [ownersOfText(before, e.text), ownersOfText(after, e.text)];
+    const [was, now] = owners;
+    const one = was.length === 1 && now.length === 1 && was[0]!.name === now[0]!.name;
+    return { address: e.address, owners, alike: one && alike?.(was[0]!.name) === true };
+  });
   const moved: MovedFlow<F>[] = [];
-  for (const [i, d] of fold.flows.entries()) {
+  const flows = fold.flows;
+  for (let i = 0; i < flows.length; i++) {
+    const d = flows[i]!;
     const [src, dst] = [ends[d.src.id]!, ends[d.dst.id]!];
     const change = judge(deciders, i, src, dst, d.protocol, d.port);
     if (change === undefined) continue;
@@ -375,6 +375,8 @@ export function impactOn<F extends ObservedFlow>(
 interface ReportEnd {
   address: IpAddress;
   owners: [before: Workload[], after: Workload[]];
+  /** One workload owns it in both states, and both decide alike for it. */
+  alike?: boolean;
   group?: EndpointGroup;
 }
 
