@@ -65,6 +65,11 @@ export interface FlowFold<F extends ObservedFlow> {
   readonly flows: readonly DistinctFlow<F>[];
   /** Endpoints by `id`. */
   readonly endpoints: readonly FlowEndpoint[];
+  /**
+   * Some address came spelled other than canonically: `set` is exact only when a store's end
+   * total covers every spelling of the end's addresses.
+   */
+  readonly respelled: boolean;
 }
 
 const time = (t: number | string) => (typeof t === 'number' ? t : Date.parse(t));
@@ -100,6 +105,7 @@ export function createFlowFold<F extends ObservedFlow>(
     if (!address) return null;
     // A dotted quad that parses is canonical already (no leading zeros).
     const canon = address.family === 4 ? text : canonical(address);
+    if (canon !== text) fold.respelled = true;
     let e = byCanonical.get(canon);
     if (!e) {
       e = { id: endpoints.length, address, text: canon };
@@ -160,7 +166,7 @@ export function createFlowFold<F extends ObservedFlow>(
     return d;
   }
 
-  return {
+  const fold: FlowFold<F> & { respelled: boolean } = {
     add(flow) {
       const d = distinctOf(flow);
       if (!d) return;
@@ -183,5 +189,7 @@ export function createFlowFold<F extends ObservedFlow>(
     },
     flows,
     endpoints,
+    respelled: false,
   };
+  return fold;
 }

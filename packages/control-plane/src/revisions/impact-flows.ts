@@ -48,7 +48,9 @@ export function createImpactFlows(store: ImpactFlowSource): ImpactFlows {
         return { fold: fold(store.observedFlows(window)) };
       }
       const now = store.flowChanges();
-      if (kept?.at.removals === now.removals) {
+      // Rows stored before addresses were canonicalised at ingest: their end's total in SQL
+      // would miss the other spellings.
+      if (kept?.at.removals === now.removals && !kept.fold.respelled) {
         // Each changed row sets its end's total: a read cut short is simply read again.
         if (kept.at.seq !== now.seq) {
           for (const row of store.changedFlows(kept.at.seq)) kept.fold.set(row);
