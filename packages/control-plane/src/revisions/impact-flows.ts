@@ -58,7 +58,7 @@ export function createImpactFlows(store: ImpactFlowSource): ImpactFlows {
         }
         return kept;
       }
-      kept = undefined;
+      kept = undefined; // let it go before the next is read: never two folds at once
       kept = { fold: fold(store.observedFlows()), memo: createImpactMemo(), at: now };
       return kept;
     },
