@@ -44,11 +44,27 @@ export interface DistinctFlow<F extends ObservedFlow> {
   /** 0 for protocols without ports. */
   port: number;
   /**
-   * Connections per reporting end over all its copies (most flows have one or two ends; a copy
-   * naming no end is an end of its own).
+   * The first reporting end (none named: a copy naming no end, an end of its own) and its
+   * connections over all its copies; the others in `more` (most flows have one or two ends,
+   * and a million flows are kept: one object each, not an array of ends).
    */
-  ends: Array<{ workload?: string; direction?: DirectionName; connections: number }>;
+  workload: string | undefined;
+  direction: DirectionName | undefined;
+  connections: number;
+  more: FlowEnd[] | undefined;
   lastSeen?: number | string;
+}
+
+export interface FlowEnd {
+  workload?: string;
+  direction?: DirectionName;
+  connections: number;
+}
+
+/** A distinct flow's ends, the first one first. */
+export function endsOf(d: DistinctFlow<ObservedFlow>): FlowEnd[] {
+  const first = d.workload === undefined ? {} : { workload: d.workload, direction: d.direction };
+  return [{ ...first, connections: d.connections }, ...(d.more ?? [])];
 }
 
 export interface FlowFold<F extends ObservedFlow> {
@@ -105,7 +121,7 @@ export function createFlowFold<F extends ObservedFlow>(
     if (!address) return null;
     // A dotted quad that parses is canonical already (no leading zeros).
     const canon = address.family === 4 ? text : canonical(address);
-    if (canon !== text) fold.respelled = true;
+    if (canon !== text) folded.respelled = true;
     let e = byCanonical.get(canon);
     if (!e) {
       e = { id: endpoints.length, address, text: canon };
@@ -140,13 +156,17 @@ export function createFlowFold<F extends ObservedFlow>(
   /** Per source endpoint id, its distinct flows by destination, protocol and port. */
   const out: Array<Map<number | string, DistinctFlow<F>>> = [];
 
-  /** The distinct flow of a copy, made when first seen; undefined when it is skipped. */
-  function distinctOf(flow: F): DistinctFlow<F> | undefined {
+  /** Folds a copy in: its connections added to its end's, or (`sets`) as its end's. */
+  function fold(flow: F, connections: number, sets: boolean): void {
     const src = srcOf(flow.src);
-    if (src === null) return undefined;
+    if (src === null) return;
     const dst = dstOf(flow.dst);
-    if (dst === null) return undefined;
-    const { protocol } = flow;
+    if (dst === null) return;
+    const { protocol, workload } = flow;
+    // The two names, not a string per row (a million flows are kept).
+    const d0 = flow.direction;
+    const direction = d0 === 'ingress' ? 'ingress' : d0 === 'egress' ? 'egress' : d0;
+    const named = workload !== undefined && direction !== undefined;
     const port = PORT_PROTOCOL_NUMBERS.includes(protocol) ? (flow.port ?? 0) : 0;
     const key = flowKey(dst.id, protocol, port);
     let bySrc = out[src.id];
@@ -154,42 +174,42 @@ export function createFlowFold<F extends ObservedFlow>(
       bySrc = new Map();
       out[src.id] = bySrc;
     }
-    let d = bySrc.get(key);
+    const d = bySrc.get(key);
     if (d === undefined) {
-      d = { src, dst, protocol, port, ends: [], lastSeen: flow.lastSeen };
-      if (keepCopies) d.flow = flow;
-      bySrc.set(key, d);
-      flows.push(d);
-    } else {
-      d.lastSeen = later(d.lastSeen, flow.lastSeen);
+      const made: DistinctFlow<F> = {
+        flow: keepCopies ? flow : undefined,
+        src,
+        dst,
+        protocol,
+        port,
+        workload: named ? workload : undefined,
+        direction: named ? direction : undefined,
+        connections,
+        more: undefined,
+        lastSeen: flow.lastSeen,
+      };
+      bySrc.set(key, made);
+      flows.push(made);
+      return;
     }
-    return d;
+    d.lastSeen = later(d.lastSeen, flow.lastSeen);
+    if (named && d.workload === workload && d.direction === direction) {
+      d.connections = sets ? connections : d.connections + connections;
+      return;
+    }
+    const same = named
+      ? d.more?.find((e) => e.workload === workload && e.direction === direction)
+      : undefined;
+    if (same) same.connections = sets ? connections : same.connections + connections;
+    else (d.more ??= []).push(named ? { workload, direction, connections } : { connections });
   }
 
-  const fold: FlowFold<F> & { respelled: boolean } = {
-    add(flow) {
-      const d = distinctOf(flow);
-      if (!d) return;
-      const connections = flow.connections ?? 1;
-      const { workload, direction } = flow;
-      const named = workload !== undefined && direction !== undefined;
-      const same = named
-        ? d.ends.find((e) => e.workload === workload && e.direction === direction)
-        : undefined;
-      if (same) same.connections += connections;
-      else d.ends.push(named ? { workload, direction, connections } : { connections });
-    },
-    set(flow) {
-      const d = distinctOf(flow);
-      if (!d) return;
-      const { workload, direction, connections } = flow;
-      const same = d.ends.find((e) => e.workload === workload && e.direction === direction);
-      if (same) same.connections = connections;
-      else d.ends.push({ workload, direction, connections });
-    },
+  const folded: FlowFold<F> & { respelled: boolean } = {
+    add: (flow) => fold(flow, flow.connections ?? 1, false),
+    set: (flow) => fold(flow, flow.connections, true),
     flows,
     endpoints,
     respelled: false,
   };
-  return fold;
+  return folded;
 }

@@ -4,7 +4,7 @@
 
 import { alikeFor, type Decide } from './calc/decide.js';
 import { type Decision, type DirectionName, evaluatePolicy } from './evaluate.js';
-import { createFlowFold, type FlowFold, later, type ObservedFlow } from './impact-flows.js';
+import { createFlowFold, endsOf, type FlowFold, later, type ObservedFlow } from './impact-flows.js';
 import { type IpAddress, parseCidr } from './ip.js';
 import type { IpList, Labels, ModeName, PolicyState, Workload } from './model.js';
 import { compareStrings } from './protocols.js';
@@ -362,7 +362,7 @@ export function impactOn<F extends ObservedFlow>(
     const flow =
       d.flow ??
       ({ src: d.src.text, dst: d.dst.text, protocol: d.protocol, port: d.port } as unknown as F);
-    moved.push({ flow, src, dst, port: d.port, change, ends: d.ends, lastSeen: d.lastSeen });
+    moved.push({ flow, src, dst, port: d.port, change, ends: endsOf(d), lastSeen: d.lastSeen });
   }
   return reportMoved(before, after, moved, fold.flows.length, {
     before: decideBefore,
