@@ -200,8 +200,12 @@ export function createFlowFold<F extends ObservedFlow>(
     const same = named
       ? d.more?.find((e) => e.workload === workload && e.direction === direction)
       : undefined;
-    if (same) same.connections = sets ? connections : same.connections + connections;
-    else (d.more ??= []).push(named ? { workload, direction, connections } : { connections });
+    if (same) {
+      same.connections = sets ? connections : same.connections + connections;
+      return;
+    }
+    d.more ??= [];
+    d.more.push(named ? { workload, direction, connections } : { connections });
   }
 
   const folded: FlowFold<F> & { respelled: boolean } = {
