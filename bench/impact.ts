@@ -158,6 +158,10 @@ try {
   ) {
     throw new Error(`the plan missed the flows the draft blocks: ${JSON.stringify(summary)}`);
   }
+  // The kept fold and answers report what the first plan read and asked.
+  if (JSON.stringify(second.value) !== JSON.stringify(first.value)) {
+    throw new Error('the second plan differs from the first');
+  }
   console.log(
     JSON.stringify({
       impact: {
