@@ -3,9 +3,12 @@
 // and 20,000 rows with --short), the flows written to the store as telemetry writes them (the
 // destination's ingress row, and the source's egress row when a workload owns the source).
 // The draft removes the api -> db rule of some apps (flows newly blocked) and moves ssh.
-// Reported: the first plan (both sides' decisions built), a second one (both kept), the flow
-// read alone (as the flows view reads them, and as the plan does), the provision, and the model's evaluator (`evaluatePolicy`, the path before)
-// on a sample of distinct flows, per flow, with its projection to all of them.
+// Reported: the first plan (both sides' decisions built, the flows read and folded), a second
+// one (both kept, nothing read), one after telemetry updated 1% of the rows (those read), the
+// heap the plans keep (the fold of the flows, the answers of the state before, two calculators),
+// the flow read alone (as the flows view reads them, and as the plan does), the provision, and
+// the model's evaluator (`evaluatePolicy`, the path before) on a sample of distinct flows, per
+// flow, with its projection to all of them.
 // `--short` (or BENCH_SHORT=1) for CI; BENCH_WORKLOADS, BENCH_ROWS and BENCH_MODEL_SAMPLE set the
 // sizes (a sample of 0 skips the model). Machines are noisy: compare runs on the same machine.
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -125,16 +128,39 @@ try {
     for (const _ of stores.visibility.observedFlows()) n++;
     return n;
   });
+  const heap = () => {
+    global.gc?.();
+    return process.memoryUsage().heapUsed;
+  };
+  const heapBefore = heap();
   const first = timed(() => revisions.impact({ target: 'draft' }));
   const second = timed(() => revisions.impact({ target: 'draft' }));
+  const keptMiB = Math.round((heap() - heapBefore) / 2 ** 20);
+  // Telemetry on 1% of the rows (each seen again), then the same plan.
+  const seenAgain = stores.visibility.queryFlows({ limit: Math.ceil(rows / 100) });
+  stores.tx(() => {
+    for (const { workload, ...f } of seenAgain) {
+      stores.visibility.recordTelemetry(`a-${workload}`, workload, [{ ...f, connections: 1 }], []);
+    }
+  });
+  const afterWrites = timed(() => revisions.impact({ target: 'draft' }));
   const provision = timed(() => revisions.provision('bench', 'bench', { confirm: true }));
 
   // The path before: evaluatePolicy on whole states, on a sample of distinct flows.
   const flows: ObservedFlow[] = stores.visibility.queryFlows({ limit: MODEL_SAMPLE });
   const model = timed(() => impact(state, { ...state, policies: draft }, flows));
   const summary = first.value.summary;
-  if (summary.newlyBlocked === 0 || second.value.summary.newlyBlocked !== summary.newlyBlocked) {
+  const same = (r: typeof summary) => JSON.stringify(r) === JSON.stringify(summary);
+  if (
+    summary.newlyBlocked === 0 ||
+    !same(second.value.summary) ||
+    !same(afterWrites.value.summary)
+  ) {
     throw new Error(`the plan missed the flows the draft blocks: ${JSON.stringify(summary)}`);
+  }
+  // The kept fold and answers report what the first plan read and asked.
+  if (JSON.stringify(second.value) !== JSON.stringify(first.value)) {
+    throw new Error('the second plan differs from the first');
   }
   console.log(
     JSON.stringify({
@@ -148,6 +174,8 @@ try {
         readObserved: { ms: readLean.ms, cpuMs: readLean.cpuMs, rows: readLean.value },
         firstPlan: { ms: first.ms, cpuMs: first.cpuMs },
         secondPlan: { ms: second.ms, cpuMs: second.cpuMs },
+        planAfterWrites: { ms: afterWrites.ms, cpuMs: afterWrites.cpuMs, rows: seenAgain.length },
+        keptMiB,
         provision: { ms: provision.ms, cpuMs: provision.cpuMs },
         summary,
         groups: first.value.groups.length,

@@ -11,11 +11,10 @@ import {
   type ImpactEnd,
   type ImpactOptions,
   type ImpactReport,
-  later,
   type MovedFlow,
-  type ObservedFlow,
   reportMoved,
 } from './impact.js';
+import { later, type ObservedFlow } from './impact-flows.js';
 import type { IpAddress } from './ip.js';
 import type { PolicyState, Workload } from './model.js';
 import { PORT_PROTOCOL_NUMBERS } from './protocols.js';

@@ -6,8 +6,9 @@
 
 import { describe, expect, it } from 'vitest';
 import { decideOn } from './calc/decide.js';
-import { impact, type ObservedFlow } from './impact.js';
+import { impact } from './impact.js';
 import { referenceImpact } from './impact.reference.test-util.js';
+import type { ObservedFlow } from './impact-flows.js';
 import { formatAddress, parseAddress } from './ip.js';
 import type { PolicyState } from './model.js';
 import {

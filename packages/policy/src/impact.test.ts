@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { evaluatePolicy } from './evaluate.js';
-import { analyzeImpact, type Flow, impact, type ObservedFlow } from './impact.js';
+import { analyzeImpact, type Flow, impact } from './impact.js';
+import type { ObservedFlow } from './impact-flows.js';
 import { parseAddress } from './ip.js';
 import type { PolicyState, Workload } from './model.js';
 import { address, prng, type Rng, randomState, rule, selector } from './random.test-util.js';

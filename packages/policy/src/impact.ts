@@ -4,10 +4,11 @@
 
 import { alikeFor, type Decide } from './calc/decide.js';
 import { type Decision, type DirectionName, evaluatePolicy } from './evaluate.js';
-import { type IpAddress, parseAddress, parseCidr } from './ip.js';
+import { createFlowFold, endsOf, type FlowFold, later, type ObservedFlow } from './impact-flows.js';
+import { type IpAddress, parseCidr } from './ip.js';
 import type { IpList, Labels, ModeName, PolicyState, Workload } from './model.js';
-import { compareStrings, PORT_PROTOCOL_NUMBERS } from './protocols.js';
-import { canonical, type FlowTuple, ownersOf, ownersOfText, parse } from './visibility.js';
+import { compareStrings } from './protocols.js';
+import { canonical, ownersOf, ownersOfText } from './visibility.js';
 
 /** One observed connection of a workload (peer = source for ingress, destination for egress). */
 export interface Flow {
@@ -50,21 +51,6 @@ export function analyzeImpact(
     out.push({ flow, change, before: was, after: now });
   }
   return out;
-}
-
-/**
- * An observed connection; the same flow may come once from each end, and more than once from
- * one end (a row per verdict and deciding rule, as the flow store keeps them).
- */
-export interface ObservedFlow extends FlowTuple {
-  /** New connections seen; absent = 1 (it was seen). */
-  connections?: number;
-  /** The reporting end. Copies from one end add up; copies from different (or unnamed) ends
-   * count the same connections twice, so the larger count stands. */
-  workload?: string;
-  direction?: DirectionName;
-  /** Unix ms, or a date string `Date.parse` reads; kept as given. */
-  lastSeen?: number | string;
 }
 
 /** At one end: a rule allows; denied but the end is in monitor mode (passes); denied in enforce. */
@@ -145,44 +131,6 @@ export const byModel =
   (workload, direction, peer, protocol, port) =>
     evaluatePolicy(state, workload, direction, canonical(peer), protocol, port);
 
-/** An address of the flows, parsed once per impact question, with its owners in each state. */
-interface Endpoint {
-  /** Numbers the endpoint within one question: part of its flows' keys. */
-  id: number;
-  address: IpAddress;
-  text: string;
-  owners: [before: Workload[], after: Workload[]];
-  group?: EndpointGroup;
-  /**
-   * Its distinct flows as the source, by destination, protocol and port (`flowKey`); null for
-   * one the change does not move. Made when it is first a source.
-   */
-  out?: Map<number | string, Distinct<ObservedFlow> | null>;
-}
-
-/** The copies of one (src, dst, protocol, port) that the change moves. */
-interface Distinct<F extends ObservedFlow> {
-  /** The first reported copy. */
-  flow: F;
-  src: Endpoint;
-  dst: Endpoint;
-  port: number;
-  change: ImpactChange;
-  /**
-   * Connections per reporting end over all its copies (most flows have one or two ends; a copy
-   * naming no end is an end of its own).
-   */
-  ends: Array<{ workload?: string; direction?: DirectionName; connections: number }>;
-  lastSeen?: number | string;
-}
-
-/** One number for the common case (a protocol byte and a port), text otherwise. */
-function flowKey(dst: number, protocol: number, port: number): number | string {
-  return protocol >>> 0 === protocol && protocol < 256 && port >>> 0 === port && port < 65536
-    ? dst * 16_777_216 + protocol * 65_536 + port
-    : `${dst} ${protocol} ${port}`;
-}
-
 function outcomeOf(decision: Decision, mode: ModeName): EndOutcome {
   return decision.action === 'allow' ? 'allowed' : mode === 'enforce' ? 'blocked' : 'would-deny';
 }
@@ -215,45 +163,90 @@ const SOME_NOT_ALLOWED = 2;
 const SOME_BLOCKED = 4;
 const SOME_WOULD_DENY = 8;
 
-/** `outcomeOf` as bits. */
-function bitsOf(decision: Decision, mode: ModeName): number {
-  if (decision.action === 'allow') return SOME_END;
+/** `outcomeOf` as bits, of an answer's `allow`. */
+function bitsOf(allowed: boolean, mode: ModeName): number {
+  if (allowed) return SOME_END;
   return SOME_END | SOME_NOT_ALLOWED | (mode === 'enforce' ? SOME_BLOCKED : SOME_WOULD_DENY);
 }
 
-/** How both states decide, and for which workloads they decide alike (asked once). */
+/**
+ * The before state's answers kept between questions, per distinct flow of one fold: the state
+ * before a change is the provisioned one, the same plan after plan, so a later question asks
+ * only the state after, and only for the workloads the change touches. Kept for one fold and
+ * one `before` decider, which must answer for one state only (a new state, a new decider).
+ */
+export interface ImpactMemo {
+  flows?: readonly unknown[];
+  before?: Decide;
+  /** Per distinct flow, per direction (egress in bits 0-1, ingress in 2-3): known, allowed. */
+  answers: Uint8Array;
+}
+
+export const createImpactMemo = (): ImpactMemo => ({ answers: new Uint8Array(0) });
+
+const KNOWN = 1;
+const ALLOWED = 2;
+
+/** How both states decide, and the answers kept of the one before. */
 interface Deciders {
   before: Decide;
   after: Decide;
-  alike?: (workload: string) => boolean;
+  memo: ImpactMemo;
 }
 
-/** Outcome bits of one direction's ends: before in the low four bits, after in the next four. */
+/**
+ * Outcome bits of one direction's ends of distinct flow `i`: before in the low four bits, after
+ * in the next four. The answer of a lone end before is kept (`shift`: its place in the memo).
+ */
 function endBits(
   q: Deciders,
-  [was, now]: [Workload[], Workload[]],
+  i: number,
+  shift: number,
+  end: ReportEnd,
   direction: DirectionName,
   peer: IpAddress,
   protocol: number,
   port: number,
 ): number {
-  const bits = (decision: Decision, w: Workload) => bitsOf(decision, w.mode[direction]);
-  const one = was[0];
-  if (was.length === 1 && now.length === 1 && one!.name === now[0]!.name && q.alike?.(one!.name)) {
-    const decision = q.before(one!.name, direction, peer, protocol, port);
-    return bits(decision, one!) | (bits(decision, now[0]!) << 4);
-  }
+  const [was, now] = end.owners;
   let out = 0;
-  for (const w of was) out |= bits(q.before(w.name, direction, peer, protocol, port), w);
-  for (const w of now) out |= bits(q.after(w.name, direction, peer, protocol, port), w) << 4;
+  const one = was.length === 1 ? was[0]! : undefined;
+  if (one) {
+    const kept = (q.memo.answers[i]! >> shift) & 3;
+    let allowed = (kept & ALLOWED) !== 0;
+    if (kept === 0) {
+      allowed = q.before(one.name, direction, peer, protocol, port).action === 'allow';
+      q.memo.answers[i]! |= (KNOWN | (allowed ? ALLOWED : 0)) << shift;
+    }
+    out = bitsOf(allowed, one.mode[direction]);
+    if (end.alike) {
+      return out | (bitsOf(allowed, now[0]!.mode[direction]) << 4);
+    }
+  } else {
+    for (const w of was) {
+      const allowed = q.before(w.name, direction, peer, protocol, port).action === 'allow';
+      out |= bitsOf(allowed, w.mode[direction]);
+    }
+  }
+  for (const w of now) {
+    const allowed = q.after(w.name, direction, peer, protocol, port).action === 'allow';
+    out |= bitsOf(allowed, w.mode[direction]) << 4;
+  }
   return out;
 }
 
-/** What the change does to a flow, without building its ends. */
-function judge(q: Deciders, src: Endpoint, dst: Endpoint, protocol: number, port: number) {
+/** What the change does to distinct flow `i`, without building its ends. */
+function judge(
+  q: Deciders,
+  i: number,
+  src: ReportEnd,
+  dst: ReportEnd,
+  protocol: number,
+  port: number,
+) {
   const bits =
-    endBits(q, src.owners, 'egress', dst.address, protocol, port) |
-    endBits(q, dst.owners, 'ingress', src.address, protocol, port);
+    endBits(q, i, 0, src, 'egress', dst.address, protocol, port) |
+    endBits(q, i, 2, dst, 'ingress', src.address, protocol, port);
   return changeOf(bits & 15, bits >> 4);
 }
 
@@ -305,14 +298,6 @@ function groupOf(
   return { key: canonical(address), address: canonical(address) };
 }
 
-const time = (t: number | string) => (typeof t === 'number' ? t : Date.parse(t));
-
-export function later(a: number | string | undefined, b: number | string | undefined) {
-  if (a === undefined) return b;
-  if (b === undefined || b === a) return a;
-  return time(b) > time(a) ? b : a;
-}
-
 const DIRECTION_ORDER: Record<DirectionName, number> = { egress: 0, ingress: 1 };
 
 /**
@@ -330,92 +315,56 @@ export function impact<F extends ObservedFlow>(
   flows: Iterable<F>,
   options: ImpactOptions = {},
 ): ImpactReport<F> {
+  const fold = createFlowFold<F>({ skipUnparsable: options.skipUnparsable });
+  for (const flow of flows) fold.add(flow);
+  return impactOn(before, after, fold, options);
+}
+
+/**
+ * `impact` on flows folded already (impact-flows.ts), which may be kept between questions: a
+ * fold without copies reports each flow as its (src, dst, protocol, port).
+ */
+export function impactOn<F extends ObservedFlow>(
+  before: PolicyState,
+  after: PolicyState,
+  fold: Pick<FlowFold<F>, 'flows' | 'endpoints'>,
+  options: Pick<ImpactOptions, 'groupBy' | 'decide'> & { memo?: ImpactMemo } = {},
+): ImpactReport<F> {
   const groupBy = options.groupBy ?? ['app', 'role'];
   const decideBefore = options.decide?.before ?? byModel(before);
   const decideAfter = options.decide?.after ?? byModel(after);
-  const deciders = {
-    before: decideBefore,
-    after: decideAfter,
-    alike: alikeFor(decideBefore, decideAfter),
-  };
-  // Flows share their addresses: each text is parsed and looked up once, and every spelling
-  // of one address is the same endpoint (null: not an address, skipped).
-  const byCanonical = new Map<string, Endpoint>();
-  const resolve = (text: string): Endpoint | null => {
-    const address = options.skipUnparsable ? parseAddress(text) : parse(text);
-    if (!address) return null;
-    // A dotted quad that parses is canonical already (no leading zeros).
-    const canon = address.family === 4 ? text : canonical(address);
-    let e = byCanonical.get(canon);
-    if (!e) {
-      e = {
-        id: byCanonical.size,
-        address,
-        text: canon,
-        owners: [ownersOfText(before, canon), ownersOfText(after, canon)],
-      };
-      byCanonical.set(canon, e);
-    }
-    return e;
-  };
-  const endpoints = new Map<string, Endpoint | null>();
-  const endpoint = (text: string): Endpoint | null => {
-    let e = endpoints.get(text);
-    if (e === undefined) {
-      e = resolve(text);
-      endpoints.set(text, e);
-    }
-    return e;
-  };
-  // Stored rows come in telemetry batches, one workload's at a time: the row before often has
-  // the same source or destination, and a string compare is cheaper than a lookup.
-  const lastOf = (): ((text: string) => Endpoint | null) => {
-    let text: string | undefined;
-    let e: Endpoint | null = null;
-    return (t) => {
-      if (t !== text) {
-        text = t;
-        e = endpoint(t);
-      }
-      return e;
-    };
-  };
-  const [srcOf, dstOf] = [lastOf(), lastOf()];
-  // Each distinct flow is judged when first seen, so that only the few the change moves keep
-  // their copies (a plan reads a million rows). In the order first seen: ties between equal
-  // times keep the first one's spelling.
-  const moved: Distinct<F>[] = [];
-  let count = 0;
-  for (const flow of flows) {
-    const src = srcOf(flow.src);
-    if (src === null) continue;
-    const dst = dstOf(flow.dst);
-    if (dst === null) continue;
-    const port = PORT_PROTOCOL_NUMBERS.includes(flow.protocol) ? (flow.port ?? 0) : 0;
-    const key = flowKey(dst.id, flow.protocol, port);
-    src.out ??= new Map();
-    let seen = src.out.get(key) as Distinct<F> | null | undefined;
-    if (seen === undefined) {
-      count++;
-      const change = judge(deciders, src, dst, flow.protocol, port);
-      seen = change ? { flow, src, dst, port, change, ends: [], lastSeen: flow.lastSeen } : null;
-      src.out.set(key, seen);
-      if (seen) moved.push(seen);
-    } else if (seen) {
-      seen.lastSeen = later(seen.lastSeen, flow.lastSeen);
-    }
-    if (seen === null) continue;
-    const connections = flow.connections ?? 1;
-    const { workload, direction } = flow;
-    const named = workload !== undefined && direction !== undefined;
-    const same = named
-      ? seen.ends.find((e) => e.workload === workload && e.direction === direction)
-      : undefined;
-    if (same) same.connections += connections;
-    else seen.ends.push(named ? { workload, direction, connections } : { connections });
+  const memo = options.memo ?? createImpactMemo();
+  if (memo.flows !== fold.flows || memo.before !== decideBefore) {
+    Object.assign(memo, { flows: fold.flows, before: decideBefore, answers: new Uint8Array(0) });
   }
-
-  return reportMoved(before, after, moved, count, {
+  if (memo.answers.length < fold.flows.length) {
+    // Flows added since are asked; the ones before keep their answers.
+    const answers = new Uint8Array(fold.flows.length);
+    answers.set(memo.answers);
+    memo.answers = answers;
+  }
+  const deciders: Deciders = { before: decideBefore, after: decideAfter, memo };
+  // The endpoints' owners in both states, looked up once per question.
+  const alike = alikeFor(decideBefore, decideAfter);
+  const ends = fold.endpoints.map((e): ReportEnd => {
+    const owners: ReportEnd['owners'] = [ownersOfText(before, e.text), ownersOfText(after, e.text)];
+    const [was, now] = owners;
+    const one = was.length === 1 && now.length === 1 && was[0]!.name === now[0]!.name;
+    return { address: e.address, owners, alike: one && alike?.(was[0]!.name) === true };
+  });
+  const moved: MovedFlow<F>[] = [];
+  const flows = fold.flows;
+  for (let i = 0; i < flows.length; i++) {
+    const d = flows[i]!;
+    const [src, dst] = [ends[d.src.id]!, ends[d.dst.id]!];
+    const change = judge(deciders, i, src, dst, d.protocol, d.port);
+    if (change === undefined) continue;
+    const flow =
+      d.flow ??
+      ({ src: d.src.text, dst: d.dst.text, protocol: d.protocol, port: d.port } as unknown as F);
+    moved.push({ flow, src, dst, port: d.port, change, ends: endsOf(d), lastSeen: d.lastSeen });
+  }
+  return reportMoved(before, after, moved, fold.flows.length, {
     before: decideBefore,
     after: decideAfter,
     groupBy,
@@ -423,7 +372,13 @@ export function impact<F extends ObservedFlow>(
 }
 
 /** What the report reads of a flow's endpoint (its group is named once, when first needed). */
-type ReportEnd = Pick<Endpoint, 'address' | 'owners' | 'group'>;
+interface ReportEnd {
+  address: IpAddress;
+  owners: [before: Workload[], after: Workload[]];
+  /** One workload owns it in both states, and both decide alike for it. */
+  alike?: boolean;
+  group?: EndpointGroup;
+}
 
 /** A distinct flow the change moves, as the report reads it. */
 export interface MovedFlow<F extends ObservedFlow> {

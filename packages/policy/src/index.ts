@@ -33,6 +33,7 @@ export {
 } from './evaluate.js';
 export {
   analyzeImpact,
+  createImpactMemo,
   type EndOutcome,
   type EndpointGroup,
   type Flow,
@@ -41,11 +42,18 @@ export {
   type ImpactEnd,
   type ImpactFlow,
   type ImpactGroup,
+  type ImpactMemo,
   type ImpactOptions,
   type ImpactReport,
   impact,
-  type ObservedFlow,
+  impactOn,
 } from './impact.js';
+export {
+  createFlowFold,
+  type DistinctFlow,
+  type FlowFold,
+  type ObservedFlow,
+} from './impact-flows.js';
 export {
   type Family,
   formatAddress,

@@ -73,6 +73,8 @@ export function createDecisions(kept = 2): Decisions {
       if (spare) {
         if (feed(spare.calc, spare.state, state)) {
           spare.state = state;
+          // A decider answers for one state (impact keeps its answers by decider).
+          spare.decide = createDecider(spare.calc);
           return use(spare);
         }
         entries.splice(entries.indexOf(spare), 1);

@@ -42,10 +42,22 @@ const flow: FlowRow = {
   lastSeen: '2026-01-01T00:00:00.000Z',
 };
 
+/** A flow source that reports every question as after a removal: each reads `rows` whole. */
+const rereads = (rows: () => Iterator<FlowRow>) => {
+  let removals = 0;
+  return {
+    observedFlows: () => rows() as IterableIterator<FlowRow>,
+    flowChanges: () => ({ seq: 0, removals: ++removals }),
+    changedFlows: (): IterableIterator<FlowRow> => {
+      throw new Error('not kept');
+    },
+  };
+};
+
 describe('impact gate', () => {
   it('builds no decisions while no flow asks for one', () => {
     let rows: FlowRow[] = [];
-    const gate = createImpactGate({ observedFlows: () => rows.values() });
+    const gate = createImpactGate(rereads(() => rows.values()));
     // A state no calculator loads (an unknown service): building its decisions throws.
     const broken = state(true);
     broken.policies[0]!.ingress![0]!.services = ['nope'];
@@ -59,12 +71,16 @@ describe('impact gate', () => {
     });
   });
 
-  it('ends its read of the flows when a state does not load (the database stays usable)', () => {
+  it('ends its read of the flows before it loads a state (the database stays usable)', () => {
     let ended = false;
     const rows = [flow].values();
-    const gate = createImpactGate({
-      observedFlows: () => ({
-        next: () => rows.next(),
+    const gate = createImpactGate(
+      rereads(() => ({
+        next: () => {
+          const r = rows.next();
+          ended ||= r.done === true;
+          return r;
+        },
         return: (v?: unknown) => {
           ended = true;
           return { done: true as const, value: v };
@@ -72,8 +88,8 @@ describe('impact gate', () => {
         [Symbol.iterator]() {
           return this;
         },
-      }),
-    });
+      })),
+    );
     const broken = state(true);
     broken.policies[0]!.ingress![0]!.services = ['nope'];
     expect(() => gate.between(state(true), broken)).toThrow(/not valid/);

@@ -2,12 +2,12 @@
 // refusal of a change that newly blocks some unless the admin confirmed it. Used by provision,
 // rollback and the one-workload provision. Reads flows; must not write anything.
 import type { ImpactView } from '@bulkhead/api';
-import { type Decide, impact, type PolicyState } from '@bulkhead/policy';
+import { type Decide, impactOn, type PolicyState } from '@bulkhead/policy';
 import { ControlPlaneError } from '../errors.js';
-import type { VisibilityStore } from '../visibility/store.js';
 import { createHasNoPolicy } from '../visibility/views.js';
 import { DEFAULT_GROUP_BY, window } from '../visibility/window.js';
 import { createDecisions } from './decisions.js';
+import { createImpactFlows, type ImpactFlowSource } from './impact-flows.js';
 import { toImpactView } from './impact-view.js';
 
 export interface ImpactGate {
@@ -24,41 +24,32 @@ export interface ImpactGate {
   require(report: ImpactView, confirm: boolean, what: string): void;
 }
 
-export function createImpactGate(flows: Pick<VisibilityStore, 'observedFlows'>): ImpactGate {
+export function createImpactGate(store: ImpactFlowSource): ImpactGate {
   /**
    * Decisions for the provisioned state and a candidate: the provisioned side is reused until a
    * revision or a workload changes it, and a candidate is derived from the calculator of the one
    * before it (revisions/decisions.ts). None is built when no flow was observed.
    */
   const decisions = createDecisions();
+  /** The observed flows, kept between questions (revisions/impact-flows.ts). */
+  const flows = createImpactFlows(store);
   /** A report with no flows asks nothing: no calculator is built for it. */
   const unasked: Decide = () => {
     throw new Error('no flow to decide');
   };
   return {
     between(before, after, q = {}) {
-      const rows = flows.observedFlows(window(q));
-      try {
-        const first = rows.next();
-        let decide = { before: unasked, after: unasked };
-        if (!first.done) {
-          // Built in memory (revisions/decisions.ts reads nothing) while the rows wait.
-          const b = decisions.of(before);
-          decide = { before: b, after: decisions.of(after, b) };
-        }
-        return toImpactView(
-          impact(before, after, first.done ? [] : prepend(first.value, rows), {
-            groupBy: q.groupBy ?? DEFAULT_GROUP_BY,
-            decide,
-            // Telemetry is stored as agents sent it: a row may hold something else.
-            skipUnparsable: true,
-          }),
-          createHasNoPolicy(after),
-        );
-      } finally {
-        // The database is busy until the read ends, also when a state does not load.
-        rows.return?.();
+      const { fold, memo } = flows.of(window(q));
+      let decide = { before: unasked, after: unasked };
+      if (fold.flows.length > 0) {
+        const b = decisions.of(before);
+        decide = { before: b, after: decisions.of(after, b) };
       }
+      const groupBy = q.groupBy ?? DEFAULT_GROUP_BY;
+      return toImpactView(
+        impactOn(before, after, fold, { groupBy, decide, memo }),
+        createHasNoPolicy(after),
+      );
     },
     require(report, confirm, what) {
       const n = report.summary.newlyBlocked;
@@ -80,9 +71,4 @@ export function createImpactGate(flows: Pick<VisibilityStore, 'observedFlows'>):
       );
     },
   };
-}
-
-function* prepend<T>(first: T, rest: Iterator<T>): Generator<T> {
-  yield first;
-  for (let r = rest.next(); !r.done; r = rest.next()) yield r.value;
 }

@@ -206,6 +206,12 @@ export const MIGRATIONS: readonly string[] = [
   `
   DROP INDEX IF EXISTS flows_first_seen;
   `,
+  // 11: \`plan\` at 1M flow rows (issue 8): impact analysis keeps what it read and asks only
+  // for the rows written since (visibility/flow-store.ts stamps each write). No index: the
+  // question scans the table once per plan, while an index would cost every telemetry write.
+  `
+  ALTER TABLE flows ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -220,6 +220,32 @@ describe('flow store', () => {
     expect([...store.visibility.observedFlows({ until: at(T0 - 1) })]).toEqual([]);
   });
 
+  it('tells the rows written since a point, each with its end total, and counts removals', () => {
+    ingest(
+      flow({ at: T0, connections: 2 }),
+      flow({ at: T0, verdict: 'denied', ruleId: 'no rule', connections: 3 }),
+      flow({ at: T0, port: 80 }),
+    );
+    const start = store.visibility.flowChanges();
+    expect([...store.visibility.changedFlows(start.seq)]).toEqual([]);
+    ingest(flow({ at: T0 + 60_000, connections: 4 }));
+    const end = { workload: 'db-1', direction: 'ingress', src: '10.0.0.1', dst: '10.0.0.2' };
+    // The updated row, with the total of its end: its own 2 + 4 and the denied row's 3.
+    expect([...store.visibility.changedFlows(start.seq)]).toEqual([
+      { ...end, protocol: 6, port: 5432, lastSeen: at(T0 + 60_000), connections: 9 },
+    ]);
+    // A protocol without ports: its rows of any port are one flow.
+    const icmp = store.visibility.flowChanges();
+    expect(icmp.seq).toBeGreaterThan(start.seq);
+    ingest(flow({ at: T0, protocol: 1, port: 1 }), flow({ at: T0, protocol: 1, port: 2 }));
+    expect([...store.visibility.changedFlows(icmp.seq)].map((r) => r.connections)).toEqual([2, 2]);
+    expect(store.visibility.flowChanges().removals).toBe(start.removals);
+    store.visibility.deleteWorkload('nobody');
+    expect(store.visibility.flowChanges().removals).toBe(start.removals);
+    store.visibility.deleteWorkload('db-1');
+    expect(store.visibility.flowChanges().removals).toBe(start.removals + 1);
+  });
+
   it('counts a batch resent with the same seq once, in totals and buckets', () => {
     const batch = { counters: [], flows: [flow({ at: T0, connections: 5 })] };
     expect(store.fleet.addTelemetry('a1', 1, batch)).toBe(true);

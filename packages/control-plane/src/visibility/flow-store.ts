@@ -1,5 +1,5 @@
 import type { FlowVerdict } from '@bulkhead/api';
-import { formatAddress, parseAddress } from '@bulkhead/policy';
+import { formatAddress, PORT_PROTOCOL_NUMBERS, parseAddress } from '@bulkhead/policy';
 import type Database from 'better-sqlite3';
 
 // Flows live in two tables: `flows`, one row per distinct dependency (reporting workload,
@@ -7,6 +7,9 @@ import type Database from 'better-sqlite3';
 // the same key per hour, for time-window questions. Buckets age out after the retention; a
 // dependency row only when it was not seen for that long, so a weekly job is never forgotten
 // while the table stays bounded by the row cap. The tables' schema is in store/migrations.ts.
+// Each write stamps the row with a sequence number, so a reader that keeps what it read (impact
+// analysis) asks only for the rows written since; any removal is counted, and such a reader
+// reads everything again.
 
 export type FlowDirection = 'ingress' | 'egress';
 
@@ -62,6 +65,12 @@ export type ObservedRow = Pick<
   FlowRow,
   'src' | 'dst' | 'protocol' | 'port' | 'workload' | 'direction' | 'connections' | 'lastSeen'
 >;
+
+/** Where the rows stand: `seq` of the last write, `removals` of rows so far (both only grow). */
+export interface FlowChanges {
+  seq: number;
+  removals: number;
+}
 
 export interface FlowLimits {
   retentionDays: number;
@@ -149,8 +158,8 @@ function windowed(q: FlowWindow, params: Record<string, unknown>) {
 export function createFlowStore(db: Database.Database, now: () => Date, limits: FlowLimits) {
   const insert = db.prepare(
     `INSERT INTO flows (workload, direction, src, dst, protocol, port, verdict, rule_id,
-       connections, bytes, first_seen, last_seen)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       connections, bytes, first_seen, last_seen, seq)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
      ON CONFLICT DO NOTHING`,
   );
   // An existing row is found, then updated by id: no RETURNING, whose rows SQLite buffers
@@ -162,7 +171,7 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
   );
   const update = db.prepare(
     `UPDATE flows SET connections = connections + ?, bytes = bytes + ?,
-       first_seen = MIN(first_seen, ?), last_seen = MAX(last_seen, ?)
+       first_seen = MIN(first_seen, ?), last_seen = MAX(last_seen, ?), seq = ?
      WHERE id = ?`,
   );
   const addHour = db.prepare(
@@ -184,6 +193,16 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
     `SELECT direction, src, dst, protocol, port, first_seen AS firstSeen FROM flows
      WHERE workload = ?`,
   );
+  // The end's rows are one range of the unique key (its first five columns, then the port).
+  const changedRows = db.prepare<Row>(
+    `SELECT f.src, f.dst, f.protocol, f.port, f.workload, f.direction, f.last_seen AS lastSeen,
+       (SELECT SUM(g.connections) FROM flows g
+         WHERE g.workload = f.workload AND g.direction = f.direction AND g.src = f.src
+           AND g.dst = f.dst AND g.protocol = f.protocol
+           AND (g.port = f.port OR f.protocol NOT IN (${PORT_PROTOCOL_NUMBERS.join(', ')})))
+         AS connections
+     FROM flows f WHERE f.seq > ?`,
+  );
   // A query's SQL depends only on how many matches it has and whether it has a window.
   const queries = new Map<string, Database.Statement<Row>>();
   const prepared = (sql: string) => {
@@ -196,11 +215,20 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
   };
   // Counted once, then kept by hand: COUNT(*) per telemetry batch would scan the table.
   let rows = Number(countRows.get()?.n);
+  // Only ever grows within the process, which is what readers of `changedSince` rely on.
+  // Starting from the clock (x1024: far more than the writes of a millisecond) rather than
+  // MAX(seq) spares a scan at startup: rows of an earlier process seldom look new, and
+  // reading a row again is harmless.
+  const changes: FlowChanges = { seq: Date.now() * 1024, removals: 0 };
+  const removed = (n: number) => {
+    if (n > 0) changes.removals++;
+    return n;
+  };
 
   function evictOverCap(): number {
     const excess = rows - limits.maxRows;
     if (excess <= 0) return 0;
-    const n = evictOldest.run(excess).changes;
+    const n = removed(evictOldest.run(excess).changes);
     rows -= n;
     return n;
   }
@@ -230,6 +258,7 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
           bytes,
           f.firstSeen,
           f.lastSeen,
+          ++changes.seq,
         );
         let id: number;
         if (inserted.changes > 0) {
@@ -237,7 +266,7 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
           id = Number(inserted.lastInsertRowid);
         } else {
           id = Number(idOf.get(workload, direction, src, dst, protocol, port, verdict, ruleId)?.id);
-          update.run(connections, bytes, f.firstSeen, f.lastSeen, id);
+          update.run(connections, bytes, f.firstSeen, f.lastSeen, changes.seq, id);
         }
         if (f.lastSeen !== lastSeen) {
           lastSeen = f.lastSeen;
@@ -301,18 +330,31 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
       ).iterate(params) as IterableIterator<ObservedRow>;
     },
 
+    /** The last write's `seq` and the removals so far: compare them with a later call's. */
+    changes: (): FlowChanges => ({ ...changes }),
+
+    /**
+     * The rows written after `seq` (lifetime totals), each with, as `connections`, the total
+     * of its end (the reporting workload and direction) for its distinct flow: the rows of the
+     * same src, dst, protocol and port (any port for a protocol without ports). One at a time,
+     * as `observed`.
+     */
+    changedSince(seq: number): IterableIterator<ObservedRow> {
+      return changedRows.iterate(seq) as IterableIterator<ObservedRow>;
+    },
+
     /** Drops buckets and rows older than the retention, then enforces the row cap. */
     prune(): PruneResult {
       const cutoff = new Date(now().getTime() - limits.retentionDays * DAY_MS).toISOString();
       const buckets = pruneHours.run(hourOf(cutoff)).changes;
-      const expired = pruneRows.run(cutoff).changes;
+      const expired = removed(pruneRows.run(cutoff).changes);
       // Recounted here: the running count can drift when a telemetry transaction rolls back.
       rows = Number(countRows.get()?.n);
       return { buckets, expired, evicted: evictOverCap() };
     },
 
     deleteWorkload(workload: string): void {
-      rows -= deleteOf.run(workload).changes;
+      rows -= removed(deleteOf.run(workload).changes);
     },
 
     /** A workload's stored dependencies, in no order (what anomaly detection learns from). */

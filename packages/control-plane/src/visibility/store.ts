@@ -6,6 +6,7 @@ import {
   createFlowStore,
   DEFAULT_FLOW_RETENTION_DAYS,
   DEFAULT_MAX_FLOW_ROWS,
+  type FlowChanges,
   type FlowDependency,
   type FlowQuery,
   type FlowRow,
@@ -65,6 +66,13 @@ export interface VisibilityStore extends TelemetrySink {
    * the database is busy until the iteration ends.
    */
   observedFlows(q?: FlowWindow): IterableIterator<ObservedRow>;
+  /** Where the flow rows stand: a later call that differs says rows were written or removed. */
+  flowChanges(): FlowChanges;
+  /**
+   * The rows written after `seq` (of `flowChanges`), each with its end's total for its
+   * distinct flow as `connections`; one at a time, as `observedFlows`.
+   */
+  changedFlows(seq: number): IterableIterator<ObservedRow>;
   /** Retention and the row cap; records an event when the cap evicted rows. */
   pruneFlows(): PruneResult;
   flowCount(): number;
@@ -119,6 +127,8 @@ export function createSqliteVisibilityStore(
     queryFlows: (q) => flows.query(q),
     flowDependencies: (workload) => flows.dependencies(workload),
     observedFlows: (q) => flows.observed(q),
+    flowChanges: () => flows.changes(),
+    changedFlows: (seq) => flows.changedSince(seq),
     pruneFlows() {
       return d.tx(() => {
         const result = flows.prune();

@@ -4,7 +4,8 @@
 
 import { describe, expect, it } from 'vitest';
 import { evaluatePolicy } from '../evaluate.js';
-import { impact, type ObservedFlow } from '../impact.js';
+import { impact } from '../impact.js';
+import type { ObservedFlow } from '../impact-flows.js';
 import { formatAddress, parseAddress } from '../ip.js';
 import type { PolicyState } from '../model.js';
 import {
