@@ -5,7 +5,9 @@
 // the simulated fleet more CPU than the control plane it measures (bench/README.md). Owns the
 // framing and one call per session; must not know the agent protocol (fleet-agent.ts does).
 import * as http2 from 'node:http2';
+import * as net from 'node:net';
 import type { SecureContext } from 'node:tls';
+import * as tls from 'node:tls';
 
 /** The server name in the control plane's certificate. */
 export const SERVER_NAME = 'bulkhead-control-plane';
@@ -50,7 +52,10 @@ export interface H2CallHandlers {
 
 /**
  * Opens one call on its own connection (a fresh session per call, as the agent's fresh channel
- * per attempt): `secureContext` holds the CA and, for Sync, the host's certificate and key.
+ * per attempt): `secureContext` holds the CA and, for Sync, the host's certificate and key. TLS
+ * and the HTTP/2 session are set up once TCP connected: the control plane sees the same (a TCP
+ * connection, then the ClientHello), and an attempt it refuses (down, restarting) costs the
+ * simulated fleet a socket, not a TLS socket and a session per agent per retry.
  */
 export function openH2Call(
   target: string,
@@ -58,46 +63,76 @@ export function openH2Call(
   path: string,
   handlers: H2CallHandlers,
 ): H2Call {
-  const session = http2.connect(`https://${target}`, {
-    secureContext,
-    servername: SERVER_NAME,
-    ALPNProtocols: ['h2'],
-  });
+  const [host, port] = splitTarget(target);
   let status: string | undefined;
   let details = '';
   let ended = false;
+  let session: http2.ClientHttp2Session | undefined;
+  let stream: http2.ClientHttp2Stream | undefined;
+  // Writes before the stream exists (the Hello right after open), in order.
+  let pending: { frame: Buffer; onWritten?: () => void }[] | undefined = [];
+  let endPending = false;
+  const tcp = net.connect({ host, port });
   const finish = () => {
     if (ended) return;
     ended = true;
-    session.destroy();
+    pending = undefined;
+    if (session) session.destroy();
+    else tcp.destroy();
     handlers.onEnd(status, details);
   };
-  session.on('error', finish);
-  session.on('close', finish);
-  const stream = session.request({
-    ':method': 'POST',
-    ':path': path,
-    'content-type': 'application/grpc',
-    te: 'trailers',
+  tcp.on('error', finish);
+  tcp.once('close', finish);
+  tcp.once('connect', () => {
+    if (ended) return;
+    const s = http2.connect(`https://${target}`, {
+      createConnection: () =>
+        tls.connect({ socket: tcp, secureContext, servername: SERVER_NAME, ALPNProtocols: ['h2'] }),
+    });
+    session = s;
+    s.on('error', finish);
+    s.on('close', finish);
+    const st = s.request({
+      ':method': 'POST',
+      ':path': path,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+    });
+    stream = st;
+    const readStatus = (h: http2.IncomingHttpHeaders) => {
+      if (h['grpc-status'] === undefined) return;
+      status = String(h['grpc-status']);
+      details = decodeURIComponent(String(h['grpc-message'] ?? ''));
+    };
+    st.on('response', readStatus); // a trailers-only answer (an error) has its status here
+    st.on('trailers', readStatus);
+    st.on(
+      'data',
+      createFrameReader((m) => !ended && handlers.onMessage(m)),
+    );
+    st.on('error', finish);
+    st.on('close', finish);
+    for (const w of pending ?? []) st.write(w.frame, () => w.onWritten?.());
+    pending = undefined;
+    if (endPending) st.end();
   });
-  const readStatus = (h: http2.IncomingHttpHeaders) => {
-    if (h['grpc-status'] === undefined) return;
-    status = String(h['grpc-status']);
-    details = decodeURIComponent(String(h['grpc-message'] ?? ''));
-  };
-  stream.on('response', readStatus); // a trailers-only answer (an error) has its status here
-  stream.on('trailers', readStatus);
-  stream.on(
-    'data',
-    createFrameReader((m) => !ended && handlers.onMessage(m)),
-  );
-  stream.on('error', finish);
-  stream.on('close', finish);
   return {
     write(message, onWritten) {
-      if (!ended && stream.writable) stream.write(grpcFrame(message), () => onWritten?.());
+      if (ended) return;
+      const frame = grpcFrame(message);
+      if (pending) pending.push({ frame, onWritten });
+      else if (stream?.writable) stream.write(frame, () => onWritten?.());
     },
-    end: () => stream.end(),
+    end() {
+      if (stream) stream.end();
+      else endPending = true;
+    },
     cancel: finish,
   };
+}
+
+/** `host:port` or `[v6]:port`. */
+function splitTarget(target: string): [string, number] {
+  const i = target.lastIndexOf(':');
+  return [target.slice(0, i).replace(/^\[|\]$/g, ''), Number(target.slice(i + 1))];
 }
