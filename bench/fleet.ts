@@ -204,9 +204,9 @@ async function fleetRun(n: number, key: SharedKey) {
     t0 = performance.now();
     const stopMs = await cp.stop();
     const tStart = performance.now();
-    await cp.start();
-    const readyMs = performance.now() - tStart;
-    const cpuReady = cp.cpuMs();
+    const healthy = await cp.start();
+    const readyMs = healthy.healthyAt - tStart;
+    const cpuReady = healthy.cpuMs;
     await waitUntil(
       () => `${welcomed.size}/${n} agents back after the restart`,
       () => welcomed.size === n,
