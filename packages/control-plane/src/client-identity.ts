@@ -1,9 +1,10 @@
 // Which agent a Sync stream's client certificate names. The certificate was verified in the TLS
 // handshake, by OpenSSL, against our CA alone (the listener's `ca`; chain, signature, validity,
 // client-auth purpose): grpc-js's getAuthContext() shows a peer certificate only on a socket
-// that handshake authorized, and the listener forbids renegotiation, so it cannot change later.
+// that handshake authorized (1.14; grpc.test.ts fails if that changes: a self-signed certificate
+// naming a real agent), and the listener forbids renegotiation, so it cannot change later.
 // Checking it again in JavaScript (X.509 parse and CA signature, ~0.4 ms per certificate and
-// process) was the largest share of a reconnect storm's per-agent CPU. What is left here: its
+// process) was the largest JavaScript item of a reconnect in a storm's profile. Left here: its
 // end of validity (a connection may outlive it) and its CN. Must not decide whether the agent
 // may sync (revoked, unknown): the caller asks the fleet on every stream.
 import { ControlPlaneError } from './errors.js';
