@@ -4,8 +4,7 @@
 // measures nothing itself and must not touch the control plane other than over gRPC.
 import 'reflect-metadata';
 import { KeyObject, webcrypto } from 'node:crypto';
-import * as http2 from 'node:http2';
-import { createSecureContext } from 'node:tls';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import { createBackoff, SYNC_CHANNEL_OPTIONS } from '@bulkhead/agent';
 import {
   AgentServiceClient,
@@ -19,14 +18,22 @@ import {
 } from '@bulkhead/proto';
 import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
+import { openH2Call, SERVER_NAME } from './fleet-h2.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[1]);
 type KeyPair = Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[0]['keys'];
 
-const SERVER_NAME = 'bulkhead-control-plane';
 const CHANNEL_OPTIONS = { 'grpc.ssl_target_name_override': SERVER_NAME };
-/** A Sync channel's options, as the agent's (sync.ts). */
-const SYNC_OPTIONS = { ...SYNC_CHANNEL_OPTIONS, ...CHANNEL_OPTIONS };
+/**
+ * A Sync channel's options, as the agent's (sync.ts), and its own subchannel pool: an agent
+ * process has one channel, while grpc-js's global pool, shared by every simulated agent in this
+ * process, is scanned on each connect (O(agents) per attempt, O(N^2) for a storm).
+ */
+const SYNC_OPTIONS = {
+  ...SYNC_CHANNEL_OPTIONS,
+  ...CHANNEL_OPTIONS,
+  'grpc.use_local_subchannel_pool': 1,
+};
 
 /** One P-256 key for every simulated agent (saves bench CPU); each still gets its own CSR. */
 export interface SharedKey {
@@ -69,16 +76,16 @@ export async function createCsrs(count: number, key: SharedKey): Promise<string[
 type Enroller = (req: EnrollRequest) => Promise<EnrollResponse>;
 
 /**
- * Which client the simulated hosts enrol with. `grpc-js` is the agent's own (a channel per
- * enrolment). `h2` sends the same call over node:http2 with the gRPC framing written here: the
- * control plane sees the same thing (a new TCP connection, a full TLS handshake with ALPN h2, an
- * HTTP/2 session, one POST of the same message, the status in trailers) while the bench spends
- * about half the CPU: no resolver, load balancer and subchannel per channel. On 2 shared cores the
- * bench's client competes with the control plane it measures.
+ * Which client the simulated hosts call with (Enroll and Sync). `grpc-js` is the agent's own (a
+ * channel per call). `h2` sends the same calls over node:http2 (fleet-h2.ts): the control plane
+ * sees the same thing (a new TCP connection, a full TLS handshake with ALPN h2, an HTTP/2 session,
+ * a POST of the same messages, the status in trailers) while the bench spends about half the CPU:
+ * no resolver, load balancer and subchannel per channel. On 2 shared cores the bench's client
+ * competes with the control plane it measures.
  */
-export type EnrolClient = 'grpc-js' | 'h2';
+export type BenchClient = 'grpc-js' | 'h2';
 
-function createEnroller(client: EnrolClient, target: string, caPem: string): Enroller {
+function createEnroller(client: BenchClient, target: string, caPem: string): Enroller {
   if (client === 'grpc-js') {
     // One TLS configuration (CA parsed once) for every channel: each agent has its own, made
     // once, so building it per call would be bench CPU a real fleet spreads over its hosts.
@@ -103,41 +110,18 @@ function createEnroller(client: EnrolClient, target: string, caPem: string): Enr
   const { path, requestSerialize, responseDeserialize } = AgentServiceService.enroll;
   return (req) =>
     new Promise<EnrollResponse>((resolve, reject) => {
-      const session = http2.connect(`https://${target}`, {
-        secureContext,
-        servername: SERVER_NAME,
-        ALPNProtocols: ['h2'],
+      let response: EnrollResponse | undefined;
+      const call = openH2Call(target, secureContext, path, {
+        onMessage: (m) => {
+          response = responseDeserialize(m);
+        },
+        onEnd: (status, details) => {
+          if (status === '0' && response) resolve(response);
+          else reject(new Error(`Enroll: status ${status} ${details}`));
+        },
       });
-      session.on('error', reject);
-      const message = requestSerialize(req);
-      const frame = Buffer.alloc(5 + message.length); // uncompressed, 4-byte big-endian length
-      frame.writeUInt32BE(message.length, 1);
-      message.copy(frame, 5);
-      const stream = session.request({
-        ':method': 'POST',
-        ':path': path,
-        'content-type': 'application/grpc',
-        te: 'trailers',
-      });
-      const chunks: Buffer[] = [];
-      let grpcStatus: string | undefined;
-      let grpcMessage = '';
-      const read = (h: http2.IncomingHttpHeaders) => {
-        if (h['grpc-status'] === undefined) return;
-        grpcStatus = String(h['grpc-status']);
-        grpcMessage = decodeURIComponent(String(h['grpc-message'] ?? ''));
-      };
-      stream.on('response', read); // a trailers-only answer (an error) has its status here
-      stream.on('trailers', read);
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('error', reject);
-      stream.on('end', () => {
-        session.close();
-        const body = Buffer.concat(chunks);
-        if (grpcStatus !== '0') reject(new Error(`Enroll: status ${grpcStatus} ${grpcMessage}`));
-        else resolve(responseDeserialize(body.subarray(5, 5 + body.readUInt32BE(1))));
-      });
-      stream.end(frame);
+      call.write(requestSerialize(req));
+      call.end();
     });
 }
 
@@ -178,23 +162,75 @@ export interface SimAgentOptions {
   events: SimAgentEvents;
   /** Largest backoff ceiling; default the agent's (DEFAULT_BACKOFF.capMs). */
   backoffCapMs?: number;
+  /** Default grpc-js, the agent's client. */
+  client?: BenchClient;
+}
+
+/** One Sync call on its own fresh connection. */
+interface SyncCall {
+  write(req: SyncRequest, onWritten?: () => void): void;
+  cancel(): void;
+}
+type SyncOpener = (onMessage: (msg: SyncResponse) => void, onEnd: () => void) => SyncCall;
+
+/** A Sync opener for one host: its TLS configuration (certificate, key, CA) is made once. */
+function createSyncOpener(options: SimAgentOptions): SyncOpener {
+  const ca = options.identity.caPem;
+  const { target } = options;
+  if ((options.client ?? 'grpc-js') === 'grpc-js') {
+    const tls = credentials.createSsl(
+      Buffer.from(ca),
+      Buffer.from(options.key.pem),
+      Buffer.from(options.identity.certPem),
+    );
+    let client: AgentServiceClient | undefined;
+    return (onMessage, onEnd) => {
+      // A fresh channel per attempt (the previous one closed), as the agent does.
+      client?.close();
+      client = new AgentServiceClient(target, tls, SYNC_OPTIONS);
+      const c = client;
+      const stream: ClientDuplexStream<SyncRequest, SyncResponse> = c.sync();
+      stream.on('data', onMessage);
+      stream.on('error', onEnd);
+      stream.on('end', onEnd);
+      stream.on('close', onEnd);
+      return {
+        write: (req, onWritten) => stream.write(req, () => onWritten?.()),
+        cancel() {
+          stream.cancel();
+          c.close();
+        },
+      };
+    };
+  }
+  const secureContext: SecureContext = createSecureContext({
+    ca,
+    key: options.key.pem,
+    cert: options.identity.certPem,
+  });
+  const { path, requestSerialize, responseDeserialize } = AgentServiceService.sync;
+  return (onMessage, onEnd) => {
+    const call = openH2Call(target, secureContext, path, {
+      onMessage: (m) => onMessage(responseDeserialize(m)),
+      onEnd,
+    });
+    return {
+      write: (req, onWritten) => call.write(requestSerialize(req), onWritten),
+      cancel: call.cancel,
+    };
+  };
 }
 
 /**
- * One agent's Sync stream, reconnected like the real agent's (sync.ts): a fresh channel per
- * attempt (a kept channel would add grpc-js's own reconnect backoff, up to 120 s, failing calls
+ * One agent's Sync stream, reconnected like the real agent's (sync.ts): a fresh connection per
+ * attempt (a kept grpc-js channel would add its own reconnect backoff, up to 120 s, failing calls
  * fast meanwhile), the agent's backoff (retry.ts: full jitter, reset once the control plane
  * answered a Hello, quick retries after a lost stream).
  */
 export function createSimAgent(options: SimAgentOptions): SimAgent {
   const { hostname, address, events } = options;
-  const tls = credentials.createSsl(
-    Buffer.from(options.identity.caPem),
-    Buffer.from(options.key.pem),
-    Buffer.from(options.identity.certPem),
-  );
-  let client: AgentServiceClient | undefined;
-  let call: ClientDuplexStream<SyncRequest, SyncResponse> | undefined;
+  const open = createSyncOpener(options);
+  let call: SyncCall | undefined;
   // The agent's own schedule (retry.ts): full jitter, quick retries after a lost stream.
   const backoff = createBackoff({ capMs: options.backoffCapMs });
   let timer: NodeJS.Timeout | undefined;
@@ -216,7 +252,6 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
       stopped = true;
       clearTimeout(timer);
       call?.cancel();
-      client?.close();
     },
   };
 
@@ -233,7 +268,7 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
           events: [],
         },
       },
-      () => onWritten?.(),
+      onWritten,
     );
     return true;
   }
@@ -241,10 +276,6 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
   function connect(): void {
     if (stopped) return;
     agent.attempts++;
-    client?.close();
-    client = new AgentServiceClient(options.target, tls, SYNC_OPTIONS);
-    const stream = client.sync();
-    call = stream;
     let chunks: PolicyUpdate[] = [];
     let ended = false;
     const onEnd = () => {
@@ -256,7 +287,7 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
       if (stopped) return;
       timer = setTimeout(connect, backoff.next());
     };
-    stream.on('data', (msg: SyncResponse) => {
+    const onMessage = (msg: SyncResponse) => {
       if (msg.welcome && !agent.connected) {
         agent.connected = true;
         backoff.reset();
@@ -284,10 +315,9 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
         ack: { revision: u.revision, hash: u.hash, ok: true, error: '', applyMicros: 1 },
       });
       events.onUpdate?.(agent, u, ranges, unchanged);
-    });
-    stream.on('error', onEnd);
-    stream.on('end', onEnd);
-    stream.on('close', onEnd);
+    };
+    const stream = open(onMessage, onEnd);
+    call = stream;
     stream.write({ hello: hello() });
   }
 
@@ -324,7 +354,7 @@ export async function enrolAll(options: {
   csrs: string[];
   concurrency: number;
   /** Default grpc-js, the agent's client. */
-  client?: EnrolClient;
+  client?: BenchClient;
 }): Promise<Enrolled[]> {
   const out: Enrolled[] = [];
   const enrol = createEnroller(options.client ?? 'grpc-js', options.target, options.caPem);

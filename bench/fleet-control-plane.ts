@@ -9,6 +9,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 
 /** `BENCH_CP_MAIN` runs another build (a baseline checkout's `main.js`) under the same load. */
 const CP_MAIN =
@@ -29,8 +30,11 @@ export interface BenchControlPlane {
   rssMiB(): number;
   /** SIGTERM, wait for the exit; returns how long the exit took, ms. */
   stop(): Promise<number>;
-  /** Starts the binary again on the same data dir and ports; resolves once /healthz answers. */
-  start(): Promise<void>;
+  /**
+   * Starts the binary again on the same data dir and ports; resolves once /healthz answered
+   * (seen from a worker thread): when (`performance.now()` of this thread) and its CPU then.
+   */
+  start(): Promise<{ healthyAt: number; cpuMs: number }>;
   /** Stops the process and deletes the data dir. */
   close(): Promise<void>;
 }
@@ -44,10 +48,13 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function procStat(pid: number): string[] {
+/** User + system CPU of process `pid` since it started, ms (utime, stime of /proc/<pid>/stat). */
+export function cpuMsOf(pid: number): number {
   const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // The command name (field 2) may hold spaces; fields after its closing paren are plain.
-  return text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // The command name (field 2) may hold spaces; fields after its closing paren are plain:
+  // fields 14 and 15 (utime, stime) are the 12th and 13th of those.
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
 }
 
 export async function createBenchControlPlane(
@@ -86,11 +93,7 @@ export async function createBenchControlPlane(
     },
     dbPath: join(dataDir, 'bulkhead.db'),
     api,
-    cpuMs() {
-      // Fields 14 and 15 (utime, stime), counted from field 3 after the name.
-      const f = procStat(pid());
-      return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
-    },
+    cpuMs: () => cpuMsOf(pid()),
     rssMiB() {
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid()}/status`, 'utf8'));
       return m ? Math.round(Number(m[1]) / 1024) : 0;
@@ -122,18 +125,20 @@ export async function createBenchControlPlane(
         stderr = (stderr + b.toString()).slice(-4000);
       });
       child = proc;
-      for (;;) {
-        if (proc.exitCode !== null) {
-          throw new Error(`control plane exited with ${proc.exitCode}: ${stderr}`);
-        }
-        const up = await fetch(`${apiUrl}/healthz`).then(
-          (r) => r.ok,
-          () => false,
-        );
-        if (up) break;
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      const ready = new Worker(new URL('./fleet-ready.js', import.meta.url), {
+        workerData: { url: `${apiUrl}/healthz`, pid: proc.pid },
+      });
+      const healthy = await new Promise<{ at: number; cpuMs: number }>((resolve, reject) => {
+        const exited = () => reject(new Error(`control plane exited: ${stderr}`));
+        proc.once('exit', exited);
+        ready.once('error', reject);
+        ready.once('message', (m) => {
+          proc.off('exit', exited);
+          resolve(m);
+        });
+      }).finally(() => ready.terminate());
       adminToken ||= readFileSync(join(dataDir, 'initial-admin-token'), 'utf8').trim();
+      return { healthyAt: healthy.at - performance.timeOrigin, cpuMs: healthy.cpuMs };
     },
     async stop() {
       const proc = child;

@@ -7,10 +7,10 @@ import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { DEFAULT_BACKOFF } from '@bulkhead/agent';
 import {
+  type BenchClient,
   createCsrs,
   createSharedKey,
   createSimAgent,
-  type EnrolClient,
   enrolAll,
   type SharedKey,
   type SimAgent,
@@ -40,7 +40,12 @@ const BACKOFF_CAP_MS = process.env.BENCH_BACKOFF_CAP_MS
 /** Enrolments in flight at once: a fleet rolled out by automation, not one host at a time. */
 const ENROL_CONCURRENCY = Number(process.env.BENCH_ENROL_CONCURRENCY ?? 16);
 /** `BENCH_ENROL_CLIENT=h2`: the simulated hosts enrol over node:http2 (fleet-agent.ts). */
-const ENROL_CLIENT: EnrolClient = process.env.BENCH_ENROL_CLIENT === 'h2' ? 'h2' : 'grpc-js';
+const ENROL_CLIENT: BenchClient = process.env.BENCH_ENROL_CLIENT === 'h2' ? 'h2' : 'grpc-js';
+/**
+ * `BENCH_SYNC_CLIENT=grpc-js`: the simulated agents' Sync streams on grpc-js, the agent's own
+ * client; by default node:http2 (fleet-h2.ts), the same wire for about half the bench's CPU.
+ */
+const SYNC_CLIENT: BenchClient = process.env.BENCH_SYNC_CLIENT === 'grpc-js' ? 'grpc-js' : 'h2';
 /** `BENCH_ENROL_ONLY=1`: each fleet run stops after its enrolment phase. */
 const ENROL_ONLY = process.env.BENCH_ENROL_ONLY === '1';
 /** CIDRs of the IP list every workload is allowed from: ~1,000 RuleSet entries each. */
@@ -124,6 +129,7 @@ async function fleetRun(n: number, key: SharedKey) {
           key,
           target: cp.grpcTarget,
           backoffCapMs: BACKOFF_CAP_MS,
+          client: SYNC_CLIENT,
           events: {
             onWelcome: (a) => welcomed.set(a, performance.now()),
             onUpdate: (a, u, ranges, unchanged) =>
@@ -198,9 +204,9 @@ async function fleetRun(n: number, key: SharedKey) {
     t0 = performance.now();
     const stopMs = await cp.stop();
     const tStart = performance.now();
-    await cp.start();
-    const readyMs = performance.now() - tStart;
-    const cpuReady = cp.cpuMs();
+    const healthy = await cp.start();
+    const readyMs = healthy.healthyAt - tStart;
+    const cpuReady = healthy.cpuMs;
     await waitUntil(
       () => `${welcomed.size}/${n} agents back after the restart`,
       () => welcomed.size === n,
@@ -252,6 +258,7 @@ async function fleetRun(n: number, key: SharedKey) {
     }
     return {
       agents: n,
+      syncClient: SYNC_CLIENT,
       backoffCapMs: BACKOFF_CAP_MS ?? DEFAULT_BACKOFF.capMs,
       enrolment,
       connect,

@@ -1,48 +1,30 @@
-// Which agent a Sync stream's client certificate names. The full check (pki.verifyClientCert:
-// parse, CA signature, validity, CN) runs once per certificate and process; a reconnect with a
-// certificate already verified costs a map lookup by its SHA-256 fingerprint (an X.509 parse
-// was the largest share of a reconnect's JavaScript CPU). Must not decide whether the agent may
-// sync (revoked, unknown): the caller asks the fleet on every stream.
+// Which agent a Sync stream's client certificate names. The certificate was verified in the TLS
+// handshake, by OpenSSL, against our CA alone (the listener's `ca`; chain, signature, validity,
+// client-auth purpose): grpc-js's getAuthContext() shows a peer certificate only on a socket
+// that handshake authorized (1.14; grpc.test.ts fails if that changes: a self-signed certificate
+// naming a real agent), and the listener forbids renegotiation, so it cannot change later.
+// Checking it again in JavaScript (X.509 parse and CA signature, ~0.4 ms per certificate and
+// process) was the largest JavaScript item of a reconnect in a storm's profile. Left here: its
+// end of validity (a connection may outlive it) and its CN. Must not decide whether the agent
+// may sync (revoked, unknown): the caller asks the fleet on every stream.
+import { ControlPlaneError } from './errors.js';
 
 /** The peer certificate as grpc-js gives it (`getPeerCertificate()` of the TLS socket). */
 export interface PeerCertificate {
-  raw: Buffer;
-  /** SHA-256 of `raw`, colon-separated hex (OpenSSL's). */
-  fingerprint256: string;
+  subject?: { CN?: string | string[] };
   /** notAfter, e.g. `Nov 30 07:00:00 2027 GMT`. */
   valid_to: string;
 }
 
-export interface ClientIdentities {
-  /** The agent id of a certificate; throws what `verify` throws for one that fails it. */
-  agentOf(cert: PeerCertificate): string;
-}
-
-/** Enough for the largest fleet; past it the oldest entries go (and are verified again). */
-const DEFAULT_MAX_ENTRIES = 100_000;
-
-export function createClientIdentities(options: {
-  /** The full check: the agent id of a certificate this CA issued and that is valid now. */
-  verify(der: Buffer): string;
-  maxEntries?: number;
-  now?: () => number;
-}): ClientIdentities {
-  const max = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
-  const now = options.now ?? Date.now;
-  const verified = new Map<string, { agentId: string; notAfterMs: number }>();
-  return {
-    agentOf(cert) {
-      const hit = verified.get(cert.fingerprint256);
-      // Only the end of validity can change for a certificate that passed (it was already valid).
-      if (hit && now() <= hit.notAfterMs) return hit.agentId;
-      verified.delete(cert.fingerprint256);
-      const agentId = options.verify(cert.raw);
-      const notAfterMs = Date.parse(cert.valid_to);
-      if (Number.isFinite(notAfterMs)) {
-        if (verified.size >= max) verified.delete(verified.keys().next().value!);
-        verified.set(cert.fingerprint256, { agentId, notAfterMs });
-      }
-      return agentId;
-    },
-  };
+/** The agent id (CN) of a certificate the handshake verified; UNAUTHENTICATED once it expired. */
+export function agentOfCertificate(cert: PeerCertificate, nowMs = Date.now()): string {
+  // NaN (an unreadable date) fails this too.
+  if (!(nowMs <= Date.parse(cert.valid_to))) {
+    throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate is not valid now');
+  }
+  const cn = cert.subject?.CN;
+  if (typeof cn !== 'string' || cn === '') {
+    throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate has no CN');
+  }
+  return cn;
 }

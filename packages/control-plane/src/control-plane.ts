@@ -239,8 +239,12 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
           log.info({ file: adminTokenFile }, 'created the initial admin API token');
         }
 
-        // Agents first: the state they are answered from is loaded, and after a restart the whole
-        // fleet is waiting for this port; the REST API can follow.
+        // The REST API is built (fastify, its schemas: ~0.3-0.5 s of CPU) before the gRPC port
+        // opens: after a restart the whole fleet is waiting for that port, and fastify's boot,
+        // many small async steps, interleaved with a thousand TLS handshakes took seconds of
+        // wall time for a fraction of a second of CPU (the process was not healthy meanwhile).
+        const { createApi } = await import('./api.js');
+        api = await createApi({ domains, log, maxIpListBytes: options.maxIpListBytes });
         telemetryWritten = () => domains.fleet.ingest.idle();
         grpc = createGrpcServer({
           fleet: domains.fleet,
@@ -251,10 +255,6 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
           limits: options.grpcLimits,
         });
         grpcPort = await grpc.listen(grpcAddr.host, grpcAddr.port);
-
-        // Loaded only now (fastify, its schemas: ~0.3 s of CPU) so that it does not delay the above.
-        const { createApi } = await import('./api.js');
-        api = await createApi({ domains, log, maxIpListBytes: options.maxIpListBytes });
         await api.listen({ host: apiAddr.host, port: apiAddr.port });
         const bound = api.server.address() as AddressInfo;
         const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;

@@ -59,7 +59,9 @@ export function listenTls(options: {
     ca: identity.caPem,
     cert: identity.certPem,
     key: identity.keyPem,
-    // Enroll comes without a client certificate; Sync checks the one it gets (pki.verifyClientCert).
+    // Enroll comes without a client certificate. One that is sent is verified here, against this
+    // CA alone; grpc-js shows Sync only a certificate this verification accepted
+    // (client-identity.ts).
     requestCert: true,
     rejectUnauthorized: false,
     ALPNProtocols: ['h2'],
@@ -91,6 +93,10 @@ export function listenTls(options: {
     socket.destroy();
   });
   server.on('secureConnection', (socket) => {
+    // The certificate verified in this handshake stays the connection's: a renegotiation could
+    // present another one that nothing verifies (the socket stays "authorized"). OpenSSL 3
+    // refuses a client's renegotiation by default; this holds whatever the build.
+    socket.disableRenegotiation();
     socket.on('error', (err) => log.debug({ err: err.message }, 'gRPC connection error'));
     options.onSecure(socket);
   });

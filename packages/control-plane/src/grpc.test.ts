@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ControlPlane } from './control-plane.js';
 import { createPki } from './pki.js';
 import { SyncSession } from './sync-session.test-util.js';
-import { makeCsr, restClient, startTestControlPlane } from './test-support.js';
+import { makeCsr, makeSelfSigned, restClient, startTestControlPlane } from './test-support.js';
 
 /** A syslog receiver on 127.0.0.1:0 that parses RFC 5424 messages with JSON bodies. */
 class SyslogListener {
@@ -523,9 +523,43 @@ describe('gRPC agent service', () => {
     const { res, creds } = await enrolled();
     const ok = new SyncSession(client(creds).sync());
     await ok.barrier();
-    // The real certificate is remembered now (client-identity.ts); a forged one with the same
-    // agent id must not ride on that.
+    // A forged certificate with the same agent id must not ride on the real one's stream.
     await expectForeignCertRefused(res.agentId);
+  });
+
+  /** A Sync on `creds` gets no Welcome: UNAUTHENTICATED, or UNAVAILABLE if TLS refused it. */
+  async function expectSyncRefused(creds: ReturnType<typeof credentials.createSsl>) {
+    const s = new SyncSession(client(creds).sync());
+    s.send({
+      hello: {
+        appliedRevision: 0,
+        appliedHash: '',
+        hostname: 'x',
+        addresses: [],
+        agentVersion: 't',
+      },
+    });
+    await expect(s.next()).rejects.toSatisfy(
+      (e: ServiceError) => e.code === status.UNAUTHENTICATED || e.code === status.UNAVAILABLE,
+    );
+  }
+
+  it('refuses a self-signed certificate naming a real agent, and an expired one our CA issued it', async () => {
+    const { res, creds } = await enrolled();
+    const pem = (x: { keyPem: string; certPem: string }) =>
+      credentials.createSsl(Buffer.from(cp.caPem), Buffer.from(x.keyPem), Buffer.from(x.certPem));
+    // For client auth, CN = the agent's id, valid now: only the handshake's verification refuses it.
+    await expectSyncRefused(pem(await makeSelfSigned(res.agentId)));
+    // The CA's own key two years ago: a certificate valid for a year, so expired now.
+    const past = await createPki({
+      dir: join(dir, 'ca'),
+      now: () => new Date(Date.now() - 2 * 365 * 86_400_000),
+    });
+    const { csrPem, keyPem } = await makeCsr('db-1');
+    const { certificatePem } = past.issueClientCert(await past.checkCsr(csrPem), res.agentId);
+    await expectSyncRefused(pem({ keyPem, certPem: certificatePem }));
+    // The agent's own certificate still syncs.
+    await new SyncSession(client(creds).sync()).barrier();
   });
 
   it('revoking an agent closes its stream and refuses its next Sync', async () => {
@@ -536,7 +570,7 @@ describe('gRPC agent service', () => {
     expect(revoked.json).toMatchObject({ id: res.agentId, revoked: true, connected: false });
     expect((await s.error).code).toBe(status.UNAUTHENTICATED);
 
-    // The same certificate, verified before: remembered, and refused all the same.
+    // The same certificate, verified in the handshake: refused all the same.
     const again = new SyncSession(client(creds).sync());
     again.send({
       hello: {

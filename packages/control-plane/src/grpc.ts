@@ -16,7 +16,7 @@ import {
   status,
 } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { createClientIdentities } from './client-identity.js';
+import { agentOfCertificate } from './client-identity.js';
 import { ControlPlaneError, type ControlPlaneErrorCode, invalid } from './errors.js';
 import type { FleetService } from './fleet/service.js';
 import type { AgentStream, StreamRegistry } from './fleet/streams.js';
@@ -152,7 +152,6 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
     'grpc.keepalive_timeout_ms': limits.keepaliveTimeoutMs,
   });
   let listener: TlsListener | undefined;
-  const identities = createClientIdentities({ verify: (der) => pki.verifyClientCert(der) });
 
   server.addService(AgentService, {
     enroll(
@@ -197,11 +196,12 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
       let agentId: string;
       let workload: string;
       try {
-        // Identity comes from the TLS handshake only, never from message contents.
+        // Identity comes from the TLS handshake only, never from message contents: grpc-js
+        // shows a certificate only when the handshake verified it against our CA.
         const cert = call.getAuthContext()?.sslPeerCertificate;
         if (!cert?.raw)
           throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate required');
-        agentId = identities.agentOf(cert);
+        agentId = agentOfCertificate(cert);
         workload = fleet.agentForSync(agentId).workload;
       } catch (err) {
         fail(err);

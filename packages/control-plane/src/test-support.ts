@@ -57,6 +57,26 @@ export async function makeRsaCsrs(names: string[]): Promise<string[]> {
 }
 
 /** A fresh key pair and a PEM CSR for it, as an agent makes before enrolling. */
+/** A self-signed client certificate naming `cn` (as an attacker makes one) and its key, PEM. */
+export async function makeSelfSigned(cn: string): Promise<{ certPem: string; keyPem: string }> {
+  const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    name: `CN=${cn}`,
+    keys,
+    signingAlgorithm: alg,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 86_400_000),
+    extensions: [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])],
+  });
+  return { certPem: cert.toString('pem'), keyPem: await pemKey(keys.privateKey) };
+}
+
+async function pemKey(key: webcrypto.CryptoKey): Promise<string> {
+  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key));
+  const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n');
+  return `-----BEGIN PRIVATE KEY-----\n${b64.trimEnd()}\n-----END PRIVATE KEY-----\n`;
+}
+
 export async function makeCsr(cn = 'host-1'): Promise<{ csrPem: string; keyPem: string }> {
   const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
@@ -64,10 +84,7 @@ export async function makeCsr(cn = 'host-1'): Promise<{ csrPem: string; keyPem: 
     keys,
     signingAlgorithm: alg,
   });
-  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
-  const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n');
-  const keyPem = `-----BEGIN PRIVATE KEY-----\n${b64.trimEnd()}\n-----END PRIVATE KEY-----\n`;
-  return { csrPem: csr.toString('pem'), keyPem };
+  return { csrPem: csr.toString('pem'), keyPem: await pemKey(keys.privateKey) };
 }
 
 /**
