@@ -38,14 +38,13 @@ describe('pki', () => {
     ).toBe(true);
   });
 
-  it('signs a CSR into a client certificate whose CN is the agent id, and verifies it', async () => {
+  it('signs a CSR into a client certificate whose CN is the agent id', async () => {
     const pki = await createPki({ dir });
     const { csrPem } = await makeCsr('whatever-the-host-says');
     const { certificatePem, serial } = pki.issueClientCert(await pki.checkCsr(csrPem), 'agent-123');
     expect(serial).toMatch(/^[0-9a-f]{32}$/);
     const cert = new X509Certificate(certificatePem);
     expect(cert.subject).toBe('CN=agent-123');
-    expect(pki.verifyClientCert(cert.raw)).toBe('agent-123');
   });
 
   it('issues a leaf for TLS clients only, for a year, under the CA, with the CSR key', async () => {
@@ -83,30 +82,6 @@ describe('pki', () => {
     const [csr] = await makeRsaCsrs(['h']);
     const { certificatePem } = pki.issueClientCert(await pki.checkCsr(csr!), 'agent-rsa');
     expect(new X509Certificate(certificatePem).publicKey.asymmetricKeyType).toBe('rsa');
-  });
-
-  it('refuses a certificate from a foreign CA with the same subject names', async () => {
-    const ours = await createPki({ dir: join(dir, 'ours') });
-    const foreign = await createPki({ dir: join(dir, 'foreign') });
-    const { csrPem } = await makeCsr();
-    const { certificatePem } = foreign.issueClientCert(await foreign.checkCsr(csrPem), 'agent-123');
-    expect(() => ours.verifyClientCert(new X509Certificate(certificatePem).raw)).toThrow(
-      expect.objectContaining({ code: 'UNAUTHENTICATED' }),
-    );
-  });
-
-  it('refuses an expired certificate and garbage', async () => {
-    let t = Date.now();
-    const pki = await createPki({ dir, now: () => new Date(t) });
-    const { csrPem } = await makeCsr();
-    const { certificatePem } = pki.issueClientCert(await pki.checkCsr(csrPem), 'a');
-    t += 366 * 86_400_000;
-    expect(() => pki.verifyClientCert(new X509Certificate(certificatePem).raw)).toThrow(
-      /not valid now/,
-    );
-    expect(() => pki.verifyClientCert(Buffer.from('nope'))).toThrow(
-      expect.objectContaining({ code: 'UNAUTHENTICATED' }),
-    );
   });
 
   it('rejects a malformed CSR as a validation error', async () => {

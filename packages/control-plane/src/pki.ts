@@ -98,8 +98,6 @@ export interface Pki {
    * that enrolment issues it inside the transaction that admits the agent.
    */
   issueClientCert(csr: CheckedCsr, agentId: string): { certificatePem: string; serial: string };
-  /** Returns the agent id of a certificate issued by this CA and valid now; UNAUTHENTICATED otherwise. */
-  verifyClientCert(der: Buffer): string;
 }
 
 /** A CSR whose signature verified with its own key: only checkCsr makes one. */
@@ -128,7 +126,6 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
   const caPem = await readFile(caCertPath, 'utf8');
   const caNode = new X509Certificate(caPem);
   // Node's own objects for the per-certificate work: synchronous OpenSSL calls, no ASN.1 in JS.
-  const caPublicKey = caNode.publicKey;
   const caPrivateKey = createPrivateKey(await readFile(caKeyPath, 'utf8'));
   const issuer = subjectOf(caNode.raw);
 
@@ -188,27 +185,6 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
     },
 
     issueClientCert: (csr, agentId) => issue(commonName(agentId), csr.spki, 365, CLIENT_EXTENSIONS),
-
-    verifyClientCert(der) {
-      let cert: X509Certificate;
-      try {
-        cert = new X509Certificate(der);
-      } catch (cause) {
-        throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate is unreadable', {
-          cause,
-        });
-      }
-      if (cert.issuer !== caNode.subject || !cert.verify(caPublicKey)) {
-        throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate not issued by this CA');
-      }
-      const t = now().getTime();
-      if (t < Date.parse(cert.validFrom) || t > Date.parse(cert.validTo)) {
-        throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate is not valid now');
-      }
-      const cn = /^CN=(.+)$/m.exec(cert.subject)?.[1];
-      if (!cn) throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate has no CN');
-      return cn;
-    },
   };
 }
 
