@@ -20,8 +20,10 @@ const { grpcFrameOf } = await internal<{ grpcFrameOf?: (m: Uint8Array) => Buffer
   'rulesets/encode.js',
 );
 
-const AGENTS = Number(process.env.BENCH_FANOUT_AGENTS ?? 1000);
-const ROUNDS = Number(process.env.BENCH_FANOUT_ROUNDS ?? 10);
+/** `--short` (CI): 100 agents, 2 rounds, so the bench keeps working. */
+const short = process.argv.includes('--short');
+const AGENTS = Number(process.env.BENCH_FANOUT_AGENTS ?? (short ? 100 : 1000));
+const ROUNDS = Number(process.env.BENCH_FANOUT_ROUNDS ?? (short ? 2 : 10));
 const LIST_SIZE = 1000;
 
 const workloads: Workload[] = Array.from({ length: AGENTS }, (_, i) => ({

@@ -56,6 +56,8 @@ checks_lane() {
   step bench-build npx tsc -p bench
   step bench-cp node bench/dist/control-plane.js --short >/dev/null
   step bench-impact node bench/dist/impact.js --short >/dev/null
+  step bench-provision node bench/dist/provision.js --short >/dev/null
+  step bench-fanout node bench/dist/fanout.js --short >/dev/null
   step bench-calc node --expose-gc bench/dist/calc.js --short >/dev/null
   step bench-fleet node bench/dist/fleet.js --short >/dev/null
   step bench-apply unshare --net -- node bench/dist/agent-apply.js --short >/dev/null
