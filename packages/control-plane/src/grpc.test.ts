@@ -486,47 +486,6 @@ describe('gRPC agent service', () => {
     expect((await s.error).code).toBe(status.UNAUTHENTICATED);
   });
 
-  /**
-   * A Sync with a certificate another CA issued, naming `agentId`, is refused. OpenSSL may already
-   * drop the handshake (the foreign CA has our CA's name but not its key, so the signature check
-   * errors): UNAVAILABLE. Either way no RuleSet is ever sent.
-   */
-  async function expectForeignCertRefused(agentId: string): Promise<void> {
-    const foreign = await createPki({ dir: join(dir, 'foreign-ca') });
-    const { csrPem, keyPem } = await makeCsr();
-    const { certificatePem } = foreign.issueClientCert(await foreign.checkCsr(csrPem), agentId);
-    const creds = credentials.createSsl(
-      Buffer.from(cp.caPem),
-      Buffer.from(keyPem),
-      Buffer.from(certificatePem),
-    );
-    const s = new SyncSession(client(creds).sync());
-    s.send({
-      hello: {
-        appliedRevision: 0,
-        appliedHash: '',
-        hostname: 'x',
-        addresses: [],
-        agentVersion: 't',
-      },
-    });
-    await expect(s.next()).rejects.toSatisfy(
-      (e: ServiceError) => e.code === status.UNAUTHENTICATED || e.code === status.UNAVAILABLE,
-    );
-  }
-
-  it('refuses Sync with a certificate from another CA', async () => {
-    await expectForeignCertRefused('agent-x');
-  });
-
-  it("refuses another CA's certificate naming an agent whose own certificate was verified", async () => {
-    const { res, creds } = await enrolled();
-    const ok = new SyncSession(client(creds).sync());
-    await ok.barrier();
-    // A forged certificate with the same agent id must not ride on the real one's stream.
-    await expectForeignCertRefused(res.agentId);
-  });
-
   /** A Sync on `creds` gets no Welcome: UNAUTHENTICATED, or UNAVAILABLE if TLS refused it. */
   async function expectSyncRefused(creds: ReturnType<typeof credentials.createSsl>) {
     const s = new SyncSession(client(creds).sync());
@@ -543,6 +502,36 @@ describe('gRPC agent service', () => {
       (e: ServiceError) => e.code === status.UNAUTHENTICATED || e.code === status.UNAVAILABLE,
     );
   }
+
+  /**
+   * A Sync with a certificate another CA issued, naming `agentId`, is refused. OpenSSL may already
+   * drop the handshake (the foreign CA has our CA's name but not its key, so the signature check
+   * errors): UNAVAILABLE. Either way no RuleSet is ever sent.
+   */
+  async function expectForeignCertRefused(agentId: string): Promise<void> {
+    const foreign = await createPki({ dir: join(dir, 'foreign-ca') });
+    const { csrPem, keyPem } = await makeCsr();
+    const { certificatePem } = foreign.issueClientCert(await foreign.checkCsr(csrPem), agentId);
+    await expectSyncRefused(
+      credentials.createSsl(
+        Buffer.from(cp.caPem),
+        Buffer.from(keyPem),
+        Buffer.from(certificatePem),
+      ),
+    );
+  }
+
+  it('refuses Sync with a certificate from another CA', async () => {
+    await expectForeignCertRefused('agent-x');
+  });
+
+  it("refuses another CA's certificate naming an agent whose own certificate was verified", async () => {
+    const { res, creds } = await enrolled();
+    const ok = new SyncSession(client(creds).sync());
+    await ok.barrier();
+    // A forged certificate with the same agent id must not ride on the real one's stream.
+    await expectForeignCertRefused(res.agentId);
+  });
 
   it('refuses a self-signed certificate naming a real agent, and an expired one our CA issued it', async () => {
     const { res, creds } = await enrolled();
