@@ -109,7 +109,7 @@ function createInterner<T, V>(make: (value: T) => V) {
   };
 }
 
-const same = (a: number, b: number) => a === b || (a !== a && b !== b);
+const same = (a: number, b: number) => a === b || (Number.isNaN(a) && Number.isNaN(b));
 
 /** A typed array twice as long, holding `a`. */
 function grown<A extends Float64Array | Int32Array>(a: A): A {
@@ -257,7 +257,9 @@ export function createFlowFold<F extends ObservedFlow>(
       if (endNext[e]! < 0) break;
       e = endNext[e]!;
     }
-    endNext[e] = addEnd(workload, direction, connections);
+    // Not `endNext[e] = addEnd(...)`: adding may grow (replace) the array read before it.
+    const next = addEnd(workload, direction, connections);
+    endNext[e] = next;
   }
 
   const folded = {
