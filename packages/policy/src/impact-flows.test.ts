@@ -82,8 +82,7 @@ describe('flow fold', () => {
       if (sets) fold.set(row as Parameters<typeof fold.set>[0]);
       else fold.add(row);
       const port = [6, 17, 132].includes(protocol) ? row.port : 0;
-      const key =
-        [row.src, row.dst].map((a) => canonical(parse(a))).join(' ') + ` ${protocol} ${port}`;
+      const key = `${[row.src, row.dst].map((a) => canonical(parse(a))).join(' ')} ${protocol} ${port}`;
       const end = named ? { workload: row.workload, direction: row.direction } : {};
       const had = oracle.get(key);
       if (!had) {
