@@ -2,7 +2,10 @@
 // destination, protocol, port), with the connections each reporting end saw and the latest
 // time. Nothing here depends on a policy state, so a caller may keep the fold between
 // questions and add what was written since (the control plane does, per flow-store revision).
-// Parses addresses; must not judge anything (impact.ts does).
+// A million rows fold into columns of numbers (endpoints, workloads and times interned), not an
+// object per distinct flow: the fold is kept, and objects kept by the hundred thousand cost
+// their allocation and every later garbage collection. Parses addresses; must not judge
+// anything (impact.ts does).
 
 import type { DirectionName } from './evaluate.js';
 import type { IpAddress } from './ip.js';
@@ -34,37 +37,11 @@ export interface FlowEndpoint {
   text: string;
 }
 
-/** The copies of one (src, dst, protocol, port). */
-export interface DistinctFlow<F extends ObservedFlow> {
-  /** The first reported copy (absent when the fold keeps none). */
-  flow?: F;
-  src: FlowEndpoint;
-  dst: FlowEndpoint;
-  protocol: number;
-  /** 0 for protocols without ports. */
-  port: number;
-  /**
-   * The first reporting end (none named: a copy naming no end, an end of its own) and its
-   * connections over all its copies; the others in `more` (most flows have one or two ends,
-   * and a million flows are kept: one object each, not an array of ends).
-   */
-  workload: string | undefined;
-  direction: DirectionName | undefined;
-  connections: number;
-  more: FlowEnd[] | undefined;
-  lastSeen?: number | string;
-}
-
+/** A reporting end of a distinct flow and its connections over all its copies. */
 export interface FlowEnd {
   workload?: string;
   direction?: DirectionName;
   connections: number;
-}
-
-/** A distinct flow's ends, the first one first. */
-export function endsOf(d: DistinctFlow<ObservedFlow>): FlowEnd[] {
-  const first = d.workload === undefined ? {} : { workload: d.workload, direction: d.direction };
-  return [{ ...first, connections: d.connections }, ...(d.more ?? [])];
 }
 
 export interface FlowFold<F extends ObservedFlow> {
@@ -77,8 +54,20 @@ export interface FlowFold<F extends ObservedFlow> {
    * fold again.
    */
   set(flow: F & { workload: string; direction: DirectionName; connections: number }): void;
-  /** Distinct flows in the order first seen. */
-  readonly flows: readonly DistinctFlow<F>[];
+  /** Distinct flows so far, numbered 0.. in the order first seen. */
+  readonly size: number;
+  /** Distinct flow `i`'s source and destination (endpoint ids), protocol and port (0 for
+   * protocols without ports). */
+  src(i: number): number;
+  dst(i: number): number;
+  protocol(i: number): number;
+  port(i: number): number;
+  /** Its latest time, as given. */
+  lastSeen(i: number): number | string | undefined;
+  /** Its first reported copy (undefined when the fold keeps none). */
+  copy(i: number): F | undefined;
+  /** Its reporting ends, the first one first (a copy naming no end is an end of its own). */
+  ends(i: number): FlowEnd[];
   /** Endpoints by `id`. */
   readonly endpoints: readonly FlowEndpoint[];
   /**
@@ -96,15 +85,41 @@ export function later(a: number | string | undefined, b: number | string | undef
   return time(b) > time(a) ? b : a;
 }
 
-/** One number for the common case (a protocol byte and a port), text otherwise. */
-function flowKey(dst: number, protocol: number, port: number): number | string {
-  return protocol >>> 0 === protocol && protocol < 256 && port >>> 0 === port && port < 65536
-    ? dst * 16_777_216 + protocol * 65_536 + port
-    : `${dst} ${protocol} ${port}`;
+/** Numbers for values, in the order first seen; the value before is answered without a lookup
+ * (stored rows come in telemetry batches, one workload's at a time). */
+function createInterner<T, V>(make: (value: T) => V) {
+  const values: V[] = [];
+  const ids = new Map<T, number>();
+  let last: T | undefined;
+  let lastId = -1;
+  return {
+    values,
+    id(value: T): number {
+      if (value === last && lastId >= 0) return lastId;
+      let id = ids.get(value);
+      if (id === undefined) {
+        id = values.length;
+        values.push(make(value));
+        ids.set(value, id);
+      }
+      last = value;
+      lastId = id;
+      return id;
+    },
+  };
+}
+
+const same = (a: number, b: number) => a === b || (Number.isNaN(a) && Number.isNaN(b));
+
+/** A typed array twice as long, holding `a`. */
+function grown<A extends Float64Array | Int32Array>(a: A): A {
+  const b = new (a.constructor as new (n: number) => A)(Math.max(16, a.length * 2));
+  b.set(a);
+  return b;
 }
 
 /**
- * `keepCopies: false` leaves `flow` out (a fold kept between questions holds no row);
+ * `keepCopies: false` leaves the copies out (a fold kept between questions holds no row);
  * `skipUnparsable` leaves out flows whose source or destination is not an IP address (stored
  * telemetry may hold some) instead of refusing them with POLICY_BAD_ARGUMENT.
  */
@@ -115,7 +130,6 @@ export function createFlowFold<F extends ObservedFlow>(
   const endpoints: FlowEndpoint[] = [];
   // Every spelling of one address is the same endpoint (null: not an address, skipped).
   const byCanonical = new Map<string, FlowEndpoint>();
-  const bySpelling = new Map<string, FlowEndpoint | null>();
   const resolve = (text: string): FlowEndpoint | null => {
     const address = options.skipUnparsable ? parseAddress(text) : parse(text);
     if (!address) return null;
@@ -130,88 +144,153 @@ export function createFlowFold<F extends ObservedFlow>(
     }
     return e;
   };
-  const endpoint = (text: string): FlowEndpoint | null => {
-    let e = bySpelling.get(text);
-    if (e === undefined) {
-      e = resolve(text);
-      bySpelling.set(text, e);
-    }
-    return e;
+  const [srcOf, dstOf] = [createInterner(resolve), createInterner(resolve)];
+  const workloads = createInterner((name: string) => name);
+  const directions = createInterner((name: DirectionName) => name);
+  // Times as given, and as numbers to compare.
+  const times = createInterner((t: number | string) => t);
+  const timeValues: number[] = [];
+
+  // Per distinct flow.
+  let size = 0;
+  let src = new Int32Array(0);
+  let dst = new Int32Array(0);
+  let protocols = new Float64Array(0);
+  let ports = new Float64Array(0);
+  /** Interned time, -1 for none. */
+  let lastSeen = new Int32Array(0);
+  let firstEnd = new Int32Array(0);
+  const copies: F[] = [];
+  // Per end: its workload and direction (interned, -1: an end naming none), its connections,
+  // and the flow's next end (-1: none).
+  let endCount = 0;
+  let endWorkload = new Int32Array(0);
+  let endDirection = new Int32Array(0);
+  let endConnections = new Float64Array(0);
+  let endNext = new Int32Array(0);
+  // Open addressing: distinct flow + 1 by hash of (src, dst, protocol, port), 0 for empty.
+  let slots = new Int32Array(1 << 10);
+
+  const hash = (s: number, d: number, protocol: number, port: number) => {
+    let h = Math.imul(s, 0x9e3779b1) ^ Math.imul(d + 0x7f4a7c15, 0x85ebca77);
+    h = Math.imul(h ^ (h >>> 15), 0xc2b2ae3d) ^ Math.imul(protocol | 0, 0x27d4eb2f) ^ (port | 0);
+    h = Math.imul(h ^ (h >>> 13), 0x165667b1);
+    return h ^ (h >>> 16);
   };
-  // Stored rows come in telemetry batches, one workload's at a time: the row before often has
-  // the same source or destination, and a string compare is cheaper than a lookup.
-  const lastOf = (): ((text: string) => FlowEndpoint | null) => {
-    let text: string | undefined;
-    let e: FlowEndpoint | null = null;
-    return (t) => {
-      if (t !== text) {
-        text = t;
-        e = endpoint(t);
+  /** The slot of the flow, or the empty slot it would take. */
+  const slotOf = (s: number, d: number, protocol: number, port: number) => {
+    const mask = slots.length - 1;
+    let at = hash(s, d, protocol, port) & mask;
+    for (;;) {
+      const i = slots[at]! - 1;
+      if (
+        i < 0 ||
+        (src[i] === s && dst[i] === d && same(protocols[i]!, protocol) && same(ports[i]!, port))
+      ) {
+        return at;
       }
-      return e;
-    };
+      at = (at + 1) & mask;
+    }
   };
-  const [srcOf, dstOf] = [lastOf(), lastOf()];
-  const flows: DistinctFlow<F>[] = [];
-  /** Per source endpoint id, its distinct flows by destination, protocol and port. */
-  const out: Array<Map<number | string, DistinctFlow<F>>> = [];
+  const rehash = () => {
+    slots = new Int32Array(slots.length * 2);
+    for (let i = 0; i < size; i++) {
+      slots[slotOf(src[i]!, dst[i]!, protocols[i]!, ports[i]!)] = i + 1;
+    }
+  };
+  const addEnd = (workload: number, direction: number, connections: number) => {
+    if (endCount === endWorkload.length) {
+      [endWorkload, endDirection] = [grown(endWorkload), grown(endDirection)];
+      [endConnections, endNext] = [grown(endConnections), grown(endNext)];
+    }
+    endWorkload[endCount] = workload;
+    endDirection[endCount] = direction;
+    endConnections[endCount] = connections;
+    endNext[endCount] = -1;
+    return endCount++;
+  };
 
   /** Folds a copy in: its connections added to its end's, or (`sets`) as its end's. */
   function fold(flow: F, connections: number, sets: boolean): void {
-    const src = srcOf(flow.src);
-    if (src === null) return;
-    const dst = dstOf(flow.dst);
-    if (dst === null) return;
-    const { protocol, workload } = flow;
-    // The two names, not a string per row (a million flows are kept).
-    const d0 = flow.direction;
-    const direction = d0 === 'ingress' ? 'ingress' : d0 === 'egress' ? 'egress' : d0;
-    const named = workload !== undefined && direction !== undefined;
+    const s = srcOf.id(flow.src);
+    const srcEnd = srcOf.values[s]!;
+    if (srcEnd === null) return;
+    const d = dstOf.id(flow.dst);
+    const dstEnd = dstOf.values[d]!;
+    if (dstEnd === null) return;
+    const protocol = flow.protocol;
     const port = PORT_PROTOCOL_NUMBERS.includes(protocol) ? (flow.port ?? 0) : 0;
-    const key = flowKey(dst.id, protocol, port);
-    let bySrc = out[src.id];
-    if (!bySrc) {
-      bySrc = new Map();
-      out[src.id] = bySrc;
-    }
-    const d = bySrc.get(key);
-    if (d === undefined) {
-      const made: DistinctFlow<F> = {
-        flow: keepCopies ? flow : undefined,
-        src,
-        dst,
-        protocol,
-        port,
-        workload: named ? workload : undefined,
-        direction: named ? direction : undefined,
-        connections,
-        more: undefined,
-        lastSeen: flow.lastSeen,
-      };
-      bySrc.set(key, made);
-      flows.push(made);
+    const named = flow.workload !== undefined && flow.direction !== undefined;
+    const workload = named ? workloads.id(flow.workload!) : -1;
+    const direction = named ? directions.id(flow.direction!) : -1;
+    const t = flow.lastSeen === undefined ? -1 : times.id(flow.lastSeen);
+    if (t === timeValues.length) timeValues.push(time(flow.lastSeen!));
+    const at = slotOf(srcEnd.id, dstEnd.id, protocol, port);
+    const i = slots[at]! - 1;
+    if (i < 0) {
+      if (size === src.length) {
+        [src, dst, lastSeen, firstEnd] = [grown(src), grown(dst), grown(lastSeen), grown(firstEnd)];
+        [protocols, ports] = [grown(protocols), grown(ports)];
+      }
+      src[size] = srcEnd.id;
+      dst[size] = dstEnd.id;
+      protocols[size] = protocol;
+      ports[size] = port;
+      lastSeen[size] = t;
+      firstEnd[size] = addEnd(workload, direction, connections);
+      if (keepCopies) copies.push(flow);
+      slots[at] = ++size;
+      if (size * 2 > slots.length) rehash();
       return;
     }
-    d.lastSeen = later(d.lastSeen, flow.lastSeen);
-    if (named && d.workload === workload && d.direction === direction) {
-      d.connections = sets ? connections : d.connections + connections;
-      return;
+    // The later time (`later`, on the numbers kept).
+    const kept = lastSeen[i]!;
+    if (kept < 0 || (t >= 0 && t !== kept && timeValues[t]! > timeValues[kept]!)) {
+      if (t >= 0) lastSeen[i] = t;
     }
-    const same = named
-      ? d.more?.find((e) => e.workload === workload && e.direction === direction)
-      : undefined;
-    if (same) {
-      same.connections = sets ? connections : same.connections + connections;
-      return;
+    let e = firstEnd[i]!;
+    for (;;) {
+      if (named && endWorkload[e] === workload && endDirection[e] === direction) {
+        endConnections[e] = sets ? connections : endConnections[e]! + connections;
+        return;
+      }
+      if (endNext[e]! < 0) break;
+      e = endNext[e]!;
     }
-    d.more ??= [];
-    d.more.push(named ? { workload, direction, connections } : { connections });
+    // Not `endNext[e] = addEnd(...)`: adding may grow (replace) the array read before it.
+    const next = addEnd(workload, direction, connections);
+    endNext[e] = next;
   }
 
-  const folded: FlowFold<F> & { respelled: boolean } = {
-    add: (flow) => fold(flow, flow.connections ?? 1, false),
-    set: (flow) => fold(flow, flow.connections, true),
-    flows,
+  const folded = {
+    add: (flow: F) => fold(flow, flow.connections ?? 1, false),
+    set: (flow: F & { connections: number }) => fold(flow, flow.connections, true),
+    get size() {
+      return size;
+    },
+    src: (i: number) => src[i]!,
+    dst: (i: number) => dst[i]!,
+    protocol: (i: number) => protocols[i]!,
+    port: (i: number) => ports[i]!,
+    lastSeen: (i: number) => (lastSeen[i]! < 0 ? undefined : times.values[lastSeen[i]!]),
+    copy: (i: number) => copies[i],
+    ends(i: number): FlowEnd[] {
+      const out: FlowEnd[] = [];
+      for (let e = firstEnd[i]!; e >= 0; e = endNext[e]!) {
+        const w = endWorkload[e]!;
+        const connections = endConnections[e]!;
+        out.push(
+          w < 0
+            ? { connections }
+            : {
+                workload: workloads.values[w]!,
+                direction: directions.values[endDirection[e]!]!,
+                connections,
+              },
+        );
+      }
+      return out;
+    },
     endpoints,
     respelled: false,
   };

@@ -4,7 +4,7 @@
 
 import { alikeFor, type Decide } from './calc/decide.js';
 import { type Decision, type DirectionName, evaluatePolicy } from './evaluate.js';
-import { createFlowFold, endsOf, type FlowFold, later, type ObservedFlow } from './impact-flows.js';
+import { createFlowFold, type FlowFold, later, type ObservedFlow } from './impact-flows.js';
 import { type IpAddress, parseCidr } from './ip.js';
 import type { IpList, Labels, ModeName, PolicyState, Workload } from './model.js';
 import { compareStrings } from './protocols.js';
@@ -176,7 +176,7 @@ function bitsOf(allowed: boolean, mode: ModeName): number {
  * one `before` decider, which must answer for one state only (a new state, a new decider).
  */
 export interface ImpactMemo {
-  flows?: readonly unknown[];
+  fold?: unknown;
   before?: Decide;
   /** Per distinct flow, per direction (egress in bits 0-1, ingress in 2-3): known, allowed. */
   answers: Uint8Array;
@@ -208,7 +208,9 @@ function endBits(
   protocol: number,
   port: number,
 ): number {
-  const [was, now] = end.owners;
+  // Indexed, not destructured: this runs for every end of a million flows.
+  const was = end.owners[0];
+  const now = end.owners[1];
   let out = 0;
   const one = was.length === 1 ? was[0]! : undefined;
   if (one) {
@@ -327,19 +329,20 @@ export function impact<F extends ObservedFlow>(
 export function impactOn<F extends ObservedFlow>(
   before: PolicyState,
   after: PolicyState,
-  fold: Pick<FlowFold<F>, 'flows' | 'endpoints'>,
+  fold: Omit<FlowFold<F>, 'add' | 'set' | 'respelled'>,
   options: Pick<ImpactOptions, 'groupBy' | 'decide'> & { memo?: ImpactMemo } = {},
 ): ImpactReport<F> {
   const groupBy = options.groupBy ?? ['app', 'role'];
   const decideBefore = options.decide?.before ?? byModel(before);
   const decideAfter = options.decide?.after ?? byModel(after);
   const memo = options.memo ?? createImpactMemo();
-  if (memo.flows !== fold.flows || memo.before !== decideBefore) {
-    Object.assign(memo, { flows: fold.flows, before: decideBefore, answers: new Uint8Array(0) });
+  if (memo.fold !== fold || memo.before !== decideBefore) {
+    Object.assign(memo, { fold, before: decideBefore, answers: new Uint8Array(0) });
   }
-  if (memo.answers.length < fold.flows.length) {
+  const count = fold.size;
+  if (memo.answers.length < count) {
     // Flows added since are asked; the ones before keep their answers.
-    const answers = new Uint8Array(fold.flows.length);
+    const answers = new Uint8Array(count);
     answers.set(memo.answers);
     memo.answers = answers;
   }
@@ -353,18 +356,25 @@ export function impactOn<F extends ObservedFlow>(
     return { address: e.address, owners, alike: one && alike?.(was[0]!.name) === true };
   });
   const moved: MovedFlow<F>[] = [];
-  const flows = fold.flows;
-  for (let i = 0; i < flows.length; i++) {
-    const d = flows[i]!;
-    const [src, dst] = [ends[d.src.id]!, ends[d.dst.id]!];
-    const change = judge(deciders, i, src, dst, d.protocol, d.port);
+  const { endpoints } = fold;
+  for (let i = 0; i < count; i++) {
+    const src = ends[fold.src(i)]!;
+    const dst = ends[fold.dst(i)]!;
+    const protocol = fold.protocol(i);
+    const port = fold.port(i);
+    const change = judge(deciders, i, src, dst, protocol, port);
     if (change === undefined) continue;
     const flow =
-      d.flow ??
-      ({ src: d.src.text, dst: d.dst.text, protocol: d.protocol, port: d.port } as unknown as F);
-    moved.push({ flow, src, dst, port: d.port, change, ends: endsOf(d), lastSeen: d.lastSeen });
+      fold.copy(i) ??
+      ({
+        src: endpoints[fold.src(i)]!.text,
+        dst: endpoints[fold.dst(i)]!.text,
+        protocol,
+        port,
+      } as unknown as F);
+    moved.push({ flow, src, dst, port, change, ends: fold.ends(i), lastSeen: fold.lastSeen(i) });
   }
-  return reportMoved(before, after, moved, fold.flows.length, {
+  return reportMoved(before, after, moved, count, {
     before: decideBefore,
     after: decideAfter,
     groupBy,

@@ -50,7 +50,7 @@ export {
 } from './impact.js';
 export {
   createFlowFold,
-  type DistinctFlow,
+  type FlowEndpoint,
   type FlowFold,
   type ObservedFlow,
 } from './impact-flows.js';

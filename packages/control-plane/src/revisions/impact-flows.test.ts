@@ -51,11 +51,19 @@ describe('impact flows kept between plans', () => {
       };
       let draft = provisioned;
       const drafts = [draft];
+      const written: Array<{ name: string; flow: FlowDelta }> = [];
       for (let step = 0; step < 25; step++) {
         const roll = rng.int(12);
-        if (roll < 7) {
+        if (roll < 5) {
           const flows = Array.from({ length: 1 + rng.int(8) }, () => delta(rng, clock));
-          stores.tx(() => stores.visibility.recordTelemetry('a', `w${rng.int(6)}`, flows, []));
+          const name = `w${rng.int(6)}`;
+          stores.tx(() => stores.visibility.recordTelemetry('a', name, flows, []));
+          written.push(...flows.map((flow) => ({ name, flow })));
+        } else if (roll < 7 && written.length > 0) {
+          // Seen again by the same end: its total grows in the kept fold.
+          const { name, flow } = rng.pick(written);
+          const again = { ...flow, connections: 1 + rng.int(5) };
+          stores.tx(() => stores.visibility.recordTelemetry('a', name, [again], []));
         } else if (roll === 7) {
           stores.tx(() => stores.visibility.deleteWorkload(`w${rng.int(6)}`));
         } else if (roll === 8) {

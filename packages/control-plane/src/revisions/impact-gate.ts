@@ -41,7 +41,7 @@ export function createImpactGate(store: ImpactFlowSource): ImpactGate {
     between(before, after, q = {}) {
       const { fold, memo } = flows.of(window(q));
       let decide = { before: unasked, after: unasked };
-      if (fold.flows.length > 0) {
+      if (fold.size > 0) {
         const b = decisions.of(before);
         decide = { before: b, after: decisions.of(after, b) };
       }

@@ -11,6 +11,8 @@ declare module 'better-sqlite3' {
       get(...params: unknown[]): R | undefined;
       all(...params: unknown[]): R[];
       iterate(...params: unknown[]): IterableIterator<R>;
+      /** Rows as arrays of their columns from now on (false: as objects again). */
+      raw(toggle?: boolean): Statement<unknown[]>;
     }
     interface Database {
       prepare<R = unknown>(sql: string): Statement<R>;

@@ -66,6 +66,18 @@ export type ObservedRow = Pick<
   'src' | 'dst' | 'protocol' | 'port' | 'workload' | 'direction' | 'connections' | 'lastSeen'
 >;
 
+/** An `ObservedRow` as the driver reads it raw, its columns in that order. */
+type ObservedColumns = [
+  ObservedRow['src'],
+  ObservedRow['dst'],
+  ObservedRow['protocol'],
+  ObservedRow['port'],
+  ObservedRow['workload'],
+  ObservedRow['direction'],
+  ObservedRow['connections'],
+  ObservedRow['lastSeen'],
+];
+
 /** Where the rows stand: `seq` of the last write, `removals` of rows so far (both only grow). */
 export interface FlowChanges {
   seq: number;
@@ -317,17 +329,23 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
     /**
      * Every flow row with only what impact analysis reads, in no particular order, one at a
      * time: a million rows are never held at once. The database is busy until the iteration
-     * ends; ask nothing else of it meanwhile.
+     * ends; ask nothing else of it meanwhile. Read as arrays, made objects here: the driver
+     * sets an object's columns one by one by name, which cost a third of a million-row read.
      */
-    observed(q: FlowWindow = {}): IterableIterator<ObservedRow> {
+    *observed(q: FlowWindow = {}): IterableIterator<ObservedRow> {
       const params: Record<string, unknown> = {};
       const { from, connections } = windowed(q, params);
-      return prepared(
+      const rows = prepared(
         `SELECT f.src, f.dst, f.protocol, f.port, f.workload, f.direction,
              ${connections} AS connections,
              f.last_seen AS lastSeen
            FROM ${from}`,
-      ).iterate(params) as IterableIterator<ObservedRow>;
+      )
+        .raw(true)
+        .iterate(params) as IterableIterator<ObservedColumns>;
+      for (const [src, dst, protocol, port, workload, direction, connections, lastSeen] of rows) {
+        yield { src, dst, protocol, port, workload, direction, connections, lastSeen };
+      }
     },
 
     /** The last write's `seq` and the removals so far: compare them with a later call's. */
