@@ -131,8 +131,7 @@ export function createRevisionsService(deps: RevisionsDeps): RevisionsService {
   function publish({ revision, state, impact }: Frozen): ProvisionResult {
     const changed = publisher.provisioned(state, revision);
     const warnings: NonNullable<ProvisionResult['warnings']> = [];
-    for (const [workload, entries] of publisher.sizes(changed)) {
-      if (entries <= maxEntries) continue;
+    for (const [workload, entries] of publisher.oversized(changed, maxEntries)) {
       const message = `the rule set of ${workload} has ${entries} entries (more than ${maxEntries})`;
       warnings.push({ workload, entries, message });
     }

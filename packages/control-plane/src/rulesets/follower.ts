@@ -121,11 +121,18 @@ export function createRevisionFollower(deps: {
     },
     groupForm: (w) => of(w).groupForm(w),
     ruleIdsOf: (w) => of(w).ruleIdsOf(w),
-    sizes(workloads) {
-      const out = base.sizes(workloads.filter((w) => !onNext.has(w)));
-      if (next)
-        for (const [w, n] of next.sizes(workloads.filter((w) => onNext.has(w)))) out.set(w, n);
-      return out;
+    oversized(workloads, max) {
+      if (!next) return base.oversized(workloads, max);
+      return [
+        ...base.oversized(
+          workloads.filter((w) => !onNext.has(w)),
+          max,
+        ),
+        ...next.oversized(
+          workloads.filter((w) => onNext.has(w)),
+          max,
+        ),
+      ];
     },
     hello: (stream, appliedHash, during) => of(stream.workload).hello(stream, appliedHash, during),
   };

@@ -61,8 +61,11 @@ export interface RuleSetPublisher {
   groupForm(workload: string): { ruleSet: GroupRuleSet; groups: AddressGroup[] } | undefined;
   /** The ids of the workload's rules (telemetry validation). */
   ruleIdsOf(workload: string): ReadonlySet<string> | undefined;
-  /** Rule-set size of each named workload (nft rules + group ranges + service ranges). */
-  sizes(workloads: readonly string[]): Map<string, number>;
+  /**
+   * The named workloads whose rule-set size (nft rules + group ranges + service ranges) passes
+   * `max`, with that size, in the order named.
+   */
+  oversized(workloads: readonly string[], max: number): [string, number][];
   /**
    * Answers a Hello: runs `during` (the Hello's own changes) while the stream receives no
    * update, then returns the full sync to send after the Welcome, or nothing when the agent
@@ -341,14 +344,15 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       ruleIds.set(rules, ids);
       return ids;
     },
-    sizes(workloads) {
+    oversized(workloads, max) {
+      // Workloads with the same rules have the same size: each rules array is counted once.
       const byRules = new Map<readonly GroupRule[], number>();
       // Ranges are sorted IPv4 first: one nft rule per family the group holds.
       const families = (id: string) => {
         const g = calc.group(id) ?? [];
         return g.length === 0 ? 0 : g[0]!.family === g.at(-1)!.family ? 1 : 2;
       };
-      const out = new Map<string, number>();
+      const out: [string, number][] = [];
       for (const name of workloads) {
         const ruleSet = calc.ruleSet(name);
         if (!ruleSet) continue;
@@ -360,7 +364,7 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
           }
           byRules.set(ruleSet.rules, size);
         }
-        out.set(name, size);
+        if (size > max) out.push([name, size]);
       }
       return out;
     },
