@@ -28,7 +28,7 @@ import type {
 import { compareStrings, PORT_PROTOCOL_NUMBERS, PROTOCOLS } from './protocols.js';
 import { matchesSelector } from './selector.js';
 import { type ResolvedServices, resolveServices } from './services.js';
-import { validateState } from './validate.js';
+import { validateState } from './validate-state.js';
 
 export interface CompileResult {
   ruleSets: RuleSet[];

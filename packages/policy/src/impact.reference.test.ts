@@ -21,7 +21,7 @@ import {
   V4_BASE,
   V6_BASE,
 } from './random.test-util.js';
-import { validateState } from './validate.js';
+import { validateState } from './validate-state.js';
 
 const STATES = Number(process.env.POLICY_PROPERTY_STATES ?? 150);
 const PROTOCOLS = [6, 6, 17, 132, 1, 58, 0, 47, 300];

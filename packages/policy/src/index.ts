@@ -87,10 +87,10 @@ export {
   validateIpList,
   validatePolicy,
   validateService,
-  validateState,
   validateWorkload,
   validateWorkloadPatch,
 } from './validate.js';
+export { validateState } from './validate-state.js';
 export {
   type Coverage,
   classifyFlow,

@@ -9,7 +9,7 @@ import { evaluate, evaluatePolicy } from './evaluate.js';
 import { formatAddress, parseAddress } from './ip.js';
 import type { PolicyState } from './model.js';
 import { PORT_LO, prng, type Rng, randomState, V4_BASE, V6_BASE } from './random.test-util.js';
-import { validateState } from './validate.js';
+import { validateState } from './validate-state.js';
 
 const PROTOCOL_NUMBERS = [6, 17, 132, 1, 58, 0, 47];
 

@@ -5,10 +5,10 @@ import {
   validateIpList,
   validatePolicy,
   validateService,
-  validateState,
   validateWorkload,
   validateWorkloadPatch,
 } from './validate.js';
+import { validateState } from './validate-state.js';
 
 const NAME_MESSAGE =
   'must be 1-63 lowercase letters, digits, ".", "_" or "-", starting and ending with a letter or digit';

@@ -12,7 +12,8 @@ import {
   V4_BASE,
 } from './random.test-util.js';
 import { matchesSelector } from './selector.js';
-import { validatePolicy, validateState } from './validate.js';
+import { validatePolicy } from './validate.js';
+import { validateState } from './validate-state.js';
 import { classifyFlow, type FlowTuple, recommend } from './visibility.js';
 
 const TCP = 6;

@@ -20,7 +20,7 @@ import {
   V4_BASE,
   V6_BASE,
 } from '../random.test-util.js';
-import { validateState } from '../validate.js';
+import { validateState } from '../validate-state.js';
 import { type CalcResult, type Calculator, createCalculator } from './calculator.js';
 import { applyDelta, type CalcSnapshot } from './delta.js';
 import { evaluateGroups } from './evaluate.js';

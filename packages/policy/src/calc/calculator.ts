@@ -10,14 +10,8 @@ import { MODES } from '../compile.js';
 import { type IpRange, parseAddress } from '../ip.js';
 import type { Diagnostic, IpList, Policy, PolicyState, Service, Workload } from '../model.js';
 import { compareStrings } from '../protocols.js';
-import {
-  validateIpList,
-  validatePolicy,
-  validatePolicyReferences,
-  validateService,
-  validateState,
-  validateWorkload,
-} from '../validate.js';
+import { validateIpList, validatePolicy, validateService, validateWorkload } from '../validate.js';
+import { validatePolicyReferences, validateState } from '../validate-state.js';
 import { type CalcDelta, type CalcSnapshot, DeltaRecorder, groupIdsOf } from './delta.js';
 import { type AddressedMember, GroupTable } from './groups.js';
 import {

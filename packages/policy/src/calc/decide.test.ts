@@ -18,7 +18,7 @@ import {
   V4_BASE,
   V6_BASE,
 } from '../random.test-util.js';
-import { validateState } from '../validate.js';
+import { validateState } from '../validate-state.js';
 import { createDecider, decideOn } from './decide.js';
 
 const STATES = Number(process.env.POLICY_PROPERTY_STATES ?? 150);
