@@ -13,6 +13,7 @@ import {
   toAddressRange,
 } from '@bulkhead/policy';
 import { AddressGroup, GroupRuleSet, GroupUpdate, RuleSet } from '@bulkhead/proto';
+import { median } from './fleet-util.js';
 import { appPolicy, fleet } from './policy-fleet.js';
 
 const short = process.argv.includes('--short');
@@ -61,11 +62,6 @@ function fullGroupBytes(calc: Calculator, delta: CalcDelta) {
     (n, w) => n + w.groupsAdded.reduce((m, id) => m + groupBytes(id, calc.group(id)!), 0),
     0,
   );
-}
-
-function median(values: number[]) {
-  const sorted = [...values].sort((a, b) => a - b);
-  return +sorted[Math.floor(sorted.length / 2)]!.toFixed(2);
 }
 
 /** Times `step(i)` (the change and encoding its delta) REPEAT times. */

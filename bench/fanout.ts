@@ -8,6 +8,7 @@
 import type { Policy, PolicyState, Workload } from '@bulkhead/policy';
 import { pino } from 'pino';
 import type { AgentStream } from '../packages/control-plane/dist/fleet/streams.js';
+import { median } from './fleet-util.js';
 
 const internal = <M>(file: string): Promise<M> =>
   import(new URL(`../../packages/control-plane/dist/${file}`, import.meta.url).href) as Promise<M>;
@@ -125,7 +126,6 @@ for (let r = 0; r < ROUNDS * 2; r++) {
   cpu.label.push((c.user + c.system) / 1000);
   if (changed.length !== AGENTS) throw new Error(`label: changed ${changed.length}, not ${AGENTS}`);
 }
-const median = (xs: number[]) => +[...xs].sort((a, b) => a - b)[xs.length >> 1]!.toFixed(1);
 console.log(
   JSON.stringify({
     fanout: {
@@ -133,12 +133,12 @@ console.log(
       rounds: ROUNDS * 2,
       preFramed: grpcFrameOf !== undefined,
       bytesPerAddRound: perRound,
-      addCpuMedianMs: median(cpu.add),
-      addWallMedianMs: median(wall.add),
-      removeCpuMedianMs: median(cpu.remove),
-      removeWallMedianMs: median(wall.remove),
-      labelCpuMedianMs: median(cpu.label),
-      labelWallMedianMs: median(wall.label),
+      addCpuMedianMs: median(cpu.add, 1),
+      addWallMedianMs: median(wall.add, 1),
+      removeCpuMedianMs: median(cpu.remove, 1),
+      removeWallMedianMs: median(wall.remove, 1),
+      labelCpuMedianMs: median(cpu.label, 1),
+      labelWallMedianMs: median(wall.label, 1),
     },
   }),
 );

@@ -1,4 +1,4 @@
-// Small helpers shared by the fleet bench's scenarios: percentiles and polling. No I/O.
+// Small helpers shared by the benches: median, percentiles, rounding and polling. No I/O.
 
 export interface Spread {
   p50: number;
@@ -12,6 +12,12 @@ export function spread(values: number[], digits = 3): Spread {
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
   const r = (x: number | undefined) => round(x ?? Number.NaN, digits);
   return { p50: r(at(0.5)), p99: r(at(0.99)), max: r(sorted.at(-1)) };
+}
+
+/** The upper median of `values`, rounded to `digits` decimals. */
+export function median(values: number[], digits = 2): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return round(sorted[sorted.length >> 1]!, digits);
 }
 
 export function round(x: number, digits = 3): number {

@@ -16,6 +16,7 @@ import {
   createSqliteStores,
   createStreamRegistry,
 } from './control-plane-internal.js';
+import { median } from './fleet-util.js';
 import { fleet } from './policy-fleet.js';
 
 const short = process.argv.includes('--short') || process.env.BENCH_SHORT === '1';
@@ -27,7 +28,6 @@ const cpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 };
-const median = (xs: number[]) => +xs.sort((a, b) => a - b)[xs.length >> 1]!.toFixed(2);
 
 const dir = mkdtempSync(join(tmpdir(), 'bulkhead-bench-provision-'));
 try {
