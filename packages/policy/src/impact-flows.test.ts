@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { createFlowFold, type FlowEnd, later, type ObservedFlow } from './impact-flows.js';
+import {
+  createFlowFold,
+  type FlowEnd,
+  type FlowFold,
+  later,
+  type ObservedFlow,
+} from './impact-flows.js';
 import { canonical, parse } from './visibility.js';
 
 const row = { src: '10.0.0.1', dst: '10.0.0.2', protocol: 6, port: 5432 };
@@ -111,5 +117,77 @@ describe('flow fold', () => {
       expect(fold.ends(i)).toEqual(ends);
       expect(fold.lastSeen(i)).toBe(lastSeen);
     }
+  });
+
+  it('takes removed ends out as a fresh fold of the copies left has them, times going back', () => {
+    let seed = 11;
+    const random = (n: number) => {
+      seed = (seed * 48_271) % 2_147_483_647;
+      return Math.floor((seed / 2 ** 31) * n);
+    };
+    const pick = <T>(xs: readonly T[]) => xs[random(xs.length)]!;
+    type Row = ObservedFlow & { workload: string; direction: 'ingress' | 'egress' };
+    const kept = createFlowFold<Row>({ keepCopies: false });
+    let left: Row[] = [];
+    const sameEnd = (a: Row, b: Row) =>
+      a.workload === b.workload &&
+      a.direction === b.direction &&
+      a.src === b.src &&
+      a.dst === b.dst &&
+      a.protocol === b.protocol &&
+      (a.protocol === 1 || a.port === b.port);
+    // Per distinct flow: its ends sorted, its time; the flows gone left out.
+    const view = (fold: FlowFold<Row>) => {
+      const out = new Map<string, unknown>();
+      for (let i = 0; i < fold.span; i++) {
+        if (fold.gone(i)) continue;
+        const key = [fold.src(i), fold.dst(i)].map((e) => fold.endpoints[e]!.text);
+        const ends = fold.ends(i).map((e) => `${e.workload} ${e.direction} ${e.connections}`);
+        out.set(`${key.join(' ')} ${fold.protocol(i)} ${fold.port(i)}`, [
+          ends.sort(),
+          fold.lastSeen(i),
+        ]);
+      }
+      return out;
+    };
+    let removed = 0;
+    for (let n = 0; n < 3000; n++) {
+      const roll = random(10);
+      if (roll < 6 || left.length === 0) {
+        const row: Row = {
+          src: `10.0.0.${random(6)}`,
+          dst: `10.0.0.${random(6)}`,
+          protocol: pick([1, 6]),
+          port: pick([22, 80]),
+          workload: pick(['a', 'b', 'c']),
+          direction: pick(['ingress', 'egress'] as const),
+          connections: 1 + random(9),
+          lastSeen: random(100),
+        };
+        kept.add(row);
+        left.push(row);
+      } else if (roll < 9) {
+        // A store removed some of an end's rows: out, and the ones left set back.
+        const end = pick(left);
+        const gone = left.filter((r) => sameEnd(r, end) && random(2) === 0);
+        left = left.filter((r) => !gone.includes(r));
+        kept.remove(end);
+        const rest = left.filter((r) => sameEnd(r, end));
+        const total = rest.reduce((sum, r) => sum + (r.connections ?? 1), 0);
+        for (const r of rest) kept.set({ ...r, connections: total });
+        removed += gone.length;
+      } else {
+        const workload = pick(['a', 'b', 'c']);
+        removed += left.filter((r) => r.workload === workload).length;
+        left = left.filter((r) => r.workload !== workload);
+        kept.removeWorkload(workload);
+      }
+      const fresh = createFlowFold<Row>({ keepCopies: false });
+      for (const r of left) fresh.add(r);
+      expect(kept.size, `step ${n}`).toBe(fresh.size);
+      expect(view(kept), `step ${n}`).toEqual(view(fresh));
+    }
+    expect(removed).toBeGreaterThan(500);
+    expect(kept.span).toBeGreaterThan(kept.size);
   });
 });

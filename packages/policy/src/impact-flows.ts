@@ -50,12 +50,23 @@ export interface FlowFold<F extends ObservedFlow> {
   /**
    * Sets the connections of the copy's end to the copy's (a total over all that end's copies
    * of this distinct flow, as a store that keeps the end's rows can tell) and its time, when
-   * later, as the flow's. A flow's times never go back this way: after a copy is removed,
-   * fold again.
+   * later, as the end's and the flow's. Times never go back this way: `remove` first.
    */
   set(flow: F & { workload: string; direction: DirectionName; connections: number }): void;
-  /** Distinct flows so far, numbered 0.. in the order first seen. */
+  /**
+   * Takes an end out of its distinct flow (a store removed rows of it: `set` brings back the
+   * ones left); the flow's time becomes the latest of its ends left. A flow with no end left is
+   * gone, until a copy brings it back under its number (with its first copy as before).
+   */
+  remove(end: FlowTuple & { workload: string; direction: DirectionName }): void;
+  /** `remove` of every end of the workload. */
+  removeWorkload(workload: string): void;
+  /** Distinct flows present. */
   readonly size: number;
+  /** Distinct flows are numbered 0..span-1 in the order first seen, the gone ones too. */
+  readonly span: number;
+  /** Flow `i` has no end left. */
+  gone(i: number): boolean;
   /** Distinct flow `i`'s source and destination (endpoint ids), protocol and port (0 for
    * protocols without ports). */
   src(i: number): number;
@@ -66,7 +77,7 @@ export interface FlowFold<F extends ObservedFlow> {
   lastSeen(i: number): number | string | undefined;
   /** Its first reported copy (undefined when the fold keeps none). */
   copy(i: number): F | undefined;
-  /** Its reporting ends, the first one first (a copy naming no end is an end of its own). */
+  /** Its reporting ends (a copy naming no end is an end of its own); none when gone. */
   ends(i: number): FlowEnd[];
   /** Endpoints by `id`. */
   readonly endpoints: readonly FlowEndpoint[];
@@ -106,6 +117,8 @@ function createInterner<T, V>(make: (value: T) => V) {
       lastId = id;
       return id;
     },
+    /** The value's number, -1 when never seen (nothing is added). */
+    known: (value: T): number => ids.get(value) ?? -1,
   };
 }
 
@@ -151,22 +164,25 @@ export function createFlowFold<F extends ObservedFlow>(
   const times = createInterner((t: number | string) => t);
   const timeValues: number[] = [];
 
-  // Per distinct flow.
+  // Per distinct flow (`size` of them present, `span` numbered).
+  let span = 0;
   let size = 0;
   let src = new Int32Array(0);
   let dst = new Int32Array(0);
   let protocols = new Float64Array(0);
   let ports = new Float64Array(0);
-  /** Interned time, -1 for none. */
+  /** Interned time, -1 for none: the latest of its ends'. */
   let lastSeen = new Int32Array(0);
+  /** -1: gone. */
   let firstEnd = new Int32Array(0);
   const copies: F[] = [];
   // Per end: its workload and direction (interned, -1: an end naming none), its connections,
-  // and the flow's next end (-1: none).
+  // its latest time (as `lastSeen`), and the flow's next end (-1: none).
   let endCount = 0;
   let endWorkload = new Int32Array(0);
   let endDirection = new Int32Array(0);
   let endConnections = new Float64Array(0);
+  let endLastSeen = new Int32Array(0);
   let endNext = new Int32Array(0);
   // Open addressing: distinct flow + 1 by hash of (src, dst, protocol, port), 0 for empty.
   let slots = new Int32Array(1 << 10);
@@ -194,21 +210,29 @@ export function createFlowFold<F extends ObservedFlow>(
   };
   const rehash = () => {
     slots = new Int32Array(slots.length * 2);
-    for (let i = 0; i < size; i++) {
+    for (let i = 0; i < span; i++) {
       slots[slotOf(src[i]!, dst[i]!, protocols[i]!, ports[i]!)] = i + 1;
     }
   };
-  const addEnd = (workload: number, direction: number, connections: number) => {
+  const addEnd = (workload: number, direction: number, connections: number, t: number) => {
     if (endCount === endWorkload.length) {
       [endWorkload, endDirection] = [grown(endWorkload), grown(endDirection)];
-      [endConnections, endNext] = [grown(endConnections), grown(endNext)];
+      [endConnections, endNext, endLastSeen] = [
+        grown(endConnections),
+        grown(endNext),
+        grown(endLastSeen),
+      ];
     }
     endWorkload[endCount] = workload;
     endDirection[endCount] = direction;
     endConnections[endCount] = connections;
+    endLastSeen[endCount] = t;
     endNext[endCount] = -1;
     return endCount++;
   };
+  /** The later of two interned times (`later`, on the numbers kept). */
+  const laterOf = (kept: number, t: number) =>
+    kept < 0 || (t >= 0 && t !== kept && timeValues[t]! > timeValues[kept]!) ? t : kept;
 
   /** Folds a copy in: its connections added to its end's, or (`sets`) as its end's. */
   function fold(flow: F, connections: number, sets: boolean): void {
@@ -228,46 +252,92 @@ export function createFlowFold<F extends ObservedFlow>(
     const at = slotOf(srcEnd.id, dstEnd.id, protocol, port);
     const i = slots[at]! - 1;
     if (i < 0) {
-      if (size === src.length) {
+      if (span === src.length) {
         [src, dst, lastSeen, firstEnd] = [grown(src), grown(dst), grown(lastSeen), grown(firstEnd)];
         [protocols, ports] = [grown(protocols), grown(ports)];
       }
-      src[size] = srcEnd.id;
-      dst[size] = dstEnd.id;
-      protocols[size] = protocol;
-      ports[size] = port;
-      lastSeen[size] = t;
-      firstEnd[size] = addEnd(workload, direction, connections);
+      src[span] = srcEnd.id;
+      dst[span] = dstEnd.id;
+      protocols[span] = protocol;
+      ports[span] = port;
+      lastSeen[span] = t;
+      firstEnd[span] = addEnd(workload, direction, connections, t);
       if (keepCopies) copies.push(flow);
-      slots[at] = ++size;
-      if (size * 2 > slots.length) rehash();
+      size++;
+      slots[at] = ++span;
+      if (span * 2 > slots.length) rehash();
       return;
     }
-    // The later time (`later`, on the numbers kept).
-    const kept = lastSeen[i]!;
-    if (kept < 0 || (t >= 0 && t !== kept && timeValues[t]! > timeValues[kept]!)) {
-      if (t >= 0) lastSeen[i] = t;
+    if (firstEnd[i]! < 0) {
+      size++; // back
+      lastSeen[i] = t;
+      firstEnd[i] = addEnd(workload, direction, connections, t);
+      return;
     }
+    lastSeen[i] = laterOf(lastSeen[i]!, t);
     let e = firstEnd[i]!;
     for (;;) {
       if (named && endWorkload[e] === workload && endDirection[e] === direction) {
         endConnections[e] = sets ? connections : endConnections[e]! + connections;
+        endLastSeen[e] = laterOf(endLastSeen[e]!, t);
         return;
       }
       if (endNext[e]! < 0) break;
       e = endNext[e]!;
     }
     // Not `endNext[e] = addEnd(...)`: adding may grow (replace) the array read before it.
-    const next = addEnd(workload, direction, connections);
+    const next = addEnd(workload, direction, connections, t);
     endNext[e] = next;
+  }
+
+  /** Unlinks the ends of flow `i` that `drop` names; its time is then its ends' latest. */
+  function unlink(i: number, drop: (e: number) => boolean): void {
+    let prev = -1;
+    let t = -1;
+    let dropped = false;
+    for (let e = firstEnd[i]!; e >= 0; e = endNext[e]!) {
+      if (!drop(e)) {
+        prev = e;
+        t = laterOf(t, endLastSeen[e]!);
+      } else if (prev < 0) {
+        firstEnd[i] = endNext[e]!;
+        dropped = true;
+      } else {
+        endNext[prev] = endNext[e]!;
+        dropped = true;
+      }
+    }
+    if (!dropped) return;
+    lastSeen[i] = t;
+    if (firstEnd[i]! < 0) size--;
   }
 
   const folded = {
     add: (flow: F) => fold(flow, flow.connections ?? 1, false),
     set: (flow: F & { connections: number }) => fold(flow, flow.connections, true),
+    remove(end: FlowTuple & { workload: string; direction: DirectionName }) {
+      const s = srcOf.id(end.src);
+      const d = dstOf.id(end.dst);
+      const [srcEnd, dstEnd] = [srcOf.values[s]!, dstOf.values[d]!];
+      const w = workloads.known(end.workload);
+      const dir = directions.known(end.direction);
+      if (srcEnd === null || dstEnd === null || w < 0 || dir < 0) return;
+      const port = PORT_PROTOCOL_NUMBERS.includes(end.protocol) ? (end.port ?? 0) : 0;
+      const i = slots[slotOf(srcEnd.id, dstEnd.id, end.protocol, port)]! - 1;
+      if (i >= 0) unlink(i, (e) => endWorkload[e] === w && endDirection[e] === dir);
+    },
+    removeWorkload(workload: string) {
+      const w = workloads.known(workload);
+      if (w < 0) return;
+      for (let i = 0; i < span; i++) unlink(i, (e) => endWorkload[e] === w);
+    },
     get size() {
       return size;
     },
+    get span() {
+      return span;
+    },
+    gone: (i: number) => firstEnd[i]! < 0,
     src: (i: number) => src[i]!,
     dst: (i: number) => dst[i]!,
     protocol: (i: number) => protocols[i]!,

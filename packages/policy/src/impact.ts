@@ -329,7 +329,7 @@ export function impact<F extends ObservedFlow>(
 export function impactOn<F extends ObservedFlow>(
   before: PolicyState,
   after: PolicyState,
-  fold: Omit<FlowFold<F>, 'add' | 'set' | 'respelled'>,
+  fold: Omit<FlowFold<F>, 'add' | 'set' | 'remove' | 'removeWorkload' | 'respelled'>,
   options: Pick<ImpactOptions, 'groupBy' | 'decide'> & { memo?: ImpactMemo } = {},
 ): ImpactReport<F> {
   const groupBy = options.groupBy ?? ['app', 'role'];
@@ -339,7 +339,8 @@ export function impactOn<F extends ObservedFlow>(
   if (memo.fold !== fold || memo.before !== decideBefore) {
     Object.assign(memo, { fold, before: decideBefore, answers: new Uint8Array(0) });
   }
-  const count = fold.size;
+  // A flow's answers depend on its (src, dst, protocol, port) alone: a gone flow's stay.
+  const count = fold.span;
   if (memo.answers.length < count) {
     // Flows added since are asked; the ones before keep their answers.
     const answers = new Uint8Array(count);
@@ -358,6 +359,7 @@ export function impactOn<F extends ObservedFlow>(
   const moved: MovedFlow<F>[] = [];
   const { endpoints } = fold;
   for (let i = 0; i < count; i++) {
+    if (fold.gone(i)) continue;
     const src = ends[fold.src(i)]!;
     const dst = ends[fold.dst(i)]!;
     const protocol = fold.protocol(i);
@@ -374,7 +376,7 @@ export function impactOn<F extends ObservedFlow>(
       } as unknown as F);
     moved.push({ flow, src, dst, port, change, ends: fold.ends(i), lastSeen: fold.lastSeen(i) });
   }
-  return reportMoved(before, after, moved, count, {
+  return reportMoved(before, after, moved, fold.size, {
     before: decideBefore,
     after: decideAfter,
     groupBy,
