@@ -32,6 +32,9 @@ function delta(rng: Rng, now: number): FlowDelta {
 describe('impact flows kept between plans', () => {
   it('report what a fresh read reports, after random flow writes, removals and state changes', () => {
     let moved = 0;
+    // The kept fold is read whole once per seed; removals after are taken out one by one.
+    let wholeReads = 0;
+    let removals = 0;
     for (let seed = 1; seed <= 40; seed++) {
       const rng = prng(seed);
       let clock = T0;
@@ -42,7 +45,20 @@ describe('impact flows kept between plans', () => {
         maxFlowRows: 150,
         flowRetentionDays: 1,
       });
-      const kept = createImpactGate(stores.visibility);
+      const { visibility } = stores;
+      const kept = createImpactGate({
+        observedFlows(window) {
+          wholeReads++;
+          return visibility.observedFlows(window);
+        },
+        flowChanges: () => visibility.flowChanges(),
+        *changedFlows(seq) {
+          for (const row of visibility.changedFlows(seq)) {
+            if ('removed' in row) removals++;
+            yield row;
+          }
+        },
+      });
       let provisioned: PolicyState = {
         workloads: Array.from({ length: 6 }, (_, i) => workload(rng, i)),
         policies: Array.from({ length: 3 }, (_, i) => policy(rng, i)),
@@ -89,5 +105,7 @@ describe('impact flows kept between plans', () => {
     }
     // The states move flows often enough for the kept counts and times to show.
     expect(moved).toBeGreaterThan(500);
+    expect(wholeReads).toBe(40);
+    expect(removals).toBeGreaterThan(500);
   });
 });

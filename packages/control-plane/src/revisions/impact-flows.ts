@@ -1,9 +1,10 @@
 // The observed flows impact analysis reads, folded into distinct flows (@bulkhead/policy's
 // impact-flows.ts) and kept between questions: a plan over a million rows reads only the rows
-// written since the one before (issue 8). The fold holds no policy state, so it serves every
-// state a question compares. It is read again whole after rows were removed (retention, the
-// row cap, a deleted workload), since a removal can lower totals and times. Reads flows; must
-// not write anything.
+// written since the one before (issue 8), and takes out what was removed since (retention, the
+// row cap, a deleted workload: the store logs the ends they took rows from, then tells the rows
+// left of those ends). The fold holds no policy state, so it serves every state a question
+// compares. It is read again whole when the store's log no longer reaches back to the last
+// read, or when gone flows make up most of it. Reads flows; must not write anything.
 import {
   createFlowFold,
   createImpactMemo,
@@ -40,6 +41,9 @@ const fold = (rows: Iterable<ObservedFlow>) => {
   return f;
 };
 
+/** Gone flows (numbered, asked for nothing) past the flows present: a fresh read is smaller. */
+const sparse = (f: FlowFold<ObservedFlow>) => f.span - f.size > Math.max(f.size, 65_536);
+
 export function createImpactFlows(store: ImpactFlowSource): ImpactFlows {
   let kept: (Required<KeptFold> & { at: FlowChanges }) | undefined;
   return {
@@ -50,10 +54,15 @@ export function createImpactFlows(store: ImpactFlowSource): ImpactFlows {
       const now = store.flowChanges();
       // Rows stored before addresses were canonicalised at ingest: their end's total in SQL
       // would miss the other spellings.
-      if (kept?.at.removals === now.removals && !kept.fold.respelled) {
-        // Each changed row sets its end's total: a read cut short is simply read again.
+      if (kept && kept.at.seq >= now.loggedSince && !kept.fold.respelled && !sparse(kept.fold)) {
+        // A removal takes an end out, its rows left set it back, as each changed row sets its
+        // end's total: a read cut short is simply read again.
         if (kept.at.seq !== now.seq) {
-          for (const row of store.changedFlows(kept.at.seq)) kept.fold.set(row);
+          for (const row of store.changedFlows(kept.at.seq)) {
+            if (!('removed' in row)) kept.fold.set(row);
+            else if (row.removed === 'end') kept.fold.remove(row);
+            else kept.fold.removeWorkload(row.workload);
+          }
           kept.at = now;
         }
         return kept;

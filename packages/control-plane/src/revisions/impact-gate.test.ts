@@ -44,10 +44,10 @@ const flow: FlowRow = {
 
 /** A flow source that reports every question as after a removal: each reads `rows` whole. */
 const rereads = (rows: () => Iterator<FlowRow>) => {
-  let removals = 0;
+  let loggedSince = 0;
   return {
     observedFlows: () => rows() as IterableIterator<FlowRow>,
-    flowChanges: () => ({ seq: 0, removals: ++removals }),
+    flowChanges: () => ({ seq: 0, loggedSince: ++loggedSince }),
     changedFlows: (): IterableIterator<FlowRow> => {
       throw new Error('not kept');
     },

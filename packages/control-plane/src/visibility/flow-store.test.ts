@@ -220,7 +220,7 @@ describe('flow store', () => {
     expect([...store.visibility.observedFlows({ until: at(T0 - 1) })]).toEqual([]);
   });
 
-  it('tells the rows written since a point, each with its end total, and counts removals', () => {
+  it('tells the rows written since a point, each with its end total', () => {
     ingest(
       flow({ at: T0, connections: 2 }),
       flow({ at: T0, verdict: 'denied', ruleId: 'no rule', connections: 3 }),
@@ -238,12 +238,60 @@ describe('flow store', () => {
     const icmp = store.visibility.flowChanges();
     expect(icmp.seq).toBeGreaterThan(start.seq);
     ingest(flow({ at: T0, protocol: 1, port: 1 }), flow({ at: T0, protocol: 1, port: 2 }));
-    expect([...store.visibility.changedFlows(icmp.seq)].map((r) => r.connections)).toEqual([2, 2]);
-    expect(store.visibility.flowChanges().removals).toBe(start.removals);
+    expect(
+      [...store.visibility.changedFlows(icmp.seq)].map((r) => 'connections' in r && r.connections),
+    ).toEqual([2, 2]);
+  });
+
+  it('logs removals: the ends or workload they took rows from first, then the rows left of those', () => {
+    store.close();
+    open({ maxFlowRows: 3 });
+    ingest(
+      flow({ at: T0, connections: 2 }),
+      flow({ at: T0 + 1, verdict: 'denied', ruleId: 'no rule', connections: 3 }),
+      flow({ at: T0 + 2, port: 80 }),
+    );
+    const start = store.visibility.flowChanges();
     store.visibility.deleteWorkload('nobody');
-    expect(store.visibility.flowChanges().removals).toBe(start.removals);
+    expect(store.visibility.flowChanges()).toEqual(start);
+    // Past the cap: the oldest row goes, its end keeps the denied row (3 connections).
+    ingest(flow({ at: T0 + 3, port: 443 }));
+    const end = { workload: 'db-1', direction: 'ingress', src: '10.0.0.1', dst: '10.0.0.2' };
+    const row = (port: number, ms: number, connections: number) => ({
+      ...end,
+      protocol: 6,
+      port,
+      lastSeen: at(ms),
+      connections,
+    });
+    const evicted = store.visibility.flowChanges();
+    expect([...store.visibility.changedFlows(start.seq)]).toEqual([
+      { removed: 'end', ...end, protocol: 6, port: 5432 },
+      row(5432, T0 + 1, 3),
+      row(443, T0 + 3, 1),
+    ]);
+    // A later read drops the removals before its point: a reader from before reads it all.
     store.visibility.deleteWorkload('db-1');
-    expect(store.visibility.flowChanges().removals).toBe(start.removals + 1);
+    expect([...store.visibility.changedFlows(evicted.seq)]).toEqual([
+      { removed: 'workload', workload: 'db-1' },
+    ]);
+    expect(store.visibility.flowChanges().loggedSince).toBe(evicted.seq);
+    expect(start.seq).toBeLessThan(evicted.seq);
+  });
+
+  it('stops logging past its size: a reader from before then reads everything again', () => {
+    store.close();
+    open({ maxFlowRows: 2000 });
+    const flows = Array.from({ length: 1100 }, (_, i) => flow({ at: T0, port: i + 1 }));
+    ingest(...flows);
+    const start = store.visibility.flowChanges();
+    // 1024 removals fit in the log of a store of this cap: one more does not.
+    clock = T0 + 60 * DAY;
+    ingest(...flows.slice(0, 76).map((f) => ({ ...f, lastSeen: at(clock) })));
+    expect(store.visibility.pruneFlows().expired).toBe(1024);
+    expect(store.visibility.flowChanges().loggedSince).toBe(start.loggedSince);
+    store.visibility.deleteWorkload('db-1');
+    expect(store.visibility.flowChanges().loggedSince).toBeGreaterThan(start.seq);
   });
 
   it('counts a batch resent with the same seq once, in totals and buckets', () => {

@@ -8,8 +8,11 @@ import type Database from 'better-sqlite3';
 // dependency row only when it was not seen for that long, so a weekly job is never forgotten
 // while the table stays bounded by the row cap. The tables' schema is in store/migrations.ts.
 // Each write stamps the row with a sequence number, so a reader that keeps what it read (impact
-// analysis) asks only for the rows written since; any removal is counted, and such a reader
-// reads everything again.
+// analysis) asks only for the rows written since; removals are logged in memory with a number of
+// the same sequence (the ends of distinct flows they took rows from, or a deleted workload), so
+// that such a reader takes them out and reads the rows left of those ends. The log is bounded:
+// past its size, or after a removal too large to log, a reader that kept rows from before reads
+// everything again.
 
 export type FlowDirection = 'ingress' | 'egress';
 
@@ -78,11 +81,26 @@ type ObservedColumns = [
   ObservedRow['lastSeen'],
 ];
 
-/** Where the rows stand: `seq` of the last write, `removals` of rows so far (both only grow). */
+/**
+ * Where the rows stand: `seq` of the last write or removal; removals before `loggedSince` are
+ * no longer logged, so a reader that kept the rows as of an earlier `seq` reads them all again.
+ * Both only grow.
+ */
 export interface FlowChanges {
   seq: number;
-  removals: number;
+  loggedSince: number;
 }
+
+/** The rows of an end of a distinct flow were removed (some or all), or those of a workload. */
+export type RemovedFlows =
+  | ({ removed: 'end' } & Pick<
+      FlowRow,
+      'workload' | 'direction' | 'src' | 'dst' | 'protocol' | 'port'
+    >)
+  | { removed: 'workload'; workload: string };
+
+/** What `changedSince` tells: a removal, or a row (see there). */
+export type ChangedRow = ObservedRow | RemovedFlows;
 
 export interface FlowLimits {
   retentionDays: number;
@@ -128,6 +146,19 @@ export function canonicalAddress(text: string): string {
 }
 
 type Row = Record<string, unknown>;
+type RowKey = Omit<Extract<RemovedFlows, { removed: 'end' }>, 'removed'>;
+
+// A row with, as `connections`, the total of its end (the reporting workload and direction) for
+// its distinct flow: the rows of the same src, dst, protocol and port (any port for a protocol
+// without ports). The end's rows are one range of the unique key (its first five columns).
+const WITH_END_TOTAL = `SELECT f.src, f.dst, f.protocol, f.port, f.workload, f.direction,
+    f.last_seen AS lastSeen,
+    (SELECT SUM(g.connections) FROM flows g
+      WHERE g.workload = f.workload AND g.direction = f.direction AND g.src = f.src
+        AND g.dst = f.dst AND g.protocol = f.protocol
+        AND (g.port = f.port OR f.protocol NOT IN (${PORT_PROTOCOL_NUMBERS.join(', ')})))
+      AS connections
+  FROM flows f`;
 
 const ORDER =
   'ORDER BY f.last_seen DESC, f.workload, f.src, f.dst, f.protocol, f.port, f.verdict, f.rule_id';
@@ -191,12 +222,15 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
      ON CONFLICT (flow_id, hour) DO UPDATE SET connections = connections + excluded.connections,
        bytes = bytes + excluded.bytes`,
   );
-  const evictOldest = db.prepare(
-    'DELETE FROM flows WHERE id IN (SELECT id FROM flows ORDER BY last_seen, id LIMIT ?)',
-  );
+  const oldest = 'id IN (SELECT id FROM flows ORDER BY last_seen, id LIMIT ?)';
+  const evictOldest = db.prepare(`DELETE FROM flows WHERE ${oldest}`);
+  const KEY = 'workload, direction, src, dst, protocol, port';
+  const evictOldestLogged = db.prepare<Row>(`DELETE FROM flows WHERE ${oldest} RETURNING ${KEY}`);
   const countRows = db.prepare<Row>('SELECT COUNT(*) AS n FROM flows');
+  const countOlder = db.prepare<Row>('SELECT COUNT(*) AS n FROM flows WHERE last_seen < ?');
   const pruneHours = db.prepare('DELETE FROM flow_hours WHERE hour < ?');
   const pruneRows = db.prepare('DELETE FROM flows WHERE last_seen < ?');
+  const pruneRowsLogged = db.prepare<Row>(`DELETE FROM flows WHERE last_seen < ? RETURNING ${KEY}`);
   const deleteOf = db.prepare('DELETE FROM flows WHERE workload = ?');
   // The unique key's first column: one index range, where `query`'s OR of workload and
   // addresses scans the table (a second per call at 200k rows).
@@ -205,16 +239,12 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
     `SELECT direction, src, dst, protocol, port, first_seen AS firstSeen FROM flows
      WHERE workload = ?`,
   );
-  // The end's rows are one range of the unique key (its first five columns, then the port).
-  const changedRows = db.prepare<Row>(
-    `SELECT f.src, f.dst, f.protocol, f.port, f.workload, f.direction, f.last_seen AS lastSeen,
-       (SELECT SUM(g.connections) FROM flows g
-         WHERE g.workload = f.workload AND g.direction = f.direction AND g.src = f.src
-           AND g.dst = f.dst AND g.protocol = f.protocol
-           AND (g.port = f.port OR f.protocol NOT IN (${PORT_PROTOCOL_NUMBERS.join(', ')})))
-         AS connections
-     FROM flows f WHERE f.seq > ?`,
+  const changedRows = db.prepare<Row>(`${WITH_END_TOTAL} WHERE f.seq > ?`);
+  const endRows = db.prepare<Row>(
+    `${WITH_END_TOTAL} WHERE f.workload = ? AND f.direction = ? AND f.src = ? AND f.dst = ?
+       AND f.protocol = ? AND (f.port = ? OR f.protocol NOT IN (${PORT_PROTOCOL_NUMBERS.join(', ')}))`,
   );
+  const workloadRows = db.prepare<Row>(`${WITH_END_TOTAL} WHERE f.workload = ?`);
   // A query's SQL depends only on how many matches it has and whether it has a window.
   const queries = new Map<string, Database.Statement<Row>>();
   const prepared = (sql: string) => {
@@ -231,16 +261,33 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
   // Starting from the clock (x1024: far more than the writes of a millisecond) rather than
   // MAX(seq) spares a scan at startup: rows of an earlier process seldom look new, and
   // reading a row again is harmless.
-  const changes: FlowChanges = { seq: Date.now() * 1024, removals: 0 };
-  const removed = (n: number) => {
-    if (n > 0) changes.removals++;
-    return n;
+  const changes: FlowChanges = { seq: Date.now() * 1024, loggedSince: 0 };
+  // Removals in `seq` order. Kept short: a reader's `changedSince` drops what came before it,
+  // and a reader that does not come for a while reads everything again anyway.
+  let log: Array<{ seq: number; removed: RemovedFlows }> = [];
+  const logSize = Math.max(1024, limits.maxRows >> 3);
+  /** A removal of `n` rows: true when their keys fit in the log (`logEnds` them), else cuts it. */
+  const logging = (n: number): boolean => {
+    if (n <= 0) return false;
+    changes.seq++;
+    if (log.length + n <= logSize) return true;
+    log = [];
+    changes.loggedSince = changes.seq;
+    return false;
+  };
+  const logEnds = (keys: Row[]) => {
+    for (const k of keys) {
+      log.push({ seq: changes.seq, removed: { removed: 'end', ...(k as RowKey) } });
+    }
+    return keys.length;
   };
 
   function evictOverCap(): number {
     const excess = rows - limits.maxRows;
     if (excess <= 0) return 0;
-    const n = removed(evictOldest.run(excess).changes);
+    const n = logging(excess)
+      ? logEnds(evictOldestLogged.all(excess))
+      : evictOldest.run(excess).changes;
     rows -= n;
     return n;
   }
@@ -348,31 +395,59 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
       }
     },
 
-    /** The last write's `seq` and the removals so far: compare them with a later call's. */
+    /** Where the rows stand now: compare with a later call's. */
     changes: (): FlowChanges => ({ ...changes }),
 
     /**
-     * The rows written after `seq` (lifetime totals), each with, as `connections`, the total
+     * What changed after `seq` (of `changes`, not before its `loggedSince`): first the removals
+     * (each end or workload once), then the rows left of those ends and workloads, then the
+     * rows written after `seq`; each row with lifetime totals and, as `connections`, the total
      * of its end (the reporting workload and direction) for its distinct flow: the rows of the
-     * same src, dst, protocol and port (any port for a protocol without ports). One at a time,
-     * as `observed`.
+     * same src, dst, protocol and port (any port for a protocol without ports). The rows one at
+     * a time, as `observed`. Removals up to `seq` are dropped from the log: a reader at an
+     * earlier point reads everything again (`loggedSince` says so).
      */
-    changedSince(seq: number): IterableIterator<ObservedRow> {
-      return changedRows.iterate(seq) as IterableIterator<ObservedRow>;
+    changedSince(seq: number): IterableIterator<ChangedRow> {
+      let upTo = 0;
+      while (upTo < log.length && log[upTo]!.seq <= seq) upTo++;
+      if (upTo > 0) {
+        changes.loggedSince = Math.max(changes.loggedSince, log[upTo - 1]!.seq);
+        log = log.slice(upTo);
+      }
+      const removals = new Map(log.map((r) => [JSON.stringify(r.removed), r.removed]));
+      return (function* () {
+        yield* removals.values();
+        for (const r of removals.values()) {
+          const left =
+            r.removed === 'workload'
+              ? workloadRows.iterate(r.workload)
+              : endRows.iterate(r.workload, r.direction, r.src, r.dst, r.protocol, r.port);
+          yield* left as IterableIterator<ObservedRow>;
+        }
+        yield* changedRows.iterate(seq) as IterableIterator<ObservedRow>;
+      })();
     },
 
     /** Drops buckets and rows older than the retention, then enforces the row cap. */
     prune(): PruneResult {
       const cutoff = new Date(now().getTime() - limits.retentionDays * DAY_MS).toISOString();
       const buckets = pruneHours.run(hourOf(cutoff)).changes;
-      const expired = removed(pruneRows.run(cutoff).changes);
+      const older = Number(countOlder.get(cutoff)?.n);
+      const expired = logging(older)
+        ? logEnds(pruneRowsLogged.all(cutoff))
+        : pruneRows.run(cutoff).changes;
       // Recounted here: the running count can drift when a telemetry transaction rolls back.
       rows = Number(countRows.get()?.n);
       return { buckets, expired, evicted: evictOverCap() };
     },
 
     deleteWorkload(workload: string): void {
-      rows -= removed(deleteOf.run(workload).changes);
+      const n = deleteOf.run(workload).changes;
+      // One entry, whatever the rows: a reader reads the rows left of the workload (none, unless
+      // this delete is rolled back).
+      if (logging(Math.min(n, 1)))
+        log.push({ seq: changes.seq, removed: { removed: 'workload', workload } });
+      rows -= n;
     },
 
     /** A workload's stored dependencies, in no order (what anomaly detection learns from). */

@@ -3,6 +3,7 @@
 // flows against policy (views.ts and service.ts do), nor touch agents or counters.
 import { json, parse, type Row, type SqliteDatabase } from '../store/database.js';
 import {
+  type ChangedRow,
   createFlowStore,
   DEFAULT_FLOW_RETENTION_DAYS,
   DEFAULT_MAX_FLOW_ROWS,
@@ -69,10 +70,11 @@ export interface VisibilityStore extends TelemetrySink {
   /** Where the flow rows stand: a later call that differs says rows were written or removed. */
   flowChanges(): FlowChanges;
   /**
-   * The rows written after `seq` (of `flowChanges`), each with its end's total for its
-   * distinct flow as `connections`; one at a time, as `observedFlows`.
+   * What changed after `seq` (of `flowChanges`, not before its `loggedSince`): the removals,
+   * then the rows left of what they removed and the rows written since, each with its end's
+   * total for its distinct flow as `connections`; one at a time, as `observedFlows`.
    */
-  changedFlows(seq: number): IterableIterator<ObservedRow>;
+  changedFlows(seq: number): IterableIterator<ChangedRow>;
   /** Retention and the row cap; records an event when the cap evicted rows. */
   pruneFlows(): PruneResult;
   flowCount(): number;
