@@ -4,13 +4,15 @@
 // destination's ingress row, and the source's egress row when a workload owns the source).
 // The draft removes the api -> db rule of some apps (flows newly blocked) and moves ssh.
 // Reported: the first plan (both sides' decisions built, the flows read and folded), a second
-// one (both kept, nothing read), one after telemetry updated 1% of the rows (those read), the
-// memory the plans keep (heap and array buffers: the fold of the flows, the answers of the state
+// one (both kept, nothing read), one after telemetry updated 1% of the rows (those read), one
+// after telemetry batches of new rows evicted 10% of them (the store is at its row cap: every
+// new row evicts the oldest; the removals taken out of the kept fold, and the same plan read
+// fresh to check the report and show what a whole read costs), the memory the plans keep (heap and array buffers: the fold of the flows, the answers of the state
 // before, two calculators), the flow read alone (as the flows view reads them, and as the plan
 // does), the provision, and the model's evaluator (`evaluatePolicy`, the path before) on a
 // sample of distinct flows, per flow, with its projection to all of them.
-// `--short` (or BENCH_SHORT=1) for CI; BENCH_WORKLOADS, BENCH_ROWS and BENCH_MODEL_SAMPLE set the
-// sizes (a sample of 0 skips the model). Machines are noisy: compare runs on the same machine.
+// `--short` (or BENCH_SHORT=1) for CI; BENCH_WORKLOADS, BENCH_ROWS, BENCH_EVICT_BATCHES and
+// BENCH_MODEL_SAMPLE set the sizes (a sample of 0 skips the model). Machines are noisy: compare runs on the same machine.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +32,8 @@ const APPS = 400;
 const ROWS = Number(process.env.BENCH_ROWS ?? (short ? 20_000 : 1_000_000));
 const MODEL_SAMPLE = Number(process.env.BENCH_MODEL_SAMPLE ?? (short ? 200 : 500));
 const BATCH = 5000;
+/** Telemetry batches of ROWS / 200 new rows each at the row cap (20: 10% of the rows evicted). */
+const EVICT_BATCHES = Number(process.env.BENCH_EVICT_BATCHES ?? 20);
 
 type Timed<T> = { ms: number; cpuMs: number; value: T };
 function timed<T>(fn: () => T): Timed<T> {
@@ -48,7 +52,8 @@ const state = policyFleet(APPS, WORKLOADS);
 const byAddress = new Map(state.workloads.map((w) => [w.addresses[0]!, w]));
 const dir = mkdtempSync(join(tmpdir(), 'bulkhead-bench-impact-'));
 try {
-  const stores = createSqliteStores({ path: join(dir, 'impact.db'), maxFlowRows: 2 * ROWS });
+  // At its cap once the flows are in.
+  const stores = createSqliteStores({ path: join(dir, 'impact.db'), maxFlowRows: ROWS });
   stores.tx(() => {
     for (const w of state.workloads) stores.policy.upsertWorkload(w);
     for (const s of state.services) stores.policy.putResource('services', s.name, s);
@@ -146,6 +151,52 @@ try {
     }
   });
   const afterWrites = timed(() => revisions.impact({ target: 'draft' }));
+
+  // New rows at the cap, each evicting the oldest: unowned sources (10.240/12) to the workloads.
+  const perBatch = Math.ceil(ROWS / 200);
+  let evicted = 0;
+  const evictingWrites = timed(() => {
+    for (let b = 0, k = 0; b < EVICT_BATCHES; b++) {
+      const batch = new Map<string, FlowDelta[]>();
+      for (let n = 0; n < perBatch; n++, k++) {
+        const dst = state.workloads[(k * 13) % WORKLOADS]!;
+        const list = batch.get(dst.name) ?? [];
+        batch.set(dst.name, list);
+        list.push({
+          direction: 'ingress',
+          src: `10.${240 + ((k >> 16) & 15)}.${(k >> 8) & 255}.${k & 255}`,
+          dst: dst.addresses[0]!,
+          protocol: 6,
+          port: PORTS[k % PORTS.length]!,
+          verdict: 'allowed',
+          ruleId: 'bench',
+          connections: 1,
+          bytes: 100,
+          firstSeen: now,
+          lastSeen: now,
+        });
+      }
+      stores.tx(() => {
+        for (const [name, list] of batch) {
+          stores.visibility.recordTelemetry(`a-${name}`, name, list, []);
+        }
+      });
+    }
+    evicted = rows + EVICT_BATCHES * perBatch - stores.visibility.flowCount();
+  });
+  const afterEvictions = timed(() => revisions.impact({ target: 'draft' }));
+  // The same question on a fresh read: what the plan cost before removals were taken out.
+  const fresh = timed(() =>
+    createDomains({
+      stores,
+      pki: {} as never,
+      streams: createStreamRegistry(),
+      log: pino({ level: 'silent' }),
+    }).revisions.impact({ target: 'draft' }),
+  );
+  if (JSON.stringify(fresh.value) !== JSON.stringify(afterEvictions.value)) {
+    throw new Error('the plan after evictions differs from a fresh one');
+  }
   const provision = timed(() => revisions.provision('bench', 'bench', { confirm: true }));
 
   // The path before: evaluatePolicy on whole states, on a sample of distinct flows.
@@ -177,6 +228,19 @@ try {
         firstPlan: { ms: first.ms, cpuMs: first.cpuMs },
         secondPlan: { ms: second.ms, cpuMs: second.cpuMs },
         planAfterWrites: { ms: afterWrites.ms, cpuMs: afterWrites.cpuMs, rows: seenAgain.length },
+        evictingWrites: {
+          batches: EVICT_BATCHES,
+          rows: EVICT_BATCHES * perBatch,
+          evicted,
+          ms: evictingWrites.ms,
+          cpuUsPerRow: +((evictingWrites.cpuMs * 1000) / (EVICT_BATCHES * perBatch)).toFixed(1),
+        },
+        planAfterEvictions: {
+          ms: afterEvictions.ms,
+          cpuMs: afterEvictions.cpuMs,
+          distinctFlows: afterEvictions.value.summary.flows,
+        },
+        freshPlanAfterEvictions: { ms: fresh.ms, cpuMs: fresh.cpuMs },
         keptMiB,
         provision: { ms: provision.ms, cpuMs: provision.cpuMs },
         summary,
