@@ -6,13 +6,15 @@
 // Reported: the first plan (both sides' decisions built, the flows read and folded), a second
 // one (both kept, nothing read), one after telemetry updated 1% of the rows (those read), one
 // after telemetry batches of new rows evicted 10% of them (the store is at its row cap: every
-// new row evicts the oldest; the removals taken out of the kept fold, and the same plan read
-// fresh to check the report and show what a whole read costs), the memory the plans keep (heap and array buffers: the fold of the flows, the answers of the state
-// before, two calculators), the flow read alone (as the flows view reads them, and as the plan
-// does), the provision, and the model's evaluator (`evaluatePolicy`, the path before) on a
-// sample of distinct flows, per flow, with its projection to all of them.
+// new row evicts the oldest; the removals are taken out of the kept fold), the same question to
+// a new gate (a whole read: the report to match), the memory the plans keep (heap and array
+// buffers: the fold of the flows, the answers of the state before, two calculators), the flow
+// read alone (as the flows view reads them, and as the plan does), the provision, and the
+// model's evaluator (`evaluatePolicy`, the path before) on a sample of distinct flows, per flow,
+// with its projection to all of them.
 // `--short` (or BENCH_SHORT=1) for CI; BENCH_WORKLOADS, BENCH_ROWS, BENCH_EVICT_BATCHES and
-// BENCH_MODEL_SAMPLE set the sizes (a sample of 0 skips the model). Machines are noisy: compare runs on the same machine.
+// BENCH_MODEL_SAMPLE set the sizes (a sample of 0 skips the model). Machines are noisy: compare
+// runs on the same machine.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +27,10 @@ import {
   createStreamRegistry,
 } from './control-plane-internal.js';
 import { appPolicy, fleet as policyFleet } from './policy-fleet.js';
+
+const { createImpactGate } = (await import(
+  new URL('../../packages/control-plane/dist/revisions/impact-gate.js', import.meta.url).href
+)) as typeof import('../packages/control-plane/dist/revisions/impact-gate.js');
 
 const short = process.argv.includes('--short') || process.env.BENCH_SHORT === '1';
 const WORKLOADS = Number(process.env.BENCH_WORKLOADS ?? (short ? 1000 : 10_000));
@@ -185,14 +191,10 @@ try {
     evicted = rows + EVICT_BATCHES * perBatch - stores.visibility.flowCount();
   });
   const afterEvictions = timed(() => revisions.impact({ target: 'draft' }));
-  // The same question on a fresh read: what the plan cost before removals were taken out.
+  // The same question to a new gate (a whole read, both calculators built): the report to
+  // match. Not a second domain: its publisher would hold a second compiled fleet.
   const fresh = timed(() =>
-    createDomains({
-      stores,
-      pki: {} as never,
-      streams: createStreamRegistry(),
-      log: pino({ level: 'silent' }),
-    }).revisions.impact({ target: 'draft' }),
+    createImpactGate(stores.visibility).between(state, { ...state, policies: draft }),
   );
   if (JSON.stringify(fresh.value) !== JSON.stringify(afterEvictions.value)) {
     throw new Error('the plan after evictions differs from a fresh one');
