@@ -214,21 +214,29 @@ export function createFlowFold<F extends ObservedFlow>(
       slots[slotOf(src[i]!, dst[i]!, protocols[i]!, ports[i]!)] = i + 1;
     }
   };
+  /** Ends removed, linked by `endNext`, for `addEnd` to use again (-1: none). */
+  let freeEnd = -1;
   const addEnd = (workload: number, direction: number, connections: number, t: number) => {
-    if (endCount === endWorkload.length) {
-      [endWorkload, endDirection] = [grown(endWorkload), grown(endDirection)];
-      [endConnections, endNext, endLastSeen] = [
-        grown(endConnections),
-        grown(endNext),
-        grown(endLastSeen),
-      ];
+    let e = freeEnd;
+    if (e >= 0) {
+      freeEnd = endNext[e]!;
+    } else {
+      if (endCount === endWorkload.length) {
+        [endWorkload, endDirection] = [grown(endWorkload), grown(endDirection)];
+        [endConnections, endNext, endLastSeen] = [
+          grown(endConnections),
+          grown(endNext),
+          grown(endLastSeen),
+        ];
+      }
+      e = endCount++;
     }
-    endWorkload[endCount] = workload;
-    endDirection[endCount] = direction;
-    endConnections[endCount] = connections;
-    endLastSeen[endCount] = t;
-    endNext[endCount] = -1;
-    return endCount++;
+    endWorkload[e] = workload;
+    endDirection[e] = direction;
+    endConnections[e] = connections;
+    endLastSeen[e] = t;
+    endNext[e] = -1;
+    return e;
   };
   /** The later of two interned times (`later`, on the numbers kept). */
   const laterOf = (kept: number, t: number) =>
@@ -290,22 +298,24 @@ export function createFlowFold<F extends ObservedFlow>(
     endNext[e] = next;
   }
 
-  /** Unlinks the ends of flow `i` that `drop` names; its time is then its ends' latest. */
+  /** Unlinks the ends of flow `i` that `drop` names (free for the next added); its time is then its ends' latest. */
   function unlink(i: number, drop: (e: number) => boolean): void {
     let prev = -1;
     let t = -1;
     let dropped = false;
-    for (let e = firstEnd[i]!; e >= 0; e = endNext[e]!) {
+    for (let e = firstEnd[i]!; e >= 0; ) {
+      const next = endNext[e]!;
       if (!drop(e)) {
         prev = e;
         t = laterOf(t, endLastSeen[e]!);
-      } else if (prev < 0) {
-        firstEnd[i] = endNext[e]!;
-        dropped = true;
       } else {
-        endNext[prev] = endNext[e]!;
+        if (prev < 0) firstEnd[i] = next;
+        else endNext[prev] = next;
+        endNext[e] = freeEnd;
+        freeEnd = e;
         dropped = true;
       }
+      e = next;
     }
     if (!dropped) return;
     lastSeen[i] = t;
