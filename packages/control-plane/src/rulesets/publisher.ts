@@ -28,7 +28,7 @@ import {
   type GroupParts,
   type UpdateHeader,
 } from './encode.js';
-import { diffNamed, same } from './named-diff.js';
+import { diffNamed, sameRecord } from './named-diff.js';
 
 /** A revision's policy objects, and the labels and modes it gives the workloads it names. */
 export type PolicyObjects = Pick<PolicyState, 'ipLists' | 'services' | 'policies'> & {
@@ -304,7 +304,7 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       objects = { ipLists: next.ipLists, services: next.services, policies: next.policies };
       const relabelled = (next.workloads ?? []).flatMap((w) => {
         const was = fed.get(w.name);
-        if (!was || (same(was.labels, w.labels) && same(was.mode, w.mode))) return [];
+        if (!was || (sameRecord(was.labels, w.labels) && sameRecord(was.mode, w.mode))) return [];
         const now = { ...was, labels: w.labels, mode: w.mode };
         fed.set(w.name, now);
         return [now];
