@@ -302,13 +302,15 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       const ipLists = diffNamed<IpList>(objects.ipLists, next.ipLists);
       const policies = diffNamed<Policy>(objects.policies, next.policies);
       objects = { ipLists: next.ipLists, services: next.services, policies: next.policies };
-      const relabelled = (next.workloads ?? []).flatMap((w) => {
+      // Every workload of the revision is looked at: no allocation for the unchanged.
+      const relabelled: Workload[] = [];
+      for (const w of next.workloads ?? []) {
         const was = fed.get(w.name);
-        if (!was || (sameRecord(was.labels, w.labels) && sameRecord(was.mode, w.mode))) return [];
+        if (!was || (sameRecord(was.labels, w.labels) && sameRecord(was.mode, w.mode))) continue;
         const now = { ...was, labels: w.labels, mode: w.mode };
         fed.set(w.name, now);
-        return [now];
-      });
+        relabelled.push(now);
+      }
       // What a policy names exists before it, and stays until no policy names it: no group is
       // dropped and made again, so agents get element changes.
       return run((feed) => {
