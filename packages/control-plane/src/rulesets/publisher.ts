@@ -94,6 +94,8 @@ class Batch {
   readonly groups = new Map<string, GroupTrace>();
   /** Sorted lists of affected workloads; most changes bring one (a group's referrers). */
   private readonly lists: string[][] = [];
+  /** The workloads whose rule set (rules, modes) changed or went: the others keep theirs. */
+  readonly ruleSetChanged = new Set<string>();
 
   add(result: CalcResult): void {
     for (const g of result.delta.groups) {
@@ -118,6 +120,7 @@ class Batch {
       this.lists.push(g.workloads);
     }
     this.lists.push(result.delta.workloads.map((w) => w.workloadId));
+    for (const w of result.delta.workloads) this.ruleSetChanged.add(w.workloadId);
   }
 
   /** The affected workloads, sorted, each once. */
@@ -210,14 +213,15 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
     // Per agent, only when asked for: a change can reach every agent of the fleet.
     const debug = log.isLevelEnabled('debug');
     for (const name of batch.workloads()) {
-      const ruleSet = calc.ruleSet(name);
+      // Updated in place: one lookup and no allocation per agent. A group change leaves most
+      // rule sets as published: the calculator is asked only for the ones the batch changed.
+      const entry = published.get(name);
+      const ruleSet = entry && !batch.ruleSetChanged.has(name) ? entry.ruleSet : calc.ruleSet(name);
       if (!ruleSet) {
         published.delete(name);
         continue;
       }
       const hash = hasher.hash(ruleSet);
-      // Updated in place: one lookup and no allocation per agent.
-      const entry = published.get(name);
       const before = entry?.ruleSet;
       const beforeHash = entry?.hash;
       if (entry) {
