@@ -153,6 +153,14 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
   let revision = 0;
   /** The workloads as fed to the calculator (labels and modes as provisioned). */
   const fed = new Map<string, Workload>();
+  /**
+   * The workloads the last provision gave, and `refed` then: while no workload change has fed
+   * other labels or modes since, the same object at the same place needs no look (a revision
+   * shares the workloads a change did not make new).
+   */
+  let given: { workloads: readonly Workload[]; refed: number } | undefined;
+  /** Counts workload changes that fed other labels or modes, or added or removed a workload. */
+  let refed = 0;
 
   function whole(id: string): GroupParts {
     let parts = wholeParts.get(id);
@@ -289,12 +297,22 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       revision = rev;
       objects = { ipLists: state.ipLists, services: state.services, policies: state.policies };
       fed.clear();
+      given = undefined;
       for (const w of state.workloads) fed.set(w.name, w);
       run((feed) => feed(calc.load(state)));
     },
     workloadsChanged: (changes) =>
       run((feed) => {
         for (const c of changes) {
+          const was = fed.get(c.name);
+          if (
+            !was ||
+            !c.workload ||
+            !sameRecord(was.labels, c.workload.labels) ||
+            !sameRecord(was.mode, c.workload.mode)
+          ) {
+            refed++;
+          }
           if (c.workload) fed.set(c.name, c.workload);
           else fed.delete(c.name);
           feed(c.workload ? calc.upsertWorkload(c.workload) : calc.deleteWorkload(c.name));
@@ -306,9 +324,14 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       const ipLists = diffNamed<IpList>(objects.ipLists, next.ipLists);
       const policies = diffNamed<Policy>(objects.policies, next.policies);
       objects = { ipLists: next.ipLists, services: next.services, policies: next.policies };
-      // Every workload of the revision is looked at: no allocation for the unchanged.
+      // The revision's workloads that may differ from what was fed: no look at the others.
       const relabelled: Workload[] = [];
-      for (const w of next.workloads ?? []) {
+      const list = next.workloads ?? [];
+      const last = given?.refed === refed ? given.workloads : undefined;
+      given = { workloads: list, refed };
+      for (let i = 0; i < list.length; i++) {
+        const w = list[i]!;
+        if (last?.[i] === w) continue;
         const was = fed.get(w.name);
         if (!was || (sameRecord(was.labels, w.labels) && sameRecord(was.mode, w.mode))) continue;
         const now = { ...was, labels: w.labels, mode: w.mode };
