@@ -5,7 +5,8 @@
 // its gRPC frame when the message carries one (rulesets/encode.ts), else a prefixed copy, as
 // grpc-js makes. Prints CPU and wall per provision, median of each kind of round. `BENCH_FANOUT_AGENTS`
 // (1,000), `BENCH_FANOUT_ROUNDS` (10), `BENCH_FANOUT_LABEL_ROUNDS` (the label rounds alone, as
-// many as the list's by default; `BENCH_FANOUT_ROUNDS=0` leaves the list out). Run a baseline build's copy of bench/dist to compare.
+// many as the list's by default; `BENCH_FANOUT_ROUNDS=0` leaves the list out). Run a baseline
+// build's copy of bench/dist to compare.
 import type { Policy, PolicyState, Workload } from '@bulkhead/policy';
 import { pino } from 'pino';
 import type { AgentStream } from '../packages/control-plane/dist/fleet/streams.js';

@@ -328,7 +328,8 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       const relabelled: Workload[] = [];
       const list = next.workloads ?? [];
       const last = given?.refed === refed ? given.workloads : undefined;
-      given = { workloads: list, refed };
+      // A copy: what a caller does with its array afterwards cannot make this skip a change.
+      given = { workloads: [...list], refed };
       for (let i = 0; i < list.length; i++) {
         const w = list[i]!;
         if (last?.[i] === w) continue;
