@@ -4,7 +4,9 @@
 // repeated; then one workload moved in and out of a group every rule set names, repeated. Each fake stream does with a message what the Sync call's write path hands grpc-js:
 // its gRPC frame when the message carries one (rulesets/encode.ts), else a prefixed copy, as
 // grpc-js makes. Prints CPU and wall per provision, median of each kind of round. `BENCH_FANOUT_AGENTS`
-// (1,000), `BENCH_FANOUT_ROUNDS` (10). Run a baseline build's copy of bench/dist to compare.
+// (1,000), `BENCH_FANOUT_ROUNDS` (10), `BENCH_FANOUT_LABEL_ROUNDS` (the label rounds alone, as
+// many as the list's by default; `BENCH_FANOUT_ROUNDS=0` leaves the list out). Run a baseline
+// build's copy of bench/dist to compare.
 import type { Policy, PolicyState, Workload } from '@bulkhead/policy';
 import { pino } from 'pino';
 import type { AgentStream } from '../packages/control-plane/dist/fleet/streams.js';
@@ -25,6 +27,7 @@ const { grpcFrameOf } = await internal<{ grpcFrameOf?: (m: Uint8Array) => Buffer
 const short = process.argv.includes('--short');
 const AGENTS = Number(process.env.BENCH_FANOUT_AGENTS ?? (short ? 100 : 1000));
 const ROUNDS = Number(process.env.BENCH_FANOUT_ROUNDS ?? (short ? 2 : 10));
+const LABEL_ROUNDS = Number(process.env.BENCH_FANOUT_LABEL_ROUNDS ?? ROUNDS);
 const LIST_SIZE = 1000;
 
 const workloads: Workload[] = Array.from({ length: AGENTS }, (_, i) => ({
@@ -115,7 +118,7 @@ for (let r = 0; r < ROUNDS * 2; r++) {
   if (changed.length !== AGENTS) throw new Error(`changed ${changed.length}, not ${AGENTS}`);
   if (r === 0) perRound = bytes;
 }
-for (let r = 0; r < ROUNDS * 2; r++) {
+for (let r = 0; r < LABEL_ROUNDS * 2; r++) {
   held = [];
   const host = { ...workloads[0]!, labels: { fleet: 'sim', app: r % 2 === 0 ? 'db' : 'web' } };
   const c0 = process.cpuUsage();

@@ -21,16 +21,33 @@ export function grpcFrame(message: Uint8Array): Buffer {
   return frame;
 }
 
-/** Splits a byte stream into gRPC messages (frames may arrive split or several per chunk). */
+/**
+ * Splits a byte stream into gRPC messages (frames may arrive split or several per chunk). A
+ * message that spans chunks is copied once, when its last byte arrived, as grpc-js's decoder
+ * does; the pieces are not joined again on every chunk (a 29 kB update arrives in several:
+ * ~0.2 s of `Buffer.concat` in a profile of the 1,000-agent propagation, bench/README.md).
+ */
 export function createFrameReader(onMessage: (message: Buffer) => void): (chunk: Buffer) => void {
-  let pending: Buffer = Buffer.alloc(0);
+  let chunks: Buffer[] = [];
+  let buffered = 0;
+  /** The length of the message being received (-1: its prefix has not arrived yet). */
+  let size = -1;
   return (chunk) => {
-    pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-    while (pending.length >= 5) {
-      const end = 5 + pending.readUInt32BE(1);
-      if (pending.length < end) return;
-      onMessage(pending.subarray(5, end));
-      pending = pending.subarray(end);
+    chunks.push(chunk);
+    buffered += chunk.length;
+    for (;;) {
+      if (size < 0) {
+        if (buffered < 5) return;
+        const head = chunks[0]!.length >= 5 ? chunks[0]! : Buffer.concat(chunks, 5);
+        size = head.readUInt32BE(1);
+      }
+      if (buffered < 5 + size) return;
+      const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, buffered);
+      onMessage(all.subarray(5, 5 + size));
+      const rest = all.subarray(5 + size);
+      chunks = rest.length > 0 ? [rest] : [];
+      buffered = rest.length;
+      size = -1;
     }
   };
 }

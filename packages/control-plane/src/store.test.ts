@@ -196,6 +196,27 @@ describe('store', () => {
     expect(store.fleet.listCounters({ workload: 'other' })).toEqual([]);
   });
 
+  it('records an ack for an agent that may sync only', () => {
+    store.policy.upsertWorkload({ name: 'db-1', addresses: ['10.0.0.2'], labels: {}, mode });
+    store.fleet.createAgent({ id: 'a1', workload: 'db-1', hostname: 'db-1', certSerial: '01' });
+    const ack = { revision: 3, hash: 'h3', error: '', applyMicros: 7 };
+    expect(store.fleet.recordAck('a1', ack)).toBe(true);
+    expect(store.fleet.getAgent('a1')).toMatchObject({ appliedRevision: 3, appliedHash: 'h3' });
+    expect(store.fleet.recordAck('a1', { ...ack, error: 'nft failed' })).toBe(true);
+    expect(store.fleet.getAgent('a1')).toMatchObject({
+      appliedHash: 'h3',
+      lastError: 'nft failed',
+    });
+    expect(store.fleet.recordAck('nobody', ack)).toBe(false);
+    store.fleet.revokeAgent('a1');
+    expect(store.fleet.recordAck('a1', { ...ack, hash: 'h4' })).toBe(false);
+    expect(store.fleet.recordAck('a1', { ...ack, error: 'late' })).toBe(false);
+    expect(store.fleet.getAgent('a1')).toMatchObject({
+      appliedHash: 'h3',
+      lastError: 'nft failed',
+    });
+  });
+
   it('deleting a workload removes its agents (foreign keys on)', () => {
     store.policy.upsertWorkload({ name: 'w', addresses: [], labels: {}, mode });
     store.fleet.createAgent({ id: 'a1', workload: 'w', hostname: 'w', certSerial: '01' });

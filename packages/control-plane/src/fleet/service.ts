@@ -214,13 +214,15 @@ export function createFleetService(deps: FleetDeps): FleetService {
     ruleIdsOf: (workload) => publisher.ruleIdsOf(workload),
 
     ack(agentId, ack) {
-      fleet.agentForSync(agentId);
-      store.recordAck(agentId, {
+      // One statement per ack, which records it only for an agent that may sync; the read that
+      // says why not is for the rare refusal.
+      const recorded = store.recordAck(agentId, {
         revision: ack.revision,
         hash: ack.hash,
         error: ack.ok ? '' : ack.error || 'apply failed',
         applyMicros: ack.applyMicros,
       });
+      if (!recorded) fleet.agentForSync(agentId);
       const stream = streams.get(agentId);
       if (ack.ok && stream?.sentAt !== undefined && stream.synced === ack.hash) {
         deps.metrics.propagation.observe((performance.now() - stream.sentAt) / 1000);

@@ -68,10 +68,11 @@ export interface FleetStore {
   listAgents(workload?: string): AgentRecord[];
   revokeAgent(id: string): void;
   recordHello(id: string, version: string): void;
+  /** Records an agent's ack: false, and nothing recorded, when it is unknown or revoked. */
   recordAck(
     id: string,
     ack: { revision: number; hash: string; error: string; applyMicros: number },
-  ): void;
+  ): boolean;
   /** Adds a telemetry batch once: false (and no change) when seq was already counted. */
   addTelemetry(agentId: string, seq: number, batch: TelemetryBatch): boolean;
 
@@ -136,9 +137,11 @@ export function createSqliteFleetStore(d: SqliteDatabase, sink: TelemetrySink): 
   const hello = db.prepare('UPDATE agents SET version = ?, last_seen = ? WHERE id = ?');
   const applied = db.prepare(
     `UPDATE agents SET applied_revision = ?, applied_hash = ?, last_error = '',
-       last_apply_micros = ?, last_seen = ? WHERE id = ?`,
+       last_apply_micros = ?, last_seen = ? WHERE id = ? AND revoked = 0`,
   );
-  const failed = db.prepare('UPDATE agents SET last_error = ?, last_seen = ? WHERE id = ?');
+  const failed = db.prepare(
+    'UPDATE agents SET last_error = ?, last_seen = ? WHERE id = ? AND revoked = 0',
+  );
   const telemetryOf = db.prepare<Row>('SELECT workload, telemetry_seq FROM agents WHERE id = ?');
   const counted = db.prepare('UPDATE agents SET telemetry_seq = ?, last_seen = ? WHERE id = ?');
   const addCounter = db.prepare(
@@ -181,8 +184,11 @@ export function createSqliteFleetStore(d: SqliteDatabase, sink: TelemetrySink): 
     },
     recordAck(id, ack) {
       // A failed apply leaves the previous rules in place, so applied_* stay as they were.
-      if (ack.error === '') applied.run(ack.revision, ack.hash, ack.applyMicros, d.iso(), id);
-      else failed.run(ack.error, d.iso(), id);
+      const done =
+        ack.error === ''
+          ? applied.run(ack.revision, ack.hash, ack.applyMicros, d.iso(), id)
+          : failed.run(ack.error, d.iso(), id);
+      return done.changes > 0;
     },
     addTelemetry(agentId, seq, batch) {
       return d.tx(() => {

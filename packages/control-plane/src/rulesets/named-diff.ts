@@ -8,6 +8,22 @@ export function same(a: unknown, b: unknown): boolean {
 }
 
 /**
+ * Equal flat records of strings (labels, modes), key order aside; no allocation: a provision
+ * compares every workload's labels and modes with what was fed.
+ */
+export function sameRecord<T extends object>(a: T, b: T): boolean {
+  if (a === b) return true;
+  const [x, y] = [a as Record<string, unknown>, b as Record<string, unknown>];
+  let keys = 0;
+  for (const k in x) {
+    if (x[k] !== y[k] || !Object.hasOwn(y, k)) return false;
+    keys++;
+  }
+  for (const _ in y) keys--;
+  return keys === 0;
+}
+
+/**
  * The objects of `after` that are new or differ from `before`'s (by `equal`, default `same`),
  * and the names it dropped.
  */

@@ -133,5 +133,21 @@ describe('rule-set publisher fan-out', () => {
     lost.held.hash = 'lost';
     for (const m of publisher.hello(lost.stream, 'lost', () => {})) lost.stream.send(m);
     expectInSync(3);
+
+    // A restart loads the same state at once: every agent's hash is the one it holds.
+    const restarted = createRuleSetPublisher({ streams: { ofWorkload: () => [] }, log: silentLog });
+    restarted.load(
+      {
+        ...state(
+          [allow([fromDb, { ipList: 'peers' }])],
+          [{ name: 'peers', cidrs: cidrs.slice(100) }],
+        ),
+        // The third revision set web-2's mode back; the address is the workload's own.
+        workloads: [workloads[0]!, workloads[1]!, { ...workloads[2]!, addresses: ['10.0.1.2'] }],
+      },
+      3,
+    );
+    for (const [name, a] of agents) expect(restarted.desired(name)!.hash).toBe(a.held.hash);
+    expect(new Set([...agents.values()].map((a) => a.held.hash)).size).toBe(agents.size);
   });
 });

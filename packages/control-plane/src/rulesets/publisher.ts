@@ -28,7 +28,7 @@ import {
   type GroupParts,
   type UpdateHeader,
 } from './encode.js';
-import { diffNamed, same } from './named-diff.js';
+import { diffNamed, sameRecord } from './named-diff.js';
 
 /** A revision's policy objects, and the labels and modes it gives the workloads it names. */
 export type PolicyObjects = Pick<PolicyState, 'ipLists' | 'services' | 'policies'> & {
@@ -94,6 +94,8 @@ class Batch {
   readonly groups = new Map<string, GroupTrace>();
   /** Sorted lists of affected workloads; most changes bring one (a group's referrers). */
   private readonly lists: string[][] = [];
+  /** The workloads whose rule set (rules, modes) changed or went: the others keep theirs. */
+  readonly ruleSetChanged = new Set<string>();
 
   add(result: CalcResult): void {
     for (const g of result.delta.groups) {
@@ -118,6 +120,7 @@ class Batch {
       this.lists.push(g.workloads);
     }
     this.lists.push(result.delta.workloads.map((w) => w.workloadId));
+    for (const w of result.delta.workloads) this.ruleSetChanged.add(w.workloadId);
   }
 
   /** The affected workloads, sorted, each once. */
@@ -150,6 +153,14 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
   let revision = 0;
   /** The workloads as fed to the calculator (labels and modes as provisioned). */
   const fed = new Map<string, Workload>();
+  /**
+   * The workloads the last provision gave, and `refed` then: while no workload change has fed
+   * other labels or modes since, the same object at the same place needs no look (a revision
+   * shares the workloads a change did not make new).
+   */
+  let given: { workloads: readonly Workload[]; refed: number } | undefined;
+  /** Counts workload changes that fed other labels or modes, or added or removed a workload. */
+  let refed = 0;
 
   function whole(id: string): GroupParts {
     let parts = wholeParts.get(id);
@@ -210,14 +221,15 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
     // Per agent, only when asked for: a change can reach every agent of the fleet.
     const debug = log.isLevelEnabled('debug');
     for (const name of batch.workloads()) {
-      const ruleSet = calc.ruleSet(name);
+      // Updated in place: one lookup and no allocation per agent. A group change leaves most
+      // rule sets as published: the calculator is asked only for the ones the batch changed.
+      const entry = published.get(name);
+      const ruleSet = entry && !batch.ruleSetChanged.has(name) ? entry.ruleSet : calc.ruleSet(name);
       if (!ruleSet) {
         published.delete(name);
         continue;
       }
       const hash = hasher.hash(ruleSet);
-      // Updated in place: one lookup and no allocation per agent.
-      const entry = published.get(name);
       const before = entry?.ruleSet;
       const beforeHash = entry?.hash;
       if (entry) {
@@ -285,12 +297,22 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       revision = rev;
       objects = { ipLists: state.ipLists, services: state.services, policies: state.policies };
       fed.clear();
+      given = undefined;
       for (const w of state.workloads) fed.set(w.name, w);
       run((feed) => feed(calc.load(state)));
     },
     workloadsChanged: (changes) =>
       run((feed) => {
         for (const c of changes) {
+          const was = fed.get(c.name);
+          if (
+            !was ||
+            !c.workload ||
+            !sameRecord(was.labels, c.workload.labels) ||
+            !sameRecord(was.mode, c.workload.mode)
+          ) {
+            refed++;
+          }
           if (c.workload) fed.set(c.name, c.workload);
           else fed.delete(c.name);
           feed(c.workload ? calc.upsertWorkload(c.workload) : calc.deleteWorkload(c.name));
@@ -302,13 +324,21 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       const ipLists = diffNamed<IpList>(objects.ipLists, next.ipLists);
       const policies = diffNamed<Policy>(objects.policies, next.policies);
       objects = { ipLists: next.ipLists, services: next.services, policies: next.policies };
-      const relabelled = (next.workloads ?? []).flatMap((w) => {
+      // The revision's workloads that may differ from what was fed: no look at the others.
+      const relabelled: Workload[] = [];
+      const list = next.workloads ?? [];
+      const last = given?.refed === refed ? given.workloads : undefined;
+      // A copy: what a caller does with its array afterwards cannot make this skip a change.
+      given = { workloads: [...list], refed };
+      for (let i = 0; i < list.length; i++) {
+        const w = list[i]!;
+        if (last?.[i] === w) continue;
         const was = fed.get(w.name);
-        if (!was || (same(was.labels, w.labels) && same(was.mode, w.mode))) return [];
+        if (!was || (sameRecord(was.labels, w.labels) && sameRecord(was.mode, w.mode))) continue;
         const now = { ...was, labels: w.labels, mode: w.mode };
         fed.set(w.name, now);
-        return [now];
-      });
+        relabelled.push(now);
+      }
       // What a policy names exists before it, and stays until no policy names it: no group is
       // dropped and made again, so agents get element changes.
       return run((feed) => {
