@@ -16,7 +16,7 @@ import {
   status,
 } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { agentOfCertificate, createConnectionIdentities } from './client-identity.js';
+import { agentOfCertificate } from './client-identity.js';
 import { ControlPlaneError, type ControlPlaneErrorCode, invalid } from './errors.js';
 import type { FleetService } from './fleet/service.js';
 import type { AgentStream, StreamRegistry } from './fleet/streams.js';
@@ -159,7 +159,6 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
     'grpc.keepalive_timeout_ms': limits.keepaliveTimeoutMs,
   });
   let listener: TlsListener | undefined;
-  const identities = createConnectionIdentities();
   /** Set by close(): no call is served any more, on a connection left open or a new one. */
   let closing = false;
 
@@ -214,10 +213,11 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
       let agentId: string;
       let workload: string;
       try {
-        // Identity comes from the TLS handshake only, never from message contents: a
-        // connection has a certificate here only when the handshake verified it against our CA.
-        const cert = identities.certificateOf(call.getPeer());
-        if (!cert) throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate required');
+        // Identity comes from the TLS handshake only, never from message contents: grpc-js
+        // shows a certificate only when the handshake verified it against our CA.
+        const cert = call.getAuthContext()?.sslPeerCertificate;
+        if (!cert?.raw)
+          throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate required');
         agentId = agentOfCertificate(cert);
         workload = fleet.agentForSync(agentId).workload;
       } catch (err) {
@@ -286,10 +286,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
         port,
         identity: { caPem: pki.caPem, certPem: pki.serverCertPem, keyPem: pki.serverKeyPem },
         limits,
-        onSecure: (socket) => {
-          identities.add(socket);
-          injector.injectConnection(socket);
-        },
+        onSecure: (socket) => injector.injectConnection(socket),
         log,
       });
       return listener.port;
