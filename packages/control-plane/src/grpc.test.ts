@@ -560,7 +560,8 @@ describe('gRPC agent service', () => {
     void s.error.then((e) => (oldStreamError = e));
 
     await cp.stop({ leaveConnections: true });
-    // The store is closed: a Hello that reached the fleet would fail the stream (INTERNAL).
+    // The store is closed: a Hello that reached the fleet would be answered (a second Welcome)
+    // or fail the stream.
     s.hello();
     // Streams are handled in order on the connection, which is still open, and answered only
     // with a refusal.
