@@ -551,6 +551,46 @@ describe('gRPC agent service', () => {
     await new SyncSession(client(creds).sync()).barrier();
   });
 
+  it('a stop that leaves connections to the exit serves nothing more on them', async () => {
+    const { creds } = await enrolled();
+    const agent = client(creds);
+    const s = new SyncSession(agent.sync());
+    await s.barrier();
+    let oldStreamError: ServiceError | undefined;
+    void s.error.then((e) => (oldStreamError = e));
+
+    await cp.stop({ leaveConnections: true });
+    // The store is closed: a Hello that reached the fleet would be answered (a second Welcome)
+    // or fail the stream.
+    s.hello();
+    // Streams are handled in order on the connection, which is still open, and answered only
+    // with a refusal.
+    const next = new SyncSession(agent.sync());
+    next.hello();
+    expect(await next.error).toMatchObject({
+      code: status.UNAVAILABLE,
+      details: 'control plane shutting down',
+    });
+    await expect(
+      new Promise((resolve, reject) =>
+        agent.enroll(
+          {
+            bootstrapToken: 'x',
+            hostname: 'h',
+            addresses: [],
+            labels: {},
+            csrPem: '',
+            agentVersion: 't',
+          },
+          (err, res) => (err ? reject(err) : resolve(res)),
+        ),
+      ),
+    ).rejects.toMatchObject({ code: status.UNAVAILABLE, details: 'control plane shutting down' });
+    expect(oldStreamError).toBeUndefined();
+    expect(s.welcomes).toHaveLength(1);
+    expect(s.pending).toBe(0);
+  });
+
   it('revoking an agent closes its stream and refuses its next Sync', async () => {
     const { res, creds } = await enrolled();
     const s = new SyncSession(client(creds).sync());

@@ -137,8 +137,15 @@ export const DEFAULT_GRPC_LIMITS: GrpcLimits = {
 export interface AgentGrpcServer {
   /** Binds host and port (0 = any free port); returns the bound port. */
   listen(host: string, port: number): Promise<number>;
-  close(): Promise<void>;
+  /**
+   * Ends every stream and closes every connection. `leaveConnections` (the process exits next):
+   * stops accepting and stops serving, but leaves the open connections for the kernel to close
+   * at exit; nothing an agent sends after this reaches the fleet or the store.
+   */
+  close(options?: { leaveConnections?: boolean }): Promise<void>;
 }
+
+const SHUTTING_DOWN = 'control plane shutting down';
 
 export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
   const { fleet, pki, streams, log, metrics } = options;
@@ -152,12 +159,18 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
     'grpc.keepalive_timeout_ms': limits.keepaliveTimeoutMs,
   });
   let listener: TlsListener | undefined;
+  /** Set by close(): no call is served any more, on a connection left open or a new one. */
+  let closing = false;
 
   server.addService(AgentService, {
     enroll(
       call: ServerUnaryCall<EnrollRequest, EnrollResponse>,
       done: sendUnaryData<EnrollResponse>,
     ) {
+      if (closing) {
+        done({ code: status.UNAVAILABLE, details: SHUTTING_DOWN });
+        return;
+      }
       const path = forbiddenKeyPath({ labels: call.request.labels });
       if (path !== undefined) {
         metrics.enrolmentErrors.inc({ code: 'VALIDATION_FAILED' });
@@ -193,6 +206,10 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
       };
 
       writePreFramed(call);
+      if (closing) {
+        unavailable(SHUTTING_DOWN);
+        return;
+      }
       let agentId: string;
       let workload: string;
       try {
@@ -224,7 +241,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
       log1.info('agent connected');
 
       call.on('data', (msg: SyncRequest) => {
-        if (ended) return;
+        if (ended || closing) return;
         try {
           if (msg.hello) {
             const sync = fleet.hello(agentId, msg.hello, stream);
@@ -274,8 +291,13 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
       });
       return listener.port;
     },
-    async close() {
-      streams.closeAll('control plane shutting down');
+    async close({ leaveConnections = false } = {}) {
+      closing = true;
+      if (leaveConnections) {
+        await listener?.close({ leaveConnections });
+        return;
+      }
+      streams.closeAll(SHUTTING_DOWN);
       await listener?.close();
       await new Promise<void>((resolve) => {
         server.tryShutdown(() => resolve());

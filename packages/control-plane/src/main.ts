@@ -175,7 +175,8 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {
     if (stopping) return;
     stopping = true;
-    cp.stop().then(
+    // The process exits next: the kernel closes the agents' connections at once.
+    cp.stop({ leaveConnections: true }).then(
       () => process.exit(0),
       (err: unknown) => {
         process.stderr.write(`bulkhead-control-plane: stop failed: ${String(err)}\n`);

@@ -217,6 +217,36 @@ describe('store', () => {
     });
   });
 
+  it("writes one event-loop turn's Hellos together, what is left at close; a failed write is thrown by the next Hello", async () => {
+    store.policy.upsertWorkload({ name: 'w', addresses: [], labels: {}, mode });
+    for (const id of ['a1', 'a2']) {
+      store.fleet.createAgent({ id, workload: 'w', hostname: id, certSerial: id });
+    }
+    store.fleet.recordHello('a1', '1.0');
+    store.fleet.recordHello('a2', '2.0');
+    expect(store.fleet.getAgent('a1')).toMatchObject({ version: '', lastSeen: null });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(store.fleet.getAgent('a1')).toMatchObject({
+      version: '1.0',
+      lastSeen: expect.any(String),
+    });
+    expect(store.fleet.getAgent('a2')?.version).toBe('2.0');
+
+    store.fleet.recordHello('a1', '1.1');
+    store.close();
+    store = createSqliteStores({ path: join(dir, 'test.db') });
+    expect(store.fleet.getAgent('a1')?.version).toBe('1.1');
+
+    const raw = new Database(join(dir, 'test.db'));
+    raw.exec(`CREATE TRIGGER refuse BEFORE UPDATE OF version ON agents
+      BEGIN SELECT RAISE(ABORT, 'refused'); END`);
+    raw.close();
+    store.fleet.recordHello('a2', '2.1');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(() => store.fleet.recordHello('a2', '2.2')).toThrow(/refused/);
+    expect(store.fleet.getAgent('a2')?.version).toBe('2.0');
+  });
+
   it('deleting a workload removes its agents (foreign keys on)', () => {
     store.policy.upsertWorkload({ name: 'w', addresses: [], labels: {}, mode });
     store.fleet.createAgent({ id: 'a1', workload: 'w', hostname: 'w', certSerial: '01' });

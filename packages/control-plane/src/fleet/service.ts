@@ -39,8 +39,9 @@ export interface FleetService extends Enrolment {
   /** The agent of a verified certificate, if it may sync. */
   agentForSync(agentId: string): AgentRecord;
   /**
-   * Records a Hello on `stream`; returns the encoded full sync to send after the Welcome when
-   * the agent's applied hash is not the desired one (nothing when it is).
+   * Records a Hello on `stream`, the agent's open stream (registered after agentForSync, closed
+   * when the agent may no longer sync); returns the encoded full sync to send after the Welcome
+   * when the agent's applied hash is not the desired one (nothing when it is).
    */
   hello(agentId: string, hello: Hello, stream: AgentStream): Buffer[];
   /** The ids of the rules the agent's workload has now (telemetry validation). */
@@ -200,11 +201,12 @@ export function createFleetService(deps: FleetDeps): FleetService {
     },
 
     hello(agentId, hello, stream) {
-      const agent = fleet.agentForSync(agentId);
+      // Not read again: the stream was opened for an agent that may sync (agentForSync), and
+      // whatever ends that (revocation, a new enrolment, release, deletion) closes the stream.
       store.recordHello(agentId, hello.agentVersion);
       return publisher.hello(stream, hello.appliedHash, () => {
         try {
-          addresses.claim(agentId, agent.workload, hello.addresses);
+          addresses.claim(agentId, stream.workload, hello.addresses);
         } catch (err) {
           // A claim that cannot be applied must not cut the host off: it keeps its addresses.
           log.warn({ err, agentId }, 'ignored addresses from Hello');

@@ -67,7 +67,13 @@ export interface FleetStore {
   /** All agents by workload and id, or one workload's by id. */
   listAgents(workload?: string): AgentRecord[];
   revokeAgent(id: string): void;
+  /**
+   * The agent's version, and now as its last_seen: written behind, with every other Hello of
+   * this event-loop turn, in one transaction. A failed write is thrown by the next call.
+   */
   recordHello(id: string, version: string): void;
+  /** Writes the Hellos not written yet (before the database closes). */
+  flushHellos(): void;
   /** Records an agent's ack: false, and nothing recorded, when it is unknown or revoked. */
   recordAck(
     id: string,
@@ -135,6 +141,24 @@ export function createSqliteFleetStore(d: SqliteDatabase, sink: TelemetrySink): 
   const agentsOf = db.prepare<Row>('SELECT * FROM agents WHERE workload = ? ORDER BY id');
   const revoke = db.prepare('UPDATE agents SET revoked = 1 WHERE id = ?');
   const hello = db.prepare('UPDATE agents SET version = ?, last_seen = ? WHERE id = ?');
+  // A reconnect storm brings thousands of Hellos within seconds; a commit each was ~0.1 ms of
+  // CPU. setImmediate runs before the event loop reads more I/O, so whatever is served after
+  // this turn (the agents list, an ack's own last_seen) sees them written.
+  const hellos = new Map<string, string>();
+  let helloFailure: unknown;
+  const flushHellos = () => {
+    if (hellos.size === 0) return;
+    const at = d.iso();
+    try {
+      d.tx(() => {
+        for (const [id, version] of hellos) hello.run(version, at, id);
+      });
+    } catch (err) {
+      helloFailure = err;
+    } finally {
+      hellos.clear();
+    }
+  };
   const applied = db.prepare(
     `UPDATE agents SET applied_revision = ?, applied_hash = ?, last_error = '',
        last_apply_micros = ?, last_seen = ? WHERE id = ? AND revoked = 0`,
@@ -180,8 +204,15 @@ export function createSqliteFleetStore(d: SqliteDatabase, sink: TelemetrySink): 
       revoke.run(id);
     },
     recordHello(id, version) {
-      hello.run(version, d.iso(), id);
+      if (helloFailure !== undefined) {
+        const err = helloFailure;
+        helloFailure = undefined;
+        throw err;
+      }
+      if (hellos.size === 0) setImmediate(flushHellos);
+      hellos.set(id, version);
     },
+    flushHellos,
     recordAck(id, ack) {
       // A failed apply leaves the previous rules in place, so applied_* stay as they were.
       const done =

@@ -52,7 +52,10 @@ export function createSqliteStores(options: StoreOptions): Stores {
       });
     },
     schemaVersion: d.schemaVersion,
-    close: d.close,
+    close() {
+      fleet.flushHellos();
+      d.close();
+    },
     access: createSqliteAccessStore(d, options.onAudit),
     policy,
     revisions: createSqliteRevisionStore(d),
