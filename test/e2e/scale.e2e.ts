@@ -116,8 +116,14 @@ describe('a 200,000-entry rule set, control plane to kernel', () => {
       SLOW,
     );
     const prov = await provision('e2e: web out, batch in', true);
-    const applied = dbAgentLog<{ revision: number; path: string }>('policy update applied');
-    expect(applied.find((a) => a.revision === prov.revision)?.path).toBe('delta');
+    // The agent acks before its log line reaches the file: wait for the line.
+    let path: string | undefined;
+    await until('the agent logged the apply', async () => {
+      const applied = dbAgentLog<{ revision: number; path: string }>('policy update applied');
+      path = applied.find((a) => a.revision === prov.revision)?.path;
+      return path !== undefined;
+    });
+    expect(path).toBe('delta');
     await until('web refused, batch allowed', async () => {
       const batch = await lab.connect('batch', db4, 'tcp', PORT);
       const web = await lab.connect('web', db4, 'tcp', PORT, { timeoutMs: 500 });

@@ -189,6 +189,41 @@ describe('readFlows and deleteFlows on the kernel-like fake', () => {
     expect(read).toBe(sent);
   });
 
+  it('drains nothing while nft refuses the flip, and loses nothing once it is back', async () => {
+    // As the faults e2e's nft wrapper: every batch that adds is refused while `refusing`.
+    let refusing = true;
+    let sent = 0;
+    const packet = async () => {
+      const [gen] = await kernel.list({ list: { set: { ...T, name: FLOW_GEN_SET } } });
+      const b = ((gen as { set: { elem?: unknown[] } }).set.elem ?? []).length > 0;
+      kernel.packetAdd(b ? 'flows_in4_b' : 'flows_in4', key('10.0.0.5', 80, 3), 60);
+      sent++;
+    };
+    const driver: NftDriver = {
+      ...kernel,
+      apply: async (tx) => {
+        await packet();
+        if (refusing && tx.json.includes('"add"')) throw new Error('refused (fault injected)');
+        return kernel.apply(tx);
+      },
+      list: async (cmd) => {
+        await packet();
+        return kernel.list(cmd);
+      },
+    };
+    let read = 0;
+    for (let i = 0; i < 10; i++) {
+      if (i === 5) refusing = false;
+      const r = await readFlows(driver, rs, i);
+      if (i < 5) expect(r.records).toEqual([]);
+      await deleteFlows(driver, r);
+      read += r.records.reduce((n, f) => n + f.packets, 0);
+    }
+    const last = await readFlows(kernel, rs, 99);
+    read += last.records.reduce((n, f) => n + f.packets, 0);
+    expect(read).toBe(sent);
+  });
+
   it('reads nothing, and fails nothing, when the table has no flow sets', async () => {
     const empty = createFakeNft();
     const read = await readFlows(empty, rs, 0);
