@@ -5,6 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as tls from 'node:tls';
 import { AgentServiceClient, type EnrollResponse } from '@bulkhead/proto';
 import { credentials, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -89,6 +90,38 @@ describe('gRPC edge', () => {
     const s = new SyncSession(agent.client.sync());
     expect((await s.barrier()).ruleSet?.workloadId).toBe('web-2');
     s.stream.end();
+  });
+
+  it('keeps no session to resume: a connection offering the ticket it was given gets a full handshake', async () => {
+    // Agents never resume (a fresh channel per attempt): a stateless ticket per connection was
+    // CPU for nothing in a reconnect storm.
+    const open = (session?: Buffer) =>
+      new Promise<{ reused: boolean; ticket?: Buffer }>((resolve, reject) => {
+        const s = tls.connect({
+          host: '127.0.0.1',
+          port: cp.grpcPort,
+          ca: cp.caPem,
+          servername: 'bulkhead-control-plane',
+          ALPNProtocols: ['h2'],
+          session,
+        });
+        let ticket: Buffer | undefined;
+        s.on('session', (t: Buffer) => {
+          ticket ??= t;
+        });
+        s.on('error', reject);
+        s.once('secureConnect', () => {
+          const reused = s.isSessionReused();
+          // TLS 1.3 sends its tickets after the handshake: give them a moment to arrive.
+          setTimeout(() => {
+            s.destroy();
+            resolve({ reused, ticket });
+          }, 100);
+        });
+      });
+    const first = await open();
+    expect(first.reused).toBe(false);
+    expect((await open(first.ticket)).reused).toBe(false);
   });
 
   const enroll = async (labels: Record<string, string>) => {
