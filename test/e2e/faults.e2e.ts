@@ -166,10 +166,12 @@ describe('faults: nothing lost, nothing doubled, no held connection dropped', ()
   it('nft failure injected on the agent: the previous revision stays enforced, the control plane shows the error with the revision and the agent out of sync, held connections survive; once the cause is gone the agent retries by itself and enforces the new revision, counts exact', async () => {
     // The agent runs the nft binary (--nft-backend nft) found first on its PATH: a wrapper
     // that refuses every batch adding something while `refuse` exists (the agent's applies,
-    // delta and full, and the flip before a flow drain, so flows wait in the kernel; its reads
-    // pass), otherwise runs the real nft. Not a
-    // conflicting kernel object: the agent falls back from a refused delta to a full load,
-    // which deletes and re-adds its table in one batch, so nothing inside it can refuse both.
+    // delta and full; its reads, and its flow drains with their flip of flow_gen, pass: a
+    // refused flip makes the agent read generation a in place, which may lose a packet counted
+    // between the read and the delete, and this test counts exactly), otherwise runs the real
+    // nft. Not a conflicting kernel object: the agent falls back from a refused delta to a full
+    // load, which deletes and re-adds its table in one batch, so nothing inside it can refuse
+    // both.
     const dir = join(bh.dataDir, 'nft-fault');
     const refuse = join(dir, 'refuse');
     mkdirSync(dir, { recursive: true });
@@ -178,7 +180,8 @@ describe('faults: nothing lost, nothing doubled, no held connection dropped', ()
       [
         '#!/bin/sh',
         'for a; do batch=$a; done',
-        `if [ -e '${refuse}' ] && grep -q '"add":' "$batch"; then`,
+        `if [ -e '${refuse}' ] && grep -q '"add":' "$batch" &&`,
+        `  { ! grep -q '"flow_gen"' "$batch" || grep -q '"rule"' "$batch"; }; then`,
         '  echo "Error: Could not process rule: Operation not permitted (fault injected)" >&2',
         '  exit 1',
         'fi',

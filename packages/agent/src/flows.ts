@@ -41,8 +41,7 @@ const where = (name: string) => ({ family: TABLE_FAMILY, table: TABLE_NAME, name
  * generation b, read generation a (nothing adds to it any more) and delete what was read,
  * flip back to a, read b. The returned `elems` are b's, for deleteFlows; after the second
  * flip nothing adds to b either. A table without `flow_gen` (rendered before generations)
- * is read in place; a set that is missing (no table yet) reads as empty. When the flip is
- * refused, nothing is read: the flows stay in the kernel for the next drain.
+ * is read in place; a set that is missing (no table yet) reads as empty.
  */
 export async function readFlows(
   driver: NftDriver,
@@ -55,9 +54,6 @@ export async function readFlows(
   try {
     await driver.apply(gen);
   } catch {
-    // Refused while the table has flow_gen (nft failing): nothing is drained this time, since a
-    // read in place would delete what a packet counts between the read and the delete.
-    if (await hasFlowGen(driver)) return { records: [], sets: [], elems: new Map() };
     return readGeneration(driver, 'a', applied, nowMs);
   }
   const a = await readGeneration(driver, 'a', applied, nowMs);
@@ -65,15 +61,6 @@ export async function readFlows(
   await driver.apply(new Transaction().flush({ set: where(FLOW_GEN_SET) }));
   const b = await readGeneration(driver, 'b', applied, nowMs);
   return { records: [...a.records, ...b.records], sets: [...a.sets, ...b.sets], elems: b.elems };
-}
-
-async function hasFlowGen(driver: NftDriver): Promise<boolean> {
-  try {
-    await driver.list({ list: { set: where(FLOW_GEN_SET) } });
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function readGeneration(
