@@ -11,3 +11,18 @@ export const { createStreamRegistry } =
   await internal<typeof import('../packages/control-plane/dist/fleet/streams.js')>(
     'fleet/streams.js',
   );
+
+/**
+ * Writes a state's services, IP lists and policies, and a revision `note` of them (its
+ * workloads are the caller's: each bench stores them its own way). Call inside a transaction.
+ */
+export function storePolicyObjects(
+  stores: ReturnType<typeof createSqliteStores>,
+  state: import('@bulkhead/policy').PolicyState,
+  note: string,
+): void {
+  for (const s of state.services) stores.policy.putResource('services', s.name, s);
+  for (const l of state.ipLists) stores.policy.putResource('ip_lists', l.name, l);
+  for (const p of state.policies) stores.policy.putResource('policies', p.name, p);
+  stores.revisions.addRevision('bench', note, { ...state, workloads: [] });
+}

@@ -21,6 +21,7 @@ import {
   createDomains,
   createSqliteStores,
   createStreamRegistry,
+  storePolicyObjects,
 } from './control-plane-internal.js';
 import { fleet as policyFleet } from './policy-fleet.js';
 
@@ -264,10 +265,7 @@ function scaleBench() {
           certSerial: `${i}`,
         });
       });
-      for (const s of state.services) stores.policy.putResource('services', s.name, s);
-      for (const l of state.ipLists) stores.policy.putResource('ip_lists', l.name, l);
-      for (const p of state.policies) stores.policy.putResource('policies', p.name, p);
-      stores.revisions.addRevision('bench', 'scale', { ...state, workloads: [] });
+      storePolicyObjects(stores, state, 'scale');
     });
     stores.close();
   }

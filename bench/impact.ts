@@ -25,6 +25,7 @@ import {
   createDomains,
   createSqliteStores,
   createStreamRegistry,
+  storePolicyObjects,
 } from './control-plane-internal.js';
 import { appPolicy, fleet as policyFleet } from './policy-fleet.js';
 
@@ -62,10 +63,7 @@ try {
   const stores = createSqliteStores({ path: join(dir, 'impact.db'), maxFlowRows: ROWS });
   stores.tx(() => {
     for (const w of state.workloads) stores.policy.upsertWorkload(w);
-    for (const s of state.services) stores.policy.putResource('services', s.name, s);
-    for (const l of state.ipLists) stores.policy.putResource('ip_lists', l.name, l);
-    for (const p of state.policies) stores.policy.putResource('policies', p.name, p);
-    stores.revisions.addRevision('bench', 'base', { ...state, workloads: [] });
+    storePolicyObjects(stores, state, 'base');
   });
   // Distinct connections until ROWS rows: peers of the same app and of others, the corp
   // range, on the policies' ports and others.

@@ -15,6 +15,7 @@ import {
   createDomains,
   createSqliteStores,
   createStreamRegistry,
+  storePolicyObjects,
 } from './control-plane-internal.js';
 import { median } from './fleet-util.js';
 import { fleet } from './policy-fleet.js';
@@ -36,10 +37,7 @@ try {
   const stores = createSqliteStores({ path });
   stores.tx(() => {
     for (const w of state.workloads) stores.policy.upsertWorkload(w);
-    for (const s of state.services) stores.policy.putResource('services', s.name, s);
-    for (const l of state.ipLists) stores.policy.putResource('ip_lists', l.name, l);
-    for (const p of state.policies) stores.policy.putResource('policies', p.name, p);
-    stores.revisions.addRevision('bench', 'scale', { ...state, workloads: [] });
+    storePolicyObjects(stores, state, 'scale');
   });
   // The outermost transaction's CPU: the provision stages, before the publisher runs.
   let txMs = 0;
