@@ -140,6 +140,10 @@ describe('bulkhead-control-plane binary', () => {
     expect(res.status).toBe(200);
     expect(lines.join('\n')).not.toContain(token);
     expect(lines.join('\n')).toContain(tokenFile);
+    // What the bundled binary reads from files beside it or in a dependency's own folder.
+    for (const path of ['/docs/', '/docs/static/swagger-ui.css', '/ui/']) {
+      expect([path, (await fetch(`${listening.api}${path}`)).status]).toEqual([path, 200]);
+    }
 
     const exited = new Promise<number | null>((resolve) => child!.once('exit', resolve));
     child!.kill('SIGTERM');

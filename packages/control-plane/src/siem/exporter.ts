@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
+import { VERSION } from '../version.js';
 import { SiemError } from './errors.js';
 import { formatJson, formatSyslog, type Identity, octetFrame } from './format.js';
 import { FlowAggregator, TokenBucket } from './limiter.js';
@@ -66,7 +66,6 @@ export const DEFAULT_BURST = 200;
 export const DEFAULT_AGGREGATE_WINDOW_MS = 10_000;
 export const DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024;
 
-const VERSION: string = createRequire(import.meta.url)('../../package.json').version;
 const silent: SiemLogger = { warn() {}, info() {} };
 
 interface Pipeline {

@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, parseSettings, settingSource } from '@bulkhead/config';
 import { Command, CommanderError, Option } from 'commander';
@@ -11,11 +10,9 @@ import {
   parseListen,
 } from './control-plane.js';
 import { isControlPlaneError } from './errors.js';
+import { VERSION } from './version.js';
 
 const USAGE_ERROR = 2;
-const VERSION: string = JSON.parse(
-  readFileSync(new URL('../package.json', import.meta.url), 'utf8'),
-).version;
 
 const program = new Command('bulkhead-control-plane')
   .description('Bulkhead control plane: REST API, policy store, CA and agent gRPC service')
