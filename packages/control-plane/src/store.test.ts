@@ -217,13 +217,15 @@ describe('store', () => {
     });
   });
 
-  it("writes one event-loop turn's Hellos together, what is left at close; a failed write is thrown by the next Hello", async () => {
+  it("writes one event-loop turn's Hellos together, what is left at close; a failed write is told to each Hello it held", async () => {
     store.policy.upsertWorkload({ name: 'w', addresses: [], labels: {}, mode });
-    for (const id of ['a1', 'a2']) {
+    for (const id of ['a1', 'a2', 'a3']) {
       store.fleet.createAgent({ id, workload: 'w', hostname: id, certSerial: id });
     }
-    store.fleet.recordHello('a1', '1.0');
-    store.fleet.recordHello('a2', '2.0');
+    const failed: [string, unknown][] = [];
+    const onFailed = (id: string) => (err: unknown) => failed.push([id, err]);
+    store.fleet.recordHello('a1', '1.0', onFailed('a1'));
+    store.fleet.recordHello('a2', '2.0', onFailed('a2'));
     expect(store.fleet.getAgent('a1')).toMatchObject({ version: '', lastSeen: null });
     await new Promise((resolve) => setImmediate(resolve));
     expect(store.fleet.getAgent('a1')).toMatchObject({
@@ -232,7 +234,7 @@ describe('store', () => {
     });
     expect(store.fleet.getAgent('a2')?.version).toBe('2.0');
 
-    store.fleet.recordHello('a1', '1.1');
+    store.fleet.recordHello('a1', '1.1', onFailed('a1'));
     store.close();
     store = createSqliteStores({ path: join(dir, 'test.db') });
     expect(store.fleet.getAgent('a1')?.version).toBe('1.1');
@@ -241,10 +243,23 @@ describe('store', () => {
     raw.exec(`CREATE TRIGGER refuse BEFORE UPDATE OF version ON agents
       BEGIN SELECT RAISE(ABORT, 'refused'); END`);
     raw.close();
-    store.fleet.recordHello('a2', '2.1');
+    store.fleet.recordHello('a2', '2.1', onFailed('a2'));
+    store.fleet.recordHello('a3', '3.1', onFailed('a3'));
+    expect(failed).toEqual([]);
     await new Promise((resolve) => setImmediate(resolve));
-    expect(() => store.fleet.recordHello('a2', '2.2')).toThrow(/refused/);
+    // Both Hellos of that turn were in the refused write; each is told, with the error.
+    expect(failed.map(([id]) => id)).toEqual(['a2', 'a3']);
+    expect(String(failed[0]![1])).toMatch(/refused/);
     expect(store.fleet.getAgent('a2')?.version).toBe('2.0');
+    // Nothing of that failure is left for the next write.
+    failed.length = 0;
+    const fix = new Database(join(dir, 'test.db'));
+    fix.exec('DROP TRIGGER refuse');
+    fix.close();
+    store.fleet.recordHello('a2', '2.2', onFailed('a2'));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(failed).toEqual([]);
+    expect(store.fleet.getAgent('a2')?.version).toBe('2.2');
   });
 
   it('deleting a workload removes its agents (foreign keys on)', () => {

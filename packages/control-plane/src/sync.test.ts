@@ -5,7 +5,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentServiceClient } from '@bulkhead/proto';
-import { type ChannelCredentials, credentials } from '@grpc/grpc-js';
+import { type ChannelCredentials, credentials, status } from '@grpc/grpc-js';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ControlPlane } from './control-plane.js';
 import { MAX_MESSAGE } from './rulesets/encode.js';
@@ -182,6 +183,26 @@ describe('Sync in group form', () => {
     expect(agents.find((a) => a.workload === 'db-1')?.desiredHash).toBe(full.hash);
     const resumed = await session(db, full.hash);
     expect((await expectNothing(resumed.s)).hash).toBe(full.hash);
+  });
+
+  it('a Hello the store cannot record ends its stream UNAVAILABLE; the agent is served once the store works', async () => {
+    const db = await enrolled('db-1', 'db', '10.0.0.2');
+    await policies();
+    const raw = new Database(join(dir, 'bulkhead.db'));
+    try {
+      raw.exec(`CREATE TRIGGER refuse BEFORE UPDATE OF version ON agents
+        BEGIN SELECT RAISE(ABORT, 'disk full'); END`);
+      const s = new SyncSession(connect(db()).sync());
+      s.hello('');
+      expect(await s.error).toMatchObject({ code: status.UNAVAILABLE });
+      raw.exec('DROP TRIGGER refuse');
+    } finally {
+      raw.close();
+    }
+    const again = await session(db);
+    expect(again.state?.full).toBe(true);
+    const agents = (await api('GET', '/v1/agents')).json as Array<Record<string, unknown>>;
+    expect(agents.find((a) => a.workload === 'db-1')?.version).toBe('t');
   });
 
   it('delivers a 200,000-range IP list in chunks of at most 1 MiB that reassemble to the group, and warns about the size', async () => {

@@ -94,6 +94,8 @@ export function createFleetService(deps: FleetDeps): FleetService {
   const retentionMs = (deps.flowRetentionDays ?? DEFAULT_FLOW_RETENTION_DAYS) * DAY_MS;
   const sentRules = createSentRuleIds(publisher);
   const rejections = createRejectionReporter(now);
+  /** The last failed Hello write's error, logged once for all the Hellos it held. */
+  let lastHelloFailure: unknown;
   const enrolment = createEnrolment({ store, db, workloads, streams, pki, audit, log, now });
   const addresses = createAddressClaims({
     db,
@@ -203,7 +205,13 @@ export function createFleetService(deps: FleetDeps): FleetService {
     hello(agentId, hello, stream) {
       // Not read again: the stream was opened for an agent that may sync (agentForSync), and
       // whatever ends that (revocation, a new enrolment, release, deletion) closes the stream.
-      store.recordHello(agentId, hello.agentVersion);
+      store.recordHello(agentId, hello.agentVersion, (err) => {
+        // One log line per failed write, not per Hello in it: each gets the same error.
+        if (err !== lastHelloFailure) log.error({ err }, 'could not record Hellos');
+        lastHelloFailure = err;
+        // Its agent tries again, as after any lost stream.
+        stream.close('control plane could not record the Hello', 'unavailable');
+      });
       return publisher.hello(stream, hello.appliedHash, () => {
         try {
           addresses.claim(agentId, stream.workload, hello.addresses);

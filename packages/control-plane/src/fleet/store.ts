@@ -69,9 +69,10 @@ export interface FleetStore {
   revokeAgent(id: string): void;
   /**
    * The agent's version, and now as its last_seen: written behind, with every other Hello of
-   * this event-loop turn, in one transaction. A failed write is thrown by the next call.
+   * this event-loop turn, in one transaction. If that write fails, `onFailed` is called with the
+   * error for each Hello it held (and for nothing else).
    */
-  recordHello(id: string, version: string): void;
+  recordHello(id: string, version: string, onFailed: (err: unknown) => void): void;
   /** Writes the Hellos not written yet (before the database closes). */
   flushHellos(): void;
   /** Records an agent's ack: false, and nothing recorded, when it is unknown or revoked. */
@@ -144,19 +145,18 @@ export function createSqliteFleetStore(d: SqliteDatabase, sink: TelemetrySink): 
   // A reconnect storm brings thousands of Hellos within seconds; a commit each was ~0.1 ms of
   // CPU. setImmediate runs before the event loop reads more I/O, so whatever is served after
   // this turn (the agents list, an ack's own last_seen) sees them written.
-  const hellos = new Map<string, string>();
-  let helloFailure: unknown;
+  const hellos = new Map<string, { version: string; onFailed: (err: unknown) => void }>();
   const flushHellos = () => {
     if (hellos.size === 0) return;
+    const batch = [...hellos];
+    hellos.clear();
     const at = d.iso();
     try {
       d.tx(() => {
-        for (const [id, version] of hellos) hello.run(version, at, id);
+        for (const [id, h] of batch) hello.run(h.version, at, id);
       });
     } catch (err) {
-      helloFailure = err;
-    } finally {
-      hellos.clear();
+      for (const [, h] of batch) h.onFailed(err);
     }
   };
   const applied = db.prepare(
@@ -203,14 +203,9 @@ export function createSqliteFleetStore(d: SqliteDatabase, sink: TelemetrySink): 
     revokeAgent(id) {
       revoke.run(id);
     },
-    recordHello(id, version) {
-      if (helloFailure !== undefined) {
-        const err = helloFailure;
-        helloFailure = undefined;
-        throw err;
-      }
+    recordHello(id, version, onFailed) {
       if (hellos.size === 0) setImmediate(flushHellos);
-      hellos.set(id, version);
+      hellos.set(id, { version, onFailed });
     },
     flushHellos,
     recordAck(id, ack) {
