@@ -18,6 +18,9 @@ import {
 } from './siem/index.js';
 import { createSqliteStores, type Stores } from './store/index.js';
 
+/** How long a stop waits for REST responses still being sent before it cuts them. */
+const API_CLOSE_GRACE_MS = 5000;
+
 export interface ControlPlaneOptions {
   /** Holds bulkhead.db, ca/ and initial-admin-token. */
   dataDir: string;
@@ -142,7 +145,11 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     await grpc?.close(options);
     // Telemetry already taken from the streams is written before the database closes.
     await telemetryWritten?.();
+    // In-flight requests may finish; a client that stopped reading a response would hold the
+    // stop forever, so what is still open after the grace period is cut.
+    const cut = setTimeout(() => api?.server.closeAllConnections(), API_CLOSE_GRACE_MS).unref();
     await api?.close();
+    clearTimeout(cut);
     // Aggregated flows live in memory until the window ends: send them before leaving.
     await siem?.close();
     store?.close();

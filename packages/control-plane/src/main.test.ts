@@ -142,12 +142,22 @@ describe('bulkhead-control-plane binary', () => {
     expect(lines.join('\n')).toContain(tokenFile);
     // What the bundled binary reads from files beside it or in a dependency's own folder.
     for (const path of ['/docs/', '/docs/static/swagger-ui.css', '/ui/']) {
-      expect([path, (await fetch(`${listening.api}${path}`)).status]).toEqual([path, 200]);
+      const res = await fetch(`${listening.api}${path}`);
+      // Read whole: a response left half-sent holds its connection, and so the stop below.
+      expect([path, res.status, (await res.arrayBuffer()).byteLength > 0]).toEqual([
+        path,
+        200,
+        true,
+      ]);
     }
 
+    // A client that stops reading a response does not hold the stop (cut after a grace period).
+    const stalled = await fetch(`${listening.api}/docs/static/swagger-ui-bundle.js`);
+    expect(stalled.status).toBe(200);
     const exited = new Promise<number | null>((resolve) => child!.once('exit', resolve));
     child!.kill('SIGTERM');
     expect(await exited).toBe(0);
+    await stalled.arrayBuffer().catch(() => undefined);
     // better-sqlite3 checkpoints and removes the WAL when the database is closed cleanly.
     expect(existsSync(join(dir, 'bulkhead.db-wal'))).toBe(false);
   });
