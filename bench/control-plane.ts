@@ -217,6 +217,7 @@ async function storePaths() {
         hostname: `host-${i}`,
         addresses: workload(i).addresses,
         agentVersion: 'bench',
+        packedRanges: true,
       });
       hashes.push(hash);
     });
@@ -289,6 +290,7 @@ function scaleBench() {
         hostname: w.name,
         addresses: [],
         agentVersion: 'bench',
+        packedRanges: true,
       };
       scp.hello(`a${i}`, w.name, hello, count);
     });

@@ -2,7 +2,8 @@
 // become nft input (checked here, where they enter). Must not know rules, chains or services
 // (render.ts) nor how elements reach the kernel (model.ts, update.ts).
 import { isIPv4, isIPv6 } from 'node:net';
-import type { AddressRange } from '@bulkhead/proto';
+import { formatAddress } from '@bulkhead/policy';
+import type { AddressRange, GroupUpdate } from '@bulkhead/proto';
 import { AgentError } from './errors.js';
 import type { SetModel } from './model.js';
 
@@ -41,10 +42,55 @@ export function rangeElement(r: AddressRange): { family: Family; text: string } 
   ) {
     throw invalid(`${JSON.stringify(r.from)}-${JSON.stringify(r.to)} is not an address range`);
   }
+  return element(family, r.from, single ? undefined : r.to);
+}
+
+/** A checked range's element; `to` undefined: one address. */
+function element(family: Family, from: string, to: string | undefined) {
   // Built as text (a cold load has 100k of them); the addresses are quoted by JSON.stringify.
-  const from = JSON.stringify(r.from);
-  const addr = single ? from : `{"range":[${from},${JSON.stringify(r.to)}]}`;
+  const addr =
+    to === undefined
+      ? JSON.stringify(from)
+      : `{"range":[${JSON.stringify(from)},${JSON.stringify(to)}]}`;
   return { family, text: `{"concat":[${addr},"${NFPROTO[family]}"]}` };
+}
+
+/**
+ * A GroupUpdate's `added` or `removed` ranges as set elements, the text form then the packed
+ * one (GroupUpdate.packed, proto/bulkhead/v1/agent.proto): the same element text either way.
+ * Throws RULESET_INVALID for a range out of order or packed bytes not whole ranges.
+ */
+export function* updateElements(
+  g: GroupUpdate,
+  key: 'added' | 'removed',
+): Generator<{ family: Family; text: string }> {
+  for (const r of g[key]) yield rangeElement(r);
+  const p = g.packed;
+  if (!p) return;
+  yield* packedElements(key === 'added' ? p.addedV4 : p.removedV4, 4);
+  yield* packedElements(key === 'added' ? p.addedV6 : p.removedV6, 6);
+}
+
+function* packedElements(bytes: Buffer, family: Family) {
+  const width = family === 4 ? 4 : 16;
+  if (bytes.length % (2 * width) !== 0) {
+    throw invalid(`packed IPv${family} ranges of ${bytes.length} bytes`);
+  }
+  // IPv4 (most ranges) as numbers and dotted text straight from the bytes; IPv6 as bigints.
+  const read =
+    family === 4
+      ? (at: number) => bytes.readUInt32BE(at)
+      : (at: number) => (bytes.readBigUInt64BE(at) << 64n) | bytes.readBigUInt64BE(at + 8);
+  const text =
+    family === 4
+      ? (at: number) => `${bytes[at]}.${bytes[at + 1]}.${bytes[at + 2]}.${bytes[at + 3]}`
+      : (at: number) => formatAddress(6, read(at) as bigint);
+  for (let at = 0; at < bytes.length; at += 2 * width) {
+    const from = read(at);
+    const to = read(at + width);
+    if (from > to) throw invalid(`packed range ${text(at)}-${text(at + width)} is out of order`);
+    yield element(family, text(at), from === to ? undefined : text(at + width));
+  }
 }
 
 /**

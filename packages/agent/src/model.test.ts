@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createFakeNft } from '@bulkhead/nftables/testing';
-import { Mode, type PolicyUpdate } from '@bulkhead/proto';
+import { Mode, type PackedRanges, type PolicyUpdate } from '@bulkhead/proto';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createDataplane, type Dataplane } from './dataplane.js';
@@ -143,8 +143,60 @@ describe('update apply', () => {
     expect(planDelta(current.model, renderModel(fixturePolicy(), fixtureFailsafe))?.size).toBe(0);
   });
 
+  it('a group change in the packed form writes what the text form writes', () => {
+    const v4 = (...pairs: [string, string][]) =>
+      Buffer.from(pairs.flat().flatMap((a) => a.split('.').map(Number)));
+    const update = (g: PolicyUpdate['groups'][number]): PolicyUpdate => ({
+      baseHash: 'hash-7',
+      hash: 'hash-8',
+      revision: 8,
+      full: false,
+      last: true,
+      ruleSet: undefined,
+      groups: [g],
+    });
+    const text = g('sel:web', ['10.0.1.4'], ['10.0.1.5']);
+    text.added = [{ from: '10.0.1.4', to: '10.0.1.5' }];
+    const packed = {
+      ...g('sel:web', [], []),
+      packed: {
+        addedV4: v4(['10.0.1.4', '10.0.1.5']),
+        addedV6: Buffer.alloc(0),
+        removedV4: v4(['10.0.1.5', '10.0.1.5']),
+        removedV6: Buffer.alloc(0),
+      },
+    };
+    const [fromText, fromPacked] = [text, packed].map((group) => {
+      const current = held();
+      const plan = planUpdate(current, update(group), fixtureFailsafe, FLOWS);
+      return planDelta(current.model, plan.next, undefined, plan.patches)?.commands;
+    });
+    expect(fromText).toHaveLength(2);
+    expect(fromPacked).toEqual(fromText);
+  });
+
+  const packed = (p: Partial<PackedRanges>): PolicyUpdate['groups'][number] => ({
+    ...g('sel:web', [], []),
+    packed: {
+      addedV4: Buffer.alloc(0),
+      addedV6: Buffer.alloc(0),
+      removedV4: Buffer.alloc(0),
+      removedV6: Buffer.alloc(0),
+      ...p,
+    },
+  });
+
   it.each([
     ['a delta on another base', { baseHash: 'other' }],
+    ['packed bytes that are not whole ranges', { groups: [packed({ addedV4: Buffer.alloc(7) })] }],
+    [
+      'a packed range in the wrong order',
+      { groups: [packed({ addedV4: Buffer.from([10, 9, 0, 2, 10, 9, 0, 1]) })] },
+    ],
+    [
+      'a packed removed range that is absent',
+      { groups: [packed({ removedV6: Buffer.alloc(32, 0xfd) })] },
+    ],
     ['a removed range that is absent', { groups: [g('sel:web', [], ['10.9.9.9'])] }],
     ['an added range that is present', { groups: [g('sel:web', ['10.0.1.5'], [])] }],
     ['an update of a group not held', { groups: [g('list:nope', ['10.9.9.9'], [])] }],

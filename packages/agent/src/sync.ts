@@ -240,6 +240,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
         hostname: options.hostname,
         addresses: options.addresses,
         agentVersion: options.agentVersion,
+        packedRanges: true,
       },
     });
   }

@@ -7,7 +7,7 @@
 // which writes the patches into the shared element maps. Must not talk to nftables.
 import type { GroupRuleSet, PolicyUpdate } from '@bulkhead/proto';
 import { AgentError } from './errors.js';
-import { type Family, groupSetModel, rangeElement } from './group-elements.js';
+import { elementRange, type Family, groupSetModel, updateElements } from './group-elements.js';
 import type { ElementPatch, SetModel, TableModel } from './model.js';
 import { type Failsafe, type FlowTableOptions, groupSet, renderRules } from './render.js';
 
@@ -58,6 +58,12 @@ function put(e: GroupEdit, family: Family, key: string, present: boolean): void 
   } else if (e.base![family].has(key) === present) e.net[family].delete(key);
   else e.net[family].set(key, present);
 }
+
+/** An element's range as `from-to`, for a refusal. */
+const rangeText = (element: string) => {
+  const r = elementRange(element);
+  return `${r.from}-${r.to}`;
+};
 
 const emptyNet = (): Record<Family, Map<string, boolean>> => ({ 4: new Map(), 6: new Map() });
 
@@ -112,18 +118,16 @@ export function planUpdate(
       edit = { base: { 4: b4, 6: b6 }, net: emptyNet() };
       edits.set(g.id, edit);
     }
-    for (const r of g.removed) {
-      const { family, text } = rangeElement(r);
-      if (!has(edit, family, text)) refuse(`group ${g.id}: removed ${r.from}-${r.to} is absent`);
+    for (const { family, text } of updateElements(g, 'removed')) {
+      if (!has(edit, family, text)) refuse(`group ${g.id}: removed ${rangeText(text)} is absent`);
       put(edit, family, text, false);
     }
-    for (const r of g.added) {
-      const { family, text } = rangeElement(r);
+    for (const { family, text } of updateElements(g, 'added')) {
       const fresh = edit.fresh?.[family];
       // A new group (a cold load: 100k ranges) checks and adds with one map operation.
       const size = fresh?.size;
       const added = fresh ? fresh.set(text, '').size !== size : !has(edit, family, text);
-      if (!added) refuse(`group ${g.id}: added ${r.from}-${r.to} is present`);
+      if (!added) refuse(`group ${g.id}: added ${rangeText(text)} is present`);
       if (!fresh) put(edit, family, text, true);
     }
   }

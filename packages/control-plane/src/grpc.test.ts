@@ -145,6 +145,7 @@ describe('gRPC agent service', () => {
         hostname: 'db-1',
         addresses: ['10.0.0.2'],
         agentVersion: '0.1.0',
+        packedRanges: false,
       },
     });
     const initial = await s.next();
@@ -202,6 +203,7 @@ describe('gRPC agent service', () => {
         hostname: 'db-1',
         addresses: ['10.0.0.2'],
         agentVersion: 't',
+        packedRanges: false,
       },
     });
     // The barrier's full sync is the next message: the Hello above brought none.
@@ -223,6 +225,7 @@ describe('gRPC agent service', () => {
         hostname: 'db-1',
         addresses: ['10.0.0.9'],
         agentVersion: 't',
+        packedRanges: false,
       },
     });
     expect(afterProvision).toMatchObject({ full: false, revision: 1 });
@@ -481,6 +484,7 @@ describe('gRPC agent service', () => {
         hostname: 'x',
         addresses: [],
         agentVersion: 't',
+        packedRanges: false,
       },
     });
     expect((await s.error).code).toBe(status.UNAUTHENTICATED);
@@ -496,6 +500,7 @@ describe('gRPC agent service', () => {
         hostname: 'x',
         addresses: [],
         agentVersion: 't',
+        packedRanges: false,
       },
     });
     await expect(s.next()).rejects.toSatisfy(
@@ -608,6 +613,7 @@ describe('gRPC agent service', () => {
         hostname: 'x',
         addresses: [],
         agentVersion: 't',
+        packedRanges: false,
       },
     });
     expect((await again.error).code).toBe(status.UNAUTHENTICATED);

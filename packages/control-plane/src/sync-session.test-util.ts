@@ -1,5 +1,7 @@
 // A Sync stream for tests that speak to a real control plane as an agent would (not part of the
 // public API).
+
+import { formatAddress } from '@bulkhead/policy';
 import type {
   GroupUpdate,
   PolicyUpdate,
@@ -24,7 +26,11 @@ export class SyncSession {
   private waiters: Array<() => void> = [];
   readonly error: Promise<ServiceError>;
 
-  constructor(readonly stream: ClientDuplexStream<SyncRequest, SyncResponse>) {
+  /** `packed`: the Hellos say `packed_ranges`, so groups arrive in the packed form. */
+  constructor(
+    readonly stream: ClientDuplexStream<SyncRequest, SyncResponse>,
+    readonly packed = false,
+  ) {
     stream.on('data', (msg: SyncResponse) => {
       if (msg.welcome) this.welcomes.push(msg.welcome);
       else this.received.push(msg);
@@ -83,7 +89,14 @@ export class SyncSession {
 
   hello(appliedHash = '', addresses: string[] = []) {
     this.send({
-      hello: { appliedRevision: 0, appliedHash, hostname: '', addresses, agentVersion: 't' },
+      hello: {
+        appliedRevision: 0,
+        appliedHash,
+        hostname: '',
+        addresses,
+        agentVersion: 't',
+        packedRanges: this.packed,
+      },
     });
   }
 
@@ -114,11 +127,31 @@ export function applyGroups(
     }
     const ranges = g.created && !out.has(g.id) ? new Set<string>() : out.get(g.id);
     if (!ranges) throw new Error(`update of unknown group ${g.id}`);
-    for (const r of g.removed) {
-      if (!ranges.delete(`${r.from}-${r.to}`)) throw new Error(`${g.id}: removed range absent`);
+    for (const r of rangesOf(g, 'removed')) {
+      if (!ranges.delete(r)) throw new Error(`${g.id}: removed range absent`);
     }
-    for (const r of g.added) ranges.add(`${r.from}-${r.to}`);
+    for (const r of rangesOf(g, 'added')) ranges.add(r);
     out.set(g.id, ranges);
+  }
+  return out;
+}
+
+/** A GroupUpdate's added or removed ranges as `from-to` texts, from either form. */
+export function rangesOf(g: GroupUpdate, key: 'added' | 'removed'): string[] {
+  const out = g[key].map((r) => `${r.from}-${r.to}`);
+  const p = g.packed;
+  for (const [bytes, family] of p
+    ? ([
+        [key === 'added' ? p.addedV4 : p.removedV4, 4],
+        [key === 'added' ? p.addedV6 : p.removedV6, 6],
+      ] as const)
+    : []) {
+    const width = family === 4 ? 4 : 16;
+    const read = (at: number) =>
+      formatAddress(family, BigInt(`0x${bytes.subarray(at, at + width).toString('hex')}`));
+    for (let at = 0; at < bytes.length; at += 2 * width) {
+      out.push(`${read(at)}-${read(at + width)}`);
+    }
   }
   return out;
 }

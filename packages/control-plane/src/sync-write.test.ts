@@ -27,11 +27,10 @@ describe('the Sync write path (pins grpc-js 1.14 internals)', () => {
       { baseHash: '', hash: 'h', revision: 2, full: true },
       encodeBodies(
         undefined,
-        encodeGroup({
-          id: 'list:a',
-          created: true,
-          added: Array.from({ length: 500 }, (_, i) => range(i)),
-        }),
+        encodeGroup(
+          { id: 'list:a', created: true, added: Array.from({ length: 500 }, (_, i) => range(i)) },
+          'text',
+        ),
       ),
     );
     const serialized: Buffer[] = [];

@@ -74,8 +74,8 @@ describe('Sync in group form', () => {
   }
 
   /** A stream that said Hello holding `hash` and got its answer (full sync or nothing). */
-  async function session(creds: () => ChannelCredentials, hash = '') {
-    const s = new SyncSession(connect(creds()).sync());
+  async function session(creds: () => ChannelCredentials, hash = '', packed = false) {
+    const s = new SyncSession(connect(creds()).sync(), packed);
     s.hello(hash);
     const state = hash === '' ? await s.next() : undefined;
     return { s, state };
@@ -153,6 +153,33 @@ describe('Sync in group form', () => {
     await expectNothing(webS.s);
     const agents = (await api('GET', '/v1/agents')).json as Array<Record<string, unknown>>;
     expect(agents.find((a) => a.workload === 'db-1')?.desiredHash).toBe(toDb.hash);
+  });
+
+  it('an agent that reads packed ranges holds the same groups as one that reads text, from a third of the bytes', async () => {
+    const text = await enrolled('db-1', 'db', '10.0.0.2');
+    const packed = await enrolled('db-2', 'db', '10.0.0.4');
+    await enrolled('web-1', 'web', '10.0.0.3');
+    await policies();
+    const textS = await session(text);
+    const packedS = await session(packed, '', true);
+    const held = (u: ReceivedUpdate) => applyGroups(new Map(), u.groups);
+    expect(packedS.state!.groups.every((g) => g.packed && g.added.length === 0)).toBe(true);
+    expect(held(packedS.state!)).toEqual(held(textS.state!));
+
+    // 1,000 addresses and an IPv6 range more for the db hosts: a delta to both.
+    const cidrs = Array.from({ length: 1000 }, (_, i) => `172.16.${i >> 7}.${(i & 127) * 2}/32`);
+    await api('PUT', '/v1/ip-lists/peers', { cidrs: [...cidrs, '2001:db8::/120'] });
+    await api('PUT', '/v1/policies/peers', {
+      scope: { matchLabels: { app: 'db' } },
+      ingress: [{ action: 'allow', peers: [{ ipList: 'peers' }] }],
+    });
+    expect((await api('POST', '/v1/provision', { note: 'peers' })).status).toBe(200);
+    const [t, p] = [await textS.s.next(), await packedS.s.next()];
+    const after = applyGroups(held(packedS.state!), p.groups);
+    expect(after).toEqual(applyGroups(held(textS.state!), t.groups));
+    expect([...after.values()].some((g) => g.has('2001:db8::-2001:db8::ff'))).toBe(true);
+    const bytes = (u: ReceivedUpdate) => u.chunkBytes.reduce((a, b) => a + b, 0);
+    expect(bytes(p)).toBeLessThan(bytes(t) / 3);
   });
 
   it('resumes by hash: nothing for the current hash, a full sync after missed updates, nothing after a restart', async () => {

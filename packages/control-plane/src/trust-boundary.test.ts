@@ -87,7 +87,14 @@ describe('trust boundary: enrolment and address claims', () => {
 
   function hello(s: SyncSession, addresses: string[]) {
     s.send({
-      hello: { appliedRevision: 0, appliedHash: '', hostname: '', addresses, agentVersion: 't' },
+      hello: {
+        appliedRevision: 0,
+        appliedHash: '',
+        hostname: '',
+        addresses,
+        agentVersion: 't',
+        packedRanges: true,
+      },
     });
   }
 

@@ -20,6 +20,7 @@ export {
   GroupUpdate,
   type Hello,
   Mode,
+  type PackedRanges,
   PolicyUpdate,
   type Rule,
   type RuleCounter,

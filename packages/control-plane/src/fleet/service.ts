@@ -212,6 +212,7 @@ export function createFleetService(deps: FleetDeps): FleetService {
         // Its agent tries again, as after any lost stream.
         stream.close('control plane could not record the Hello', 'unavailable');
       });
+      stream.ranges = hello.packedRanges ? 'packed' : 'text';
       return publisher.hello(stream, hello.appliedHash, () => {
         try {
           addresses.claim(agentId, stream.workload, hello.addresses);

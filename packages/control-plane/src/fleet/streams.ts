@@ -1,6 +1,7 @@
 // The open Sync streams of the fleet, by agent and by workload: who is connected, the streams
 // of a workload (so a change reaches its agents without a scan of every stream), ending
 // streams. Holds no state beyond the process; must not touch the store or decide what to send.
+import type { RangeForm } from '../rulesets/encode.js';
 
 /** One open Sync stream, already bound to the agent id from its client certificate. */
 export interface AgentStream {
@@ -15,6 +16,8 @@ export interface AgentStream {
   synced?: string;
   /** performance.now() of the earliest send of a state the agent has not acked yet (metrics). */
   sentAt?: number;
+  /** How the agent reads group ranges, from its Hello; `text` until then. */
+  ranges?: RangeForm;
   /**
    * Ends the stream. `denied`: the agent may no longer sync (revoked, deleted), so it must not
    * simply reconnect; `unavailable`: shutdown or superseded, reconnecting is right.

@@ -6,7 +6,13 @@
 // message is copied once on its way to the socket. Produces encoded SyncResponse bytes; must not
 // decide what an agent gets.
 import { type IpRange, toAddressRange } from '@bulkhead/policy';
-import { type AddressRange, type GroupRule, GroupRuleSet, PolicyUpdate } from '@bulkhead/proto';
+import {
+  type AddressRange,
+  type GroupRule,
+  GroupRuleSet,
+  type GroupUpdate,
+  PolicyUpdate,
+} from '@bulkhead/proto';
 
 /** No message on the stream is larger (the contract's 1 MiB). */
 export const MAX_MESSAGE = 1 << 20;
@@ -42,40 +48,80 @@ function rangeField(r: AddressRange): number {
 /** Encoded `groups` fields of a PolicyUpdate (tag + length + GroupUpdate), one per part. */
 export type GroupParts = Uint8Array[];
 
-const part = (g: PolicyUpdate['groups'][number]) =>
-  PolicyUpdate.encode({ ...EMPTY, groups: [g] }).finish();
+/**
+ * How an agent reads group ranges: `packed` (GroupUpdate's _v4/_v6 byte fields) when its Hello
+ * said `packed_ranges`, else `text` (AddressRange messages), as agents before the packed form.
+ */
+export type RangeForm = 'packed' | 'text';
+
+const NO_BYTES = Buffer.alloc(0);
+
+const part = (g: GroupUpdate) => PolicyUpdate.encode({ ...EMPTY, groups: [g] }).finish();
+
+/** Bytes of one range in the packed form: its two ends. */
+const packedSize = (r: IpRange) => (r.family === 4 ? 8 : 32);
+const LOW_64 = (1n << 64n) - 1n;
+
+/** The ranges of one family, packed: each range's two ends in network byte order. */
+function pack(ranges: readonly IpRange[], family: 4 | 6): Buffer {
+  const of = ranges.filter((r) => r.family === family);
+  if (of.length === 0) return NO_BYTES;
+  const out = Buffer.allocUnsafe(of.length * (family === 4 ? 8 : 32));
+  let at = 0;
+  for (const r of of) {
+    for (const v of [r.from, r.to]) {
+      if (family === 4) at = out.writeUInt32BE(Number(v), at);
+      else at = out.writeBigUInt64BE(v & LOW_64, out.writeBigUInt64BE(v >> 64n, at));
+    }
+  }
+  return out;
+}
 
 /**
- * One group's change as parts, its ranges split so that each part fits a chunk; `created`
- * and `deleted` ride on the first part only.
+ * One group's change as parts, in `form`, its ranges split so that each part fits a chunk;
+ * `created` and `deleted` ride on the first part only.
  */
-export function encodeGroup(change: {
-  id: string;
-  created?: boolean;
-  deleted?: boolean;
-  added?: readonly IpRange[];
-  removed?: readonly IpRange[];
-}): GroupParts {
+export function encodeGroup(
+  change: {
+    id: string;
+    created?: boolean;
+    deleted?: boolean;
+    added?: readonly IpRange[];
+    removed?: readonly IpRange[];
+  },
+  form: RangeForm,
+): GroupParts {
   const out: GroupParts = [];
-  let current = { added: [] as AddressRange[], removed: [] as AddressRange[], size: 0 };
+  let current = { added: [] as IpRange[], removed: [] as IpRange[], size: 0 };
   const flush = () => {
+    const { added, removed } = current;
+    const first = out.length === 0;
     out.push(
       part({
         id: change.id,
-        created: out.length === 0 && change.created === true,
-        deleted: out.length === 0 && change.deleted === true,
-        added: current.added,
-        removed: current.removed,
+        created: first && change.created === true,
+        deleted: first && change.deleted === true,
+        ...(form === 'packed'
+          ? {
+              added: [],
+              removed: [],
+              packed: {
+                addedV4: pack(added, 4),
+                addedV6: pack(added, 6),
+                removedV4: pack(removed, 4),
+                removedV6: pack(removed, 6),
+              },
+            }
+          : { added: added.map(toAddressRange), removed: removed.map(toAddressRange) }),
       }),
     );
     current = { added: [], removed: [], size: 0 };
   };
   for (const key of ['removed', 'added'] as const) {
     for (const r of change[key] ?? []) {
-      const a = toAddressRange(r);
-      const size = rangeField(a);
+      const size = form === 'packed' ? packedSize(r) : rangeField(toAddressRange(r));
       if (current.size + size > PART_RANGES) flush();
-      current[key].push(a);
+      current[key].push(r);
       current.size += size;
     }
   }

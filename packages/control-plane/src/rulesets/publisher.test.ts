@@ -2,7 +2,9 @@ import type { PolicyState, Workload } from '@bulkhead/policy';
 import { type GroupRuleSet, SyncResponse } from '@bulkhead/proto';
 import { describe, expect, it } from 'vitest';
 import type { AgentStream } from '../fleet/streams.js';
+import { rangesOf } from '../sync-session.test-util.js';
 import { silentLog } from '../test-support.js';
+import type { RangeForm } from './encode.js';
 import { createRuleSetPublisher } from './publisher.js';
 
 const workload = (name: string, app: string, address: string): Workload => ({
@@ -31,7 +33,7 @@ const state = (policies: object[], ipLists: PolicyState['ipLists'] = []): Policy
  * An agent as the wiring contract has it: chunks buffered until `last`, a delta applied on its
  * base hash only. Every message must be the generated encoder's bytes for what it decodes to.
  */
-function agent(name: string) {
+function agent(name: string, ranges: RangeForm) {
   let chunks: NonNullable<SyncResponse['update']>[] = [];
   const held = {
     hash: '',
@@ -41,6 +43,7 @@ function agent(name: string) {
   const stream: AgentStream = {
     agentId: `agent-${name}`,
     workload: name,
+    ranges,
     send(m) {
       const decoded = SyncResponse.decode(m);
       expect(Buffer.from(SyncResponse.encode(decoded).finish()).equals(m)).toBe(true);
@@ -63,8 +66,10 @@ function agent(name: string) {
             continue;
           }
           const set = g.created ? new Set<string>() : held.groups.get(g.id)!;
-          for (const r of g.removed) expect(set.delete(`${r.from}-${r.to}`)).toBe(true);
-          for (const r of g.added) set.add(`${r.from}-${r.to}`);
+          // Each agent gets its own form only.
+          expect(ranges === 'packed' ? g.added.length + g.removed.length : g.packed).toBeFalsy();
+          for (const r of rangesOf(g, 'removed')) expect(set.delete(r)).toBe(true);
+          for (const r of rangesOf(g, 'added')) set.add(r);
           held.groups.set(g.id, set);
         }
       }
@@ -78,7 +83,10 @@ function agent(name: string) {
 
 describe('rule-set publisher fan-out', () => {
   it('brings every agent, full sync then deltas, to the desired state in canonical bytes', () => {
-    const agents = new Map(workloads.map((w) => [w.name, agent(w.name)]));
+    // Agents that read the packed form and one that reads text only (an older agent).
+    const agents = new Map(
+      workloads.map((w) => [w.name, agent(w.name, w.name === 'web-2' ? 'text' : 'packed')]),
+    );
     const publisher = createRuleSetPublisher({
       streams: { ofWorkload: (w) => (agents.has(w) ? [agents.get(w)!.stream] : []) },
       log: silentLog,

@@ -26,6 +26,7 @@ import {
   encodeGroup,
   frameUpdate,
   type GroupParts,
+  type RangeForm,
   type UpdateHeader,
 } from './encode.js';
 import { diffNamed, sameRecord } from './named-diff.js';
@@ -162,23 +163,34 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
   /** Counts workload changes that fed other labels or modes, or added or removed a workload. */
   let refed = 0;
 
-  function whole(id: string): GroupParts {
-    let parts = wholeParts.get(id);
+  function whole(id: string, form: RangeForm): GroupParts {
+    const key = `${form}:${id}`;
+    let parts = wholeParts.get(key);
     if (!parts) {
-      parts = encodeGroup({ id, created: true, added: calc.group(id) ?? [] });
-      wholeParts.set(id, parts);
+      parts = encodeGroup({ id, created: true, added: calc.group(id) ?? [] }, form);
+      wholeParts.set(key, parts);
     }
     return parts;
   }
 
-  /** Full-sync bodies per rules array, shared by the agents that get one; dropped as wholeParts. */
-  let fullBodies = new WeakMap<readonly GroupRule[], Body[]>();
+  /**
+   * Full-sync bodies per range form and rules array, shared by the agents that get one; dropped
+   * as wholeParts.
+   */
+  const noBodies = () => ({
+    packed: new WeakMap<readonly GroupRule[], Body[]>(),
+    text: new WeakMap<readonly GroupRule[], Body[]>(),
+  });
+  let fullBodies = noBodies();
 
-  function fullSync(ruleSet: GroupRuleSet, hash: string): Buffer[] {
-    let bodies = fullBodies.get(ruleSet.rules);
+  function fullSync(ruleSet: GroupRuleSet, hash: string, form: RangeForm): Buffer[] {
+    let bodies = fullBodies[form].get(ruleSet.rules);
     if (!bodies) {
-      bodies = encodeBodies(ruleSet.rules, groupsOf(ruleSet).flatMap(whole));
-      fullBodies.set(ruleSet.rules, bodies);
+      bodies = encodeBodies(
+        ruleSet.rules,
+        groupsOf(ruleSet).flatMap((id) => whole(id, form)),
+      );
+      fullBodies[form].set(ruleSet.rules, bodies);
     }
     return frameUpdate({ baseHash: '', hash, revision, full: true }, bodies, ruleSet);
   }
@@ -193,29 +205,34 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
         return;
       }
       hasher.apply(result.delta);
-      for (const g of result.delta.groups) wholeParts.delete(g.id);
-      if (result.delta.groups.length > 0) fullBodies = new WeakMap();
+      for (const g of result.delta.groups) {
+        wholeParts.delete(`packed:${g.id}`);
+        wholeParts.delete(`text:${g.id}`);
+      }
+      if (result.delta.groups.length > 0) fullBodies = noBodies();
       batch.add(result);
     });
     const changes = new Map<string, GroupParts>();
-    const changeParts = (id: string) => {
-      let parts = changes.get(id);
+    const changeParts = (id: string, form: RangeForm) => {
+      const key = `${form}:${id}`;
+      let parts = changes.get(key);
       if (!parts) {
         const c = batch.change(id);
-        parts = c ? encodeGroup({ id, ...c }) : [];
-        changes.set(id, parts);
+        parts = c ? encodeGroup({ id, ...c }, form) : [];
+        changes.set(key, parts);
       }
       return parts;
     };
     /**
-     * Per (rules before, rules after): the group parts, and the message bodies of an update
-     * that leaves the rule set as it is; agents with the same rules share both, so each of
-     * them costs its hash and header. null: only a full sync will do.
+     * Per range form and (rules before, rules after): the group parts, and the message bodies
+     * of an update that leaves the rule set as it is; agents with the same rules share both, so
+     * each of them costs its hash and header. null: only a full sync will do.
      */
-    const memo = new Map<
-      readonly GroupRule[],
-      Map<readonly GroupRule[], { parts: Uint8Array[]; bare?: Body[]; ruled?: Body[] } | null>
-    >();
+    type Shared = { parts: Uint8Array[]; bare?: Body[]; ruled?: Body[] } | null;
+    const memo = {
+      packed: new Map<readonly GroupRule[], Map<readonly GroupRule[], Shared>>(),
+      text: new Map<readonly GroupRule[], Map<readonly GroupRule[], Shared>>(),
+    };
     const changed: string[] = [];
     let now: number | undefined;
     // Per agent, only when asked for: a change can reach every agent of the fleet.
@@ -240,11 +257,12 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       changed.push(name);
       for (const stream of streams.ofWorkload(name)) {
         if (stream.synced === undefined || stream.synced === hash) continue;
+        const form = stream.ranges ?? 'text';
         const messages =
           before && stream.synced === beforeHash
-            ? delta(before, ruleSet, { baseHash: beforeHash, hash, revision, full: false })
+            ? delta(before, ruleSet, { baseHash: beforeHash, hash, revision, full: false }, form)
             : undefined;
-        for (const m of messages ?? fullSync(ruleSet, hash)) stream.send(m);
+        for (const m of messages ?? fullSync(ruleSet, hash, form)) stream.send(m);
         stream.synced = hash;
         stream.sentAt ??= now ??= performance.now();
         if (debug) log.debug({ workload: name, hash, full: !messages }, 'sent policy update');
@@ -257,12 +275,13 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       before: GroupRuleSet,
       after: GroupRuleSet,
       header: UpdateHeader,
+      form: RangeForm,
     ): Buffer[] | undefined {
-      const byAfter = memo.get(before.rules) ?? new Map();
-      memo.set(before.rules, byAfter);
+      const byAfter = memo[form].get(before.rules) ?? new Map();
+      memo[form].set(before.rules, byAfter);
       let shared = byAfter.get(after.rules);
       if (shared === undefined) {
-        const parts = groupParts(before, after);
+        const parts = groupParts(before, after, form);
         shared = parts ? { parts } : null;
         byAfter.set(after.rules, shared);
       }
@@ -277,17 +296,23 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
     }
 
     /** The group parts from `before`'s groups to `after`'s; undefined: only a full sync will do. */
-    function groupParts(before: GroupRuleSet, after: GroupRuleSet): Uint8Array[] | undefined {
+    function groupParts(
+      before: GroupRuleSet,
+      after: GroupRuleSet,
+      form: RangeForm,
+    ): Uint8Array[] | undefined {
       const was = new Set(groupsOf(before));
       const now = groupsOf(after);
       const parts: Uint8Array[] = [];
       for (const id of now) {
-        if (!was.has(id)) parts.push(...whole(id));
+        if (!was.has(id)) parts.push(...whole(id, form));
         else if (batch.groups.get(id)?.replaced) return undefined;
-        else parts.push(...changeParts(id));
+        else parts.push(...changeParts(id, form));
       }
       const kept = new Set(now);
-      for (const id of was) if (!kept.has(id)) parts.push(...encodeGroup({ id, deleted: true }));
+      for (const id of was) {
+        if (!kept.has(id)) parts.push(...encodeGroup({ id, deleted: true }, form));
+      }
       return parts;
     }
   }
@@ -406,7 +431,7 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       stream.sentAt = undefined;
       if (!p || p.hash === appliedHash) return [];
       stream.sentAt = performance.now();
-      return fullSync(p.ruleSet, p.hash);
+      return fullSync(p.ruleSet, p.hash, stream.ranges ?? 'text');
     },
   };
 }
