@@ -102,13 +102,7 @@ describe('update apply', () => {
 
   it("a group change writes only that group's elements, nothing else", () => {
     const current = held();
-    const update: PolicyUpdate = {
-      baseHash: 'hash-7',
-      hash: 'hash-8',
-      revision: 8,
-      full: false,
-      last: true,
-      ruleSet: undefined,
+    const update = delta8({
       groups: [
         {
           id: 'sel:web',
@@ -118,7 +112,7 @@ describe('update apply', () => {
           added: [{ from: '10.0.1.4', to: '10.0.1.5' }],
         },
       ],
-    };
+    });
     const plan = planUpdate(current, update, fixtureFailsafe, FLOWS);
     const tx = planDelta(current.model, plan.next, undefined, plan.patches);
     const name = groupSet('sel:web', 4);
@@ -146,15 +140,6 @@ describe('update apply', () => {
   it('a group change in the packed form writes what the text form writes', () => {
     const v4 = (...pairs: [string, string][]) =>
       Buffer.from(pairs.flat().flatMap((a) => a.split('.').map(Number)));
-    const update = (g: PolicyUpdate['groups'][number]): PolicyUpdate => ({
-      baseHash: 'hash-7',
-      hash: 'hash-8',
-      revision: 8,
-      full: false,
-      last: true,
-      ruleSet: undefined,
-      groups: [g],
-    });
     const text = g('sel:web', ['10.0.1.4'], ['10.0.1.5']);
     text.added = [{ from: '10.0.1.4', to: '10.0.1.5' }];
     const packed = {
@@ -168,7 +153,7 @@ describe('update apply', () => {
     };
     const [fromText, fromPacked] = [text, packed].map((group) => {
       const current = held();
-      const plan = planUpdate(current, update(group), fixtureFailsafe, FLOWS);
+      const plan = planUpdate(current, delta8({ groups: [group] }), fixtureFailsafe, FLOWS);
       return planDelta(current.model, plan.next, undefined, plan.patches)?.commands;
     });
     expect(fromText).toHaveLength(2);
@@ -213,17 +198,7 @@ describe('update apply', () => {
   ] as [string, Partial<PolicyUpdate>][])('refuses %s and changes nothing', (_, part) => {
     const current = held();
     const before = JSON.stringify(normalModel(current.model));
-    const update: PolicyUpdate = {
-      baseHash: 'hash-7',
-      hash: 'hash-8',
-      revision: 8,
-      full: false,
-      last: true,
-      ruleSet: undefined,
-      groups: [],
-      ...part,
-    };
-    expect(() => planUpdate(current, update, fixtureFailsafe, FLOWS)).toThrow(
+    expect(() => planUpdate(current, delta8(part), fixtureFailsafe, FLOWS)).toThrow(
       expect.objectContaining({ code: expect.stringMatching(/UPDATE_REFUSED|RULESET_INVALID/) }),
     );
     expect(JSON.stringify(normalModel(current.model))).toBe(before);
@@ -278,6 +253,20 @@ function held() {
   const p = planUpdate(undefined, fixtureUpdate(), fixtureFailsafe, FLOWS);
   p.commit();
   return { applied: p.applied, model: p.next };
+}
+
+/** A delta on the fixture's applied state (hash-7), to hash-8. */
+function delta8(part: Partial<PolicyUpdate>): PolicyUpdate {
+  return {
+    baseHash: 'hash-7',
+    hash: 'hash-8',
+    revision: 8,
+    full: false,
+    last: true,
+    ruleSet: undefined,
+    groups: [],
+    ...part,
+  };
 }
 
 function g(id: string, added: string[], removed: string[]) {

@@ -49,8 +49,9 @@ function rangeField(r: AddressRange): number {
 export type GroupParts = Uint8Array[];
 
 /**
- * How an agent reads group ranges: `packed` (GroupUpdate's _v4/_v6 byte fields) when its Hello
- * said `packed_ranges`, else `text` (AddressRange messages), as agents before the packed form.
+ * How an agent reads group ranges: `packed` (GroupUpdate.packed, each range's ends as bytes)
+ * when its Hello said `packed_ranges`, else `text` (AddressRange messages), as agents before
+ * the packed form.
  */
 export type RangeForm = 'packed' | 'text';
 
