@@ -1,5 +1,13 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -29,8 +37,19 @@ describe('bulkhead-control-plane binary', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('is built', () => {
+  it('is built, and bundled from the current build', () => {
     expect(existsSync(MAIN), `${MAIN} missing: run npm run build`).toBe(true);
+    // `tsc --build` alone leaves the bundle behind what it compiled: the binary would be older.
+    const dist = dirname(MAIN);
+    const newest = readdirSync(dist, { recursive: true, encoding: 'utf8' })
+      // What the program is made of: not the tests and their helpers, which tsc builds too.
+      .filter((f) => f.endsWith('.js') && f !== 'main.js' && !/\.test|test-support/.test(f))
+      .map((f) => statSync(join(dist, f)).mtimeMs)
+      .reduce((a, b) => Math.max(a, b), 0);
+    expect(
+      statSync(MAIN).mtimeMs,
+      'dist/main.js is older than what tsc built: npm run build',
+    ).toBeGreaterThanOrEqual(newest);
   });
 
   it('prints its version with --version', () => {
