@@ -147,8 +147,8 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
   const hasher = createAgentHasher();
   /** What each workload's agents hold once in sync: its rule set and agent state hash. */
   const published = new Map<string, { ruleSet: GroupRuleSet; hash: string }>();
-  /** Encoded whole groups (created / full sync), dropped when the group changes. */
-  const wholeParts = new Map<string, GroupParts>();
+  /** Encoded whole groups (created / full sync) per range form, dropped when the group changes. */
+  const wholeParts = { packed: new Map<string, GroupParts>(), text: new Map<string, GroupParts>() };
   const ruleIds = new WeakMap<readonly GroupRule[], ReadonlySet<string>>();
   let objects = EMPTY_OBJECTS;
   let revision = 0;
@@ -164,11 +164,10 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
   let refed = 0;
 
   function whole(id: string, form: RangeForm): GroupParts {
-    const key = `${form}:${id}`;
-    let parts = wholeParts.get(key);
+    let parts = wholeParts[form].get(id);
     if (!parts) {
       parts = encodeGroup({ id, created: true, added: calc.group(id) ?? [] }, form);
-      wholeParts.set(key, parts);
+      wholeParts[form].set(id, parts);
     }
     return parts;
   }
@@ -206,20 +205,19 @@ export function createRuleSetPublisher({ streams, log }: PublisherDeps): RuleSet
       }
       hasher.apply(result.delta);
       for (const g of result.delta.groups) {
-        wholeParts.delete(`packed:${g.id}`);
-        wholeParts.delete(`text:${g.id}`);
+        wholeParts.packed.delete(g.id);
+        wholeParts.text.delete(g.id);
       }
       if (result.delta.groups.length > 0) fullBodies = noBodies();
       batch.add(result);
     });
-    const changes = new Map<string, GroupParts>();
+    const changes = { packed: new Map<string, GroupParts>(), text: new Map<string, GroupParts>() };
     const changeParts = (id: string, form: RangeForm) => {
-      const key = `${form}:${id}`;
-      let parts = changes.get(key);
+      let parts = changes[form].get(id);
       if (!parts) {
         const c = batch.change(id);
         parts = c ? encodeGroup({ id, ...c }, form) : [];
-        changes.set(key, parts);
+        changes[form].set(id, parts);
       }
       return parts;
     };
