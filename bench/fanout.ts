@@ -86,6 +86,8 @@ for (const w of workloads) {
   const stream: AgentStream = {
     agentId: w.name,
     workload: w.name,
+    // As the agent asks in its Hello.
+    ranges: 'packed',
     send(m) {
       const f = frameOf(m);
       bytes += f.length;
