@@ -6,6 +6,7 @@ import {
   later,
   type ObservedFlow,
 } from './impact-flows.js';
+import { prng } from './random.test-util.js';
 import { canonical, parse } from './visibility.js';
 
 const row = { src: '10.0.0.1', dst: '10.0.0.2', protocol: 6, port: 5432 };
@@ -52,12 +53,9 @@ describe('flow fold', () => {
   });
 
   it('folds as a map of distinct flows does, over random copies, across its table growing', () => {
-    let seed = 7;
-    const random = (n: number) => {
-      seed = (seed * 48_271) % 2_147_483_647;
-      return Math.floor((seed / 2 ** 31) * n);
-    };
-    const pick = <T>(xs: readonly T[]) => xs[random(xs.length)]!;
+    const rng = prng(7);
+    const random = (n: number) => rng.int(0, n - 1);
+    const { pick } = rng;
     const addresses = [
       ...Array.from({ length: 60 }, (_, i) => `10.0.${i >> 4}.${i}`),
       '2001:db8::1',
@@ -120,12 +118,9 @@ describe('flow fold', () => {
   });
 
   it('takes removed ends out as a fresh fold of the copies left has them, times going back', () => {
-    let seed = 11;
-    const random = (n: number) => {
-      seed = (seed * 48_271) % 2_147_483_647;
-      return Math.floor((seed / 2 ** 31) * n);
-    };
-    const pick = <T>(xs: readonly T[]) => xs[random(xs.length)]!;
+    const rng = prng(11);
+    const random = (n: number) => rng.int(0, n - 1);
+    const { pick } = rng;
     type Row = ObservedFlow & { workload: string; direction: 'ingress' | 'egress' };
     const kept = createFlowFold<Row>({ keepCopies: false });
     let left: Row[] = [];

@@ -148,17 +148,22 @@ export function canonicalAddress(text: string): string {
 type Row = Record<string, unknown>;
 type RowKey = Omit<Extract<RemovedFlows, { removed: 'end' }>, 'removed'>;
 
-// A row with, as `connections`, the total of its end (the reporting workload and direction) for
-// its distinct flow: the rows of the same src, dst, protocol and port (any port for a protocol
-// without ports). The end's rows are one range of the unique key (its first five columns).
-const WITH_END_TOTAL = `SELECT f.src, f.dst, f.protocol, f.port, f.workload, f.direction,
+/** The protocols with ports, as an SQL list. */
+const PORTED = PORT_PROTOCOL_NUMBERS.join(', ');
+// A row of `from` (flows as f) with, as `connections`, the total of its end (the reporting
+// workload and direction) for its distinct flow: the rows of the same src, dst, protocol and
+// port (any port for a protocol without ports). The end's rows are one range of the unique key
+// (its first five columns).
+const withEndTotal = (
+  from = 'flows f',
+) => `SELECT f.src, f.dst, f.protocol, f.port, f.workload, f.direction,
     f.last_seen AS lastSeen,
     (SELECT SUM(g.connections) FROM flows g
       WHERE g.workload = f.workload AND g.direction = f.direction AND g.src = f.src
         AND g.dst = f.dst AND g.protocol = f.protocol
-        AND (g.port = f.port OR f.protocol NOT IN (${PORT_PROTOCOL_NUMBERS.join(', ')})))
+        AND (g.port = f.port OR f.protocol NOT IN (${PORTED})))
       AS connections
-  FROM flows f`;
+  FROM ${from}`;
 
 const ORDER =
   'ORDER BY f.last_seen DESC, f.workload, f.src, f.dst, f.protocol, f.port, f.verdict, f.rule_id';
@@ -243,16 +248,16 @@ export function createFlowStore(db: Database.Database, now: () => Date, limits: 
     `SELECT direction, src, dst, protocol, port, first_seen AS firstSeen FROM flows
      WHERE workload = ?`,
   );
-  const changedRows = db.prepare<Row>(`${WITH_END_TOTAL} WHERE f.seq > ?`);
+  const changedRows = db.prepare<Row>(`${withEndTotal()} WHERE f.seq > ?`);
   // The ends as one JSON array of keys: a statement per end cost twice as much.
   const endsRows = db.prepare<Row>(
     `WITH k AS (SELECT value ->> 0 AS w, value ->> 1 AS d, value ->> 2 AS s, value ->> 3 AS t,
          value ->> 4 AS p, value ->> 5 AS o FROM json_each(?))
-     ${WITH_END_TOTAL.replace('FROM flows f', 'FROM k CROSS JOIN flows f')}
+     ${withEndTotal('k CROSS JOIN flows f')}
      WHERE f.workload = k.w AND f.direction = k.d AND f.src = k.s AND f.dst = k.t
-       AND f.protocol = k.p AND (f.port = k.o OR f.protocol NOT IN (${PORT_PROTOCOL_NUMBERS.join(', ')}))`,
+       AND f.protocol = k.p AND (f.port = k.o OR f.protocol NOT IN (${PORTED}))`,
   );
-  const workloadRows = db.prepare<Row>(`${WITH_END_TOTAL} WHERE f.workload = ?`);
+  const workloadRows = db.prepare<Row>(`${withEndTotal()} WHERE f.workload = ?`);
   // A query's SQL depends only on how many matches it has and whether it has a window.
   const queries = new Map<string, Database.Statement<Row>>();
   const prepared = (sql: string) => {
