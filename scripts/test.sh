@@ -32,7 +32,8 @@ step() { # NAME COMMAND...: runs it, then prints its wall time and CPU time (use
 
 summary=$(mktemp)
 checks_log=$(mktemp)
-trap 'rm -f "$summary" "$checks_log"' EXIT
+e2e_log=$(mktemp)
+trap 'rm -f "$summary" "$checks_log" "$e2e_log"' EXIT
 # Background lanes ignore SIGINT in a script: take them down with us.
 trap 'trap - INT TERM; kill 0' INT TERM
 t_start=$EPOCHREALTIME
@@ -70,7 +71,8 @@ checks_lane() {
 failed=()
 (checks_lane) >"$checks_log" 2>&1 &
 checks=$!
-(e2e_lane) &
+# The e2e lane prints as it goes, and into a log for the failure digest at the end.
+(e2e_lane) > >(tee "$e2e_log") 2>&1 &
 e2e=$!
 wait "$e2e" || failed+=(e2e-lane)
 wait "$checks" || failed+=(checks-lane)
@@ -80,6 +82,11 @@ echo "---- times"
 cat "$summary"
 awk -v t0="$t_start" -v t1="$EPOCHREALTIME" 'BEGIN { printf "== total        %6.1f s wall\n", t1 - t0 }'
 if [ ${#failed[@]} -gt 0 ]; then
+  # Last, where a reader of only the tail sees it: the failing tests, their errors and where
+  # they were thrown (vitest's lines, colours stripped).
+  echo "---- failures (the whole output is above)"
+  sed 's/\x1b\[[0-9;]*m//g' "$e2e_log" "$checks_log" |
+    grep -E '^ *(FAIL |×|❯ [^ ]+:[0-9]+|[A-Za-z]*Error:)|== .* FAILED' | awk '!seen[$0]++' | head -30
   echo "FAILED: ${failed[*]} (see above)" >&2
   exit 1
 fi
