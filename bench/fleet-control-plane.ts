@@ -118,6 +118,8 @@ export async function createBenchControlPlane(
           '--grpc-max-connections-per-source',
           '1000000',
           ...extraArgs,
+          // e.g. `--grpc-max-handshakes 1000000` to compare with no handshake queue.
+          ...(process.env.BENCH_CP_ARGS?.split(' ').filter(Boolean) ?? []),
         ],
         { stdio: ['ignore', 'ignore', 'pipe'] },
       );

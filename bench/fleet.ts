@@ -78,6 +78,26 @@ function cpuMsSince(from: NodeJS.CpuUsage): number {
 }
 
 async function fleetRun(n: number, key: SharedKey) {
+  // A big fleet takes longer to come back than a small one: allow ~30 ms an agent, and say
+  // every 10 s how far it got.
+  const until = (what: () => string, done: () => boolean) => {
+    let next = performance.now() + 10_000;
+    const progress = () => {
+      if (performance.now() < next) return;
+      next += 10_000;
+      process.stderr.write(`fleet ${n}: ${what()}\n`);
+    };
+    const checked = () => {
+      progress();
+      return done();
+    };
+    return waitUntil(what, checked, { timeoutMs: Math.max(120_000, n * 30) });
+  };
+  // Each phase's figures as soon as they are measured, so a run cut short still says something.
+  const phase = <T>(name: string, figures: T): T => {
+    process.stderr.write(`fleet ${n} ${name}: ${JSON.stringify(figures)}\n`);
+    return figures;
+  };
   const cp = await createBenchControlPlane();
   const agents: SimAgent[] = [];
   try {
@@ -102,7 +122,7 @@ async function fleetRun(n: number, key: SharedKey) {
       client: ENROL_CLIENT,
     });
     const enrolSec = (performance.now() - t0) / 1000;
-    const enrolment = {
+    const enrolment = phase('enrolment', {
       perSec: round(n / enrolSec, 1),
       seconds: round(enrolSec, 2),
       cpuMsPerEnrolment: round((cp.cpuMs() - cpu0) / n, 1),
@@ -111,7 +131,7 @@ async function fleetRun(n: number, key: SharedKey) {
       concurrency: ENROL_CONCURRENCY,
       client: ENROL_CLIENT,
       loadavg1: [round(load0, 2), round(loadavg()[0]!, 2)],
-    };
+    });
     if (ENROL_ONLY) return { agents: n, enrolment };
 
     // Every agent opens its stream and applies (acks) what it is sent.
@@ -146,17 +166,17 @@ async function fleetRun(n: number, key: SharedKey) {
     cpu0 = cp.cpuMs();
     t0 = performance.now();
     for (const a of agents) a.connect();
-    await waitUntil(
+    await until(
       () => `${received.size}/${n} agents synced at connect`,
       () => received.size === n,
     );
     const attempts = () => agents.reduce((sum, a) => sum + a.attempts, 0);
-    const connect = {
+    const connect = phase('connect', {
       allSyncedSec: round((performance.now() - t0) / 1000, 2),
       attempts: attempts(),
       cpuMs: Math.round(cp.cpuMs() - cpu0),
       rssMiB: cp.rssMiB(),
-    };
+    });
 
     // Provision a change that touches every workload: an IP list of IP_LIST_SIZE CIDRs
     // allowed to all of them.
@@ -179,20 +199,20 @@ async function fleetRun(n: number, key: SharedKey) {
       note: 'fleet bench',
     });
     const answeredSec = (performance.now() - t0) / 1000;
-    await waitUntil(
+    await until(
       () => `${received.size}/${n} agents acked revision ${revision}`,
       () => received.size === n,
     );
     const got = [...received.values()];
     if (got.some((r) => r.revision !== revision)) throw new Error('an agent got another revision');
-    const provision = {
+    const provision = phase('provision', {
       rangesPerUpdate: got[0]?.entries,
       apiAnsweredSec: round(answeredSec, 2),
       ackedSec: spread(got.map((r) => (r.at - t0) / 1000)),
       cpuMs: Math.round(cp.cpuMs() - cpu0),
       benchCpuMs: cpuMsSince(provisionBenchCpu0),
       rssMiB: cp.rssMiB(),
-    };
+    });
 
     // Storm: SIGTERM, start again on the same data dir; every agent reconnects with its
     // backoff. Nothing changed, so a RuleSet sent now is a re-send.
@@ -207,7 +227,7 @@ async function fleetRun(n: number, key: SharedKey) {
     const healthy = await cp.start();
     const readyMs = healthy.healthyAt - tStart;
     const cpuReady = healthy.cpuMs;
-    await waitUntil(
+    await until(
       () => `${welcomed.size}/${n} agents back after the restart`,
       () => welcomed.size === n,
     );
@@ -216,7 +236,7 @@ async function fleetRun(n: number, key: SharedKey) {
     // Whatever a Hello brings back is written right behind its Welcome: give it time to land.
     await new Promise((r) => setTimeout(r, 500));
     const last = Math.max(...welcomed.values(), ...[...received.values()].map((r) => r.at));
-    const storm = {
+    const storm = phase('storm', {
       convergedSec: round((last - t0) / 1000, 2),
       fromHealthySec: round((last - tStart - readyMs) / 1000, 2),
       stopMs: Math.round(stopMs),
@@ -233,7 +253,7 @@ async function fleetRun(n: number, key: SharedKey) {
       benchCpuMs,
       listenOverflows: listenOverflows() - overflows0,
       rssMiB: cp.rssMiB(),
-    };
+    });
     // A second restart with telemetry flowing through it, counted on both sides
     // (fleet-storm-telemetry.ts); apart from the first, so it does not weigh on its figures.
     welcomed = new Map();
@@ -244,7 +264,7 @@ async function fleetRun(n: number, key: SharedKey) {
     t0 = performance.now();
     await cp.stop();
     await cp.start();
-    await waitUntil(
+    await until(
       () => `${welcomed.size}/${n} agents back after the second restart`,
       () => welcomed.size === n,
     );

@@ -92,6 +92,89 @@ describe('gRPC edge', () => {
     s.stream.end();
   });
 
+  /** `reason`'s count in bulkhead_grpc_connections_shed_total. */
+  const shedCount = async (reason: string) => {
+    const text = await (await fetch(`${cp.apiUrl}/metrics`)).text();
+    const line = text
+      .split('\n')
+      .find((l) => l.startsWith(`bulkhead_grpc_connections_shed_total{reason="${reason}"}`));
+    return Number(line?.split(' ')[1]);
+  };
+
+  /**
+   * Connections from `source` that start a TLS handshake and stall in it: a record header that
+   * announces a ClientHello, and nothing after it. Each resolves `closed` when cut.
+   */
+  async function stalled(n: number, source: string) {
+    const conns = await flood(n, source);
+    for (const c of conns) c.socket.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00]));
+    return conns;
+  }
+
+  it('queues handshakes: a connection waits untouched while the handshake places are taken, and is served when one frees', async () => {
+    await cp.stop();
+    rmSync(dir, { recursive: true, force: true });
+    await start({ maxHandshakes: 1, handshakeLeaseMs: 600_000, handshakeTimeoutMs: 600_000 });
+    // A stalled handshake takes the only place and keeps it (no lease or timeout ends it here).
+    const [stall] = await stalled(1, '127.0.0.5');
+    await new Promise((r) => setTimeout(r, 100));
+    let secure = false;
+    const queued = tls.connect({
+      host: '127.0.0.1',
+      port: cp.grpcPort,
+      ca: cp.caPem,
+      servername: 'bulkhead-control-plane',
+      ALPNProtocols: ['h2'],
+    });
+    queued.on('error', () => {});
+    const served = new Promise<void>((r) => queued.once('secureConnect', () => r()));
+    served.then(() => {
+      secure = true;
+    });
+    // Given time to finish, it did not: it is queued, not handshaking.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(secure).toBe(false);
+    stall!.socket.destroy();
+    await served;
+    // A finished handshake gives its place back at once (the lease here never ends): with the
+    // queued connection still open, a real agent enrols and syncs through the one place.
+    const agent = await enrolAgent(cp, 'web-5', ['10.0.0.6']);
+    clients.push(agent.client);
+    const s = new SyncSession(agent.client.sync());
+    expect((await s.barrier()).ruleSet?.workloadId).toBe('web-5');
+    s.stream.end();
+    queued.destroy();
+  });
+
+  it('stalled handshakes cannot stall the queue: each holds its place for a lease, then a real agent enrols and syncs', async () => {
+    await cp.stop();
+    rmSync(dir, { recursive: true, force: true });
+    await start({ maxHandshakes: 2, handshakeLeaseMs: 200, handshakeTimeoutMs: 600_000 });
+    const conns = await stalled(6, '127.0.0.6');
+    const agent = await enrolAgent(cp, 'web-3', ['10.0.0.4']);
+    clients.push(agent.client);
+    const s = new SyncSession(agent.client.sync());
+    expect((await s.barrier()).ruleSet?.workloadId).toBe('web-3');
+    s.stream.end();
+    // Still open: past its lease a handshake goes on unqueued, until its own timeout.
+    expect(conns.filter((c) => c.socket.destroyed || c.socket.closed)).toHaveLength(0);
+  });
+
+  it('silent connections hold a handshake place only for its lease, then time out', async () => {
+    await cp.stop();
+    rmSync(dir, { recursive: true, force: true });
+    await start({ maxHandshakes: 1, handshakeLeaseMs: 100, handshakeTimeoutMs: 3_000 });
+    const conns = await flood(20, '127.0.0.7');
+    // One place, twenty silent connections ahead: an agent is served once their leases ran out.
+    const agent = await enrolAgent(cp, 'web-4', ['10.0.0.5']);
+    clients.push(agent.client);
+    const s = new SyncSession(agent.client.sync());
+    expect((await s.barrier()).ruleSet?.workloadId).toBe('web-4');
+    s.stream.end();
+    await Promise.all(conns.map((c) => c.closed));
+    expect(await shedCount('tls_failed')).toBeGreaterThanOrEqual(20);
+  });
+
   it('keeps no session to resume: a connection offering the ticket it was given gets a full handshake', async () => {
     // Agents never resume (a fresh channel per attempt): a stateless ticket per connection was
     // CPU for nothing in a reconnect storm.

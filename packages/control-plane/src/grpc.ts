@@ -110,7 +110,7 @@ export interface GrpcServerOptions {
   streams: StreamRegistry;
   log: Logger;
   /** Where refused enrolments and failed streams are counted. */
-  metrics: Pick<Metrics, 'enrolmentErrors' | 'syncErrors'>;
+  metrics: Pick<Metrics, 'enrolmentErrors' | 'syncErrors' | 'grpcConnectionsShed'>;
   limits?: Partial<GrpcLimits>;
 }
 
@@ -287,6 +287,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
         identity: { caPem: pki.caPem, certPem: pki.serverCertPem, keyPem: pki.serverKeyPem },
         limits,
         onSecure: (socket) => injector.injectConnection(socket),
+        onShed: (reason) => metrics.grpcConnectionsShed.inc({ reason }),
         log,
       });
       return listener.port;

@@ -7,6 +7,7 @@ import { statSync } from 'node:fs';
 import type { AgentView } from '@bulkhead/api';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { REJECT_REASONS, type RejectReason } from './fleet/telemetry.js';
+import { SHED_REASONS, type ShedReason } from './grpc-listener.js';
 import type { ExporterStats } from './siem/index.js';
 
 export interface Metrics {
@@ -18,6 +19,8 @@ export interface Metrics {
   readonly enrolmentErrors: Counter<'code'>;
   /** Sync streams ended by an error, by code. */
   readonly syncErrors: Counter<'code'>;
+  /** Agent connections closed before they were served, by reason (grpc-listener.ts). */
+  readonly grpcConnectionsShed: Counter<'reason'>;
   readonly apiRequests: Histogram<'method' | 'route' | 'status'>;
   /** Flows stored by telemetry ingest. */
   readonly flowsIngested: Counter;
@@ -79,6 +82,14 @@ export function createMetrics(): Metrics {
     labelNames: ['code'],
     registers,
   });
+  const grpcConnectionsShed = new Counter<'reason'>({
+    name: 'bulkhead_grpc_connections_shed_total',
+    help: 'Agent connections closed before they were served: over the per-source cap, queued for a TLS handshake past the handshake timeout, or a TLS handshake that failed or timed out.',
+    labelNames: ['reason'],
+    registers,
+  });
+  for (const reason of SHED_REASONS satisfies readonly ShedReason[])
+    grpcConnectionsShed.inc({ reason }, 0);
   const apiRequests = new Histogram<'method' | 'route' | 'status'>({
     name: 'bulkhead_api_request_duration_seconds',
     help: 'REST API request latency by method, route pattern and HTTP status.',
@@ -170,6 +181,7 @@ export function createMetrics(): Metrics {
     propagation,
     enrolmentErrors,
     syncErrors,
+    grpcConnectionsShed,
     apiRequests,
     flowsIngested,
     watch,

@@ -68,6 +68,11 @@ const program = new Command('bulkhead-control-plane')
     '256',
   )
   .option(
+    '--grpc-max-handshakes <n>',
+    'agent TLS handshakes under way at once; later connections wait their turn in arrival order',
+    '256',
+  )
+  .option(
     '--max-ruleset-entries <n>',
     'a provision warns about a workload whose rule set passes this many entries',
     '200000',
@@ -116,6 +121,7 @@ const opts = program.opts<{
   flowRetentionDays: string;
   maxFlowRows: string;
   grpcMaxConnectionsPerSource: string;
+  grpcMaxHandshakes: string;
   maxRulesetEntries: string;
   maxIpListBytes: string;
   logLevel: string;
@@ -143,6 +149,7 @@ const flowRetentionDays = positive('flowRetentionDays');
 const maxFlowRows = positive('maxFlowRows');
 const siemSpoolMiB = positive('siemSpoolSize');
 const maxConnectionsPerSource = positive('grpcMaxConnectionsPerSource');
+const maxHandshakes = positive('grpcMaxHandshakes');
 const maxRuleSetEntries = positive('maxRulesetEntries');
 const maxIpListBytes = positive('maxIpListBytes');
 const offlineAfterSeconds = positive('offlineAfter');
@@ -160,7 +167,7 @@ const cp = createControlPlane({
   siemOptions: { spoolMaxBytes: siemSpoolMiB * 1024 * 1024 },
   flowRetentionDays,
   maxFlowRows,
-  grpcLimits: { maxConnectionsPerSource },
+  grpcLimits: { maxConnectionsPerSource, maxHandshakes },
   maxRuleSetEntries,
   maxIpListBytes,
   offline: { afterMs: offlineAfterSeconds * 1000, withdraw: opts.offlineWithdraw },
