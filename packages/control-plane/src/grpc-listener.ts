@@ -142,7 +142,9 @@ export function listenTls(options: {
   };
   const finished = (socket: Socket) => underway.get(peer(socket))?.();
 
-  const tcp = createTcpServer((socket) => {
+  // Paused: a queued connection is not read at all, so its ClientHello waits in the kernel and
+  // tls reads it from the socket as if it had accepted it itself.
+  const tcp = createTcpServer({ pauseOnConnect: true }, (socket) => {
     // A reset while queued must not throw (nothing else listens yet).
     socket.on('error', () => socket.destroy());
     const source = socket.remoteAddress ?? '';
