@@ -55,15 +55,17 @@ function fileBytes(path: string): number {
 export function createMetrics(): Metrics {
   const registry = new Registry();
   const registers = [registry];
-  const telemetryRejected = new Counter<'reason'>({
-    name: 'bulkhead_telemetry_rejected_total',
-    help: 'Telemetry records (counters, flows, events) agents sent that the control plane dropped, by reason.',
-    labelNames: ['reason'],
-    registers,
-  });
   // Every reason is exported from the start, so a rate() alert sees 0 before the first attack.
-  for (const reason of REJECT_REASONS satisfies readonly RejectReason[])
-    telemetryRejected.inc({ reason }, 0);
+  const byReason = (name: string, help: string, reasons: readonly string[]) => {
+    const counter = new Counter<'reason'>({ name, help, labelNames: ['reason'], registers });
+    for (const reason of reasons) counter.inc({ reason }, 0);
+    return counter;
+  };
+  const telemetryRejected = byReason(
+    'bulkhead_telemetry_rejected_total',
+    'Telemetry records (counters, flows, events) agents sent that the control plane dropped, by reason.',
+    REJECT_REASONS satisfies readonly RejectReason[],
+  );
   const propagation = new Histogram({
     name: 'bulkhead_policy_propagation_seconds',
     help: 'Time from a rule set sent to an agent to its ack of that state (earliest unacked send).',
@@ -82,14 +84,11 @@ export function createMetrics(): Metrics {
     labelNames: ['code'],
     registers,
   });
-  const grpcConnectionsShed = new Counter<'reason'>({
-    name: 'bulkhead_grpc_connections_shed_total',
-    help: 'Agent connections closed before they were served: over the per-source cap, queued for a TLS handshake past the handshake timeout, or a TLS handshake that failed or timed out.',
-    labelNames: ['reason'],
-    registers,
-  });
-  for (const reason of SHED_REASONS satisfies readonly ShedReason[])
-    grpcConnectionsShed.inc({ reason }, 0);
+  const grpcConnectionsShed = byReason(
+    'bulkhead_grpc_connections_shed_total',
+    'Agent connections closed before they were served: over the per-source cap, or a TLS handshake that failed or timed out.',
+    SHED_REASONS satisfies readonly ShedReason[],
+  );
   const apiRequests = new Histogram<'method' | 'route' | 'status'>({
     name: 'bulkhead_api_request_duration_seconds',
     help: 'REST API request latency by method, route pattern and HTTP status.',
