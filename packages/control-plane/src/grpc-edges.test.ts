@@ -28,6 +28,20 @@ describe('gRPC edge', () => {
     });
   }
   beforeEach(() => start());
+  /** A fresh control plane with these limits instead of the default one. */
+  async function restartWith(grpcLimits: Partial<GrpcLimits>) {
+    await cp.stop();
+    rmSync(dir, { recursive: true, force: true });
+    await start(grpcLimits);
+  }
+  /** A real agent with a real certificate enrols as `name` and syncs its rule set. */
+  async function expectAgentSyncs(name: string, address: string) {
+    const agent = await enrolAgent(cp, name, [address]);
+    clients.push(agent.client);
+    const s = new SyncSession(agent.client.sync());
+    expect((await s.barrier()).ruleSet?.workloadId).toBe(name);
+    s.stream.end();
+  }
   afterEach(async () => {
     for (const s of sockets.splice(0)) s.destroy();
     for (const c of clients.splice(0)) c.close();
@@ -60,9 +74,7 @@ describe('gRPC edge', () => {
   });
 
   it('closes connections over the per-source cap while a real agent syncs', async () => {
-    await cp.stop();
-    rmSync(dir, { recursive: true, force: true });
-    await start({ maxConnectionsPerSource: 10, handshakeTimeoutMs: 600_000 });
+    await restartWith({ maxConnectionsPerSource: 10, handshakeTimeoutMs: 600_000 });
     const conns = await flood(30, '127.0.0.2');
     // Which ones are refused depends on accept order; that 20 are, is the cap.
     let closed = 0;
@@ -70,26 +82,16 @@ describe('gRPC edge', () => {
       for (const c of conns) c.closed.then(() => ++closed === 20 && resolve());
     });
     // A real agent from another address enrols and syncs through the flood.
-    const agent = await enrolAgent(cp, 'web-1', ['10.0.0.2']);
-    clients.push(agent.client);
-    const s = new SyncSession(agent.client.sync());
-    expect((await s.barrier()).ruleSet?.workloadId).toBe('web-1');
-    s.stream.end();
+    await expectAgentSyncs('web-1', '10.0.0.2');
     expect(conns.filter((c) => !c.socket.destroyed && !c.socket.closed)).toHaveLength(10);
   });
 
   it('closes connections that never finish TLS after the handshake timeout', async () => {
-    await cp.stop();
-    rmSync(dir, { recursive: true, force: true });
-    await start({ handshakeTimeoutMs: 200 });
+    await restartWith({ handshakeTimeoutMs: 200 });
     const conns = await flood(5, '127.0.0.3');
     // No timing asserted: the test's own timeout is the failure if they are held.
     await Promise.all(conns.map((c) => c.closed));
-    const agent = await enrolAgent(cp, 'web-2', ['10.0.0.3']);
-    clients.push(agent.client);
-    const s = new SyncSession(agent.client.sync());
-    expect((await s.barrier()).ruleSet?.workloadId).toBe('web-2');
-    s.stream.end();
+    await expectAgentSyncs('web-2', '10.0.0.3');
   });
 
   /** `reason`'s count in bulkhead_grpc_connections_shed_total. */
@@ -112,9 +114,7 @@ describe('gRPC edge', () => {
   }
 
   it('queues handshakes: a connection waits untouched while the handshake places are taken, and is served when one frees', async () => {
-    await cp.stop();
-    rmSync(dir, { recursive: true, force: true });
-    await start({ maxHandshakes: 1, handshakeLeaseMs: 600_000, handshakeTimeoutMs: 600_000 });
+    await restartWith({ maxHandshakes: 1, handshakeLeaseMs: 600_000, handshakeTimeoutMs: 600_000 });
     // A stalled handshake takes the only place and keeps it (no lease or timeout ends it here).
     const [stall] = await stalled(1, '127.0.0.5');
     await new Promise((r) => setTimeout(r, 100));
@@ -138,39 +138,23 @@ describe('gRPC edge', () => {
     await served;
     // A finished handshake gives its place back at once (the lease here never ends): with the
     // queued connection still open, a real agent enrols and syncs through the one place.
-    const agent = await enrolAgent(cp, 'web-5', ['10.0.0.6']);
-    clients.push(agent.client);
-    const s = new SyncSession(agent.client.sync());
-    expect((await s.barrier()).ruleSet?.workloadId).toBe('web-5');
-    s.stream.end();
+    await expectAgentSyncs('web-5', '10.0.0.6');
     queued.destroy();
   });
 
   it('stalled handshakes cannot stall the queue: each holds its place for a lease, then a real agent enrols and syncs', async () => {
-    await cp.stop();
-    rmSync(dir, { recursive: true, force: true });
-    await start({ maxHandshakes: 2, handshakeLeaseMs: 200, handshakeTimeoutMs: 600_000 });
+    await restartWith({ maxHandshakes: 2, handshakeLeaseMs: 200, handshakeTimeoutMs: 600_000 });
     const conns = await stalled(6, '127.0.0.6');
-    const agent = await enrolAgent(cp, 'web-3', ['10.0.0.4']);
-    clients.push(agent.client);
-    const s = new SyncSession(agent.client.sync());
-    expect((await s.barrier()).ruleSet?.workloadId).toBe('web-3');
-    s.stream.end();
+    await expectAgentSyncs('web-3', '10.0.0.4');
     // Still open: past its lease a handshake goes on unqueued, until its own timeout.
     expect(conns.filter((c) => c.socket.destroyed || c.socket.closed)).toHaveLength(0);
   });
 
   it('silent connections hold a handshake place only for its lease, then time out', async () => {
-    await cp.stop();
-    rmSync(dir, { recursive: true, force: true });
-    await start({ maxHandshakes: 1, handshakeLeaseMs: 100, handshakeTimeoutMs: 3_000 });
+    await restartWith({ maxHandshakes: 1, handshakeLeaseMs: 100, handshakeTimeoutMs: 3_000 });
     const conns = await flood(20, '127.0.0.7');
     // One place, twenty silent connections ahead: an agent is served once their leases ran out.
-    const agent = await enrolAgent(cp, 'web-4', ['10.0.0.5']);
-    clients.push(agent.client);
-    const s = new SyncSession(agent.client.sync());
-    expect((await s.barrier()).ruleSet?.workloadId).toBe('web-4');
-    s.stream.end();
+    await expectAgentSyncs('web-4', '10.0.0.5');
     await Promise.all(conns.map((c) => c.closed));
     expect(await shedCount('tls_failed')).toBeGreaterThanOrEqual(20);
   });
