@@ -1,15 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import { elementRange, rangeElement, updateElements } from './group-elements.js';
 
+/** Ranges of both families: single addresses, a span, an IPv4-mapped IPv6 range. */
+const RANGES = [
+  { from: '10.0.0.1', to: '10.0.0.1' },
+  { from: '10.0.0.0', to: '10.0.255.255' },
+  { from: 'fd00::1', to: 'fd00::1' },
+  { from: '::ffff:10.0.0.1', to: '::ffff:10.0.0.9' },
+];
+
 describe('group elements', () => {
   it('turns ranges into element texts and back, for both families', () => {
-    const ranges = [
-      { from: '10.0.0.1', to: '10.0.0.1' },
-      { from: '10.0.0.0', to: '10.0.255.255' },
-      { from: 'fd00::1', to: 'fd00::1' },
-      { from: '::ffff:10.0.0.1', to: '::ffff:10.0.0.9' },
-    ];
-    for (const r of ranges) {
+    for (const r of RANGES) {
       const { family, text } = rangeElement(r);
       expect(family).toBe(r.from.includes(':') ? 6 : 4);
       expect(JSON.parse(text)).toEqual({
@@ -31,13 +33,7 @@ describe('group elements', () => {
   });
 
   it('reads the packed form as the same elements as the text form, and refuses what is not ranges', () => {
-    const text = [
-      { from: '10.0.0.1', to: '10.0.0.1' },
-      { from: '10.0.0.0', to: '10.0.255.255' },
-      { from: 'fd00::1', to: 'fd00::1' },
-      { from: '::ffff:10.0.0.1', to: '::ffff:10.0.0.9' },
-      { from: '2001:db8::', to: '2001:db8:0:0:1::' },
-    ];
+    const text = [...RANGES, { from: '2001:db8::', to: '2001:db8:0:0:1::' }];
     const bytes = (a: string) =>
       Buffer.from(a.includes(':') ? ipv6Bytes(a) : a.split('.').map(Number));
     const pack = (family: 4 | 6) =>
