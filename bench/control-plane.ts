@@ -218,6 +218,7 @@ async function storePaths() {
         addresses: workload(i).addresses,
         agentVersion: 'bench',
         packedRanges: true,
+        telemetryAcks: false,
       });
       hashes.push(hash);
     });
@@ -291,6 +292,7 @@ function scaleBench() {
         addresses: [],
         agentVersion: 'bench',
         packedRanges: true,
+        telemetryAcks: false,
       };
       scp.hello(`a${i}`, w.name, hello, count);
     });

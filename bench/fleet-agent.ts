@@ -152,6 +152,10 @@ export interface SimAgent {
   readonly connected: boolean;
   /** Sync calls opened, the first one included. */
   readonly attempts: number;
+  /** The current stream's Welcome said the control plane acks each telemetry batch. */
+  readonly telemetryAcks: boolean;
+  /** Seq of the last telemetry batch the control plane acked (0: none yet). */
+  readonly lastAck: number;
   connect(): void;
   /**
    * One Telemetry message with these flows; false when there is no stream to take it.
@@ -174,6 +178,8 @@ export interface SimAgentOptions {
   backoffCapMs?: number;
   /** Default grpc-js, the agent's client. */
   client?: BenchClient;
+  /** Ask for telemetry acks in the Hello, as the agent does (default true). */
+  telemetryAcks?: boolean;
 }
 
 /** One Sync call on its own fresh connection. */
@@ -253,6 +259,8 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
     appliedHash: '',
     connected: false,
     attempts: 0,
+    telemetryAcks: false,
+    lastAck: 0,
     connect,
     sendFlows(flows: FlowRecord[], onWritten?: () => void): boolean {
       return send(++seq, flows, onWritten);
@@ -298,8 +306,10 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
       timer = setTimeout(connect, backoff.next());
     };
     const onMessage = (msg: SyncResponse) => {
+      if (msg.telemetryAck) agent.lastAck = msg.telemetryAck.seq;
       if (msg.welcome && !agent.connected) {
         agent.connected = true;
+        agent.telemetryAcks = msg.welcome.telemetryAcks;
         backoff.reset();
         events.onWelcome?.(agent);
       }
@@ -341,6 +351,7 @@ export function createSimAgent(options: SimAgentOptions): SimAgent {
       // As the agent (sync.ts): groups in the packed form. Turning its bytes into element text
       // is the dataplane's (render, apply), which is instant here, as it was for the text form.
       packedRanges: true,
+      telemetryAcks: options.telemetryAcks ?? true,
     };
   }
 

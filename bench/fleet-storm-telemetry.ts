@@ -1,9 +1,12 @@
 // Telemetry across the fleet bench's reconnect storm: while the control plane is stopped and
-// started, every simulated agent seals one batch (one flow of one connection, unique to the
-// agent and seq) per second and, like the real agent, sends again on each new stream the batches
-// a dead stream may have lost, with the same seq. Afterwards the flows table must hold each
-// sealed batch exactly once: rows = sealed (nothing lost) and connections = sealed (nothing
-// doubled). Owns nothing else; the storm itself is fleet.ts's.
+// started, every simulated agent reads one new flow (unique to the agent and tick) a second
+// and sends what it holds as the real agent does (sync.ts). On a stream whose Welcome said the
+// control plane acks, one batch at a time: what it reads meanwhile waits and goes in the next
+// batch, and a batch unacked when its stream died goes again, with the same seq, on the next
+// one. On a stream without acks (a control plane that predates them), a batch each tick, and
+// every batch again on each new stream. Afterwards the flows table must hold each flow read
+// exactly once: rows = flows (nothing lost) and connections = rows (nothing doubled). Owns
+// nothing else; the storm itself is fleet.ts's.
 import { createRequire } from 'node:module';
 import { Direction, type FlowRecord, Verdict } from '@bulkhead/proto';
 import type { SimAgent } from './fleet-agent.js';
@@ -20,8 +23,9 @@ const Database = createRequire(import.meta.url)('better-sqlite3') as Sqlite;
 const TICK_MS = 1000;
 
 export interface StormTelemetry {
-  /** Stops sealing, resends what the last streams may have lost, waits for it to land. */
+  /** Stops reading flows, sends what is still held, waits for it to land. */
   finish(dbPath: string): Promise<{
+    flowsRead: number;
     batchesSealed: number;
     resent: number;
     lost: number;
@@ -30,7 +34,12 @@ export interface StormTelemetry {
   }>;
 }
 
-/** Starts sealing batches on `agents` (each with its host address) every TICK_MS. */
+interface Batch {
+  seq: number;
+  flows: FlowRecord[];
+}
+
+/** Starts reading a flow on each of `agents` (each with its host address) every TICK_MS. */
 export function startStormTelemetry(
   agents: readonly { agent: SimAgent; address: string }[],
 ): StormTelemetry {
@@ -38,20 +47,26 @@ export function startStormTelemetry(
     agent,
     address,
     index: i,
+    read: 0,
     seq: 0,
-    /** Sealed batches, kept to the end: a resend of a counted seq is dropped by the control plane. */
-    batches: [] as { seq: number; flows: FlowRecord[] }[],
+    /** Flows read and not yet in a batch. */
+    pending: [] as FlowRecord[],
+    /** With acks: the batch sent and not yet acked. */
+    unacked: undefined as Batch | undefined,
+    /** Without acks: every batch, kept to the end (a resend of a counted seq is dropped). */
+    sealed: [] as Batch[],
     stream: agent.attempts,
   }));
-  let sealed = 0;
+  let flowsRead = 0;
+  let batchesSealed = 0;
   let resent = 0;
 
-  const flow = (address: string, index: number, seq: number): FlowRecord => ({
+  const flow = (address: string, index: number, n: number): FlowRecord => ({
     direction: Direction.DIRECTION_INGRESS,
-    src: `100.${64 + (index >> 8)}.${index & 255}.${seq & 255}`,
+    src: `100.${64 + (index >> 8)}.${index & 255}.${n & 255}`,
     dst: address,
     protocol: 6,
-    port: 1024 + (seq >> 8),
+    port: 1024 + (n >> 8),
     verdict: Verdict.VERDICT_ALLOWED,
     ruleId: 'default',
     packets: 1,
@@ -60,19 +75,35 @@ export function startStormTelemetry(
     lastSeenUnixMs: Date.now(),
   });
 
-  function tick(seal: boolean): void {
+  function seal(s: (typeof state)[number]): Batch {
+    batchesSealed++;
+    const b = { seq: ++s.seq, flows: s.pending };
+    s.pending = [];
+    s.agent.sendBatch(b.seq, b.flows);
+    return b;
+  }
+
+  function tick(read: boolean): void {
     for (const s of state) {
-      if (!s.agent.connected) continue;
-      if (s.agent.attempts !== s.stream) {
-        // A new stream: first whatever an earlier one may not have delivered, in seq order.
-        s.stream = s.agent.attempts;
-        for (const b of s.batches) if (s.agent.sendBatch(b.seq, b.flows)) resent++;
+      if (read) {
+        s.pending.push(flow(s.address, s.index, ++s.read));
+        flowsRead++;
       }
-      if (!seal) continue;
-      const b = { seq: ++s.seq, flows: [flow(s.address, s.index, s.seq)] };
-      s.batches.push(b);
-      sealed++;
-      s.agent.sendBatch(b.seq, b.flows);
+      const { agent } = s;
+      if (!agent.connected) continue;
+      const fresh = agent.attempts !== s.stream;
+      s.stream = agent.attempts;
+      if (agent.telemetryAcks) {
+        if (s.unacked && agent.lastAck >= s.unacked.seq) s.unacked = undefined;
+        if (s.unacked) {
+          if (fresh && agent.sendBatch(s.unacked.seq, s.unacked.flows)) resent++;
+        } else if (s.pending.length > 0) {
+          s.unacked = seal(s);
+        }
+      } else {
+        if (fresh) for (const b of s.sealed) if (agent.sendBatch(b.seq, b.flows)) resent++;
+        if (s.pending.length > 0) s.sealed.push(seal(s));
+      }
     }
   }
 
@@ -88,19 +119,20 @@ export function startStormTelemetry(
           c: number;
         };
       try {
-        // Agents still reconnecting send their batches once their stream is up.
+        // Agents still reconnecting, or waiting for an ack, send what they hold once they can.
         await waitUntil(
-          () => `${count().n}/${sealed} storm telemetry batches stored`,
+          () => `${count().n}/${flowsRead} storm telemetry flows stored`,
           () => {
             tick(false);
-            return count().n >= sealed && state.every((s) => s.agent.connected);
+            return count().n >= flowsRead && state.every((s) => s.agent.connected);
           },
         ).catch(() => undefined);
         const { n, c } = count();
         return {
-          batchesSealed: sealed,
+          flowsRead,
+          batchesSealed,
           resent,
-          lost: sealed - n,
+          lost: flowsRead - n,
           doubled: c - n,
           landedSec: Math.round((performance.now() - t0) / 10) / 100,
         };

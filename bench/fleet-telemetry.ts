@@ -62,6 +62,9 @@ export async function flowLoad(options: FlowLoadOptions) {
         key: options.key,
         target: cp.grpcTarget,
         events: {},
+        // Offered at the given rate whatever the control plane's pace: HTTP/2 flow control is
+        // all that holds these agents back.
+        telemetryAcks: false,
       });
       agents.push(agent);
       agent.connect();

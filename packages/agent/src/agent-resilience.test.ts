@@ -148,6 +148,74 @@ describe('agent resilience', () => {
     expect(counted.map((t) => t.seq)).toEqual(counted.map((_, i) => i + 1));
   });
 
+  it('with acks: one batch at a time, what is read meanwhile goes in the next; an unacked batch is sent again on the next stream', async () => {
+    cp.telemetryAcks = 'auto';
+    const a = agent();
+    await a.start();
+    await until(() => cp.of('hello').length === 1, 'hello');
+    expect(cp.of('hello')[0]!.telemetryAcks).toBe(true);
+    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
+    await until(() => cp.of('ack').length === 1, 'ack');
+    const flow = (n: number) => ({ concat: ['10.0.0.5', '10.0.9.1', 6, 1000 + n, WEB_IN_CODE] });
+    const telemetry = () => cp.of('telemetry');
+    const ports = (t: Telemetry) => t.flows.map((f) => f.port);
+
+    // From here the control plane acks only what the test says. The next batch (a flow read
+    // or not) is held unacked; ten telemetry intervals pass and three flows are read: nothing
+    // is sent meanwhile.
+    cp.telemetryAcks = 'manual';
+    const before = telemetry().length;
+    kernel.packetAdd('flows_in4', flow(0), 60);
+    await until(() => telemetry().length === before + 1, 'a batch after the switch');
+    const held = telemetry().at(-1)!;
+    for (let i = 1; i <= 3; i++) {
+      kernel.packetAdd('flows_in4', flow(i), 60);
+      await new Promise((r) => setTimeout(r, 170));
+    }
+    expect(telemetry().length).toBe(before + 1);
+    expect(a.dataplane.flows.size).toBeGreaterThanOrEqual(3);
+
+    // Acked: the next batch carries everything read meanwhile.
+    cp.ackTelemetry(held.seq);
+    await until(() => telemetry().length === before + 2, 'the batch after the ack');
+    const next = telemetry().at(-1)!;
+    expect(next.seq).toBe(held.seq + 1);
+    expect([...ports(held), ...ports(next)].sort()).toEqual([1000, 1001, 1002, 1003]);
+
+    // The stream dies with that batch unacked: the next stream takes it again, first.
+    await cp.stop();
+    await cp.start();
+    await until(() => cp.of('hello').length === 2, 'hello on the new stream');
+    await until(() => telemetry().length === before + 3, 'the unacked batch again');
+    expect(telemetry().at(-1)).toEqual(next);
+    cp.telemetryAcks = 'auto';
+    cp.ackTelemetry(next.seq);
+    kernel.packetAdd('flows_in4', flow(4), 60);
+    await until(() => flowPacketsOf(countedOnce(telemetry())) === 5, 'every flow counted');
+    expect(telemetry().filter((t) => t.seq === next.seq)).toHaveLength(2);
+    expect(telemetry().filter((t) => t.seq === held.seq)).toHaveLength(1);
+  });
+
+  it('without acks from the control plane: a batch every interval, as before', async () => {
+    const a = agent();
+    await a.start();
+    await until(() => cp.of('hello').length === 1, 'hello');
+    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
+    await until(() => cp.of('ack').length === 1, 'ack');
+    for (let i = 0; i < 3; i++) {
+      kernel.packetAdd(
+        'flows_in4',
+        { concat: ['10.0.0.5', '10.0.9.1', 6, 2000 + i, WEB_IN_CODE] },
+        60,
+      );
+      const before = cp.of('telemetry').filter((t) => t.flows.length > 0).length;
+      await until(
+        () => cp.of('telemetry').filter((t) => t.flows.length > 0).length === before + 1,
+        `batch ${i + 1}, never acked`,
+      );
+    }
+  });
+
   /** A batch of the flow drain: element deletes and generation flips only. */
   function isFlowDrain(tx: Transaction): boolean {
     return tx.commands.every((c) =>

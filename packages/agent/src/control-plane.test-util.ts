@@ -60,6 +60,13 @@ export interface TestControlPlane {
   of<K extends keyof SyncRequest>(kind: K): NonNullable<SyncRequest[K]>[];
   /** Answer each Hello with a Welcome (today's control plane); false: one that predates it. */
   welcome: boolean;
+  /**
+   * Telemetry acks, for an agent whose Hello asks: none (a control plane that predates them),
+   * each batch as it arrives, or only those `ackTelemetry` names.
+   */
+  telemetryAcks: 'none' | 'auto' | 'manual';
+  /** Acks a telemetry batch on the newest stream. */
+  ackTelemetry(seq: number): void;
   /** Refuse every Enroll with this status. */
   enrollError: Refusal | undefined;
   /** Refuse every Sync stream with this status as soon as it opens. */
@@ -110,6 +117,8 @@ export async function startControlPlane(): Promise<TestControlPlane> {
     streams: [],
     of: (kind) => cp.received.flatMap((m) => (m[kind] === undefined ? [] : [m[kind]!])),
     welcome: true,
+    telemetryAcks: 'none',
+    ackTelemetry: (seq) => cp.streams.at(-1)!.write({ telemetryAck: { seq } }),
     enrollError: undefined,
     syncError: undefined,
     reset() {
@@ -117,6 +126,7 @@ export async function startControlPlane(): Promise<TestControlPlane> {
       cp.received.length = 0;
       cp.streams.length = 0;
       cp.welcome = true;
+      cp.telemetryAcks = 'none';
       cp.enrollError = undefined;
       cp.syncError = undefined;
     },
@@ -183,8 +193,12 @@ export async function startControlPlane(): Promise<TestControlPlane> {
       cp.streams.push(call);
       call.on('data', (m: SyncRequest) => {
         cp.received.push(m);
-        if (m.hello && cp.welcome)
-          call.write({ welcome: { agentId: 'agent-1', workloadId: 'web-1' } });
+        if (m.hello && cp.welcome) {
+          const telemetryAcks = m.hello.telemetryAcks && cp.telemetryAcks !== 'none';
+          call.write({ welcome: { agentId: 'agent-1', workloadId: 'web-1', telemetryAcks } });
+        }
+        if (m.telemetry && cp.telemetryAcks === 'auto')
+          call.write({ telemetryAck: { seq: m.telemetry.seq } });
       });
     },
   };

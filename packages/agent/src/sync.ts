@@ -100,8 +100,9 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     Buffer.from(options.identity.keyPem),
     Buffer.from(options.identity.certPem),
   );
-  // A batch counts as delivered once the stream it went out on answered a keepalive ping
-  // sent after it, which a stream still up this long after the write must have done.
+  // Without acks (a control plane that does not send them), a batch counts as delivered once
+  // the stream it went out on answered a keepalive ping sent after it, which a stream still up
+  // this long after the write must have done.
   const confirmMs = keepalive.timeMs + keepalive.timeoutMs;
 
   let state: State = 'stopped';
@@ -112,6 +113,11 @@ export function createSyncClient(options: SyncOptions): SyncClient {
   // the same seq, on the next one; the control plane counts a seq once.
   let outbox: Sealed[] = [];
   const closed = new WeakMap<SyncStream, Promise<false>>();
+  // Streams whose Welcome said the control plane acks each batch once stored.
+  const acking = new WeakSet<SyncStream>();
+  // The batch sent and not yet acked (at most one, as sends go one at a time): its seq, and what
+  // the ack calls.
+  let awaitedAck: { seq: number; stored(): void } | undefined;
   let reconnectTimer: NodeJS.Timeout | undefined;
   let telemetryTimer: NodeJS.Timeout | undefined;
   let lastSeq = 0;
@@ -210,7 +216,13 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     // Chunks of the update in flight on this stream.
     let chunks: PolicyUpdate[] = [];
     stream.on('data', (msg: SyncResponse) => {
-      if (msg.welcome) markConnected({ ...msg.welcome });
+      if (msg.welcome) {
+        if (msg.welcome.telemetryAcks) acking.add(stream);
+        markConnected({ ...msg.welcome });
+      }
+      if (msg.telemetryAck && awaitedAck?.seq === msg.telemetryAck.seq) {
+        awaitedAck.stored();
+      }
       if (msg.update) {
         markConnected({ answer: 'update' });
         chunks.push(msg.update);
@@ -241,6 +253,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
         addresses: options.addresses,
         agentVersion: options.agentVersion,
         packedRanges: true,
+        telemetryAcks: true,
       },
     });
   }
@@ -395,6 +408,22 @@ export function createSyncClient(options: SyncOptions): SyncClient {
     }
     b.stream = stream;
     b.sentAt = Date.now();
+    if (!acking.has(stream)) return true;
+    // Nothing more is sent until this batch is stored: a control plane slow to ingest slows
+    // this agent to its pace, and ticks meanwhile aggregate into the bounded flow buffer.
+    const seq = b.telemetry.seq;
+    const stored = await Promise.race([
+      new Promise<true>((resolve) => {
+        awaitedAck = { seq, stored: () => resolve(true) };
+      }),
+      closed.get(stream) ?? false,
+    ]);
+    awaitedAck = undefined;
+    if (!stored) {
+      logger.warn({ seq }, 'telemetry batch not acked; kept for the next stream');
+      return false;
+    }
+    outbox = outbox.filter((x) => x !== b);
     return true;
   }
 

@@ -146,6 +146,7 @@ describe('gRPC agent service', () => {
         addresses: ['10.0.0.2'],
         agentVersion: '0.1.0',
         packedRanges: false,
+        telemetryAcks: false,
       },
     });
     const initial = await s.next();
@@ -204,12 +205,13 @@ describe('gRPC agent service', () => {
         addresses: ['10.0.0.2'],
         agentVersion: 't',
         packedRanges: false,
+        telemetryAcks: false,
       },
     });
     // The barrier's full sync is the next message: the Hello above brought none.
     expect((await s.barrier()).hash).toBe(current.hash);
     // ...but every Hello was answered.
-    expect(s.welcomes).toEqual(Array(3).fill({ agentId: res.agentId, workloadId: 'db-1' }));
+    expect(s.welcomes).toEqual(Array(3).fill({ agentId: res.agentId, workloadId: 'db-1', telemetryAcks: false }));
     // Another workload whose policy peers on db's address sees the change.
     await enrolled('web-1', { addresses: ['10.0.0.3'] });
     await api('PUT', '/v1/policies/web', {
@@ -226,6 +228,7 @@ describe('gRPC agent service', () => {
         addresses: ['10.0.0.9'],
         agentVersion: 't',
         packedRanges: false,
+        telemetryAcks: false,
       },
     });
     expect(afterProvision).toMatchObject({ full: false, revision: 1 });
@@ -238,31 +241,37 @@ describe('gRPC agent service', () => {
     s.stream.end();
   });
 
+  /** A telemetry batch of one counter. */
+  const counterBatch = (seq: number, packets: number) => ({
+    telemetry: {
+      seq,
+      timeUnixMs: 0,
+      appliedHash: '',
+      flows: [],
+      events: [],
+      counters: [
+        {
+          ruleId: 'default',
+          direction: Direction.DIRECTION_INGRESS,
+          verdict: Verdict.VERDICT_WOULD_DENY,
+          packets,
+          bytes: packets * 60,
+        },
+      ],
+    },
+  });
+  const countedPackets = async () =>
+    (await api('GET', '/v1/counters?workload=db-1')).json.map(
+      (c: { packets: number }) => c.packets,
+    );
+
   it('counts a telemetry batch once even when resent with the same seq', async () => {
     const { creds } = await enrolled();
     const s = new SyncSession(client(creds).sync());
     await s.barrier();
-    const batch = (seq: number, packets: number) => ({
-      telemetry: {
-        seq,
-        timeUnixMs: 0,
-        appliedHash: '',
-        flows: [],
-        events: [],
-        counters: [
-          {
-            ruleId: 'default',
-            direction: Direction.DIRECTION_INGRESS,
-            verdict: Verdict.VERDICT_WOULD_DENY,
-            packets,
-            bytes: packets * 60,
-          },
-        ],
-      },
-    });
-    s.send(batch(1, 5));
-    s.send(batch(1, 5));
-    s.send(batch(2, 3));
+    s.send(counterBatch(1, 5));
+    s.send(counterBatch(1, 5));
+    s.send(counterBatch(2, 3));
     await s.barrier();
     expect((await api('GET', '/v1/counters?workload=db-1')).json).toEqual([
       {
@@ -274,6 +283,29 @@ describe('gRPC agent service', () => {
         bytes: 480,
       },
     ]);
+    s.stream.end();
+  });
+
+  it('acks each telemetry batch once stored (a resent one too), on a stream that asked only', async () => {
+    const { creds } = await enrolled();
+    const plain = new SyncSession(client(creds).sync());
+    await plain.barrier();
+    expect(plain.welcomes[0]!.telemetryAcks).toBe(false);
+    plain.send(counterBatch(1, 5));
+    await plain.barrier();
+    expect(await countedPackets()).toEqual([5]);
+    expect(plain.telemetryAcks).toEqual([]);
+    plain.stream.end();
+
+    const s = new SyncSession(client(creds).sync(), false, true);
+    await s.barrier();
+    expect(s.welcomes[0]!.telemetryAcks).toBe(true);
+    // Seq 1 again (its stream died before an ack, as far as the agent knows), then seq 2.
+    s.send(counterBatch(1, 5));
+    s.send(counterBatch(2, 3));
+    await s.barrier();
+    expect(s.telemetryAcks).toEqual([1, 2]);
+    expect(await countedPackets()).toEqual([8]);
     s.stream.end();
   });
 
@@ -485,6 +517,7 @@ describe('gRPC agent service', () => {
         addresses: [],
         agentVersion: 't',
         packedRanges: false,
+        telemetryAcks: false,
       },
     });
     expect((await s.error).code).toBe(status.UNAUTHENTICATED);
@@ -501,6 +534,7 @@ describe('gRPC agent service', () => {
         addresses: [],
         agentVersion: 't',
         packedRanges: false,
+        telemetryAcks: false,
       },
     });
     await expect(s.next()).rejects.toSatisfy(
@@ -614,6 +648,7 @@ describe('gRPC agent service', () => {
         addresses: [],
         agentVersion: 't',
         packedRanges: false,
+        telemetryAcks: false,
       },
     });
     expect((await again.error).code).toBe(status.UNAUTHENTICATED);

@@ -240,13 +240,16 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
       const log1 = log.child({ agentId, workload });
       log1.info('agent connected');
 
+      // The agent asked (Hello) to hear when each telemetry batch is stored.
+      let telemetryAcks = false;
       call.on('data', (msg: SyncRequest) => {
         if (ended || closing) return;
         try {
           if (msg.hello) {
             const sync = fleet.hello(agentId, msg.hello, stream);
+            telemetryAcks = msg.hello.telemetryAcks;
             // Always answer: the agent counts the stream as up only once it hears back.
-            call.write({ welcome: { agentId, workloadId: workload } });
+            call.write({ welcome: { agentId, workloadId: workload, telemetryAcks } });
             for (const m of sync) call.write(m);
           } else if (msg.ack) {
             fleet.ack(agentId, msg.ack);
@@ -256,6 +259,7 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
             const { seq } = msg.telemetry;
             fleet.telemetry(agentId, msg.telemetry, call).then((added) => {
               if (!added) log1.debug({ seq }, 'dropped telemetry already counted');
+              if (telemetryAcks && !ended) call.write({ telemetryAck: { seq } });
             }, fail);
           }
         } catch (err) {

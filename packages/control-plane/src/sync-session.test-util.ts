@@ -23,16 +23,23 @@ export class SyncSession {
   private readonly received: SyncResponse[] = [];
   /** Welcomes, the answer to every Hello, kept apart so that next() yields updates. */
   readonly welcomes: Welcome[] = [];
+  /** Seqs of the TelemetryAcks, kept apart too. */
+  readonly telemetryAcks: number[] = [];
   private waiters: Array<() => void> = [];
   readonly error: Promise<ServiceError>;
 
-  /** `packed`: the Hellos say `packed_ranges`, so groups arrive in the packed form. */
+  /**
+   * `packed`: the Hellos say `packed_ranges`, so groups arrive in the packed form; `acks`: they
+   * ask for telemetry acks.
+   */
   constructor(
     readonly stream: ClientDuplexStream<SyncRequest, SyncResponse>,
     readonly packed = false,
+    readonly acks = false,
   ) {
     stream.on('data', (msg: SyncResponse) => {
       if (msg.welcome) this.welcomes.push(msg.welcome);
+      else if (msg.telemetryAck) this.telemetryAcks.push(msg.telemetryAck.seq);
       else this.received.push(msg);
       this.wake();
     });
@@ -96,6 +103,7 @@ export class SyncSession {
         addresses,
         agentVersion: 't',
         packedRanges: this.packed,
+        telemetryAcks: this.acks,
       },
     });
   }

@@ -50,7 +50,7 @@ describe('the Sync write path (pins grpc-js 1.14 internals)', () => {
             serialized.push(out);
             return out;
           };
-          call.write({ welcome: { agentId: 'a', workloadId: 'w' } });
+          call.write({ welcome: { agentId: 'a', workloadId: 'w', telemetryAcks: false } });
           for (const m of update) call.write(m);
           call.end();
         },
@@ -72,7 +72,9 @@ describe('the Sync write path (pins grpc-js 1.14 internals)', () => {
 
     expect(installed).toBe(true);
     expect(got).toEqual([
-      SyncResponse.fromPartial({ welcome: { agentId: 'a', workloadId: 'w' } }),
+      SyncResponse.fromPartial({
+        welcome: { agentId: 'a', workloadId: 'w', telemetryAcks: false },
+      }),
       ...update.map((m) => SyncResponse.decode(m)),
     ]);
     expect(got[1]!.update!.groups[0]!.added).toHaveLength(500);

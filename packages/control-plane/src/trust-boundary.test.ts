@@ -94,6 +94,7 @@ describe('trust boundary: enrolment and address claims', () => {
         addresses,
         agentVersion: 't',
         packedRanges: true,
+        telemetryAcks: false,
       },
     });
   }

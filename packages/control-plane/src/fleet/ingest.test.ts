@@ -105,6 +105,30 @@ describe('telemetry ingest queue', () => {
     expect(slices).toEqual([[1, 2], [3], [4], [5]]);
   });
 
+  it('sizes slices to take about sliceMs, from what the last records cost', async () => {
+    let clock = 0;
+    const slices: number[] = [];
+    const ingest = createTelemetryIngest({
+      capacity: 1000,
+      sliceRecords: 100,
+      sliceMs: 10,
+      now: () => clock,
+      write(items) {
+        // Each record (a message without flows) costs 1 ms.
+        clock += items.length;
+        slices.push(items.length);
+        return items.map(() => ({ added: true }));
+      },
+    });
+    for (let i = 0; i < 400; i++) agentStream(`agent-${i}`, ingest).send(telemetry(i + 1, 0));
+    await ingest.idle();
+    expect(slices.reduce((a, b) => a + b)).toBe(400);
+    // The first slice knows nothing yet and takes the most; then they shrink toward 10 records.
+    expect(slices[0]).toBe(100);
+    expect(slices[1]).toBeLessThan(50);
+    expect(slices.slice(10, -1).every((n) => n >= 10 && n <= 11)).toBe(true);
+  });
+
   it('takes a message larger than its capacity once the queue is empty', async () => {
     const ingest = createTelemetryIngest({
       capacity: 10,

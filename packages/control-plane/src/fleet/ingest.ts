@@ -4,7 +4,9 @@
 // in order, and while the queue is full grpc-js stops reading the waiting streams: HTTP/2 flow
 // control makes the agents' writes wait, and they keep aggregating into their own bounded
 // buffers. The queue is written in slices, several messages per transaction, one slice per turn
-// of the event loop, so /healthz and the other streams are served between slices.
+// of the event loop, so /healthz and the other streams are served between slices. A slice is
+// sized to take about `sliceMs`, from what the last ones cost a record: the listener accepts one
+// connection per turn (libuv), so a long slice would starve a reconnecting fleet.
 // Must not check or store telemetry itself: `write` (fleet) does, inside one transaction.
 import type { Telemetry } from '@bulkhead/proto';
 
@@ -27,8 +29,12 @@ export interface TelemetryIngestOptions {
   write(items: IngestItem[]): IngestResult[];
   /** Records (counters + flows + events + 1) queued at most. A larger message waits for an empty queue. */
   capacity?: number;
-  /** Records written per slice (one transaction); a slice holds at least one message. */
+  /** Records written per slice (one transaction) at most; a slice holds at least one message. */
   sliceRecords?: number;
+  /** About how long a slice may take. */
+  sliceMs?: number;
+  /** The clock slices are timed with (ms). */
+  now?: () => number;
 }
 
 export interface TelemetryIngest {
@@ -44,6 +50,7 @@ export interface TelemetryIngest {
 
 export const DEFAULT_INGEST_CAPACITY = 50_000;
 export const DEFAULT_SLICE_RECORDS = 10_000;
+export const DEFAULT_SLICE_MS = 10;
 
 interface Entry extends IngestItem {
   cost: number;
@@ -56,7 +63,11 @@ const costOf = (t: Telemetry) =>
 
 export function createTelemetryIngest(options: TelemetryIngestOptions): TelemetryIngest {
   const capacity = options.capacity ?? DEFAULT_INGEST_CAPACITY;
-  const sliceRecords = options.sliceRecords ?? DEFAULT_SLICE_RECORDS;
+  const maxSliceRecords = options.sliceRecords ?? DEFAULT_SLICE_RECORDS;
+  const sliceMs = options.sliceMs ?? DEFAULT_SLICE_MS;
+  const now = options.now ?? (() => performance.now());
+  // What a record costs to write, smoothed over the last slices; a guess (10 µs) until then.
+  let msPerRecord = 0.01;
   const queue: Entry[] = [];
   const waiting: Entry[] = [];
   let queued = 0;
@@ -78,17 +89,20 @@ export function createTelemetryIngest(options: TelemetryIngestOptions): Telemetr
     scheduled = false;
     const slice: Entry[] = [];
     let records = 0;
+    const sliceRecords = Math.max(1, Math.min(maxSliceRecords, Math.floor(sliceMs / msPerRecord)));
     while (queue.length > 0 && (slice.length === 0 || records + queue[0]!.cost <= sliceRecords)) {
       const e = queue.shift()!;
       slice.push(e);
       records += e.cost;
     }
     let results: IngestResult[];
+    const t0 = now();
     try {
       results = options.write(slice);
     } catch (error) {
       results = slice.map(() => ({ error }));
     }
+    msPerRecord = 0.7 * msPerRecord + 0.3 * ((now() - t0) / records);
     queued -= records;
     slice.forEach((e, i) => {
       e.settle(results[i] ?? { error: new Error('not written') });

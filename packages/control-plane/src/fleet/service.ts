@@ -79,7 +79,7 @@ export interface FleetDeps {
   /** Where dropped telemetry records are counted. */
   metrics: Pick<Metrics, 'telemetryRejected' | 'propagation' | 'flowsIngested'>;
   /** Bounds of the telemetry ingest queue (ingest.ts defaults). */
-  ingest?: Pick<TelemetryIngestOptions, 'capacity' | 'sliceRecords'>;
+  ingest?: Pick<TelemetryIngestOptions, 'capacity' | 'sliceRecords' | 'sliceMs'>;
   /** Telemetry older than this is refused (it would be pruned at once). Default 35. */
   flowRetentionDays?: number;
   log: Logger;
