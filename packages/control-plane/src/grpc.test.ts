@@ -211,7 +211,9 @@ describe('gRPC agent service', () => {
     // The barrier's full sync is the next message: the Hello above brought none.
     expect((await s.barrier()).hash).toBe(current.hash);
     // ...but every Hello was answered.
-    expect(s.welcomes).toEqual(Array(3).fill({ agentId: res.agentId, workloadId: 'db-1', telemetryAcks: false }));
+    expect(s.welcomes).toEqual(
+      Array(3).fill({ agentId: res.agentId, workloadId: 'db-1', telemetryAcks: false }),
+    );
     // Another workload whose policy peers on db's address sees the change.
     await enrolled('web-1', { addresses: ['10.0.0.3'] });
     await api('PUT', '/v1/policies/web', {
