@@ -80,6 +80,16 @@ describe('agent resilience', () => {
     return a;
   }
 
+  /** An agent started, sent revision 3 (enforce), and acked it. */
+  async function enforcing(overrides: Partial<AgentOptions> = {}): Promise<Agent> {
+    const a = agent(overrides);
+    await a.start();
+    await until(() => cp.of('hello').length === 1, 'hello');
+    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
+    await until(() => cp.of('ack').length === 1, 'ack');
+    return a;
+  }
+
   it('resolves the name again on reconnect and follows a control plane that moved', async () => {
     const lookups: string[] = [];
     const a = agent({
@@ -108,11 +118,7 @@ describe('agent resilience', () => {
   });
 
   it('telemetry collected while the control plane is away arrives once after it is back', async () => {
-    const a = agent();
-    await a.start();
-    await until(() => cp.of('hello').length === 1, 'hello');
-    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
-    await until(() => cp.of('ack').length === 1, 'ack');
+    const a = await enforcing();
     const flow = (n: number) => ({ concat: ['10.0.0.5', '10.0.9.1', 6, 1000 + n, WEB_IN_CODE] });
 
     kernel.setCounter(`${ruleChain({ id: WEB_IN })}_allowed`, 2, 200);
@@ -150,12 +156,8 @@ describe('agent resilience', () => {
 
   it('with acks: one batch at a time, what is read meanwhile goes in the next; an unacked batch is sent again on the next stream', async () => {
     cp.telemetryAcks = 'auto';
-    const a = agent();
-    await a.start();
-    await until(() => cp.of('hello').length === 1, 'hello');
+    const a = await enforcing();
     expect(cp.of('hello')[0]!.telemetryAcks).toBe(true);
-    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
-    await until(() => cp.of('ack').length === 1, 'ack');
     const flow = (n: number) => ({ concat: ['10.0.0.5', '10.0.9.1', 6, 1000 + n, WEB_IN_CODE] });
     const telemetry = () => cp.of('telemetry');
     const ports = (t: Telemetry) => t.flows.map((f) => f.port);
@@ -197,11 +199,7 @@ describe('agent resilience', () => {
   });
 
   it('without acks from the control plane: a batch every interval, as before', async () => {
-    const a = agent();
-    await a.start();
-    await until(() => cp.of('hello').length === 1, 'hello');
-    cp.streams[0]!.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
-    await until(() => cp.of('ack').length === 1, 'ack');
+    await enforcing();
     for (let i = 0; i < 3; i++) {
       kernel.packetAdd(
         'flows_in4',
@@ -330,12 +328,8 @@ describe('agent resilience', () => {
 
   it('a control plane that stops reading holds the agent back; what did not fit is reported dropped', async () => {
     const maxPendingFlows = 500;
-    const a = agent({ maxPendingFlows });
-    await a.start();
-    await until(() => cp.of('hello').length === 1, 'hello');
+    const a = await enforcing({ maxPendingFlows });
     const stream = cp.streams[0]!;
-    stream.write({ update: fixtureUpdate(Mode.MODE_ENFORCE, 3) });
-    await until(() => cp.of('ack').length === 1, 'ack');
 
     // As the control plane's ingest does under load: stop reading, nothing read ahead.
     const readable = (
