@@ -176,6 +176,7 @@ describe('agent resilience', () => {
     }
     expect(telemetry().length).toBe(before + 1);
     expect(a.dataplane.flows.size).toBeGreaterThanOrEqual(3);
+    expect(await metric(a, 'bulkhead_flows_pending')).toBe(a.dataplane.flows.size);
 
     // Acked: the next batch carries everything read meanwhile.
     cp.ackTelemetry(held.seq);

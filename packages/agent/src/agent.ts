@@ -197,6 +197,8 @@ export function createAgent(options: AgentOptions): Agent {
         onApply: (u, r) => metrics.observeApply(u, r),
         onTamper: (d) => metrics.observeTamper(d),
       });
+      const { flows } = dataplane;
+      metrics.pendingFlowsFrom(() => flows.size);
       // Enforce the last known rules before anything that needs the network.
       const restored = await dataplane.restore();
       logger.info({ restored }, 'dataplane restored');

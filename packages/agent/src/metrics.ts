@@ -18,6 +18,8 @@ export interface AgentMetrics {
   observeFlows(read: FlowRead): void;
   /** Flow keys dropped because the pending buffer was at its cap. */
   observeFlowsDropped(count: number): void;
+  /** Where each scrape reads how many flow keys wait to be sent (the dataplane's buffer). */
+  pendingFlowsFrom(size: () => number): void;
   /** A difference between kernel and desired table was found (and repaired). */
   observeTamper(drift: Drift): void;
   /** Serve GET /metrics; resolves with the bound address (port 0 picks one). */
@@ -82,6 +84,15 @@ export function createAgentMetrics(): AgentMetrics {
     name: 'bulkhead_flows_dropped_total',
     help: 'Flow keys dropped because --max-pending-flows were already waiting to be sent.',
     registers: [registry],
+  });
+  let pendingFlows = () => 0;
+  new Gauge({
+    name: 'bulkhead_flows_pending',
+    help: 'Flow keys read from the kernel and not yet sent: they grow while the control plane is away or slow to ack.',
+    registers: [registry],
+    collect() {
+      this.set(pendingFlows());
+    },
   });
   const flowTableFull = new Counter({
     name: 'bulkhead_flow_table_full_total',
@@ -160,6 +171,9 @@ export function createAgentMetrics(): AgentMetrics {
     },
     observeFlowsDropped(count) {
       flowsDropped.inc(count);
+    },
+    pendingFlowsFrom(size) {
+      pendingFlows = size;
     },
     listen(host, port) {
       const srv = createServer((req, res) => {
