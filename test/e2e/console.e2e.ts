@@ -219,7 +219,8 @@ describe('web console', () => {
     const rows = await rowText('#impact');
     expect(rows).toHaveLength(api.groups.length);
     expect(rows.some((r) => r.includes('tcp/22') && r.includes('web'))).toBe(true);
-    expect(await page.locator('h4').allTextContents()).toContain('added Policy web');
+    // The draft's changes come from their own requests (revisions, then the diff): wait for them.
+    await expect.poll(() => page.locator('h4').allTextContents()).toContain('added Policy web');
   });
 
   it('renders markup from workload names, labels and notes as text, running none of it', async () => {
