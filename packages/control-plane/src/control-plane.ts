@@ -229,6 +229,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
         domains.metrics.watch({
           agents: domains.fleet.listAgents,
           flowRows: store.visibility.flowCount,
+          ingest: domains.fleet.ingest,
           dbPath,
           siem: exporter && (() => exporter.stats()),
         });

@@ -119,6 +119,9 @@ describe('control-plane metrics', () => {
     expect(after.get('bulkhead_enrolment_errors_total{code="UNAUTHENTICATED"}')).toBe(1);
     expect(after.get('bulkhead_flows_ingested_total')).toBe(1);
     expect(after.get('bulkhead_flow_rows')).toBe(1);
+    // Written before the barrier's answer: nothing left behind.
+    expect(after.get('bulkhead_telemetry_ingest_queued_records')).toBe(0);
+    expect(after.get('bulkhead_telemetry_ingest_waiting_messages')).toBe(0);
     expect(after.get('bulkhead_store_database_bytes')).toBeGreaterThan(0);
     expect(
       after.get(

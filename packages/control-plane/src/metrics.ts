@@ -6,6 +6,7 @@
 import { statSync } from 'node:fs';
 import type { AgentView } from '@bulkhead/api';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { TelemetryIngest } from './fleet/ingest.js';
 import { REJECT_REASONS, type RejectReason } from './fleet/telemetry.js';
 import { SHED_REASONS, type ShedReason } from './grpc-listener.js';
 import type { ExporterStats } from './siem/index.js';
@@ -31,6 +32,8 @@ export interface Metrics {
 export interface ScrapeSources {
   agents(): AgentView[];
   flowRows(): number;
+  /** The telemetry ingest queue: how far it is behind. */
+  ingest: Pick<TelemetryIngest, 'queued' | 'waiting'>;
   /** The database file; its -wal and -shm files count too. */
   dbPath: string;
   siem?: () => ExporterStats;
@@ -136,6 +139,22 @@ export function createMetrics(): Metrics {
       registers,
       collect() {
         this.set(s.flowRows());
+      },
+    });
+    new Gauge({
+      name: 'bulkhead_telemetry_ingest_queued_records',
+      help: 'Telemetry records (counters, flows, events, 1 per message) received and not yet written.',
+      registers,
+      collect() {
+        this.set(s.ingest.queued);
+      },
+    });
+    new Gauge({
+      name: 'bulkhead_telemetry_ingest_waiting_messages',
+      help: 'Telemetry messages waiting for room in the full ingest queue (their streams paused).',
+      registers,
+      collect() {
+        this.set(s.ingest.waiting);
       },
     });
     const siem = s.siem;

@@ -40,6 +40,7 @@ describe('offline agents (fake clock, REST)', () => {
     domains.metrics.watch({
       agents: domains.fleet.listAgents,
       flowRows: () => 0,
+      ingest: domains.fleet.ingest,
       dbPath: join(dir, 'bulkhead.db'),
     });
     admin = domains.access.bootstrapAdminToken()!;

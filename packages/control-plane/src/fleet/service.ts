@@ -53,8 +53,8 @@ export interface FleetService extends Enrolment {
    * counted (resent after a reconnect).
    */
   telemetry(agentId: string, t: Telemetry, source: Pausable): Promise<boolean>;
-  /** The ingest queue: shutdown waits until it is idle. */
-  readonly ingest: Pick<TelemetryIngest, 'idle'>;
+  /** The ingest queue: shutdown waits until it is idle; metrics read how far behind it is. */
+  readonly ingest: Pick<TelemetryIngest, 'idle' | 'queued' | 'waiting'>;
 
   // --- REST
   listAgents(): AgentView[];
