@@ -75,7 +75,8 @@ export function startStormTelemetry(
     lastSeenUnixMs: Date.now(),
   });
 
-  function seal(s: (typeof state)[number]): Batch {
+  /** Numbers what the agent holds as the next batch and sends it. */
+  function sealAndSend(s: (typeof state)[number]): Batch {
     batchesSealed++;
     const b = { seq: ++s.seq, flows: s.pending };
     s.pending = [];
@@ -98,11 +99,11 @@ export function startStormTelemetry(
         if (s.unacked) {
           if (fresh && agent.sendBatch(s.unacked.seq, s.unacked.flows)) resent++;
         } else if (s.pending.length > 0) {
-          s.unacked = seal(s);
+          s.unacked = sealAndSend(s);
         }
       } else {
         if (fresh) for (const b of s.sealed) if (agent.sendBatch(b.seq, b.flows)) resent++;
-        if (s.pending.length > 0) s.sealed.push(seal(s));
+        if (s.pending.length > 0) s.sealed.push(sealAndSend(s));
       }
     }
   }

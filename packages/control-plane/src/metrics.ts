@@ -125,38 +125,32 @@ export function createMetrics(): Metrics {
         for (const state of AGENT_STATES) this.set({ state }, n[state]!);
       },
     });
-    new Gauge({
-      name: 'bulkhead_store_database_bytes',
-      help: 'Size of the SQLite database files (main, -wal, -shm).',
-      registers,
-      collect() {
-        this.set(fileBytes(s.dbPath));
-      },
-    });
-    new Gauge({
-      name: 'bulkhead_flow_rows',
-      help: 'Flow rows held by the store.',
-      registers,
-      collect() {
-        this.set(s.flowRows());
-      },
-    });
-    new Gauge({
-      name: 'bulkhead_telemetry_ingest_queued_records',
-      help: 'Telemetry records (counters, flows, events, 1 per message) received and not yet written.',
-      registers,
-      collect() {
-        this.set(s.ingest.queued);
-      },
-    });
-    new Gauge({
-      name: 'bulkhead_telemetry_ingest_waiting_messages',
-      help: 'Telemetry messages waiting for room in the full ingest queue (their streams paused).',
-      registers,
-      collect() {
-        this.set(s.ingest.waiting);
-      },
-    });
+    // A value read at each scrape.
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    gauge(
+      'bulkhead_store_database_bytes',
+      'Size of the SQLite database files (main, -wal, -shm).',
+      () => fileBytes(s.dbPath),
+    );
+    gauge('bulkhead_flow_rows', 'Flow rows held by the store.', () => s.flowRows());
+    gauge(
+      'bulkhead_telemetry_ingest_queued_records',
+      'Telemetry records (counters, flows, events, 1 per message) received and not yet written.',
+      () => s.ingest.queued,
+    );
+    gauge(
+      'bulkhead_telemetry_ingest_waiting_messages',
+      'Telemetry messages waiting for room in the full ingest queue (their streams paused).',
+      () => s.ingest.waiting,
+    );
     const siem = s.siem;
     if (!siem) return;
     // The exporter counts; these read its totals (a counter set at scrape from a monotonic source).
