@@ -225,11 +225,12 @@ function createSyncOpener(options: SimAgentOptions): SyncOpener {
     cert: options.identity.certPem,
   });
   const { path, requestSerialize, responseDeserialize } = AgentServiceService.sync;
+  let tlsSession: Buffer | undefined;
   return (onMessage, onEnd) => {
     const call = openH2Call(target, secureContext, path, {
       onMessage: (m) => onMessage(responseDeserialize(m)),
       onEnd,
-    });
+    }, process.env.BENCH_RESUME === '1' ? { session: tlsSession, onSession: (s) => { tlsSession = s; } } : undefined);
     return {
       write: (req, onWritten) => call.write(requestSerialize(req), onWritten),
       cancel: call.cancel,

@@ -79,6 +79,7 @@ export function openH2Call(
   secureContext: SecureContext,
   path: string,
   handlers: H2CallHandlers,
+  resume?: { session?: Buffer; onSession(session: Buffer): void },
 ): H2Call {
   const [host, port] = splitTarget(target);
   let status: string | undefined;
@@ -103,8 +104,11 @@ export function openH2Call(
   tcp.once('connect', () => {
     if (ended) return;
     const s = http2.connect(`https://${target}`, {
-      createConnection: () =>
-        tls.connect({ socket: tcp, secureContext, servername: SERVER_NAME, ALPNProtocols: ['h2'] }),
+      createConnection: () => {
+        const t = tls.connect({ socket: tcp, secureContext, servername: SERVER_NAME, ALPNProtocols: ['h2'], session: resume?.session });
+        if (resume) t.on('session', resume.onSession);
+        return t;
+      },
     });
     session = s;
     s.on('error', finish);

@@ -1,6 +1,7 @@
 import {
   type AgentEvent,
   AgentServiceClient,
+  createResumingCredentials,
   type FlowRecord,
   type PolicyUpdate,
   type RuleCounter,
@@ -8,7 +9,7 @@ import {
   type SyncResponse,
   type Telemetry,
 } from '@bulkhead/proto';
-import { type ChannelCredentials, type ClientDuplexStream, credentials } from '@grpc/grpc-js';
+import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { createApplyRetry } from './apply-retry.js';
 import { mergeCounters } from './counters.js';
@@ -95,11 +96,7 @@ export function createSyncClient(options: SyncOptions): SyncClient {
   const seqFile = statePath(options.stateDir, 'telemetrySeq');
 
   const keepalive = options.keepalive ?? DEFAULT_KEEPALIVE;
-  const tls: ChannelCredentials = credentials.createSsl(
-    Buffer.from(options.identity.caPem),
-    Buffer.from(options.identity.keyPem),
-    Buffer.from(options.identity.certPem),
-  );
+  const tls = createResumingCredentials(options.identity, options.serverName);
   // Without acks (a control plane that does not send them), a batch counts as delivered once
   // the stream it went out on answered a keepalive ping sent after it, which a stream still up
   // this long after the write must have done.

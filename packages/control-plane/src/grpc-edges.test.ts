@@ -6,13 +6,23 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tls from 'node:tls';
-import { AgentServiceClient, type EnrollResponse } from '@bulkhead/proto';
-import { credentials, status } from '@grpc/grpc-js';
+import {
+  AgentServiceClient,
+  createResumingCredentials,
+  type EnrollResponse,
+} from '@bulkhead/proto';
+import { type ChannelCredentials, credentials, status } from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ControlPlane } from './control-plane.js';
 import type { GrpcLimits } from './grpc.js';
 import { SyncSession } from './sync-session.test-util.js';
-import { enrolAgent, makeCsr, restClient, startTestControlPlane } from './test-support.js';
+import {
+  enrolAgent,
+  makeCsr,
+  makeSelfSigned,
+  restClient,
+  startTestControlPlane,
+} from './test-support.js';
 
 describe('gRPC edge', () => {
   let dir: string;
@@ -159,36 +169,109 @@ describe('gRPC edge', () => {
     expect(await shedCount('tls_failed')).toBeGreaterThanOrEqual(20);
   });
 
-  it('keeps no session to resume: a connection offering the ticket it was given gets a full handshake', async () => {
-    // Agents never resume (a fresh channel per attempt): a stateless ticket per connection was
-    // CPU for nothing in a reconnect storm.
-    const open = (session?: Buffer) =>
-      new Promise<{ reused: boolean; ticket?: Buffer }>((resolve, reject) => {
-        const s = tls.connect({
-          host: '127.0.0.1',
-          port: cp.grpcPort,
-          ca: cp.caPem,
-          servername: 'bulkhead-control-plane',
-          ALPNProtocols: ['h2'],
-          session,
-        });
-        let ticket: Buffer | undefined;
-        s.on('session', (t: Buffer) => {
-          ticket ??= t;
-        });
-        s.on('error', reject);
-        s.once('secureConnect', () => {
-          const reused = s.isSessionReused();
-          // TLS 1.3 sends its tickets after the handshake: give them a moment to arrive.
-          setTimeout(() => {
-            s.destroy();
-            resolve({ reused, ticket });
-          }, 100);
-        });
+  /** A raw TLS connection offering `session`: whether it resumed, and the first ticket given. */
+  const openTls = (port: number, options: tls.ConnectionOptions = {}) =>
+    new Promise<{ reused: boolean; ticket?: Buffer }>((resolve, reject) => {
+      const s = tls.connect({
+        host: '127.0.0.1',
+        port,
+        ca: cp.caPem,
+        servername: 'bulkhead-control-plane',
+        ALPNProtocols: ['h2'],
+        ...options,
       });
-    const first = await open();
-    expect(first.reused).toBe(false);
-    expect((await open(first.ticket)).reused).toBe(false);
+      let ticket: Buffer | undefined;
+      s.on('session', (t: Buffer) => {
+        ticket ??= t;
+      });
+      s.on('error', reject);
+      s.once('secureConnect', () => {
+        const reused = s.isSessionReused();
+        // TLS 1.3 sends its tickets after the handshake: give them a moment to arrive.
+        setTimeout(() => {
+          s.destroy();
+          resolve({ reused, ticket });
+        }, 100);
+      });
+    });
+  /** bulkhead_grpc_tls_handshakes_total by session kind. */
+  const handshakes = async () => {
+    const text = await (await fetch(`${cp.apiUrl}/metrics`)).text();
+    const count = (session: string) =>
+      Number(
+        text
+          .split('\n')
+          .find((l) => l.startsWith(`bulkhead_grpc_tls_handshakes_total{session="${session}"}`))
+          ?.split(' ')[1],
+      );
+    return { full: count('full'), resumed: count('resumed') };
+  };
+  /** The same data dir and gRPC port, a new process's worth of state. */
+  async function restartInPlace() {
+    const port = cp.grpcPort;
+    await cp.stop();
+    cp = await startTestControlPlane(dir, { grpcListen: `127.0.0.1:${port}` });
+  }
+  /**
+   * A Sync on a channel of its own, as the agent opens one per attempt (closed after, so the
+   * next one is a new connection): the update's workload, or the stream's error code.
+   */
+  const syncOnce = async (creds: ChannelCredentials) => {
+    const c = new AgentServiceClient(`127.0.0.1:${cp.grpcPort}`, creds);
+    try {
+      const s = new SyncSession(c.sync());
+      const answer = await Promise.race([s.barrier(), s.error]);
+      return 'code' in answer ? answer.code : answer.ruleSet?.workloadId;
+    } finally {
+      c.close();
+    }
+  };
+
+  it('an agent coming back after a restart resumes its TLS session, as the same agent; revoked, it is refused all the same', async () => {
+    const agent = await enrolAgent(cp, 'web-1', ['10.0.0.1']);
+    agent.client.close();
+    // The agent's own credentials: one object for its life.
+    const creds = createResumingCredentials(agent.identity, 'bulkhead-control-plane');
+    expect(await syncOnce(creds)).toBe('web-1');
+    expect(await handshakes()).toEqual({ full: 2, resumed: 0 }); // Enroll, then Sync
+
+    const token = cp.initialAdminToken; // given on the first start only
+    await restartInPlace();
+    expect(await syncOnce(creds)).toBe('web-1');
+    // No certificate in this handshake: the identity is the one the CA's key verified before.
+    expect(await handshakes()).toEqual({ full: 0, resumed: 1 });
+
+    const revoked = await restClient(cp, token)('POST', `/v1/agents/${agent.agentId}/revoke`);
+    expect(revoked.json).toMatchObject({ revoked: true });
+    expect(await syncOnce(creds)).toBe(status.UNAUTHENTICATED);
+    expect(await handshakes()).toEqual({ full: 0, resumed: 2 });
+  });
+
+  it('a resumed session keeps the verdict of its handshake: a self-signed certificate naming a real agent stays refused', async () => {
+    const agent = await enrolAgent(cp, 'web-1', ['10.0.0.1']);
+    agent.client.close();
+    const forged = { caPem: cp.caPem, ...(await makeSelfSigned(agent.agentId)) };
+    const creds = createResumingCredentials(forged, 'bulkhead-control-plane');
+    expect(await syncOnce(creds)).toBe(status.UNAUTHENTICATED);
+    expect(await syncOnce(creds)).toBe(status.UNAUTHENTICATED);
+    expect(await handshakes()).toEqual({ full: 2, resumed: 1 }); // Enroll, the forged Syncs
+  });
+
+  it('takes no ticket from a control plane with another CA, and no TLS 1.2', async () => {
+    const first = await openTls(cp.grpcPort);
+    expect(first.ticket).toBeDefined();
+    expect((await openTls(cp.grpcPort, { session: first.ticket })).reused).toBe(true);
+
+    const otherDir = mkdtempSync(join(tmpdir(), 'bh-gedge-other-'));
+    const other = await startTestControlPlane(otherDir);
+    try {
+      const elsewhere = await openTls(other.grpcPort, { ca: other.caPem, session: first.ticket });
+      expect(elsewhere.reused).toBe(false);
+    } finally {
+      await other.stop();
+      rmSync(otherDir, { recursive: true, force: true });
+    }
+    await expect(openTls(cp.grpcPort, { maxVersion: 'TLSv1.2' })).rejects.toThrow();
   });
 
   const enroll = async (labels: Record<string, string>) => {

@@ -110,7 +110,10 @@ export interface GrpcServerOptions {
   streams: StreamRegistry;
   log: Logger;
   /** Where refused enrolments and failed streams are counted. */
-  metrics: Pick<Metrics, 'enrolmentErrors' | 'syncErrors' | 'grpcConnectionsShed'>;
+  metrics: Pick<
+    Metrics,
+    'enrolmentErrors' | 'syncErrors' | 'grpcConnectionsShed' | 'grpcHandshakes'
+  >;
   limits?: Partial<GrpcLimits>;
 }
 
@@ -288,10 +291,17 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
       listener = await listenTls({
         host,
         port,
-        identity: { caPem: pki.caPem, certPem: pki.serverCertPem, keyPem: pki.serverKeyPem },
+        identity: {
+          caPem: pki.caPem,
+          certPem: pki.serverCertPem,
+          keyPem: pki.serverKeyPem,
+          sessionTicketKey: pki.sessionTicketKey,
+        },
         limits,
         onSecure: (socket) => injector.injectConnection(socket),
         onShed: (reason) => metrics.grpcConnectionsShed.inc({ reason }),
+        onHandshake: (resumed) =>
+          metrics.grpcHandshakes.inc({ session: resumed ? 'resumed' : 'full' }),
         log,
       });
       return listener.port;

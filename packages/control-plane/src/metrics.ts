@@ -22,6 +22,8 @@ export interface Metrics {
   readonly syncErrors: Counter<'code'>;
   /** Agent connections closed before they were served, by reason (grpc-listener.ts). */
   readonly grpcConnectionsShed: Counter<'reason'>;
+  /** Agent TLS handshakes finished, full or resuming a session (grpc-listener.ts). */
+  readonly grpcHandshakes: Counter<'session'>;
   readonly apiRequests: Histogram<'method' | 'route' | 'status'>;
   /** Flows stored by telemetry ingest. */
   readonly flowsIngested: Counter;
@@ -92,6 +94,13 @@ export function createMetrics(): Metrics {
     'Agent connections closed before they were served: over the per-source cap, or a TLS handshake that failed or timed out.',
     SHED_REASONS satisfies readonly ShedReason[],
   );
+  const grpcHandshakes = new Counter<'session'>({
+    name: 'bulkhead_grpc_tls_handshakes_total',
+    help: 'Agent TLS handshakes finished: full (certificates exchanged and verified) or resumed (a session ticket of this CA, e.g. after a restart).',
+    labelNames: ['session'],
+    registers,
+  });
+  for (const session of ['full', 'resumed']) grpcHandshakes.inc({ session }, 0);
   const apiRequests = new Histogram<'method' | 'route' | 'status'>({
     name: 'bulkhead_api_request_duration_seconds',
     help: 'REST API request latency by method, route pattern and HTTP status.',
@@ -194,6 +203,7 @@ export function createMetrics(): Metrics {
     enrolmentErrors,
     syncErrors,
     grpcConnectionsShed,
+    grpcHandshakes,
     apiRequests,
     flowsIngested,
     watch,

@@ -2,6 +2,7 @@ import {
   createPrivateKey,
   createPublicKey,
   generateKeyPairSync,
+  hkdfSync,
   randomBytes,
   sign,
   verify,
@@ -89,6 +90,13 @@ export interface Pki {
   serverKeyPem: string;
   serverCertPem: string;
   /**
+   * The key the gRPC listener encrypts TLS session tickets with (48 bytes, Node's `ticketKeys`),
+   * derived from the CA key: the same after a restart, so agents resume their sessions instead of
+   * a full handshake each (tls-sessions in docs/design-notes.md), and new with a new CA, so no
+   * session outlives the CA that verified it. Anyone who could read it could read the CA key.
+   */
+  sessionTicketKey: Buffer;
+  /**
    * Reads a PKCS#10 CSR in PEM and checks its proof of possession (its signature verifies with
    * the key it asks to certify); VALIDATION_FAILED otherwise.
    */
@@ -164,6 +172,15 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
     caPem,
     serverKeyPem,
     serverCertPem,
+    sessionTicketKey: Buffer.from(
+      hkdfSync(
+        'sha256',
+        caPrivateKey.export({ type: 'pkcs8', format: 'der' }),
+        Buffer.alloc(0),
+        'bulkhead tls session ticket key v1',
+        48,
+      ),
+    ),
 
     async checkCsr(csrPem) {
       let csr: CsrParts;

@@ -1,7 +1,7 @@
 // Helpers shared by this package's tests (not part of the public API).
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
-import { AgentServiceClient, type EnrollResponse } from '@bulkhead/proto';
+import { AgentServiceClient, type EnrollResponse, type TlsIdentity } from '@bulkhead/proto';
 import { credentials } from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
 import { pino } from 'pino';
@@ -125,7 +125,7 @@ export async function enrolAgent(
   hostname: string,
   addresses: string[],
   labels: Record<string, string> = {},
-): Promise<{ agentId: string; client: AgentServiceClient }> {
+): Promise<{ agentId: string; client: AgentServiceClient; identity: TlsIdentity }> {
   const { token } = (await restClient(cp)('POST', '/v1/enrollment-tokens', {})).json;
   const { csrPem, keyPem } = await makeCsr(hostname);
   const target = `127.0.0.1:${cp.grpcPort}`;
@@ -142,5 +142,9 @@ export async function enrolAgent(
     Buffer.from(keyPem),
     Buffer.from(res.certificatePem),
   );
-  return { agentId: res.agentId, client: new AgentServiceClient(target, creds) };
+  return {
+    agentId: res.agentId,
+    client: new AgentServiceClient(target, creds),
+    identity: { caPem: cp.caPem, keyPem, certPem: res.certificatePem },
+  };
 }

@@ -32,3 +32,4 @@ export {
   Verdict,
   type Welcome,
 } from './gen/bulkhead/v1/agent.js';
+export { createResumingCredentials, type TlsIdentity } from './tls-session.js';
