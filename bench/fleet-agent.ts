@@ -9,6 +9,7 @@ import { createBackoff, SYNC_CHANNEL_OPTIONS } from '@bulkhead/agent';
 import {
   AgentServiceClient,
   AgentServiceService,
+  createResumingCredentials,
   type EnrollRequest,
   type EnrollResponse,
   type FlowRecord,
@@ -19,7 +20,7 @@ import {
 } from '@bulkhead/proto';
 import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
-import { openH2Call, SERVER_NAME } from './fleet-h2.js';
+import { openH2Call, SERVER_NAME, type TlsResume } from './fleet-h2.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[1]);
 type KeyPair = Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[0]['keys'];
@@ -194,10 +195,10 @@ function createSyncOpener(options: SimAgentOptions): SyncOpener {
   const ca = options.identity.caPem;
   const { target } = options;
   if ((options.client ?? 'grpc-js') === 'grpc-js') {
-    const tls = credentials.createSsl(
-      Buffer.from(ca),
-      Buffer.from(options.key.pem),
-      Buffer.from(options.identity.certPem),
+    // The agent's own TLS: it resumes its last session.
+    const tls = createResumingCredentials(
+      { caPem: ca, keyPem: options.key.pem, certPem: options.identity.certPem },
+      SERVER_NAME,
     );
     let client: AgentServiceClient | undefined;
     return (onMessage, onEnd) => {
@@ -225,12 +226,20 @@ function createSyncOpener(options: SimAgentOptions): SyncOpener {
     cert: options.identity.certPem,
   });
   const { path, requestSerialize, responseDeserialize } = AgentServiceService.sync;
-  let tlsSession: Buffer | undefined;
+  // The last session ticket, offered on the next connection, as the agent's TLS does.
+  const resume: TlsResume = {
+    onSession: (session) => {
+      resume.session = session;
+    },
+  };
   return (onMessage, onEnd) => {
-    const call = openH2Call(target, secureContext, path, {
-      onMessage: (m) => onMessage(responseDeserialize(m)),
-      onEnd,
-    }, process.env.BENCH_RESUME === '1' ? { session: tlsSession, onSession: (s) => { tlsSession = s; } } : undefined);
+    const call = openH2Call(
+      target,
+      secureContext,
+      path,
+      { onMessage: (m) => onMessage(responseDeserialize(m)), onEnd },
+      resume,
+    );
     return {
       write: (req, onWritten) => call.write(requestSerialize(req), onWritten),
       cancel: call.cancel,

@@ -67,19 +67,26 @@ export interface H2CallHandlers {
   onEnd(status: string | undefined, details: string): void;
 }
 
+/** A TLS session to offer (the agent's createResumingCredentials), and where new tickets go. */
+export interface TlsResume {
+  session?: Buffer;
+  onSession(session: Buffer): void;
+}
+
 /**
  * Opens one call on its own connection (a fresh session per call, as the agent's fresh channel
- * per attempt): `secureContext` holds the CA and, for Sync, the host's certificate and key. TLS
- * and the HTTP/2 session are set up once TCP connected: the control plane sees the same (a TCP
- * connection, then the ClientHello), and an attempt it refuses (down, restarting) costs the
- * simulated fleet a socket, not a TLS socket and a session per agent per retry.
+ * per attempt): `secureContext` holds the CA and, for Sync, the host's certificate and key;
+ * `resume`, the session ticket to offer (Sync, as the agent does). TLS and the HTTP/2 session
+ * are set up once TCP connected: the control plane sees the same (a TCP connection, then the
+ * ClientHello), and an attempt it refuses (down, restarting) costs the simulated fleet a socket,
+ * not a TLS socket and a session per agent per retry.
  */
 export function openH2Call(
   target: string,
   secureContext: SecureContext,
   path: string,
   handlers: H2CallHandlers,
-  resume?: { session?: Buffer; onSession(session: Buffer): void },
+  resume?: TlsResume,
 ): H2Call {
   const [host, port] = splitTarget(target);
   let status: string | undefined;
@@ -105,7 +112,13 @@ export function openH2Call(
     if (ended) return;
     const s = http2.connect(`https://${target}`, {
       createConnection: () => {
-        const t = tls.connect({ socket: tcp, secureContext, servername: SERVER_NAME, ALPNProtocols: ['h2'], session: resume?.session });
+        const t = tls.connect({
+          socket: tcp,
+          secureContext,
+          servername: SERVER_NAME,
+          ALPNProtocols: ['h2'],
+          session: resume?.session,
+        });
         if (resume) t.on('session', resume.onSession);
         return t;
       },
