@@ -37,6 +37,8 @@ export interface Bulkhead {
     args: string[],
     opts?: { input?: string },
   ): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  /** The control plane's `GET /metrics`, Prometheus text. */
+  controlPlaneMetrics(): Promise<string>;
   /** Starts the control plane on `dataDir` (again, after a stop or kill). */
   startControlPlane(): Promise<void>;
   /** SIGTERM (a graceful stop), SIGKILL after 2 s. */
@@ -140,6 +142,10 @@ export async function startBulkhead(
           env: { HOME: dataDir },
         },
       ),
+    async controlPlaneMetrics() {
+      fetcher ??= await lab.nsFetch(cpHost);
+      return (await fetcher.request('GET', `${apiUrl}/metrics`)).text;
+    },
     async startControlPlane() {
       cp = lab.spawn(cpHost, [
         process.execPath,
