@@ -24,6 +24,8 @@ export interface BenchControlPlane {
   readonly caPem: string;
   readonly dbPath: string;
   api<T = unknown>(method: string, path: string, body?: unknown): Promise<T>;
+  /** A sample of `GET /metrics` (`name{labels}` as exported); undefined if not exported. */
+  metric(sample: string): Promise<number | undefined>;
   /** User + system CPU of the current process since it started, ms. */
   cpuMs(): number;
   /** Resident set size of the current process, MiB. */
@@ -93,6 +95,11 @@ export async function createBenchControlPlane(
     },
     dbPath: join(dataDir, 'bulkhead.db'),
     api,
+    async metric(sample) {
+      const text = await (await fetch(`${apiUrl}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
+      return line === undefined ? undefined : Number(line.slice(sample.length + 1));
+    },
     cpuMs: () => cpuMsOf(pid()),
     rssMiB() {
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid()}/status`, 'utf8'));

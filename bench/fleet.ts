@@ -252,6 +252,8 @@ async function fleetRun(n: number, key: SharedKey) {
       // a 2-core machine it competes with the control plane.
       benchCpuMs,
       listenOverflows: listenOverflows() - overflows0,
+      // Handshakes that resumed an agent's TLS session since the restart (none on an old build).
+      tlsResumed: await cp.metric('bulkhead_grpc_tls_handshakes_total{session="resumed"}'),
       rssMiB: cp.rssMiB(),
     });
     // A second restart with telemetry flowing through it, counted on both sides
