@@ -28,6 +28,12 @@ export interface BenchControlPlane {
   metric(sample: string): Promise<number | undefined>;
   /** User + system CPU of the current process since it started, ms. */
   cpuMs(): number;
+  /**
+   * The same for its main thread (the event loop: JavaScript, TLS, HTTP/2, SQLite), without
+   * V8's helper threads. What serialises a storm: with the agents' CPU elsewhere, as a real
+   * fleet's is, the storm cannot end before this much main-thread time has passed.
+   */
+  mainThreadCpuMs(): number;
   /** Resident set size of the current process, MiB. */
   rssMiB(): number;
   /** SIGTERM, wait for the exit; returns how long the exit took, ms. */
@@ -50,9 +56,15 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** User + system CPU of process `pid` since it started, ms (utime, stime of /proc/<pid>/stat). */
-export function cpuMsOf(pid: number): number {
-  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/**
+ * User + system CPU of process `pid` since it started, ms (utime, stime of /proc/<pid>/stat);
+ * with `thread`, of that thread alone (/proc/<pid>/task/<tid>/stat).
+ */
+export function cpuMsOf(pid: number, thread?: number): number {
+  const text = readFileSync(
+    thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`,
+    'utf8',
+  );
   // The command name (field 2) may hold spaces; fields after its closing paren are plain:
   // fields 14 and 15 (utime, stime) are the 12th and 13th of those.
   const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
@@ -101,6 +113,7 @@ export async function createBenchControlPlane(
       return line === undefined ? undefined : Number(line.slice(sample.length + 1));
     },
     cpuMs: () => cpuMsOf(pid()),
+    mainThreadCpuMs: () => cpuMsOf(pid(), pid()),
     rssMiB() {
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid()}/status`, 'utf8'));
       return m ? Math.round(Number(m[1]) / 1024) : 0;

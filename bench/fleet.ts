@@ -232,6 +232,7 @@ async function fleetRun(n: number, key: SharedKey) {
       () => welcomed.size === n,
     );
     const cpuAllBack = cp.cpuMs();
+    const mainThreadAllBack = cp.mainThreadCpuMs();
     const benchCpuMs = cpuMsSince(stormBenchCpu0);
     // Whatever a Hello brings back is written right behind its Welcome: give it time to land.
     await new Promise((r) => setTimeout(r, 500));
@@ -248,6 +249,9 @@ async function fleetRun(n: number, key: SharedKey) {
       cpuMsPerReconnect: round((cpuAllBack - cpuReady) / n, 2),
       // The split above depends on when the bench saw /healthz; this does not.
       cpuUntilAllBackMs: Math.round(cpuAllBack),
+      // Its main thread's share: the storm's floor once the agents' CPU is theirs, not this
+      // machine's (fleet-control-plane.ts).
+      mainThreadCpuUntilAllBackMs: Math.round(mainThreadAllBack),
       // The simulated fleet's own CPU from SIGTERM until all back (TLS clients, channels): on
       // a 2-core machine it competes with the control plane.
       benchCpuMs,
