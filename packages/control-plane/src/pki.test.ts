@@ -19,6 +19,12 @@ describe('pki', () => {
     expect(statSync(join(dir, 'ca', 'ca.key')).mode & 0o777).toBe(0o600);
     const b = await createPki({ dir: join(dir, 'ca') });
     expect(b.caPem).toBe(a.caPem);
+    // Sessions resume across the restart: the same ticket key, from the same CA key.
+    expect(b.sessionTicketKey).toHaveLength(48);
+    expect(b.sessionTicketKey.equals(a.sessionTicketKey)).toBe(true);
+    // Another CA, another key: its sessions are not ours.
+    const other = await createPki({ dir: join(dir, 'other') });
+    expect(other.sessionTicketKey.equals(a.sessionTicketKey)).toBe(false);
   });
 
   it('puts the default and extra SANs in the server certificate', async () => {

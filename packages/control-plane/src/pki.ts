@@ -3,6 +3,7 @@ import {
   createPublicKey,
   generateKeyPairSync,
   hkdfSync,
+  type KeyObject,
   randomBytes,
   sign,
   verify,
@@ -123,6 +124,17 @@ export interface PkiOptions {
   now?: () => Date;
 }
 
+/**
+ * The listener's session ticket key (Pki.sessionTicketKey), from the CA's private scalar (JWK
+ * `d`) itself, not an encoding of the key that another OpenSSL might write differently.
+ */
+function ticketKeyOf(caKey: KeyObject): Buffer {
+  const d = caKey.export({ format: 'jwk' }).d;
+  if (!d) throw new Error('the CA key has no private part');
+  const ikm = Buffer.from(d, 'base64url');
+  return Buffer.from(hkdfSync('sha256', ikm, Buffer.alloc(0), 'bulkhead session tickets v1', 48));
+}
+
 /** Loads the CA from `dir`, creating it on first start, and issues a fresh server certificate. */
 export async function createPki(options: PkiOptions): Promise<Pki> {
   const now = options.now ?? (() => new Date());
@@ -172,15 +184,7 @@ export async function createPki(options: PkiOptions): Promise<Pki> {
     caPem,
     serverKeyPem,
     serverCertPem,
-    sessionTicketKey: Buffer.from(
-      hkdfSync(
-        'sha256',
-        caPrivateKey.export({ type: 'pkcs8', format: 'der' }),
-        Buffer.alloc(0),
-        'bulkhead tls session ticket key v1',
-        48,
-      ),
-    ),
+    sessionTicketKey: ticketKeyOf(caPrivateKey),
 
     async checkCsr(csrPem) {
       let csr: CsrParts;
