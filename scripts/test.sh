@@ -61,6 +61,7 @@ checks_lane() {
   step bench-fanout node bench/dist/fanout.js --short >/dev/null
   step bench-calc node --expose-gc bench/dist/calc.js --short >/dev/null
   step bench-fleet node bench/dist/fleet.js --short >/dev/null
+  step bench-tls node bench/dist/tls-handshake.js --short >/dev/null
   step bench-apply unshare --net -- node bench/dist/agent-apply.js --short >/dev/null
   # A fresh network namespace for the whole integration run: real kernel, nothing shared.
   step integration unshare --net -- bash -c 'ip link set lo up && npx vitest run --project integration'
