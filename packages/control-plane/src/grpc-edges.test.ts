@@ -104,14 +104,18 @@ describe('gRPC edge', () => {
     await expectAgentSyncs('web-2', '10.0.0.3');
   });
 
-  /** `reason`'s count in bulkhead_grpc_connections_shed_total. */
-  const shedCount = async (reason: string) => {
+  /** A sample of the control plane's /metrics, `name{labels}` as exported. */
+  const metric = async (sample: string) => {
     const text = await (await fetch(`${cp.apiUrl}/metrics`)).text();
-    const line = text
-      .split('\n')
-      .find((l) => l.startsWith(`bulkhead_grpc_connections_shed_total{reason="${reason}"}`));
-    return Number(line?.split(' ')[1]);
+    return Number(
+      text
+        .split('\n')
+        .find((l) => l.startsWith(`${sample} `))
+        ?.split(' ')[1],
+    );
   };
+  const shedCount = (reason: string) =>
+    metric(`bulkhead_grpc_connections_shed_total{reason="${reason}"}`);
 
   /**
    * Connections from `source` that start a TLS handshake and stall in it: a record header that
@@ -196,15 +200,9 @@ describe('gRPC edge', () => {
     });
   /** bulkhead_grpc_tls_handshakes_total by session kind. */
   const handshakes = async () => {
-    const text = await (await fetch(`${cp.apiUrl}/metrics`)).text();
     const count = (session: string) =>
-      Number(
-        text
-          .split('\n')
-          .find((l) => l.startsWith(`bulkhead_grpc_tls_handshakes_total{session="${session}"}`))
-          ?.split(' ')[1],
-      );
-    return { full: count('full'), resumed: count('resumed') };
+      metric(`bulkhead_grpc_tls_handshakes_total{session="${session}"}`);
+    return { full: await count('full'), resumed: await count('resumed') };
   };
   /** The same data dir and gRPC port, a new process's worth of state. */
   async function restartInPlace() {
