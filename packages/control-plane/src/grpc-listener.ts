@@ -66,9 +66,11 @@ export interface TlsIdentity {
 }
 
 /**
- * How long a session ticket can be resumed: TLS 1.3's longest (RFC 8446 4.6.1). Each connection,
- * resumed too, gets fresh tickets, so a fleet whose control plane restarts at least weekly
- * resumes on every restart; an agent whose connection is older does a full handshake.
+ * How long a session ticket can be resumed: TLS 1.3's longest (RFC 8446 4.6.1). Tickets come with
+ * full handshakes only (Node's server sends none after a resumed one), so an agent's ticket ages
+ * from its last full handshake: once it has expired, the agent's next connection is a full
+ * handshake and brings a new one. Connections are renewed daily (grpc.ts, maxConnectionAgeMs),
+ * so a ticket is out of date for about a day of every ~8: at a restart, ~7 in 8 agents resume.
  */
 const SESSION_LIFETIME_S = 7 * 24 * 3600;
 

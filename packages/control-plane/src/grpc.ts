@@ -128,6 +128,16 @@ export interface GrpcLimits extends ConnectionLimits {
   keepaliveTimeMs: number;
   /** ...and closes it when the ping is not answered within this. */
   keepaliveTimeoutMs: number;
+  /**
+   * A connection this old (+-10%, grpc-js's jitter) gets GOAWAY, and its streams end after
+   * `maxConnectionAgeGraceMs`; the agent reconnects at once (resuming its TLS session). An
+   * agent's session ticket expires a week after its last full handshake, and a connection that
+   * lived longer would keep the expired one until the next restart: renewed daily, a ticket is
+   * out of date for a day of every ~8 (grpc-listener.ts). Spreads agents over control-plane
+   * addresses again, too.
+   */
+  maxConnectionAgeMs: number;
+  maxConnectionAgeGraceMs: number;
 }
 
 export const DEFAULT_GRPC_LIMITS: GrpcLimits = {
@@ -135,6 +145,8 @@ export const DEFAULT_GRPC_LIMITS: GrpcLimits = {
   idleTimeoutMs: 5 * 60_000,
   keepaliveTimeMs: 60_000,
   keepaliveTimeoutMs: 20_000,
+  maxConnectionAgeMs: 24 * 3600_000,
+  maxConnectionAgeGraceMs: 60_000,
 };
 
 export interface AgentGrpcServer {
@@ -160,6 +172,8 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
     'grpc.max_connection_idle_ms': limits.idleTimeoutMs,
     'grpc.keepalive_time_ms': limits.keepaliveTimeMs,
     'grpc.keepalive_timeout_ms': limits.keepaliveTimeoutMs,
+    'grpc.max_connection_age_ms': limits.maxConnectionAgeMs,
+    'grpc.max_connection_age_grace_ms': limits.maxConnectionAgeGraceMs,
   });
   let listener: TlsListener | undefined;
   /** Set by close(): no call is served any more, on a connection left open or a new one. */
