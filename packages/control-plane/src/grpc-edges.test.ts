@@ -255,7 +255,8 @@ describe('gRPC edge', () => {
   });
 
   it('renews a connection past its maximum age: the stream ends, and the agent comes back resuming its session', async () => {
-    await restartWith({ maxConnectionAgeMs: 1000, maxConnectionAgeGraceMs: 200 });
+    // Long enough for a Sync under a loaded CI machine, short enough to wait for.
+    await restartWith({ maxConnectionAgeMs: 3000, maxConnectionAgeGraceMs: 500 });
     const agent = await enrolAgent(cp, 'web-1', ['10.0.0.1']);
     agent.client.close();
     const creds = createResumingCredentials(agent.identity, 'bulkhead-control-plane');
