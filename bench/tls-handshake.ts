@@ -1,10 +1,10 @@
 // One agent TLS handshake, full and resumed, on both sides (issue 9, the reconnect storm): the
 // control plane's own listener (grpc-listener.ts, its PKI, a client certificate its CA issued)
-// in a child process, so that its CPU is its own, and clients that connect as the agent's TLS
-// does (createResumingCredentials: the CA, the certificate, ALPN h2, the last ticket offered).
-// The server writes a byte and closes each connection once its handshake finished. Prints the CPU per
-// connection of each side for a full handshake and for one that resumed a session, and how many
-// the listener counted as resumed. `BENCH_TLS_CONNECTIONS` (2,000), 32 at a time.
+// in a child process, so that its CPU is its own, and clients with the agent's TLS settings (as
+// createResumingCredentials: the CA, the certificate, ALPN h2, the last ticket offered). The
+// server writes a byte and closes each connection once its handshake finished. Prints the CPU
+// per connection of each side for a full handshake and for one that resumed a session, and how
+// many the listener counted as resumed. `BENCH_TLS_CONNECTIONS` (2,000), 32 at a time.
 import { fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,7 +31,7 @@ if (process.argv[2] === 'server') {
       'grpc-listener.js',
     );
   const pki = await createPki({ dir: process.argv[3]! });
-  const resumed = { full: 0, resumed: 0 };
+  const handshakes = { full: 0, resumed: 0 };
   const listener = await listenTls({
     host: '127.0.0.1',
     port: 0,
@@ -45,10 +45,10 @@ if (process.argv[2] === 'server') {
     // A byte first, as HTTP/2's SETTINGS would be: OpenSSL sends the tickets with the first
     // write after the handshake, and an end alone sends none.
     onSecure: (socket) => socket.end('x'),
-    onHandshake: (r) => resumed[r ? 'resumed' : 'full']++,
+    onHandshake: (resumed) => handshakes[resumed ? 'resumed' : 'full']++,
     log: pino({ level: 'silent' }),
   });
-  process.on('message', () => process.send!({ cpuMs: cpuMs(), ...resumed }));
+  process.on('message', () => process.send!({ cpuMs: cpuMs(), ...handshakes }));
   process.send!({ port: listener.port });
 } else {
   const dir = mkdtempSync(join(tmpdir(), 'bench-tls-'));
