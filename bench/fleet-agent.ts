@@ -226,12 +226,7 @@ function createSyncOpener(options: SimAgentOptions): SyncOpener {
     cert: options.identity.certPem,
   });
   const { path, requestSerialize, responseDeserialize } = AgentServiceService.sync;
-  // The last session ticket, offered on the next connection, as the agent's TLS does.
-  const resume: TlsResume = {
-    onSession: (session) => {
-      resume.session = session;
-    },
-  };
+  const resume: TlsResume = {};
   return (onMessage, onEnd) => {
     const call = openH2Call(
       target,

@@ -67,19 +67,18 @@ export interface H2CallHandlers {
   onEnd(status: string | undefined, details: string): void;
 }
 
-/** A TLS session to offer (the agent's createResumingCredentials), and where new tickets go. */
+/** The last TLS session ticket a host got: offered on its next connection, as the agent does. */
 export interface TlsResume {
   session?: Buffer;
-  onSession(session: Buffer): void;
 }
 
 /**
  * Opens one call on its own connection (a fresh session per call, as the agent's fresh channel
  * per attempt): `secureContext` holds the CA and, for Sync, the host's certificate and key;
- * `resume`, the session ticket to offer (Sync, as the agent does). TLS and the HTTP/2 session
- * are set up once TCP connected: the control plane sees the same (a TCP connection, then the
- * ClientHello), and an attempt it refuses (down, restarting) costs the simulated fleet a socket,
- * not a TLS socket and a session per agent per retry.
+ * `resume` (Sync), the ticket to offer, replaced by those the connection brings. TLS and the
+ * HTTP/2 session are set up once TCP connected: the control plane sees the same (a TCP
+ * connection, then the ClientHello), and an attempt it refuses (down, restarting) costs the
+ * simulated fleet a socket, not a TLS socket and a session per agent per retry.
  */
 export function openH2Call(
   target: string,
@@ -119,7 +118,7 @@ export function openH2Call(
           ALPNProtocols: ['h2'],
           session: resume?.session,
         });
-        if (resume) t.on('session', resume.onSession);
+        if (resume) t.on('session', (ticket: Buffer) => (resume.session = ticket));
         return t;
       },
     });

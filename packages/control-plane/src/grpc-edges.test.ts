@@ -21,6 +21,7 @@ import {
   makeCsr,
   makeSelfSigned,
   restClient,
+  samples,
   startTestControlPlane,
 } from './test-support.js';
 
@@ -105,15 +106,8 @@ describe('gRPC edge', () => {
   });
 
   /** A sample of the control plane's /metrics, `name{labels}` as exported. */
-  const metric = async (sample: string) => {
-    const text = await (await fetch(`${cp.apiUrl}/metrics`)).text();
-    return Number(
-      text
-        .split('\n')
-        .find((l) => l.startsWith(`${sample} `))
-        ?.split(' ')[1],
-    );
-  };
+  const metric = async (sample: string) =>
+    samples(await (await fetch(`${cp.apiUrl}/metrics`)).text()).get(sample);
   const shedCount = (reason: string) =>
     metric(`bulkhead_grpc_connections_shed_total{reason="${reason}"}`);
 

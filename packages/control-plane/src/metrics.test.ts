@@ -11,19 +11,12 @@ import { credentials } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ControlPlane } from './control-plane.js';
 import { SyncSession } from './sync-session.test-util.js';
-import { enrolAgent, makeCsr, restClient, startTestControlPlane } from './test-support.js';
+import { enrolAgent, makeCsr, restClient, samples, startTestControlPlane } from './test-support.js';
 
 // Found as the deploy checks find it (test/deploy/tools.ts): scripts/setup.sh puts it in .tools/
 // when the machine has none; missing, the test fails (Debian's prometheus package has it).
 const LOCAL_PROMTOOL = join(dirname(fileURLToPath(import.meta.url)), '../../../.tools/promtool');
 const PROMTOOL = existsSync(LOCAL_PROMTOOL) ? LOCAL_PROMTOOL : 'promtool';
-
-/** `name{labels} value` lines of a scrape, keyed by `name{labels}`. */
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const m of text.matchAll(/^(bulkhead_[^ ]+) (\S+)$/gm)) out.set(m[1]!, Number(m[2]));
-  return out;
-}
 
 describe('control-plane metrics', () => {
   let dir: string;

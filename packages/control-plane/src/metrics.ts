@@ -60,15 +60,22 @@ function fileBytes(path: string): number {
 export function createMetrics(): Metrics {
   const registry = new Registry();
   const registers = [registry];
-  // Every reason is exported from the start, so a rate() alert sees 0 before the first attack.
-  const byReason = (name: string, help: string, reasons: readonly string[]) => {
-    const counter = new Counter<'reason'>({ name, help, labelNames: ['reason'], registers });
-    for (const reason of reasons) counter.inc({ reason }, 0);
+  // Every value of the label is exported from the start, so a rate() alert sees 0 before the
+  // first attack.
+  const byLabel = <L extends string>(
+    name: string,
+    help: string,
+    label: L,
+    values: readonly string[],
+  ) => {
+    const counter = new Counter<L>({ name, help, labelNames: [label], registers });
+    for (const value of values) counter.inc({ [label]: value } as Record<L, string>, 0);
     return counter;
   };
-  const telemetryRejected = byReason(
+  const telemetryRejected = byLabel(
     'bulkhead_telemetry_rejected_total',
     'Telemetry records (counters, flows, events) agents sent that the control plane dropped, by reason.',
+    'reason',
     REJECT_REASONS satisfies readonly RejectReason[],
   );
   const propagation = new Histogram({
@@ -89,18 +96,18 @@ export function createMetrics(): Metrics {
     labelNames: ['code'],
     registers,
   });
-  const grpcConnectionsShed = byReason(
+  const grpcConnectionsShed = byLabel(
     'bulkhead_grpc_connections_shed_total',
     'Agent connections closed before they were served: over the per-source cap, or a TLS handshake that failed or timed out.',
+    'reason',
     SHED_REASONS satisfies readonly ShedReason[],
   );
-  const grpcHandshakes = new Counter<'session'>({
-    name: 'bulkhead_grpc_tls_handshakes_total',
-    help: 'Agent TLS handshakes finished: full (certificates exchanged and verified) or resumed (a session ticket of this CA, e.g. after a restart).',
-    labelNames: ['session'],
-    registers,
-  });
-  for (const session of ['full', 'resumed']) grpcHandshakes.inc({ session }, 0);
+  const grpcHandshakes = byLabel(
+    'bulkhead_grpc_tls_handshakes_total',
+    'Agent TLS handshakes finished: full (certificates exchanged and verified) or resumed (a session ticket of this CA, e.g. after a restart).',
+    'session',
+    ['full', 'resumed'],
+  );
   const apiRequests = new Histogram<'method' | 'route' | 'status'>({
     name: 'bulkhead_api_request_duration_seconds',
     help: 'REST API request latency by method, route pattern and HTTP status.',

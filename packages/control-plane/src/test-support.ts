@@ -15,6 +15,13 @@ const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 
 export const silentLog = pino({ level: 'silent' });
 
+/** `name{labels} value` lines of a `/metrics` scrape, keyed by `name{labels}`. */
+export function samples(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of text.matchAll(/^(bulkhead_[^ ]+) (\S+)$/gm)) out.set(m[1]!, Number(m[2]));
+  return out;
+}
+
 /** A started control plane on `dir`: ports the kernel picks, a silent log, then `options`. */
 export async function startTestControlPlane(
   dir: string,

@@ -37,8 +37,8 @@ export interface Bulkhead {
     args: string[],
     opts?: { input?: string },
   ): Promise<{ code: number | null; stdout: string; stderr: string }>;
-  /** The control plane's `GET /metrics`, Prometheus text. */
-  controlPlaneMetrics(): Promise<string>;
+  /** The control plane's `GET /metrics`: each sample's value by `name{labels}`. */
+  controlPlaneMetrics(): Promise<Map<string, number>>;
   /** Starts the control plane on `dataDir` (again, after a stop or kill). */
   startControlPlane(): Promise<void>;
   /** SIGTERM (a graceful stop), SIGKILL after 2 s. */
@@ -144,7 +144,10 @@ export async function startBulkhead(
       ),
     async controlPlaneMetrics() {
       fetcher ??= await lab.nsFetch(cpHost);
-      return (await fetcher.request('GET', `${apiUrl}/metrics`)).text;
+      const { text } = await fetcher.request('GET', `${apiUrl}/metrics`);
+      return new Map(
+        [...text.matchAll(/^(bulkhead_[^ ]+) (\S+)$/gm)].map((m) => [m[1]!, Number(m[2])]),
+      );
     },
     async startControlPlane() {
       cp = lab.spawn(cpHost, [
