@@ -11,6 +11,7 @@
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
+import { type PeerCertificate, peerCertificateOf } from './client-identity.js';
 
 export interface ConnectionLimits {
   /**
@@ -200,6 +201,14 @@ export function listenTls(options: {
     // refuses a client's renegotiation by default; this holds whatever the build.
     socket.disableRenegotiation();
     socket.on('error', (err) => log.debug({ err: err.message }, 'gRPC connection error'));
+    // grpc-js reads a verified peer's certificate for each call (getAuthContext, Sync) with
+    // getPeerCertificate(): Sync's fields of it, read once (client-identity.ts).
+    const peer = socket.authorized ? socket.getPeerX509Certificate() : undefined;
+    if (peer) {
+      let cert: PeerCertificate | undefined;
+      (socket as { getPeerCertificate(): PeerCertificate }).getPeerCertificate = () =>
+        (cert ??= peerCertificateOf(peer));
+    }
     options.onSecure(socket);
   });
 

@@ -63,7 +63,6 @@ export async function makeRsaCsrs(names: string[]): Promise<string[]> {
   return (await Promise.all(csrs)).map((csr) => csr.toString('pem'));
 }
 
-/** A fresh key pair and a PEM CSR for it, as an agent makes before enrolling. */
 /** A self-signed client certificate naming `cn` (as an attacker makes one) and its key, PEM. */
 export async function makeSelfSigned(cn: string): Promise<{ certPem: string; keyPem: string }> {
   const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
@@ -84,6 +83,7 @@ async function pemKey(key: webcrypto.CryptoKey): Promise<string> {
   return `-----BEGIN PRIVATE KEY-----\n${b64.trimEnd()}\n-----END PRIVATE KEY-----\n`;
 }
 
+/** A fresh key pair and a PEM CSR for it, as an agent makes before enrolling. */
 export async function makeCsr(cn = 'host-1'): Promise<{ csrPem: string; keyPem: string }> {
   const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
