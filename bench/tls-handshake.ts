@@ -42,11 +42,13 @@ if (process.argv[2] === 'server') {
       sessionTicketKey: pki.sessionTicketKey,
     },
     limits: DEFAULT_CONNECTION_LIMITS,
+    log: pino({ level: 'silent' }),
+  });
+  listener.serve({
     // A byte first, as HTTP/2's SETTINGS would be: OpenSSL sends the tickets with the first
     // write after the handshake, and an end alone sends none.
     onSecure: (socket) => socket.end('x'),
     onHandshake: (resumed) => handshakes[resumed ? 'resumed' : 'full']++,
-    log: pino({ level: 'silent' }),
   });
   process.on('message', () => process.send!({ cpuMs: cpuMs(), ...handshakes }));
   process.send!({ port: listener.port });

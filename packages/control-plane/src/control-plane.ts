@@ -7,7 +7,9 @@ import { createDomains } from './domains.js';
 import { ControlPlaneError } from './errors.js';
 import { DEFAULT_OFFLINE_AFTER_MS } from './fleet/liveness.js';
 import { createStreamRegistry } from './fleet/streams.js';
-import { type AgentGrpcServer, createGrpcServer, type GrpcLimits } from './grpc.js';
+import { type AgentGrpcServer, bindAgentPort, createGrpcServer, type GrpcLimits } from './grpc.js';
+import type { TlsListener } from './grpc-listener.js';
+import { createMetrics } from './metrics.js';
 import { createPki } from './pki.js';
 import {
   createEventExporter,
@@ -128,6 +130,8 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   let store: Stores | undefined;
   let api: FastifyInstance | undefined;
   let grpc: AgentGrpcServer | undefined;
+  /** The agents' port, until the gRPC server that serves it owns it. */
+  let agentPort: TlsListener | undefined;
   let siem: EventExporter | undefined;
   let pruneTimer: NodeJS.Timeout | undefined;
   let rolloutTimer: NodeJS.Timeout | undefined;
@@ -142,7 +146,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     clearInterval(pruneTimer);
     clearInterval(rolloutTimer);
     stopLiveness?.();
-    await grpc?.close(options);
+    await (grpc ? grpc.close(options) : agentPort?.close());
     // Telemetry already taken from the streams is written before the database closes.
     await telemetryWritten?.();
     // In-flight requests may finish; a client that stopped reading a response would hold the
@@ -154,6 +158,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     await siem?.close();
     store?.close();
     grpc = undefined;
+    agentPort = undefined;
     api = undefined;
     siem = undefined;
     store = undefined;
@@ -209,9 +214,25 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
         });
         const pki = await createPki({ dir: join(options.dataDir, 'ca'), sans: options.tlsSans });
         caPem = pki.caPem;
+        const metrics = createMetrics();
+        // The agents' port opens before the state loads and the REST API is built (~0.5 s of
+        // CPU with a fleet of thousands). After a restart the fleet reconnects at once: what
+        // arrives meanwhile waits in the listener's queue, its ClientHello unread, until the
+        // gRPC server below serves the port, instead of being refused and retried after a
+        // backoff (grpc-listener.ts).
+        agentPort = await bindAgentPort({
+          host: grpcAddr.host,
+          port: grpcAddr.port,
+          pki,
+          limits: options.grpcLimits,
+          metrics,
+          log,
+        });
+        grpcPort = agentPort.port;
         const streams = createStreamRegistry();
         const domains = createDomains({
           stores: store,
+          metrics,
           pki,
           streams,
           log,
@@ -258,22 +279,21 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
           log.info({ file: adminTokenFile }, 'created the initial admin API token');
         }
 
-        // The REST API is built (fastify, its schemas: ~0.3-0.5 s of CPU) before the gRPC port
-        // opens: after a restart the whole fleet is waiting for that port, and fastify's boot,
-        // many small async steps, interleaved with a thousand TLS handshakes took seconds of
-        // wall time for a fraction of a second of CPU (the process was not healthy meanwhile).
+        // The REST API is built (fastify, its schemas: ~0.3-0.5 s of CPU) before the gRPC server
+        // serves the agents' port: fastify's boot, many small async steps, interleaved with a
+        // thousand TLS handshakes took seconds of wall time for a fraction of a second of CPU
+        // (the process was not healthy meanwhile).
         const { createApi } = await import('./api.js');
         api = await createApi({ domains, log, maxIpListBytes: options.maxIpListBytes });
         telemetryWritten = () => domains.fleet.ingest.idle();
         grpc = createGrpcServer({
           fleet: domains.fleet,
-          pki,
           streams,
           log,
-          metrics: domains.metrics,
+          metrics,
           limits: options.grpcLimits,
+          listener: agentPort,
         });
-        grpcPort = await grpc.listen(grpcAddr.host, grpcAddr.port);
         await api.listen({ host: apiAddr.host, port: apiAddr.port });
         const bound = api.server.address() as AddressInfo;
         const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;

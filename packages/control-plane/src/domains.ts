@@ -48,6 +48,8 @@ export interface DomainDeps {
   offline?: { afterMs?: number; withdraw?: boolean };
   /** Anomaly detection's bounds, thresholds and rate limits. */
   anomalies?: AnomalyOptions;
+  /** The registry to count into; default a new one (the caller may count before the domains). */
+  metrics?: Metrics;
 }
 
 export interface Domains {
@@ -68,7 +70,7 @@ export interface Domains {
 export function createDomains(deps: DomainDeps): Domains {
   const { stores, pki, streams, log, now, events } = deps;
   const db = stores;
-  const metrics = createMetrics();
+  const metrics = deps.metrics ?? createMetrics();
   const audit = stores.access;
   const states = createPolicyStates(stores.policy, stores.revisions);
   // During a staged rollout agents follow its base revision or its new one (the follower);

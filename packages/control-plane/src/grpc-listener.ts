@@ -75,8 +75,20 @@ export interface TlsIdentity {
  */
 const SESSION_LIFETIME_S = 7 * 24 * 3600;
 
+export interface TlsHandlers {
+  /** Each connection whose TLS handshake finished. */
+  onSecure(socket: TLSSocket): void;
+  /** Each TLS handshake that finished: whether it resumed a session. */
+  onHandshake?(resumed: boolean): void;
+}
+
 export interface TlsListener {
   readonly port: number;
+  /**
+   * Starts the handshakes. Until then connections are accepted and wait in the queue, unread:
+   * the port can open before the server behind it is built (control-plane.ts).
+   */
+  serve(handlers: TlsHandlers): void;
   /**
    * Stops accepting and closes every open connection. `leaveConnections`: only stops accepting;
    * the open connections stay for the kernel to close at the process's exit (tearing each down
@@ -90,12 +102,8 @@ export function listenTls(options: {
   port: number;
   identity: TlsIdentity;
   limits: ConnectionLimits;
-  /** Each connection whose TLS handshake finished. */
-  onSecure(socket: TLSSocket): void;
   /** Each connection closed before it was served. */
   onShed?(reason: ShedReason): void;
-  /** Each TLS handshake that finished: whether it resumed a session. */
-  onHandshake?(resumed: boolean): void;
   log: Logger;
 }): Promise<TlsListener> {
   const { identity, limits, log } = options;
@@ -139,8 +147,9 @@ export function listenTls(options: {
   let head = 0;
   const underway = new Map<string, () => void>();
   const peer = (s: Socket) => `${s.remoteAddress}:${s.remotePort}`;
+  let handlers: TlsHandlers | undefined;
   const admit = () => {
-    while (underway.size < limits.maxHandshakes && head < waiting.length) {
+    while (handlers && underway.size < limits.maxHandshakes && head < waiting.length) {
       const socket = waiting[head++]!;
       // Drop what was taken once it is most of the array (a shift each is O(n) past ~16k).
       if (head * 2 >= waiting.length) {
@@ -195,7 +204,7 @@ export function listenTls(options: {
   });
   server.on('secureConnection', (socket) => {
     finished(socket);
-    options.onHandshake?.(socket.isSessionReused());
+    handlers?.onHandshake?.(socket.isSessionReused());
     // The certificate verified in this handshake stays the connection's: a renegotiation could
     // present another one that nothing verifies (the socket stays "authorized"). OpenSSL 3
     // refuses a client's renegotiation by default; this holds whatever the build.
@@ -209,7 +218,7 @@ export function listenTls(options: {
       (socket as { getPeerCertificate(): PeerCertificate }).getPeerCertificate = () =>
         (cert ??= peerCertificateOf(peer));
     }
-    options.onSecure(socket);
+    handlers?.onSecure(socket);
   });
 
   return new Promise((resolve, reject) => {
@@ -219,6 +228,10 @@ export function listenTls(options: {
       const address = tcp.address();
       resolve({
         port: typeof address === 'object' && address ? address.port : options.port,
+        serve(h) {
+          handlers = h;
+          admit();
+        },
         close: ({ leaveConnections = false } = {}) =>
           new Promise<void>((done) => {
             waiting = [];

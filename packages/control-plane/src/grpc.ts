@@ -106,15 +106,13 @@ function noReadAhead(call: ServerDuplexStream<SyncRequest, SyncResponse>): void 
 
 export interface GrpcServerOptions {
   fleet: FleetService;
-  pki: Pki;
   streams: StreamRegistry;
   log: Logger;
   /** Where refused enrolments and failed streams are counted. */
-  metrics: Pick<
-    Metrics,
-    'enrolmentErrors' | 'syncErrors' | 'grpcConnectionsShed' | 'grpcHandshakes'
-  >;
+  metrics: Pick<Metrics, 'enrolmentErrors' | 'syncErrors' | 'grpcHandshakes'>;
   limits?: Partial<GrpcLimits>;
+  /** The agents' port (bindAgentPort), served from now on; closed by close(). */
+  listener: TlsListener;
 }
 
 const errorCode = (err: unknown): string =>
@@ -149,9 +147,35 @@ export const DEFAULT_GRPC_LIMITS: GrpcLimits = {
   maxConnectionAgeGraceMs: 60_000,
 };
 
+/**
+ * Opens the agents' port (port 0: any free one) with the control plane's TLS identity. Its
+ * connections wait, accepted and unread, until a gRPC server serves it (createGrpcServer).
+ */
+export function bindAgentPort(options: {
+  host: string;
+  port: number;
+  pki: Pki;
+  limits?: Partial<GrpcLimits>;
+  metrics: Pick<Metrics, 'grpcConnectionsShed'>;
+  log: Logger;
+}): Promise<TlsListener> {
+  const { pki, metrics } = options;
+  return listenTls({
+    host: options.host,
+    port: options.port,
+    identity: {
+      caPem: pki.caPem,
+      certPem: pki.serverCertPem,
+      keyPem: pki.serverKeyPem,
+      sessionTicketKey: pki.sessionTicketKey,
+    },
+    limits: { ...DEFAULT_GRPC_LIMITS, ...options.limits },
+    onShed: (reason) => metrics.grpcConnectionsShed.inc({ reason }),
+    log: options.log,
+  });
+}
+
 export interface AgentGrpcServer {
-  /** Binds host and port (0 = any free port); returns the bound port. */
-  listen(host: string, port: number): Promise<number>;
   /**
    * Ends every stream and closes every connection. `leaveConnections` (the process exits next):
    * stops accepting and stops serving, but leaves the open connections for the kernel to close
@@ -163,7 +187,7 @@ export interface AgentGrpcServer {
 const SHUTTING_DOWN = 'control plane shutting down';
 
 export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
-  const { fleet, pki, streams, log, metrics } = options;
+  const { fleet, streams, log, metrics } = options;
   const limits = { ...DEFAULT_GRPC_LIMITS, ...options.limits };
   const server = new Server({
     // channelz (grpc-js's introspection, unused here) books every connection and call: a
@@ -175,7 +199,6 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
     'grpc.max_connection_age_ms': limits.maxConnectionAgeMs,
     'grpc.max_connection_age_grace_ms': limits.maxConnectionAgeGraceMs,
   });
-  let listener: TlsListener | undefined;
   /** Set by close(): no call is served any more, on a connection left open or a new one. */
   let closing = false;
 
@@ -297,37 +320,24 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
     },
   });
 
+  // TLS is done by our listener (handshake timeout, per-source cap); grpc-js gets the decrypted
+  // connection, and still sees the TLS socket for the peer certificate.
+  const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
+  const { listener } = options;
+  listener.serve({
+    onSecure: (socket) => injector.injectConnection(socket),
+    onHandshake: (resumed) => metrics.grpcHandshakes.inc({ session: resumed ? 'resumed' : 'full' }),
+  });
+
   return {
-    async listen(host, port) {
-      // TLS is done by our listener (handshake timeout, per-source cap); grpc-js gets the
-      // decrypted connection, and still sees the TLS socket for the peer certificate.
-      const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
-      listener = await listenTls({
-        host,
-        port,
-        identity: {
-          caPem: pki.caPem,
-          certPem: pki.serverCertPem,
-          keyPem: pki.serverKeyPem,
-          sessionTicketKey: pki.sessionTicketKey,
-        },
-        limits,
-        onSecure: (socket) => injector.injectConnection(socket),
-        onShed: (reason) => metrics.grpcConnectionsShed.inc({ reason }),
-        onHandshake: (resumed) =>
-          metrics.grpcHandshakes.inc({ session: resumed ? 'resumed' : 'full' }),
-        log,
-      });
-      return listener.port;
-    },
     async close({ leaveConnections = false } = {}) {
       closing = true;
       if (leaveConnections) {
-        await listener?.close({ leaveConnections });
+        await listener.close({ leaveConnections });
         return;
       }
       streams.closeAll(SHUTTING_DOWN);
-      await listener?.close();
+      await listener.close();
       await new Promise<void>((resolve) => {
         server.tryShutdown(() => resolve());
         // Open streams would hold tryShutdown forever.
