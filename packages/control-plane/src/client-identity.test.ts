@@ -24,9 +24,15 @@ describe('agentOfCertificate', () => {
     expect(() => agentOfCertificate({ ...cert, valid_to: 'soon' }, 0)).toThrow(/valid/);
   });
 
-  it('refuses a certificate without exactly one CN', () => {
+  it('refuses a certificate whose subject is not one CN', () => {
     const now = at('2026-01-01T00:00:00Z');
-    for (const subject of [undefined, {}, { CN: '' }, { CN: ['agent-1', 'agent-2'] }]) {
+    for (const subject of [
+      undefined,
+      {},
+      { CN: '' },
+      { CN: ['agent-1', 'agent-2'] },
+      { CN: 'agent-1', O: 'x' },
+    ]) {
       expect(() => agentOfCertificate({ subject, valid_to: NOT_AFTER }, now)).toThrow(
         expect.objectContaining({ code: 'UNAUTHENTICATED' }),
       );

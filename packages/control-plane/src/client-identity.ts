@@ -15,18 +15,20 @@ import { ControlPlaneError } from './errors.js';
  * (grpc-listener.ts, `peerCertificateOf`).
  */
 export interface PeerCertificate {
-  subject?: { CN?: string | string[] };
+  /** Each attribute of the subject, by its short name (`CN`, `O`, ...). */
+  subject?: { CN?: string | string[]; [name: string]: unknown };
   /** notAfter, e.g. `Nov 30 07:00:00 2027 GMT`. */
   valid_to: string;
 }
 
 /**
- * The fields of Node's `getPeerCertificate()` that Sync reads, from the connection's
- * X509Certificate: the CN, its end of validity (the same text), its DER (grpc-js shows none
- * without). `getPeerCertificate()` itself decodes all of it, the public key and three
- * fingerprints included: ~0.1 ms on a new connection against ~0.02 ms, for each agent of a
- * reconnect storm. Our CA names an agent by one CN and nothing else (pki.ts): a subject of any
- * other form (more names, a multi-valued name, a value Node's text escapes) names no agent.
+ * The fields of Node's `getPeerCertificate()` that Sync reads, from the X509Certificate of a
+ * resumed session: the CN, its end of validity (the same text), its DER (grpc-js shows none
+ * without). There `getPeerCertificate()` costs ~0.1 ms (it decodes all of the certificate, the
+ * public key and three fingerprints included) and this ~0.02 ms, for each agent of a reconnect
+ * storm; after a full handshake it is the other way round (grpc-listener.ts). Our CA names an
+ * agent by one CN and nothing else (pki.ts): a subject of any other form (more names, a
+ * multi-valued name, a value Node's text escapes) names no agent.
  */
 export function peerCertificateOf(
   x509: X509Certificate,
@@ -42,8 +44,10 @@ export function agentOfCertificate(cert: PeerCertificate, nowMs = Date.now()): s
   if (!(nowMs <= Date.parse(cert.valid_to))) {
     throw new ControlPlaneError('UNAUTHENTICATED', 'client certificate is not valid now');
   }
-  const cn = cert.subject?.CN;
-  if (typeof cn !== 'string' || cn === '') {
+  // Our CA names an agent by one CN and nothing else (pki.ts).
+  const subject = cert.subject ?? {};
+  const cn = subject.CN;
+  if (Object.keys(subject).length !== 1 || typeof cn !== 'string' || cn === '') {
     throw new ControlPlaneError(
       'UNAUTHENTICATED',
       'client certificate names no agent (one CN, nothing else)',
