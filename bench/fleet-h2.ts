@@ -9,15 +9,6 @@ import * as net from 'node:net';
 import type { SecureContext } from 'node:tls';
 import * as tls from 'node:tls';
 
-/**
- * Node 20's `tls.connect` decodes an offered session twice: in the TLSSocket it builds (from its
- * `session` option) and again right after (`TLSSocket.prototype.setSession`). That is ~0.26 ms of
- * a simulated agent's CPU per reconnect, a sixth of it in a storm's profile, spent on the
- * control plane's cores. In this process the second call does nothing: the session the socket
- * was built with is the one offered (the storm counts the handshakes that resumed).
- */
-(tls.TLSSocket.prototype as { setSession?: unknown }).setSession = () => {};
-
 /** The server name in the control plane's certificate. */
 export const SERVER_NAME = 'bulkhead-control-plane';
 

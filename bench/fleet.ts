@@ -5,6 +5,7 @@
 // (fleet-telemetry.ts). Prints one JSON object `{fleet: ...}`. `--short` is the CI smoke run.
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
+import { TLSSocket } from 'node:tls';
 import { DEFAULT_BACKOFF } from '@bulkhead/agent';
 import {
   type BenchClient,
@@ -19,6 +20,16 @@ import { createBenchControlPlane } from './fleet-control-plane.js';
 import { startStormTelemetry } from './fleet-storm-telemetry.js';
 import { flowLoad } from './fleet-telemetry.js';
 import { round, spread, waitUntil } from './fleet-util.js';
+
+/**
+ * Node 20's `tls.connect` decodes an offered session twice: in the TLSSocket it builds (from its
+ * `session` option) and again right after (`TLSSocket.prototype.setSession`). That is ~0.26 ms
+ * of a simulated agent's CPU per reconnect, a sixth of it in a storm's profile, which a fleet
+ * spends on hosts of its own and this bench on the control plane's cores. In this process the
+ * second call does nothing: the session the socket was built with is the one offered (the
+ * storm counts the handshakes that resumed). tls-handshake.ts measures the agent's client as is.
+ */
+(TLSSocket.prototype as { setSession?: unknown }).setSession = () => {};
 
 const SHORT = process.argv.includes('--short');
 // Set but empty (`BENCH_FLEET_SIZES=`) runs none of that part.
