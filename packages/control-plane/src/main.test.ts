@@ -12,10 +12,13 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { Script } from 'node:vm';
 import { afterEach, describe, expect, it } from 'vitest';
 
 // The process-level contract of the `bulkhead-control-plane` binary (run `npm run build` first).
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'main.js');
+/** What it runs (launcher.mjs): the bundle, with its code cache beside it. */
+const BUNDLE = join(dirname(MAIN), 'main.cjs');
 
 const run = (...args: string[]) => runWith({}, ...args);
 /** The binary with `env` added to a environment cleared of the control plane's own variables. */
@@ -47,9 +50,19 @@ describe('bulkhead-control-plane binary', () => {
       .map((f) => statSync(join(dist, f)).mtimeMs)
       .reduce((a, b) => Math.max(a, b), 0);
     expect(
-      statSync(MAIN).mtimeMs,
-      'dist/main.js is older than what tsc built: npm run build',
+      statSync(BUNDLE).mtimeMs,
+      'dist/main.cjs is older than what tsc built: npm run build',
     ).toBeGreaterThanOrEqual(newest);
+  });
+
+  it("starts from the code cache its build made, which this Node's V8 takes", () => {
+    // As launcher.mjs compiles the bundle: V8 takes a cache made for the same text only.
+    const source = readFileSync(BUNDLE, 'utf8').replace(/^#!.*/, '');
+    const script = new Script(
+      `(function (exports, require, module, __filename, __dirname) {${source}\n})`,
+      { filename: BUNDLE, cachedData: readFileSync(`${BUNDLE}.cache`) },
+    );
+    expect(script.cachedDataRejected).toBe(false);
   });
 
   it('prints its version with --version', () => {
