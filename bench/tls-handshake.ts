@@ -26,22 +26,14 @@ const cpuMs = (u = process.cpuUsage()) => (u.user + u.system) / 1000;
 
 if (process.argv[2] === 'server') {
   // The control plane's listener on the PKI in argv[3]; answers 'cpu' with its CPU and counts.
-  const { listenTls, DEFAULT_CONNECTION_LIMITS } =
-    await internal<typeof import('../packages/control-plane/dist/grpc-listener.js')>(
-      'grpc-listener.js',
-    );
+  const { bindAgentPort } =
+    await internal<typeof import('../packages/control-plane/dist/grpc.js')>('grpc.js');
   const pki = await createPki({ dir: process.argv[3]! });
   const handshakes = { full: 0, resumed: 0 };
-  const listener = await listenTls({
+  const listener = await bindAgentPort({
     host: '127.0.0.1',
     port: 0,
-    identity: {
-      caPem: pki.caPem,
-      certPem: pki.serverCertPem,
-      keyPem: pki.serverKeyPem,
-      sessionTicketKey: pki.sessionTicketKey,
-    },
-    limits: DEFAULT_CONNECTION_LIMITS,
+    pki,
     log: pino({ level: 'silent' }),
   });
   listener.serve({

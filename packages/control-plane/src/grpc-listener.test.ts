@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { connect, type TLSSocket } from 'node:tls';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createControlPlane } from './control-plane.js';
-import { DEFAULT_CONNECTION_LIMITS, listenTls, type TlsListener } from './grpc-listener.js';
+import { bindAgentPort } from './grpc.js';
+import type { TlsListener } from './grpc-listener.js';
 import { createPki, type Pki } from './pki.js';
 import { silentLog } from './test-support.js';
 
@@ -27,18 +28,7 @@ describe('agent port', () => {
   });
 
   it('accepts connections before it serves, and starts their handshakes once it does', async () => {
-    listener = await listenTls({
-      host: '127.0.0.1',
-      port: 0,
-      identity: {
-        caPem: pki.caPem,
-        certPem: pki.serverCertPem,
-        keyPem: pki.serverKeyPem,
-        sessionTicketKey: pki.sessionTicketKey,
-      },
-      limits: DEFAULT_CONNECTION_LIMITS,
-      log: silentLog,
-    });
+    listener = await bindAgentPort({ host: '127.0.0.1', port: 0, pki, log: silentLog });
     const clients = Array.from({ length: 3 }, () =>
       connect({
         host: '127.0.0.1',

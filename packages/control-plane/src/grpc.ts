@@ -156,7 +156,8 @@ export function bindAgentPort(options: {
   port: number;
   pki: Pki;
   limits?: Partial<GrpcLimits>;
-  metrics: Pick<Metrics, 'grpcConnectionsShed'>;
+  /** Where connections closed before they were served are counted. */
+  metrics?: Pick<Metrics, 'grpcConnectionsShed'>;
   log: Logger;
 }): Promise<TlsListener> {
   const { pki, metrics } = options;
@@ -170,7 +171,7 @@ export function bindAgentPort(options: {
       sessionTicketKey: pki.sessionTicketKey,
     },
     limits: { ...DEFAULT_GRPC_LIMITS, ...options.limits },
-    onShed: (reason) => metrics.grpcConnectionsShed.inc({ reason }),
+    onShed: (reason) => metrics?.grpcConnectionsShed.inc({ reason }),
     log: options.log,
   });
 }
