@@ -123,7 +123,7 @@ const PUBLIC_PATHS = new Set(['/healthz', '/metrics', '/docs']);
  * string and path parameters are text by nature, so they keep fastify's coercion.
  *
  * Each schema is compiled when its route is first called: Ajv compiling them all was ~80 ms of
- * every start, before the gRPC port opens (a CPU profile of a restart). fastify reads `schemaEnv`
+ * every start, before the agents' handshakes start (a CPU profile of a restart). fastify reads `schemaEnv`
  * (to let Ajv coerce the root value) and `errors` from what it is given: both come from the
  * compiled function.
  */

@@ -11,7 +11,6 @@
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import { type PeerCertificate, peerCertificateOf } from './client-identity.js';
 
 export interface ConnectionLimits {
   /**
@@ -210,17 +209,6 @@ export function listenTls(options: {
     // refuses a client's renegotiation by default; this holds whatever the build.
     socket.disableRenegotiation();
     socket.on('error', (err) => log.debug({ err: err.message }, 'gRPC connection error'));
-    // grpc-js reads a verified peer's certificate for each call (getAuthContext, Sync) with
-    // getPeerCertificate(). For a resumed session Node's X509Certificate is the cheaper reader of
-    // Sync's fields (client-identity.ts), read once; after a full handshake it is the dearer
-    // one (~0.25 ms against ~0.1 ms: it copies the certificate, which OpenSSL 3 decodes again).
-    const peer =
-      socket.authorized && socket.isSessionReused() ? socket.getPeerX509Certificate() : undefined;
-    if (peer) {
-      let cert: PeerCertificate | undefined;
-      (socket as { getPeerCertificate(): PeerCertificate }).getPeerCertificate = () =>
-        (cert ??= peerCertificateOf(peer));
-    }
     handlers?.onSecure(socket);
   });
 

@@ -16,7 +16,7 @@ import {
   status,
 } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { agentOfCertificate } from './client-identity.js';
+import { agentOfCertificate, readPeerOnce } from './client-identity.js';
 import { ControlPlaneError, type ControlPlaneErrorCode, invalid } from './errors.js';
 import type { FleetService } from './fleet/service.js';
 import type { AgentStream, StreamRegistry } from './fleet/streams.js';
@@ -326,7 +326,10 @@ export function createGrpcServer(options: GrpcServerOptions): AgentGrpcServer {
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
   const { listener } = options;
   listener.serve({
-    onSecure: (socket) => injector.injectConnection(socket),
+    onSecure: (socket) => {
+      readPeerOnce(socket);
+      injector.injectConnection(socket);
+    },
     onHandshake: (resumed) => metrics.grpcHandshakes.inc({ session: resumed ? 'resumed' : 'full' }),
   });
 
